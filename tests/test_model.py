@@ -1,0 +1,35 @@
+import pytest
+import torch
+
+from x3dsearch import build_model, preset
+
+
+@pytest.mark.parametrize("frames, side", [(1, 32), (3, 48), (5, 40), (8, 33)])
+def test_fully_convolutional_any_input(frames, side):
+    model = build_model(preset("XS", num_classes=5)).eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, 3, frames, side, side))
+    assert out.shape == (2, 5)
+    assert torch.isfinite(out).all()
+
+
+def test_structure_of_x2d_basis():
+    model = build_model(preset("X2D"))
+    assert [len(stage) for stage in model.stages] == [1, 2, 5, 3]
+    stem_xy, stem_t = model.stem[0], model.stem[1]
+    assert stem_xy.kernel_size == (1, 3, 3) and stem_t.kernel_size == (5, 1, 1)
+    # the published rounding rule takes the basis width 12 to 16 channels even at width 1.0
+    assert stem_t.groups == stem_t.in_channels == 16
+    assert [stage[0].c.out_channels for stage in model.stages] == [16, 24, 48, 96]
+    block = model.stages[2][0]
+    assert block.b.kernel_size == (3, 3, 3) and block.b.groups == block.b.in_channels
+    # squeeze-excitation on every other block
+    assert [not isinstance(b.se, torch.nn.Identity) for b in model.stages[2]] == [True, False, True, False, True]
+    assert model.lin5.out_channels == 2048 and model.classifier.out_features == 400
+
+
+def test_m_widths():
+    model = build_model(preset("M"))
+    assert [stage[0].c.out_channels for stage in model.stages] == [24, 48, 96, 192]
+    assert [len(stage) for stage in model.stages] == [3, 5, 11, 7]
+    assert model.conv5[0].out_channels == 432

@@ -1,0 +1,67 @@
+"""The cost model C(X): closed-form multiply-adds and parameters of a config.
+
+Counts one multiply-add as one FLOP over conv and linear layers for one clip at the
+config's own input size (BatchNorm folds into the conv at inference and is excluded),
+which is what fvcore's conv+linear count gives on :func:`x3dsearch.build_model`.
+"""
+
+from __future__ import annotations
+
+from .config import X3DConfig, round_width, stage_layout
+
+__all__ = ["count_flops", "count_params", "cost_breakdown"]
+
+
+def _out(size: int, stride: int) -> int:
+    """Output side of a kernel-3, padding-1 conv (stride 1 keeps the size)."""
+    return (size - 1) // stride + 1
+
+
+def cost_breakdown(config: X3DConfig, frames: int | None = None,
+                   crop: int | None = None) -> dict[str, tuple[int, int]]:
+    """(multiply-adds, parameters) per part: ``stem``, ``res2``..``res5``, ``head``.
+
+    ``frames``/``crop`` override the input size (default: the config's own).
+    """
+    t = config.frames if frames is None else frames
+    side = config.crop if crop is None else crop
+    stem = round_width(config.stem_width, config.width)
+    side = _out(side, 2)
+    parts: dict[str, tuple[int, int]] = {
+        "stem": (t * side * side * stem * (27 + 5), stem * (27 + 5 + 2)),
+    }
+    dim_in = stem
+    for index, (blocks, dim_out, inner) in enumerate(stage_layout(config)):
+        macs = params = 0
+        for i in range(blocks):
+            stride = 2 if i == 0 else 1
+            out_side = _out(side, stride)
+            hw_in, hw_out = t * side * side, t * out_side * out_side
+            macs += hw_in * dim_in * inner + hw_out * inner * (27 + dim_out)
+            params += dim_in * inner + inner * (2 + 27 + 2) + inner * dim_out + 2 * dim_out
+            if i % 2 == 0 and config.se_ratio > 0:
+                reduced = round_width(inner, config.se_ratio)
+                macs += 2 * inner * reduced
+                params += 2 * inner * reduced + reduced + inner
+            if dim_in != dim_out or stride != 1:
+                macs += hw_out * dim_in * dim_out
+                params += dim_in * dim_out + 2 * dim_out
+            dim_in, side = dim_out, out_side
+        parts[f"res{index + 2}"] = (macs, params)
+    conv5 = int(config.bottleneck * dim_in)
+    head, classes = config.head_width, config.num_classes
+    parts["head"] = (
+        t * side * side * dim_in * conv5 + conv5 * head + head * classes,
+        dim_in * conv5 + 2 * conv5 + conv5 * head + head * classes + classes,
+    )
+    return parts
+
+
+def count_flops(config: X3DConfig, frames: int | None = None, crop: int | None = None) -> int:
+    """Multiply-adds of one clip (conv + linear), equal to fvcore's conv+linear count."""
+    return sum(macs for macs, _ in cost_breakdown(config, frames, crop).values())
+
+
+def count_params(config: X3DConfig) -> int:
+    """Number of parameters of ``build_model(config)`` (independent of the input size)."""
+    return sum(params for _, params in cost_breakdown(config).values())

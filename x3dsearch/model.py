@@ -1,0 +1,107 @@
+"""The network generator: ``build_model(config)`` builds the X3D network a config describes.
+
+Layout follows the paper's Table 1 and the published X3D code: a 1x3x3 stem conv and a
+channelwise 5x1x1 temporal conv; residual stages of bottleneck blocks with a channelwise
+3x3x3 conv, squeeze-excitation on every other block and Swish; conv5, global pooling, a
+wide 1x1x1 "lin5" layer, dropout and the classifier. Fully convolutional in T, H and W.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .config import X3DConfig, round_width, stage_layout
+
+__all__ = ["build_model", "X3D"]
+
+
+class _SqueezeExcite(nn.Module):
+    """Channel attention: global pool, reduce, ReLU, expand, sigmoid gate."""
+
+    def __init__(self, channels: int, ratio: float) -> None:
+        super().__init__()
+        reduced = round_width(channels, ratio)
+        self.pool = nn.AdaptiveAvgPool3d(1)
+        self.fc1 = nn.Conv3d(channels, reduced, 1, bias=True)
+        self.relu = nn.ReLU(inplace=True)
+        self.fc2 = nn.Conv3d(reduced, channels, 1, bias=True)
+        self.gate = nn.Sigmoid()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gate(self.fc2(self.relu(self.fc1(self.pool(x)))))
+
+
+class _Block(nn.Module):
+    """Bottleneck block: 1x1x1 reduce, channelwise 3x3x3 (+SE, Swish), 1x1x1 expand, residual."""
+
+    def __init__(self, dim_in: int, dim_out: int, inner: int, spatial_stride: int,
+                 se_ratio: float) -> None:
+        super().__init__()
+        stride = (1, spatial_stride, spatial_stride)
+        self.a = nn.Conv3d(dim_in, inner, 1, bias=False)
+        self.a_bn = nn.BatchNorm3d(inner)
+        self.a_relu = nn.ReLU(inplace=True)
+        self.b = nn.Conv3d(inner, inner, 3, stride=stride, padding=1, groups=inner, bias=False)
+        self.b_bn = nn.BatchNorm3d(inner)
+        self.se = _SqueezeExcite(inner, se_ratio) if se_ratio > 0 else nn.Identity()
+        self.b_act = nn.SiLU()
+        self.c = nn.Conv3d(inner, dim_out, 1, bias=False)
+        self.c_bn = nn.BatchNorm3d(dim_out)
+        nn.init.zeros_(self.c_bn.weight)
+        if dim_in != dim_out or spatial_stride != 1:
+            self.shortcut: nn.Module = nn.Sequential(
+                nn.Conv3d(dim_in, dim_out, 1, stride=stride, bias=False), nn.BatchNorm3d(dim_out))
+        else:
+            self.shortcut = nn.Identity()
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.a_relu(self.a_bn(self.a(x)))
+        y = self.b_act(self.se(self.b_bn(self.b(y))))
+        y = self.c_bn(self.c(y))
+        return self.relu(self.shortcut(x) + y)
+
+
+class X3D(nn.Module):
+    """An X3D network; construct it with :func:`build_model`."""
+
+    def __init__(self, config: X3DConfig) -> None:
+        super().__init__()
+        self.config = config
+        stem = round_width(config.stem_width, config.width)
+        self.stem = nn.Sequential(
+            nn.Conv3d(3, stem, (1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1), bias=False),
+            nn.Conv3d(stem, stem, (5, 1, 1), padding=(2, 0, 0), groups=stem, bias=False),
+            nn.BatchNorm3d(stem),
+            nn.ReLU(inplace=True),
+        )
+        stages = []
+        dim_in = stem
+        for blocks, dim_out, inner in stage_layout(config):
+            layers = []
+            for i in range(blocks):
+                se = config.se_ratio if i % 2 == 0 else 0.0
+                layers.append(_Block(dim_in, dim_out, inner, 2 if i == 0 else 1, se))
+                dim_in = dim_out
+            stages.append(nn.Sequential(*layers))
+        self.stages = nn.Sequential(*stages)
+        conv5 = int(config.bottleneck * dim_in)
+        self.conv5 = nn.Sequential(
+            nn.Conv3d(dim_in, conv5, 1, bias=False), nn.BatchNorm3d(conv5), nn.ReLU(inplace=True))
+        self.pool = nn.AdaptiveAvgPool3d(1)
+        self.lin5 = nn.Conv3d(conv5, config.head_width, 1, bias=False)
+        self.lin5_relu = nn.ReLU(inplace=True)
+        self.dropout = nn.Dropout(config.dropout)
+        self.classifier = nn.Linear(config.head_width, config.num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of shape (batch, classes) for clips of shape (batch, 3, T, H, W)."""
+        x = self.conv5(self.stages(self.stem(x)))
+        x = self.lin5_relu(self.lin5(self.pool(x))).flatten(1)
+        return self.classifier(self.dropout(x))
+
+
+def build_model(config: X3DConfig) -> X3D:
+    """Build the exact network the config describes (freshly initialised)."""
+    return X3D(config)
