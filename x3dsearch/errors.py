@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["UserError", "ConfigError", "DataError"]
+__all__ = ["UserError", "ConfigError", "DataError", "SearchError"]
 
 
 class UserError(Exception):
@@ -15,3 +15,7 @@ class ConfigError(UserError, ValueError):
 
 class DataError(UserError):
     """A dataset folder, CSV or video cannot be used as given."""
+
+
+class SearchError(UserError):
+    """The search cannot go on (e.g. every candidate of a step failed or was skipped)."""

@@ -1,0 +1,115 @@
+"""The coordinator with stub scorers: exact greedy paths, memoisation, contraction, ceiling, ties."""
+
+import pytest
+
+from x3dsearch import ConfigError, count_flops, expand, preset
+from x3dsearch.errors import SearchError
+from x3dsearch.search import Candidate, Outcome, choose, contract, run_search, step_candidates
+from x3dsearch.space import load_space
+
+SPACE = load_space()
+
+
+class StubScorer:
+    """Scores configs by a known function and records every config it was asked for."""
+
+    def __init__(self, fn):
+        self.fn = fn
+        self.calls: list[str] = []
+
+    def __call__(self, candidates):
+        self.calls.extend(c.key for c in candidates)
+        return {c.key: self.fn(c.config) for c in candidates}
+
+
+def test_greedy_path_follows_the_best_axis_each_step():
+    scorer = StubScorer(lambda c: Outcome("ok", top1=c.depth * 100 + c.crop / 1000))
+    result = run_search(SPACE, 0.05, scorer)
+    axes = [s.chosen.axis for s in result.steps]
+    assert axes[0] == "depth" and set(axes) <= {"depth", "spatial"}
+    # each step's winner is the argmax among its candidates
+    for step in result.steps:
+        best = max((c for c in step.candidates), key=lambda c: step.outcomes[c.key].top1)
+        assert step.chosen.key == best.key
+    assert result.steps[-1].base == result.steps[-2].chosen.config if len(result.steps) > 1 else True
+
+
+def test_exact_path_for_a_known_scorer():
+    # accuracy = frames + crop/100: temporal (first in order) wins ties with fast on frames
+    scorer = StubScorer(lambda c: Outcome("ok", top1=c.frames + c.crop / 100))
+    result = run_search(SPACE, 0.1, scorer)
+    path = [(s.chosen.axis, s.chosen.config.frames, s.chosen.config.crop) for s in result.steps]
+    assert path[0] == ("fast", 2, 112)  # fast and temporal tie on accuracy and cost: earlier axis
+    assert all(axis == "fast" for axis, _, _ in path)
+    assert count_flops(result.final) <= 0.1e9 * 1.05
+
+
+def test_memoisation_never_scores_a_config_twice():
+    scorer = StubScorer(lambda c: Outcome("ok", top1=c.frames + c.width))
+    run_search(SPACE, 0.2, scorer, evaluate_contractions=True)
+    assert len(scorer.calls) == len(set(scorer.calls))
+
+
+def test_contraction_lands_on_target():
+    scorer = StubScorer(lambda c: Outcome("ok", top1=c.width))
+    for target in (0.05, 0.3, 1.0):
+        result = run_search(SPACE, target, scorer)
+        assert result.contraction is not None
+        assert result.contraction.axis == result.steps[-1].chosen.axis == "width"
+        assert abs(result.final_gflops - target) / target < 0.05
+        assert count_flops(result.steps[-1].base) < count_flops(result.final) <= count_flops(result.steps[-1].chosen.config)
+
+
+def test_contract_bisection_is_closest_on_both_sides():
+    base = preset("M")
+    for axis in SPACE.axes:
+        config, fraction = contract(base, axis, 6e9, SPACE)
+        assert 0 < fraction <= 1
+        flops = count_flops(config)
+        # no other fraction on a fine grid gets closer to the target
+        grid = [count_flops(expand(base, axis, fraction=f / 200, space=SPACE)) for f in range(1, 201)]
+        assert abs(flops - 6e9) <= min(abs(g - 6e9) for g in grid)
+
+
+def test_evaluated_contractions_pick_best_proxy():
+    scorer = StubScorer(lambda c: Outcome("ok", top1=c.width + c.depth / 10 - (c.crop > 200)))
+    result = run_search(SPACE, 0.5, scorer, evaluate_contractions=True)
+    assert len(result.contraction.evaluated) >= 2
+    best = max((k for k, o in result.contraction.evaluated.items()), key=lambda k: result.contraction.evaluated[k].top1)
+    assert result.final.key == best
+
+
+def test_ceiling_skips_without_training():
+    scorer = StubScorer(lambda c: Outcome("ok", top1=c.width))
+    result = run_search(SPACE, 0.05, scorer, ceiling_gflops=0.08)
+    asked = set(scorer.calls)
+    skipped = [c for s in result.steps for c in s.candidates if s.outcomes[c.key].status == "skipped"]
+    assert skipped and all(c.gflops > 0.08 and c.key not in asked for c in skipped)
+    assert all(c.gflops <= 0.08 for s in result.steps for c in s.candidates if c.key in asked)
+
+
+def test_everything_skipped_is_a_clear_error():
+    with pytest.raises(SearchError, match="no candidate could be scored"):
+        run_search(SPACE, 0.05, StubScorer(lambda c: Outcome("ok", top1=1)), ceiling_gflops=0.0081)
+
+
+def test_ties_break_on_lower_cost_then_axis_order():
+    base = preset("X2D")
+    cands = step_candidates(base, SPACE, 1)
+    same = {c.key: Outcome("ok", top1=0.5) for c in cands}
+    chosen = choose(cands, same)
+    assert count_flops(chosen.config) == min(count_flops(c.config) for c in cands)
+
+
+def test_failed_and_diverged_are_never_chosen():
+    def fn(c):
+        if c.width > 1:
+            return Outcome("diverged", reason="nan at step 3")
+        return Outcome("ok", top1=c.frames)
+    result = run_search(SPACE, 0.03, StubScorer(fn))
+    assert all(s.chosen.config.width == 1 for s in result.steps)
+
+
+def test_target_below_start_is_an_error():
+    with pytest.raises(ConfigError, match="not above the start"):
+        run_search(SPACE, 0.001, StubScorer(lambda c: Outcome("ok", top1=1)))

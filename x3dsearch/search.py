@@ -1,0 +1,226 @@
+"""The search coordinator: forward expansion and backward contraction as pure logic.
+
+The coordinator decides; it never trains. It asks a ``score`` callback for the proxy
+accuracy of a batch of candidates (dispatch runs them, e.g. on Ray) and remembers every
+answer by the config's canonical key, so no configuration is scored twice. Because it
+is deterministic given the scores, replaying it against a journal of finished trials
+resumes an interrupted search on exactly the same path.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Sequence
+
+from .config import X3DConfig
+from .cost import count_flops, count_params
+from .errors import ConfigError, SearchError
+from .space import SearchSpace, expand
+
+__all__ = ["Candidate", "Outcome", "Step", "Contraction", "SearchResult", "ScoreFn",
+           "step_candidates", "choose", "contract", "run_search", "estimate_steps"]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A config proposed at a step by one axis, with its analytic cost."""
+
+    step: int
+    axis: str
+    config: X3DConfig
+    kind: str = "expand"  # "expand" or "contract"
+    fraction: float = 1.0
+
+    @property
+    def key(self) -> str:
+        return self.config.key
+
+    @property
+    def gflops(self) -> float:
+        return count_flops(self.config) / 1e9
+
+    @property
+    def params(self) -> int:
+        return count_params(self.config)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a proxy training said about a config: ``ok`` with an accuracy, or why not."""
+
+    status: str  # "ok", "diverged", "failed", "skipped"
+    top1: float | None = None
+    reason: str = ""
+
+    @property
+    def usable(self) -> bool:
+        return self.status == "ok" and self.top1 is not None and not math.isnan(self.top1)
+
+
+ScoreFn = Callable[[Sequence[Candidate]], Mapping[str, Outcome]]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One forward-expansion step: every candidate with its outcome, and the winner."""
+
+    index: int
+    base: X3DConfig
+    candidates: tuple[Candidate, ...]
+    outcomes: Mapping[str, Outcome]
+    chosen: Candidate
+
+
+@dataclass(frozen=True)
+class Contraction:
+    """The partial step that lands the overshooting last step on the target."""
+
+    axis: str
+    fraction: float
+    config: X3DConfig
+    gflops: float
+    target_gflops: float
+    evaluated: Mapping[str, Outcome] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """The expansion path, the optional contraction, and the chosen final config."""
+
+    start: X3DConfig
+    steps: tuple[Step, ...]
+    contraction: Contraction | None
+    final: X3DConfig
+    target_gflops: float
+
+    @property
+    def final_gflops(self) -> float:
+        return count_flops(self.final) / 1e9
+
+
+def step_candidates(base: X3DConfig, space: SearchSpace, step: int) -> list[Candidate]:
+    """One full-step expansion per axis; axes that give the same config keep the first."""
+    seen: set[str] = {base.key}
+    out = []
+    for axis in space.axes:
+        config = expand(base, axis, space=space)
+        if config.key not in seen:
+            seen.add(config.key)
+            out.append(Candidate(step, axis, config))
+    return out
+
+
+def choose(candidates: Sequence[Candidate], outcomes: Mapping[str, Outcome]) -> Candidate | None:
+    """Highest proxy top-1; ties go to the cheaper config, then to the earlier axis."""
+    usable = [c for c in candidates if outcomes.get(c.key, Outcome("missing")).usable]
+    if not usable:
+        return None
+    order = {id(c): i for i, c in enumerate(candidates)}
+    return min(usable, key=lambda c: (-outcomes[c.key].top1, count_flops(c.config), order[id(c)]))
+
+
+def contract(base: X3DConfig, axis: str, target_flops: float, space: SearchSpace,
+             iterations: int = 40) -> tuple[X3DConfig, float]:
+    """Partial step of ``axis`` from ``base`` whose cost is closest to ``target_flops``.
+
+    Bisection on the step fraction (cost is monotone in it); discrete fields round, so the
+    two configs either side of the target are compared and the closer one returned.
+    """
+    lo, hi = 0.0, 1.0
+    below: tuple[X3DConfig, float] | None = None
+    above: tuple[X3DConfig, float] = (expand(base, axis, space=space), 1.0)
+    for _ in range(iterations):
+        mid = (lo + hi) / 2
+        config = expand(base, axis, fraction=mid, space=space)
+        if count_flops(config) <= target_flops:
+            lo, below = mid, (config, mid)
+        else:
+            hi, above = mid, (config, mid)
+    if below is None:
+        return above
+    gap_below = target_flops - count_flops(below[0])
+    gap_above = count_flops(above[0]) - target_flops
+    return below if gap_below <= gap_above else above
+
+
+def estimate_steps(start: X3DConfig, target_gflops: float) -> int:
+    """Rough number of doubling steps from ``start`` to the target (for progress display)."""
+    ratio = target_gflops * 1e9 / count_flops(start)
+    return max(1, math.ceil(math.log2(ratio))) if ratio > 1 else 0
+
+
+def run_search(space: SearchSpace, target_gflops: float, score: ScoreFn, *,
+               ceiling_gflops: float | None = None, evaluate_contractions: bool = False,
+               max_steps: int = 30,
+               on_step: Callable[[Step], None] | None = None) -> SearchResult:
+    """Forward expansion from the space's start until C(X) >= target, then contraction.
+
+    Candidates above ``ceiling_gflops`` are skipped without training. With
+    ``evaluate_contractions`` every axis that can reach the target is contracted onto it
+    and the proxy picks among them; otherwise the last-expanded axis is contracted.
+    """
+    start = space.start
+    target = target_gflops * 1e9
+    if count_flops(start) >= target:
+        raise ConfigError(f"target {target_gflops:g} GFLOPs is not above the start's cost "
+                          f"{count_flops(start) / 1e9:.4f} GFLOPs")
+    ceiling = math.inf if ceiling_gflops is None else ceiling_gflops * 1e9
+    memo: dict[str, Outcome] = {}
+
+    def _score(candidates: Sequence[Candidate]) -> dict[str, Outcome]:
+        todo, queued = [], set()
+        for c in candidates:
+            if c.key in memo or c.key in queued:
+                continue
+            if count_flops(c.config) > ceiling:
+                memo[c.key] = Outcome("skipped", reason=f"{c.gflops:.3g} GFLOPs above the ceiling")
+            else:
+                todo.append(c)
+                queued.add(c.key)
+        if todo:
+            answers = score(todo)
+            for c in todo:
+                memo[c.key] = answers.get(c.key, Outcome("failed", reason="no result returned"))
+        return {c.key: memo[c.key] for c in candidates}
+
+    current, steps = start, []
+    while count_flops(current) < target:
+        if len(steps) >= max_steps:
+            raise ConfigError(f"no convergence to {target_gflops:g} GFLOPs within {max_steps} steps")
+        candidates = step_candidates(current, space, len(steps) + 1)
+        outcomes = _score(candidates)
+        chosen = choose(candidates, outcomes)
+        if chosen is None:
+            reasons = "; ".join(f"{c.axis}: {outcomes[c.key].status} {outcomes[c.key].reason}".strip()
+                                for c in candidates)
+            raise SearchError(f"step {len(steps) + 1}: no candidate could be scored ({reasons})")
+        step = Step(len(steps) + 1, current, tuple(candidates), outcomes, chosen)
+        steps.append(step)
+        if on_step is not None:
+            on_step(step)
+        current = chosen.config
+
+    contraction = None
+    if count_flops(current) > target:
+        contraction = _contract_last(steps[-1], space, target, evaluate_contractions, _score)
+        current = contraction.config
+    return SearchResult(start, tuple(steps), contraction, current, target_gflops)
+
+
+def _contract_last(last: Step, space: SearchSpace, target: float, evaluate: bool,
+                   score: Callable[[Sequence[Candidate]], dict[str, Outcome]]) -> Contraction:
+    axes = [c.axis for c in last.candidates if count_flops(c.config) >= target] if evaluate else []
+    if last.chosen.axis not in axes:
+        axes.insert(0, last.chosen.axis)
+    options = []
+    for axis in axes:
+        config, fraction = contract(last.base, axis, target, space)
+        options.append(Candidate(last.index, axis, config, kind="contract", fraction=fraction))
+    evaluated: Mapping[str, Outcome] = {}
+    chosen = options[0]
+    if evaluate:
+        evaluated = score(options)
+        chosen = choose(options, evaluated) or options[0]
+    return Contraction(chosen.axis, chosen.fraction, chosen.config, count_flops(chosen.config) / 1e9,
+                       target / 1e9, evaluated)
