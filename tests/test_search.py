@@ -80,17 +80,25 @@ def test_evaluated_contractions_pick_best_proxy():
 
 
 def test_ceiling_skips_without_training():
-    scorer = StubScorer(lambda c: Outcome("ok", top1=c.width))
-    result = run_search(SPACE, 0.05, scorer, ceiling_gflops=0.08)
+    scorer = StubScorer(lambda c: Outcome("ok", top1=c.depth))
+    result = run_search(SPACE, 0.05, scorer, ceiling_gflops=0.1)
     asked = set(scorer.calls)
     skipped = [c for s in result.steps for c in s.candidates if s.outcomes[c.key].status == "skipped"]
-    assert skipped and all(c.gflops > 0.08 and c.key not in asked for c in skipped)
-    assert all(c.gflops <= 0.08 for s in result.steps for c in s.candidates if c.key in asked)
+    assert skipped and all(c.gflops > 0.1 and c.key not in asked for c in skipped)
+    assert all(c.gflops <= 0.1 for s in result.steps for c in s.candidates if c.key in asked)
 
 
-def test_everything_skipped_is_a_clear_error():
+def test_step_entirely_above_ceiling_contracts_from_base():
+    scorer = StubScorer(lambda c: Outcome("ok", top1=c.depth))
+    result = run_search(SPACE, 0.05, scorer, ceiling_gflops=0.06)
+    assert result.contraction is not None and len(result.contraction.evaluated) >= 2
+    assert result.contraction.config.key in scorer.calls
+    assert abs(result.final_gflops - 0.05) / 0.05 < 0.05
+
+
+def test_everything_failing_is_a_clear_error():
     with pytest.raises(SearchError, match="no candidate could be scored"):
-        run_search(SPACE, 0.05, StubScorer(lambda c: Outcome("ok", top1=1)), ceiling_gflops=0.0081)
+        run_search(SPACE, 0.05, StubScorer(lambda c: Outcome("failed", reason="boom")))
 
 
 def test_ties_break_on_lower_cost_then_axis_order():

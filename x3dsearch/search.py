@@ -184,12 +184,17 @@ def run_search(space: SearchSpace, target_gflops: float, score: ScoreFn, *,
                 memo[c.key] = answers.get(c.key, Outcome("failed", reason="no result returned"))
         return {c.key: memo[c.key] for c in candidates}
 
-    current, steps = start, []
+    current, steps, contraction = start, [], None
     while count_flops(current) < target:
         if len(steps) >= max_steps:
             raise ConfigError(f"no convergence to {target_gflops:g} GFLOPs within {max_steps} steps")
         candidates = step_candidates(current, space, len(steps) + 1)
         outcomes = _score(candidates)
+        if all(outcomes[c.key].status == "skipped" for c in candidates):
+            # every full step is above the ceiling: land on the target by partial steps instead
+            axes = [c.axis for c in candidates]
+            contraction = _contract(current, len(steps) + 1, axes, space, target, True, _score)
+            return SearchResult(start, tuple(steps), contraction, contraction.config, target_gflops)
         chosen = choose(candidates, outcomes)
         if chosen is None:
             reasons = "; ".join(f"{c.axis}: {outcomes[c.key].status} {outcomes[c.key].reason}".strip()
@@ -201,22 +206,24 @@ def run_search(space: SearchSpace, target_gflops: float, score: ScoreFn, *,
             on_step(step)
         current = chosen.config
 
-    contraction = None
     if count_flops(current) > target:
-        contraction = _contract_last(steps[-1], space, target, evaluate_contractions, _score)
+        last = steps[-1]
+        axes = [last.chosen.axis]
+        if evaluate_contractions:
+            axes += [c.axis for c in last.candidates
+                     if c.axis != last.chosen.axis and count_flops(c.config) >= target]
+        contraction = _contract(last.base, last.index, axes, space, target, evaluate_contractions, _score)
         current = contraction.config
     return SearchResult(start, tuple(steps), contraction, current, target_gflops)
 
 
-def _contract_last(last: Step, space: SearchSpace, target: float, evaluate: bool,
-                   score: Callable[[Sequence[Candidate]], dict[str, Outcome]]) -> Contraction:
-    axes = [c.axis for c in last.candidates if count_flops(c.config) >= target] if evaluate else []
-    if last.chosen.axis not in axes:
-        axes.insert(0, last.chosen.axis)
+def _contract(base: X3DConfig, step: int, axes: Sequence[str], space: SearchSpace, target: float,
+              evaluate: bool, score: Callable[[Sequence[Candidate]], dict[str, Outcome]]) -> Contraction:
+    """Partial steps of ``axes`` from ``base`` onto the target; the first unless evaluated."""
     options = []
     for axis in axes:
-        config, fraction = contract(last.base, axis, target, space)
-        options.append(Candidate(last.index, axis, config, kind="contract", fraction=fraction))
+        config, fraction = contract(base, axis, target, space)
+        options.append(Candidate(step, axis, config, kind="contract", fraction=fraction))
     evaluated: Mapping[str, Outcome] = {}
     chosen = options[0]
     if evaluate:
