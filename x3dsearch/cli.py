@@ -58,6 +58,37 @@ def _cmd_presets(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_expand(args: argparse.Namespace) -> int:
+    from .runner import ExpandSettings, plan_text, run_expand
+    from .space import load_space
+
+    if args.target_gflops <= 0:
+        raise UserError("--target-gflops must be positive")
+    for flag in ("cpus_per_trial", "max_concurrent", "max_failures"):
+        value = getattr(args, flag)
+        if value is not None and value < (0 if flag == "max_failures" else 1e-9):
+            raise UserError(f"--{flag.replace('_', '-')} must be positive")
+    out = args.out or f"runs/expand-{args.target_gflops:g}g-seed{args.seed}"
+    settings = ExpandSettings(
+        target_gflops=args.target_gflops, out=out, space=args.space, data=args.data,
+        proxy_schedule=args.proxy_schedule, full_schedule=args.full_schedule, seed=args.seed,
+        ceiling_gflops=args.ceiling_gflops, evaluate_contractions=args.evaluate_contractions,
+        final_training=args.final_training, address=args.address, storage=args.storage,
+        cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
+        max_concurrent=args.max_concurrent, max_failures=args.max_failures)
+    if args.dry_run:
+        print(plan_text(settings, load_space(args.space)))
+        return 0
+    summary = run_expand(settings, resume=args.resume, quiet=args.quiet)
+    if args.json:
+        print(json.dumps({k: v for k, v in summary.items() if k != "table"}, indent=2))
+    elif args.quiet:
+        pass
+    else:
+        print(summary["table"])
+    return 0
+
+
 def _add_model_source(parser: argparse.ArgumentParser) -> None:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--preset", help=f"a named preset: {', '.join(preset_names())} (default X2D)")
@@ -83,6 +114,61 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("presets", help="table of the X3D presets (X2D, XS, S, M, L, XL)")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
     p.set_defaults(handler=_cmd_presets)
+
+    p = sub.add_parser(
+        "expand", help="progressive expansion from X2D to a FLOP target (the X3D search)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Forward expansion: from the search space's start (X2D), expand each axis by one step, "
+                    "train every candidate briefly (proxy schedule, as Ray Tune trials), keep the most "
+                    "accurate, repeat until the cost reaches the target. Backward contraction then shrinks "
+                    "the last step onto the target, and the chosen model is trained with the full schedule.",
+        epilog="examples:\n"
+               "  x3dsearch expand --target-gflops 6                  # synthetic data, local Ray, CPU\n"
+               "  x3dsearch expand --target-gflops 6 --dry-run        # planned steps and costs only\n"
+               "  x3dsearch expand --target-gflops 6 --out runs/a --resume   # continue after Ctrl-C\n"
+               "  x3dsearch expand --target-gflops 2 --data /data/kinetics400 --address head:6379 \\\n"
+               "      --proxy-schedule kinetics_proxy --full-schedule kinetics_full --gpus-per-trial 1 \\\n"
+               "      --storage /shared/runs\n"
+               "The run directory (--out) holds run.yaml, journal.jsonl (every trial), path.json and final/.")
+    p.add_argument("--target-gflops", type=float, required=True, metavar="G",
+                   help="stop expanding once a model costs at least G GFLOPs (conv+linear MACs per clip)")
+    p.add_argument("--out", default=None, metavar="RUN_DIR",
+                   help="run directory (default: runs/expand-<target>g-seed<seed>)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out: finished trials are read from its journal, not re-run")
+    p.add_argument("--data", metavar="DIR",
+                   help="Kinetics-layout folder (train.csv, val.csv); default: the synthetic benchmark, "
+                        "generated on first use")
+    p.add_argument("--space", default="x3d_kinetics", metavar="NAME|FILE",
+                   help="search space: a shipped name or a YAML file (default: %(default)s)")
+    p.add_argument("--proxy-schedule", default="cpu_proxy", metavar="NAME|FILE",
+                   help="schedule of the short candidate trainings (default: %(default)s)")
+    p.add_argument("--full-schedule", default="cpu_full", metavar="NAME|FILE",
+                   help="schedule of the final training (default: %(default)s)")
+    p.add_argument("--no-final-training", dest="final_training", action="store_false",
+                   help="stop after the search and contraction")
+    p.add_argument("--seed", type=int, default=0, help="seed of every training (default: %(default)s)")
+    p.add_argument("--ceiling-gflops", type=float, metavar="G",
+                   help="skip candidates above G GFLOPs without training (default: 4x the target)")
+    p.add_argument("--evaluate-contractions", action="store_true",
+                   help="contract every axis that can reach the target and proxy-train them all, "
+                        "instead of contracting only the last-expanded axis")
+    ray_group = p.add_argument_group("Ray dispatch")
+    ray_group.add_argument("--address", metavar="HOST:PORT",
+                           help="an existing Ray cluster (or ray://HOST:PORT; also RAY_ADDRESS); "
+                                "default: start a local Ray on this machine")
+    ray_group.add_argument("--storage", metavar="PATH",
+                           help="Ray Tune storage (must be shared by all nodes on a cluster; default: RUN_DIR/ray)")
+    ray_group.add_argument("--cpus-per-trial", type=float, default=1.0, help="default: %(default)s")
+    ray_group.add_argument("--gpus-per-trial", type=float, default=0.0, help="default: %(default)s")
+    ray_group.add_argument("--max-concurrent", type=int, help="at most this many trials at once")
+    ray_group.add_argument("--max-failures", type=int, default=2,
+                           help="retries of a trial whose worker or node died (default: %(default)s)")
+    out_group = p.add_argument_group("output")
+    out_group.add_argument("--dry-run", action="store_true", help="print the plan and candidate costs; train nothing")
+    out_group.add_argument("--quiet", action="store_true", help="no live view (errors only)")
+    out_group.add_argument("--json", action="store_true", help="print a JSON summary on stdout at the end")
+    p.set_defaults(handler=_cmd_expand)
 
     return parser
 

@@ -1,0 +1,176 @@
+"""Dispatch: every proxy training is a Ray Tune trial, on a local Ray or a cluster.
+
+A batch of candidates becomes one Tune experiment (a grid over their configs). A Tune
+callback hands each finished trial to the caller as it ends, so the journal is written
+trial by trial. Worker or node deaths are retried by Tune's ``FailureConfig``; a run that
+fails on its own (diverged, exception) ends normally with that status and is not retried.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # keep Tune's own status tables out of our live view
+
+import ray  # noqa: E402
+from ray import tune  # noqa: E402
+
+from .errors import UserError
+
+__all__ = ["DispatchOptions", "RayDispatcher", "TrialFn", "proxy_trial"]
+
+TrialFn = Callable[[Mapping[str, Any]], dict[str, Any]]
+_KILL_ONCE_ENV = "X3DSEARCH_DEBUG_KILL_ONCE"
+
+
+@dataclass(frozen=True)
+class DispatchOptions:
+    """Where and how trials run; ``address=None`` starts a local Ray on this machine."""
+
+    address: str | None = None
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    max_concurrent: int | None = None
+    storage: str | None = None
+    max_failures: int = 2
+    num_cpus: int | None = None
+
+
+def proxy_trial(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Train one candidate at proxy fidelity; returns the TrainResult as a dict."""
+    from .config import X3DConfig
+    from .schedule import Schedule
+    from .train import train
+
+    marker = os.environ.get(_KILL_ONCE_ENV)
+    if marker and not Path(marker).exists():
+        Path(marker).write_text(str(os.getpid()))  # fault injection for tests: die once, hard
+        os.kill(os.getpid(), signal.SIGKILL)
+    config = X3DConfig.from_dict(params["config"])
+    schedule = Schedule.from_dict(params["schedule"])
+    threads = max(1, int(params.get("cpus", 1)))
+    result = train(config, params["data"], schedule, seed=int(params["seed"]), progress=False,
+                   threads=threads)
+    return result.to_dict()
+
+
+def _tune_entry(trial_fn: TrialFn) -> Callable[..., None]:
+    def _run(params: dict[str, Any], jobs: Mapping[str, Mapping[str, Any]]) -> None:
+        job = jobs[params["job"]]
+        started = time.time()
+        metrics = trial_fn(job)
+        metrics.update(node=ray.util.get_node_ip_address(), host=socket.gethostname(), pid=os.getpid(),
+                       trial_started=started, trial_ended=time.time(), key=job["key"])
+        tune.report(metrics)
+    return _run
+
+
+def _check_address(address: str) -> None:
+    """Fail fast with one line when a HOST:PORT cluster address does not answer."""
+    if address in ("auto", "local") or address.startswith("ray://"):
+        target = address[len("ray://"):] if address.startswith("ray://") else None
+    else:
+        target = address
+    if not target:
+        return
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        raise UserError(f"Ray address {address!r} is not HOST:PORT or ray://HOST:PORT")
+    try:
+        with socket.create_connection((host, int(port)), timeout=5):
+            pass
+    except OSError as err:
+        raise UserError(f"Ray cluster at {address} is unreachable ({err.strerror or err})") from None
+
+
+class RayDispatcher:
+    """Runs batches of trials through Ray Tune and reports each as it finishes."""
+
+    def __init__(self, options: DispatchOptions, storage: Path, trial_fn: TrialFn = proxy_trial) -> None:
+        self.options = options
+        self.storage = Path(options.storage or storage).resolve()
+        self.trial_fn = trial_fn
+        self._started_ray = False
+        self._batch = 0
+
+    def start(self) -> None:
+        """Connect to the cluster, or start a local Ray using this machine's CPUs."""
+        if ray.is_initialized():
+            return
+        address = self.options.address or os.environ.get("RAY_ADDRESS")
+        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
+                                  "configure_logging": False}
+        if address:
+            _check_address(address)
+            ray.init(address=address, **kwargs)
+        else:
+            ray.init(num_cpus=self.options.num_cpus or os.cpu_count(), **kwargs)
+            self._started_ray = True
+
+    def shutdown(self) -> None:
+        if self._started_ray and ray.is_initialized():
+            ray.shutdown()
+
+    def run(self, jobs: Sequence[Mapping[str, Any]],
+            on_trial: Callable[[Mapping[str, Any], dict[str, Any]], None]) -> None:
+        """Run one trial per job (each job has a unique ``key``); ``on_trial(job, record)`` per attempt.
+
+        ``record`` holds the trial's reported metrics plus ``attempt`` and, for a worker that
+        died, ``status="retried"`` (when Tune retries it) or ``status="failed"``.
+        """
+        self.start()
+        self._batch += 1
+        by_key = {job["key"]: dict(job, cpus=self.options.cpus_per_trial) for job in jobs}
+        resources = {"cpu": self.options.cpus_per_trial, "gpu": self.options.gpus_per_trial}
+        trainable = tune.with_resources(tune.with_parameters(_tune_entry(self.trial_fn), jobs=by_key),
+                                        resources)
+        tuner = tune.Tuner(
+            trainable,
+            param_space={"job": tune.grid_search(list(by_key))},
+            tune_config=tune.TuneConfig(max_concurrent_trials=self.options.max_concurrent,
+                                        trial_name_creator=lambda t: f"trial_{t.trial_id}",
+                                        trial_dirname_creator=lambda t: f"trial_{t.trial_id}"),
+            run_config=tune.RunConfig(
+                name=f"batch{self._batch:03d}_{int(time.time())}", storage_path=str(self.storage),
+                failure_config=tune.FailureConfig(max_failures=self.options.max_failures),
+                callbacks=[_Reporter(by_key, on_trial)], verbose=0),
+        )
+        tuner.fit()
+
+
+class _Reporter(tune.Callback):
+    """Tune callback that turns trial events into records for the caller, in the driver."""
+
+    def __init__(self, by_key: Mapping[str, Mapping[str, Any]],
+                 on_trial: Callable[[Mapping[str, Any], dict[str, Any]], None]) -> None:
+        self.by_key = by_key
+        self.on_trial = on_trial
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        record = dict(trial.last_result or {})
+        record["attempt"] = trial.num_failures + 1
+        self.on_trial(self.by_key[trial.config["job"]], record)
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.on_trial(self.by_key[trial.config["job"]],
+                      {"status": "retried", "attempt": trial.num_failures, "reason": _error_line(trial)})
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.on_trial(self.by_key[trial.config["job"]],
+                      {"status": "failed", "attempt": trial.num_failures, "reason": _error_line(trial)})
+
+
+def _error_line(trial: Any) -> str:
+    """Last meaningful line of a Tune trial's error (worker death, exception)."""
+    text = ""
+    path = getattr(trial, "error_file", None)
+    if path and os.path.exists(path):
+        text = Path(path).read_text(errors="replace")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1][:300] if lines else "worker or node died"

@@ -1,0 +1,140 @@
+"""The run directory: the single, durable source of truth of a search.
+
+Layout of ``RUN_DIR``::
+
+    run.yaml        resolved search space, schedules, target, seed and options
+    journal.jsonl   one JSON line per finished trial attempt, fsynced as each ends
+    path.json       the expansion path and the contraction (rewritten atomically)
+    final/          config.yaml, model.pt, metrics.json of the fully trained model
+
+Resuming replays the deterministic coordinator with the journal as its memory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import pandas as pd
+import yaml
+
+from .errors import UserError
+
+__all__ = ["RunDir", "load_run", "atomic_write", "JOURNAL_COLUMNS"]
+
+JOURNAL_COLUMNS = ["config_key", "step", "axis", "kind", "gflops", "params", "status", "top1", "top5",
+                   "seconds", "node", "attempt", "reason", "started", "ended"]
+_MIN_FREE_BYTES = 200 * 2 ** 20
+
+
+def atomic_write(path: Path, data: str | bytes) -> None:
+    """Write via a temp file in the same folder and rename: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class RunDir:
+    """Reads and writes one run directory."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    @property
+    def journal_path(self) -> Path:
+        return self.path / "journal.jsonl"
+
+    @property
+    def final_dir(self) -> Path:
+        return self.path / "final"
+
+    def exists(self) -> bool:
+        return (self.path / "run.yaml").is_file()
+
+    def create(self, settings: Mapping[str, Any], resume: bool) -> None:
+        """Prepare the folder; refuse to mix a new search into an old run unless resuming."""
+        if self.exists() and not resume:
+            raise UserError(f"{self.path} already holds a run; pass --resume to continue it "
+                            f"or choose another --out")
+        if resume and self.exists():
+            old = self.settings()
+            changed = sorted(k for k in settings if k in old and old[k] != settings[k]
+                             and k not in _RESUMABLE_CHANGES)
+            if changed:
+                raise UserError(f"--resume with different {', '.join(changed)} than the run in "
+                                f"{self.path}; use the original options or another --out")
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise UserError(f"cannot create run directory {self.path}: {err.strerror}") from None
+        free = shutil.disk_usage(self.path).free
+        if free < _MIN_FREE_BYTES:
+            raise UserError(f"only {free / 2 ** 20:.0f} MiB free for the run directory {self.path}")
+        if not self.exists():
+            atomic_write(self.path / "run.yaml", yaml.safe_dump(dict(settings), sort_keys=False))
+
+    def settings(self) -> dict[str, Any]:
+        return yaml.safe_load((self.path / "run.yaml").read_text()) or {}
+
+    def append(self, record: Mapping[str, Any]) -> None:
+        """Append one trial record durably (flush and fsync before returning)."""
+        line = json.dumps(dict(record), default=_json_default)
+        with open(self.journal_path, "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        """Every journal record; a torn last line (crash mid-write) is ignored."""
+        if not self.journal_path.is_file():
+            return
+        with open(self.journal_path, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+
+    def write_path(self, data: Mapping[str, Any]) -> None:
+        atomic_write(self.path / "path.json", json.dumps(dict(data), indent=2, default=_json_default))
+
+    def read_path(self) -> dict[str, Any]:
+        path = self.path / "path.json"
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+
+_RESUMABLE_CHANGES = {"max_concurrent", "cpus_per_trial", "gpus_per_trial", "address", "storage",
+                      "quiet", "json", "resume"}
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def load_run(run_dir: str | Path) -> pd.DataFrame:
+    """The journal of a run as a DataFrame: one row per trial attempt (see JOURNAL_COLUMNS)."""
+    run = RunDir(run_dir)
+    if not run.exists():
+        raise UserError(f"{run_dir} is not a run directory (no run.yaml)")
+    rows = list(run.records())
+    frame = pd.DataFrame(rows)
+    for column in JOURNAL_COLUMNS:
+        if column not in frame:
+            frame[column] = None
+    return frame

@@ -1,0 +1,246 @@
+"""Runs a search end to end: journal-backed scoring through Ray, then the final training.
+
+The pure coordinator (:mod:`x3dsearch.search`) asks for scores; this module answers from
+the run directory's journal when a config was already trained (resume), and otherwise
+dispatches proxy trainings and journals each as it ends.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from .cost import count_flops
+from .errors import DataError, UserError
+from .live import LiveView
+from .rundir import RunDir
+from .search import Candidate, Outcome, SearchResult, Step, estimate_steps, run_search, step_candidates
+from .space import SearchSpace, load_space
+
+__all__ = ["ExpandSettings", "run_expand", "plan_text", "path_record"]
+
+_FINAL_STATUSES = ("ok", "diverged", "failed")
+
+
+@dataclass(frozen=True)
+class ExpandSettings:
+    """Everything a search run depends on; stored in ``run.yaml``."""
+
+    target_gflops: float
+    out: str
+    space: str = "x3d_kinetics"
+    data: str | None = None
+    proxy_schedule: str = "cpu_proxy"
+    full_schedule: str = "cpu_full"
+    seed: int = 0
+    ceiling_gflops: float | None = None
+    evaluate_contractions: bool = False
+    final_training: bool = True
+    address: str | None = None
+    storage: str | None = None
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    max_concurrent: int | None = None
+    max_failures: int = 2
+
+    def ceiling(self) -> float:
+        """Default ceiling: candidates above 4x the target are never worth a proxy run."""
+        return self.ceiling_gflops if self.ceiling_gflops is not None else 4.0 * self.target_gflops
+
+
+def _check_data(root: Path) -> None:
+    if not root.is_dir():
+        raise DataError(f"data folder not found: {root}")
+    missing = [name for name in ("train.csv", "val.csv") if not (root / name).is_file()]
+    if missing:
+        raise DataError(f"{root} is not in the Kinetics layout: missing {', '.join(missing)} "
+                        f"(one 'path label' line per video)")
+
+
+def _resolve_data(settings: ExpandSettings) -> Path:
+    if settings.data is None:
+        from .data import default_dataset
+
+        return Path(default_dataset()).resolve()
+    root = Path(settings.data).expanduser().resolve()
+    _check_data(root)
+    return root
+
+
+def _check_target(settings: ExpandSettings, space: SearchSpace) -> None:
+    if count_flops(space.start) >= settings.target_gflops * 1e9:
+        raise UserError(f"target {settings.target_gflops:g} GFLOPs is not above the start's cost "
+                        f"({count_flops(space.start) / 1e9:.4f} GFLOPs)")
+
+
+def plan_text(settings: ExpandSettings, space: SearchSpace) -> str:
+    """What ``--dry-run`` prints: the space, the first step's candidates and the expected size."""
+    _check_target(settings, space)
+    start = space.start
+    steps = estimate_steps(start, settings.target_gflops)
+    lines = [f"search space {space.name}: start {start.short} ({count_flops(start) / 1e9:.4f} GFLOPs), "
+             f"axes {', '.join(space.axes)}",
+             f"target {settings.target_gflops:g} GFLOPs, ceiling {settings.ceiling():g} GFLOPs: "
+             f"about {steps} steps x {len(space.axes)} candidates = ~{steps * len(space.axes)} proxy trainings "
+             f"(fewer after memoisation), then contraction and the final training",
+             f"proxy schedule {settings.proxy_schedule}, final schedule {settings.full_schedule}, seed {settings.seed}",
+             "step 1 candidates:"]
+    for c in step_candidates(start, space, 1):
+        lines.append(f"  {c.axis:<11} {c.config.short:<28} {c.gflops:8.4f} GFLOPs  {c.params:>10,} params")
+    cost, k = count_flops(start), 0
+    while cost < settings.target_gflops * 1e9:
+        k += 1
+        cost *= 2
+        lines.append(f"  step {k:>2}: candidates ~{cost / 1e9:.3g} GFLOPs")
+    return "\n".join(lines)
+
+
+def _candidate_record(c: Candidate) -> dict[str, Any]:
+    return {"config_key": c.key, "config": c.config.to_dict(), "step": c.step, "axis": c.axis,
+            "kind": c.kind, "fraction": c.fraction, "gflops": c.gflops, "params": c.params}
+
+
+def path_record(result: SearchResult | None, steps: Sequence[Step], target: float) -> dict[str, Any]:
+    """The path as JSON-able data (written to ``path.json`` after every step)."""
+    data: dict[str, Any] = {"target_gflops": target, "steps": [], "contraction": None, "final": None}
+    for s in steps:
+        data["steps"].append({
+            "step": s.index, "axis": s.chosen.axis, "config": s.chosen.config.to_dict(),
+            "config_key": s.chosen.key, "gflops": s.chosen.gflops, "params": s.chosen.params,
+            "top1": s.outcomes[s.chosen.key].top1,
+            "candidates": [{"axis": c.axis, "config_key": c.key, "gflops": c.gflops,
+                            "status": s.outcomes[c.key].status, "top1": s.outcomes[c.key].top1}
+                           for c in s.candidates]})
+    if result is not None:
+        if result.contraction is not None:
+            c = result.contraction
+            data["contraction"] = {"axis": c.axis, "fraction": c.fraction, "config": c.config.to_dict(),
+                                   "config_key": c.config.key, "gflops": c.gflops,
+                                   "evaluated": {k: asdict(o) for k, o in c.evaluated.items()}}
+        data["final"] = {"config": result.final.to_dict(), "config_key": result.final.key,
+                         "gflops": result.final_gflops}
+    return data
+
+
+class _JournalScorer:
+    """The coordinator's score callback: journal first, Ray for the rest."""
+
+    def __init__(self, run: RunDir, dispatcher: Any, view: LiveView, job_base: Mapping[str, Any]) -> None:
+        self.run, self.dispatcher, self.view, self.job_base = run, dispatcher, view, job_base
+        self.done: dict[str, dict[str, Any]] = {}
+        for record in run.records():
+            if record.get("status") in _FINAL_STATUSES:
+                self.done[record["config_key"]] = record
+
+    def __call__(self, candidates: Sequence[Candidate]) -> dict[str, Outcome]:
+        todo = [c for c in candidates if c.key not in self.done]
+        self.view.batch_started(todo, len(candidates) - len(todo))
+        if todo:
+            by_key = {c.key: c for c in todo}
+            jobs = [dict(self.job_base, key=c.key, config=c.config.to_dict()) for c in todo]
+            self.dispatcher.run(jobs, lambda job, rec: self._record(by_key[job["key"]], rec))
+        return {c.key: _outcome(self.done.get(c.key)) for c in candidates}
+
+    def _record(self, candidate: Candidate, metrics: Mapping[str, Any]) -> None:
+        record = _candidate_record(candidate)
+        record.update({
+            "status": metrics.get("status", "failed"), "top1": metrics.get("top1"),
+            "top5": metrics.get("top5"), "seconds": metrics.get("seconds"),
+            "node": metrics.get("node"), "attempt": metrics.get("attempt", 1),
+            "reason": metrics.get("reason", ""), "started": metrics.get("trial_started"),
+            "ended": metrics.get("trial_ended", time.time()),
+            "metrics": {k: v for k, v in metrics.items() if k not in ("config",)},
+        })
+        self.run.append(record)
+        if record["status"] in _FINAL_STATUSES:
+            self.done[candidate.key] = record
+        self.view.trial_finished(candidate, record)
+
+
+def _outcome(record: Mapping[str, Any] | None) -> Outcome:
+    if record is None:
+        return Outcome("failed", reason="trial did not report")
+    top1 = record.get("top1")
+    if record.get("status") == "ok" and (top1 is None or (isinstance(top1, float) and math.isnan(top1))):
+        return Outcome("failed", reason="no accuracy reported")
+    return Outcome(record["status"], top1=top1 if record["status"] == "ok" else None,
+                   reason=record.get("reason") or "")
+
+
+def run_expand(settings: ExpandSettings, *, resume: bool = False, quiet: bool = False,
+               trial_fn: Any = None) -> dict[str, Any]:
+    """Search, contract and train the final model; returns the JSON summary of the run."""
+    from .dispatch import DispatchOptions, RayDispatcher
+    from .schedule import load_schedule
+
+    space = load_space(settings.space)
+    _check_target(settings, space)
+    proxy, full = load_schedule(settings.proxy_schedule), load_schedule(settings.full_schedule)
+    run = RunDir(settings.out)
+    resolved = dict(asdict(settings), space_resolved=space.to_dict(), proxy=proxy.to_dict(),
+                    full=full.to_dict())
+    run.create(resolved, resume=resume)
+    data_root = _resolve_data(settings)
+
+    options = DispatchOptions(address=settings.address, cpus_per_trial=settings.cpus_per_trial,
+                              gpus_per_trial=settings.gpus_per_trial, max_concurrent=settings.max_concurrent,
+                              storage=settings.storage, max_failures=settings.max_failures)
+    dispatcher = RayDispatcher(options, run.path / "ray", **({"trial_fn": trial_fn} if trial_fn else {}))
+    view = LiveView(settings.target_gflops, space.start, concurrency=_concurrency(options), quiet=quiet)
+    job_base = {"data": str(data_root), "schedule": proxy.to_dict(), "seed": settings.seed}
+    scorer = _JournalScorer(run, dispatcher, view, job_base)
+    steps: list[Step] = []
+
+    def _on_step(step: Step) -> None:
+        steps.append(step)
+        run.write_path(path_record(None, steps, settings.target_gflops))
+        view.step_done(step)
+
+    t0 = time.time()
+    try:
+        dispatcher.start()
+        view.message(f"x3dsearch: searching {space.name} up to {settings.target_gflops:g} GFLOPs on "
+                     f"{data_root} -> {run.path}")
+        result = run_search(space, settings.target_gflops, scorer, ceiling_gflops=settings.ceiling(),
+                            evaluate_contractions=settings.evaluate_contractions, on_step=_on_step)
+    finally:
+        dispatcher.shutdown()
+    search_seconds = time.time() - t0
+    run.write_path(path_record(result, steps, settings.target_gflops))
+
+    final_metrics = None
+    if settings.final_training:
+        from .train import train
+
+        view.message(f"final training of {result.final.short} ({result.final_gflops:.3f} GFLOPs) "
+                     f"with schedule {full.name} -> {run.final_dir}")
+        result.final.to_yaml(_mkdir(run.final_dir) / "config.yaml")
+        final = train(result.final, str(data_root), full, seed=settings.seed, out_dir=run.final_dir,
+                      resume=True, progress=not quiet)
+        final_metrics = final.to_dict()
+    summary_text = view.summary(result, final_metrics)
+    summary = {"run_dir": str(run.path), "target_gflops": settings.target_gflops,
+               "final": path_record(result, steps, settings.target_gflops)["final"],
+               "final_metrics": final_metrics, "search_seconds": search_seconds,
+               "path": [{"step": s.index, "axis": s.chosen.axis, "gflops": s.chosen.gflops,
+                         "top1": s.outcomes[s.chosen.key].top1} for s in steps],
+               "contraction": path_record(result, steps, settings.target_gflops)["contraction"],
+               "trials": sum(1 for _ in run.records()), "table": summary_text}
+    (run.path / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _concurrency(options: Any) -> int:
+    if options.max_concurrent:
+        return int(options.max_concurrent)
+    return max(1, int((os.cpu_count() or 1) // max(options.cpus_per_trial, 1e-9)))
