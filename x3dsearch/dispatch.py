@@ -135,7 +135,8 @@ class RayDispatcher:
             param_space={"job": tune.grid_search(list(by_key))},
             tune_config=tune.TuneConfig(max_concurrent_trials=self.options.max_concurrent,
                                         trial_name_creator=lambda t: f"trial_{t.trial_id}",
-                                        trial_dirname_creator=lambda t: f"trial_{t.trial_id}"),
+                                        trial_dirname_creator=lambda t: f"trial_{t.trial_id}",
+                                        reuse_actors=True),
             run_config=tune.RunConfig(
                 name=f"batch{self._batch:03d}_{int(time.time())}", storage_path=str(self.storage),
                 failure_config=tune.FailureConfig(max_failures=self.options.max_failures),
