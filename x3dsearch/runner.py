@@ -18,11 +18,12 @@ from typing import Any, Mapping, Sequence
 from .cost import count_flops
 from .errors import DataError, UserError
 from .live import LiveView
-from .rundir import RunDir
+from .config import X3DConfig
+from .rundir import RunDir, atomic_write
 from .search import Candidate, Outcome, SearchResult, Step, estimate_steps, run_search, step_candidates
 from .space import SearchSpace, load_space
 
-__all__ = ["ExpandSettings", "run_expand", "plan_text", "path_record"]
+__all__ = ["ExpandSettings", "Session", "JournalScorer", "run_expand", "plan_text", "path_record"]
 
 _FINAL_STATUSES = ("ok", "diverged", "failed")
 
@@ -127,7 +128,7 @@ def path_record(result: SearchResult | None, steps: Sequence[Step], target: floa
     return data
 
 
-class _JournalScorer:
+class JournalScorer:
     """The coordinator's score callback: journal first, Ray for the rest."""
 
     def __init__(self, run: RunDir, dispatcher: Any, view: LiveView, job_base: Mapping[str, Any]) -> None:
@@ -172,28 +173,65 @@ def _outcome(record: Mapping[str, Any] | None) -> Outcome:
                    reason=record.get("reason") or "")
 
 
+class Session:
+    """What every search strategy shares: run directory, data, schedules, Ray, journal, view.
+
+    Use as a context manager; ``score`` answers a batch of candidates from the journal or
+    by proxy training, ``train_final`` trains one config with the full schedule.
+    """
+
+    def __init__(self, settings: ExpandSettings, *, resume: bool = False, quiet: bool = False,
+                 trial_fn: Any = None, extra: Mapping[str, Any] | None = None) -> None:
+        from .dispatch import DispatchOptions, RayDispatcher
+        from .schedule import load_schedule
+
+        self.settings = settings
+        self.quiet = quiet
+        self.space = load_space(settings.space)
+        _check_target(settings, self.space)
+        self.proxy = load_schedule(settings.proxy_schedule)
+        self.full = load_schedule(settings.full_schedule)
+        self.run = RunDir(settings.out)
+        resolved = dict(asdict(settings), **(extra or {}), space_resolved=self.space.to_dict(),
+                        proxy=self.proxy.to_dict(), full=self.full.to_dict())
+        self.run.create(resolved, resume=resume)
+        self.data_root = _resolve_data(settings)
+        options = DispatchOptions(address=settings.address, cpus_per_trial=settings.cpus_per_trial,
+                                  gpus_per_trial=settings.gpus_per_trial,
+                                  max_concurrent=settings.max_concurrent, storage=settings.storage,
+                                  max_failures=settings.max_failures)
+        self.dispatcher = RayDispatcher(options, self.run.path / "ray",
+                                        **({"trial_fn": trial_fn} if trial_fn else {}))
+        self.view = LiveView(settings.target_gflops, self.space.start, concurrency=_concurrency(options),
+                             quiet=quiet)
+        job_base = {"data": str(self.data_root), "schedule": self.proxy.to_dict(), "seed": settings.seed}
+        self.score = JournalScorer(self.run, self.dispatcher, self.view, job_base)
+
+    def __enter__(self) -> "Session":
+        self.dispatcher.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.dispatcher.shutdown()
+
+    def train_final(self, config: X3DConfig) -> dict[str, Any]:
+        """Full training of ``config`` into ``RUN_DIR/final`` (resumes from its checkpoint)."""
+        from .train import train
+
+        self.view.message(f"final training of {config.short} ({count_flops(config) / 1e9:.3f} GFLOPs) "
+                          f"with schedule {self.full.name} -> {self.run.final_dir}")
+        self.run.final_dir.mkdir(parents=True, exist_ok=True)
+        config.to_yaml(self.run.final_dir / "config.yaml")
+        result = train(config, str(self.data_root), self.full, seed=self.settings.seed,
+                       out_dir=self.run.final_dir, resume=True, progress=not self.quiet)
+        return result.to_dict()
+
+
 def run_expand(settings: ExpandSettings, *, resume: bool = False, quiet: bool = False,
                trial_fn: Any = None) -> dict[str, Any]:
     """Search, contract and train the final model; returns the JSON summary of the run."""
-    from .dispatch import DispatchOptions, RayDispatcher
-    from .schedule import load_schedule
-
-    space = load_space(settings.space)
-    _check_target(settings, space)
-    proxy, full = load_schedule(settings.proxy_schedule), load_schedule(settings.full_schedule)
-    run = RunDir(settings.out)
-    resolved = dict(asdict(settings), space_resolved=space.to_dict(), proxy=proxy.to_dict(),
-                    full=full.to_dict())
-    run.create(resolved, resume=resume)
-    data_root = _resolve_data(settings)
-
-    options = DispatchOptions(address=settings.address, cpus_per_trial=settings.cpus_per_trial,
-                              gpus_per_trial=settings.gpus_per_trial, max_concurrent=settings.max_concurrent,
-                              storage=settings.storage, max_failures=settings.max_failures)
-    dispatcher = RayDispatcher(options, run.path / "ray", **({"trial_fn": trial_fn} if trial_fn else {}))
-    view = LiveView(settings.target_gflops, space.start, concurrency=_concurrency(options), quiet=quiet)
-    job_base = {"data": str(data_root), "schedule": proxy.to_dict(), "seed": settings.seed}
-    scorer = _JournalScorer(run, dispatcher, view, job_base)
+    session = Session(settings, resume=resume, quiet=quiet, trial_fn=trial_fn)
+    run, view = session.run, session.view
     steps: list[Step] = []
 
     def _on_step(step: Step) -> None:
@@ -202,42 +240,25 @@ def run_expand(settings: ExpandSettings, *, resume: bool = False, quiet: bool = 
         view.step_done(step)
 
     t0 = time.time()
-    try:
-        dispatcher.start()
-        view.message(f"x3dsearch: searching {space.name} up to {settings.target_gflops:g} GFLOPs on "
-                     f"{data_root} -> {run.path}")
-        result = run_search(space, settings.target_gflops, scorer, ceiling_gflops=settings.ceiling(),
+    with session:
+        view.message(f"x3dsearch: searching {session.space.name} up to {settings.target_gflops:g} GFLOPs "
+                     f"on {session.data_root} -> {run.path}")
+        result = run_search(session.space, settings.target_gflops, session.score,
+                            ceiling_gflops=settings.ceiling(),
                             evaluate_contractions=settings.evaluate_contractions, on_step=_on_step)
-    finally:
-        dispatcher.shutdown()
     search_seconds = time.time() - t0
-    run.write_path(path_record(result, steps, settings.target_gflops))
-
-    final_metrics = None
-    if settings.final_training:
-        from .train import train
-
-        view.message(f"final training of {result.final.short} ({result.final_gflops:.3f} GFLOPs) "
-                     f"with schedule {full.name} -> {run.final_dir}")
-        result.final.to_yaml(_mkdir(run.final_dir) / "config.yaml")
-        final = train(result.final, str(data_root), full, seed=settings.seed, out_dir=run.final_dir,
-                      resume=True, progress=not quiet)
-        final_metrics = final.to_dict()
+    record = path_record(result, steps, settings.target_gflops)
+    run.write_path(record)
+    final_metrics = session.train_final(result.final) if settings.final_training else None
     summary_text = view.summary(result, final_metrics)
     summary = {"run_dir": str(run.path), "target_gflops": settings.target_gflops,
-               "final": path_record(result, steps, settings.target_gflops)["final"],
-               "final_metrics": final_metrics, "search_seconds": search_seconds,
+               "final": record["final"], "final_metrics": final_metrics, "search_seconds": search_seconds,
                "path": [{"step": s.index, "axis": s.chosen.axis, "gflops": s.chosen.gflops,
                          "top1": s.outcomes[s.chosen.key].top1} for s in steps],
-               "contraction": path_record(result, steps, settings.target_gflops)["contraction"],
-               "trials": sum(1 for _ in run.records()), "table": summary_text}
-    (run.path / "summary.json").write_text(json.dumps(summary, indent=2))
+               "contraction": record["contraction"], "trials": sum(1 for _ in run.records()),
+               "table": summary_text}
+    atomic_write(run.path / "summary.json", json.dumps(summary, indent=2))
     return summary
-
-
-def _mkdir(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def _concurrency(options: Any) -> int:
