@@ -1,0 +1,69 @@
+"""Ray Tune dispatch with stub trial functions: records per trial, retries on worker death."""
+
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+import ray
+import ray.cloudpickle
+
+from x3dsearch.dispatch import DispatchOptions, RayDispatcher, _check_address
+from x3dsearch.errors import UserError
+
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+def _echo(job):
+    return {"status": "ok", "top1": job["value"], "seconds": 0.0}
+
+
+def _die_once(job):
+    marker = Path(job["marker"])
+    if not marker.exists():
+        marker.write_text("died")
+        os.kill(os.getpid(), signal.SIGKILL)
+    return {"status": "ok", "top1": 1.0, "seconds": 0.0}
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def _run(tmp_path, trial_fn, jobs, **options):
+    records = []
+    dispatcher = RayDispatcher(DispatchOptions(**options), tmp_path / "ray", trial_fn=trial_fn)
+    dispatcher.run(jobs, lambda job, record: records.append((job["key"], record)))
+    return records
+
+
+def test_every_job_reports_once_with_its_metrics(local_ray, tmp_path):
+    records = _run(tmp_path, _echo, [{"key": f"k{i}", "value": i / 10} for i in range(4)])
+    assert sorted((k, r["top1"], r["attempt"]) for k, r in records) == \
+        [("k0", 0.0, 1), ("k1", 0.1, 1), ("k2", 0.2, 1), ("k3", 0.3, 1)]
+    assert all(r["node"] and r["trial_ended"] >= r["trial_started"] for _, r in records)
+
+
+def test_dead_worker_is_retried(local_ray, tmp_path):
+    marker = tmp_path / "marker"
+    records = _run(tmp_path, _die_once, [{"key": "only", "marker": str(marker)}], max_failures=2)
+    statuses = [r["status"] for _, r in records]
+    assert statuses == ["retried", "ok"] and marker.exists()
+    assert records[-1][1]["attempt"] == 2
+
+
+def test_dead_worker_without_retries_is_failed(local_ray, tmp_path):
+    records = _run(tmp_path, _die_once, [{"key": "only", "marker": str(tmp_path / "m")}], max_failures=0)
+    assert [r["status"] for _, r in records] == ["failed"]
+    assert records[0][1]["reason"]
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1:1", "nonsense", "ray://127.0.0.1:1"])
+def test_unreachable_address_is_one_line_error(address):
+    with pytest.raises(UserError) as err:
+        _check_address(address)
+    assert "\n" not in str(err.value)
