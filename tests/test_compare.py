@@ -1,0 +1,69 @@
+"""Comparing runs at equal proxy compute, on hand-made journals."""
+
+import json
+import math
+
+import pytest
+import yaml
+
+from x3dsearch.compare import anytime_curve, best_at, compare_runs, frontier, proxy_trials
+from x3dsearch.errors import UserError
+from x3dsearch.rundir import load_run
+
+
+def _run(path, rows, strategy, cpus=1.0, target=0.3):
+    """A run directory with run.yaml and a journal of (gflops, top1, seconds[, status]) rows."""
+    path.mkdir()
+    (path / "run.yaml").write_text(yaml.safe_dump({"target_gflops": target, "cpus_per_trial": cpus,
+                                                   "strategy": strategy}))
+    with open(path / "journal.jsonl", "w") as f:
+        for i, (gflops, top1, seconds, *status) in enumerate(rows):
+            f.write(json.dumps({"config_key": f"{strategy}{i}", "step": i, "axis": "x", "kind": strategy,
+                                "gflops": gflops, "top1": top1, "seconds": seconds, "ended": 100.0 + i,
+                                "status": status[0] if status else "ok"}) + "\n")
+    return path
+
+
+@pytest.fixture
+def runs(tmp_path):
+    expand = _run(tmp_path / "exp", [(0.02, 0.30, 10), (0.05, 0.40, 10), (0.1, 0.20, 10, "retried"),
+                                     (0.1, 0.50, 20), (0.6, 0.90, 40), (0.29, 0.55, 20)], "expand")
+    optuna = _run(tmp_path / "opt", [(0.25, 0.45, 10), (0.9, 0.0, 0, "failed"), (0.2, 0.60, 10),
+                                     (0.28, 0.52, 10)], "optuna", cpus=2.0)
+    return expand, optuna
+
+
+def test_compute_counts_finished_attempts_times_cpus(runs):
+    expand, optuna = runs
+    assert proxy_trials(load_run(expand), 1.0)["compute"].sum() == 100  # the retried attempt is not counted
+    trials = proxy_trials(load_run(optuna), 2.0)
+    assert list(trials["cumulative"]) == [20, 20, 40, 60]
+
+
+def test_anytime_curve_only_counts_configs_under_the_target(runs):
+    curve = anytime_curve(proxy_trials(load_run(runs[0]), 1.0), 0.3)
+    assert list(curve["best_top1"]) == [0.30, 0.40, 0.50, 0.50, 0.55]  # 0.9 at 0.6 GFLOPs is over
+    assert best_at(curve, 25) == 0.40 and math.isnan(best_at(curve, 5)) and best_at(curve, math.inf) == 0.55
+
+
+def test_frontier_keeps_only_undominated(runs):
+    front = frontier(proxy_trials(load_run(runs[0]), 1.0))
+    assert list(front["gflops"]) == [0.02, 0.05, 0.1, 0.29, 0.6]
+
+
+def test_table_and_plot_at_common_budget(runs, tmp_path):
+    table, plot = compare_runs(runs, out=tmp_path / "c.png")
+    assert plot.is_file() and plot.stat().st_size > 10_000
+    rows = table.set_index("strategy")
+    assert (rows["common_budget_s"] == 60).all()  # optuna spent 60 CPU-seconds, expand 100
+    assert rows.loc["expand", "best_top1_at_common"] == 0.50
+    assert rows.loc["optuna", "best_top1_at_common"] == 0.60
+    assert rows.loc["expand", "best_top1_final"] == 0.55
+
+
+def test_different_targets_need_an_explicit_one(tmp_path, runs):
+    other = _run(tmp_path / "other", [(0.1, 0.5, 1)], "expand", target=1.0)
+    with pytest.raises(UserError, match="different targets"):
+        compare_runs([runs[0], other], out=tmp_path / "c.png")
+    table, _ = compare_runs([runs[0], other], out=tmp_path / "c.png", target_gflops=1.0)
+    assert len(table) == 2

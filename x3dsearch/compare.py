@@ -1,0 +1,135 @@
+"""Compare search runs at equal proxy compute: anytime curves, frontiers and one table.
+
+Proxy compute of a trial is its journaled ``seconds`` times the run's ``cpus_per_trial``
+(CPU-seconds; GPU-seconds when trials held GPUs). A run's anytime curve is the best proxy
+top-1 among trained configs at or under the target after each trial, in the order trials
+ended; comparing every run at the smallest total compute any of them spent makes the
+strategies meet at equal cost.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import pandas as pd
+
+from .errors import UserError
+from .rundir import RunDir, load_run
+
+__all__ = ["proxy_trials", "anytime_curve", "best_at", "frontier", "compare_table", "plot_compare",
+           "compare_runs"]
+
+_SPENT = ("ok", "diverged", "failed")
+
+
+def proxy_trials(journal: pd.DataFrame, cpus_per_trial: float) -> pd.DataFrame:
+    """Finished proxy attempts in the order they ended, with ``compute`` and its running sum."""
+    done = journal[journal["status"].isin(_SPENT)].copy()
+    done["compute"] = pd.to_numeric(done["seconds"], errors="coerce").fillna(0.0) * cpus_per_trial
+    done = done.sort_values("ended", kind="stable").reset_index(drop=True)
+    done["cumulative"] = done["compute"].cumsum()
+    return done
+
+
+def anytime_curve(trials: pd.DataFrame, target_gflops: float, tolerance: float = 0.0) -> pd.DataFrame:
+    """``cumulative`` compute against the best top-1 so far at cost <= target (NaN before any)."""
+    under = (trials["status"] == "ok") & (trials["gflops"] <= target_gflops * (1 + tolerance))
+    best = trials["top1"].where(under).astype(float).cummax().ffill()
+    return pd.DataFrame({"cumulative": trials["cumulative"], "best_top1": best})
+
+
+def best_at(curve: pd.DataFrame, budget: float) -> float:
+    """Best top-1 under the target once ``budget`` compute was spent (NaN if none yet)."""
+    spent = curve[curve["cumulative"] <= budget * (1 + 1e-9)]["best_top1"].dropna()
+    return float(spent.iloc[-1]) if len(spent) else math.nan
+
+
+def frontier(trials: pd.DataFrame) -> pd.DataFrame:
+    """Pareto front of trained configs: no other is both cheaper (or equal) and more accurate."""
+    ok = trials[trials["status"] == "ok"].dropna(subset=["top1"]).sort_values(["gflops", "top1"],
+                                                                               ascending=[True, False])
+    keep = ok["top1"] > ok["top1"].cummax().shift(fill_value=-math.inf)
+    return ok[keep][["gflops", "top1", "config_key"]].reset_index(drop=True)
+
+
+def compare_table(runs: Mapping[str, pd.DataFrame], strategies: Mapping[str, str], target_gflops: float,
+                  tolerance: float = 0.0) -> pd.DataFrame:
+    """One row per run: trials, compute, best under the target at the common budget and at the end."""
+    curves = {name: anytime_curve(t, target_gflops, tolerance) for name, t in runs.items()}
+    common = min(float(t["compute"].sum()) for t in runs.values())
+    rows = []
+    for name, trials in runs.items():
+        curve = curves[name]
+        rows.append({"run": name, "strategy": strategies[name], "trials": len(trials),
+                     "compute_s": float(trials["compute"].sum()), "common_budget_s": common,
+                     "best_top1_at_common": best_at(curve, common),
+                     "best_top1_final": best_at(curve, math.inf),
+                     "frontier_points": len(frontier(trials))})
+    return pd.DataFrame(rows)
+
+
+def plot_compare(runs: Mapping[str, pd.DataFrame], target_gflops: float, out: str | Path,
+                 tolerance: float = 0.0) -> Path:
+    """Two panels: anytime curves against proxy compute, and each run's top-1/GFLOPs frontier."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    common = min(float(t["compute"].sum()) for t in runs.values())
+    for name, trials in runs.items():
+        curve = anytime_curve(trials, target_gflops, tolerance)
+        line, = left.step(curve["cumulative"], curve["best_top1"], where="post", label=name)
+        front = frontier(trials)
+        ok = trials[trials["status"] == "ok"]
+        right.scatter(ok["gflops"], ok["top1"], s=10, alpha=0.35, color=line.get_color())
+        right.step(front["gflops"], front["top1"], where="post", color=line.get_color(), label=name)
+    left.axvline(common, color="grey", linestyle=":", label="common budget")
+    left.set(xlabel="cumulative proxy compute (CPU/GPU-seconds)", ylabel="best proxy top-1 under target",
+             title=f"anytime: best at <= {target_gflops:g} GFLOPs")
+    right.axvline(target_gflops, color="grey", linestyle=":", label="target")
+    right.set(xscale="log", xlabel="GFLOPs", ylabel="proxy top-1", title="frontier of trained configs")
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+def compare_runs(run_dirs: Sequence[str | Path], out: str | Path = "compare.png",
+                 target_gflops: float | None = None, tolerance: float = 0.01) -> tuple[pd.DataFrame, Path]:
+    """Load run directories, check they share a target, and return the table and the plot path."""
+    runs, strategies, targets = {}, {}, set()
+    for run_dir in run_dirs:
+        journal = load_run(run_dir)
+        settings = RunDir(run_dir).settings()
+        name = _unique(Path(run_dir).resolve().name, runs)
+        runs[name] = proxy_trials(journal, float(settings.get("cpus_per_trial") or 1.0))
+        strategies[name] = settings.get("strategy", "expand")
+        targets.add(settings.get("target_gflops"))
+    if target_gflops is None:
+        if len(targets) != 1:
+            raise UserError(f"the runs have different targets ({', '.join(map(str, sorted(targets)))}); "
+                            f"pass --target-gflops")
+        target_gflops = float(targets.pop())
+    empty = [name for name, trials in runs.items() if trials.empty]
+    if empty:
+        raise UserError(f"no finished proxy trainings in {', '.join(empty)}")
+    table = compare_table(runs, strategies, target_gflops, tolerance)
+    return table, plot_compare(runs, target_gflops, out, tolerance)
+
+
+def _unique(name: str, taken: Mapping[str, object]) -> str:
+    """``name``, or ``name#2``... when two run directories share a folder name."""
+    candidate, k = name, 1
+    while candidate in taken:
+        k += 1
+        candidate = f"{name}#{k}"
+    return candidate
