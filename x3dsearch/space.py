@@ -26,16 +26,20 @@ _DEFAULT_SPACE = "x3d_kinetics"
 
 @dataclass(frozen=True)
 class SearchSpace:
-    """Start config, per-axis field multipliers, and the spatial rounding step."""
+    """Start config, per-axis field multipliers, the spatial rounding step and optional bounds."""
 
     name: str
     start: X3DConfig
     axes: Mapping[str, Mapping[str, float]]
     crop_multiple: int = 8
+    bounds: Mapping[str, tuple[float, float]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "start": self.start.to_dict(), "crop_multiple": self.crop_multiple,
-                "axes": {a: dict(f) for a, f in self.axes.items()}}
+        out = {"name": self.name, "start": self.start.to_dict(), "crop_multiple": self.crop_multiple,
+               "axes": {a: dict(f) for a, f in self.axes.items()}}
+        if self.bounds is not None:
+            out["bounds"] = {n: list(b) for n, b in self.bounds.items()}
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "search space") -> "SearchSpace":
@@ -69,7 +73,29 @@ class SearchSpace:
         multiple = data.get("crop_multiple", 8)
         if isinstance(multiple, bool) or not isinstance(multiple, int) or multiple < 1:
             raise ConfigError(f"{source}: crop_multiple must be a positive integer")
-        return cls(str(data["name"]), start_config, clean, multiple)
+        bounds = data.get("bounds")
+        return cls(str(data["name"]), start_config, clean, multiple,
+                   None if bounds is None else _check_bounds(bounds, multiple, source))
+
+
+def _check_bounds(bounds: Any, crop_multiple: int, source: str) -> dict[str, tuple[float, float]]:
+    """``{field: [low, high]}`` for all six scalable fields; integer fields take integers."""
+    if not isinstance(bounds, Mapping) or set(bounds) != set(_SCALABLE):
+        raise ConfigError(f"{source}: bounds must map each of {', '.join(_SCALABLE)} to [low, high]")
+    clean: dict[str, tuple[float, float]] = {}
+    for name in _SCALABLE:
+        pair = bounds[name]
+        integer = name in ("stride", "frames", "crop")
+        kinds = (int,) if integer else (int, float)
+        if (not isinstance(pair, (list, tuple)) or len(pair) != 2
+                or any(isinstance(v, bool) or not isinstance(v, kinds) for v in pair)
+                or not 0 < pair[0] <= pair[1]):
+            kind = "integers" if integer else "numbers"
+            raise ConfigError(f"{source}: bounds of {name} must be [low, high] {kind} with 0 < low <= high")
+        if name == "crop" and any(v % crop_multiple for v in pair):
+            raise ConfigError(f"{source}: bounds of crop must be multiples of crop_multiple ({crop_multiple})")
+        clean[name] = (pair[0], pair[1]) if integer else (float(pair[0]), float(pair[1]))
+    return clean
 
 
 def load_space(name_or_path: str | Path = _DEFAULT_SPACE) -> SearchSpace:

@@ -1,0 +1,270 @@
+"""A second search strategy: Optuna samples the six axes in a box, a FLOP budget constrains it.
+
+Every proposal is costed analytically with :func:`~x3dsearch.cost.count_flops` before
+anything runs: one above the target is told to the study as ``PRUNED`` with a positive
+``gflops_over_target`` constraint (Optuna's feasibility-aware samplers learn from it) and
+never reaches training, nor counts toward ``trials``. The box is first cut to the part
+that can hold a feasible config (each upper bound with every other field at its lower
+bound), which matters for small targets; what remains is rejected at ~1 ms a proposal.
+
+Feasible proposals are batched ``concurrency`` at a time into one ``Session.score`` call,
+so Ray trains them in parallel and the run directory's journal records each
+(``kind="optuna"``, ``axis="optuna"``, ``step`` = trial number). The study lives in
+``RUN_DIR/optuna.db``: ``--resume`` reopens it, re-scores trials an interruption left
+``RUNNING`` (from the journal when their proxy run had finished), and continues the trial
+count. Inspect it with ``optuna-dashboard sqlite:///RUN_DIR/optuna.db``.
+
+States: ``COMPLETE`` = proxy-trained (value = top-1), ``FAIL`` = the proxy run diverged or
+failed (its compute counts toward ``trials``), ``PRUNED`` = rejected by the cost model.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from typing import Any, Callable, Mapping, Sequence
+
+import optuna
+from optuna.trial import FrozenTrial, Trial, TrialState
+
+from .config import X3DConfig
+from .cost import count_flops
+from .errors import SearchError, UserError
+from .rundir import atomic_write
+from .runner import ExpandSettings, Session, path_record
+from .search import Candidate, Outcome
+from .space import SearchSpace
+
+__all__ = ["SAMPLERS", "feasible_bounds", "propose", "run_optuna", "optuna_plan", "STUDY_FILE"]
+
+SAMPLERS = ("tpe", "nsga2")
+STUDY_FILE = "optuna.db"
+_CONSTRAINT = "gflops_over_target"
+_INTEGER = ("frames", "stride", "crop")
+_MAX_REJECTIONS = 5000  # consecutive cost-model rejections before giving up (each costs ~1 ms)
+
+
+def _space_bounds(space: SearchSpace) -> Mapping[str, tuple[float, float]]:
+    if space.bounds is None:
+        raise UserError(f"search space {space.name} has no 'bounds:' section; the optuna strategy needs one")
+    return space.bounds
+
+
+def _corner_flops(space: SearchSpace, bounds: Mapping[str, tuple[float, float]], **values: float) -> int:
+    """Cost of the start config with every bounded field at its lower bound, except ``values``."""
+    return count_flops(space.start.replace(**{name: values.get(name, low) for name, (low, _) in bounds.items()}))
+
+
+def feasible_bounds(space: SearchSpace, target_gflops: float) -> dict[str, tuple[float, float]]:
+    """The space's box with each upper bound cut to the largest value that can fit the target.
+
+    Cost grows with every field but the stride, so a value that is over the target with
+    all other fields at their lower bounds is over it everywhere: cutting it loses nothing.
+    """
+    bounds = _space_bounds(space)
+    target = target_gflops * 1e9
+    cheapest = _corner_flops(space, bounds)
+    if cheapest > target:
+        raise UserError(f"target {target_gflops:g} GFLOPs is below the cheapest config in the bounds of "
+                        f"{space.name} ({cheapest / 1e9:.4f} GFLOPs)")
+    out: dict[str, tuple[float, float]] = {}
+    for name, (low, high) in bounds.items():
+        if name == "stride" or _corner_flops(space, bounds, **{name: high}) <= target:
+            out[name] = (low, high)
+        elif name in _INTEGER:
+            step = space.crop_multiple if name == "crop" else 1
+            top = low
+            while top + step <= high and _corner_flops(space, bounds, **{name: top + step}) <= target:
+                top += step
+            out[name] = (low, top)
+        else:
+            lo, hi = float(low), float(high)
+            for _ in range(40):
+                mid = (lo + hi) / 2
+                lo, hi = (mid, hi) if _corner_flops(space, bounds, **{name: mid}) <= target else (lo, mid)
+            out[name] = (low, lo)
+    return out
+
+
+def propose(trial: Trial, space: SearchSpace, bounds: Mapping[str, tuple[float, float]]) -> X3DConfig:
+    """Suggest the six fields within ``bounds`` (integers, crop steps, log-scale factors)."""
+    values: dict[str, Any] = {}
+    for name, (low, high) in bounds.items():
+        if name == "crop":
+            values[name] = trial.suggest_int(name, int(low), int(high), step=space.crop_multiple)
+        elif name in _INTEGER:
+            values[name] = trial.suggest_int(name, int(low), int(high))
+        elif low == high:
+            values[name] = low
+        else:
+            values[name] = trial.suggest_float(name, low, high, log=True)
+    return space.start.replace(**values)
+
+
+def _sampler(name: str, seed: int, trials: int, batch: int) -> optuna.samplers.BaseSampler:
+    """Seeded TPE (random start, then model-based) or NSGA-II sized to the trial budget."""
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(batch, min(10, trials // 3)))
+    return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(2 * batch, min(50, trials // 4)))
+
+
+def _directions(sampler: str) -> list[str]:
+    """TPE maximises top-1 alone; NSGA-II trades top-1 against GFLOPs (both under the target)."""
+    return ["maximize"] if sampler == "tpe" else ["maximize", "minimize"]
+
+
+def _values(sampler: str, top1: float, gflops: float) -> list[float]:
+    return [top1] if sampler == "tpe" else [top1, gflops]
+
+
+def _trained(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)))
+
+
+def _best(study: optuna.Study) -> FrozenTrial | None:
+    """Highest proxy top-1 among feasible finished trials; ties go to the cheaper config."""
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if all(v <= 0 for v in t.constraints.values())]
+    return min(done, key=lambda t: (-t.values[0], t.user_attrs["gflops"], t.number), default=None)
+
+
+def _final_record(best: FrozenTrial | None, target: float) -> dict[str, Any]:
+    data = path_record(None, [], target)
+    data["strategy"] = "optuna"
+    if best is not None:
+        config = X3DConfig.from_dict(best.user_attrs["config"])
+        data["final"] = {"config": config.to_dict(), "config_key": config.key, "gflops": count_flops(config) / 1e9,
+                         "top1": best.values[0], "trial": best.number}
+    return data
+
+
+class _Search:
+    """One ask/tell loop over a Session; the study is the memory, the journal the scores."""
+
+    def __init__(self, session: Session, study: optuna.Study, sampler: str,
+                 bounds: Mapping[str, tuple[float, float]]) -> None:
+        self.session, self.study, self.sampler, self.bounds = session, study, sampler, bounds
+        self.target = session.settings.target_gflops
+
+    def ask_feasible(self) -> tuple[Trial, Candidate]:
+        """Ask until the cost model accepts a proposal; rejected ones are told PRUNED at once."""
+        for _ in range(_MAX_REJECTIONS):
+            trial = self.study.ask()
+            config = propose(trial, self.session.space, self.bounds)
+            gflops = count_flops(config) / 1e9
+            trial.set_user_attr("config", config.to_dict())
+            trial.set_user_attr("gflops", gflops)
+            trial.set_constraint(_CONSTRAINT, gflops - self.target)
+            if gflops <= self.target:
+                return trial, Candidate(trial.number, "optuna", config, kind="optuna")
+            self.study.tell(trial, state=TrialState.PRUNED)
+        raise SearchError(f"{_MAX_REJECTIONS} proposals in a row were above {self.target:g} GFLOPs; "
+                          f"narrow the bounds of the search space")
+
+    def score(self, batch: Sequence[tuple[int, Candidate]]) -> None:
+        """Proxy-train (or read from the journal) a batch and tell the study each outcome."""
+        outcomes = self.session.score([c for _, c in batch])
+        for number, candidate in batch:
+            outcome = outcomes.get(candidate.key, Outcome("failed", reason="no result"))
+            if outcome.usable:
+                self.study.tell(number, _values(self.sampler, float(outcome.top1), candidate.gflops))
+            else:
+                self.study.tell(number, state=TrialState.FAIL)
+        self.session.run.write_path(_final_record(_best(self.study), self.target))
+
+    def stale(self) -> list[tuple[int, Candidate]]:
+        """Accepted trials an interruption left RUNNING; the others are closed as they would have been."""
+        out = []
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if "config" not in t.user_attrs:
+                self.study.tell(t.number, state=TrialState.FAIL)
+            elif t.user_attrs["gflops"] > self.target:
+                self.study.tell(t.number, state=TrialState.PRUNED)
+            else:
+                config = X3DConfig.from_dict(t.user_attrs["config"])
+                out.append((t.number, Candidate(t.number, "optuna", config, kind="optuna")))
+        return out
+
+    def run(self, trials: int, batch_size: int) -> None:
+        stale = self.stale()
+        if stale:
+            self.session.view.message(f"resuming {len(stale)} interrupted trial(s)")
+            self.score(stale)
+        while (left := trials - _trained(self.study)) > 0:
+            batch = []
+            for _ in range(min(batch_size, left)):
+                trial, candidate = self.ask_feasible()
+                batch.append((trial.number, candidate))
+            self.score(batch)
+
+
+def _table(study: optuna.Study, rows: int = 10) -> str:
+    done = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)),
+                  key=lambda t: -t.values[0])[:rows]
+    lines = [f"{'trial':>5}  {'frames x stride':>15}{'crop':>6}{'γw':>7}{'γb':>7}{'γd':>7}{'GFLOPs':>10}"
+             f"{'proxy top1':>12}"]
+    for t in done:
+        c = X3DConfig.from_dict(t.user_attrs["config"])
+        lines.append(f"{t.number:>5}  {f'{c.frames}x{c.stride}':>15}{c.crop:>6}{c.width:>7.3g}"
+                     f"{c.bottleneck:>7.3g}{c.depth:>7.3g}{t.user_attrs['gflops']:>10.4f}{t.values[0]:>12.1%}")
+    return "\n".join(lines)
+
+
+def optuna_plan(settings: ExpandSettings, space: SearchSpace, trials: int, sampler: str) -> str:
+    """What ``--dry-run`` prints: the box the sampler draws from and the budget."""
+    bounds = feasible_bounds(space, settings.target_gflops)
+    lines = [f"search space {space.name}: start {space.start.short}, optuna sampler {sampler}, "
+             f"{trials} proxy trainings at <= {settings.target_gflops:g} GFLOPs",
+             f"{'field':<11}{'bounds':>16}{'feasible box':>16}"]
+    for name, (low, high) in bounds.items():
+        full = _space_bounds(space)[name]
+        lines.append(f"{name:<11}{f'{full[0]:g}..{full[1]:g}':>16}{f'{low:g}..{high:.4g}':>16}")
+    return "\n".join(lines)
+
+
+def run_optuna(settings: ExpandSettings, trials: int, *, sampler: str = "tpe", resume: bool = False,
+               quiet: bool = False, trial_fn: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None
+               ) -> dict[str, Any]:
+    """Search with Optuna for ``trials`` proxy trainings, then train the best; returns the summary."""
+    if trials < 1:
+        raise UserError("--trials must be at least 1")
+    if sampler not in SAMPLERS:
+        raise UserError(f"unknown sampler {sampler!r}; choose from {', '.join(SAMPLERS)}")
+    study_name = f"x3dsearch-{settings.space}-{settings.target_gflops:g}g-seed{settings.seed}-{sampler}"
+    session = Session(settings, resume=resume, quiet=quiet, trial_fn=trial_fn,
+                      extra={"strategy": "optuna", "sampler": sampler, "study_name": study_name})
+    bounds = feasible_bounds(session.space, settings.target_gflops)
+    batch_size = session.view.concurrency
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(storage=f"sqlite:///{(session.run.path / STUDY_FILE).resolve()}",
+                                study_name=study_name, load_if_exists=True,
+                                sampler=_sampler(sampler, settings.seed, trials, batch_size),
+                                directions=_directions(sampler))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(["proxy_top1", "gflops"][:len(_directions(sampler))])
+    study.set_user_attr("bounds", {n: list(b) for n, b in bounds.items()})
+    search = _Search(session, study, sampler, bounds)
+    t0 = time.time()
+    with session:
+        session.view.message(f"x3dsearch: optuna ({sampler}) on {session.space.name}, {trials} proxy trainings "
+                             f"at <= {settings.target_gflops:g} GFLOPs -> {session.run.path} "
+                             f"(dashboard: optuna-dashboard sqlite:///{session.run.path / STUDY_FILE})")
+        search.run(trials, batch_size)
+    best = _best(study)
+    if best is None:
+        raise SearchError("no proxy training under the target succeeded; nothing to train")
+    record = _final_record(best, settings.target_gflops)
+    session.run.write_path(record)
+    final_config = X3DConfig.from_dict(best.user_attrs["config"])
+    final_metrics = session.train_final(final_config) if settings.final_training else None
+    table = _table(study)
+    session.view.message(table)
+    summary = {"run_dir": str(session.run.path), "strategy": "optuna", "sampler": sampler,
+               "target_gflops": settings.target_gflops, "final": record["final"], "final_metrics": final_metrics,
+               "search_seconds": time.time() - t0, "trials": _trained(study),
+               "rejected": len(study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))),
+               "study": str(session.run.path / STUDY_FILE), "study_name": study_name, "table": table}
+    atomic_write(session.run.path / "summary.json", json.dumps(summary, indent=2))
+    return summary
