@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from .config import X3DConfig, preset, preset_names
 from .cost import cost_breakdown, count_flops, count_params
 from .errors import UserError
+
+if TYPE_CHECKING:
+    from .runner import ExpandSettings
 
 __all__ = ["main"]
 
@@ -58,9 +61,9 @@ def _cmd_presets(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_expand(args: argparse.Namespace) -> int:
-    from .runner import ExpandSettings, plan_text, run_expand
-    from .space import load_space
+def _settings_from_args(args: argparse.Namespace, strategy: str) -> "ExpandSettings":
+    """The run settings shared by every search strategy, from the common flags."""
+    from .runner import ExpandSettings
 
     if args.target_gflops <= 0:
         raise UserError("--target-gflops must be positive")
@@ -68,24 +71,62 @@ def _cmd_expand(args: argparse.Namespace) -> int:
         value = getattr(args, flag)
         if value is not None and value < (0 if flag == "max_failures" else 1e-9):
             raise UserError(f"--{flag.replace('_', '-')} must be positive")
-    out = args.out or f"runs/expand-{args.target_gflops:g}g-seed{args.seed}"
-    settings = ExpandSettings(
+    out = args.out or f"runs/{strategy}-{args.target_gflops:g}g-seed{args.seed}"
+    return ExpandSettings(
         target_gflops=args.target_gflops, out=out, space=args.space, data=args.data,
         proxy_schedule=args.proxy_schedule, full_schedule=args.full_schedule, seed=args.seed,
         ceiling_gflops=args.ceiling_gflops, evaluate_contractions=args.evaluate_contractions,
         final_training=args.final_training, address=args.address, storage=args.storage,
         cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
         max_concurrent=args.max_concurrent, max_failures=args.max_failures)
+
+
+def _print_summary(args: argparse.Namespace, summary: dict) -> None:
+    if args.json:
+        print(json.dumps({k: v for k, v in summary.items() if k != "table"}, indent=2))
+    elif not args.quiet:
+        print(summary["table"])
+
+
+def _cmd_expand(args: argparse.Namespace) -> int:
+    from .runner import plan_text, run_expand
+    from .space import load_space
+
+    settings = _settings_from_args(args, "expand")
     if args.dry_run:
         print(plan_text(settings, load_space(args.space)))
         return 0
-    summary = run_expand(settings, resume=args.resume, quiet=args.quiet)
+    _print_summary(args, run_expand(settings, resume=args.resume, quiet=args.quiet))
+    return 0
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    if args.strategy == "expand":
+        return _cmd_expand(args)
+    from .optuna_search import optuna_plan, run_optuna
+    from .space import load_space
+
+    if args.trials is None:
+        raise UserError("--trials is required with --strategy optuna")
+    settings = _settings_from_args(args, f"optuna-{args.sampler}")
+    if args.dry_run:
+        print(optuna_plan(settings, load_space(args.space), args.trials, args.sampler))
+        return 0
+    _print_summary(args, run_optuna(settings, args.trials, sampler=args.sampler, resume=args.resume,
+                                    quiet=args.quiet))
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import compare_runs
+
+    table, plot = compare_runs(args.runs, out=args.output, target_gflops=args.target_gflops,
+                               tolerance=args.tolerance)
     if args.json:
-        print(json.dumps({k: v for k, v in summary.items() if k != "table"}, indent=2))
-    elif args.quiet:
-        pass
+        print(table.to_json(orient="records", indent=2))
     else:
-        print(summary["table"])
+        print(table.to_string(index=False))
+        print(f"plot: {plot}", file=sys.stderr)
     return 0
 
 
@@ -93,6 +134,49 @@ def _add_model_source(parser: argparse.ArgumentParser) -> None:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--preset", help=f"a named preset: {', '.join(preset_names())} (default X2D)")
     group.add_argument("--config", metavar="FILE", help="an X3D config YAML (e.g. an exported model)")
+
+
+def _add_search_args(p: argparse.ArgumentParser) -> None:
+    """The flags every search strategy shares (target, run directory, data, schedules, Ray, output)."""
+    p.add_argument("--target-gflops", type=float, required=True, metavar="G",
+                   help="the budget in GFLOPs (conv+linear MACs per clip): expand stops once a model costs "
+                        "at least G; optuna keeps every trained model at or under G")
+    p.add_argument("--out", default=None, metavar="RUN_DIR",
+                   help="run directory (default: runs/<strategy>-<target>g-seed<seed>)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out: finished trials are read from its journal, not re-run")
+    p.add_argument("--data", metavar="DIR",
+                   help="Kinetics-layout folder (train.csv, val.csv); default: the synthetic benchmark, "
+                        "generated on first use")
+    p.add_argument("--space", default="x3d_kinetics", metavar="NAME|FILE",
+                   help="search space: a shipped name or a YAML file (default: %(default)s)")
+    p.add_argument("--proxy-schedule", default="cpu_proxy", metavar="NAME|FILE",
+                   help="schedule of the short candidate trainings (default: %(default)s)")
+    p.add_argument("--full-schedule", default="cpu_full", metavar="NAME|FILE",
+                   help="schedule of the final training (default: %(default)s)")
+    p.add_argument("--no-final-training", dest="final_training", action="store_false",
+                   help="stop after the search and contraction")
+    p.add_argument("--seed", type=int, default=0, help="seed of every training (default: %(default)s)")
+    p.add_argument("--ceiling-gflops", type=float, metavar="G",
+                   help="skip candidates above G GFLOPs without training (default: 4x the target)")
+    p.add_argument("--evaluate-contractions", action="store_true",
+                   help="contract every axis that can reach the target and proxy-train them all, "
+                        "instead of contracting only the last-expanded axis")
+    ray_group = p.add_argument_group("Ray dispatch")
+    ray_group.add_argument("--address", metavar="HOST:PORT",
+                           help="an existing Ray cluster (or ray://HOST:PORT; also RAY_ADDRESS); "
+                                "default: start a local Ray on this machine")
+    ray_group.add_argument("--storage", metavar="PATH",
+                           help="Ray Tune storage (must be shared by all nodes on a cluster; default: RUN_DIR/ray)")
+    ray_group.add_argument("--cpus-per-trial", type=float, default=1.0, help="default: %(default)s")
+    ray_group.add_argument("--gpus-per-trial", type=float, default=0.0, help="default: %(default)s")
+    ray_group.add_argument("--max-concurrent", type=int, help="at most this many trials at once")
+    ray_group.add_argument("--max-failures", type=int, default=2,
+                           help="retries of a trial whose worker or node died (default: %(default)s)")
+    out_group = p.add_argument_group("output")
+    out_group.add_argument("--dry-run", action="store_true", help="print the plan and candidate costs; train nothing")
+    out_group.add_argument("--quiet", action="store_true", help="no live view (errors only)")
+    out_group.add_argument("--json", action="store_true", help="print a JSON summary on stdout at the end")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -130,45 +214,51 @@ def build_parser() -> argparse.ArgumentParser:
                "      --proxy-schedule kinetics_proxy --full-schedule kinetics_full --gpus-per-trial 1 \\\n"
                "      --storage /shared/runs\n"
                "The run directory (--out) holds run.yaml, journal.jsonl (every trial), path.json and final/.")
-    p.add_argument("--target-gflops", type=float, required=True, metavar="G",
-                   help="stop expanding once a model costs at least G GFLOPs (conv+linear MACs per clip)")
-    p.add_argument("--out", default=None, metavar="RUN_DIR",
-                   help="run directory (default: runs/expand-<target>g-seed<seed>)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the run in --out: finished trials are read from its journal, not re-run")
-    p.add_argument("--data", metavar="DIR",
-                   help="Kinetics-layout folder (train.csv, val.csv); default: the synthetic benchmark, "
-                        "generated on first use")
-    p.add_argument("--space", default="x3d_kinetics", metavar="NAME|FILE",
-                   help="search space: a shipped name or a YAML file (default: %(default)s)")
-    p.add_argument("--proxy-schedule", default="cpu_proxy", metavar="NAME|FILE",
-                   help="schedule of the short candidate trainings (default: %(default)s)")
-    p.add_argument("--full-schedule", default="cpu_full", metavar="NAME|FILE",
-                   help="schedule of the final training (default: %(default)s)")
-    p.add_argument("--no-final-training", dest="final_training", action="store_false",
-                   help="stop after the search and contraction")
-    p.add_argument("--seed", type=int, default=0, help="seed of every training (default: %(default)s)")
-    p.add_argument("--ceiling-gflops", type=float, metavar="G",
-                   help="skip candidates above G GFLOPs without training (default: 4x the target)")
-    p.add_argument("--evaluate-contractions", action="store_true",
-                   help="contract every axis that can reach the target and proxy-train them all, "
-                        "instead of contracting only the last-expanded axis")
-    ray_group = p.add_argument_group("Ray dispatch")
-    ray_group.add_argument("--address", metavar="HOST:PORT",
-                           help="an existing Ray cluster (or ray://HOST:PORT; also RAY_ADDRESS); "
-                                "default: start a local Ray on this machine")
-    ray_group.add_argument("--storage", metavar="PATH",
-                           help="Ray Tune storage (must be shared by all nodes on a cluster; default: RUN_DIR/ray)")
-    ray_group.add_argument("--cpus-per-trial", type=float, default=1.0, help="default: %(default)s")
-    ray_group.add_argument("--gpus-per-trial", type=float, default=0.0, help="default: %(default)s")
-    ray_group.add_argument("--max-concurrent", type=int, help="at most this many trials at once")
-    ray_group.add_argument("--max-failures", type=int, default=2,
-                           help="retries of a trial whose worker or node died (default: %(default)s)")
-    out_group = p.add_argument_group("output")
-    out_group.add_argument("--dry-run", action="store_true", help="print the plan and candidate costs; train nothing")
-    out_group.add_argument("--quiet", action="store_true", help="no live view (errors only)")
-    out_group.add_argument("--json", action="store_true", help="print a JSON summary on stdout at the end")
+    _add_search_args(p)
     p.set_defaults(handler=_cmd_expand)
+
+    p = sub.add_parser(
+        "search", help="search with a chosen strategy: optuna (TPE / NSGA-II under a FLOP budget) or expand",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="--strategy optuna: Optuna samples frames, stride, crop, width, bottleneck and depth within "
+                    "the search space's 'bounds:' and maximises proxy top-1 at cost <= the target (tpe), or "
+                    "trades top-1 against GFLOPs under the target (nsga2). Proposals above the target are "
+                    "rejected by the cost model before any training and do not count toward --trials. Feasible "
+                    "proposals run as Ray Tune trials, --max-concurrent (default: as many as fit) at a time, "
+                    "and are journaled like expand's, so report/plot/export/compare read the run directory. "
+                    "--strategy expand runs 'x3dsearch expand'.",
+        epilog="examples:\n"
+               "  x3dsearch search --strategy optuna --target-gflops 0.3 --trials 30\n"
+               "  x3dsearch search --strategy optuna --target-gflops 0.3 --trials 30 --sampler nsga2 --out runs/n\n"
+               "  x3dsearch search --strategy optuna --target-gflops 0.3 --trials 40 --out runs/n --resume\n"
+               "The study is stored in RUN_DIR/optuna.db (resumed by --resume; each trial keeps its config as\n"
+               "the user attribute 'config'). Browse it with:\n"
+               "  pip install optuna-dashboard && optuna-dashboard sqlite:///RUN_DIR/optuna.db")
+    p.add_argument("--strategy", choices=("optuna", "expand"), default="optuna",
+                   help="search strategy (default: %(default)s)")
+    p.add_argument("--trials", type=int, metavar="N",
+                   help="optuna: number of proxy trainings (rejected over-budget proposals not counted); "
+                        "with --resume, the total to reach")
+    p.add_argument("--sampler", choices=("tpe", "nsga2"), default="tpe",
+                   help="optuna: tpe maximises top-1 under the target; nsga2 searches the top-1/GFLOPs "
+                        "front under it (default: %(default)s)")
+    _add_search_args(p)
+    p.set_defaults(handler=_cmd_search)
+
+    p = sub.add_parser(
+        "compare", help="compare search runs at equal proxy compute: anytime curves, frontiers, a table",
+        description="For each run directory: best proxy top-1 under the target against cumulative proxy "
+                    "compute (journal seconds x cpus_per_trial), the best under the target at the smallest "
+                    "budget all runs reached, and the top-1/GFLOPs frontier of everything trained.")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories (expand or optuna)")
+    p.add_argument("-o", "--output", default="compare.png", metavar="FILE",
+                   help="plot file (default: %(default)s)")
+    p.add_argument("--target-gflops", type=float, metavar="G",
+                   help="budget to compare under (default: the runs' common target)")
+    p.add_argument("--tolerance", type=float, default=0.01,
+                   help="relative slack over the target, as contraction lands near it (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="print the table as JSON")
+    p.set_defaults(handler=_cmd_compare)
 
     return parser
 
