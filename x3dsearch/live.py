@@ -28,10 +28,10 @@ class LiveView:
     """Prints progress of a search; silent when ``quiet``."""
 
     def __init__(self, target_gflops: float, start: X3DConfig, concurrency: int, quiet: bool = False,
-                 stream: TextIO = sys.stderr) -> None:
+                 stream: TextIO | None = None) -> None:
         self.target = target_gflops
         self.quiet = quiet
-        self.stream = stream
+        self.stream = stream  # None: the current sys.stderr (Tune pickles this view; a bound capture stream would not pickle)
         self.concurrency = max(1, concurrency)
         self.started = time.time()
         self.planned = estimate_steps(start, target_gflops)
@@ -42,7 +42,7 @@ class LiveView:
 
     def _print(self, text: str) -> None:
         if not self.quiet:
-            print(text, file=self.stream, flush=True)
+            print(text, file=self.stream or sys.stderr, flush=True)
 
     def batch_started(self, candidates: Sequence[Candidate], reused: int) -> None:
         self._batch, self._finished = list(candidates), 0
