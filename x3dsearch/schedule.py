@@ -1,0 +1,179 @@
+"""Training schedules as data: a frozen :class:`Schedule`, shipped in ``search_spaces/schedules.yaml``.
+
+One training loop (:func:`x3dsearch.train.train`) serves every fidelity; a schedule says how
+long, on how much data, at which input scale and with which optimiser settings it runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from .config import X3DConfig
+from .errors import ConfigError
+
+__all__ = ["Schedule", "load_schedule", "schedule_names", "MIN_TRAIN_CROP"]
+
+MIN_TRAIN_CROP = 16
+_PRECISIONS = ("fp32", "bf16", "auto")
+_SHIPPED = "schedules.yaml"
+_RANGES = {  # field: (rule as the error message says it, check)
+    "base_lr": ("> 0", lambda v: v > 0),
+    "momentum": ("in [0, 1)", lambda v: 0 <= v < 1),
+    "weight_decay": ("in [0, 1)", lambda v: 0 <= v < 1),
+    "warmup_epochs": (">= 0", lambda v: v >= 0),
+    "label_smoothing": ("in [0, 1)", lambda v: 0 <= v < 1),
+    "spatial_scale": ("in (0, 1]", lambda v: 0 < v <= 1),
+    "time_budget_s": ("positive or null", lambda v: v > 0),
+}
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How one training runs: length, data subset, input scale, optimiser, evaluation views.
+
+    ``base_lr`` is the learning rate at ``ref_batch_size``; the loop scales it linearly with
+    ``batch_size``. ``spatial_scale`` trains and evaluates the network at
+    ``round(crop * spatial_scale)`` pixels (at least 16) while its cost stays reported at its own
+    crop. ``train_videos``/``val_videos`` of ``None`` use every video. ``cache_dir`` (relative
+    paths are inside the data root) keeps decoded clips between trainings. ``debug_nan_step``
+    makes the loss NaN at that global step (a test hook that travels with the schedule to
+    Ray workers).
+    """
+
+    name: str = "custom"
+    description: str = ""
+    epochs: int = 1
+    batch_size: int = 16
+    base_lr: float = 0.1
+    ref_batch_size: int = 16
+    momentum: float = 0.9
+    weight_decay: float = 5e-5
+    warmup_epochs: float = 0.0
+    label_smoothing: float = 0.0
+    train_videos: int | None = None
+    val_videos: int | None = None
+    eval_views: tuple[int, int] = (1, 1)
+    spatial_scale: float = 1.0
+    time_budget_s: float | None = None
+    channels_last: bool = True
+    precision: str = "auto"
+    num_workers: int = 0
+    cache_dir: str | None = None
+    debug_nan_step: int | None = None
+
+    def __post_init__(self) -> None:
+        where = f"schedule {self.name!r}"
+        if not isinstance(self.name, str) or not self.name:
+            raise ConfigError(f"schedule name must be a non-empty string, got {self.name!r}")
+        for field_name in ("epochs", "batch_size", "ref_batch_size"):
+            _check_int(where, field_name, getattr(self, field_name), low=1)
+        _check_int(where, "num_workers", self.num_workers, low=0)
+        for field_name in ("train_videos", "val_videos"):
+            if getattr(self, field_name) is not None:
+                _check_int(where, field_name, getattr(self, field_name), low=1, hint=" or null for all")
+        if self.debug_nan_step is not None:
+            _check_int(where, "debug_nan_step", self.debug_nan_step, low=0)
+        for field_name, (rule, ok) in _RANGES.items():
+            value = getattr(self, field_name)
+            if value is None and field_name == "time_budget_s":
+                continue
+            value = _number(where, field_name, value)
+            if not ok(value):
+                raise ConfigError(f"{where}: {field_name} must be {rule}, got {value!r}")
+            object.__setattr__(self, field_name, value)
+        if self.warmup_epochs > self.epochs:
+            raise ConfigError(f"{where}: warmup_epochs ({self.warmup_epochs:g}) exceeds epochs ({self.epochs})")
+        views = self.eval_views
+        if isinstance(views, (str, bytes)) or not hasattr(views, "__len__") or len(views) != 2 or any(
+                isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in views):
+            raise ConfigError(f"{where}: eval_views must be [temporal, spatial] positive integers, got {views!r}")
+        object.__setattr__(self, "eval_views", (int(views[0]), int(views[1])))
+        if self.precision not in _PRECISIONS:
+            raise ConfigError(f"{where}: precision must be one of {', '.join(_PRECISIONS)}, got {self.precision!r}")
+        if not isinstance(self.channels_last, bool):
+            raise ConfigError(f"{where}: channels_last must be true or false, got {self.channels_last!r}")
+        if self.cache_dir is not None and not isinstance(self.cache_dir, str):
+            raise ConfigError(f"{where}: cache_dir must be a path or null, got {self.cache_dir!r}")
+
+    def train_crop(self, config: X3DConfig) -> int:
+        """The side the network trains and evaluates at: its crop times ``spatial_scale``, at least 16."""
+        return max(MIN_TRAIN_CROP, int(round(config.crop * self.spatial_scale)))
+
+    def lr(self) -> float:
+        """Peak learning rate: ``base_lr`` scaled linearly from ``ref_batch_size`` to ``batch_size``."""
+        return self.base_lr * self.batch_size / self.ref_batch_size
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-Python form (lists, numbers) suitable for YAML/JSON and Ray trial parameters."""
+        out = dataclasses.asdict(self)
+        out["eval_views"] = list(self.eval_views)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Schedule":
+        """Build from a mapping; unknown keys are an error, missing keys take the defaults."""
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"a schedule must be a mapping of field: value, got {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"schedule {data.get('name', '?')!r}: unknown key(s) {', '.join(unknown)}; "
+                              f"known: {', '.join(sorted(known))}")
+        return cls(**dict(data))
+
+    def replace(self, **changes: Any) -> "Schedule":
+        """A copy with some fields changed (validated)."""
+        return dataclasses.replace(self, **changes)
+
+
+def _check_int(where: str, name: str, value: Any, low: int, hint: str = "") -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        kind = "a positive integer" if low >= 1 else "a non-negative integer"
+        raise ConfigError(f"{where}: {name} must be {kind}{hint}, got {value!r}")
+
+
+def _number(where: str, name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"{where}: {name} must be a number, got {value!r}")
+    return float(value)
+
+
+def _shipped() -> dict[str, Any]:
+    text = resources.files("x3dsearch.search_spaces").joinpath(_SHIPPED).read_text()
+    return yaml.safe_load(text)["schedules"]
+
+
+def schedule_names() -> list[str]:
+    """Names of the schedules shipped in ``schedules.yaml``."""
+    return list(_shipped())
+
+
+def load_schedule(name_or_path: str | Path | Schedule) -> Schedule:
+    """A shipped schedule by name (e.g. ``cpu_proxy``) or a YAML file holding one schedule mapping."""
+    if isinstance(name_or_path, Schedule):
+        return name_or_path
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"schedule file not found: {path}")
+        try:
+            data = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML ({err.__class__.__name__})") from None
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{path}: a schedule file must hold a mapping of field: value")
+        try:
+            return Schedule.from_dict({"name": path.stem, **data})
+        except ConfigError as err:
+            raise ConfigError(f"{path}: {err}") from None
+    shipped = _shipped()
+    if str(name_or_path) not in shipped:
+        raise ConfigError(f"unknown schedule {str(name_or_path)!r}; choose from {', '.join(shipped)} or give a YAML file")
+    return Schedule.from_dict({"name": str(name_or_path), **shipped[str(name_or_path)]})

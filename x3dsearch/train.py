@@ -1,0 +1,423 @@
+"""One training loop for every fidelity: proxy trainings of the search and the final training.
+
+:func:`train` trains ``build_model(config)`` with a :class:`~x3dsearch.schedule.Schedule`
+(SGD with momentum, linear warm-up then cosine learning rate per step, weight decay off BN and
+biases, optional label smoothing), evaluates with multi-view testing and returns a
+:class:`TrainResult`. With ``out_dir`` it checkpoints every epoch and resumes exactly.
+Nothing inside a run escapes as an exception: failures come back as ``status="failed"``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import random
+import resource
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from .config import X3DConfig
+from .errors import ConfigError
+from .model import build_model
+from .rundir import atomic_write
+from .schedule import Schedule, load_schedule
+
+__all__ = ["TrainResult", "train", "resolve_threads", "CHECKPOINT", "METRICS", "MODEL"]
+
+CHECKPOINT, METRICS, MODEL, CONFIG = "checkpoint.pt", "metrics.json", "model.pt", "config.yaml"
+_EXPLODE_FACTOR = 20.0  # a loss this many times the first step's loss counts as divergence
+_SEED_STRIDE = 1_000_003  # spreads (seed, epoch) pairs over distinct DataLoader seeds
+
+EpochCallback = Callable[[int, Mapping[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Outcome of one training: accuracy on the validation views only when ``status == "ok"``."""
+
+    status: str
+    reason: str = ""
+    top1: float | None = None
+    top5: float | None = None
+    loss: float | None = None
+    epoch_losses: tuple[float, ...] = ()
+    clips_seen: int = 0
+    seconds: float = 0.0
+    clips_per_s: float = 0.0
+    peak_memory_mb: float = 0.0
+    device: str = "cpu"
+    threads: int = 1
+    seed: int = 0
+    config: dict[str, Any] = field(default_factory=dict)
+    schedule: str = ""
+    train_crop: int = 0
+    skipped: tuple[tuple[str, str], ...] = ()
+    stopped_early: bool = False
+    diverged_step: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form (lists instead of tuples)."""
+        out = dataclasses.asdict(self)
+        out["epoch_losses"] = list(self.epoch_losses)
+        out["skipped"] = [list(s) for s in self.skipped]
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "TrainResult":
+        """Inverse of :meth:`to_dict`."""
+        data = dict(data)
+        data["epoch_losses"] = tuple(data.get("epoch_losses", ()))
+        data["skipped"] = tuple(tuple(s) for s in data.get("skipped", ()))
+        return cls(**data)
+
+
+class _Diverged(Exception):
+    """The loss became NaN/inf or exploded at ``step``."""
+
+    def __init__(self, step: int, loss: float) -> None:
+        super().__init__(f"loss {loss:.4g} at step {step}")
+        self.step = step
+
+
+@dataclass
+class _State:
+    """Everything a checkpoint restores besides model, optimiser and scheduler."""
+
+    epoch: int = 0
+    step: int = 0
+    epoch_losses: list[float] = field(default_factory=list)
+    first_loss: float | None = None
+    clips_seen: int = 0
+    train_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    done: bool = False
+    stopped_early: bool = False
+
+
+def resolve_threads(threads: int | None = None) -> int:
+    """Intra-op threads: the argument, else the CPUs Ray assigned, else OMP_NUM_THREADS, else all cores."""
+    if threads is not None:
+        if threads < 1:
+            raise ConfigError(f"threads must be a positive integer, got {threads!r}")
+        return int(threads)
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        try:
+            cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
+        except Exception:  # the driver has no assigned resources on some Ray versions
+            cpus = None
+        if cpus:
+            return max(1, int(cpus))
+    omp = os.environ.get("OMP_NUM_THREADS", "")
+    if omp.isdigit() and int(omp) > 0:
+        return int(omp)
+    return os.cpu_count() or 1
+
+
+def train(config: X3DConfig, data: str | Path | tuple[Dataset, Dataset], schedule: Schedule | str,
+          seed: int = 0, *, out_dir: str | Path | None = None, resume: bool = False,
+          progress: bool = False, device: str | torch.device | None = None, threads: int | None = None,
+          on_epoch: EpochCallback | None = None) -> TrainResult:
+    """Train and evaluate ``config`` on ``data`` (a dataset root or a (train, val) pair) with ``schedule``.
+
+    With ``out_dir``, a checkpoint is written there after every epoch and ``metrics.json``,
+    ``model.pt`` and ``config.yaml`` at the end; ``resume=True`` continues from the checkpoint
+    and ends with the same metrics as an uninterrupted run. Errors inside the run come back as
+    ``status="failed"`` (only KeyboardInterrupt propagates).
+    """
+    schedule = load_schedule(schedule)
+    run = _Run(config, schedule, seed, out_dir=Path(out_dir) if out_dir is not None else None,
+               device=torch.device(device) if device is not None else _default_device(),
+               threads=resolve_threads(threads), progress=progress, on_epoch=on_epoch)
+    checkpoint = run.load_checkpoint() if resume else None
+    return run.execute(data, checkpoint)
+
+
+def _default_device() -> torch.device:
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    torch.manual_seed(seed)
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2 ** 20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Weight decay on conv/linear weights only, not on BatchNorm parameters or biases."""
+    decay, no_decay = [], []
+    for param in model.parameters():
+        (no_decay if param.ndim <= 1 else decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _lr_factor(step: int, total: int, warmup: int) -> float:
+    """Half-period cosine over all steps, multiplied by a linear warm-up over the first ``warmup``."""
+    cosine = 0.5 * (1.0 + math.cos(math.pi * step / max(1, total)))
+    return cosine * min(1.0, (step + 1) / warmup) if warmup > 0 else cosine
+
+
+def _open_datasets(data: str | Path | tuple[Dataset, Dataset], config: X3DConfig, schedule: Schedule,
+                   seed: int) -> tuple[Dataset, Dataset]:
+    """The (train, val) pair as given, or ``VideoDataset``s of a root at the schedule's input size."""
+    if isinstance(data, (tuple, list)):
+        if len(data) != 2:
+            raise ConfigError("data must be a dataset root or a (train, val) pair of datasets")
+        return data[0], data[1]
+    from .data import VideoDataset
+
+    root = Path(data)
+    cache = None if schedule.cache_dir is None else root / schedule.cache_dir
+    scaled = config.replace(crop=schedule.train_crop(config))
+    train_set = VideoDataset(root, scaled, split="train", cache_dir=cache, max_videos=schedule.train_videos,
+                             seed=seed)
+    val_set = VideoDataset(root, scaled, split="val", cache_dir=cache, views=schedule.eval_views,
+                           max_videos=schedule.val_videos, seed=seed)
+    return train_set, val_set
+
+
+class _Run:
+    """One training run: owns model, optimiser, scheduler, checkpoint and result bookkeeping."""
+
+    def __init__(self, config: X3DConfig, schedule: Schedule, seed: int, *, out_dir: Path | None,
+                 device: torch.device, threads: int, progress: bool, on_epoch: EpochCallback | None) -> None:
+        self.config, self.schedule, self.seed = config, schedule, seed
+        self.out_dir, self.device, self.threads = out_dir, device, threads
+        self.progress, self.on_epoch = progress, on_epoch
+        self.train_crop = schedule.train_crop(config)
+        self.channels_last = schedule.channels_last
+        bf16 = schedule.precision == "bf16" or (schedule.precision == "auto" and device.type == "cuda"
+                                               and torch.cuda.is_bf16_supported())
+        self.autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+        self.state = _State()
+        self.skipped: tuple[tuple[str, str], ...] = ()
+        self.started = time.monotonic()
+        self.wall_before = 0.0
+
+    # -- checkpoints -----------------------------------------------------------------
+    @property
+    def checkpoint_path(self) -> Path | None:
+        return self.out_dir / CHECKPOINT if self.out_dir is not None else None
+
+    def load_checkpoint(self) -> dict[str, Any] | None:
+        """The checkpoint in ``out_dir`` if any; one made for another config/schedule/seed is an error."""
+        path = self.checkpoint_path
+        if path is None or not path.is_file():
+            return None
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        mine = {"config": self.config.to_dict(), "schedule": self.schedule.to_dict(), "seed": self.seed}
+        for key, value in mine.items():
+            if checkpoint[key] != value:
+                raise ConfigError(f"{path} was written for a different {key}; use a new output folder "
+                                  f"or delete the checkpoint to start over")
+        return checkpoint
+
+    def _save_checkpoint(self, model: nn.Module, optimizer: torch.optim.Optimizer,
+                         scheduler: torch.optim.lr_scheduler.LRScheduler) -> None:
+        path = self.checkpoint_path
+        if path is None:
+            return
+        payload = {"config": self.config.to_dict(), "schedule": self.schedule.to_dict(), "seed": self.seed,
+                   "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                   "scheduler": scheduler.state_dict(), "state": dataclasses.asdict(self.state),
+                   "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+                           "random": random.getstate(),
+                           "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None}}
+        _atomic_torch_save(payload, path)
+
+    @staticmethod
+    def _restore_rng(rng: Mapping[str, Any]) -> None:
+        torch.set_rng_state(rng["torch"])
+        np.random.set_state(rng["numpy"])
+        random.setstate(rng["random"])
+        if rng["cuda"] is not None:
+            torch.cuda.set_rng_state_all(rng["cuda"])
+
+    # -- the run -----------------------------------------------------------------------
+    def execute(self, data: str | Path | tuple[Dataset, Dataset], checkpoint: dict[str, Any] | None) -> TrainResult:
+        """Run to the end and return the result; exceptions become ``failed``, divergence ``diverged``."""
+        previous_threads = torch.get_num_threads()
+        previous_deterministic = torch.are_deterministic_algorithms_enabled()
+        torch.set_num_threads(self.threads)
+        if self.device.type == "cpu":
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        try:
+            top1, top5 = self._train_and_evaluate(data, checkpoint)
+            result = self._result("ok", top1=top1, top5=top5)
+        except _Diverged as err:
+            result = self._result("diverged", reason=f"diverged: {err}", diverged_step=err.step)
+        except Exception as err:  # noqa: BLE001 - the edge of a trial: report, never crash the search
+            result = self._result("failed", reason=f"{type(err).__name__}: {err}")
+        finally:
+            torch.set_num_threads(previous_threads)
+            torch.use_deterministic_algorithms(previous_deterministic)
+        if self.out_dir is not None:
+            atomic_write(self.out_dir / METRICS, json.dumps(result.to_dict(), indent=2))
+        return result
+
+    def _result(self, status: str, **fields: Any) -> TrainResult:
+        s = self.state
+        return TrainResult(
+            status=status, loss=s.epoch_losses[-1] if s.epoch_losses else None,
+            epoch_losses=tuple(s.epoch_losses), clips_seen=s.clips_seen,
+            seconds=self._seconds(),
+            clips_per_s=s.clips_seen / s.train_seconds if s.train_seconds > 0 else 0.0,
+            peak_memory_mb=_peak_memory_mb(self.device), device=str(self.device), threads=self.threads,
+            seed=self.seed, config=self.config.to_dict(), schedule=self.schedule.name,
+            train_crop=self.train_crop, skipped=self.skipped, stopped_early=s.stopped_early, **fields)
+
+    def _seconds(self) -> float:
+        """Wall time of the whole run, including the time spent before a resume."""
+        return self.wall_before + time.monotonic() - self.started
+
+    def _train_and_evaluate(self, data: str | Path | tuple[Dataset, Dataset],
+                            checkpoint: dict[str, Any] | None) -> tuple[float, float]:
+        _seed_everything(self.seed)
+        schedule = self.schedule
+        train_set, val_set = _open_datasets(data, self.config, schedule, self.seed)
+        self.skipped = tuple(tuple(s) for s in (*getattr(train_set, "skipped", ()), *getattr(val_set, "skipped", ())))
+        if len(train_set) == 0 or len(val_set) == 0:
+            raise ConfigError(f"no usable videos (train {len(train_set)}, val {len(val_set)})")
+        model = build_model(self.config).to(self.device)
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last_3d)
+        optimizer = torch.optim.SGD(_param_groups(model, schedule.weight_decay), lr=schedule.lr(),
+                                    momentum=schedule.momentum)
+        steps_per_epoch = math.ceil(len(train_set) / schedule.batch_size)
+        total_steps = steps_per_epoch * schedule.epochs
+        warmup = round(schedule.warmup_epochs * steps_per_epoch)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: _lr_factor(step, total_steps, warmup))
+        if checkpoint is not None:
+            model.load_state_dict(checkpoint["model"])
+            optimizer.load_state_dict(checkpoint["optimizer"])
+            scheduler.load_state_dict(checkpoint["scheduler"])
+            self.state = _State(**checkpoint["state"])
+            self.wall_before = self.state.wall_seconds
+            self._restore_rng(checkpoint["rng"])
+        bar = tqdm(total=total_steps, initial=self.state.step, file=sys.stderr, disable=not self.progress,
+                   unit="step", dynamic_ncols=True, leave=True)
+        try:
+            while not self.state.done:
+                self._epoch(model, optimizer, scheduler, train_set, bar)
+                self._save_checkpoint(model, optimizer, scheduler)
+                if self.on_epoch is not None:
+                    self.on_epoch(self.state.epoch, {"loss": self.state.epoch_losses[-1],
+                                                     "clips_seen": self.state.clips_seen,
+                                                     "seconds": self._seconds()})
+        finally:
+            bar.close()
+        top1, top5 = self._evaluate(model, val_set)
+        if self.out_dir is not None:
+            _atomic_torch_save(model.state_dict(), self.out_dir / MODEL)
+            atomic_write(self.out_dir / CONFIG, self.config.to_yaml())
+        return top1, top5
+
+    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool, epoch: int) -> DataLoader:
+        """A loader whose order and worker seeds depend only on (seed, epoch): resumable without its state."""
+        if hasattr(dataset, "set_epoch"):
+            dataset.set_epoch(epoch)
+        generator = torch.Generator().manual_seed(self.seed * _SEED_STRIDE + epoch)
+        workers = self.schedule.num_workers
+        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
+                          num_workers=workers, persistent_workers=False, drop_last=False,
+                          pin_memory=self.device.type == "cuda")
+
+    def _to_device(self, clips: torch.Tensor) -> torch.Tensor:
+        clips = clips.to(self.device, non_blocking=True)
+        return clips.contiguous(memory_format=torch.channels_last_3d) if self.channels_last else clips
+
+    def _epoch(self, model: nn.Module, optimizer: torch.optim.Optimizer,
+               scheduler: torch.optim.lr_scheduler.LRScheduler, train_set: Dataset, bar: tqdm) -> None:
+        """One epoch (or its rest, up to the time budget); updates ``self.state``."""
+        state, schedule = self.state, self.schedule
+        model.train()
+        bar.set_description(f"epoch {state.epoch + 1}/{schedule.epochs}")
+        total_loss, batches = 0.0, 0
+        tick = time.monotonic()
+        for clips, labels in self._loader(train_set, schedule.batch_size, True, state.epoch):
+            clips, labels = self._to_device(clips), labels.to(self.device, non_blocking=True)
+            with self.autocast:
+                logits = model(clips)
+            loss = F.cross_entropy(logits.float(), labels, label_smoothing=schedule.label_smoothing)
+            if state.step == schedule.debug_nan_step:
+                loss = loss * float("nan")
+            value = loss.item()
+            if state.first_loss is None:
+                state.first_loss = value
+            if not math.isfinite(value) or value > _EXPLODE_FACTOR * max(state.first_loss, 1.0):
+                raise _Diverged(state.step, value)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            state.step += 1
+            state.clips_seen += len(labels)
+            total_loss += value
+            batches += 1
+            now = time.monotonic()
+            if self.progress:
+                elapsed = state.train_seconds + now - tick
+                bar.update(1)
+                bar.set_postfix(loss=f"{value:.3f}", clips_s=f"{state.clips_seen / max(elapsed, 1e-9):.1f}",
+                                refresh=False)
+            if schedule.time_budget_s is not None and state.train_seconds + now - tick > schedule.time_budget_s:
+                state.stopped_early = True
+                break
+        state.train_seconds += time.monotonic() - tick
+        state.epoch_losses.append(total_loss / max(1, batches))
+        state.epoch += 1
+        state.done = state.stopped_early or state.epoch >= schedule.epochs
+        state.wall_seconds = self._seconds()
+
+    @torch.no_grad()
+    def _evaluate(self, model: nn.Module, val_set: Dataset) -> tuple[float, float]:
+        """Top-1/top-5 of the softmax averaged over each video's views."""
+        model.eval()
+        views = self.schedule.eval_views[0] * self.schedule.eval_views[1]
+        batch = max(1, self.schedule.batch_size // views)
+        correct1 = correct5 = count = 0
+        for clips, labels in self._loader(val_set, batch, False, 0):
+            if clips.dim() == 5:  # a dataset of single clips: one view per video
+                clips = clips.unsqueeze(1)
+            videos, n_views = clips.shape[:2]
+            with self.autocast:
+                logits = model(self._to_device(clips.flatten(0, 1)))
+            probs = logits.float().softmax(dim=1).view(videos, n_views, -1).mean(dim=1)
+            labels = labels.to(self.device)
+            top = probs.topk(min(5, probs.shape[1]), dim=1).indices
+            hits = top == labels[:, None]
+            correct1 += int(hits[:, 0].sum())
+            correct5 += int(hits.any(dim=1).sum())
+            count += videos
+        return correct1 / count, correct5 / count
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    """``torch.save`` through a temp file and ``os.replace``: a kill never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
