@@ -130,6 +130,38 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .schedule import load_schedule
+    from .train import CHECKPOINT, train
+
+    config = X3DConfig.from_yaml(args.config)
+    schedule = load_schedule(args.schedule)
+    if args.epochs is not None:
+        schedule = schedule.replace(epochs=args.epochs)
+    if args.data is None:
+        from .data import default_dataset
+
+        data = Path(default_dataset())
+    else:
+        data = Path(args.data)
+        if not data.exists():
+            raise UserError(f"data folder not found: {data}")
+    out = Path(args.out)
+    if (out / CHECKPOINT).is_file() and not args.resume:
+        print(f"x3dsearch train: resuming from {out / CHECKPOINT} (use a new --out to start over)",
+              file=sys.stderr)
+    result = train(config, data, schedule, seed=args.seed, out_dir=out, resume=True, progress=True)
+    if result.status != "ok":
+        print(f"x3dsearch train: {result.status}: {result.reason}", file=sys.stderr)
+        return 1
+    print(f"{config.short}: top1 {result.top1:.1%} top5 {result.top5:.1%} ({schedule.eval_views[0]}x"
+          f"{schedule.eval_views[1]} views, trained at {result.train_crop}px, {result.clips_seen} clips, "
+          f"{result.seconds:.0f}s{', stopped at the time budget' if result.stopped_early else ''}) -> {out}")
+    return 0
+
+
 def _add_model_source(parser: argparse.ArgumentParser) -> None:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--preset", help=f"a named preset: {', '.join(preset_names())} (default X2D)")
@@ -259,6 +291,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help="relative slack over the target, as contraction lands near it (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print the table as JSON")
     p.set_defaults(handler=_cmd_compare)
+
+    p = sub.add_parser(
+        "train", help="train one config with a schedule (final training); resumable",
+        description="Train a config with a schedule, checkpointing RUN_DIR/checkpoint.pt every epoch, then "
+                    "test with the schedule's K temporal x S spatial views. Writes metrics.json, model.pt and "
+                    "config.yaml in --out. Run the same command again after a kill to continue from the last "
+                    "checkpoint (it resumes automatically and says so; --resume only makes it explicit); the "
+                    "result equals an uninterrupted run's.")
+    p.add_argument("--config", required=True, metavar="FILE", help="an X3D config YAML (e.g. found.yaml)")
+    p.add_argument("--data", metavar="DIR", help="Kinetics-layout folder (default: the synthetic benchmark)")
+    p.add_argument("--schedule", default="cpu_full", metavar="NAME|FILE",
+                   help="a shipped schedule (cpu_proxy, cpu_full, kinetics_proxy, kinetics_full) or a YAML "
+                        "file (default: %(default)s)")
+    p.add_argument("--epochs", type=int, metavar="N", help="override the schedule's epochs")
+    p.add_argument("--seed", type=int, default=0, help="default: %(default)s")
+    p.add_argument("--out", required=True, metavar="RUN_DIR", help="output folder (checkpoint and results)")
+    p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoint.pt (the default when "
+                                                         "it exists; this only silences the notice)")
+    p.set_defaults(handler=_cmd_train)
 
     return parser
 
