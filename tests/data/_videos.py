@@ -1,0 +1,36 @@
+"""Tiny test videos whose frames encode their own index, so tests can check which frames were sampled."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+
+def frame_value(index: int) -> int:
+    """Grey level of frame ``index`` of a counter video."""
+    return 16 + 12 * index
+
+
+def write_counter_video(path: Path, frames: int = 16, fps: int = 30, width: int = 32, height: int = 32) -> Path:
+    """A lossless-ish H.264 video whose frame i is uniform grey ``frame_value(i)``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=Fraction(fps))
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"crf": "0", "preset": "ultrafast"}
+        stream.codec_context.thread_count = 1
+        for i in range(frames):
+            rgb = np.full((height, width, 3), frame_value(i), dtype=np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def decoded_index(clip_frame: np.ndarray) -> float:
+    """The counter index a (de-normalised or raw) grey frame shows."""
+    return (float(clip_frame.mean()) - 16) / 12

@@ -1,0 +1,414 @@
+"""Kinetics-layout video datasets: split CSVs, PyAV decoding and X3D clip sampling.
+
+Layout: a folder with ``train.csv`` and ``val.csv`` (optionally ``test.csv``), one ``path label``
+line per video, space- or comma-separated (the last field is the label, so with commas a path may
+contain spaces). Relative paths resolve against the folder. Labels are integers or class names;
+``classes.txt`` (one name per line) or ``classes.json`` (a list) fixes the class list and order.
+Without one, integer labels give ``1 + max label`` classes and names give their sorted union over
+every split CSV, so train and val always agree.
+
+Sampling follows the :class:`~x3dsearch.config.X3DConfig`:
+
+* Time, not frame index: ``stride`` counts frames at a 30 fps reference, so frame ``i`` of a clip is
+  taken at ``t_i = start + i * stride / 30`` seconds (the frame on screen at that time). Files at
+  other frame rates, and the cache at its own ``cache_fps``, therefore give the same clip in seconds.
+  The clip spans ``frames * stride / 30`` seconds; a video shorter than that loops (times wrap
+  modulo its duration).
+* Train: a random window, the short side scaled to ``crop * U[1.0, 1.25]``, a random
+  ``crop`` x ``crop`` crop and a random horizontal flip; returns ``(3, T, crop, crop)``.
+* Eval (any other split): ``views = (K, S)``: K windows centred in K equal segments of the video,
+  the short side resized to ``crop`` and S = 1 (centre) or 3 (left/top, centre, right/bottom along
+  the long side) crops, the paper's K-Center / K-LeftCenterRight views; returns
+  ``(K * S, 3, T, crop, crop)`` ordered window-major.
+
+Pixels are normalised with the Kinetics mean 0.45 and std 0.225 per channel. Randomness is drawn
+from a NumPy generator seeded by ``(seed, epoch, index)``, so a sample does not depend on which
+DataLoader worker reads it; call :meth:`VideoDataset.set_epoch` every epoch.
+
+Bad files never stop an epoch: a missing, truncated or undecodable video is found when the dataset
+is opened (probed, or decoded into the cache), warned about and listed in ``dataset.skipped``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, Sequence
+
+import av
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..config import X3DConfig
+from ..errors import DataError
+
+__all__ = ["VideoDataset", "Split", "read_split", "SPLITS", "REFERENCE_FPS", "MEAN", "STD", "SCALE_JITTER"]
+
+SPLITS = ("train", "val", "test")
+REFERENCE_FPS = 30.0
+MEAN = 0.45
+STD = 0.225
+SCALE_JITTER = (1.0, 1.25)
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split CSV, parsed: absolute video paths, integer labels and the class list."""
+
+    csv: Path
+    videos: list[Path]
+    labels: list[int]
+    class_names: list[str]
+
+
+def _split_fields(line: str) -> list[str]:
+    if "," in line:
+        return [part.strip() for part in line.rsplit(",", 1)]
+    return line.rsplit(None, 1)
+
+
+def _csv_rows(csv: Path) -> list[tuple[int, str, str]]:
+    """(line number, path, label) of every non-blank, non-comment line; a ``path,label`` header is skipped."""
+    rows = []
+    try:
+        text = csv.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(f"{csv}: cannot be read ({err.__class__.__name__})") from None
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        fields = _split_fields(line)
+        if len(fields) != 2 or not fields[0] or not fields[1]:
+            raise DataError(f"{csv}:{number}: expected 'path label', got {raw.strip()!r}")
+        if number == 1 and (fields[0].lower(), fields[1].lower()) == ("path", "label"):
+            continue
+        rows.append((number, fields[0], fields[1]))
+    return rows
+
+
+def _class_file(root: Path) -> list[str] | None:
+    txt, js = root / "classes.txt", root / "classes.json"
+    if txt.is_file():
+        names = [line.strip() for line in txt.read_text().splitlines() if line.strip()]
+        source = txt
+    elif js.is_file():
+        try:
+            names = json.loads(js.read_text())
+        except json.JSONDecodeError as err:
+            raise DataError(f"{js}: not valid JSON (line {err.lineno})") from None
+        source = js
+        if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+            raise DataError(f"{js}: must be a JSON list of class names")
+    else:
+        return None
+    if not names:
+        raise DataError(f"{source}: lists no classes")
+    if len(set(names)) != len(names):
+        raise DataError(f"{source}: class names repeat")
+    return names
+
+
+def _infer_classes(root: Path, csvs: Sequence[Path]) -> list[str]:
+    """Class list from the labels of every split CSV when no classes.txt/json exists."""
+    labels = {label for csv in csvs for _, _, label in _csv_rows(csv)}
+    if labels and all(re.fullmatch(r"\d+", label) for label in labels):
+        return [str(i) for i in range(1 + max(int(label) for label in labels))]
+    return sorted(labels)
+
+
+def _locate(root_or_csv: str | os.PathLike, split: str) -> tuple[Path, Path]:
+    path = Path(root_or_csv).expanduser()
+    if path.is_file():
+        return path.parent, path
+    if not path.is_dir():
+        raise DataError(f"dataset not found: {path}")
+    if not (path / "train.csv").is_file():
+        raise DataError(f"{path} is not a Kinetics-layout folder (no train.csv)")
+    csv = path / f"{split}.csv"
+    if not csv.is_file():
+        raise DataError(f"{path} has no {split}.csv")
+    return path, csv
+
+
+def read_split(root_or_csv: str | os.PathLike, split: str = "train") -> Split:
+    """Parse one split of a Kinetics-layout folder (or one CSV file); raise DataError naming the bad line."""
+    root, csv = _locate(root_or_csv, split)
+    classes = _class_file(root)
+    if classes is None:
+        siblings = [root / f"{name}.csv" for name in SPLITS if (root / f"{name}.csv").is_file()]
+        classes = _infer_classes(root, siblings if csv in siblings else [*siblings, csv])
+    index = {name: i for i, name in enumerate(classes)}
+    videos, labels = [], []
+    for number, path, label in _csv_rows(csv):
+        if label in index:
+            labels.append(index[label])
+        elif re.fullmatch(r"\d+", label) and int(label) < len(classes):
+            labels.append(int(label))
+        else:
+            raise DataError(f"{csv}:{number}: label {label!r} is not one of the {len(classes)} classes")
+        videos.append(Path(path) if Path(path).is_absolute() else root / path)
+    if not videos:
+        raise DataError(f"{csv}: no videos listed")
+    return Split(csv=csv, videos=videos, labels=labels, class_names=list(classes))
+
+
+# -- decoding ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What sampling needs to know about one video: its length in seconds and frame rate."""
+
+    duration: float
+    fps: float
+    frames: int
+
+
+def _stream_fps(stream: av.video.stream.VideoStream) -> float:
+    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    return float(rate) if rate else REFERENCE_FPS
+
+
+def _frame_index(frame: av.VideoFrame, origin: float, fps: float) -> int:
+    return int(round(((frame.time or 0.0) - origin) * fps))
+
+
+def probe_video(path: Path) -> VideoInfo:
+    """Open a video, decode its first frame and read its length; raise DataError if that fails."""
+    if not path.is_file():
+        raise DataError("missing file")
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise DataError("no video stream")
+            stream = container.streams.video[0]
+            fps = _stream_fps(stream)
+            first = next(container.decode(stream), None)
+            if first is None:
+                raise DataError("no decodable frame")
+            frames = stream.frames
+            if stream.duration and stream.time_base:
+                duration = float(stream.duration * stream.time_base)
+            elif container.duration:
+                duration = container.duration / av.time_base
+            else:
+                duration = frames / fps
+    except (av.FFmpegError, UnicodeDecodeError, StopIteration) as err:
+        raise DataError(f"undecodable ({err.__class__.__name__}: {err})") from None
+    frames = frames or max(1, int(round(duration * fps)))
+    return VideoInfo(duration=max(duration, 1.0 / fps), fps=fps, frames=frames)
+
+
+def decode_frames(path: Path, indices: Sequence[int], fps: float) -> np.ndarray:
+    """Frames ``indices`` (at ``fps``) of a video as uint8 (len, H, W, 3), seeking to the first one.
+
+    The frame for an index is the last one shown at or before its time; an index past the end of
+    the stream gets the last frame.
+    """
+    wanted = sorted(set(int(i) for i in indices))
+    found: dict[int, np.ndarray] = {}
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        origin = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+        if wanted[0] > 0:
+            container.seek(int((origin + wanted[0] / fps) / stream.time_base), stream=stream, backward=True)
+        previous: av.VideoFrame | None = None
+        previous_rgb: np.ndarray | None = None
+        k = 0
+        for frame in container.decode(stream):
+            index = _frame_index(frame, origin, fps)
+            while k < len(wanted) and wanted[k] < index:
+                if previous is None:
+                    previous = frame
+                if previous_rgb is None:
+                    previous_rgb = previous.to_ndarray(format="rgb24")
+                found[wanted[k]] = previous_rgb
+                k += 1
+            if k == len(wanted):
+                break
+            previous, previous_rgb = frame, None
+        if previous is None:
+            raise DataError("no frame decoded at the requested times")
+        for index in wanted[k:]:
+            previous_rgb = previous.to_ndarray(format="rgb24") if previous_rgb is None else previous_rgb
+            found[index] = previous_rgb
+    return np.stack([found[int(i)] for i in indices])
+
+
+# -- sampling ------------------------------------------------------------------------------
+
+
+class FrameSource(Protocol):
+    """Where clips come from: the video files themselves or the decoded-clip cache."""
+
+    def info(self, item: int) -> VideoInfo:
+        """Length and frame rate of video ``item``."""
+
+    def frames(self, item: int, times: np.ndarray) -> np.ndarray:
+        """uint8 (len(times), H, W, 3): the frames on screen at ``times`` (seconds, within the video)."""
+
+
+def frame_indices(times: np.ndarray, info: VideoInfo) -> np.ndarray:
+    """Index of the frame on screen at each time (seconds) of a video."""
+    return np.clip(np.floor(times * info.fps + 1e-6).astype(np.int64), 0, info.frames - 1)
+
+
+class _FileSource:
+    """Decode each clip from its file with PyAV, seeking to the window."""
+
+    def __init__(self, videos: list[Path], infos: list[VideoInfo]) -> None:
+        self._videos, self._infos = videos, infos
+
+    def info(self, item: int) -> VideoInfo:
+        return self._infos[item]
+
+    def frames(self, item: int, times: np.ndarray) -> np.ndarray:
+        return decode_frames(self._videos[item], frame_indices(times, self._infos[item]), self._infos[item].fps)
+
+
+def clip_span(config: X3DConfig) -> float:
+    """Seconds covered by one clip: ``frames * stride`` reference frames at 30 fps."""
+    return config.frames * config.stride / REFERENCE_FPS
+
+
+def _clip_times(start: float, config: X3DConfig, duration: float) -> np.ndarray:
+    return (start + np.arange(config.frames) * config.stride / REFERENCE_FPS) % duration
+
+
+def _to_input(clip: torch.Tensor, top: int, left: int, side: int, crop: int, flip: bool) -> torch.Tensor:
+    """Crop a ``side`` square from uint8 (T, H, W, 3), resize it to ``crop``, flip, normalise: (3, T, crop, crop)."""
+    x = clip[:, top:top + side, left:left + side].permute(0, 3, 1, 2).float()
+    if side != crop:
+        x = F.interpolate(x, size=(crop, crop), mode="bilinear", align_corners=False, antialias=True)
+    if flip:
+        x = x.flip(-1)
+    x = x.mul_(1.0 / (255.0 * STD)).sub_(MEAN / STD)
+    return x.permute(1, 0, 2, 3).contiguous()
+
+
+def balanced_subset(labels: Sequence[int], count: int, seed: int) -> list[int]:
+    """``count`` indices taken round-robin over classes (each class in a seeded shuffled order), sorted."""
+    rng = np.random.default_rng(seed)
+    queues = [list(rng.permutation([i for i, label in enumerate(labels) if label == c]))
+              for c in sorted(set(labels))]
+    chosen: list[int] = []
+    while len(chosen) < min(count, len(labels)):
+        for queue in queues:
+            if queue and len(chosen) < count:
+                chosen.append(int(queue.pop(0)))
+    return sorted(chosen)
+
+
+def _check_views(views: Sequence[int]) -> tuple[int, int]:
+    try:
+        windows, crops = (int(v) for v in views)
+    except (TypeError, ValueError):
+        raise DataError(f"views must be (windows, crops), got {views!r}") from None
+    if windows < 1 or crops not in (1, 3):
+        raise DataError(f"views must be (K >= 1 windows, 1 or 3 crops), got {tuple(views)!r}")
+    return windows, crops
+
+
+class VideoDataset(torch.utils.data.Dataset):
+    """X3D clips of one split of a Kinetics-layout folder, decoded from the files or from a cache.
+
+    ``cache_dir``: None decodes every clip from its file; a folder (or True for the default,
+    ``$X3DSEARCH_CACHE/clips`` or ``~/.cache/x3dsearch/clips``) decodes each video once into a
+    uint8 cache at ``cache_side`` px (default: the smallest of 64, 128, 256, 512 at least the crop),
+    ``cache_fps`` and at most ``max_seconds`` seconds, and samples from it.
+    """
+
+    def __init__(self, root_or_csv: str | os.PathLike, config: X3DConfig, split: str = "train",
+                 cache_dir: str | os.PathLike | bool | None = None, views: Sequence[int] = (1, 1),
+                 max_videos: int | None = None, seed: int = 0, *, cache_side: int | None = None,
+                 cache_fps: float = REFERENCE_FPS, max_seconds: float = 10.0) -> None:
+        parsed = read_split(root_or_csv, split)
+        self.config, self.split, self.seed, self.epoch = config, split, seed, 0
+        self.views = _check_views(views)
+        self.class_names = parsed.class_names
+        self.csv = parsed.csv
+        chosen = range(len(parsed.videos))
+        if max_videos is not None:
+            if max_videos < 1:
+                raise DataError(f"max_videos must be positive, got {max_videos}")
+            chosen = balanced_subset(parsed.labels, max_videos, seed)
+        videos = [parsed.videos[i] for i in chosen]
+        labels = [parsed.labels[i] for i in chosen]
+        self.skipped: list[tuple[str, str]] = []
+        if cache_dir not in (None, False):
+            from .cache import ClipCache, default_cache_dir
+
+            folder = default_cache_dir() if cache_dir is True else Path(cache_dir)
+            side = cache_side or next((s for s in (64, 128, 256, 512) if s >= config.crop), config.crop)
+            self._source: FrameSource = ClipCache.open(folder, videos, side=side, fps=cache_fps,
+                                                       max_seconds=max_seconds, name=f"{self.csv.parent.name}-{split}")
+            rows = self._source.rows
+            self.skipped += self._source.skipped
+        else:
+            infos: dict[int, VideoInfo] = {}
+            for i, path in enumerate(videos):
+                try:
+                    infos[i] = probe_video(path)
+                except DataError as err:
+                    self.skipped.append((str(path), str(err)))
+            rows = sorted(infos)
+            self._source = _FileSource([videos[i] for i in rows], [infos[i] for i in rows])
+        for path, reason in self.skipped:
+            warnings.warn(f"skipping video {path}: {reason}", stacklevel=2)
+        self.videos = [videos[i] for i in rows]
+        self.labels = [labels[i] for i in rows]
+        if not self.videos:
+            raise DataError(f"{self.csv}: none of its {len(videos)} videos can be decoded")
+
+    @property
+    def num_classes(self) -> int:
+        """Size of the class list (from classes.txt/json or every split's labels), not just this subset's."""
+        return len(self.class_names)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw new random windows, crops and flips: randomness is seeded by (seed, epoch, index)."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        for offset in range(len(self.videos)):
+            item = (index + offset) % len(self.videos)
+            try:
+                return self._sample(item), self.labels[item]
+            except (av.FFmpegError, DataError, OSError) as err:
+                # decoded fine when opened but not now (e.g. truncated mid-file): report, use the next video
+                self.skipped.append((str(self.videos[item]), f"undecodable at sampling time ({err})"))
+                warnings.warn(f"cannot decode {self.videos[item]} ({err}); using the next video", stacklevel=2)
+        raise DataError(f"{self.csv}: no video of the split can be decoded any more")
+
+    def _sample(self, item: int) -> torch.Tensor:
+        info = self._source.info(item)
+        crop, slack = self.config.crop, max(0.0, info.duration - clip_span(self.config))
+        if self.split == "train":
+            rng = np.random.default_rng([self.seed, self.epoch, item])
+            times = _clip_times(rng.uniform(0.0, slack), self.config, info.duration)
+            clip = torch.from_numpy(self._source.frames(item, times))
+            height, width = clip.shape[1:3]
+            scale = rng.uniform(*SCALE_JITTER)
+            side = max(1, round(min(height, width) / scale))
+            top, left = int(rng.integers(0, height - side + 1)), int(rng.integers(0, width - side + 1))
+            return _to_input(clip, top, left, side, crop, bool(rng.random() < 0.5))
+        windows, crops = self.views
+        out = []
+        for k in range(windows):
+            times = _clip_times(slack * (k + 0.5) / windows, self.config, info.duration)
+            clip = torch.from_numpy(self._source.frames(item, times))
+            height, width = clip.shape[1:3]
+            side = min(height, width)
+            centre = ((height - side) // 2, (width - side) // 2)
+            positions = [centre] if crops == 1 else [(0, 0), centre, (height - side, width - side)]
+            out += [_to_input(clip, top, left, side, crop, False) for top, left in positions]
+        return torch.stack(out)
