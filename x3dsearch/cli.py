@@ -162,6 +162,34 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .report import render, run_report
+
+    print(render(run_report(args.run), args.format), end="")
+    return 0
+
+
+def _cmd_plot(args: argparse.Namespace) -> int:
+    from .plot import save_plot
+
+    print(save_plot(args.runs, args.output, metric=args.metric))
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .export import describe, export
+
+    if args.final and args.preset:
+        raise UserError("--final chooses from a RUN_DIR, not a --preset")
+    config, warnings, weights = export(args.format, args.output, run_dir=args.run, preset_name=args.preset,
+                                       step=args.step, best_under_gflops=args.best_under_gflops,
+                                       force=args.force)
+    for warning in warnings:
+        print(f"x3dsearch export: warning: {warning}", file=sys.stderr)
+    print(f"{args.output}: {describe(config)} as {args.format}" + (f", weights in {weights}" if weights else ""))
+    return 0
+
+
 def _add_model_source(parser: argparse.ArgumentParser) -> None:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--preset", help=f"a named preset: {', '.join(preset_names())} (default X2D)")
@@ -310,6 +338,54 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoint.pt (the default when "
                                                          "it exists; this only silences the notice)")
     p.set_defaults(handler=_cmd_train)
+
+    p = sub.add_parser("report", help="tables of a run: path, frontier, failures, compute totals",
+                       description="The expansion path (axis, shape, GFLOPs, params, proxy top-1, trial time), "
+                                   "the top-1/GFLOPs frontier of every trained config, failed/retried/skipped "
+                                   "trials with their reasons, and the CPU/GPU-hours spent (journal seconds x "
+                                   "the run's cpus/gpus per trial; final/metrics.json for the final training).")
+    p.add_argument("run", metavar="RUN_DIR", help="a run directory")
+    p.add_argument("--format", choices=("table", "csv", "markdown", "json"), default="table",
+                   help="default: %(default)s (csv: one table with a 'section' column)")
+    p.set_defaults(handler=_cmd_report)
+
+    p = sub.add_parser("plot", help="accuracy/cost plot of runs: candidates, frontier, expansion path, presets",
+                       description="Proxy top-1 of every trained candidate against GFLOPs (log scale), coloured "
+                                   "by the axis that produced it; the frontier as a step line; the expansion "
+                                   "path as arrows labelled with the chosen axis; the contraction and the final "
+                                   "model's full-training accuracy (star); the presets' costs for reference.")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="one or more run directories (overlaid)")
+    p.add_argument("-o", "--output", default="frontier.png", metavar="FILE",
+                   help="image file; .png, .svg or .pdf (default: %(default)s)")
+    p.add_argument("--metric", choices=("gflops", "params"), default="gflops",
+                   help="cost axis (default: %(default)s)")
+    p.set_defaults(handler=_cmd_plot)
+
+    p = sub.add_parser(
+        "export", help="write a found config (or a preset) for x3dsearch, PySlowFast or pytorchvideo",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="x3dsearch: our config YAML (plus RUN_DIR/final/model.pt beside it as FILE.pt for the final "
+                    "model). pyslowfast: a MODEL.ARCH x3d config with the run's full schedule as SOLVER. "
+                    "pytorchvideo: JSON keyword arguments of pytorchvideo.models.x3d.create_x3d. A config the "
+                    "target cannot build exactly (stage blocks other than 1/2/5/3, PySlowFast's fixed SE ratio "
+                    "1/16, a stem width not a multiple of 4) is refused unless --force.",
+        epilog="examples:\n"
+               "  x3dsearch export runs/demo --format x3dsearch -o found.yaml     # final model + found.pt\n"
+               "  x3dsearch export runs/demo --step 3 --format pyslowfast -o X3D_step3.yaml\n"
+               "  x3dsearch export runs/demo --best-under-gflops 2 --format pytorchvideo -o x3d.json\n"
+               "  x3dsearch export --preset M --format pyslowfast -o X3D_M.yaml")
+    p.add_argument("run", nargs="?", metavar="RUN_DIR", help="a run directory (not with --preset)")
+    choice = p.add_mutually_exclusive_group()
+    choice.add_argument("--step", type=int, metavar="N", help="the config chosen at path step N")
+    choice.add_argument("--best-under-gflops", type=float, metavar="G",
+                        help="the most accurate trained config at or under G GFLOPs")
+    choice.add_argument("--final", action="store_true", help="the final (contracted) model (default)")
+    p.add_argument("--preset", metavar="NAME", help="export a preset instead of a run's config")
+    p.add_argument("--format", choices=("x3dsearch", "pyslowfast", "pytorchvideo"), required=True)
+    p.add_argument("-o", "--output", required=True, metavar="FILE", help="file to write")
+    p.add_argument("--force", action="store_true",
+                   help="write the nearest expressible config when the target cannot build this one exactly")
+    p.set_defaults(handler=_cmd_export)
 
     return parser
 

@@ -25,7 +25,7 @@ from .rundir import RunDir, load_run
 
 __all__ = ["FORMATS", "CREATE_X3D_SIGNATURE", "select_config", "pyslowfast_differences",
            "pytorchvideo_differences", "to_pyslowfast", "to_pytorchvideo", "from_pyslowfast",
-           "export_config", "preset_schedule", "describe"]
+           "export_config", "preset_schedule", "describe", "export"]
 
 FORMATS = ("x3dsearch", "pyslowfast", "pytorchvideo")
 
@@ -64,8 +64,8 @@ _SOLVER_KEYS = {"base_lr": "BASE_LR", "epochs": "MAX_EPOCH", "momentum": "MOMENT
 
 
 # -- choosing what to export ----------------------------------------------------------
-def select_config(run_dir: str | Path, *, step: int | None = None, best_under_gflops: float | None = None,
-                  final: bool = False) -> X3DConfig:
+def select_config(run_dir: str | Path, *, step: int | None = None,
+                  best_under_gflops: float | None = None) -> X3DConfig:
     """The config of a run's path step, its best proxy result under a cost, or its final model (default)."""
     run = RunDir(run_dir)
     if not run.exists():
@@ -161,12 +161,18 @@ def _jitter_scales(crop: int) -> list[int]:
 
 
 def _solver(schedule: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """SOLVER and TRAIN sections from a schedule dict (fields it lacks are left to PySlowFast)."""
+    """SOLVER and TRAIN sections from a schedule dict (fields it lacks are left to PySlowFast).
+
+    Our ``base_lr`` is quoted at ``ref_batch_size`` and scaled linearly to ``batch_size``;
+    PySlowFast's BASE_LR is the rate at TRAIN.BATCH_SIZE, so the scaled rate is written.
+    """
     solver: dict[str, Any] = {key: schedule[name] for name, key in _SOLVER_KEYS.items()
                               if schedule.get(name) is not None}
+    batch = schedule.get("batch_size")
+    if "BASE_LR" in solver and batch and schedule.get("ref_batch_size"):
+        solver["BASE_LR"] = float(solver["BASE_LR"]) * batch / schedule["ref_batch_size"]
     solver.update({"LR_POLICY": "cosine", "OPTIMIZING_METHOD": "sgd"})
-    train = {"BATCH_SIZE": schedule["batch_size"]} if schedule.get("batch_size") is not None else {}
-    return solver, train
+    return solver, ({"BATCH_SIZE": batch} if batch else {})
 
 
 def to_pyslowfast(config: X3DConfig, schedule: Mapping[str, Any] | None = None,
@@ -315,3 +321,25 @@ def describe(config: X3DConfig) -> str:
     """One line naming what was exported (preset name when it is one)."""
     name = _is_preset(config)
     return f"{name + ' ' if name else ''}{config.short} ({count_flops(config) / 1e9:.4g} GFLOPs)"
+
+
+def export(fmt: str, out: str | Path, *, run_dir: str | Path | None = None, preset_name: str | None = None,
+           step: int | None = None, best_under_gflops: float | None = None,
+           force: bool = False) -> tuple[X3DConfig, list[str], Path | None]:
+    """Export a run's chosen config (final by default) or a preset; returns (config, warnings, weights copied)."""
+    if (run_dir is None) == (preset_name is None):
+        raise UserError("give either a RUN_DIR or --preset NAME")
+    weights: Path | None = None
+    if preset_name is not None:
+        if step is not None or best_under_gflops is not None:
+            raise UserError("--step and --best-under-gflops choose from a RUN_DIR, not a --preset")
+        config, schedule = preset(preset_name), preset_schedule()
+    else:
+        assert run_dir is not None
+        config = select_config(run_dir, step=step, best_under_gflops=best_under_gflops)
+        schedule = RunDir(run_dir).settings().get("full")
+        trained = RunDir(run_dir).final_dir / "model.pt"
+        if fmt == "x3dsearch" and step is None and best_under_gflops is None and trained.is_file():
+            weights = trained
+    warnings = export_config(config, fmt, out, schedule=schedule, weights=weights, force=force)
+    return config, warnings, Path(out).with_suffix(".pt") if weights else None

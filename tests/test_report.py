@@ -1,0 +1,167 @@
+"""Run reports on fake run directories written through the real journal and path code.
+
+``make_run`` (also used by test_plot and test_export) runs the real coordinator with a
+fake dispatcher: records and path.json have exactly the shapes a real search writes.
+"""
+
+import io
+import json
+import math
+import zlib
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from x3dsearch.cli import main
+from x3dsearch.config import X3DConfig
+from x3dsearch.cost import count_flops
+from x3dsearch.live import LiveView
+from x3dsearch.model import build_model
+from x3dsearch.report import frontier, render, run_report
+from x3dsearch.rundir import RunDir
+from x3dsearch.runner import ExpandSettings, JournalScorer, path_record
+from x3dsearch.search import run_search
+from x3dsearch.space import load_space
+
+FULL_SCHEDULE = {"name": "cpu_full", "epochs": 30, "base_lr": 0.05, "momentum": 0.9, "weight_decay": 5e-5,
+                 "warmup_epochs": 2, "batch_size": 16}
+
+
+def fake_top1(config: Mapping[str, Any]) -> float:
+    """Accuracy rising with cost and saturating in width, with a deterministic per-config wobble."""
+    c = X3DConfig.from_dict(config)
+    wobble = zlib.crc32(c.key.encode()) % 100 / 1500
+    too_wide = 0.04 * max(0.0, math.log2(c.width) - 1)
+    return round(0.15 + 0.07 * math.log2(count_flops(c) / 8e6) + wobble - too_wide, 4)
+
+
+def _metrics(job: Mapping[str, Any], attempt: int) -> dict[str, Any]:
+    config = X3DConfig.from_dict(job["config"])
+    if config.depth > 2 and config.frames == 1:  # the first depth candidate: a failed trial
+        return {"status": "failed", "reason": "worker ran out of memory", "attempt": attempt, "seconds": 5.0}
+    if config.frames == 2 and config.stride == 8 and attempt == 1:  # fast at step 1: retried once
+        return {"status": "retried", "reason": "node died", "attempt": 1, "seconds": 3.0}
+    return {"status": "ok", "top1": fake_top1(job["config"]), "top5": 0.9, "attempt": attempt,
+            "seconds": 10.0 + count_flops(config) / 1e8, "node": "n1"}
+
+
+class _Dispatcher:
+    """Answers each job like Ray would, retrying attempts marked ``retried``."""
+
+    def run(self, jobs: list, on_trial: Callable[[Mapping[str, Any], dict[str, Any]], None]) -> None:
+        for job in jobs:
+            attempt = 1
+            while True:
+                record = _metrics(job, attempt)
+                on_trial(job, record)
+                if record["status"] != "retried":
+                    break
+                attempt += 1
+
+
+def make_run(root: Path, name: str = "run", target: float = 0.1, final: bool = True,
+             cpus: float = 2.0, data: str | None = None) -> Path:
+    """A finished expand run (journal, path.json, run.yaml, optional final/) without training anything."""
+    out = root / name
+    space = load_space("x3d_kinetics")
+    settings = ExpandSettings(target_gflops=target, out=str(out), data=data, cpus_per_trial=cpus,
+                              ceiling_gflops=2 * target)
+    run = RunDir(out)
+    run.create(dict(asdict(settings), space_resolved=space.to_dict(), full=FULL_SCHEDULE), resume=False)
+    scorer = JournalScorer(run, _Dispatcher(), LiveView(target, space.start, 1, quiet=True, stream=io.StringIO()),
+                           {})
+    steps = []
+    result = run_search(space, target, scorer, ceiling_gflops=settings.ceiling(), on_step=steps.append)
+    run.write_path(path_record(result, steps, target))
+    if final:
+        run.final_dir.mkdir()
+        result.final.to_yaml(run.final_dir / "config.yaml")
+        torch.save(build_model(result.final).state_dict(), run.final_dir / "model.pt")
+        (run.final_dir / "metrics.json").write_text(json.dumps({"top1": 0.71, "seconds": 7200.0}))
+    return out
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    return make_run(tmp_path_factory.mktemp("runs"))
+
+
+def test_frontier_on_hand_made_points():
+    points = pd.DataFrame({"gflops": [1.0, 2.0, 2.0, 3.0, 0.5, 4.0, 5.0],
+                           "top1": [0.5, 0.4, 0.6, 0.55, 0.3, math.nan, 0.7],
+                           "name": list("abcdefg")})
+    front = frontier(points)
+    assert list(front["name"]) == ["e", "a", "c", "g"]  # b and d are dominated, f has no accuracy
+    assert list(front["top1"]) == [0.3, 0.5, 0.6, 0.7]
+    by_params = frontier(points.assign(params=[5, 1, 2, 3, 4, 6, 7]), cost="params")
+    assert list(by_params["name"]) == ["b", "c", "g"]  # a (5 params, 0.5) is beaten by c (2, 0.6)
+    assert frontier(points.iloc[:0]).empty
+
+
+def test_path_matches_path_json(run_dir):
+    report = run_report(run_dir)
+    path = json.loads((run_dir / "path.json").read_text())
+    table = report["path"]
+    steps = table[table["step"] != "contract"]
+    assert list(steps["axis"]) == [s["axis"] for s in path["steps"]]
+    assert list(steps["gflops"]) == [s["gflops"] for s in path["steps"]]
+    assert list(steps["top1"]) == [s["top1"] for s in path["steps"]]
+    assert steps["seconds"].notna().all() and (steps["seconds"] > 10).all()
+    first = X3DConfig.from_dict(path["steps"][0]["config"])
+    assert table.iloc[0]["frames x stride"] == f"{first.frames}x{first.stride}"
+    assert table.iloc[-1]["step"] == "contract" and table.iloc[-1]["axis"] == path["contraction"]["axis"]
+
+
+def test_failures_and_totals(run_dir):
+    report = run_report(run_dir)
+    failures = report["failures"]
+    assert {"failed", "retried"} <= set(failures["status"])
+    assert "worker ran out of memory" in set(failures["reason"])
+    journal = [json.loads(line) for line in (run_dir / "journal.jsonl").read_text().splitlines()]
+    totals = report["totals"]
+    assert totals["attempts"] == len(journal)
+    retried = sum(r["status"] == "retried" for r in journal)
+    assert retried >= 1 and totals["trials"] == len({r["config_key"] for r in journal}) == len(journal) - retried
+    spent = sum(r["seconds"] for r in journal)
+    assert totals["proxy_cpu_hours"] == pytest.approx(spent * 2.0 / 3600)
+    assert totals["proxy_gpu_hours"] == 0
+    assert totals["final_cpu_hours"] == pytest.approx(7200 * 2.0 / 3600) and totals["final_top1"] == 0.71
+    front = report["frontier"]
+    assert front["top1"].is_monotonic_increasing and front["gflops"].is_monotonic_increasing
+
+
+def test_skipped_candidates_are_listed(tmp_path):
+    run = make_run(tmp_path, target=0.3, final=False)
+    skipped = run_report(run)["failures"].query("status == 'skipped'")
+    path = json.loads((run / "path.json").read_text())
+    expected = [c for s in path["steps"] for c in s["candidates"] if c["status"] == "skipped"]
+    assert len(skipped) == len(expected) > 0
+    assert skipped["reason"].str.contains("above the ceiling").all()
+    assert run_report(run)["totals"]["final_top1"] is None
+
+
+def test_formats(run_dir, capsys):
+    report = run_report(run_dir)
+    csv = pd.read_csv(io.StringIO(render(report, "csv")))
+    assert set(csv["section"]) == {"path", "frontier", "failures", "totals"}
+    assert (csv["section"] == "path").sum() == len(report["path"])
+    data = json.loads(render(report, "json"))
+    assert data["totals"]["attempts"] == report["totals"]["attempts"]
+    assert len(data["path"]) == len(report["path"])
+    markdown = render(report, "markdown")
+    assert "## path" in markdown and "| step | axis | frames x stride |" in markdown
+    assert "|---|" in markdown
+    assert main(["report", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "frontier" in out and "totals" in out and "proxy_cpu_hours" in out
+
+
+def test_report_of_a_non_run_is_one_line(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "not a run directory" in err
