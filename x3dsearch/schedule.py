@@ -41,8 +41,8 @@ class Schedule:
     ``base_lr`` is the learning rate at ``ref_batch_size``; the loop scales it linearly with
     ``batch_size``. ``spatial_scale`` trains and evaluates the network at
     ``round(crop * spatial_scale)`` pixels (at least 16) while its cost stays reported at its own
-    crop. ``train_videos``/``val_videos`` of ``None`` use every video. ``cache_dir`` (relative
-    paths are inside the data root) keeps decoded clips between trainings. ``debug_nan_step``
+    crop. ``train_videos``/``val_videos`` of ``None`` use every video. ``cache`` keeps decoded
+    clips between trainings (in the data layer's cache folder, ``$X3DSEARCH_CACHE``). ``debug_nan_step``
     makes the loss NaN at that global step (a test hook that travels with the schedule to
     Ray workers).
     """
@@ -65,7 +65,7 @@ class Schedule:
     channels_last: bool = True
     precision: str = "auto"
     num_workers: int = 0
-    cache_dir: str | None = None
+    cache: bool = False
     debug_nan_step: int | None = None
 
     def __post_init__(self) -> None:
@@ -97,10 +97,9 @@ class Schedule:
         object.__setattr__(self, "eval_views", (int(views[0]), int(views[1])))
         if self.precision not in _PRECISIONS:
             raise ConfigError(f"{where}: precision must be one of {', '.join(_PRECISIONS)}, got {self.precision!r}")
-        if not isinstance(self.channels_last, bool):
-            raise ConfigError(f"{where}: channels_last must be true or false, got {self.channels_last!r}")
-        if self.cache_dir is not None and not isinstance(self.cache_dir, str):
-            raise ConfigError(f"{where}: cache_dir must be a path or null, got {self.cache_dir!r}")
+        for field_name in ("channels_last", "cache"):
+            if not isinstance(getattr(self, field_name), bool):
+                raise ConfigError(f"{where}: {field_name} must be true or false, got {getattr(self, field_name)!r}")
 
     def train_crop(self, config: X3DConfig) -> int:
         """The side the network trains and evaluates at: its crop times ``spatial_scale``, at least 16."""

@@ -185,13 +185,15 @@ def _open_datasets(data: str | Path | tuple[Dataset, Dataset], config: X3DConfig
         return data[0], data[1]
     from .data import VideoDataset
 
-    root = Path(data)
-    cache = None if schedule.cache_dir is None else root / schedule.cache_dir
     scaled = config.replace(crop=schedule.train_crop(config))
-    train_set = VideoDataset(root, scaled, split="train", cache_dir=cache, max_videos=schedule.train_videos,
+    cache = schedule.cache or None
+    train_set = VideoDataset(data, scaled, split="train", cache_dir=cache, max_videos=schedule.train_videos,
                              seed=seed)
-    val_set = VideoDataset(root, scaled, split="val", cache_dir=cache, views=schedule.eval_views,
+    val_set = VideoDataset(data, scaled, split="val", cache_dir=cache, views=schedule.eval_views,
                            max_videos=schedule.val_videos, seed=seed)
+    classes = getattr(train_set, "num_classes", 0)
+    if classes > config.num_classes:
+        raise ConfigError(f"the data has {classes} classes but the config only {config.num_classes}")
     return train_set, val_set
 
 

@@ -1,0 +1,280 @@
+"""Training loop: learning, determinism, divergence and failures, resume, multi-view testing, schedules."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import Dataset
+
+from x3dsearch.config import preset
+from x3dsearch.errors import ConfigError
+from x3dsearch.schedule import Schedule, load_schedule, schedule_names
+from x3dsearch.train import TrainResult, resolve_threads, train
+
+CLASSES = 3
+CONFIG = preset("X2D", num_classes=CLASSES, crop=32, head_width=64)
+SCHEDULE = Schedule(name="tiny", epochs=4, batch_size=16, base_lr=0.2, ref_batch_size=16, warmup_epochs=1,
+                    eval_views=(1, 1))
+# Fields that measure the machine, not the training.
+TIMING = ("seconds", "clips_per_s", "peak_memory_mb")
+
+
+class ColourClips(Dataset):
+    """Noise clips whose label is the colour channel that is brighter: learnable in a few epochs."""
+
+    def __init__(self, n: int, seed: int, frames: int = 1, crop: int = 32, views: int | None = None) -> None:
+        g = torch.Generator().manual_seed(seed)
+        self.labels = torch.randint(0, CLASSES, (n,), generator=g)
+        self.clips = torch.randn(n, 3, frames, crop, crop, generator=g) * 0.5
+        self.clips[torch.arange(n), self.labels] += 1.0
+        self.views = views
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        clip = self.clips[i]
+        if self.views is not None:
+            clip = clip.expand(self.views, *clip.shape).clone()
+        return clip, int(self.labels[i])
+
+
+class Broken(ColourClips):
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        raise RuntimeError("disk on fire")
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[Dataset, Dataset]:
+    return ColourClips(96, seed=0), ColourClips(48, seed=1)
+
+
+def _measured(result: TrainResult) -> dict:
+    return {k: v for k, v in result.to_dict().items() if k not in TIMING}
+
+
+def test_tiny_model_learns(data: tuple[Dataset, Dataset]) -> None:
+    result = train(CONFIG, data, SCHEDULE, seed=0, threads=1)
+    assert result.status == "ok", result.reason
+    assert result.top1 > 0.75  # chance is 1/3
+    assert result.top5 == 1.0  # 3 classes: top-5 holds them all
+    assert result.epoch_losses[-1] < result.epoch_losses[0]
+    assert result.clips_seen == 4 * 96 and result.clips_per_s > 0
+    assert result.threads == 1 and result.device == "cpu" and result.train_crop == 32
+    assert TrainResult.from_dict(json.loads(json.dumps(result.to_dict()))) == result
+
+
+def test_same_seed_gives_identical_metrics(data: tuple[Dataset, Dataset]) -> None:
+    schedule = SCHEDULE.replace(epochs=2)
+    first, second = (train(CONFIG, data, schedule, seed=3, threads=1) for _ in range(2))
+    assert _measured(first) == _measured(second)
+    other = train(CONFIG, data, schedule, seed=4, threads=1)
+    assert other.epoch_losses != first.epoch_losses
+
+
+def test_injected_nan_diverges_without_accuracy(data: tuple[Dataset, Dataset]) -> None:
+    result = train(CONFIG, data, SCHEDULE.replace(debug_nan_step=7), seed=0, threads=1)
+    assert result.status == "diverged"
+    assert result.diverged_step == 7
+    assert result.top1 is None and result.top5 is None
+    assert "nan" in result.reason
+
+
+def test_exploding_learning_rate_diverges(data: tuple[Dataset, Dataset]) -> None:
+    result = train(CONFIG, data, SCHEDULE.replace(base_lr=1e6, warmup_epochs=0), seed=0, threads=1)
+    assert result.status == "diverged" and result.top1 is None and result.diverged_step is not None
+
+
+def test_exception_is_reported_as_failed(data: tuple[Dataset, Dataset]) -> None:
+    result = train(CONFIG, (Broken(8, 0), data[1]), SCHEDULE, seed=0, threads=1)
+    assert result.status == "failed"
+    assert result.reason == "RuntimeError: disk on fire"
+    assert result.top1 is None and result.top5 is None
+
+
+def test_keyboard_interrupt_propagates_and_resume_matches(data: tuple[Dataset, Dataset], tmp_path: Path) -> None:
+    schedule = SCHEDULE.replace(epochs=3)
+    whole = train(CONFIG, data, schedule, seed=0, threads=1, out_dir=tmp_path / "whole")
+
+    def stop_after_first(epoch: int, metrics: dict) -> None:
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(CONFIG, data, schedule, seed=0, threads=1, out_dir=tmp_path / "cut", on_epoch=stop_after_first)
+    assert (tmp_path / "cut" / "checkpoint.pt").is_file()
+    resumed = train(CONFIG, data, schedule, seed=0, threads=1, out_dir=tmp_path / "cut", resume=True)
+    assert _measured(resumed) == _measured(whole)
+    saved = json.loads((tmp_path / "cut" / "metrics.json").read_text())
+    assert saved["top1"] == whole.top1
+    assert {"model.pt", "config.yaml"} <= {p.name for p in (tmp_path / "cut").iterdir()}
+
+
+def test_resume_refuses_another_config(data: tuple[Dataset, Dataset], tmp_path: Path) -> None:
+    train(CONFIG, data, SCHEDULE.replace(epochs=1), seed=0, threads=1, out_dir=tmp_path)
+    with pytest.raises(ConfigError, match="different config"):
+        train(CONFIG.replace(width=2.0), data, SCHEDULE.replace(epochs=1), seed=0, threads=1, out_dir=tmp_path,
+              resume=True)
+
+
+def test_views_are_averaged_per_video(data: tuple[Dataset, Dataset]) -> None:
+    """Five identical views of each video score exactly like one clip per video."""
+    schedule = SCHEDULE.replace(epochs=2)
+    single = train(CONFIG, data, schedule, seed=0, threads=1)
+    multi = train(CONFIG, (data[0], ColourClips(48, seed=1, views=5)), schedule.replace(eval_views=(5, 1)),
+                  seed=0, threads=1)
+    assert multi.status == "ok"
+    assert (multi.top1, multi.top5) == (single.top1, single.top5)
+
+
+def test_time_budget_stops_early(data: tuple[Dataset, Dataset]) -> None:
+    result = train(CONFIG, data, SCHEDULE.replace(epochs=50, time_budget_s=0.5), seed=0, threads=1)
+    assert result.status == "ok" and result.stopped_early
+    assert result.clips_seen < 50 * 96 and result.top1 is not None
+
+
+def test_spatial_scale_trains_at_a_smaller_crop() -> None:
+    schedule = SCHEDULE.replace(spatial_scale=0.25, epochs=1)
+    config = CONFIG.replace(crop=128)
+    result = train(config, (ColourClips(16, 0, crop=32), ColourClips(8, 1, crop=32)), schedule, seed=0, threads=1)
+    assert result.status == "ok" and result.train_crop == 32 and result.config["crop"] == 128
+    assert load_schedule("cpu_proxy").train_crop(preset("XS")) == 40
+    assert load_schedule("cpu_proxy").train_crop(preset("X2D", crop=48)) == 16  # never below 16
+
+
+def test_threads_follow_argument_then_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert resolve_threads(3) == 3
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert resolve_threads() == 1
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert resolve_threads() == os.cpu_count()
+    with pytest.raises(ConfigError):
+        resolve_threads(0)
+
+
+def test_shipped_schedules_load_and_scale_the_learning_rate() -> None:
+    assert {"cpu_proxy", "cpu_full", "kinetics_proxy", "kinetics_full"} <= set(schedule_names())
+    full = load_schedule("kinetics_full")
+    assert (full.base_lr, full.batch_size, full.eval_views) == (1.6, 1024, (10, 3))
+    assert full.replace(batch_size=256).lr() == pytest.approx(0.4)
+    assert Schedule.from_dict(full.to_dict()) == full
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("epochs", 0, "epochs must be a positive integer"),
+    ("batch_size", 2.5, "batch_size must be a positive integer"),
+    ("base_lr", -1, "base_lr must be > 0"),
+    ("momentum", 1.0, "momentum must be in [0, 1)"),
+    ("spatial_scale", 1.5, "spatial_scale must be in (0, 1]"),
+    ("warmup_epochs", 9, "warmup_epochs (9) exceeds epochs"),
+    ("eval_views", [3], "eval_views must be [temporal, spatial]"),
+    ("precision", "fp8", "precision must be one of"),
+    ("time_budget_s", 0, "time_budget_s must be positive or null"),
+    ("train_videos", 0, "train_videos must be a positive integer or null"),
+    ("cache", "yes", "cache must be true or false"),
+])
+def test_schedule_validation_errors(field: str, value: object, message: str) -> None:
+    with pytest.raises(ConfigError, match=None) as info:
+        Schedule.from_dict({"name": "bad", "epochs": 2, field: value})
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_schedule_files_and_names(tmp_path: Path) -> None:
+    path = tmp_path / "mine.yaml"
+    path.write_text("epochs: 2\nbatch_size: 8\neval_views: [2, 3]\n")
+    mine = load_schedule(path)
+    assert (mine.name, mine.epochs, mine.eval_views) == ("mine", 2, (2, 3))
+    path.write_text("epochs: 2\nlearning_rate: 0.1\n")
+    with pytest.raises(ConfigError, match="unknown key.*learning_rate"):
+        load_schedule(path)
+    with pytest.raises(ConfigError, match="unknown schedule 'nope'"):
+        load_schedule("nope")
+    with pytest.raises(ConfigError, match="not found"):
+        load_schedule(tmp_path / "missing.yaml")
+
+
+# -- the CLI on a real video folder, killed and resumed ------------------------------------------
+
+def _write_video(path: Path, colour: int, seed: int, frames: int = 12, side: int = 32) -> None:
+    import av
+
+    rng = np.random.default_rng(seed)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=30)
+        stream.width = stream.height = side
+        stream.pix_fmt = "yuv420p"
+        for _ in range(frames):
+            image = rng.integers(40, 120, (side, side, 3), dtype=np.uint8)
+            image[..., colour] = 220
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+@pytest.fixture(scope="module")
+def video_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("videos")
+    for split, count in (("train", 24), ("val", 9)):
+        lines = []
+        for i in range(count):
+            name = f"{split}_{i}.mp4"
+            _write_video(root / name, i % CLASSES, seed=i + 100 * (split == "val"))
+            lines.append(f"{name} {i % CLASSES}")
+        (root / f"{split}.csv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_video_dataset_views_feed_multiview_testing(video_folder: Path) -> None:
+    from x3dsearch.data import VideoDataset
+
+    schedule = SCHEDULE.replace(epochs=1, eval_views=(2, 3), spatial_scale=0.5)
+    config = CONFIG.replace(crop=64, frames=2)
+    val = VideoDataset(video_folder, config.replace(crop=schedule.train_crop(config)), split="val", views=(2, 3))
+    assert val[0][0].shape == (6, 3, 2, 32, 32)
+    result = train(config, video_folder, schedule, seed=0, threads=1)
+    assert result.status == "ok", result.reason
+    assert result.train_crop == 32 and 0.0 <= result.top1 <= result.top5 <= 1.0
+
+
+def _cli(args: list[str]) -> subprocess.Popen:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.Popen([sys.executable, "-m", "x3dsearch.cli", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_cli_killed_and_rerun_ends_like_an_uninterrupted_run(video_folder: Path, tmp_path: Path) -> None:
+    config = tmp_path / "found.yaml"
+    CONFIG.replace(crop=32, frames=2).to_yaml(config)
+    schedule = tmp_path / "sched.yaml"
+    schedule.write_text("epochs: 6\nbatch_size: 4\nbase_lr: 0.05\nref_batch_size: 4\neval_views: [2, 1]\n")
+    args = ["train", "--config", str(config), "--data", str(video_folder), "--schedule", str(schedule)]
+    whole = _cli([*args, "--out", str(tmp_path / "whole")])
+    cut_dir = tmp_path / "cut"
+    cut = _cli([*args, "--out", str(cut_dir)])
+    deadline = time.monotonic() + 30
+    while not (cut_dir / "checkpoint.pt").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert cut.poll() is None, "the run ended before it could be killed"
+    os.kill(cut.pid, signal.SIGKILL)
+    cut.wait()
+    assert not (cut_dir / "metrics.json").exists()
+    assert whole.wait(timeout=60) == 0, whole.stderr.read()
+    rerun = _cli([*args, "--out", str(cut_dir)])
+    out, err = rerun.communicate(timeout=60)
+    assert rerun.returncode == 0, err
+    assert "resuming from" in err
+    first = json.loads((tmp_path / "whole" / "metrics.json").read_text())
+    second = json.loads((cut_dir / "metrics.json").read_text())
+    assert first["status"] == "ok" and first["epoch_losses"] and len(first["epoch_losses"]) == 6
+    assert {k: v for k, v in first.items() if k not in TIMING} == {k: v for k, v in second.items() if k not in TIMING}
+    assert "top1" in out
