@@ -1,0 +1,80 @@
+"""The accuracy/cost plot, checked through the file it writes and the matplotlib artists it draws."""
+
+import json
+
+import pytest
+from matplotlib.text import Annotation
+
+from test_report import make_run
+from x3dsearch.cli import main
+from x3dsearch.config import preset
+from x3dsearch.cost import count_flops
+from x3dsearch.errors import UserError
+from x3dsearch.plot import AXIS_COLORS, plot_runs, save_plot
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("plots")
+    return make_run(root, "big", target=2.0), make_run(root, "small", target=0.3, final=False, data="/data/k400")
+
+
+def _gids(fig, prefix):
+    return [a for a in fig.axes[0].get_children() if (a.get_gid() or "").startswith(prefix)]
+
+
+def test_one_run_draws_points_frontier_path_and_presets(runs):
+    big = runs[0]
+    fig = plot_runs([big])
+    ax = fig.axes[0]
+    journal = [json.loads(line) for line in (big / "journal.jsonl").read_text().splitlines()]
+    ok_axes = {r["axis"] for r in journal if r["status"] == "ok"}
+    point_sets = {a.get_gid().split(":")[2]: a for a in _gids(fig, "points:big:")}
+    assert set(point_sets) == ok_axes
+    for axis, artist in point_sets.items():
+        assert tuple(artist.get_facecolor()[0][:3]) == pytest.approx(
+            tuple(int(AXIS_COLORS[axis][i:i + 2], 16) / 255 for i in (1, 3, 5)))
+    assert sum(len(a.get_offsets()) for a in point_sets.values()) == sum(r["status"] == "ok" for r in journal)
+    frontier_line, = _gids(fig, "frontier:big")
+    assert len(frontier_line.get_xdata()) >= 3
+    steps = json.loads((big / "path.json").read_text())["steps"]
+    arrows = [a for a in _gids(fig, "path-arrow:big") if isinstance(a, Annotation)]
+    labels = [a.get_text() for a in _gids(fig, "path-label:big")]
+    assert len(arrows) == len(steps) - 1
+    assert labels == [f"{s['step']} {s['axis']}" for s in steps]
+    assert _gids(fig, "final-star:big") and _gids(fig, "final:big")
+    presets = {a.get_gid() for a in _gids(fig, "preset:")}
+    assert "preset:XS" in presets and "preset:XL" not in presets  # XL (36 GFLOPs) is far outside the range
+    assert ax.get_xscale() == "log" and "GFLOPs" in ax.get_xlabel()
+    assert "2 GFLOPs" in ax.get_title() and "synthetic" in ax.get_title()
+    assert count_flops(preset("XS")) / 1e9 == pytest.approx(_gids(fig, "preset:XS")[0].get_xdata()[0])
+
+
+def test_two_runs_overlaid_png_and_svg(runs, tmp_path):
+    png = save_plot(runs, tmp_path / "two.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
+    svg = save_plot(runs, tmp_path / "two.svg", metric="params")
+    assert b"<svg" in svg.read_bytes()[:500]
+    fig = plot_runs(runs)
+    assert _gids(fig, "frontier:big") and _gids(fig, "frontier:small")
+    assert not _gids(fig, "final-star:small")  # no final training in that run
+    legend_texts = {t.get_text() for legend in fig.axes[0].findobj(lambda a: hasattr(a, "get_texts"))
+                    for t in legend.get_texts()}
+    assert {t.split(":")[0] for t in legend_texts if ": final" in t} == {"big", "small"}
+    assert "k400" in fig.axes[0].get_title()
+
+
+def test_params_metric_uses_millions(runs):
+    fig = plot_runs([runs[1]], metric="params")
+    assert "parameters" in fig.axes[0].get_xlabel()
+    xs = [x for a in _gids(fig, "points:small:") for x, _ in a.get_offsets()]
+    assert 0.5 < min(xs) and max(xs) < 100  # millions of parameters, not raw counts
+
+
+def test_cli_plot_and_errors(runs, tmp_path, capsys):
+    out = tmp_path / "docs" / "frontier.png"
+    assert main(["plot", str(runs[0]), "-o", str(out)]) == 0 and out.is_file()
+    assert main(["plot", str(runs[0]), "-o", str(tmp_path / "f.jpg")]) == 2
+    assert "must end in .png" in capsys.readouterr().err
+    with pytest.raises(UserError, match="not a run directory"):
+        plot_runs([tmp_path])

@@ -1,0 +1,207 @@
+"""The accuracy/cost plot of one or more runs, like the X3D paper's Figure 2.
+
+Every trained candidate is a point coloured by the axis that produced it; the frontier
+is a step line; the expansion path is a chain of arrows labelled with the chosen axis;
+the final (contracted) model is a dotted line at its cost and a star at its full-training
+accuracy; the presets' costs are faint reference lines. Drawn on a bare Agg canvas, so
+plotting never touches a notebook's or GUI's pyplot state.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import PercentFormatter
+
+from .config import X3DConfig, preset, preset_names
+from .cost import count_flops, count_params
+from .errors import UserError
+from .report import final_metrics, frontier
+from .rundir import RunDir, load_run
+
+__all__ = ["AXIS_COLORS", "plot_runs", "save_plot"]
+
+AXIS_COLORS = {"fast": "#1f77b4", "temporal": "#ff7f0e", "spatial": "#2ca02c", "depth": "#d62728",
+               "width": "#9467bd", "bottleneck": "#8c564b"}
+_OTHER_COLOR = "#7f7f7f"
+_RUN_MARKERS = "os^Dv<>p"
+_PATH_COLORS = ("#222222", "#b2182b", "#2166ac", "#1b7837", "#762a83", "#e08214")
+_METRICS = {"gflops": ("GFLOPs", "GFLOPs (multiply-adds per clip, log scale)"),
+            "params": ("params (M)", "parameters (millions, log scale)")}
+_SUFFIXES = (".png", ".svg", ".pdf")
+
+
+@dataclass
+class _Run:
+    """What the plot needs from one run directory, with costs already in the plot's unit."""
+
+    name: str
+    target: float | None
+    data: str
+    points: pd.DataFrame  # cost, top1, axis of every successful proxy training
+    path: list[tuple[float, float, str]]  # cost, proxy top1, axis per expansion step
+    contraction: tuple[float, float | None, str] | None  # cost, proxy top1 if evaluated, axis
+    final: tuple[float, float | None] | None  # cost, full-training top1
+
+
+def _cost(config: dict[str, Any], metric: str) -> float:
+    c = X3DConfig.from_dict(config)
+    return count_flops(c) / 1e9 if metric == "gflops" else count_params(c) / 1e6
+
+
+def _load(run_dir: str | Path, metric: str, name: str) -> _Run:
+    run = RunDir(run_dir)
+    journal = load_run(run_dir)
+    settings, path = run.settings(), run.read_path()
+    ok = journal[journal["status"] == "ok"].dropna(subset=["top1"])
+    scale = 1.0 if metric == "gflops" else 1e-6
+    points = pd.DataFrame({"cost": pd.to_numeric(ok[metric], errors="coerce") * scale,
+                           "top1": ok["top1"].astype(float), "axis": ok["axis"]})
+    steps = [(_cost(s["config"], metric), s["top1"], s["axis"]) for s in path.get("steps", [])]
+    contraction = path.get("contraction")
+    contracted = None
+    if contraction:
+        outcome = (contraction.get("evaluated") or {}).get(contraction["config_key"]) or {}
+        contracted = (_cost(contraction["config"], metric), outcome.get("top1"), contraction["axis"])
+    final = (_cost(path["final"]["config"], metric), final_metrics(run_dir).get("top1")) if path.get("final") else None
+    data = settings.get("data")
+    return _Run(name, settings.get("target_gflops"), Path(data).name if data else "synthetic data",
+                points.dropna(subset=["cost"]), steps, contracted, final)
+
+
+def _names(run_dirs: Sequence[str | Path]) -> list[str]:
+    """Folder names, made unique with the parent folder when two runs share one."""
+    names = [Path(r).resolve().name for r in run_dirs]
+    return [f"{Path(r).resolve().parent.name}/{n}" if names.count(n) > 1 else n for r, n in zip(run_dirs, names)]
+
+
+def _draw_path(ax: Any, run: _Run, color: str, marker: str, index: int) -> None:
+    """Arrows between consecutive steps, each labelled with the axis it expanded; labels alternate sides
+    and move further out for each overlaid run, so runs sharing steps do not print on each other."""
+    if not run.path:
+        return
+    xs, ys, axes = zip(*run.path)
+    ax.plot(xs, ys, ls="none", marker=marker, ms=10, mfc="none", mec=color, mew=1.4, zorder=4,
+            gid=f"path:{run.name}")
+    ax.annotate(f"1 {axes[0]}", (xs[0], ys[0]), xytext=(-6, 8 + 9 * index), textcoords="offset points", ha="right",
+                fontsize=7, color=color, gid=f"path-label:{run.name}")
+    for i in range(1, len(xs)):
+        ax.annotate("", xy=(xs[i], ys[i]), xytext=(xs[i - 1], ys[i - 1]), zorder=4,
+                    arrowprops={"arrowstyle": "-|>", "color": color, "lw": 1.3, "shrinkA": 5, "shrinkB": 5},
+                    gid=f"path-arrow:{run.name}")
+        mid = (math.sqrt(xs[i] * xs[i - 1]), (ys[i] + ys[i - 1]) / 2)
+        above, away = i % 2 == 0, 6 + 9 * index
+        ax.annotate(f"{i + 1} {axes[i]}", mid, xytext=(-4 if above else 4, away if above else -away),
+                    textcoords="offset points", ha="right" if above else "left", va="bottom" if above else "top",
+                    fontsize=7, color=color, gid=f"path-label:{run.name}")
+
+
+def _draw_final(ax: Any, run: _Run, color: str) -> None:
+    """The contraction (arrow when its proxy accuracy is known), the final cost and full-training star."""
+    if run.contraction and run.contraction[1] is not None and run.path:
+        x, y, axis = run.contraction
+        ax.annotate("", xy=(x, y), xytext=run.path[-1][:2], zorder=4, gid=f"contraction:{run.name}",
+                    arrowprops={"arrowstyle": "-|>", "color": color, "lw": 1.1, "ls": "--", "shrinkA": 5})
+        ax.plot([x], [y], marker="D", ms=7, mfc="white", mec=color, mew=1.4, zorder=5)
+    if run.final is None:
+        return
+    x, top1 = run.final
+    ax.axvline(x, color=color, ls=":", lw=1.2, zorder=1, gid=f"final:{run.name}")
+    if top1 is not None:
+        ax.scatter([x], [top1], marker="*", s=260, color="gold", edgecolors=color, linewidths=1.2, zorder=6,
+                   gid=f"final-star:{run.name}")
+
+
+def _run_label(run: _Run, unit: str) -> str:
+    """Legend entry of a run: its name and where its final model landed (labels in the plot would collide)."""
+    if run.final is None:
+        return run.name
+    how = f", contracted on {run.contraction[2]}" if run.contraction else ""
+    return f"{run.name}: final {run.final[0]:.3g} {unit}{how} (dotted)"
+
+
+def _draw_presets(ax: Any, metric: str, low: float, high: float) -> None:
+    """Faint vertical lines at the presets' costs that fall within (or just outside) the plotted range."""
+    for name in preset_names():
+        config = preset(name)
+        x = count_flops(config) / 1e9 if metric == "gflops" else count_params(config) / 1e6
+        if low / 1.5 <= x <= high * 1.5:
+            ax.axvline(x, color="0.82", lw=0.9, zorder=0, gid=f"preset:{name}")
+            ax.annotate(f"X3D-{name}" if name != "X2D" else name, (x, 0.98), xycoords=("data", "axes fraction"),
+                        xytext=(-2, 0), textcoords="offset points", rotation=90, ha="right", va="top",
+                        fontsize=7, color="0.45")
+
+
+def plot_runs(run_dirs: Sequence[str | Path], metric: str = "gflops") -> Figure:
+    """The accuracy/cost figure of one or more runs (overlaid), as a matplotlib Figure."""
+    if metric not in _METRICS:
+        raise UserError(f"unknown metric {metric!r}; choose from {', '.join(_METRICS)}")
+    if not run_dirs:
+        raise UserError("give at least one run directory")
+    runs = [_load(r, metric, n) for r, n in zip(run_dirs, _names(run_dirs))]
+    fig = Figure(figsize=(9.5, 6.2), dpi=150)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.set_xscale("log")
+    run_handles = []
+    for i, run in enumerate(runs):
+        color, marker = _PATH_COLORS[i % len(_PATH_COLORS)], _RUN_MARKERS[i % len(_RUN_MARKERS)]
+        for axis, group in run.points.groupby("axis", sort=False):
+            ax.scatter(group["cost"], group["top1"], s=20, marker=marker, alpha=0.7, edgecolors="none",
+                       color=AXIS_COLORS.get(str(axis), _OTHER_COLOR), zorder=3, gid=f"points:{run.name}:{axis}")
+        front = frontier(run.points, cost="cost")
+        ax.step(front["cost"], front["top1"], where="post", color=color, lw=1.0, alpha=0.55, ls="--", zorder=2,
+                gid=f"frontier:{run.name}")
+        _draw_path(ax, run, color, marker, i)
+        _draw_final(ax, run, color)
+        run_handles.append(Line2D([], [], color=color, marker=marker, mfc="none",
+                                  label=_run_label(run, _METRICS[metric][0])))
+    costs = pd.concat([r.points["cost"] for r in runs] + [pd.Series([r.final[0] for r in runs if r.final])])
+    if costs.empty:
+        raise UserError(f"no trained configs to plot in {', '.join(r.name for r in runs)}")
+    _draw_presets(ax, metric, float(costs.min()), float(costs.max()))
+    if metric == "gflops":
+        for target in sorted({r.target for r in runs if r.target}):
+            ax.axvline(target, color="0.3", lw=0.8, ls="-.", zorder=1, gid=f"target:{target:g}")
+    tops = pd.concat([r.points["top1"] for r in runs])
+    if not tops.empty and tops.max() <= 1.0:
+        ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+    unit, xlabel = _METRICS[metric]
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("top-1 accuracy (proxy training; ★ full training)")
+    targets = ", ".join(f"{t:g}" for t in sorted({r.target for r in runs if r.target}))
+    datas = ", ".join(sorted({r.data for r in runs}))
+    ax.set_title(f"X3D progressive expansion to {targets} GFLOPs on {datas}", fontsize=11)
+    ax.grid(alpha=0.25, which="both")
+    present = [a for a in AXIS_COLORS if any((r.points["axis"] == a).any() for r in runs)]
+    others = sorted({str(a) for r in runs for a in r.points["axis"]} - set(AXIS_COLORS))
+    axis_handles = [Line2D([], [], ls="none", marker="o", color=AXIS_COLORS.get(a, _OTHER_COLOR), label=a)
+                    for a in present + others]
+    extra = [Line2D([], [], color="0.4", ls="--", lw=1, label="frontier"),
+             Line2D([], [], ls="none", marker="*", ms=12, color="gold", mec="0.2", label="final, full training"),
+             Line2D([], [], color="0.3", ls="-.", lw=0.8, label="target")]
+    axis_legend = ax.legend(handles=axis_handles, title="expanded axis", loc="lower right", fontsize=7,
+                            title_fontsize=8, framealpha=0.85)
+    ax.add_artist(axis_legend)
+    ax.legend(handles=run_handles + extra, title="run", loc="upper left", fontsize=7, title_fontsize=8,
+              framealpha=0.85)
+    fig.tight_layout()
+    return fig
+
+
+def save_plot(run_dirs: Sequence[str | Path], out: str | Path, metric: str = "gflops") -> Path:
+    """Draw :func:`plot_runs` and save it in the format of ``out``'s extension (.png, .svg, .pdf)."""
+    out = Path(out)
+    if out.suffix.lower() not in _SUFFIXES:
+        raise UserError(f"plot file must end in {', '.join(_SUFFIXES)}, got {out.name}")
+    fig = plot_runs(run_dirs, metric)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    return out
