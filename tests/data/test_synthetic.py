@@ -1,0 +1,128 @@
+"""The synthetic benchmark: layout, determinism, and the cues each class group is built on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from x3dsearch.cli import main
+from x3dsearch.config import X3DConfig
+from x3dsearch.data import VideoDataset, default_dataset, make_synthetic
+from x3dsearch.data import synthetic
+from x3dsearch.errors import DataError
+
+TINY = dict(videos_per_class=1, val_per_class=1, seconds=0.5, side=16, workers=1,
+            classes=["texture-vertical", "flicker-3.5hz", "order-h-then-v"])
+
+
+def _decode(path: Path) -> np.ndarray:
+    with av.open(str(path)) as container:
+        return np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
+
+
+def test_layout_loads_as_a_kinetics_folder(tmp_path: Path) -> None:
+    root = make_synthetic(tmp_path / "bench", seed=1, **TINY)
+    assert (root / "classes.txt").read_text().split() == TINY["classes"]
+    assert "frame rate" in (root / "README.md").read_text()
+    train = VideoDataset(root, X3DConfig(frames=2, stride=4, crop=8), "train")
+    val = VideoDataset(root, X3DConfig(frames=2, stride=4, crop=8), "val", views=(2, 1))
+    assert (len(train), len(val), train.num_classes, train.skipped) == (3, 3, 3, [])
+    assert train.labels == [0, 1, 2] and val[0][0].shape == (2, 3, 2, 8, 8)
+    assert _decode(root / "videos" / "train" / "order-h-then-v_000.mp4").shape == (15, 16, 16, 3)
+
+
+def test_same_seed_same_videos_other_seed_other_videos(tmp_path: Path) -> None:
+    first = make_synthetic(tmp_path / "a", seed=7, **TINY)
+    second = make_synthetic(tmp_path / "b", seed=7, **{**TINY, "workers": 2})
+    other = make_synthetic(tmp_path / "c", seed=8, **TINY)
+    for video in sorted((first / "videos").rglob("*.mp4")):
+        relative = video.relative_to(first)
+        assert np.array_equal(_decode(video), _decode(second / relative))
+        assert video.read_bytes() == (second / relative).read_bytes()
+        assert not np.array_equal(_decode(video), _decode(other / relative))
+    assert (first / "train.csv").read_text() == (second / "train.csv").read_text()
+
+
+def test_refuses_bad_arguments(tmp_path: Path) -> None:
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("")
+    with pytest.raises(DataError, match="not an empty folder"):
+        make_synthetic(tmp_path / "full", **TINY)
+    with pytest.raises(DataError, match="unknown synthetic class"):
+        make_synthetic(tmp_path / "new", **{**TINY, "classes": ["dance"]})
+    with pytest.raises(DataError, match="unknown size"):
+        make_synthetic(tmp_path / "new", size="huge")
+
+
+def _render(label: str, side: int = 64, seconds: float = 4.0) -> np.ndarray:
+    job = synthetic._Job(Path("unused.mp4"), 0, "train", label, 0, side, int(seconds * 30), 30)
+    return synthetic._render(job).astype(np.float32)
+
+
+def _grating_energy(video: np.ndarray, crop: int) -> float:
+    """Mean |vertical gradient| - |horizontal gradient| after resizing frames to ``crop`` like the loader."""
+    x = torch.from_numpy(video[::10]).permute(0, 3, 1, 2)
+    x = torch.nn.functional.interpolate(x, size=(crop, crop), mode="bilinear", antialias=True).mean(1)
+    return float((x.diff(dim=1).abs().mean() - x.diff(dim=2).abs().mean()) * crop)
+
+
+def test_texture_is_resolved_at_56px_and_averaged_away_at_28px() -> None:
+    horizontal, vertical = _render("texture-horizontal"), _render("texture-vertical")
+    at56 = _grating_energy(horizontal, 56) - _grating_energy(vertical, 56)
+    at28 = _grating_energy(horizontal, 28) - _grating_energy(vertical, 28)
+    assert at56 > 4 * abs(at28) and at56 > 0
+
+
+def _flicker_frequency(video: np.ndarray, stride: int) -> float:
+    """Dominant frequency (Hz) of the brightest-varying pixel sampled every ``stride`` frames at 30 fps."""
+    samples = video.mean(-1)[::stride]
+    pixel = np.unravel_index(np.argmax(samples.std(0)), samples.shape[1:])
+    signal = samples[(slice(None), *pixel)] - samples[(slice(None), *pixel)].mean()
+    spectrum = np.abs(np.fft.rfft(signal, n=512))
+    return float(np.fft.rfftfreq(512, d=stride / 30)[np.argmax(spectrum)])
+
+
+def test_flicker_bands_are_resolved_at_stride_4_and_alias_at_stride_16() -> None:
+    slow, fast = _render("flicker-0.3hz"), _render("flicker-3.5hz")
+    assert _flicker_frequency(slow, 4) < 0.6 and 3.0 < _flicker_frequency(fast, 4) < 3.75
+    assert _flicker_frequency(fast, 16) < 0.94      # above Nyquist of 1.875 Hz: looks slow
+
+
+def test_order_events_are_two_bars_1_to_1_5_s_apart() -> None:
+    video = _render("order-h-then-v")
+    brightness = video.min(-1).mean((1, 2))      # white bars raise every channel
+    on = np.flatnonzero(brightness > brightness.min() + 0.5 * (brightness.max() - brightness.min()))
+    starts = on[np.r_[True, np.diff(on) > 1]] / 30
+    assert len(starts) == 2 and 0.9 <= starts[1] - starts[0] <= 1.6
+
+
+def test_default_dataset_is_generated_once_atomically(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("X3DSEARCH_CACHE", str(tmp_path))
+    calls = []
+    real = synthetic.make_synthetic
+
+    def tiny(out_dir: Path, seed: int = 0) -> Path:
+        calls.append(out_dir)
+        return real(out_dir, seed=seed, **TINY)
+
+    monkeypatch.setattr(synthetic, "make_synthetic", tiny)
+    first, again = default_dataset(), default_dataset()
+    assert first == again == tmp_path / "synthetic-small-seed0" and len(calls) == 1
+    assert (first / "train.csv").is_file() and [p.name for p in tmp_path.iterdir()] == ["synthetic-small-seed0"]
+
+
+def test_cli_make_data(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    import x3dsearch.data
+
+    real = synthetic.make_synthetic
+    monkeypatch.setattr(x3dsearch.data, "make_synthetic",
+                        lambda out, seed, videos_per_class, size: real(out, seed=seed, size=size,
+                                                                       **{**TINY, "videos_per_class": videos_per_class}))
+    assert main(["make-data", str(tmp_path / "d"), "--seed", "3", "--videos-per-class", "2"]) == 0
+    assert len((tmp_path / "d" / "train.csv").read_text().splitlines()) == 6
+    assert main(["make-data", str(tmp_path / "d")]) == 2
+    assert "not an empty folder" in capsys.readouterr().err
