@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import av
+from av.video.reformatter import VideoReformatter
 import numpy as np
 from tqdm import tqdm
 
@@ -55,11 +56,11 @@ def _cache_key(videos: Sequence[Path], side: int, fps: float, max_seconds: float
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
-def _square(frame: av.VideoFrame, side: int) -> np.ndarray:
+def _square(frame: av.VideoFrame, side: int, reformatter: VideoReformatter) -> np.ndarray:
     """RGB frame with its short side resized to ``side`` and centre-cropped to ``side`` x ``side``."""
     short = min(frame.width, frame.height)
     width, height = round(frame.width * side / short), round(frame.height * side / short)
-    rgb = frame.to_ndarray(width=width, height=height, format="rgb24", interpolation="AREA")
+    rgb = reformatter.reformat(frame, width=width, height=height, format="rgb24", interpolation="AREA").to_ndarray()
     top, left = (height - side) // 2, (width - side) // 2
     return rgb[top:top + side, left:left + side]
 
@@ -69,6 +70,7 @@ def _decode_into(path: Path, out: np.ndarray, side: int, fps: float) -> int:
     if not path.is_file():
         raise DataError("missing file")
     stored, previous, last_time, step = 0, None, 0.0, 1.0 / fps
+    reformatter = VideoReformatter()
     with av.open(str(path)) as container:
         if not container.streams.video:
             raise DataError("no video stream")
@@ -79,11 +81,11 @@ def _decode_into(path: Path, out: np.ndarray, side: int, fps: float) -> int:
         for frame in container.decode(stream):
             last_time = (frame.time or 0.0) - origin
             while stored < len(out) and stored * step < last_time - 1e-6:
-                out[stored] = previous if previous is not None else _square(frame, side)
+                out[stored] = previous if previous is not None else _square(frame, side, reformatter)
                 stored += 1
             if stored == len(out):
                 return stored
-            previous = _square(frame, side)
+            previous = _square(frame, side, reformatter)
     if previous is None:
         raise DataError("no decodable frame")
     while stored < len(out) and stored * step < last_time + 1.0 / rate - 1e-6:
@@ -151,10 +153,12 @@ class ClipCache:
         return {**self.__dict__, "_array": None}
 
     def info(self, item: int) -> VideoInfo:
+        """Length of stored video ``item`` at the cache's frame rate."""
         frames = self._entries[item]["frames"]
         return VideoInfo(duration=frames / self.fps, fps=self.fps, frames=frames)
 
     def frames(self, item: int, times: np.ndarray) -> np.ndarray:
+        """uint8 (len(times), side, side, 3): the stored frames on screen at ``times`` (seconds)."""
         return self.array[item, frame_indices(times, self.info(item))]
 
 
