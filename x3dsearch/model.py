@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from .config import X3DConfig, round_width, stage_layout
+from .fastconv import ChannelwiseConv3d, enabled
 
 __all__ = ["build_model", "X3D"]
 
@@ -36,13 +37,13 @@ class _Block(nn.Module):
     """Bottleneck block: 1x1x1 reduce, channelwise 3x3x3 (+SE, Swish), 1x1x1 expand, residual."""
 
     def __init__(self, dim_in: int, dim_out: int, inner: int, spatial_stride: int,
-                 se_ratio: float) -> None:
+                 se_ratio: float, channelwise: type[nn.Conv3d]) -> None:
         super().__init__()
         stride = (1, spatial_stride, spatial_stride)
         self.a = nn.Conv3d(dim_in, inner, 1, bias=False)
         self.a_bn = nn.BatchNorm3d(inner)
         self.a_relu = nn.ReLU(inplace=True)
-        self.b = nn.Conv3d(inner, inner, 3, stride=stride, padding=1, groups=inner, bias=False)
+        self.b = channelwise(inner, inner, 3, stride=stride, padding=1, groups=inner, bias=False)
         self.b_bn = nn.BatchNorm3d(inner)
         self.se = _SqueezeExcite(inner, se_ratio) if se_ratio > 0 else nn.Identity()
         self.b_act = nn.SiLU()
@@ -66,13 +67,14 @@ class _Block(nn.Module):
 class X3D(nn.Module):
     """An X3D network; construct it with :func:`build_model`."""
 
-    def __init__(self, config: X3DConfig) -> None:
+    def __init__(self, config: X3DConfig, fast: bool | None = None) -> None:
         super().__init__()
         self.config = config
+        channelwise = ChannelwiseConv3d if enabled(fast) else nn.Conv3d
         stem = round_width(config.stem_width, config.width)
         self.stem = nn.Sequential(
             nn.Conv3d(3, stem, (1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1), bias=False),
-            nn.Conv3d(stem, stem, (5, 1, 1), padding=(2, 0, 0), groups=stem, bias=False),
+            channelwise(stem, stem, (5, 1, 1), padding=(2, 0, 0), groups=stem, bias=False),
             nn.BatchNorm3d(stem),
             nn.ReLU(inplace=True),
         )
@@ -82,7 +84,7 @@ class X3D(nn.Module):
             layers = []
             for i in range(blocks):
                 se = config.se_ratio if i % 2 == 0 else 0.0
-                layers.append(_Block(dim_in, dim_out, inner, 2 if i == 0 else 1, se))
+                layers.append(_Block(dim_in, dim_out, inner, 2 if i == 0 else 1, se, channelwise))
                 dim_in = dim_out
             stages.append(nn.Sequential(*layers))
         self.stages = nn.Sequential(*stages)
@@ -102,6 +104,10 @@ class X3D(nn.Module):
         return self.classifier(self.dropout(x))
 
 
-def build_model(config: X3DConfig) -> X3D:
-    """Build the exact network the config describes (freshly initialised)."""
-    return X3D(config)
+def build_model(config: X3DConfig, fast: bool | None = None) -> X3D:
+    """Build the exact network the config describes (freshly initialised).
+
+    ``fast`` picks :mod:`x3dsearch.fastconv`'s channelwise conv (default: ``$X3DSEARCH_FAST_CONV``,
+    on); it changes speed only, not parameters, state dicts or results beyond float rounding.
+    """
+    return X3D(config, fast)

@@ -1,0 +1,170 @@
+"""The fast channelwise conv equals PyTorch's, in the layer and in whole networks, and can be switched off.
+
+The first test in a fresh environment compiles the kernels (about 20-60 s, once per machine).
+"""
+
+import warnings
+from typing import Callable
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils import cpp_extension
+
+from x3dsearch import build_model, fastconv, preset
+from x3dsearch.fastconv import ChannelwiseConv3d, channelwise_conv3d
+
+CL = torch.channels_last_3d
+needs_kernels = pytest.mark.skipif(not fastconv.available(), reason="the fast conv did not compile here")
+
+# (batch, channels, frames, height, width, kernel, stride, padding)
+SHAPES = [
+    (2, 5, 3, 7, 9, (3, 3, 3), 1, (1, 1, 1)),
+    (3, 13, 1, 6, 5, (3, 3, 3), 2, (1, 1, 1)),      # T=1: temporal taps fall in the padding
+    (1, 54, 4, 11, 11, (3, 3, 3), 2, (1, 1, 1)),    # batch 1, odd sides, stride 2
+    (2, 33, 2, 9, 7, (3, 3, 3), 1, (1, 1, 1)),
+    (2, 20, 5, 4, 4, (5, 1, 1), 1, (2, 0, 0)),      # the stem's temporal conv
+    (1, 3, 2, 3, 3, (3, 3, 3), 2, (1, 1, 1)),
+    (2, 70, 3, 2, 2, (3, 3, 3), 2, (1, 1, 1)),
+    (1, 1, 2, 5, 5, (3, 3, 3), 1, (1, 1, 1)),
+]
+
+
+def _close(actual: torch.Tensor, expected: torch.Tensor) -> None:
+    """float32 agreement, the absolute tolerance relative to the expected tensor's magnitude."""
+    torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-5 * max(1.0, expected.abs().max().item()))
+
+
+def _run(conv: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x: torch.Tensor,
+         weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Output, input gradient and weight gradient of ``conv`` for a fixed random output gradient."""
+    x, weight = x.detach().clone().requires_grad_(), weight.detach().clone().requires_grad_()
+    y = conv(x, weight)
+    y.backward(torch.randn(y.shape, generator=torch.Generator().manual_seed(1)))
+    return y, x.grad, weight.grad
+
+
+def _reference(stride: int, padding: tuple[int, int, int]) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    return lambda x, w: F.conv3d(x, w, stride=(1, stride, stride), padding=padding, groups=w.shape[0])
+
+
+def _tiny_config():
+    return preset("XS", frames=3, crop=24, num_classes=7, head_width=32, depth=1.0, dropout=0.0)
+
+
+@needs_kernels
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("n, c, t, h, w, kernel, stride, padding", SHAPES)
+def test_matches_reference(n, c, t, h, w, kernel, stride, padding, threads):
+    torch.manual_seed(0)
+    x = torch.randn(n, c, t, h, w).contiguous(memory_format=CL)
+    weight = torch.randn(c, 1, *kernel)
+    expected = _run(_reference(stride, padding), x, weight)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        actual = _run(lambda x, w: channelwise_conv3d(x, w, stride, padding), x, weight)
+    finally:
+        torch.set_num_threads(previous)
+    for a, e in zip(actual, expected):
+        _close(a, e)
+    assert actual[0].is_contiguous(memory_format=CL)
+
+
+@needs_kernels
+def test_default_layout_input_no_grad_and_single_gradients():
+    torch.manual_seed(0)
+    x, weight = torch.randn(2, 24, 3, 9, 9), torch.randn(24, 1, 3, 3, 3)
+    expected = _run(_reference(2, (1, 1, 1)), x, weight)
+    _close(_run(lambda x, w: channelwise_conv3d(x, w, 2), x, weight)[1], expected[1])
+    with torch.no_grad():
+        _close(channelwise_conv3d(x, weight, 2), expected[0])
+    _close(_run(lambda x, w: channelwise_conv3d(x.detach(), w, 2), x, weight)[2], expected[2])
+    only_x = x.clone().requires_grad_()
+    channelwise_conv3d(only_x, weight, 2).backward(torch.randn(expected[0].shape,
+                                                               generator=torch.Generator().manual_seed(1)))
+    _close(only_x.grad, expected[1])
+
+
+@needs_kernels
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_model_same_logits_and_gradients_with_flag_on_and_off(channels_last):
+    config = _tiny_config()
+    torch.manual_seed(0)
+    reference, fast = build_model(config, fast=False), build_model(config, fast=True)
+    fast.load_state_dict(reference.state_dict())
+    clips, labels = torch.randn(2, 3, config.frames, config.crop, config.crop), torch.tensor([1, 4])
+    results = []
+    for model in (reference, fast):
+        if channels_last:
+            model.to(memory_format=CL)
+        logits = model(clips.contiguous(memory_format=CL) if channels_last else clips)
+        F.cross_entropy(logits, labels).backward()
+        results.append((logits, {name: p.grad for name, p in model.named_parameters()}))
+    (ref_logits, ref_grads), (fast_logits, fast_grads) = results
+    _close(fast_logits, ref_logits)
+    assert fast_grads.keys() == ref_grads.keys()
+    for name, grad in ref_grads.items():
+        _close(fast_grads[name], grad)
+    fast.eval()
+    reference.eval()
+    with torch.no_grad():
+        _close(fast(clips), reference(clips))
+
+
+def test_flag_and_env_var_select_the_conv(monkeypatch):
+    config = _tiny_config()
+
+    def channelwise_types(model: nn.Module) -> set[type]:
+        return {type(m) for m in model.modules() if isinstance(m, nn.Conv3d) and m.groups > 1}
+
+    monkeypatch.delenv(fastconv.ENV_VAR, raising=False)
+    assert channelwise_types(build_model(config)) == {ChannelwiseConv3d}
+    assert channelwise_types(build_model(config, fast=False)) == {nn.Conv3d}
+    monkeypatch.setenv(fastconv.ENV_VAR, "0")
+    assert channelwise_types(build_model(config)) == {nn.Conv3d}
+    assert channelwise_types(build_model(config, fast=True)) == {ChannelwiseConv3d}
+
+
+def test_state_dicts_identical_and_interchangeable():
+    config = _tiny_config()
+    reference, fast = build_model(config, fast=False).state_dict(), build_model(config, fast=True).state_dict()
+    assert list(reference) == list(fast)
+    assert all(reference[k].shape == fast[k].shape for k in reference)
+    build_model(config, fast=True).load_state_dict(reference)
+    build_model(config, fast=False).load_state_dict(fast)
+
+
+def test_tracing_sees_the_reference_conv():
+    conv = ChannelwiseConv3d(4, 4, 3, padding=1, groups=4, bias=False)
+    graph = str(torch.jit.trace(conv, torch.randn(1, 4, 2, 5, 5)).graph)
+    assert "aten::_convolution" in graph and "PythonOp" not in graph
+
+
+def test_unsupported_configurations_are_refused():
+    for kwargs in ({"groups": 2}, {"bias": True}, {"dilation": 2}, {"stride": (2, 1, 1)},
+                   {"padding_mode": "reflect"}, {"padding": "same"}):
+        options = {"groups": 4, "bias": False, "padding": 1, **kwargs}
+        with pytest.raises(ValueError, match="ChannelwiseConv3d needs"):
+            ChannelwiseConv3d(4, 4, 3, **options)
+
+
+def test_failed_build_warns_once_and_falls_back(monkeypatch):
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("no compiler")
+
+    torch.manual_seed(0)
+    x, weight = torch.randn(1, 6, 2, 5, 5), torch.randn(6, 1, 3, 3, 3)
+    monkeypatch.setattr(cpp_extension, "load", broken)
+    fastconv._kernels.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match="could not build the fast channelwise conv"):
+            assert not fastconv.available()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            for a, e in zip(_run(lambda x, w: channelwise_conv3d(x, w), x, weight),
+                            _run(_reference(1, (1, 1, 1)), x, weight)):
+                _close(a, e)
+    finally:
+        fastconv._kernels.cache_clear()
