@@ -94,58 +94,116 @@ void with_lanes(int64_t channels, F&& f) {
   }
 }
 
-// Start of the channel block after c0 of width L; the last block overlaps its predecessor
-// (recomputing identical values) instead of running a scalar tail.
-inline int64_t block_start(int64_t c0, int64_t channels, int64_t L) { return std::min(c0, channels - L); }
+constexpr int kAccumulators = 4;  // independent FMA chains in flight, to hide the FMA latency
 
-// out[c:c+L] = sum_i src[xoff[i] + c:...] * wt[woff[i] + c:...] for every channel block, four
-// independent accumulators hiding the FMA latency.
-template <int L>
-void dot(const float* src, const float* wt, const int64_t* xoff, const int64_t* woff, int64_t count,
-         int64_t channels, float* out) {
-  using V = typename Lanes<L>::V;
-  for (int64_t c0 = 0; c0 < channels; c0 += L) {
-    const int64_t c = block_start(c0, channels, L);
-    V a0{}, a1{}, a2{}, a3{};
-    int64_t i = 0;
-    for (; i + 3 < count; i += 4) {
-      a0 += Lanes<L>::load(src + xoff[i] + c) * Lanes<L>::load(wt + woff[i] + c);
-      a1 += Lanes<L>::load(src + xoff[i + 1] + c) * Lanes<L>::load(wt + woff[i + 1] + c);
-      a2 += Lanes<L>::load(src + xoff[i + 2] + c) * Lanes<L>::load(wt + woff[i + 2] + c);
-      a3 += Lanes<L>::load(src + xoff[i + 3] + c) * Lanes<L>::load(wt + woff[i + 3] + c);
+// Destination positions first, first + step, ... (count of them) whose taps are those of `first`
+// with every source position moved on by the member's index times a fixed shift.
+struct Run {
+  int64_t first, count;
+};
+
+// Splits the positions of one axis into runs of at most kAccumulators positions `step` apart.
+std::vector<Run> runs_of(const Taps& taps, int64_t step, int64_t shift) {
+  const auto shifted = [&](int64_t a, int64_t b, int64_t by) {
+    if (taps[a].size() != taps[b].size()) return false;
+    for (size_t k = 0; k < taps[a].size(); ++k) {
+      if (taps[a][k].first != taps[b][k].first || taps[a][k].second + by != taps[b][k].second) return false;
     }
-    for (; i < count; ++i) a0 += Lanes<L>::load(src + xoff[i] + c) * Lanes<L>::load(wt + woff[i] + c);
-    Lanes<L>::store(out + c, (a0 + a1) + (a2 + a3));
+    return true;
+  };
+  const int64_t size = static_cast<int64_t>(taps.size());
+  std::vector<bool> done(size, false);
+  std::vector<Run> runs;
+  for (int64_t first = 0; first < size; ++first) {
+    if (done[first]) continue;
+    int64_t count = 1;
+    while (count < kAccumulators && first + count * step < size && !done[first + count * step] &&
+           shifted(first, first + count * step, count * shift)) {
+      done[first + count * step] = true;
+      ++count;
+    }
+    runs.push_back({first, count});
+  }
+  return runs;
+}
+
+// out[g * dst_step] = sum_i src[xoff[i] + g * src_step] * wt[woff[i]] for the G positions of a run,
+// one vector of L channels; with fewer than kAccumulators positions the taps are also split over
+// partial sums so that kAccumulators independent FMA chains hide the FMA latency.
+template <int L, int G>
+inline void gather_block(const float* src, const float* wt, const int64_t* xoff, const int64_t* woff,
+                         int64_t count, int64_t src_step, int64_t dst_step, float* out) {
+  using V = typename Lanes<L>::V;
+  constexpr int U = G >= kAccumulators ? 1 : kAccumulators / G;
+  V acc[U][G] = {};
+  int64_t i = 0;
+  for (; i + U <= count; i += U) {
+#pragma GCC unroll 4
+    for (int u = 0; u < U; ++u) {
+      const V w = Lanes<L>::load(wt + woff[i + u]);
+      const float* x = src + xoff[i + u];
+#pragma GCC unroll 4
+      for (int g = 0; g < G; ++g) acc[u][g] += Lanes<L>::load(x + g * src_step) * w;
+    }
+  }
+  for (; i < count; ++i) {
+    const V w = Lanes<L>::load(wt + woff[i]);
+#pragma GCC unroll 4
+    for (int g = 0; g < G; ++g) acc[0][g] += Lanes<L>::load(src + xoff[i] + g * src_step) * w;
+  }
+#pragma GCC unroll 4
+  for (int g = 0; g < G; ++g) {
+    V sum = acc[0][g];
+#pragma GCC unroll 4
+    for (int u = 1; u < U; ++u) sum += acc[u][g];
+    Lanes<L>::store(out + g * dst_step, sum);
   }
 }
 
 // dst[n, t, i, j] = sum over (kt, st) in tt[t], (kh, si) in th[i], (kw, sj) in tw[j] of
 // src[n, st, si, sj] * wt[(kt, kh, kw)], channelwise: the forward pass and the input gradient.
+// Positions j along W go in runs sharing their taps (`step` apart, sources `shift` apart), so
+// each weight vector loaded serves the whole run.
 void gather(const float* src, const float* wt, float* dst, const Geometry& g, const int64_t src_dims[3],
-            const int64_t dst_dims[3], const Taps& tt, const Taps& th, const Taps& tw) {
+            const int64_t dst_dims[3], const Taps& tt, const Taps& th, const Taps& tw, int64_t step,
+            int64_t shift) {
   const int64_t C = g.channels;
   const int64_t ST = src_dims[0], SH = src_dims[1], SW = src_dims[2];
   const int64_t DT = dst_dims[0], DH = dst_dims[1], DW = dst_dims[2];
   const int64_t KH = g.h.kernel, KW = g.w.kernel;
+  const std::vector<Run> runs = runs_of(tw, step, shift);
   with_lanes(C, [&](auto lanes) {
+    constexpr int L = decltype(lanes)::value;
     at::parallel_for(0, g.batch * DT, 1, [&](int64_t begin, int64_t end) {
       std::vector<int64_t> xoff(g.taps()), woff(g.taps());
       for (int64_t row = begin; row < end; ++row) {
         const int64_t n = row / DT, t = row % DT;
         for (int64_t i = 0; i < DH; ++i) {
-          for (int64_t j = 0; j < DW; ++j) {
+          float* out = dst + (row * DH + i) * DW * C;
+          for (const Run& run : runs) {
             int64_t count = 0;
             for (const auto& [kt, st] : tt[t]) {
               for (const auto& [kh, si] : th[i]) {
-                for (const auto& [kw, sj] : tw[j]) {
+                for (const auto& [kw, sj] : tw[run.first]) {
                   xoff[count] = (((n * ST + st) * SH + si) * SW + sj) * C;
                   woff[count] = ((kt * KH + kh) * KW + kw) * C;
                   ++count;
                 }
               }
             }
-            dot<decltype(lanes)::value>(src, wt, xoff.data(), woff.data(), count, C,
-                                        dst + ((row * DH + i) * DW + j) * C);
+            for (int64_t c0 = 0; c0 < C; c0 += L) {
+              const int64_t c = std::min(c0, C - L);  // the last block overlaps instead of a scalar tail
+              const auto block = [&](auto members) {
+                gather_block<L, decltype(members)::value>(src + c, wt + c, xoff.data(), woff.data(), count,
+                                                         shift * C, step * C, out + run.first * C + c);
+              };
+              switch (run.count) {
+                case 4: block(std::integral_constant<int, 4>{}); break;
+                case 3: block(std::integral_constant<int, 3>{}); break;
+                case 2: block(std::integral_constant<int, 2>{}); break;
+                default: block(std::integral_constant<int, 1>{});
+              }
+            }
           }
         }
       }
@@ -153,41 +211,130 @@ void gather(const float* src, const float* wt, float* dst, const Geometry& g, co
   });
 }
 
-// partial[n, k] += sum over the outputs (t, i, j) that tap k reaches of dy[n, t, i, j] * x[n, input
-// position of tap k], for one sample n and output frame t; four accumulators over pixels.
-template <int L>
-void weight_frame(const float* x, const float* dy, float* partial, const Geometry& g, int64_t n, int64_t t,
-                  const std::vector<std::pair<int64_t, int64_t>>& rows,
-                  const std::vector<std::pair<int64_t, int64_t>>& cols) {
+// acc[p][v][k] += d[j*C + v*L] * x[(j*stride + k)*C + v*L] over output pixels j in [j0, j1): the K
+// taps along W share each load of d; NV vectors of channels, and with one vector two interleaved
+// pixels p, give the independent FMA chains.
+template <int L, int NV, int K>
+inline void weight_row(const float* d, const float* x, int64_t j0, int64_t j1, int64_t C, int64_t stride,
+                       typename Lanes<L>::V (&acc)[NV == 1 ? 2 : 1][NV][K]) {
+  constexpr int P = NV == 1 ? 2 : 1;
+  int64_t j = j0;
+  for (; j + P <= j1; j += P) {
+#pragma GCC unroll 2
+    for (int p = 0; p < P; ++p) {
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) {
+        const auto dv = Lanes<L>::load(d + (j + p) * C + v * L);
+#pragma GCC unroll 3
+        for (int k = 0; k < K; ++k) acc[p][v][k] += dv * Lanes<L>::load(x + ((j + p) * stride + k) * C + v * L);
+      }
+    }
+  }
+  for (; j < j1; ++j) {
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) {
+      const auto dv = Lanes<L>::load(d + j * C + v * L);
+#pragma GCC unroll 3
+      for (int k = 0; k < K; ++k) acc[0][v][k] += dv * Lanes<L>::load(x + (j * stride + k) * C + v * L);
+    }
+  }
+}
+
+// One sample's weight-gradient work on output frames [t0, t1) and NV * L channels from c.
+struct WeightTile {
+  const float* x;
+  const float* dy;
+  float* partial;  // (K, C) sums of this sample
+  int64_t n, t0, t1, c, skip;  // the first `skip` channels were done by the previous block
+};
+
+// partial[(kt, kh, kw)] += sum over the outputs (t, i, j) that the tap reaches of dy[n, t, i, j] *
+// x[n, input position of the tap], for taps kw0..kw0+K-1 along W.
+template <int L, int NV, int K>
+void weight_taps(const WeightTile& tile, const Geometry& g, int64_t kw0,
+                 const std::vector<std::pair<int64_t, int64_t>>& rows,
+                 const std::vector<std::pair<int64_t, int64_t>>& cols) {
   using V = typename Lanes<L>::V;
   const int64_t C = g.channels, s = g.h.stride;
-  const int64_t H = g.h.in, W = g.w.in, Ho = g.h.out, Wo = g.w.out;
-  for (int64_t c0 = 0; c0 < C; c0 += L) {
-    const int64_t c = block_start(c0, C, L), skip = c0 - c;
-    for (int64_t kt = 0; kt < g.t.kernel; ++kt) {
-      const int64_t ti = t + kt - g.t.pad;
-      if (ti < 0 || ti >= g.t.in) continue;
-      for (int64_t kh = 0; kh < g.h.kernel; ++kh) {
-        for (int64_t kw = 0; kw < g.w.kernel; ++kw) {
-          V a0{}, a1{}, a2{}, a3{};
-          const auto [j0, j1] = cols[kw];
-          for (int64_t i = rows[kh].first; i < rows[kh].second; ++i) {
-            const float* d = dy + ((n * g.t.out + t) * Ho + i) * Wo * C + c;
-            const float* xr = x + (((n * g.t.in + ti) * H + i * s + kh - g.h.pad) * W + kw - g.w.pad) * C + c;
-            int64_t j = j0;
-            for (; j + 3 < j1; j += 4) {
-              a0 += Lanes<L>::load(d + j * C) * Lanes<L>::load(xr + j * s * C);
-              a1 += Lanes<L>::load(d + (j + 1) * C) * Lanes<L>::load(xr + (j + 1) * s * C);
-              a2 += Lanes<L>::load(d + (j + 2) * C) * Lanes<L>::load(xr + (j + 2) * s * C);
-              a3 += Lanes<L>::load(d + (j + 3) * C) * Lanes<L>::load(xr + (j + 3) * s * C);
-            }
-            for (; j < j1; ++j) a0 += Lanes<L>::load(d + j * C) * Lanes<L>::load(xr + j * s * C);
+  // output pixels where all K taps fall inside the input; the others are done tap by tap
+  int64_t lo = 0, hi = g.w.out;
+  for (int k = 0; k < K; ++k) {
+    lo = std::max(lo, cols[kw0 + k].first);
+    hi = std::min(hi, cols[kw0 + k].second);
+  }
+  hi = std::max(lo, hi);
+  for (int64_t kt = 0; kt < g.t.kernel; ++kt) {
+    const int64_t t0 = std::max(tile.t0, g.t.pad - kt), t1 = std::min(tile.t1, g.t.in + g.t.pad - kt);
+    for (int64_t kh = 0; kh < g.h.kernel; ++kh) {
+      V acc[NV == 1 ? 2 : 1][NV][K] = {};
+      for (int64_t t = t0; t < t1; ++t) {
+        for (int64_t i = rows[kh].first; i < rows[kh].second; ++i) {
+          const float* d = tile.dy + ((tile.n * g.t.out + t) * g.h.out + i) * g.w.out * C + tile.c;
+          const float* xr = tile.x + (((tile.n * g.t.in + t + kt - g.t.pad) * g.h.in + i * s + kh - g.h.pad) *
+                                      g.w.in + kw0 - g.w.pad) * C + tile.c;
+          weight_row<L, NV, K>(d, xr, lo, hi, C, s, acc);
+          for (int k = 0; k < K; ++k) {
+            const auto [first, last] = cols[kw0 + k];
+            const auto edge = [&](int64_t j) {
+              for (int v = 0; v < NV; ++v) {
+                acc[0][v][k] += Lanes<L>::load(d + j * C + v * L) * Lanes<L>::load(xr + (j * s + k) * C + v * L);
+              }
+            };
+            for (int64_t j = first; j < std::min(lo, last); ++j) edge(j);
+            for (int64_t j = std::max(hi, first); j < last; ++j) edge(j);
           }
-          const V sum = (a0 + a1) + (a2 + a3);
-          float* out = partial + (((n * g.t.kernel + kt) * g.h.kernel + kh) * g.w.kernel + kw) * C + c;
-          for (int64_t l = skip; l < L; ++l) out[l] += sum[l];
         }
       }
+      for (int k = 0; k < K; ++k) {
+        float* out = tile.partial + ((kt * g.h.kernel + kh) * g.w.kernel + kw0 + k) * C + tile.c;
+        for (int v = 0; v < NV; ++v) {
+          V sum = acc[0][v][k];
+          if constexpr (NV == 1) sum += acc[1][v][k];
+          if (tile.skip == 0) {
+            Lanes<L>::store(out + v * L, Lanes<L>::load(out + v * L) + sum);
+          } else {
+            for (int64_t l = tile.skip; l < L; ++l) out[l] += sum[l];
+          }
+        }
+      }
+    }
+  }
+}
+
+// All taps of one tile: K = 3 taps along W at a time.
+template <int L, int NV>
+void weight_tile(const WeightTile& tile, const Geometry& g, const std::vector<std::pair<int64_t, int64_t>>& rows,
+                 const std::vector<std::pair<int64_t, int64_t>>& cols) {
+  for (int64_t kw0 = 0; kw0 < g.w.kernel; kw0 += 3) {
+    switch (std::min<int64_t>(3, g.w.kernel - kw0)) {
+      case 3: weight_taps<L, NV, 3>(tile, g, kw0, rows, cols); break;
+      case 2: weight_taps<L, NV, 2>(tile, g, kw0, rows, cols); break;
+      default: weight_taps<L, NV, 1>(tile, g, kw0, rows, cols);
+    }
+  }
+}
+
+// The (K, C) weight gradient of sample n into partial. Frames go in chunks whose inputs stay in
+// the L2 cache; channels in blocks of kAccumulators vectors, then single vectors, the last of which
+// overlaps its predecessor instead of running a scalar tail.
+template <int L>
+void weight_sample(const float* x, const float* dy, float* partial, const Geometry& g, int64_t n) {
+  constexpr int64_t kChunkBytes = 256 * 1024;
+  const int64_t frame_bytes = (g.h.in * g.w.in + g.h.out * g.w.out) * g.channels * sizeof(float);
+  const int64_t frames = std::max<int64_t>(1, kChunkBytes / frame_bytes);
+  std::vector<std::pair<int64_t, int64_t>> rows, cols;
+  for (int64_t k = 0; k < g.h.kernel; ++k) rows.push_back(g.h.outputs_of_tap(k));
+  for (int64_t k = 0; k < g.w.kernel; ++k) cols.push_back(g.w.outputs_of_tap(k));
+  const int64_t C = g.channels;
+  for (int64_t t0 = 0; t0 < g.t.out; t0 += frames) {
+    WeightTile tile{x, dy, partial, n, t0, std::min(t0 + frames, g.t.out), 0, 0};
+    for (; tile.c + kAccumulators * L <= C; tile.c += kAccumulators * L) {
+      weight_tile<L, kAccumulators>(tile, g, rows, cols);
+    }
+    for (int64_t c0 = tile.c; c0 < C; c0 += L) {
+      tile.c = std::min(c0, C - L);
+      tile.skip = c0 - tile.c;
+      weight_tile<L, 1>(tile, g, rows, cols);
     }
   }
 }
@@ -233,7 +380,7 @@ at::Tensor forward(const at::Tensor& x, const at::Tensor& weight, int64_t stride
   at::Tensor y = channels_last_empty(x, g, true);
   const int64_t src[3] = {g.t.in, g.h.in, g.w.in}, dst[3] = {g.t.out, g.h.out, g.w.out};
   gather(x.data_ptr<float>(), wt.data_ptr<float>(), y.data_ptr<float>(), g, src, dst,
-         g.t.taps_of_outputs(), g.h.taps_of_outputs(), g.w.taps_of_outputs());
+         g.t.taps_of_outputs(), g.h.taps_of_outputs(), g.w.taps_of_outputs(), 1, g.w.stride);
   return y;
 }
 
@@ -245,7 +392,7 @@ at::Tensor backward_input(const at::Tensor& grad, const at::Tensor& weight, at::
   at::Tensor dx = channels_last_empty(grad, g, false);
   const int64_t src[3] = {g.t.out, g.h.out, g.w.out}, dst[3] = {g.t.in, g.h.in, g.w.in};
   gather(grad.data_ptr<float>(), wt.data_ptr<float>(), dx.data_ptr<float>(), g, src, dst,
-         g.t.taps_of_inputs(), g.h.taps_of_inputs(), g.w.taps_of_inputs());
+         g.t.taps_of_inputs(), g.h.taps_of_inputs(), g.w.taps_of_inputs(), g.w.stride, 1);
   return dx;
 }
 
@@ -254,21 +401,16 @@ at::Tensor backward_weight(const at::Tensor& grad, const at::Tensor& x, at::IntA
   check(grad, "grad_output");
   check(x, "input");
   const Geometry g = geometry(x.sizes(), kernel, stride, padding);
-  std::vector<std::pair<int64_t, int64_t>> rows, cols;
-  for (int64_t k = 0; k < g.h.kernel; ++k) rows.push_back(g.h.outputs_of_tap(k));
-  for (int64_t k = 0; k < g.w.kernel; ++k) cols.push_back(g.w.outputs_of_tap(k));
   at::Tensor partial = at::zeros({g.batch, g.taps(), g.channels}, x.options());
   const float* xp = x.data_ptr<float>();
   const float* dyp = grad.data_ptr<float>();
   float* pp = partial.data_ptr<float>();
-  at::parallel_for(0, g.batch, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t n = begin; n < end; ++n) {
-      for (int64_t t = 0; t < g.t.out; ++t) {
-        with_lanes(g.channels, [&](auto lanes) {
-          weight_frame<decltype(lanes)::value>(xp, dyp, pp, g, n, t, rows, cols);
-        });
+  with_lanes(g.channels, [&](auto lanes) {
+    at::parallel_for(0, g.batch, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t n = begin; n < end; ++n) {
+        weight_sample<decltype(lanes)::value>(xp, dyp, pp + n * g.taps() * g.channels, g, n);
       }
-    }
+    });
   });
   return partial.sum(0).t().reshape({g.channels, 1, kernel[0], kernel[1], kernel[2]});
 }
