@@ -1,6 +1,6 @@
 """The fast channelwise conv equals PyTorch's, in the layer and in whole networks, and can be switched off.
 
-The first test in a fresh environment compiles the kernels (about 20-60 s, once per machine).
+The first test in a fresh environment compiles the kernels (about 10 s, once per machine).
 """
 
 import warnings

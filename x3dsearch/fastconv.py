@@ -23,7 +23,7 @@ import platform
 import shutil
 import warnings
 from pathlib import Path
-from types import ModuleType
+from typing import Any
 
 import torch
 from torch import nn
@@ -58,8 +58,9 @@ def _machine_tag() -> str:
 
 
 @functools.cache
-def _kernels() -> ModuleType | None:
-    """The compiled extension, built on first use; None (after one warning) if it cannot be built."""
+def _kernels() -> Any:
+    """The compiled ops (``torch.ops.x3dsearch_channelwise3d``), built on first use; None (after one
+    warning) if they cannot be built."""
     from torch.utils import cpp_extension
 
     if shutil.which("ninja") is None:
@@ -69,8 +70,9 @@ def _kernels() -> ModuleType | None:
         except ImportError:
             pass
     try:
-        return cpp_extension.load(name=f"x3dsearch_channelwise3d_{_machine_tag()}", sources=[str(_SOURCE)],
-                                  extra_cflags=_CFLAGS, extra_ldflags=["-fopenmp"], verbose=False)
+        cpp_extension.load(name=f"x3dsearch_channelwise3d_{_machine_tag()}", sources=[str(_SOURCE)],
+                           extra_cflags=_CFLAGS, extra_ldflags=["-fopenmp"], is_python_module=False)
+        return torch.ops.x3dsearch_channelwise3d
     except Exception as error:  # any build or load failure means: run the reference conv
         warnings.warn(f"x3dsearch.fastconv: could not build the fast channelwise conv, using PyTorch's "
                       f"({type(error).__name__}: {error})", RuntimeWarning, stacklevel=2)

@@ -5,10 +5,14 @@
 // channels. Weights are passed tap-major as (K, C) with K = KT * KH * KW. The temporal stride
 // is 1 and H and W share one spatial stride. Work is split over (sample, frame) rows for the
 // outputs and over samples for the weight gradient, which each sample accumulates on its own.
-
-#include <torch/extension.h>
+// The functions are registered as torch.ops.x3dsearch_channelwise3d.{forward, backward_input,
+// backward_weight}; only light headers are included, to keep the one-time compile short.
 
 #include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
+#include <torch/library.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -346,6 +350,12 @@ void check(const at::Tensor& tensor, const char* name) {
               " must be a 5-D channels_last_3d-contiguous tensor");
 }
 
+void check_grad(const at::Tensor& grad, const Geometry& g) {
+  check(grad, "grad_output");
+  const std::vector<int64_t> expected{g.batch, g.channels, g.t.out, g.h.out, g.w.out};
+  TORCH_CHECK(grad.sizes() == at::IntArrayRef(expected), "grad_output does not match the output size");
+}
+
 Geometry geometry(at::IntArrayRef input, at::IntArrayRef kernel, int64_t stride, at::IntArrayRef padding) {
   TORCH_CHECK(input.size() == 5 && kernel.size() == 3 && padding.size() == 3 && stride >= 1,
               "expected a 5-D input, a 3-D kernel and padding, and a positive stride");
@@ -358,9 +368,10 @@ Geometry geometry(at::IntArrayRef input, at::IntArrayRef kernel, int64_t stride,
 }
 
 // The (C, 1, KT, KH, KW) weight as a contiguous tap-major (K, C) matrix.
-at::Tensor taps_by_channel(const at::Tensor& weight) {
-  TORCH_CHECK(weight.scalar_type() == at::kFloat && weight.dim() == 5 && weight.size(1) == 1,
-              "weight must be a float32 (C, 1, KT, KH, KW) tensor");
+at::Tensor taps_by_channel(const at::Tensor& weight, int64_t channels) {
+  TORCH_CHECK(weight.device().is_cpu() && weight.scalar_type() == at::kFloat && weight.dim() == 5 &&
+                  weight.size(0) == channels && weight.size(1) == 1,
+              "weight must be a float32 CPU (C, 1, KT, KH, KW) tensor, one filter per channel");
   return weight.reshape({weight.size(0), -1}).t().contiguous();
 }
 
@@ -370,13 +381,10 @@ at::Tensor channels_last_empty(const at::Tensor& like, const Geometry& g, bool o
                    like.options().memory_format(at::MemoryFormat::ChannelsLast3d));
 }
 
-}  // namespace
-
 at::Tensor forward(const at::Tensor& x, const at::Tensor& weight, int64_t stride, at::IntArrayRef padding) {
   check(x, "input");
   const Geometry g = geometry(x.sizes(), weight.sizes().slice(2), stride, padding);
-  TORCH_CHECK(weight.size(0) == g.channels, "weight must have one filter per input channel");
-  const at::Tensor wt = taps_by_channel(weight);
+  const at::Tensor wt = taps_by_channel(weight, g.channels);
   at::Tensor y = channels_last_empty(x, g, true);
   const int64_t src[3] = {g.t.in, g.h.in, g.w.in}, dst[3] = {g.t.out, g.h.out, g.w.out};
   gather(x.data_ptr<float>(), wt.data_ptr<float>(), y.data_ptr<float>(), g, src, dst,
@@ -386,9 +394,9 @@ at::Tensor forward(const at::Tensor& x, const at::Tensor& weight, int64_t stride
 
 at::Tensor backward_input(const at::Tensor& grad, const at::Tensor& weight, at::IntArrayRef input_size,
                           int64_t stride, at::IntArrayRef padding) {
-  check(grad, "grad_output");
   const Geometry g = geometry(input_size, weight.sizes().slice(2), stride, padding);
-  const at::Tensor wt = taps_by_channel(weight);
+  check_grad(grad, g);
+  const at::Tensor wt = taps_by_channel(weight, g.channels);
   at::Tensor dx = channels_last_empty(grad, g, false);
   const int64_t src[3] = {g.t.out, g.h.out, g.w.out}, dst[3] = {g.t.in, g.h.in, g.w.in};
   gather(grad.data_ptr<float>(), wt.data_ptr<float>(), dx.data_ptr<float>(), g, src, dst,
@@ -398,9 +406,9 @@ at::Tensor backward_input(const at::Tensor& grad, const at::Tensor& weight, at::
 
 at::Tensor backward_weight(const at::Tensor& grad, const at::Tensor& x, at::IntArrayRef kernel, int64_t stride,
                            at::IntArrayRef padding) {
-  check(grad, "grad_output");
   check(x, "input");
   const Geometry g = geometry(x.sizes(), kernel, stride, padding);
+  check_grad(grad, g);
   at::Tensor partial = at::zeros({g.batch, g.taps(), g.channels}, x.options());
   const float* xp = x.data_ptr<float>();
   const float* dyp = grad.data_ptr<float>();
@@ -415,8 +423,12 @@ at::Tensor backward_weight(const at::Tensor& grad, const at::Tensor& x, at::IntA
   return partial.sum(0).t().reshape({g.channels, 1, kernel[0], kernel[1], kernel[2]});
 }
 
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("forward", &forward, "channelwise conv3d forward (channels-last float32)");
-  m.def("backward_input", &backward_input, "gradient of the channelwise conv3d input");
-  m.def("backward_weight", &backward_weight, "gradient of the channelwise conv3d weight");
+}  // namespace
+
+TORCH_LIBRARY(x3dsearch_channelwise3d, m) {
+  m.def("forward(Tensor x, Tensor weight, int stride, int[] padding) -> Tensor", &forward);
+  m.def("backward_input(Tensor grad, Tensor weight, int[] input_size, int stride, int[] padding) -> Tensor",
+        &backward_input);
+  m.def("backward_weight(Tensor grad, Tensor x, int[] kernel, int stride, int[] padding) -> Tensor",
+        &backward_weight);
 }
