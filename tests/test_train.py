@@ -73,6 +73,13 @@ def test_tiny_model_learns(data: tuple[Dataset, Dataset]) -> None:
     assert TrainResult.from_dict(json.loads(json.dumps(result.to_dict()))) == result
 
 
+def test_adamw_schedule_learns(data: tuple[Dataset, Dataset]) -> None:
+    result = train(CONFIG, data, SCHEDULE.replace(optimizer="adamw", base_lr=0.003), seed=0, threads=1)
+    assert result.status == "ok", result.reason
+    assert result.top1 > 0.75  # chance is 1/3
+    assert result.epoch_losses[-1] < result.epoch_losses[0]
+
+
 def test_same_seed_gives_identical_metrics(data: tuple[Dataset, Dataset]) -> None:
     schedule = SCHEDULE.replace(epochs=2)
     first, second = (train(CONFIG, data, schedule, seed=3, threads=1) for _ in range(2))
@@ -181,6 +188,7 @@ def test_shipped_schedules_load_and_scale_the_learning_rate() -> None:
     ("time_budget_s", 0, "time_budget_s must be positive or null"),
     ("train_videos", 0, "train_videos must be a positive integer or null"),
     ("cache", "yes", "cache must be true or false"),
+    ("optimizer", "lion", "optimizer must be one of sgd, adamw"),
 ])
 def test_schedule_validation_errors(field: str, value: object, message: str) -> None:
     with pytest.raises(ConfigError, match=None) as info:

@@ -218,7 +218,7 @@ def _add_search_args(p: argparse.ArgumentParser) -> None:
                    help="stop after the search and contraction")
     p.add_argument("--seed", type=int, default=0, help="seed of every training (default: %(default)s)")
     p.add_argument("--ceiling-gflops", type=float, metavar="G",
-                   help="skip candidates above G GFLOPs without training (default: 4x the target)")
+                   help="skip candidates above G GFLOPs without training (default: 2x the target)")
     p.add_argument("--evaluate-contractions", action="store_true",
                    help="contract every axis that can reach the target and proxy-train them all, "
                         "instead of contracting only the last-expanded axis")

@@ -110,7 +110,8 @@ class RayDispatcher:
             _check_address(address)
             ray.init(address=address, **kwargs)
         else:
-            ray.init(num_cpus=self.options.num_cpus or os.cpu_count(), **kwargs)
+            # address="local": always a new Ray, even if a `ray start` cluster runs on this machine
+            ray.init(address="local", num_cpus=self.options.num_cpus or os.cpu_count(), **kwargs)
             self._started_ray = True
 
     def shutdown(self) -> None:

@@ -78,11 +78,16 @@ class LiveView:
                     f"{step.chosen.gflops:.4f} GFLOPs ({step.chosen.config.short})")
 
     def _eta(self) -> str:
-        """Remaining proxy time, assuming trial time grows with GFLOPs and each step doubles cost."""
+        """Remaining proxy time: a fixed start-up plus seconds per GFLOP fitted on the latest trials.
+
+        The first trials are tiny and dominated by start-up, so only the most recent ones (the
+        costliest so far) set the per-GFLOP rate; each later step is assumed to double the cost.
+        """
         if not self._gflop_seconds or not self._batch:
             return "?"
-        rate = sum(s for _, s in self._gflop_seconds) / sum(g for g, _ in self._gflop_seconds)
         overhead = min(s for _, s in self._gflop_seconds)
+        recent = self._gflop_seconds[-self.concurrency * 3:]
+        rate = sum(max(0.0, s - overhead) for _, s in recent) / max(sum(g for g, _ in recent), 1e-12)
         remaining = [c.gflops for c in self._batch[self._finished:]]
         base = max(c.gflops for c in self._batch) / 2
         if base < self.target:

@@ -18,6 +18,7 @@ from .config import X3DConfig
 from .cost import count_params
 from .errors import UserError
 from .rundir import RunDir, load_run
+from .search import CEILING_FACTOR
 
 __all__ = ["frontier", "run_report", "final_metrics", "render", "REPORT_FORMATS"]
 
@@ -105,10 +106,10 @@ def _frontier_table(ok: pd.DataFrame) -> pd.DataFrame:
 
 
 def _ceiling(settings: Mapping[str, Any]) -> float | None:
-    """The run's ceiling in GFLOPs (the default is 4x the target, as ExpandSettings.ceiling)."""
+    """The run's ceiling in GFLOPs (by default ``CEILING_FACTOR`` times the target, as the search used)."""
     if settings.get("ceiling_gflops"):
         return float(settings["ceiling_gflops"])
-    return 4.0 * float(settings["target_gflops"]) if settings.get("target_gflops") else None
+    return CEILING_FACTOR * float(settings["target_gflops"]) if settings.get("target_gflops") else None
 
 
 def run_report(run_dir: str | Path) -> dict[str, pd.DataFrame | dict[str, Any]]:

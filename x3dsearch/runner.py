@@ -20,7 +20,7 @@ from .errors import DataError, UserError
 from .live import LiveView
 from .config import X3DConfig
 from .rundir import RunDir, atomic_write
-from .search import Candidate, Outcome, SearchResult, Step, estimate_steps, run_search, step_candidates
+from .search import CEILING_FACTOR, Candidate, Outcome, SearchResult, Step, estimate_steps, run_search, step_candidates
 from .space import SearchSpace, load_space
 
 __all__ = ["ExpandSettings", "Session", "JournalScorer", "run_expand", "plan_text", "path_record"]
@@ -50,8 +50,8 @@ class ExpandSettings:
     max_failures: int = 2
 
     def ceiling(self) -> float:
-        """Default ceiling: candidates above 4x the target are never worth a proxy run."""
-        return self.ceiling_gflops if self.ceiling_gflops is not None else 4.0 * self.target_gflops
+        """The ceiling in GFLOPs; by default ``CEILING_FACTOR`` times the target."""
+        return self.ceiling_gflops if self.ceiling_gflops is not None else CEILING_FACTOR * self.target_gflops
 
 
 def _check_data(root: Path) -> None:

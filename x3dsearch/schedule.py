@@ -18,10 +18,11 @@ import yaml
 from .config import X3DConfig
 from .errors import ConfigError
 
-__all__ = ["Schedule", "load_schedule", "schedule_names", "MIN_TRAIN_CROP"]
+__all__ = ["Schedule", "load_schedule", "schedule_names", "MIN_TRAIN_CROP", "OPTIMIZERS"]
 
 MIN_TRAIN_CROP = 16
 _PRECISIONS = ("fp32", "bf16", "auto")
+OPTIMIZERS = ("sgd", "adamw")
 _SHIPPED = "schedules.yaml"
 _RANGES = {  # field: (rule as the error message says it, check)
     "base_lr": ("> 0", lambda v: v > 0),
@@ -38,17 +39,21 @@ _RANGES = {  # field: (rule as the error message says it, check)
 class Schedule:
     """How one training runs: length, data subset, input scale, optimiser, evaluation views.
 
-    ``base_lr`` is the learning rate at ``ref_batch_size``; the loop scales it linearly with
+    ``optimizer`` is ``sgd`` (with ``momentum``: the paper's recipe) or ``adamw`` (``momentum`` is its
+    first beta), which learns faster in very short proxy runs. ``base_lr`` is the learning rate at ``ref_batch_size``; the loop scales it linearly with
     ``batch_size``. ``spatial_scale`` trains and evaluates the network at
     ``round(crop * spatial_scale)`` pixels (at least 16) while its cost stays reported at its own
     crop. ``train_videos``/``val_videos`` of ``None`` use every video. ``cache`` keeps decoded
-    clips between trainings (in the data layer's cache folder, ``$X3DSEARCH_CACHE``). ``debug_nan_step``
+    clips between trainings (in the data layer's cache folder, ``$X3DSEARCH_CACHE``).
+    ``precise_bn_clips`` > 0 recomputes BatchNorm statistics on that many training clips after
+    training ("precise BN"): the running averages lag behind fast-moving weights in short runs. ``debug_nan_step``
     makes the loss NaN at that global step (a test hook that travels with the schedule to
     Ray workers).
     """
 
     name: str = "custom"
     description: str = ""
+    optimizer: str = "sgd"
     epochs: int = 1
     batch_size: int = 16
     base_lr: float = 0.1
@@ -66,6 +71,7 @@ class Schedule:
     precision: str = "auto"
     num_workers: int = 0
     cache: bool = False
+    precise_bn_clips: int = 0
     debug_nan_step: int | None = None
 
     def __post_init__(self) -> None:
@@ -75,6 +81,7 @@ class Schedule:
         for field_name in ("epochs", "batch_size", "ref_batch_size"):
             _check_int(where, field_name, getattr(self, field_name), low=1)
         _check_int(where, "num_workers", self.num_workers, low=0)
+        _check_int(where, "precise_bn_clips", self.precise_bn_clips, low=0)
         for field_name in ("train_videos", "val_videos"):
             if getattr(self, field_name) is not None:
                 _check_int(where, field_name, getattr(self, field_name), low=1, hint=" or null for all")
@@ -95,6 +102,8 @@ class Schedule:
                 isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in views):
             raise ConfigError(f"{where}: eval_views must be [temporal, spatial] positive integers, got {views!r}")
         object.__setattr__(self, "eval_views", (int(views[0]), int(views[1])))
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"{where}: optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.precision not in _PRECISIONS:
             raise ConfigError(f"{where}: precision must be one of {', '.join(_PRECISIONS)}, got {self.precision!r}")
         for field_name in ("channels_last", "cache"):

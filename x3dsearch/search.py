@@ -19,7 +19,9 @@ from .errors import ConfigError, SearchError
 from .space import SearchSpace, expand
 
 __all__ = ["Candidate", "Outcome", "Step", "Contraction", "SearchResult", "ScoreFn",
-           "step_candidates", "choose", "contract", "run_search", "estimate_steps"]
+           "step_candidates", "choose", "contract", "run_search", "estimate_steps", "CEILING_FACTOR"]
+
+CEILING_FACTOR = 2.0  # default ceiling: a candidate above 2x the target would lose over half its step
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """One training loop for every fidelity: proxy trainings of the search and the final training.
 
 :func:`train` trains ``build_model(config)`` with a :class:`~x3dsearch.schedule.Schedule`
-(SGD with momentum, linear warm-up then cosine learning rate per step, weight decay off BN and
+(SGD with momentum or, for short proxies, AdamW; linear warm-up then cosine learning rate per step, weight decay off BN and
 biases, optional label smoothing), evaluates with multi-view testing and returns a
 :class:`TrainResult`. With ``out_dir`` it checkpoints every epoch and resumes exactly.
 Nothing inside a run escapes as an exception: failures come back as ``status="failed"``.
@@ -170,6 +170,14 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def _optimizer(model: nn.Module, schedule: Schedule) -> torch.optim.Optimizer:
+    """SGD with momentum (the paper's recipe) or AdamW, at the schedule's batch-scaled peak LR."""
+    groups = _param_groups(model, schedule.weight_decay)
+    if schedule.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=schedule.lr(), betas=(schedule.momentum, 0.999))
+    return torch.optim.SGD(groups, lr=schedule.lr(), momentum=schedule.momentum)
+
+
 def _lr_factor(step: int, total: int, warmup: int) -> float:
     """Half-period cosine over all steps, multiplied by a linear warm-up over the first ``warmup``."""
     cosine = 0.5 * (1.0 + math.cos(math.pi * step / max(1, total)))
@@ -302,8 +310,7 @@ class _Run:
         model = build_model(self.config).to(self.device)
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last_3d)
-        optimizer = torch.optim.SGD(_param_groups(model, schedule.weight_decay), lr=schedule.lr(),
-                                    momentum=schedule.momentum)
+        optimizer = _optimizer(model, schedule)
         steps_per_epoch = math.ceil(len(train_set) / schedule.batch_size)
         total_steps = steps_per_epoch * schedule.epochs
         warmup = round(schedule.warmup_epochs * steps_per_epoch)
@@ -328,6 +335,8 @@ class _Run:
                                                      "seconds": self._seconds()})
         finally:
             bar.close()
+        if schedule.precise_bn_clips:
+            self._precise_bn(model, train_set)
         top1, top5 = self._evaluate(model, val_set)
         if self.out_dir is not None:
             _atomic_torch_save(model.state_dict(), self.out_dir / MODEL)
@@ -390,6 +399,25 @@ class _Run:
         state.epoch += 1
         state.done = state.stopped_early or state.epoch >= schedule.epochs
         state.wall_seconds = self._seconds()
+
+    @torch.no_grad()
+    def _precise_bn(self, model: nn.Module, train_set: Dataset) -> None:
+        """Replace BatchNorm running statistics by their exact average over ``precise_bn_clips`` training clips."""
+        norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        momenta = [m.momentum for m in norms]
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the batches below
+        model.train()
+        seen = 0
+        for clips, _ in self._loader(train_set, self.schedule.batch_size, True, self.schedule.epochs):
+            with self.autocast:
+                model(self._to_device(clips))
+            seen += len(clips)
+            if seen >= self.schedule.precise_bn_clips:
+                break
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
 
     @torch.no_grad()
     def _evaluate(self, model: nn.Module, val_set: Dataset) -> tuple[float, float]:
