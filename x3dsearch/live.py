@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from typing import Any, Mapping, Sequence, TextIO
@@ -81,18 +80,21 @@ class LiveView:
         """Remaining proxy time: a fixed start-up plus seconds per GFLOP fitted on the latest trials.
 
         The first trials are tiny and dominated by start-up, so only the most recent ones (the
-        costliest so far) set the per-GFLOP rate; each later step is assumed to double the cost.
+        costliest so far) set the per-GFLOP rate, and no estimate is shown ("?") until they take
+        at least twice the start-up time; each later step is assumed to double the cost.
         """
         if not self._gflop_seconds or not self._batch:
             return "?"
         overhead = min(s for _, s in self._gflop_seconds)
         recent = self._gflop_seconds[-self.concurrency * 3:]
+        if max(s for _, s in recent) < 2 * overhead:
+            return "?"
         rate = sum(max(0.0, s - overhead) for _, s in recent) / max(sum(g for g, _ in recent), 1e-12)
         remaining = [c.gflops for c in self._batch[self._finished:]]
-        base = max(c.gflops for c in self._batch) / 2
-        if base < self.target:
-            for k in range(1, max(1, math.ceil(math.log2(self.target / base))) + 1):
-                remaining += [2 * base * 2 ** k] * len(self._batch)
+        cost = max(c.gflops for c in self._batch)  # about the next base's cost
+        while cost < self.target:
+            cost *= 2
+            remaining += [cost] * len(self._batch)
         work = sum(g * rate + overhead for g in remaining)
         return "~" + format_duration(work / self.concurrency)
 
