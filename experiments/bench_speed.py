@@ -1,0 +1,140 @@
+"""Training-step speed on CPU: PyTorch's layers (default layout, channels-last) vs x3dsearch.fastconv.
+
+For each shape (X2D, XS, M by default) at the CPU proxy's input size (its own frames, a quarter of
+its crop: 1x28, 4x40 and 16x56 px) and batch 16, one table per thread count (1, then 2): clips/s
+of a full training step (forward, backward, SGD step with momentum) of ``build_model(config)``
+in PyTorch's default memory layout, in ``torch.channels_last_3d``, and in channels-last with
+:mod:`x3dsearch.fastconv`'s channelwise conv; and the achieved GMAC/s, counting a training step as
+3x the forward multiply-adds (``count_flops(config, crop=px)`` per clip). The practical ceiling
+is a pointwise (1x1x1) conv measured in the same run: forward + backward (3x its MACs) of a
+C -> C conv on the activation of the first stage's channelwise convs (C = its inner width), the
+faster of the two layouts. All variants run side by side in one process, interleaved, and each
+figure is the best of ``--repeats`` measurements (each the mean over enough steps for ~0.5 s).
+
+    .venv/bin/python experiments/bench_speed.py                  # ~2 minutes
+    .venv/bin/python experiments/bench_speed.py --shapes M --threads 1 --repeats 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from x3dsearch import build_model, count_flops, fastconv, preset
+from x3dsearch.config import X3DConfig, stage_layout
+from x3dsearch.schedule import load_schedule
+
+# name: (channels_last, fast)
+VARIANTS = {"PyTorch, default layout": (False, False), "PyTorch, channels-last": (True, False),
+            "fastconv, channels-last": (True, True)}
+_TARGET_S = 0.5  # seconds of steps per measurement
+
+
+def training_step(config: X3DConfig, crop: int, batch: int, channels_last: bool,
+                  fast: bool) -> Callable[[], None]:
+    """A closure running one forward/backward/SGD step on a fixed random batch."""
+    torch.manual_seed(0)
+    model = build_model(config, fast=fast)
+    clips = torch.randn(batch, 3, config.frames, crop, crop)
+    labels = torch.randint(0, config.num_classes, (batch,))
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last_3d)
+        clips = clips.contiguous(memory_format=torch.channels_last_3d)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+    def step() -> None:
+        loss = F.cross_entropy(model(clips), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return step
+
+
+def pointwise_step(config: X3DConfig, crop: int, batch: int,
+                   memory_format: torch.memory_format) -> tuple[Callable[[], None], int]:
+    """(forward + backward closure, forward MACs) of a C -> C 1x1x1 conv on the first stage's activation."""
+    channels = stage_layout(config)[0][2]
+    side = ((crop - 1) // 2) // 2 + 1  # after the stem's and the first stage's stride 2
+    conv = nn.Conv3d(channels, channels, 1, bias=False).to(memory_format=memory_format)
+    x = torch.randn(batch, channels, config.frames, side, side).contiguous(memory_format=memory_format)
+    x.requires_grad_()
+
+    def step() -> None:
+        conv(x).sum().backward()
+    return step, batch * config.frames * side * side * channels * channels
+
+
+def seconds_per_call(fn: Callable[[], None], calls: int) -> float:
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    return (time.perf_counter() - start) / calls
+
+
+def best_times(fns: dict[str, Callable[[], None]], repeats: int) -> dict[str, float]:
+    """Best-of-``repeats`` seconds per call of each function, measured interleaved after a warm-up."""
+    calls = {}
+    for name, fn in fns.items():
+        fn()
+        calls[name] = max(1, round(_TARGET_S / seconds_per_call(fn, 1)))
+    best = dict.fromkeys(fns, float("inf"))
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            best[name] = min(best[name], seconds_per_call(fn, calls[name]))
+    return best
+
+
+def cpu_name() -> str:
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shapes", nargs="+", default=["X2D", "XS", "M"])
+    parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    if not fastconv.available():
+        raise SystemExit("the fast conv did not compile on this machine; nothing to compare")
+    schedule = load_schedule("cpu_proxy")
+    print(f"{cpu_name()}, torch {torch.__version__}, batch {args.batch}, best of {args.repeats}; "
+          "GMAC/s counts a training step as 3x forward MACs")
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        print(f"\n### {threads} thread{'s' * (threads > 1)}\n")
+        print("| shape | input | GMAC/clip | " + " | ".join(f"{v}: clips/s (GMAC/s)" for v in VARIANTS)
+              + " | fastconv vs default | fastconv vs channels-last | pointwise conv GMAC/s |")
+        print("|---|---|---:|" + "---:|" * (len(VARIANTS) + 3))
+        for name in args.shapes:
+            config = preset(name)
+            crop = schedule.train_crop(config)
+            macs = count_flops(config, crop=crop)
+            fns = {v: training_step(config, crop, args.batch, *VARIANTS[v]) for v in VARIANTS}
+            pointwise = {str(fmt): pointwise_step(config, crop, args.batch, fmt)
+                         for fmt in (torch.contiguous_format, torch.channels_last_3d)}
+            fns.update({fmt: step for fmt, (step, _) in pointwise.items()})
+            seconds = best_times(fns, args.repeats)
+            clips = {v: args.batch / seconds[v] for v in VARIANTS}
+            rate = {v: 3 * macs * clips[v] / 1e9 for v in VARIANTS}
+            ceiling = max(3 * pw_macs / seconds[fmt] / 1e9 for fmt, (_, pw_macs) in pointwise.items())
+            cells = " | ".join(f"{clips[v]:.1f} ({rate[v]:.1f})" for v in VARIANTS)
+            default, channels_last, fast = (clips[v] for v in VARIANTS)
+            print(f"| {name} | {config.frames}x{crop}x{crop} | {macs / 1e9:.4f} | {cells} | "
+                  f"{fast / default:.2f}x | {fast / channels_last:.2f}x | {ceiling:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
