@@ -16,6 +16,7 @@ after one warning.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
@@ -40,7 +41,7 @@ def enabled(fast: bool | None = None) -> bool:
     """Whether to use the fast conv: ``fast`` if given, else ``$X3DSEARCH_FAST_CONV`` (default on)."""
     if fast is not None:
         return bool(fast)
-    return os.environ.get(ENV_VAR, "1").strip().lower() not in ("0", "false", "no", "off", "")
+    return os.environ.get(ENV_VAR, "").strip().lower() not in ("0", "false", "no", "off")
 
 
 def available() -> bool:
@@ -59,16 +60,13 @@ def _machine_tag() -> str:
 
 @functools.cache
 def _kernels() -> Any:
-    """The compiled ops (``torch.ops.x3dsearch_channelwise3d``), built on first use; None (after one
-    warning) if they cannot be built."""
+    """The compiled ops (``torch.ops.x3dsearch_channelwise3d``), built on first use; None after one warning."""
     from torch.utils import cpp_extension
 
     if shutil.which("ninja") is None:
-        try:
-            import ninja  # the pip package ships the binary outside PATH when the venv is not active
+        with contextlib.suppress(ImportError):
+            import ninja  # the pip package's binary is off PATH when the venv is not activated
             os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
-        except ImportError:
-            pass
     try:
         cpp_extension.load(name=f"x3dsearch_channelwise3d_{_machine_tag()}", sources=[str(_SOURCE)],
                            extra_cflags=_CFLAGS, extra_ldflags=["-fopenmp"], is_python_module=False)

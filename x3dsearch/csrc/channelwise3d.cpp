@@ -100,6 +100,24 @@ void with_lanes(int64_t channels, F&& f) {
 
 constexpr int kAccumulators = 4;  // independent FMA chains in flight, to hide the FMA latency
 
+// Calls f(c, skip, nv) for blocks of nv vectors of L channels from c covering [0, channels): blocks
+// of NV vectors, then what is left as one block of NV vectors if that needs more than one vector,
+// else as single vectors. A last block that would run past the end starts earlier instead (no
+// scalar tail): its first `skip` channels belong to the previous block.
+template <int L, int NV, typename F>
+void for_channel_blocks(int64_t channels, F&& f) {
+  int64_t c = 0;
+  for (; c + NV * L <= channels; c += NV * L) f(c, int64_t{0}, std::integral_constant<int, NV>{});
+  if (c < channels && channels - c > L && c > 0) {
+    f(channels - NV * L, c - (channels - NV * L), std::integral_constant<int, NV>{});
+    return;
+  }
+  for (int64_t c0 = c; c0 < channels; c0 += L) {
+    const int64_t start = std::min(c0, channels - L);
+    f(start, c0 - start, std::integral_constant<int, 1>{});
+  }
+}
+
 // Destination positions first, first + step, ... (count of them) whose taps are those of `first`
 // with every source position moved on by the member's index times a fixed shift.
 struct Run {
@@ -131,36 +149,39 @@ std::vector<Run> runs_of(const Taps& taps, int64_t step, int64_t shift) {
   return runs;
 }
 
-// out[g * dst_step] = sum_i src[xoff[i] + g * src_step] * wt[woff[i]] for the G positions of a run,
-// one vector of L channels; with fewer than kAccumulators positions the taps are also split over
-// partial sums so that kAccumulators independent FMA chains hide the FMA latency.
-template <int L, int G>
+// out[g * dst_step + v * L] = sum_i src[xoff[i] + g * src_step + v * L] * wt[woff[i] + v * L] for the
+// G positions of a run and NV vectors of L channels; with fewer than kAccumulators positions the
+// taps are also split over U partial sums so that enough independent FMA chains hide the latency.
+template <int L, int G, int NV>
 inline void gather_block(const float* src, const float* wt, const int64_t* xoff, const int64_t* woff,
                          int64_t count, int64_t src_step, int64_t dst_step, float* out) {
   using V = typename Lanes<L>::V;
   constexpr int U = G >= kAccumulators ? 1 : kAccumulators / G;
-  V acc[U][G] = {};
+  V acc[U][G][NV] = {};
+  const auto tap = [&](int u, int64_t i) {
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; ++v) {
+      const V w = Lanes<L>::load(wt + woff[i] + v * L);
+      const float* x = src + xoff[i] + v * L;
+#pragma GCC unroll 4
+      for (int g = 0; g < G; ++g) acc[u][g][v] += Lanes<L>::load(x + g * src_step) * w;
+    }
+  };
   int64_t i = 0;
   for (; i + U <= count; i += U) {
 #pragma GCC unroll 4
-    for (int u = 0; u < U; ++u) {
-      const V w = Lanes<L>::load(wt + woff[i + u]);
-      const float* x = src + xoff[i + u];
-#pragma GCC unroll 4
-      for (int g = 0; g < G; ++g) acc[u][g] += Lanes<L>::load(x + g * src_step) * w;
-    }
+    for (int u = 0; u < U; ++u) tap(u, i + u);
   }
-  for (; i < count; ++i) {
-    const V w = Lanes<L>::load(wt + woff[i]);
-#pragma GCC unroll 4
-    for (int g = 0; g < G; ++g) acc[0][g] += Lanes<L>::load(src + xoff[i] + g * src_step) * w;
-  }
+  for (; i < count; ++i) tap(0, i);
 #pragma GCC unroll 4
   for (int g = 0; g < G; ++g) {
-    V sum = acc[0][g];
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; ++v) {
+      V sum = acc[0][g][v];
 #pragma GCC unroll 4
-    for (int u = 1; u < U; ++u) sum += acc[u][g];
-    Lanes<L>::store(out + g * dst_step, sum);
+      for (int u = 1; u < U; ++u) sum += acc[u][g][v];
+      Lanes<L>::store(out + g * dst_step + v * L, sum);
+    }
   }
 }
 
@@ -195,11 +216,10 @@ void gather(const float* src, const float* wt, float* dst, const Geometry& g, co
                 }
               }
             }
-            for (int64_t c0 = 0; c0 < C; c0 += L) {
-              const int64_t c = std::min(c0, C - L);  // the last block overlaps instead of a scalar tail
+            for_channel_blocks<L, 2>(C, [&](int64_t c, int64_t, auto nv) {
               const auto block = [&](auto members) {
-                gather_block<L, decltype(members)::value>(src + c, wt + c, xoff.data(), woff.data(), count,
-                                                         shift * C, step * C, out + run.first * C + c);
+                gather_block<L, decltype(members)::value, decltype(nv)::value>(
+                    src + c, wt + c, xoff.data(), woff.data(), count, shift * C, step * C, out + run.first * C + c);
               };
               switch (run.count) {
                 case 4: block(std::integral_constant<int, 4>{}); break;
@@ -207,7 +227,7 @@ void gather(const float* src, const float* wt, float* dst, const Geometry& g, co
                 case 2: block(std::integral_constant<int, 2>{}); break;
                 default: block(std::integral_constant<int, 1>{});
               }
-            }
+            });
           }
         }
       }
@@ -294,10 +314,11 @@ void weight_taps(const WeightTile& tile, const Geometry& g, int64_t kw0,
         for (int v = 0; v < NV; ++v) {
           V sum = acc[0][v][k];
           if constexpr (NV == 1) sum += acc[1][v][k];
-          if (tile.skip == 0) {
+          const int64_t first = std::clamp<int64_t>(tile.skip - v * L, 0, L);
+          if (first == 0) {
             Lanes<L>::store(out + v * L, Lanes<L>::load(out + v * L) + sum);
           } else {
-            for (int64_t l = tile.skip; l < L; ++l) out[l] += sum[l];
+            for (int64_t l = first; l < L; ++l) out[v * L + l] += sum[l];
           }
         }
       }
@@ -319,8 +340,7 @@ void weight_tile(const WeightTile& tile, const Geometry& g, const std::vector<st
 }
 
 // The (K, C) weight gradient of sample n into partial. Frames go in chunks whose inputs stay in
-// the L2 cache; channels in blocks of kAccumulators vectors, then single vectors, the last of which
-// overlaps its predecessor instead of running a scalar tail.
+// the L2 cache, channels in blocks of up to kAccumulators vectors.
 template <int L>
 void weight_sample(const float* x, const float* dy, float* partial, const Geometry& g, int64_t n) {
   constexpr int64_t kChunkBytes = 256 * 1024;
@@ -329,17 +349,11 @@ void weight_sample(const float* x, const float* dy, float* partial, const Geomet
   std::vector<std::pair<int64_t, int64_t>> rows, cols;
   for (int64_t k = 0; k < g.h.kernel; ++k) rows.push_back(g.h.outputs_of_tap(k));
   for (int64_t k = 0; k < g.w.kernel; ++k) cols.push_back(g.w.outputs_of_tap(k));
-  const int64_t C = g.channels;
   for (int64_t t0 = 0; t0 < g.t.out; t0 += frames) {
-    WeightTile tile{x, dy, partial, n, t0, std::min(t0 + frames, g.t.out), 0, 0};
-    for (; tile.c + kAccumulators * L <= C; tile.c += kAccumulators * L) {
-      weight_tile<L, kAccumulators>(tile, g, rows, cols);
-    }
-    for (int64_t c0 = tile.c; c0 < C; c0 += L) {
-      tile.c = std::min(c0, C - L);
-      tile.skip = c0 - tile.c;
-      weight_tile<L, 1>(tile, g, rows, cols);
-    }
+    for_channel_blocks<L, kAccumulators>(g.channels, [&](int64_t c, int64_t skip, auto nv) {
+      const WeightTile tile{x, dy, partial, n, t0, std::min(t0 + frames, g.t.out), c, skip};
+      weight_tile<L, decltype(nv)::value>(tile, g, rows, cols);
+    });
   }
 }
 
