@@ -4,7 +4,7 @@ import pytest
 
 from x3dsearch import ConfigError, count_flops, expand, preset
 from x3dsearch.errors import SearchError
-from x3dsearch.search import Candidate, Outcome, choose, contract, run_search, step_candidates
+from x3dsearch.search import Candidate, Outcome, choose, contract, land, run_search, step_candidates
 from x3dsearch.space import load_space
 
 SPACE = load_space()
@@ -69,6 +69,23 @@ def test_contract_bisection_is_closest_on_both_sides():
         # no other fraction on a fine grid gets closer to the target
         grid = [count_flops(expand(base, axis, fraction=f / 200, space=SPACE)) for f in range(1, 201)]
         assert abs(flops - 6e9) <= min(abs(g - 6e9) for g in grid)
+
+
+def test_coarse_axis_is_topped_up_to_land_within_tolerance():
+    # from 112 px the next crops (116, 120) jump the stride-2 feature maps: +16% or more
+    base = preset("X2D", frames=8, stride=3, width=2.0, bottleneck=2.25, depth=23.4256, num_classes=12)
+    plain, _ = contract(base, "spatial", 6e9, SPACE)
+    assert abs(count_flops(plain) - 6e9) > 0.05 * 6e9
+    config, label, fraction = land(base, "spatial", 6e9, SPACE)
+    assert abs(count_flops(config) - 6e9) <= 0.05 * 6e9
+    assert label.startswith("spatial+") and 0 < fraction < 1
+    under, _ = contract(base, "spatial", 6e9, SPACE, below=True)
+    assert count_flops(under) <= 6e9 and config.crop == under.crop
+
+
+def test_fine_axis_lands_without_top_up():
+    config, label, _ = land(preset("M"), "bottleneck", 6e9, SPACE)
+    assert label == "bottleneck" and abs(count_flops(config) - 6e9) <= 0.01 * 6e9
 
 
 def test_evaluated_contractions_pick_best_proxy():

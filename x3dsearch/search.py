@@ -19,8 +19,10 @@ from .errors import ConfigError, SearchError
 from .space import SearchSpace, expand
 
 __all__ = ["Candidate", "Outcome", "Step", "Contraction", "SearchResult", "ScoreFn",
-           "step_candidates", "choose", "contract", "run_search", "estimate_steps", "CEILING_FACTOR"]
+           "step_candidates", "choose", "contract", "run_search", "estimate_steps", "CEILING_FACTOR",
+           "LANDING_TOLERANCE", "land"]
 
+LANDING_TOLERANCE = 0.05  # contraction lands within 5% of the target, topping up if it must
 CEILING_FACTOR = 2.0  # default ceiling: a candidate above 2x the target would lose over half its step
 
 
@@ -123,27 +125,52 @@ def choose(candidates: Sequence[Candidate], outcomes: Mapping[str, Outcome]) -> 
 
 
 def contract(base: X3DConfig, axis: str, target_flops: float, space: SearchSpace,
-             iterations: int = 40) -> tuple[X3DConfig, float]:
+             iterations: int = 40, below: bool = False) -> tuple[X3DConfig, float]:
     """Partial step of ``axis`` from ``base`` whose cost is closest to ``target_flops``.
 
     Bisection on the step fraction (cost is monotone in it); discrete fields round, so the
-    two configs either side of the target are compared and the closer one returned.
+    two configs either side of the target are compared and the closer one returned (with
+    ``below``, the one at or under the target when there is one).
     """
     lo, hi = 0.0, 1.0
-    below: tuple[X3DConfig, float] | None = None
+    under: tuple[X3DConfig, float] | None = None
     above: tuple[X3DConfig, float] = (expand(base, axis, space=space), 1.0)
     for _ in range(iterations):
         mid = (lo + hi) / 2
         config = expand(base, axis, fraction=mid, space=space)
         if count_flops(config) <= target_flops:
-            lo, below = mid, (config, mid)
+            lo, under = mid, (config, mid)
         else:
             hi, above = mid, (config, mid)
-    if below is None:
+    if under is None:
         return above
-    gap_below = target_flops - count_flops(below[0])
+    if below:
+        return under
+    gap_below = target_flops - count_flops(under[0])
     gap_above = count_flops(above[0]) - target_flops
-    return below if gap_below <= gap_above else above
+    return under if gap_below <= gap_above else above
+
+
+def land(base: X3DConfig, axis: str, target_flops: float, space: SearchSpace,
+         tolerance: float = LANDING_TOLERANCE) -> tuple[X3DConfig, str, float]:
+    """Contract ``axis`` onto the target; if rounding misses it by more than ``tolerance``, top up.
+
+    Frames and crop change the cost in jumps (feature maps halve with rounding at every stride-2
+    stage), so the closest partial step of such an axis can be far off. Then the step stops at
+    or under the target and the continuous axis that lands closest (e.g. bottleneck) fills the
+    rest. Returns the config, the axis label (``"spatial+bottleneck"`` when topped up) and the
+    first axis' step fraction.
+    """
+    config, fraction = contract(base, axis, target_flops, space)
+    if abs(count_flops(config) - target_flops) <= tolerance * target_flops:
+        return config, axis, fraction
+    start, fraction = contract(base, axis, target_flops, space, below=True)
+    fills = [a for a, fields in space.axes.items()
+             if a != axis and all(name in ("width", "bottleneck", "depth") for name in fields)]
+    options = [(contract(start, a, target_flops, space)[0], a) for a in fills]
+    options.append((config, ""))
+    best, fill = min(options, key=lambda o: abs(count_flops(o[0]) - target_flops))
+    return best, f"{axis}+{fill}" if fill else axis, fraction
 
 
 def estimate_steps(start: X3DConfig, target_gflops: float) -> int:
@@ -224,8 +251,8 @@ def _contract(base: X3DConfig, step: int, axes: Sequence[str], space: SearchSpac
     """Partial steps of ``axes`` from ``base`` onto the target; the first unless evaluated."""
     options = []
     for axis in axes:
-        config, fraction = contract(base, axis, target, space)
-        options.append(Candidate(step, axis, config, kind="contract", fraction=fraction))
+        config, label, fraction = land(base, axis, target, space)
+        options.append(Candidate(step, label, config, kind="contract", fraction=fraction))
     evaluated: Mapping[str, Outcome] = {}
     chosen = options[0]
     if evaluate:
