@@ -34,7 +34,7 @@ from x3dsearch.cost import count_flops
 from x3dsearch.data import make_synthetic
 from x3dsearch.dispatch import proxy_trial
 from x3dsearch.rundir import RunDir, load_run
-from x3dsearch.runner import ExpandSettings, run_expand
+from x3dsearch.runner import ExpandSettings, Session, run_expand
 from x3dsearch.space import load_space
 
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # trial_fn below travels to Ray workers
@@ -276,3 +276,12 @@ def test_search_on_a_two_node_cluster(bench: Bench, tmp_path: Path) -> None:
     spans = sorted(zip(frame["started"], frame["ended"]))
     assert any(start < end for (_, end), (start, _) in zip(spans, spans[1:]))
     _check_completed(settings.out, bench.target)
+
+
+def test_candidates_get_the_data_s_class_count(bench: Bench, tmp_path: Path) -> None:
+    # a space written for Kinetics-400 searching a 3-class dataset: every classifier gets 3 outputs
+    space = tmp_path / "space400.yaml"
+    space.write_text(yaml.safe_dump(dict(SPACE, start=dict(SPACE["start"], num_classes=400))))
+    session = Session(bench.settings(tmp_path / "run", space=str(space)))
+    assert session.space.start.num_classes == 3
+    assert RunDir(tmp_path / "run").settings()["space_resolved"]["start"]["num_classes"] == 3

@@ -11,7 +11,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -71,6 +71,16 @@ def _resolve_data(settings: ExpandSettings) -> Path:
     root = Path(settings.data).expanduser().resolve()
     _check_data(root)
     return root
+
+
+def _fit_classes(space: SearchSpace, data_root: Path) -> SearchSpace:
+    """The space with its start's classifier sized to the data's class list (every candidate inherits it)."""
+    from .data import read_split
+
+    classes = len(read_split(data_root, "train").class_names)
+    if classes == space.start.num_classes:
+        return space
+    return replace(space, start=space.start.replace(num_classes=classes))
 
 
 def _check_target(settings: ExpandSettings, space: SearchSpace) -> None:
@@ -187,7 +197,8 @@ class Session:
 
         self.settings = settings
         self.quiet = quiet
-        self.space = load_space(settings.space)
+        self.data_root = _resolve_data(settings)
+        self.space = _fit_classes(load_space(settings.space), self.data_root)
         _check_target(settings, self.space)
         self.proxy = load_schedule(settings.proxy_schedule)
         self.full = load_schedule(settings.full_schedule)
@@ -195,7 +206,6 @@ class Session:
         resolved = dict(asdict(settings), **(extra or {}), space_resolved=self.space.to_dict(),
                         proxy=self.proxy.to_dict(), full=self.full.to_dict())
         self.run.create(resolved, resume=resume)
-        self.data_root = _resolve_data(settings)
         options = DispatchOptions(address=settings.address, cpus_per_trial=settings.cpus_per_trial,
                                   gpus_per_trial=settings.gpus_per_trial,
                                   max_concurrent=settings.max_concurrent, storage=settings.storage,
