@@ -11,7 +11,7 @@ C -> C conv on the activation of the first stage's channelwise convs (C = its in
 faster of the two layouts. All variants run side by side in one process, interleaved, and each
 figure is the best of ``--repeats`` measurements (each the mean over enough steps for ~0.5 s).
 
-    .venv/bin/python experiments/bench_speed.py                  # ~2 minutes
+    .venv/bin/python experiments/bench_speed.py                  # ~2-3 minutes
     .venv/bin/python experiments/bench_speed.py --shapes M --threads 1 --repeats 5
 """
 

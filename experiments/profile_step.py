@@ -10,7 +10,7 @@ pointwise (1x1x1) conv, channelwise conv (block 3x3x3 and stem 5x1x1), stem conv
 BatchNorm, squeeze-excitation (all of it), SiLU + ReLU, head (conv5, pooling, lin5, classifier);
 "other" is the rest (residual adds, loss, SGD step, gradient accumulation).
 
-    .venv/bin/python experiments/profile_step.py                    # ~2 minutes
+    .venv/bin/python experiments/profile_step.py                    # ~1 minute on a quiet machine
     .venv/bin/python experiments/profile_step.py --shapes M --threads 1 --steps 3
 """
 
