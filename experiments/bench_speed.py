@@ -37,9 +37,9 @@ VARIANTS = {"PyTorch, default layout": (False, False), "PyTorch, channels-last":
 _TARGET_S = 0.5  # seconds of steps per measurement
 
 
-def training_step(config: X3DConfig, crop: int, batch: int, channels_last: bool,
-                  fast: bool) -> Callable[[], None]:
-    """A closure running one forward/backward/SGD step on a fixed random batch."""
+def training_step(config: X3DConfig, crop: int, batch: int, channels_last: bool, fast: bool,
+                  prepare: Callable[[nn.Module], object] | None = None) -> Callable[[], None]:
+    """A closure running one forward/backward/SGD step on a fixed random batch (``prepare`` sees the model)."""
     torch.manual_seed(0)
     model = build_model(config, fast=fast)
     clips = torch.randn(batch, 3, config.frames, crop, crop)
@@ -47,6 +47,8 @@ def training_step(config: X3DConfig, crop: int, batch: int, channels_last: bool,
     if channels_last:
         model = model.to(memory_format=torch.channels_last_3d)
         clips = clips.contiguous(memory_format=torch.channels_last_3d)
+    if prepare is not None:
+        prepare(model)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
     def step() -> None:

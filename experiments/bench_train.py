@@ -22,15 +22,16 @@ import argparse
 import time
 
 import torch
-import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from x3dsearch.config import X3DConfig, preset
 from x3dsearch.cost import count_flops
 from x3dsearch.data import default_dataset
-from x3dsearch.model import build_model
+from x3dsearch import fastconv
 from x3dsearch.schedule import Schedule, load_schedule
 from x3dsearch.train import train
+
+from bench_speed import training_step  # experiments/ is on sys.path when run as a script
 
 
 class _Clips(Dataset):
@@ -51,22 +52,12 @@ class _Clips(Dataset):
 
 def bare_loop(config: X3DConfig, crop: int, batch: int, steps: int, channels_last: bool) -> float:
     """Clips/s of forward/backward/step on one fixed batch (after 3 warm-up steps)."""
-    torch.manual_seed(0)
-    model = build_model(config)
-    clips = torch.randn(batch, 3, config.frames, crop, crop)
-    labels = torch.randint(0, config.num_classes, (batch,))
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last_3d)
-        clips = clips.contiguous(memory_format=torch.channels_last_3d)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    model.train()
-    for step in range(steps + 3):
-        if step == 3:
-            start = time.perf_counter()
-        loss = F.cross_entropy(model(clips), labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+    step = training_step(config, crop, batch, channels_last, fast=fastconv.enabled())
+    for _ in range(3):
+        step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
     return steps * batch / (time.perf_counter() - start)
 
 

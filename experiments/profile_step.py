@@ -22,14 +22,14 @@ from collections import defaultdict
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.autograd.profiler import record_function
 from torch.profiler import ProfilerActivity, profile
 
-from x3dsearch import build_model, preset
-from x3dsearch.config import X3DConfig
+from x3dsearch import preset
 from x3dsearch.schedule import load_schedule
+
+from bench_speed import training_step  # experiments/ is on sys.path when run as a script
 
 TYPES = ["pointwise conv", "channelwise conv", "stem conv", "BatchNorm", "SE", "SiLU + ReLU", "head", "other"]
 VARIANTS = {"default": (False, False), "channels-last": (True, False), "CL + fastconv": (True, True)}
@@ -101,27 +101,6 @@ def times_by_type(events: list) -> dict[str, float]:
     return dict(totals)
 
 
-def training_step(config: X3DConfig, crop: int, batch: int, channels_last: bool,
-                  fast: bool) -> Callable[[], None]:
-    """A closure running one forward/backward/SGD step of a scoped model on a fixed random batch."""
-    torch.manual_seed(0)
-    model = build_model(config, fast=fast)
-    clips = torch.randn(batch, 3, config.frames, crop, crop)
-    labels = torch.randint(0, config.num_classes, (batch,))
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last_3d)
-        clips = clips.contiguous(memory_format=torch.channels_last_3d)
-    scope_layers(model)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-
-    def step() -> None:
-        loss = F.cross_entropy(model(clips), labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    return step
-
-
 def profile_variant(step: Callable[[], None], steps: int) -> tuple[dict[str, float], float]:
     """(ms per type, unprofiled ms) of one step, each averaged over ``steps`` steps after a warm-up."""
     step()
@@ -151,7 +130,7 @@ def main() -> None:
         for name in args.shapes:
             config = preset(name)
             crop = schedule.train_crop(config)
-            results = {variant: profile_variant(training_step(config, crop, args.batch, *VARIANTS[variant]),
+            results = {variant: profile_variant(training_step(config, crop, args.batch, *VARIANTS[variant], prepare=scope_layers),
                                                 args.steps) for variant in args.variants}
             print(f"\n### {name}, {config.frames}x{crop}x{crop}, {threads} thread{'s' * (threads > 1)}\n")
             print("| layer type | " + " | ".join(f"{v} ms | %" for v in args.variants) + " |")

@@ -15,7 +15,6 @@ from typing import Any, Callable, Mapping
 import pandas as pd
 import pytest
 import torch
-import yaml
 
 from x3dsearch.cli import main
 from x3dsearch.config import X3DConfig

@@ -4,7 +4,7 @@ import pytest
 
 from x3dsearch import ConfigError, count_flops, expand, preset
 from x3dsearch.errors import SearchError
-from x3dsearch.search import Candidate, Outcome, choose, contract, land, run_search, step_candidates
+from x3dsearch.search import Outcome, choose, contract, land, run_search, step_candidates
 from x3dsearch.space import load_space
 
 SPACE = load_space()

@@ -10,7 +10,7 @@ import dataclasses
 import json
 import math
 from importlib import resources
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
