@@ -103,12 +103,12 @@ class LiveView:
 
     def summary(self, result: SearchResult, final: Mapping[str, Any] | None) -> str:
         """The path as a table (returned, and printed unless quiet)."""
-        lines = [f"{'step':>4}  {'axis':<11}{'frames x stride':>16}{'crop':>6}{'γw':>7}{'γb':>7}{'γd':>7}"
+        lines = [f"{'step':>4}  {'axis':<22}{'frames x stride':>16}{'crop':>6}{'γw':>7}{'γb':>7}{'γd':>7}"
                  f"{'GFLOPs':>10}{'proxy top1':>12}"]
 
         def row(label: str, axis: str, config: X3DConfig, top1: float | None) -> None:
             acc = f"{top1:.1%}" if top1 is not None else "-"
-            lines.append(f"{label:>4}  {axis:<11}{f'{config.frames}x{config.stride}':>16}{config.crop:>6}"
+            lines.append(f"{label:>4}  {axis:<22}{f'{config.frames}x{config.stride}':>16}{config.crop:>6}"
                          f"{config.width:>7.3g}{config.bottleneck:>7.3g}{config.depth:>7.3g}"
                          f"{count_flops(config) / 1e9:>10.4f}{acc:>12}")
 
