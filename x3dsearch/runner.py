@@ -20,7 +20,8 @@ from .errors import DataError, UserError
 from .live import LiveView
 from .config import X3DConfig
 from .rundir import RunDir, atomic_write
-from .search import CEILING_FACTOR, Candidate, Outcome, SearchResult, Step, estimate_steps, run_search, step_candidates
+from .search import (CEILING_FACTOR, Candidate, Outcome, SearchResult, Step, estimate_steps, run_search,
+                     step_candidates)
 from .space import SearchSpace, load_space
 
 __all__ = ["ExpandSettings", "Session", "JournalScorer", "run_expand", "plan_text", "path_record"]

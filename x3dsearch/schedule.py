@@ -40,14 +40,14 @@ class Schedule:
     """How one training runs: length, data subset, input scale, optimiser, evaluation views.
 
     ``optimizer`` is ``sgd`` (with ``momentum``: the paper's recipe) or ``adamw`` (``momentum`` is its
-    first beta), which learns faster in very short proxy runs. ``base_lr`` is the learning rate at ``ref_batch_size``; the loop scales it linearly with
-    ``batch_size``. ``spatial_scale`` trains and evaluates the network at
+    first beta), which learns faster in very short proxy runs. ``base_lr`` is the learning rate at
+    ``ref_batch_size``; the loop scales it linearly with ``batch_size``. ``spatial_scale`` trains and evaluates the network at
     ``round(crop * spatial_scale)`` pixels (at least 16) while its cost stays reported at its own
     crop. ``train_videos``/``val_videos`` of ``None`` use every video. ``cache`` keeps decoded
     clips between trainings (in the data layer's cache folder, ``$X3DSEARCH_CACHE``).
     ``precise_bn_clips`` > 0 recomputes BatchNorm statistics on that many training clips after
-    training ("precise BN"): the running averages lag behind fast-moving weights in short runs. ``debug_nan_step``
-    makes the loss NaN at that global step (a test hook that travels with the schedule to
+    training ("precise BN"): the running averages lag behind fast-moving weights in short runs.
+    ``debug_nan_step`` makes the loss NaN at that global step (a test hook that travels with the schedule to
     Ray workers).
     """
 

@@ -16,7 +16,7 @@ from typing import Callable, Mapping, Sequence
 from .config import X3DConfig
 from .cost import count_flops, count_params
 from .errors import ConfigError, SearchError
-from .space import SearchSpace, expand
+from .space import DISCRETE_FIELDS, SearchSpace, expand
 
 __all__ = ["Candidate", "Outcome", "Step", "Contraction", "SearchResult", "ScoreFn",
            "step_candidates", "choose", "contract", "run_search", "estimate_steps", "CEILING_FACTOR",
@@ -124,13 +124,12 @@ def choose(candidates: Sequence[Candidate], outcomes: Mapping[str, Outcome]) -> 
     return min(usable, key=lambda c: (-outcomes[c.key].top1, count_flops(c.config), order[id(c)]))
 
 
-def contract(base: X3DConfig, axis: str, target_flops: float, space: SearchSpace,
-             iterations: int = 40, below: bool = False) -> tuple[X3DConfig, float]:
-    """Partial step of ``axis`` from ``base`` whose cost is closest to ``target_flops``.
+def _bracket(base: X3DConfig, axis: str, target_flops: float, space: SearchSpace,
+             iterations: int = 40) -> tuple[tuple[X3DConfig, float] | None, tuple[X3DConfig, float]]:
+    """The partial steps of ``axis`` just at/under and just over the target: ((config, fraction) or None, ...).
 
-    Bisection on the step fraction (cost is monotone in it); discrete fields round, so the
-    two configs either side of the target are compared and the closer one returned (with
-    ``below``, the one at or under the target when there is one).
+    Bisection on the step fraction (cost is monotone in it); discrete fields round, so the two
+    sides can be far apart.
     """
     lo, hi = 0.0, 1.0
     under: tuple[X3DConfig, float] | None = None
@@ -142,13 +141,20 @@ def contract(base: X3DConfig, axis: str, target_flops: float, space: SearchSpace
             lo, under = mid, (config, mid)
         else:
             hi, above = mid, (config, mid)
-    if under is None:
+    return under, above
+
+
+def _closest(under: tuple[X3DConfig, float] | None, above: tuple[X3DConfig, float],
+             target_flops: float) -> tuple[X3DConfig, float]:
+    if under is None or count_flops(above[0]) - target_flops < target_flops - count_flops(under[0]):
         return above
-    if below:
-        return under
-    gap_below = target_flops - count_flops(under[0])
-    gap_above = count_flops(above[0]) - target_flops
-    return under if gap_below <= gap_above else above
+    return under
+
+
+def contract(base: X3DConfig, axis: str, target_flops: float, space: SearchSpace,
+             iterations: int = 40) -> tuple[X3DConfig, float]:
+    """Partial step of ``axis`` from ``base`` whose cost is closest to ``target_flops``: (config, fraction)."""
+    return _closest(*_bracket(base, axis, target_flops, space, iterations), target_flops)
 
 
 def land(base: X3DConfig, axis: str, target_flops: float, space: SearchSpace,
@@ -161,16 +167,16 @@ def land(base: X3DConfig, axis: str, target_flops: float, space: SearchSpace,
     rest. Returns the config, the axis label (``"spatial+bottleneck"`` when topped up) and the
     first axis' step fraction.
     """
-    config, fraction = contract(base, axis, target_flops, space)
-    if abs(count_flops(config) - target_flops) <= tolerance * target_flops:
+    under, above = _bracket(base, axis, target_flops, space)
+    config, fraction = _closest(under, above, target_flops)
+    if under is None or abs(count_flops(config) - target_flops) <= tolerance * target_flops:
         return config, axis, fraction
-    start, fraction = contract(base, axis, target_flops, space, below=True)
+    start, start_fraction = under
     fills = [a for a, fields in space.axes.items()
-             if a != axis and all(name in ("width", "bottleneck", "depth") for name in fields)]
+             if a != axis and not any(name in DISCRETE_FIELDS for name in fields)]
     options = [(contract(start, a, target_flops, space)[0], a) for a in fills]
-    options.append((config, ""))
-    best, fill = min(options, key=lambda o: abs(count_flops(o[0]) - target_flops))
-    return best, f"{axis}+{fill}" if fill else axis, fraction
+    best, fill = min([*options, (config, "")], key=lambda o: abs(count_flops(o[0]) - target_flops))
+    return (best, f"{axis}+{fill}", start_fraction) if fill else (config, axis, fraction)
 
 
 def estimate_steps(start: X3DConfig, target_gflops: float) -> int:

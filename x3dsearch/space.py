@@ -17,10 +17,11 @@ import yaml
 
 from .config import ConfigError, X3DConfig, preset
 
-__all__ = ["SearchSpace", "AXES", "load_space", "expand", "candidates"]
+__all__ = ["SearchSpace", "AXES", "DISCRETE_FIELDS", "load_space", "expand", "candidates"]
 
 AXES = ("fast", "temporal", "spatial", "depth", "width", "bottleneck")
 _SCALABLE = ("stride", "frames", "crop", "width", "bottleneck", "depth")
+DISCRETE_FIELDS = ("stride", "frames", "crop")  # integers: a partial step rounds them
 _DEFAULT_SPACE = "x3d_kinetics"
 
 
@@ -85,7 +86,7 @@ def _check_bounds(bounds: Any, crop_multiple: int, source: str) -> dict[str, tup
     clean: dict[str, tuple[float, float]] = {}
     for name in _SCALABLE:
         pair = bounds[name]
-        integer = name in ("stride", "frames", "crop")
+        integer = name in DISCRETE_FIELDS
         kinds = (int,) if integer else (int, float)
         if (not isinstance(pair, (list, tuple)) or len(pair) != 2
                 or any(isinstance(v, bool) or not isinstance(v, kinds) for v in pair)

@@ -1,8 +1,8 @@
 """One training loop for every fidelity: proxy trainings of the search and the final training.
 
 :func:`train` trains ``build_model(config)`` with a :class:`~x3dsearch.schedule.Schedule`
-(SGD with momentum or, for short proxies, AdamW; linear warm-up then cosine learning rate per step, weight decay off BN and
-biases, optional label smoothing), evaluates with multi-view testing and returns a
+(SGD with momentum or, for short proxies, AdamW; linear warm-up then cosine learning rate per
+step; weight decay off BN and biases; optional label smoothing; optional precise BN), evaluates with multi-view testing and returns a
 :class:`TrainResult`. With ``out_dir`` it checkpoints every epoch and resumes exactly.
 Nothing inside a run escapes as an exception: failures come back as ``status="failed"``.
 """
