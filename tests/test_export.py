@@ -50,7 +50,7 @@ def test_best_under_gflops(run_dir):
 def test_pyslowfast_round_trip(config, tmp_path):
     out = tmp_path / "x3d.yaml"
     export_config(config, "pyslowfast", out, schedule=FULL_SCHEDULE)
-    assert X3DConfig.from_pyslowfast(out) == config
+    assert from_pyslowfast(out) == config
     assert from_pyslowfast(out.read_text()) == config
     data = yaml.safe_load(out.read_text())
     assert data["MODEL"]["ARCH"] == "x3d" and data["X3D"]["DIM_C1"] == 12 and data["X3D"]["DIM_C5"] == 2048
@@ -77,7 +77,7 @@ def test_preset_export_uses_the_kinetics_schedule(tmp_path, capsys):
     assert main(["export", "--preset", "S", "--format", "pyslowfast", "-o", str(out)]) == 0
     data = yaml.safe_load(out.read_text())
     assert data["SOLVER"]["MAX_EPOCH"] == 256 and data["SOLVER"]["BASE_LR"] == pytest.approx(1.6)
-    assert data["TRAIN"]["BATCH_SIZE"] == 1024 and X3DConfig.from_pyslowfast(out) == preset("S")
+    assert data["TRAIN"]["BATCH_SIZE"] == 1024 and from_pyslowfast(out) == preset("S")
 
 
 def test_pytorchvideo_kwargs_complete_and_typed(tmp_path):

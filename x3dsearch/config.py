@@ -114,13 +114,6 @@ class X3DConfig:
         except ConfigError as err:
             raise ConfigError(f"{path}: {err}") from None
 
-    @classmethod
-    def from_pyslowfast(cls, source: str | Path) -> "X3DConfig":
-        """Import a PySlowFast X3D config (YAML path or text); see :func:`x3dsearch.export.from_pyslowfast`."""
-        from .export import from_pyslowfast
-
-        return from_pyslowfast(source)
-
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
 
