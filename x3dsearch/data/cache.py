@@ -27,7 +27,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..errors import DataError
-from .kinetics import VideoInfo, frame_indices
+from .video import VideoInfo, frame_indices, stream_origin
 
 __all__ = ["ClipCache", "default_cache_dir", "cache_root"]
 
@@ -76,7 +76,7 @@ def _decode_into(path: Path, out: np.ndarray, side: int, fps: float) -> int:
             raise DataError("no video stream")
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        origin = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+        origin = stream_origin(stream)
         rate = float(stream.average_rate) if stream.average_rate else fps
         for frame in container.decode(stream):
             last_time = (frame.time or 0.0) - origin
