@@ -1,0 +1,132 @@
+"""The package's module import graph has no cycles: read from the source with ast, nothing imported."""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import pkgutil
+from pathlib import Path
+from typing import Iterable, Mapping
+
+PACKAGE = "x3dsearch"
+
+
+def package_modules(name: str, folder: Path) -> dict[str, Path]:
+    """Source file of every module of the package ``name`` in ``folder`` (a package as its ``__init__.py``)."""
+    modules = {name: folder / "__init__.py"}
+    for info in pkgutil.iter_modules([str(folder)]):
+        dotted = f"{name}.{info.name}"
+        if info.ispkg:
+            modules.update(package_modules(dotted, folder / info.name))
+        elif (folder / f"{info.name}.py").is_file():
+            modules[dotted] = folder / f"{info.name}.py"
+    return modules
+
+
+def _owner(target: str, modules: Mapping[str, Path]) -> str | None:
+    """The innermost package module a dotted name lies in (``a.b.Name`` -> ``a.b``), None outside the package."""
+    while target and target not in modules:
+        target = target.rpartition(".")[0]
+    return target or None
+
+
+def _targets(node: ast.Import | ast.ImportFrom, name: str, is_package: bool) -> list[str]:
+    """Dotted names one import statement of module ``name`` loads, relative imports made absolute."""
+    if isinstance(node, ast.Import):
+        return [alias.name for alias in node.names]
+    base = node.module or ""
+    if node.level:
+        parts = name.split(".") if is_package else name.split(".")[:-1]
+        anchor = parts[:len(parts) - node.level + 1]
+        base = ".".join(anchor + ([node.module] if node.module else []))
+    return [f"{base}.{alias.name}" for alias in node.names]
+
+
+def import_graph(modules: Mapping[str, Path]) -> dict[str, set[str]]:
+    """Each module's imports of other package modules, from every import statement in its file (any depth)."""
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        tree = ast.parse(path.read_text(), str(path))
+        imports = (node for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom)))
+        owners = {_owner(target, modules) for node in imports
+                  for target in _targets(node, name, path.name == "__init__.py")}
+        graph[name] = owners - {None, name}
+    return graph
+
+
+def find_cycle(graph: Mapping[str, Iterable[str]]) -> list[str] | None:
+    """One cycle of ``graph`` as ``[a, b, ..., a]``, or None if the graph is acyclic (depth-first search)."""
+    finished: set[str] = set()
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        path.append(node)
+        for successor in sorted(graph.get(node, ())):
+            if successor in path:
+                return path[path.index(successor):] + [successor]
+            if successor not in finished and (cycle := visit(successor)):
+                return cycle
+        finished.add(path.pop())
+        return None
+
+    for node in sorted(graph):
+        if node not in finished and (cycle := visit(node)):
+            return cycle
+    return None
+
+
+def _write_package(root: Path, files: Mapping[str, str]) -> dict[str, Path]:
+    """Write a throwaway package ``pkg`` under ``root`` (relative path -> source) and list its modules."""
+    for relative, source in files.items():
+        path = root / "pkg" / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(source)
+    return package_modules("pkg", root / "pkg")
+
+
+def test_package_has_no_import_cycle() -> None:
+    spec = importlib.util.find_spec(PACKAGE)
+    assert spec is not None and spec.origin is not None
+    modules = package_modules(PACKAGE, Path(spec.origin).parent)
+    assert {f"{PACKAGE}.config", f"{PACKAGE}.data.cache", f"{PACKAGE}.data.kinetics"} <= set(modules)
+    cycle = find_cycle(import_graph(modules))
+    assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+def test_find_cycle_on_small_graphs() -> None:
+    assert find_cycle({"a": {"b", "c"}, "b": {"d"}, "c": {"d"}, "d": set()}) is None
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"b"}}) == ["b", "c", "b"]
+    assert find_cycle({"a": {"a"}}) == ["a", "a"]
+
+
+def test_graph_reads_relative_absolute_and_function_level_imports(tmp_path: Path) -> None:
+    modules = _write_package(tmp_path, {
+        "__init__.py": "from .config import Config\n",
+        "config.py": "import json\n\nclass Config:\n    def load(self):\n        from .export import load\n",
+        "export.py": "from pkg.config import Config\n",
+        "data/__init__.py": "from . import cache\nfrom .kinetics import Dataset\n",
+        "data/kinetics.py": "from ..config import Config\n\ndef open():\n    from .cache import Cache\n",
+        "data/cache.py": "import pkg.data.kinetics\n",
+    })
+    assert import_graph(modules) == {
+        "pkg": {"pkg.config"}, "pkg.config": {"pkg.export"}, "pkg.export": {"pkg.config"},
+        "pkg.data": {"pkg.data.cache", "pkg.data.kinetics"},
+        "pkg.data.kinetics": {"pkg.config", "pkg.data.cache"}, "pkg.data.cache": {"pkg.data.kinetics"},
+    }
+
+
+def test_the_cycles_issue_17_removed_are_found(tmp_path: Path) -> None:
+    """The old layout: config's method imported the exporter; cache imported the dataset that opens it."""
+    modules = _write_package(tmp_path, {
+        "__init__.py": "",
+        "config.py": "def from_pyslowfast(source):\n    from .export import from_pyslowfast\n",
+        "export.py": "from .config import X3DConfig\n",
+        "data/__init__.py": "",
+        "data/kinetics.py": "def dataset():\n    from .cache import ClipCache\n",
+        "data/cache.py": "from .kinetics import VideoInfo, frame_indices\n",
+    })
+    graph = import_graph(modules)
+    assert find_cycle(graph) == ["pkg.config", "pkg.export", "pkg.config"]
+    del graph["pkg.config"]
+    assert find_cycle(graph) == ["pkg.data.cache", "pkg.data.kinetics", "pkg.data.cache"]
