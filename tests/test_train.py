@@ -90,6 +90,25 @@ def test_same_seed_gives_identical_metrics(data: tuple[Dataset, Dataset]) -> Non
     assert other.epoch_losses != first.epoch_losses
 
 
+# Recorded with the training loop as it was before it was split into train/checkpoint/evaluate
+# (commit 7c475fd, seed 3, one thread): the split must not change a single number.
+_BEFORE_SPLIT = {
+    "sgd": (0.9583333333333334, [0.9531155625979105, 0.4153606817126274, 0.21904180447260538, 0.05913085862994194]),
+    "adamw_pbn": (1.0, [1.0597251454989116, 0.7850368022918701, 0.6295394003391266, 0.5272432764371237]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_BEFORE_SPLIT))
+def test_split_loop_gives_the_metrics_of_the_loop_before_the_split(name: str) -> None:
+    data = (ColourClips(96, seed=0), ColourClips(48, seed=1, views=2))
+    schedule = SCHEDULE if name == "sgd" else SCHEDULE.replace(
+        optimizer="adamw", base_lr=0.003, precise_bn_clips=96, label_smoothing=0.1)
+    result = train(CONFIG, data, schedule, seed=3, threads=1)
+    top1, losses = _BEFORE_SPLIT[name]
+    assert result.top1 == top1
+    assert result.epoch_losses == pytest.approx(losses, rel=1e-5)
+
+
 def test_injected_nan_diverges_without_accuracy(data: tuple[Dataset, Dataset]) -> None:
     result = train(CONFIG, data, SCHEDULE.replace(debug_nan_step=7), seed=0, threads=1)
     assert result.status == "diverged"

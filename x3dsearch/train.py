@@ -26,20 +26,21 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from .checkpoint import CHECKPOINT, CheckpointStore, FileCheckpoints, atomic_torch_save, capture_rng, check_identity, restore_rng
 from .config import X3DConfig
 from .errors import ConfigError
+from .evaluate import Feed, evaluate_views, precise_bn
 from .model import build_model
 from .rundir import atomic_write
 from .schedule import Schedule, load_schedule
 
 __all__ = ["TrainResult", "train", "resolve_threads", "CHECKPOINT", "METRICS", "MODEL"]
 
-CHECKPOINT, METRICS, MODEL, CONFIG = "checkpoint.pt", "metrics.json", "model.pt", "config.yaml"
+METRICS, MODEL, CONFIG = "metrics.json", "model.pt", "config.yaml"
 _EXPLODE_FACTOR = 20.0  # a loss this many times the first step's loss counts as divergence
-_SEED_STRIDE = 1_000_003  # spreads (seed, epoch) pairs over distinct DataLoader seeds
 
 EpochCallback = Callable[[int, Mapping[str, Any]], None]
 
@@ -130,18 +131,20 @@ def resolve_threads(threads: int | None = None) -> int:
 def train(config: X3DConfig, data: str | Path | tuple[Dataset, Dataset], schedule: Schedule | str,
           seed: int = 0, *, out_dir: str | Path | None = None, resume: bool = False,
           progress: bool = False, device: str | torch.device | None = None, threads: int | None = None,
-          on_epoch: EpochCallback | None = None) -> TrainResult:
+          on_epoch: EpochCallback | None = None,
+          init_state: Mapping[str, torch.Tensor] | None = None) -> TrainResult:
     """Train and evaluate ``config`` on ``data`` (a dataset root or a (train, val) pair) with ``schedule``.
 
     With ``out_dir``, a checkpoint is written there after every epoch and ``metrics.json``,
     ``model.pt`` and ``config.yaml`` at the end; ``resume=True`` continues from the checkpoint
-    and ends with the same metrics as an uninterrupted run. Errors inside the run come back as
-    ``status="failed"`` (only KeyboardInterrupt propagates).
+    and ends with the same metrics as an uninterrupted run. ``init_state`` starts from those
+    weights (e.g. inherited from a parent) instead of a fresh initialisation. Errors inside the
+    run come back as ``status="failed"`` (only KeyboardInterrupt propagates).
     """
     schedule = load_schedule(schedule)
     run = _Run(config, schedule, seed, out_dir=Path(out_dir) if out_dir is not None else None,
                device=torch.device(device) if device is not None else _default_device(),
-               threads=resolve_threads(threads), progress=progress, on_epoch=on_epoch)
+               threads=resolve_threads(threads), progress=progress, on_epoch=on_epoch, init_state=init_state)
     checkpoint = run.load_checkpoint() if resume else None
     return run.execute(data, checkpoint)
 
@@ -206,61 +209,42 @@ def _open_datasets(data: str | Path | tuple[Dataset, Dataset], config: X3DConfig
 
 
 class _Run:
-    """One training run: owns model, optimiser, scheduler, checkpoint and result bookkeeping."""
+    """One training run: builds model and optimiser, runs epochs, keeps the result bookkeeping."""
 
     def __init__(self, config: X3DConfig, schedule: Schedule, seed: int, *, out_dir: Path | None,
-                 device: torch.device, threads: int, progress: bool, on_epoch: EpochCallback | None) -> None:
+                 device: torch.device, threads: int, progress: bool, on_epoch: EpochCallback | None,
+                 init_state: Mapping[str, torch.Tensor] | None = None) -> None:
         self.config, self.schedule, self.seed = config, schedule, seed
         self.out_dir, self.device, self.threads = out_dir, device, threads
-        self.progress, self.on_epoch = progress, on_epoch
+        self.progress, self.on_epoch, self.init_state = progress, on_epoch, init_state
+        self.store: CheckpointStore | None = FileCheckpoints(out_dir) if out_dir is not None else None
         self.train_crop = schedule.train_crop(config)
-        self.channels_last = schedule.channels_last
         bf16 = schedule.precision == "bf16" or (schedule.precision == "auto" and device.type == "cuda"
                                                and torch.cuda.is_bf16_supported())
-        self.autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+        self.feed = Feed(seed, schedule.num_workers, device, schedule.channels_last,
+                         torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext())
         self.state = _State()
         self.skipped: tuple[tuple[str, str], ...] = ()
         self.started = time.monotonic()
         self.wall_before = 0.0
 
     # -- checkpoints -----------------------------------------------------------------
-    @property
-    def checkpoint_path(self) -> Path | None:
-        return self.out_dir / CHECKPOINT if self.out_dir is not None else None
+    def _identity(self) -> dict[str, Any]:
+        return {"config": self.config.to_dict(), "schedule": self.schedule.to_dict(), "seed": self.seed}
 
     def load_checkpoint(self) -> dict[str, Any] | None:
-        """The checkpoint in ``out_dir`` if any; one made for another config/schedule/seed is an error."""
-        path = self.checkpoint_path
-        if path is None or not path.is_file():
-            return None
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-        mine = {"config": self.config.to_dict(), "schedule": self.schedule.to_dict(), "seed": self.seed}
-        for key, value in mine.items():
-            if checkpoint[key] != value:
-                raise ConfigError(f"{path} was written for a different {key}; use a new output folder "
-                                  f"or delete the checkpoint to start over")
+        """The store's checkpoint if any; one made for another config/schedule/seed is an error."""
+        checkpoint = self.store.load() if self.store is not None else None
+        if checkpoint is not None:
+            check_identity(checkpoint, self._identity(), str(getattr(self.store, "path", "the checkpoint")))
         return checkpoint
 
     def _save_checkpoint(self, model: nn.Module, optimizer: torch.optim.Optimizer,
                          scheduler: torch.optim.lr_scheduler.LRScheduler) -> None:
-        path = self.checkpoint_path
-        if path is None:
-            return
-        payload = {"config": self.config.to_dict(), "schedule": self.schedule.to_dict(), "seed": self.seed,
-                   "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                   "scheduler": scheduler.state_dict(), "state": dataclasses.asdict(self.state),
-                   "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-                           "random": random.getstate(),
-                           "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None}}
-        _atomic_torch_save(payload, path)
-
-    @staticmethod
-    def _restore_rng(rng: Mapping[str, Any]) -> None:
-        torch.set_rng_state(rng["torch"])
-        np.random.set_state(rng["numpy"])
-        random.setstate(rng["random"])
-        if rng["cuda"] is not None:
-            torch.cuda.set_rng_state_all(rng["cuda"])
+        if self.store is not None:
+            self.store.save({**self._identity(), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                             "scheduler": scheduler.state_dict(), "state": dataclasses.asdict(self.state),
+                             "rng": capture_rng(self.device)})
 
     # -- the run -----------------------------------------------------------------------
     def execute(self, data: str | Path | tuple[Dataset, Dataset], checkpoint: dict[str, Any] | None) -> TrainResult:
@@ -299,16 +283,14 @@ class _Run:
         """Wall time of the whole run, including the time spent before a resume."""
         return self.wall_before + time.monotonic() - self.started
 
-    def _train_and_evaluate(self, data: str | Path | tuple[Dataset, Dataset],
-                            checkpoint: dict[str, Any] | None) -> tuple[float, float]:
-        _seed_everything(self.seed)
+    def _build(self, train_set: Dataset, checkpoint: dict[str, Any] | None) -> tuple[nn.Module, Any, Any]:
+        """Model (from ``init_state`` or the checkpoint when given), optimiser and LR scheduler."""
         schedule = self.schedule
-        train_set, val_set = _open_datasets(data, self.config, schedule, self.seed)
-        self.skipped = tuple(tuple(s) for s in (*getattr(train_set, "skipped", ()), *getattr(val_set, "skipped", ())))
-        if len(train_set) == 0 or len(val_set) == 0:
-            raise ConfigError(f"no usable videos (train {len(train_set)}, val {len(val_set)})")
-        model = build_model(self.config).to(self.device)
-        if self.channels_last:
+        model = build_model(self.config)
+        if self.init_state is not None:
+            model.load_state_dict(self.init_state)
+        model = model.to(self.device)
+        if schedule.channels_last:
             model = model.to(memory_format=torch.channels_last_3d)
         optimizer = _optimizer(model, schedule)
         steps_per_epoch = math.ceil(len(train_set) / schedule.batch_size)
@@ -322,8 +304,19 @@ class _Run:
             scheduler.load_state_dict(checkpoint["scheduler"])
             self.state = _State(**checkpoint["state"])
             self.wall_before = self.state.wall_seconds
-            self._restore_rng(checkpoint["rng"])
-        bar = tqdm(total=total_steps, initial=self.state.step, file=sys.stderr, disable=not self.progress,
+            restore_rng(checkpoint["rng"])
+        return model, optimizer, scheduler
+
+    def _train_and_evaluate(self, data: str | Path | tuple[Dataset, Dataset],
+                            checkpoint: dict[str, Any] | None) -> tuple[float, float]:
+        _seed_everything(self.seed)
+        schedule = self.schedule
+        train_set, val_set = _open_datasets(data, self.config, schedule, self.seed)
+        self.skipped = tuple(tuple(s) for s in (*getattr(train_set, "skipped", ()), *getattr(val_set, "skipped", ())))
+        if len(train_set) == 0 or len(val_set) == 0:
+            raise ConfigError(f"no usable videos (train {len(train_set)}, val {len(val_set)})")
+        model, optimizer, scheduler = self._build(train_set, checkpoint)
+        bar = tqdm(total=math.ceil(len(train_set) / schedule.batch_size) * schedule.epochs, initial=self.state.step, file=sys.stderr, disable=not self.progress,
                    unit="step", dynamic_ncols=True, leave=True)
         try:
             while not self.state.done:
@@ -336,26 +329,13 @@ class _Run:
         finally:
             bar.close()
         if schedule.precise_bn_clips:
-            self._precise_bn(model, train_set)
-        top1, top5 = self._evaluate(model, val_set)
+            precise_bn(model, train_set, self.feed, schedule.batch_size, schedule.precise_bn_clips, schedule.epochs)
+        views = schedule.eval_views[0] * schedule.eval_views[1]
+        top1, top5 = evaluate_views(model, val_set, self.feed, schedule.batch_size, views)
         if self.out_dir is not None:
-            _atomic_torch_save(model.state_dict(), self.out_dir / MODEL)
+            atomic_torch_save(model.state_dict(), self.out_dir / MODEL)
             atomic_write(self.out_dir / CONFIG, self.config.to_yaml())
         return top1, top5
-
-    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool, epoch: int) -> DataLoader:
-        """A loader whose order and worker seeds depend only on (seed, epoch): resumable without its state."""
-        if hasattr(dataset, "set_epoch"):
-            dataset.set_epoch(epoch)
-        generator = torch.Generator().manual_seed(self.seed * _SEED_STRIDE + epoch)
-        workers = self.schedule.num_workers
-        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
-                          num_workers=workers, persistent_workers=False, drop_last=False,
-                          pin_memory=self.device.type == "cuda")
-
-    def _to_device(self, clips: torch.Tensor) -> torch.Tensor:
-        clips = clips.to(self.device, non_blocking=True)
-        return clips.contiguous(memory_format=torch.channels_last_3d) if self.channels_last else clips
 
     def _epoch(self, model: nn.Module, optimizer: torch.optim.Optimizer,
                scheduler: torch.optim.lr_scheduler.LRScheduler, train_set: Dataset, bar: tqdm) -> None:
@@ -365,23 +345,8 @@ class _Run:
         bar.set_description(f"epoch {state.epoch + 1}/{schedule.epochs}")
         total_loss, batches = 0.0, 0
         tick = time.monotonic()
-        for clips, labels in self._loader(train_set, schedule.batch_size, True, state.epoch):
-            clips, labels = self._to_device(clips), labels.to(self.device, non_blocking=True)
-            with self.autocast:
-                logits = model(clips)
-            loss = F.cross_entropy(logits.float(), labels, label_smoothing=schedule.label_smoothing)
-            if state.step == schedule.debug_nan_step:
-                loss = loss * float("nan")
-            value = loss.item()
-            if state.first_loss is None:
-                state.first_loss = value
-            if not math.isfinite(value) or value > _EXPLODE_FACTOR * max(state.first_loss, 1.0):
-                raise _Diverged(state.step, value)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            state.step += 1
+        for clips, labels in self.feed.loader(train_set, schedule.batch_size, True, state.epoch):
+            value = self._step(model, optimizer, scheduler, clips, labels)
             state.clips_seen += len(labels)
             total_loss += value
             batches += 1
@@ -400,54 +365,24 @@ class _Run:
         state.done = state.stopped_early or state.epoch >= schedule.epochs
         state.wall_seconds = self._seconds()
 
-    @torch.no_grad()
-    def _precise_bn(self, model: nn.Module, train_set: Dataset) -> None:
-        """Replace BatchNorm running statistics by their exact average over ``precise_bn_clips`` training clips."""
-        norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-        momenta = [m.momentum for m in norms]
-        for m in norms:
-            m.reset_running_stats()
-            m.momentum = None  # cumulative average over the batches below
-        model.train()
-        seen = 0
-        for clips, _ in self._loader(train_set, self.schedule.batch_size, True, self.schedule.epochs):
-            with self.autocast:
-                model(self._to_device(clips))
-            seen += len(clips)
-            if seen >= self.schedule.precise_bn_clips:
-                break
-        for m, momentum in zip(norms, momenta):
-            m.momentum = momentum
-
-    @torch.no_grad()
-    def _evaluate(self, model: nn.Module, val_set: Dataset) -> tuple[float, float]:
-        """Top-1/top-5 of the softmax averaged over each video's views."""
-        model.eval()
-        views = self.schedule.eval_views[0] * self.schedule.eval_views[1]
-        batch = max(1, self.schedule.batch_size // views)
-        correct1 = correct5 = count = 0
-        for clips, labels in self._loader(val_set, batch, False, 0):
-            if clips.dim() == 5:  # a dataset of single clips: one view per video
-                clips = clips.unsqueeze(1)
-            videos, n_views = clips.shape[:2]
-            with self.autocast:
-                logits = model(self._to_device(clips.flatten(0, 1)))
-            probs = logits.float().softmax(dim=1).view(videos, n_views, -1).mean(dim=1)
-            labels = labels.to(self.device)
-            top = probs.topk(min(5, probs.shape[1]), dim=1).indices
-            hits = top == labels[:, None]
-            correct1 += int(hits[:, 0].sum())
-            correct5 += int(hits.any(dim=1).sum())
-            count += videos
-        return correct1 / count, correct5 / count
-
-
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    """``torch.save`` through a temp file and ``os.replace``: a kill never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    def _step(self, model: nn.Module, optimizer: torch.optim.Optimizer,
+              scheduler: torch.optim.lr_scheduler.LRScheduler, clips: torch.Tensor, labels: torch.Tensor) -> float:
+        """One optimisation step; returns the batch loss, raises :class:`_Diverged` on NaN or explosion."""
+        state, schedule = self.state, self.schedule
+        clips, labels = self.feed.to_device(clips), labels.to(self.device, non_blocking=True)
+        with self.feed.autocast:
+            logits = model(clips)
+        loss = F.cross_entropy(logits.float(), labels, label_smoothing=schedule.label_smoothing)
+        if state.step == schedule.debug_nan_step:
+            loss = loss * float("nan")
+        value = loss.item()
+        if state.first_loss is None:
+            state.first_loss = value
+        if not math.isfinite(value) or value > _EXPLODE_FACTOR * max(state.first_loss, 1.0):
+            raise _Diverged(state.step, value)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        state.step += 1
+        return value

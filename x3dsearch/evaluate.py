@@ -1,0 +1,91 @@
+"""Evaluation pieces of the training loop: data loaders, precise BatchNorm and multi-view testing.
+
+Each is a function of a model and a dataset, so the single-process loop and a distributed
+worker call the same code.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+__all__ = ["Feed", "precise_bn", "evaluate_views"]
+
+SEED_STRIDE = 1_000_003  # spreads (seed, epoch) pairs over distinct DataLoader seeds
+
+
+@dataclass(frozen=True)
+class Feed:
+    """How clips reach the model: loader seeding and workers, device, memory layout, autocast."""
+
+    seed: int
+    num_workers: int
+    device: torch.device
+    channels_last: bool
+    autocast: AbstractContextManager[Any]
+    sampler: Any = None  # a callable (dataset, shuffle, epoch) -> Sampler, e.g. a distributed one
+
+    def loader(self, dataset: Dataset, batch_size: int, shuffle: bool, epoch: int) -> DataLoader:
+        """A loader whose order and worker seeds depend only on (seed, epoch): resumable without its state."""
+        if hasattr(dataset, "set_epoch"):
+            dataset.set_epoch(epoch)
+        generator = torch.Generator().manual_seed(self.seed * SEED_STRIDE + epoch)
+        sampler: Sampler | None = self.sampler(dataset, shuffle, epoch) if self.sampler else None
+        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None,
+                          sampler=sampler, generator=generator, num_workers=self.num_workers,
+                          persistent_workers=False, drop_last=False, pin_memory=self.device.type == "cuda")
+
+    def to_device(self, clips: torch.Tensor) -> torch.Tensor:
+        clips = clips.to(self.device, non_blocking=True)
+        return clips.contiguous(memory_format=torch.channels_last_3d) if self.channels_last else clips
+
+
+@torch.no_grad()
+def precise_bn(model: nn.Module, train_set: Dataset, feed: Feed, batch_size: int, clips: int, epoch: int) -> None:
+    """Replace BatchNorm running statistics by their exact average over ``clips`` training clips.
+
+    Short runs move the weights faster than the running averages follow ("precise BN").
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches below
+    model.train()
+    seen = 0
+    for batch, _ in feed.loader(train_set, batch_size, True, epoch):
+        with feed.autocast:
+            model(feed.to_device(batch))
+        seen += len(batch)
+        if seen >= clips:
+            break
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+
+
+@torch.no_grad()
+def evaluate_views(model: nn.Module, val_set: Dataset, feed: Feed, batch_size: int,
+                   views: int) -> tuple[float, float]:
+    """Top-1/top-5 of the softmax averaged over each video's ``views`` views."""
+    model.eval()
+    batch = max(1, batch_size // views)
+    correct1 = correct5 = count = 0
+    for clips, labels in feed.loader(val_set, batch, False, 0):
+        if clips.dim() == 5:  # a dataset of single clips: one view per video
+            clips = clips.unsqueeze(1)
+        videos, n_views = clips.shape[:2]
+        with feed.autocast:
+            logits = model(feed.to_device(clips.flatten(0, 1)))
+        probs = logits.float().softmax(dim=1).view(videos, n_views, -1).mean(dim=1)
+        labels = labels.to(feed.device)
+        top = probs.topk(min(5, probs.shape[1]), dim=1).indices
+        hits = top == labels[:, None]
+        correct1 += int(hits[:, 0].sum())
+        correct5 += int(hits.any(dim=1).sum())
+        count += videos
+    return correct1 / count, correct5 / count
