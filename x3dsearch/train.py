@@ -17,10 +17,10 @@ import random
 import resource
 import sys
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -205,7 +205,40 @@ def _open_datasets(data: str | Path | tuple[Dataset, Dataset], config: X3DConfig
     classes = getattr(train_set, "num_classes", 0)
     if classes > config.num_classes:
         raise ConfigError(f"the data has {classes} classes but the config only {config.num_classes}")
+    if len(train_set) == 0 or len(val_set) == 0:
+        raise ConfigError(f"no usable videos (train {len(train_set)}, val {len(val_set)})")
     return train_set, val_set
+
+
+def _test(model: nn.Module, train_set: Dataset, val_set: Dataset, feed: Feed, schedule: Schedule) -> tuple[float, float]:
+    """Precise BN (when the schedule asks), then top-1/top-5 over the schedule's validation views."""
+    if schedule.precise_bn_clips:
+        precise_bn(model, train_set, feed, schedule.batch_size, schedule.precise_bn_clips, schedule.epochs)
+    views = schedule.eval_views[0] * schedule.eval_views[1]
+    return evaluate_views(model, val_set, feed, schedule.batch_size, views)
+
+
+def _feed(schedule: Schedule, seed: int, device: torch.device) -> Feed:
+    """How batches reach the model: bf16 autocast when the schedule asks (or ``auto`` on a bf16 GPU)."""
+    bf16 = schedule.precision == "bf16" or (schedule.precision == "auto" and device.type == "cuda"
+                                           and torch.cuda.is_bf16_supported())
+    return Feed(seed, schedule.num_workers, device, schedule.channels_last,
+                torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext())
+
+
+@contextmanager
+def _torch_settings(threads: int, device: torch.device) -> Iterator[None]:
+    """Intra-op threads and (on CPU) deterministic algorithms for the run, restored afterwards."""
+    previous_threads = torch.get_num_threads()
+    previous_deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(threads)
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous_threads)
+        torch.use_deterministic_algorithms(previous_deterministic)
 
 
 class _Run:
@@ -217,53 +250,29 @@ class _Run:
         self.config, self.schedule, self.seed = config, schedule, seed
         self.out_dir, self.device, self.threads = out_dir, device, threads
         self.progress, self.on_epoch, self.init_state = progress, on_epoch, init_state
-        self.store: CheckpointStore | None = FileCheckpoints(out_dir) if out_dir is not None else None
+        identity = {"config": config.to_dict(), "schedule": schedule.to_dict(), "seed": seed}
+        self.checkpoints = _Checkpoints(FileCheckpoints(out_dir) if out_dir is not None else None, identity, device)
         self.train_crop = schedule.train_crop(config)
-        bf16 = schedule.precision == "bf16" or (schedule.precision == "auto" and device.type == "cuda"
-                                               and torch.cuda.is_bf16_supported())
-        self.feed = Feed(seed, schedule.num_workers, device, schedule.channels_last,
-                         torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext())
+        self.feed = _feed(schedule, seed, device)
         self.state = _State()
         self.skipped: tuple[tuple[str, str], ...] = ()
         self.started = time.monotonic()
         self.wall_before = 0.0
 
-    # -- checkpoints -----------------------------------------------------------------
-    def _identity(self) -> dict[str, Any]:
-        return {"config": self.config.to_dict(), "schedule": self.schedule.to_dict(), "seed": self.seed}
-
     def load_checkpoint(self) -> dict[str, Any] | None:
-        """The store's checkpoint if any; one made for another config/schedule/seed is an error."""
-        checkpoint = self.store.load() if self.store is not None else None
-        if checkpoint is not None:
-            check_identity(checkpoint, self._identity(), str(getattr(self.store, "path", "the checkpoint")))
-        return checkpoint
+        """The stored checkpoint if any; one made for another config/schedule/seed is an error."""
+        return self.checkpoints.load()
 
-    def _save_checkpoint(self, model: nn.Module, optimizer: torch.optim.Optimizer,
-                         scheduler: torch.optim.lr_scheduler.LRScheduler) -> None:
-        if self.store is not None:
-            self.store.save({**self._identity(), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                             "scheduler": scheduler.state_dict(), "state": dataclasses.asdict(self.state),
-                             "rng": capture_rng(self.device)})
-
-    # -- the run -----------------------------------------------------------------------
     def execute(self, data: str | Path | tuple[Dataset, Dataset], checkpoint: dict[str, Any] | None) -> TrainResult:
         """Run to the end and return the result; exceptions become ``failed``, divergence ``diverged``."""
-        previous_threads = torch.get_num_threads()
-        previous_deterministic = torch.are_deterministic_algorithms_enabled()
-        torch.set_num_threads(self.threads)
-        if self.device.type == "cpu":
-            torch.use_deterministic_algorithms(True, warn_only=True)
         try:
-            top1, top5 = self._train_and_evaluate(data, checkpoint)
+            with _torch_settings(self.threads, self.device):
+                top1, top5 = self._train_and_evaluate(data, checkpoint)
             result = self._result("ok", top1=top1, top5=top5)
         except _Diverged as err:
             result = self._result("diverged", reason=f"diverged: {err}", diverged_step=err.step)
         except Exception as err:  # noqa: BLE001 - the edge of a trial: report, never crash the search
             result = self._result("failed", reason=f"{type(err).__name__}: {err}")
-        finally:
-            torch.set_num_threads(previous_threads)
-            torch.use_deterministic_algorithms(previous_deterministic)
         if self.out_dir is not None:
             atomic_write(self.out_dir / METRICS, json.dumps(result.to_dict(), indent=2))
         return result
@@ -283,75 +292,119 @@ class _Run:
         """Wall time of the whole run, including the time spent before a resume."""
         return self.wall_before + time.monotonic() - self.started
 
-    def _build(self, train_set: Dataset, checkpoint: dict[str, Any] | None) -> tuple[nn.Module, Any, Any]:
-        """Model (from ``init_state`` or the checkpoint when given), optimiser and LR scheduler."""
-        schedule = self.schedule
-        model = build_model(self.config)
-        if self.init_state is not None:
-            model.load_state_dict(self.init_state)
-        model = model.to(self.device)
-        if schedule.channels_last:
-            model = model.to(memory_format=torch.channels_last_3d)
-        optimizer = _optimizer(model, schedule)
-        steps_per_epoch = math.ceil(len(train_set) / schedule.batch_size)
-        total_steps = steps_per_epoch * schedule.epochs
-        warmup = round(schedule.warmup_epochs * steps_per_epoch)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: _lr_factor(step, total_steps, warmup))
-        if checkpoint is not None:
-            model.load_state_dict(checkpoint["model"])
-            optimizer.load_state_dict(checkpoint["optimizer"])
-            scheduler.load_state_dict(checkpoint["scheduler"])
-            self.state = _State(**checkpoint["state"])
-            self.wall_before = self.state.wall_seconds
-            restore_rng(checkpoint["rng"])
-        return model, optimizer, scheduler
-
     def _train_and_evaluate(self, data: str | Path | tuple[Dataset, Dataset],
                             checkpoint: dict[str, Any] | None) -> tuple[float, float]:
         _seed_everything(self.seed)
         schedule = self.schedule
         train_set, val_set = _open_datasets(data, self.config, schedule, self.seed)
         self.skipped = tuple(tuple(s) for s in (*getattr(train_set, "skipped", ()), *getattr(val_set, "skipped", ())))
-        if len(train_set) == 0 or len(val_set) == 0:
-            raise ConfigError(f"no usable videos (train {len(train_set)}, val {len(val_set)})")
-        model, optimizer, scheduler = self._build(train_set, checkpoint)
-        bar = tqdm(total=math.ceil(len(train_set) / schedule.batch_size) * schedule.epochs, initial=self.state.step, file=sys.stderr, disable=not self.progress,
+        parts = _Parts.build(self.config, schedule, math.ceil(len(train_set) / schedule.batch_size),
+                             self.device, self.init_state)
+        if checkpoint is not None:
+            self.state = self.checkpoints.restore(parts, checkpoint)
+            self.wall_before = self.state.wall_seconds
+        epochs = _Epochs(self.state, schedule, self.feed, parts, self._seconds)
+        bar = tqdm(total=parts.total_steps, initial=self.state.step, file=sys.stderr, disable=not self.progress,
                    unit="step", dynamic_ncols=True, leave=True)
         try:
             while not self.state.done:
-                self._epoch(model, optimizer, scheduler, train_set, bar)
-                self._save_checkpoint(model, optimizer, scheduler)
+                epochs.run(train_set, bar if self.progress else None)
+                self.checkpoints.save(parts, self.state)
                 if self.on_epoch is not None:
                     self.on_epoch(self.state.epoch, {"loss": self.state.epoch_losses[-1],
                                                      "clips_seen": self.state.clips_seen,
                                                      "seconds": self._seconds()})
         finally:
             bar.close()
-        if schedule.precise_bn_clips:
-            precise_bn(model, train_set, self.feed, schedule.batch_size, schedule.precise_bn_clips, schedule.epochs)
-        views = schedule.eval_views[0] * schedule.eval_views[1]
-        top1, top5 = evaluate_views(model, val_set, self.feed, schedule.batch_size, views)
+        top1, top5 = _test(parts.model, train_set, val_set, self.feed, schedule)
         if self.out_dir is not None:
-            atomic_torch_save(model.state_dict(), self.out_dir / MODEL)
+            atomic_torch_save(parts.model.state_dict(), self.out_dir / MODEL)
             atomic_write(self.out_dir / CONFIG, self.config.to_yaml())
         return top1, top5
 
-    def _epoch(self, model: nn.Module, optimizer: torch.optim.Optimizer,
-               scheduler: torch.optim.lr_scheduler.LRScheduler, train_set: Dataset, bar: tqdm) -> None:
-        """One epoch (or its rest, up to the time budget); updates ``self.state``."""
+
+class _Checkpoints:
+    """A run's parts, counters and RNG states through a store, checked against the run's identity."""
+
+    def __init__(self, store: CheckpointStore | None, identity: Mapping[str, Any], device: torch.device) -> None:
+        self.store, self.identity, self.device = store, dict(identity), device
+
+    def load(self) -> dict[str, Any] | None:
+        checkpoint = self.store.load() if self.store is not None else None
+        if checkpoint is not None:
+            check_identity(checkpoint, self.identity, str(getattr(self.store, "path", "the checkpoint")))
+        return checkpoint
+
+    def save(self, parts: "_Parts", state: _State) -> None:
+        if self.store is not None:
+            self.store.save({**self.identity, **parts.state_dicts(), "state": dataclasses.asdict(state),
+                             "rng": capture_rng(self.device)})
+
+    @staticmethod
+    def restore(parts: "_Parts", checkpoint: Mapping[str, Any]) -> _State:
+        """Load the parts and RNG states; returns the counters to continue from."""
+        parts.load_state_dicts(checkpoint)
+        restore_rng(checkpoint["rng"])
+        return _State(**checkpoint["state"])
+
+
+@dataclass
+class _Parts:
+    """What an epoch updates: the model, its optimiser and the per-step LR schedule."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    total_steps: int
+
+    @classmethod
+    def build(cls, config: X3DConfig, schedule: Schedule, steps_per_epoch: int, device: torch.device,
+              init_state: Mapping[str, torch.Tensor] | None) -> "_Parts":
+        """A fresh (or ``init_state``-initialised) model on ``device`` with its optimiser and schedule."""
+        model = build_model(config)
+        if init_state is not None:
+            model.load_state_dict(init_state)
+        model = model.to(device)
+        if schedule.channels_last:
+            model = model.to(memory_format=torch.channels_last_3d)
+        optimizer = _optimizer(model, schedule)
+        total = steps_per_epoch * schedule.epochs
+        warmup = round(schedule.warmup_epochs * steps_per_epoch)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _lr_factor(step, total, warmup))
+        return cls(model, optimizer, scheduler, total)
+
+    def state_dicts(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict()}
+
+    def load_state_dicts(self, checkpoint: Mapping[str, Any]) -> None:
+        self.model.load_state_dict(checkpoint["model"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.scheduler.load_state_dict(checkpoint["scheduler"])
+
+
+class _Epochs:
+    """The epoch loop: optimisation steps, divergence checks, the time budget and progress."""
+
+    def __init__(self, state: _State, schedule: Schedule, feed: Feed, parts: _Parts,
+                 seconds: Callable[[], float]) -> None:
+        self.state, self.schedule, self.feed, self.parts, self.seconds = state, schedule, feed, parts, seconds
+
+    def run(self, train_set: Dataset, bar: tqdm | None) -> None:
+        """One epoch (or its rest, up to the time budget); updates the shared state."""
         state, schedule = self.state, self.schedule
-        model.train()
-        bar.set_description(f"epoch {state.epoch + 1}/{schedule.epochs}")
+        self.parts.model.train()
+        if bar is not None:
+            bar.set_description(f"epoch {state.epoch + 1}/{schedule.epochs}")
         total_loss, batches = 0.0, 0
         tick = time.monotonic()
         for clips, labels in self.feed.loader(train_set, schedule.batch_size, True, state.epoch):
-            value = self._step(model, optimizer, scheduler, clips, labels)
+            value = self._step(clips, labels)
             state.clips_seen += len(labels)
             total_loss += value
             batches += 1
             now = time.monotonic()
-            if self.progress:
+            if bar is not None:
                 elapsed = state.train_seconds + now - tick
                 bar.update(1)
                 bar.set_postfix(loss=f"{value:.3f}", clips_s=f"{state.clips_seen / max(elapsed, 1e-9):.1f}",
@@ -363,15 +416,14 @@ class _Run:
         state.epoch_losses.append(total_loss / max(1, batches))
         state.epoch += 1
         state.done = state.stopped_early or state.epoch >= schedule.epochs
-        state.wall_seconds = self._seconds()
+        state.wall_seconds = self.seconds()
 
-    def _step(self, model: nn.Module, optimizer: torch.optim.Optimizer,
-              scheduler: torch.optim.lr_scheduler.LRScheduler, clips: torch.Tensor, labels: torch.Tensor) -> float:
+    def _step(self, clips: torch.Tensor, labels: torch.Tensor) -> float:
         """One optimisation step; returns the batch loss, raises :class:`_Diverged` on NaN or explosion."""
-        state, schedule = self.state, self.schedule
-        clips, labels = self.feed.to_device(clips), labels.to(self.device, non_blocking=True)
+        state, schedule, parts = self.state, self.schedule, self.parts
+        clips, labels = self.feed.to_device(clips), labels.to(self.feed.device, non_blocking=True)
         with self.feed.autocast:
-            logits = model(clips)
+            logits = parts.model(clips)
         loss = F.cross_entropy(logits.float(), labels, label_smoothing=schedule.label_smoothing)
         if state.step == schedule.debug_nan_step:
             loss = loss * float("nan")
@@ -380,9 +432,9 @@ class _Run:
             state.first_loss = value
         if not math.isfinite(value) or value > _EXPLODE_FACTOR * max(state.first_loss, 1.0):
             raise _Diverged(state.step, value)
-        optimizer.zero_grad(set_to_none=True)
+        parts.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        optimizer.step()
-        scheduler.step()
+        parts.optimizer.step()
+        parts.scheduler.step()
         state.step += 1
         return value
