@@ -1,11 +1,17 @@
-"""The ``x3dsearch`` command line: one subcommand per job, user mistakes as one-line errors."""
+"""The ``x3dsearch`` command line: one subcommand per job, user mistakes as one-line errors.
+
+Each subcommand has an ``_add_<name>`` function that declares its arguments, placed beside its
+``_cmd_<name>`` handler; options that several subcommands share are declared once, in the
+``_add_*`` helpers below, so every option string is written in one place only.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from typing import TYPE_CHECKING, Callable, Sequence
+import textwrap
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from .config import X3DConfig, preset, preset_names
 from .cost import cost_breakdown, count_flops, count_params
@@ -14,51 +20,158 @@ from .errors import UserError
 if TYPE_CHECKING:
     from .runner import ExpandSettings
 
-__all__ = ["main"]
+__all__ = ["main", "build_parser"]
 
 _Handler = Callable[[argparse.Namespace], int]
+_Target = Any  # an ArgumentParser or an argument group: anything with add_argument
 
 
-def _config_from_args(args: argparse.Namespace) -> X3DConfig:
-    if getattr(args, "config", None):
-        return X3DConfig.from_yaml(args.config)
-    return preset(args.preset or "X2D")
+class _HelpFormatter(argparse.HelpFormatter):
+    """Wraps prose to the terminal width but prints indented lines (examples) exactly as written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        return "\n".join(indent + line if line.startswith(" ") or not line.strip()
+                         else textwrap.fill(line, width, initial_indent=indent, subsequent_indent=indent)
+                         for line in text.splitlines())
 
 
-def _cmd_flops(args: argparse.Namespace) -> int:
-    config = _config_from_args(args)
-    parts = cost_breakdown(config)
-    total_flops, total_params = count_flops(config), count_params(config)
-    if args.json:
-        print(json.dumps({"config": config.to_dict(), "flops": total_flops, "gflops": total_flops / 1e9,
-                          "params": total_params,
-                          "parts": {k: {"flops": f, "params": p} for k, (f, p) in parts.items()}},
-                         indent=2))
-        return 0
-    print(f"{config.short}  ({config.frames} frames x stride {config.stride}, {config.crop}x{config.crop}, "
-          f"{config.num_classes} classes)")
-    print(f"{'part':<6} {'GFLOPs':>10} {'share':>7} {'params':>12}")
-    for name, (flops, params) in parts.items():
-        print(f"{name:<6} {flops / 1e9:>10.4f} {flops / total_flops:>7.1%} {params:>12,}")
-    print(f"{'total':<6} {total_flops / 1e9:>10.4f} {'':>7} {total_params:>12,}")
-    return 0
+# -- options shared by several subcommands (each option string is declared here once) ----------
 
 
-def _cmd_presets(args: argparse.Namespace) -> int:
-    rows = []
-    for name in preset_names():
-        c = preset(name)
-        rows.append({"preset": name, "frames_x_stride": f"{c.frames}x{c.stride}", "crop": c.crop,
-                     "width": c.width, "bottleneck": c.bottleneck, "depth": c.depth,
-                     "gflops": round(count_flops(c) / 1e9, 4), "params": count_params(c)})
-    if args.json:
-        print(json.dumps(rows, indent=2))
-        return 0
-    print(f"{'preset':<7}{'frames x stride':>16}{'crop':>6}{'γw':>6}{'γb':>6}{'γd':>6}{'GFLOPs':>10}{'params':>12}")
-    for r in rows:
-        print(f"{r['preset']:<7}{r['frames_x_stride']:>16}{r['crop']:>6}{r['width']:>6g}{r['bottleneck']:>6g}"
-              f"{r['depth']:>6g}{r['gflops']:>10.3f}{r['params']:>12,}")
-    return 0
+def _command(sub: Any, name: str, handler: _Handler, summary: str, description: str | None = None,
+             epilog: str | None = None) -> argparse.ArgumentParser:
+    """A subcommand: ``summary`` in the command list, ``description`` (default: the summary) atop its --help."""
+    parser = sub.add_parser(name, help=summary, description=description or summary, epilog=epilog,
+                            formatter_class=_HelpFormatter)
+    parser.set_defaults(handler=handler)
+    return parser
+
+
+def _add_json(target: _Target, help: str = "print machine-readable JSON") -> None:
+    """``--json``: machine-readable output on stdout."""
+    target.add_argument("--json", action="store_true", help=help)
+
+
+def _add_seed(target: _Target, help: str) -> None:
+    """``--seed`` (default 0)."""
+    target.add_argument("--seed", type=int, default=0, help=f"{help} (default: %(default)s)")
+
+
+def _add_data(target: _Target) -> None:
+    """``--data``: the dataset folder a training reads."""
+    target.add_argument("--data", metavar="DIR",
+                        help="Kinetics-layout folder (train.csv, val.csv, optionally classes.txt); "
+                             "default: the synthetic benchmark, generated on first use")
+
+
+def _add_schedule(target: _Target, flag: str, default: str, role: str) -> None:
+    """A schedule option (``--schedule``, ``--proxy-schedule``, ...) taking a shipped name or a YAML file."""
+    from .schedule import schedule_names
+
+    target.add_argument(flag, default=default, metavar="NAME|FILE",
+                        help=f"schedule of {role}: {', '.join(schedule_names())} or a YAML file "
+                             f"(default: %(default)s)")
+
+
+def _add_preset(target: _Target, help: str) -> None:
+    """``--preset NAME``, listing the preset names."""
+    target.add_argument("--preset", metavar="NAME", help=f"{help}: {', '.join(preset_names())}")
+
+
+def _add_config(target: _Target, help: str, required: bool = False) -> None:
+    """``--config FILE``: an X3D config YAML."""
+    target.add_argument("--config", metavar="FILE", required=required, help=help)
+
+
+def _add_out(target: _Target, help: str, required: bool = False) -> None:
+    """``--out RUN_DIR``: the folder a run writes (and resumes from)."""
+    target.add_argument("--out", metavar="RUN_DIR", required=required, default=None, help=help)
+
+
+def _add_resume(target: _Target, help: str) -> None:
+    """``--resume``: continue the run in ``--out``."""
+    target.add_argument("--resume", action="store_true", help=help)
+
+
+def _add_target(target: _Target, help: str, required: bool = False) -> None:
+    """``--target-gflops G``: a compute budget."""
+    target.add_argument("--target-gflops", type=float, required=required, metavar="G", help=help)
+
+
+def _add_output(target: _Target, help: str, default: str | None = None) -> None:
+    """``-o/--output FILE``: the file a command writes (required when there is no default)."""
+    if default is not None:
+        help += " (default: %(default)s)"
+    target.add_argument("-o", "--output", default=default, required=default is None, metavar="FILE", help=help)
+
+
+def _add_format(target: _Target, choices: Sequence[str], help: str, default: str | None = None) -> None:
+    """``--format``: one of ``choices`` (required when there is no default)."""
+    target.add_argument("--format", choices=choices, default=default, required=default is None, help=help)
+
+
+def _add_runs(target: _Target, help: str) -> None:
+    """One or more RUN_DIR positionals."""
+    target.add_argument("runs", nargs="+", metavar="RUN_DIR", help=help)
+
+
+# -- search options: shared by expand and search ------------------------------------------------
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    """What a search is: target, run directory, data, space, schedules, seed, ceiling, contraction."""
+    _add_target(p, required=True,
+                help="the budget in GFLOPs (conv+linear MACs per clip): expand stops once a model costs "
+                     "at least G; optuna keeps every trained model at or under G")
+    _add_out(p, "run directory (default: runs/<strategy>-<target>g-seed<seed>)")
+    _add_resume(p, "continue the run in --out: finished trials are read from its journal, not re-run")
+    _add_data(p)
+    p.add_argument("--space", default="x3d_kinetics", metavar="NAME|FILE",
+                   help="search space: a shipped name or a YAML file (default: %(default)s)")
+    _add_schedule(p, "--proxy-schedule", "cpu_proxy", "the short candidate trainings")
+    _add_schedule(p, "--full-schedule", "cpu_full", "the final training")
+    p.add_argument("--no-final-training", dest="final_training", action="store_false",
+                   help="stop after the search and contraction")
+    _add_seed(p, "seed of every training")
+    p.add_argument("--ceiling-gflops", type=float, metavar="G",
+                   help="skip candidates above G GFLOPs without training (default: 2x the target)")
+    p.add_argument("--evaluate-contractions", action="store_true",
+                   help="contract every axis that can reach the target and proxy-train them all, "
+                        "instead of contracting only the last-expanded axis")
+
+
+def _add_dispatch_options(p: argparse.ArgumentParser) -> None:
+    """Where and how the proxy trainings run (Ray)."""
+    group = p.add_argument_group("Ray dispatch")
+    group.add_argument("--address", metavar="HOST:PORT",
+                       help="an existing Ray cluster (or ray://HOST:PORT; also RAY_ADDRESS); "
+                            "default: start a local Ray on this machine")
+    group.add_argument("--storage", metavar="PATH",
+                       help="Ray Tune storage (must be shared by all nodes on a cluster; default: RUN_DIR/ray)")
+    group.add_argument("--cpus-per-trial", type=float, default=1.0, metavar="N",
+                       help="CPUs each trial reserves (default: %(default)s)")
+    group.add_argument("--gpus-per-trial", type=float, default=0.0, metavar="N",
+                       help="GPUs each trial reserves (default: %(default)s)")
+    group.add_argument("--max-concurrent", type=int, metavar="N",
+                       help="at most N trials at once (default: as many as the CPUs/GPUs fit)")
+    group.add_argument("--max-failures", type=int, default=2, metavar="N",
+                       help="retries of a trial whose worker or node died (default: %(default)s)")
+
+
+def _add_output_options(p: argparse.ArgumentParser) -> None:
+    """What a search prints."""
+    group = p.add_argument_group("output")
+    group.add_argument("--dry-run", action="store_true",
+                       help="print the plan and candidate costs; train nothing")
+    group.add_argument("--quiet", action="store_true", help="no live view (errors only)")
+    _add_json(group, "print a JSON summary on stdout at the end")
+
+
+def _add_search_options(p: argparse.ArgumentParser) -> None:
+    """Every option a search strategy shares (used by both ``expand`` and ``search``)."""
+    _add_run_options(p)
+    _add_dispatch_options(p)
+    _add_output_options(p)
 
 
 def _settings_from_args(args: argparse.Namespace, strategy: str) -> "ExpandSettings":
@@ -82,13 +195,101 @@ def _settings_from_args(args: argparse.Namespace, strategy: str) -> "ExpandSetti
 
 
 def _print_summary(args: argparse.Namespace, summary: dict) -> None:
+    """The end-of-run summary: JSON with --json, the table unless --quiet."""
     if args.json:
         print(json.dumps({k: v for k, v in summary.items() if k != "table"}, indent=2))
     elif not args.quiet:
         print(summary["table"])
 
 
+# -- subcommands: each _add_<name> beside its _cmd_<name> ----------------------------------------
+
+
+def _config_from_args(args: argparse.Namespace) -> X3DConfig:
+    """The model of ``--config`` or ``--preset`` (default X2D)."""
+    if getattr(args, "config", None):
+        return X3DConfig.from_yaml(args.config)
+    return preset(args.preset or "X2D")
+
+
+def _add_flops(sub: Any) -> None:
+    """``flops``: a preset or a config file, and --json."""
+    p = _command(sub, "flops", _cmd_flops, "cost of a preset or config: GFLOPs, params, per-stage breakdown",
+                 "Closed-form multiply-adds (conv + linear, 1 MAC = 1 FLOP) and parameters of one clip at the "
+                 "config's own frames and crop.")
+    source = p.add_mutually_exclusive_group()
+    _add_preset(source, "a named preset (default X2D)")
+    _add_config(source, "an X3D config YAML (e.g. an exported model)")
+    _add_json(p)
+
+
+def _cmd_flops(args: argparse.Namespace) -> int:
+    """Print the cost of one model, in total and per part."""
+    config = _config_from_args(args)
+    parts = cost_breakdown(config)
+    total_flops, total_params = count_flops(config), count_params(config)
+    if args.json:
+        print(json.dumps({"config": config.to_dict(), "flops": total_flops, "gflops": total_flops / 1e9,
+                          "params": total_params,
+                          "parts": {k: {"flops": f, "params": p} for k, (f, p) in parts.items()}},
+                         indent=2))
+        return 0
+    print(f"{config.short}  ({config.frames} frames x stride {config.stride}, {config.crop}x{config.crop}, "
+          f"{config.num_classes} classes)")
+    print(f"{'part':<6} {'GFLOPs':>10} {'share':>7} {'params':>12}")
+    for name, (flops, params) in parts.items():
+        print(f"{name:<6} {flops / 1e9:>10.4f} {flops / total_flops:>7.1%} {params:>12,}")
+    print(f"{'total':<6} {total_flops / 1e9:>10.4f} {'':>7} {total_params:>12,}")
+    return 0
+
+
+def _add_presets(sub: Any) -> None:
+    """``presets``: only --json."""
+    p = _command(sub, "presets", _cmd_presets, "table of the X3D presets (X2D, XS, S, M, L, XL)",
+                 "The X3D presets of the paper: input (frames x stride, crop), the width, bottleneck and "
+                 "depth factors, and their GFLOPs and parameters.")
+    _add_json(p)
+
+
+def _cmd_presets(args: argparse.Namespace) -> int:
+    """Print the presets as a table or JSON."""
+    rows = []
+    for name in preset_names():
+        c = preset(name)
+        rows.append({"preset": name, "frames_x_stride": f"{c.frames}x{c.stride}", "crop": c.crop,
+                     "width": c.width, "bottleneck": c.bottleneck, "depth": c.depth,
+                     "gflops": round(count_flops(c) / 1e9, 4), "params": count_params(c)})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'preset':<7}{'frames x stride':>16}{'crop':>6}{'γw':>6}{'γb':>6}{'γd':>6}{'GFLOPs':>10}{'params':>12}")
+    for r in rows:
+        print(f"{r['preset']:<7}{r['frames_x_stride']:>16}{r['crop']:>6}{r['width']:>6g}{r['bottleneck']:>6g}"
+              f"{r['depth']:>6g}{r['gflops']:>10.3f}{r['params']:>12,}")
+    return 0
+
+
+def _add_expand(sub: Any) -> None:
+    """``expand``: the shared search options."""
+    p = _command(
+        sub, "expand", _cmd_expand, "progressive expansion from X2D to a FLOP target (the X3D search)",
+        "Forward expansion: from the search space's start (X2D), expand each axis by one step, train every "
+        "candidate briefly (proxy schedule, as Ray Tune trials), keep the most accurate, repeat until the cost "
+        "reaches the target. Backward contraction then shrinks the last step onto the target, and the chosen "
+        "model is trained with the full schedule.",
+        "examples:\n"
+        "  x3dsearch expand --target-gflops 6                  # synthetic data, local Ray, CPU\n"
+        "  x3dsearch expand --target-gflops 6 --dry-run        # planned steps and costs only\n"
+        "  x3dsearch expand --target-gflops 6 --out runs/a --resume   # continue after Ctrl-C\n"
+        "  x3dsearch expand --target-gflops 2 --data /data/kinetics400 --address head:6379 \\\n"
+        "      --proxy-schedule kinetics_proxy --full-schedule kinetics_full --gpus-per-trial 1 \\\n"
+        "      --storage /shared/runs\n"
+        "The run directory (--out) holds run.yaml, journal.jsonl (every trial), path.json and final/.")
+    _add_search_options(p)
+
+
 def _cmd_expand(args: argparse.Namespace) -> int:
+    """Run (or with --dry-run, plan) a progressive expansion."""
     from .runner import plan_text, run_expand
     from .space import load_space
 
@@ -100,7 +301,37 @@ def _cmd_expand(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_search(sub: Any) -> None:
+    """``search``: strategy, trials and sampler, then the shared search options."""
+    p = _command(
+        sub, "search", _cmd_search,
+        "search with a chosen strategy: optuna (TPE / NSGA-II under a FLOP budget) or expand",
+        "--strategy optuna: Optuna samples frames, stride, crop, width, bottleneck and depth within the search "
+        "space's 'bounds:' and maximises proxy top-1 at cost <= the target (tpe), or trades top-1 against "
+        "GFLOPs under the target (nsga2). Proposals above the target are rejected by the cost model before any "
+        "training and do not count toward --trials. Feasible proposals run as Ray Tune trials, --max-concurrent "
+        "(default: as many as fit) at a time, and are journaled like expand's, so report/plot/export/compare "
+        "read the run directory. --strategy expand runs 'x3dsearch expand'.",
+        "examples:\n"
+        "  x3dsearch search --strategy optuna --target-gflops 0.3 --trials 30\n"
+        "  x3dsearch search --strategy optuna --target-gflops 0.3 --trials 30 --sampler nsga2 --out runs/n\n"
+        "  x3dsearch search --strategy optuna --target-gflops 0.3 --trials 40 --out runs/n --resume\n"
+        "The study is stored in RUN_DIR/optuna.db (resumed by --resume; each trial keeps its config as the "
+        "user attribute 'config'). Browse it with:\n"
+        "  pip install optuna-dashboard && optuna-dashboard sqlite:///RUN_DIR/optuna.db")
+    p.add_argument("--strategy", choices=("optuna", "expand"), default="optuna",
+                   help="search strategy (default: %(default)s)")
+    p.add_argument("--trials", type=int, metavar="N",
+                   help="optuna: number of proxy trainings (rejected over-budget proposals not counted); "
+                        "with --resume, the total to reach")
+    p.add_argument("--sampler", choices=("tpe", "nsga2"), default="tpe",
+                   help="optuna: tpe maximises top-1 under the target; nsga2 searches the top-1/GFLOPs "
+                        "front under it (default: %(default)s)")
+    _add_search_options(p)
+
+
 def _cmd_search(args: argparse.Namespace) -> int:
+    """Run (or plan) a search with the chosen strategy."""
     if args.strategy == "expand":
         return _cmd_expand(args)
     from .optuna_search import optuna_plan, run_optuna
@@ -117,7 +348,24 @@ def _cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_compare(sub: Any) -> None:
+    """``compare``: run directories, target, tolerance, plot file."""
+    p = _command(
+        sub, "compare", _cmd_compare,
+        "compare search runs at equal proxy compute: anytime curves, frontiers, a table",
+        "For each run directory: best proxy top-1 under the target against cumulative proxy compute (journal "
+        "seconds x cpus_per_trial), the best under the target at the smallest budget all runs reached, and the "
+        "top-1/GFLOPs frontier of everything trained.")
+    _add_runs(p, "run directories (expand or optuna)")
+    _add_output(p, "plot file", default="compare.png")
+    _add_target(p, "budget to compare under (default: the runs' common target)")
+    p.add_argument("--tolerance", type=float, default=0.01,
+                   help="relative slack over the target, as contraction lands near it (default: %(default)s)")
+    _add_json(p, "print the table as JSON")
+
+
 def _cmd_compare(args: argparse.Namespace) -> int:
+    """Print the comparison table and write its plot."""
     from .compare import compare_runs
 
     table, plot = compare_runs(args.runs, out=args.output, target_gflops=args.target_gflops,
@@ -130,7 +378,26 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_train(sub: Any) -> None:
+    """``train``: config, data, schedule, epochs, seed, run directory."""
+    p = _command(
+        sub, "train", _cmd_train, "train one config with a schedule (final training); resumable",
+        "Train a config with a schedule, checkpointing RUN_DIR/checkpoint.pt every epoch, then test with the "
+        "schedule's K temporal x S spatial views. Writes metrics.json, model.pt and config.yaml in --out. Run "
+        "the same command again after a kill to continue from the last checkpoint (it resumes automatically and "
+        "says so; --resume only makes it explicit); the result equals an uninterrupted run's.")
+    _add_config(p, "an X3D config YAML (e.g. found.yaml)", required=True)
+    _add_data(p)
+    _add_schedule(p, "--schedule", "cpu_full", "the training")
+    p.add_argument("--epochs", type=int, metavar="N", help="override the schedule's epochs")
+    _add_seed(p, "seed of the training")
+    _add_out(p, "output folder (checkpoint and results)", required=True)
+    _add_resume(p, "continue from RUN_DIR/checkpoint.pt (the default when it exists; this only silences "
+                   "the notice)")
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
+    """Train one config (resuming from its checkpoint) and print its test accuracy."""
     from pathlib import Path
 
     from .schedule import load_schedule
@@ -162,21 +429,77 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_report(sub: Any) -> None:
+    """``report``: a run directory and the output format."""
+    p = _command(
+        sub, "report", _cmd_report, "tables of a run: path, frontier, failures, compute totals",
+        "The expansion path (axis, shape, GFLOPs, params, proxy top-1, trial time), the top-1/GFLOPs frontier "
+        "of every trained config, failed/retried/skipped trials with their reasons, and the CPU/GPU-hours spent "
+        "(journal seconds x the run's cpus/gpus per trial; final/metrics.json for the final training).")
+    p.add_argument("run", metavar="RUN_DIR", help="a run directory")
+    _add_format(p, ("table", "csv", "markdown", "json"), default="table",
+                help="default: %(default)s (csv: one table with a 'section' column)")
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
+    """Print the report of one run."""
     from .report import render, run_report
 
     print(render(run_report(args.run), args.format), end="")
     return 0
 
 
+def _add_plot(sub: Any) -> None:
+    """``plot``: run directories, image file, cost axis."""
+    p = _command(
+        sub, "plot", _cmd_plot, "accuracy/cost plot of runs: candidates, frontier, expansion path, presets",
+        "Proxy top-1 of every trained candidate against GFLOPs (log scale), coloured by the axis that produced "
+        "it; the frontier as a step line; the expansion path as arrows labelled with the chosen axis; the "
+        "contraction and the final model's full-training accuracy (star); the presets' costs for reference.")
+    _add_runs(p, "one or more run directories (overlaid)")
+    _add_output(p, "image file; .png, .svg or .pdf", default="frontier.png")
+    p.add_argument("--metric", choices=("gflops", "params"), default="gflops",
+                   help="cost axis (default: %(default)s)")
+
+
 def _cmd_plot(args: argparse.Namespace) -> int:
+    """Write the plot and print its path."""
     from .plot import save_plot
 
     print(save_plot(args.runs, args.output, metric=args.metric))
     return 0
 
 
+def _add_export(sub: Any) -> None:
+    """``export``: which config (run step, budget, final or preset), format and file."""
+    p = _command(
+        sub, "export", _cmd_export,
+        "write a found config (or a preset) for x3dsearch, PySlowFast or pytorchvideo",
+        "x3dsearch: our config YAML (plus RUN_DIR/final/model.pt beside it as FILE.pt for the final model). "
+        "pyslowfast: a MODEL.ARCH x3d config with the run's full schedule as SOLVER. pytorchvideo: JSON keyword "
+        "arguments of pytorchvideo.models.x3d.create_x3d. A config the target cannot build exactly (stage "
+        "blocks other than 1/2/5/3, PySlowFast's fixed SE ratio 1/16, a stem width not a multiple of 4) is "
+        "refused unless --force.",
+        "examples:\n"
+        "  x3dsearch export runs/demo --format x3dsearch -o found.yaml     # final model + found.pt\n"
+        "  x3dsearch export runs/demo --step 3 --format pyslowfast -o X3D_step3.yaml\n"
+        "  x3dsearch export runs/demo --best-under-gflops 2 --format pytorchvideo -o x3d.json\n"
+        "  x3dsearch export --preset M --format pyslowfast -o X3D_M.yaml")
+    p.add_argument("run", nargs="?", metavar="RUN_DIR", help="a run directory (not with --preset)")
+    choice = p.add_mutually_exclusive_group()
+    choice.add_argument("--step", type=int, metavar="N", help="the config chosen at path step N")
+    choice.add_argument("--best-under-gflops", type=float, metavar="G",
+                        help="the most accurate trained config at or under G GFLOPs")
+    choice.add_argument("--final", action="store_true", help="the final (contracted) model (default)")
+    _add_preset(p, "export a preset instead of a run's config")
+    _add_format(p, ("x3dsearch", "pyslowfast", "pytorchvideo"), help="the file's dialect (see above)")
+    _add_output(p, "file to write")
+    p.add_argument("--force", action="store_true",
+                   help="write the nearest expressible config when the target cannot build this one exactly")
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
+    """Write the chosen config in the chosen format; print what was written."""
     from .export import describe, export
 
     if args.final and args.preset:
@@ -190,56 +513,23 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_model_source(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument("--preset", help=f"a named preset: {', '.join(preset_names())} (default X2D)")
-    group.add_argument("--config", metavar="FILE", help="an X3D config YAML (e.g. an exported model)")
-
-
-def _add_search_args(p: argparse.ArgumentParser) -> None:
-    """The flags every search strategy shares (target, run directory, data, schedules, Ray, output)."""
-    p.add_argument("--target-gflops", type=float, required=True, metavar="G",
-                   help="the budget in GFLOPs (conv+linear MACs per clip): expand stops once a model costs "
-                        "at least G; optuna keeps every trained model at or under G")
-    p.add_argument("--out", default=None, metavar="RUN_DIR",
-                   help="run directory (default: runs/<strategy>-<target>g-seed<seed>)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the run in --out: finished trials are read from its journal, not re-run")
-    p.add_argument("--data", metavar="DIR",
-                   help="Kinetics-layout folder (train.csv, val.csv); default: the synthetic benchmark, "
-                        "generated on first use")
-    p.add_argument("--space", default="x3d_kinetics", metavar="NAME|FILE",
-                   help="search space: a shipped name or a YAML file (default: %(default)s)")
-    p.add_argument("--proxy-schedule", default="cpu_proxy", metavar="NAME|FILE",
-                   help="schedule of the short candidate trainings (default: %(default)s)")
-    p.add_argument("--full-schedule", default="cpu_full", metavar="NAME|FILE",
-                   help="schedule of the final training (default: %(default)s)")
-    p.add_argument("--no-final-training", dest="final_training", action="store_false",
-                   help="stop after the search and contraction")
-    p.add_argument("--seed", type=int, default=0, help="seed of every training (default: %(default)s)")
-    p.add_argument("--ceiling-gflops", type=float, metavar="G",
-                   help="skip candidates above G GFLOPs without training (default: 2x the target)")
-    p.add_argument("--evaluate-contractions", action="store_true",
-                   help="contract every axis that can reach the target and proxy-train them all, "
-                        "instead of contracting only the last-expanded axis")
-    ray_group = p.add_argument_group("Ray dispatch")
-    ray_group.add_argument("--address", metavar="HOST:PORT",
-                           help="an existing Ray cluster (or ray://HOST:PORT; also RAY_ADDRESS); "
-                                "default: start a local Ray on this machine")
-    ray_group.add_argument("--storage", metavar="PATH",
-                           help="Ray Tune storage (must be shared by all nodes on a cluster; default: RUN_DIR/ray)")
-    ray_group.add_argument("--cpus-per-trial", type=float, default=1.0, help="default: %(default)s")
-    ray_group.add_argument("--gpus-per-trial", type=float, default=0.0, help="default: %(default)s")
-    ray_group.add_argument("--max-concurrent", type=int, help="at most this many trials at once")
-    ray_group.add_argument("--max-failures", type=int, default=2,
-                           help="retries of a trial whose worker or node died (default: %(default)s)")
-    out_group = p.add_argument_group("output")
-    out_group.add_argument("--dry-run", action="store_true", help="print the plan and candidate costs; train nothing")
-    out_group.add_argument("--quiet", action="store_true", help="no live view (errors only)")
-    out_group.add_argument("--json", action="store_true", help="print a JSON summary on stdout at the end")
+def _add_make_data(sub: Any) -> None:
+    """``make-data``: output folder, seed, size."""
+    p = _command(
+        sub, "make-data", _cmd_make_data, "write the synthetic video benchmark (Kinetics layout, H.264 videos)",
+        "Render the synthetic benchmark: 12 classes in 3 groups that need spatial detail, frame rate or long "
+        "clips to tell apart (design in the generated README.md), as H.264 MP4 with train.csv, val.csv and "
+        "classes.txt. The same seed gives the same videos.")
+    p.add_argument("out_dir", metavar="OUT_DIR", help="folder to create (must not exist or be empty)")
+    _add_seed(p, "seed of the rendered videos")
+    p.add_argument("--videos-per-class", type=int, default=32, metavar="N",
+                   help="train videos per class; val gets N*10/32 (default: %(default)s)")
+    p.add_argument("--size", choices=("small", "medium"), default="small",
+                   help="small: 64x64 px, medium: 128x128 px; 30 fps, 4 s (default: %(default)s)")
 
 
 def _cmd_make_data(args: argparse.Namespace) -> int:
+    """Render the benchmark and print its folder."""
     from .data import make_synthetic
 
     out = make_synthetic(args.out_dir, seed=args.seed, videos_per_class=args.videos_per_class, size=args.size)
@@ -247,167 +537,21 @@ def _cmd_make_data(args: argparse.Namespace) -> int:
     return 0
 
 
+_SUBCOMMANDS: tuple[Callable[[Any], None], ...] = (
+    _add_flops, _add_presets, _add_expand, _add_search, _add_compare, _add_train, _add_report, _add_plot,
+    _add_export, _add_make_data)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (exposed for documentation and tests)."""
     parser = argparse.ArgumentParser(
-        prog="x3dsearch",
+        prog="x3dsearch", formatter_class=_HelpFormatter,
         description="Find the best X3D video network for a compute budget by progressive expansion "
                     "(Feichtenhofer, CVPR 2020).",
         epilog="Run 'x3dsearch COMMAND --help' for the options of a command.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
-    p = sub.add_parser("flops", help="cost of a preset or config: GFLOPs, params, per-stage breakdown",
-                       description="Closed-form multiply-adds (conv + linear, 1 MAC = 1 FLOP) and parameters "
-                                   "of one clip at the config's own frames and crop.")
-    _add_model_source(p)
-    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
-    p.set_defaults(handler=_cmd_flops)
-
-    p = sub.add_parser("presets", help="table of the X3D presets (X2D, XS, S, M, L, XL)")
-    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
-    p.set_defaults(handler=_cmd_presets)
-
-    p = sub.add_parser(
-        "expand", help="progressive expansion from X2D to a FLOP target (the X3D search)",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Forward expansion: from the search space's start (X2D), expand each axis by one step, "
-                    "train every candidate briefly (proxy schedule, as Ray Tune trials), keep the most "
-                    "accurate, repeat until the cost reaches the target. Backward contraction then shrinks "
-                    "the last step onto the target, and the chosen model is trained with the full schedule.",
-        epilog="examples:\n"
-               "  x3dsearch expand --target-gflops 6                  # synthetic data, local Ray, CPU\n"
-               "  x3dsearch expand --target-gflops 6 --dry-run        # planned steps and costs only\n"
-               "  x3dsearch expand --target-gflops 6 --out runs/a --resume   # continue after Ctrl-C\n"
-               "  x3dsearch expand --target-gflops 2 --data /data/kinetics400 --address head:6379 \\\n"
-               "      --proxy-schedule kinetics_proxy --full-schedule kinetics_full --gpus-per-trial 1 \\\n"
-               "      --storage /shared/runs\n"
-               "The run directory (--out) holds run.yaml, journal.jsonl (every trial), path.json and final/.")
-    _add_search_args(p)
-    p.set_defaults(handler=_cmd_expand)
-
-    p = sub.add_parser(
-        "search", help="search with a chosen strategy: optuna (TPE / NSGA-II under a FLOP budget) or expand",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="--strategy optuna: Optuna samples frames, stride, crop, width, bottleneck and depth within "
-                    "the search space's 'bounds:' and maximises proxy top-1 at cost <= the target (tpe), or "
-                    "trades top-1 against GFLOPs under the target (nsga2). Proposals above the target are "
-                    "rejected by the cost model before any training and do not count toward --trials. Feasible "
-                    "proposals run as Ray Tune trials, --max-concurrent (default: as many as fit) at a time, "
-                    "and are journaled like expand's, so report/plot/export/compare read the run directory. "
-                    "--strategy expand runs 'x3dsearch expand'.",
-        epilog="examples:\n"
-               "  x3dsearch search --strategy optuna --target-gflops 0.3 --trials 30\n"
-               "  x3dsearch search --strategy optuna --target-gflops 0.3 --trials 30 --sampler nsga2 --out runs/n\n"
-               "  x3dsearch search --strategy optuna --target-gflops 0.3 --trials 40 --out runs/n --resume\n"
-               "The study is stored in RUN_DIR/optuna.db (resumed by --resume; each trial keeps its config as\n"
-               "the user attribute 'config'). Browse it with:\n"
-               "  pip install optuna-dashboard && optuna-dashboard sqlite:///RUN_DIR/optuna.db")
-    p.add_argument("--strategy", choices=("optuna", "expand"), default="optuna",
-                   help="search strategy (default: %(default)s)")
-    p.add_argument("--trials", type=int, metavar="N",
-                   help="optuna: number of proxy trainings (rejected over-budget proposals not counted); "
-                        "with --resume, the total to reach")
-    p.add_argument("--sampler", choices=("tpe", "nsga2"), default="tpe",
-                   help="optuna: tpe maximises top-1 under the target; nsga2 searches the top-1/GFLOPs "
-                        "front under it (default: %(default)s)")
-    _add_search_args(p)
-    p.set_defaults(handler=_cmd_search)
-
-    p = sub.add_parser(
-        "compare", help="compare search runs at equal proxy compute: anytime curves, frontiers, a table",
-        description="For each run directory: best proxy top-1 under the target against cumulative proxy "
-                    "compute (journal seconds x cpus_per_trial), the best under the target at the smallest "
-                    "budget all runs reached, and the top-1/GFLOPs frontier of everything trained.")
-    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories (expand or optuna)")
-    p.add_argument("-o", "--output", default="compare.png", metavar="FILE",
-                   help="plot file (default: %(default)s)")
-    p.add_argument("--target-gflops", type=float, metavar="G",
-                   help="budget to compare under (default: the runs' common target)")
-    p.add_argument("--tolerance", type=float, default=0.01,
-                   help="relative slack over the target, as contraction lands near it (default: %(default)s)")
-    p.add_argument("--json", action="store_true", help="print the table as JSON")
-    p.set_defaults(handler=_cmd_compare)
-
-    p = sub.add_parser(
-        "train", help="train one config with a schedule (final training); resumable",
-        description="Train a config with a schedule, checkpointing RUN_DIR/checkpoint.pt every epoch, then "
-                    "test with the schedule's K temporal x S spatial views. Writes metrics.json, model.pt and "
-                    "config.yaml in --out. Run the same command again after a kill to continue from the last "
-                    "checkpoint (it resumes automatically and says so; --resume only makes it explicit); the "
-                    "result equals an uninterrupted run's.")
-    p.add_argument("--config", required=True, metavar="FILE", help="an X3D config YAML (e.g. found.yaml)")
-    p.add_argument("--data", metavar="DIR", help="Kinetics-layout folder (default: the synthetic benchmark)")
-    p.add_argument("--schedule", default="cpu_full", metavar="NAME|FILE",
-                   help="a shipped schedule (cpu_proxy, cpu_full, kinetics_proxy, kinetics_full) or a YAML "
-                        "file (default: %(default)s)")
-    p.add_argument("--epochs", type=int, metavar="N", help="override the schedule's epochs")
-    p.add_argument("--seed", type=int, default=0, help="default: %(default)s")
-    p.add_argument("--out", required=True, metavar="RUN_DIR", help="output folder (checkpoint and results)")
-    p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoint.pt (the default when "
-                                                         "it exists; this only silences the notice)")
-    p.set_defaults(handler=_cmd_train)
-
-    p = sub.add_parser("report", help="tables of a run: path, frontier, failures, compute totals",
-                       description="The expansion path (axis, shape, GFLOPs, params, proxy top-1, trial time), "
-                                   "the top-1/GFLOPs frontier of every trained config, failed/retried/skipped "
-                                   "trials with their reasons, and the CPU/GPU-hours spent (journal seconds x "
-                                   "the run's cpus/gpus per trial; final/metrics.json for the final training).")
-    p.add_argument("run", metavar="RUN_DIR", help="a run directory")
-    p.add_argument("--format", choices=("table", "csv", "markdown", "json"), default="table",
-                   help="default: %(default)s (csv: one table with a 'section' column)")
-    p.set_defaults(handler=_cmd_report)
-
-    p = sub.add_parser("plot", help="accuracy/cost plot of runs: candidates, frontier, expansion path, presets",
-                       description="Proxy top-1 of every trained candidate against GFLOPs (log scale), coloured "
-                                   "by the axis that produced it; the frontier as a step line; the expansion "
-                                   "path as arrows labelled with the chosen axis; the contraction and the final "
-                                   "model's full-training accuracy (star); the presets' costs for reference.")
-    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="one or more run directories (overlaid)")
-    p.add_argument("-o", "--output", default="frontier.png", metavar="FILE",
-                   help="image file; .png, .svg or .pdf (default: %(default)s)")
-    p.add_argument("--metric", choices=("gflops", "params"), default="gflops",
-                   help="cost axis (default: %(default)s)")
-    p.set_defaults(handler=_cmd_plot)
-
-    p = sub.add_parser(
-        "export", help="write a found config (or a preset) for x3dsearch, PySlowFast or pytorchvideo",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="x3dsearch: our config YAML (plus RUN_DIR/final/model.pt beside it as FILE.pt for the final "
-                    "model). pyslowfast: a MODEL.ARCH x3d config with the run's full schedule as SOLVER. "
-                    "pytorchvideo: JSON keyword arguments of pytorchvideo.models.x3d.create_x3d. A config the "
-                    "target cannot build exactly (stage blocks other than 1/2/5/3, PySlowFast's fixed SE ratio "
-                    "1/16, a stem width not a multiple of 4) is refused unless --force.",
-        epilog="examples:\n"
-               "  x3dsearch export runs/demo --format x3dsearch -o found.yaml     # final model + found.pt\n"
-               "  x3dsearch export runs/demo --step 3 --format pyslowfast -o X3D_step3.yaml\n"
-               "  x3dsearch export runs/demo --best-under-gflops 2 --format pytorchvideo -o x3d.json\n"
-               "  x3dsearch export --preset M --format pyslowfast -o X3D_M.yaml")
-    p.add_argument("run", nargs="?", metavar="RUN_DIR", help="a run directory (not with --preset)")
-    choice = p.add_mutually_exclusive_group()
-    choice.add_argument("--step", type=int, metavar="N", help="the config chosen at path step N")
-    choice.add_argument("--best-under-gflops", type=float, metavar="G",
-                        help="the most accurate trained config at or under G GFLOPs")
-    choice.add_argument("--final", action="store_true", help="the final (contracted) model (default)")
-    p.add_argument("--preset", metavar="NAME", help="export a preset instead of a run's config")
-    p.add_argument("--format", choices=("x3dsearch", "pyslowfast", "pytorchvideo"), required=True)
-    p.add_argument("-o", "--output", required=True, metavar="FILE", help="file to write")
-    p.add_argument("--force", action="store_true",
-                   help="write the nearest expressible config when the target cannot build this one exactly")
-    p.set_defaults(handler=_cmd_export)
-
-    p = sub.add_parser(
-        "make-data", help="write the synthetic video benchmark (Kinetics layout, H.264 videos)",
-        description="Render the synthetic benchmark: 12 classes in 3 groups that need spatial detail, frame "
-                    "rate or long clips to tell apart (design in the generated README.md), as H.264 MP4 with "
-                    "train.csv, val.csv and classes.txt. The same seed gives the same videos.")
-    p.add_argument("out_dir", metavar="OUT_DIR", help="folder to create (must not exist or be empty)")
-    p.add_argument("--seed", type=int, default=0, help="default: %(default)s")
-    p.add_argument("--videos-per-class", type=int, default=32, metavar="N",
-                   help="train videos per class; val gets N*10/32 (default: %(default)s)")
-    p.add_argument("--size", choices=("small", "medium"), default="small",
-                   help="small: 64x64 px, medium: 128x128 px; 30 fps, 4 s (default: %(default)s)")
-    p.set_defaults(handler=_cmd_make_data)
-
+    for add in _SUBCOMMANDS:
+        add(sub)
     return parser
 
 
