@@ -198,9 +198,13 @@ class TestLocalRay:
         frame = x3dsearch.load_run(reference)
         assert x3dsearch.load_run is load_run and "load_run" in x3dsearch.__all__
         assert set(COLUMNS) <= set(frame.columns)
-        assert len(frame) == 3 and set(frame["status"]) == {"ok"} and set(frame["axis"]) == set(SPACE["axes"])
-        assert frame["config_key"].is_unique and (frame["step"] == 1).all() and frame["node"].notna().all()
-        assert (frame["gflops"] > bench.target).all() and (frame["params"] > 0).all()
+        # the default --proxy-init inherit trains the start first (step 0); every candidate inherits from it
+        assert len(frame) == 4 and set(frame["status"]) == {"ok"}
+        assert list(frame["axis"])[0] == "start" and set(frame["axis"][1:]) == set(SPACE["axes"])
+        assert frame["config_key"].is_unique and list(frame["step"]) == [0, 1, 1, 1] and frame["node"].notna().all()
+        assert list(frame["init"]) == ["scratch", "inherit", "inherit", "inherit"]
+        assert set(frame["parent_key"][1:]) == {frame["config_key"][0]}
+        assert (frame["gflops"][1:] > bench.target).all() and (frame["params"] > 0).all()
         assert frame["top1"].between(0, 1).all() and (frame["seconds"] > 0).all()
         final = reference / "final"
         assert X3DConfig.from_yaml(final / "config.yaml").key == path["final"]["config_key"]
@@ -208,7 +212,9 @@ class TestLocalRay:
         metrics = json.loads((final / "metrics.json").read_text())
         assert metrics["status"] == "ok" and 0 <= metrics["top1"] <= 1
         summary = json.loads((reference / "summary.json").read_text())
-        assert summary["trials"] == 3 and summary["final_metrics"]["top1"] == metrics["top1"]
+        assert summary["trials"] == 4 and summary["final_metrics"]["top1"] == metrics["top1"]
+        assert summary["final_metrics"]["init"] == "inherit"
+        assert summary["final_metrics"]["origin_key"] == frame["config_key"][0]
 
     def test_killed_search_resumes_without_retraining(self, reference: Path, bench: Bench,
                                                       tmp_path: Path) -> None:
@@ -221,7 +227,7 @@ class TestLocalRay:
                 time.sleep(0.02)
             os.killpg(proc.pid, signal.SIGKILL)  # the CLI, its Ray and the running trial, all at once
         before = _ok(_records(settings.out))
-        assert 0 < len(before) < 3 and not (Path(settings.out) / "path.json").exists()
+        assert 0 < len(before) < 4 and not (Path(settings.out) / "path.json").exists()
 
         run_expand(replace(settings, max_concurrent=None), resume=True, quiet=True)
         after = _ok(_records(settings.out))
@@ -238,7 +244,7 @@ class TestLocalRay:
         retried = [r for r in records if r["status"] == "retried"]
         assert retried and all(r["reason"] for r in retried)
         ok = _ok(records)
-        assert {r["config_key"] for r in retried} <= set(ok) and len(ok) == 3
+        assert {r["config_key"] for r in retried} <= set(ok) and len(ok) == 4
         assert all(ok[r["config_key"]]["attempt"] > r["attempt"] for r in retried)
         _check_completed(tmp_path / "run", bench.target)
 
@@ -249,7 +255,7 @@ class TestLocalRay:
         diverged = [r for r in records if r["status"] == "diverged"]
         assert [r["axis"] for r in diverged] == ["width"]
         assert diverged[0]["reason"].startswith("diverged: loss nan at step 0") and diverged[0]["top1"] is None
-        assert len(_ok(records)) == 2
+        assert len(_ok(records)) == 3  # the start and two candidates
         path = _check_completed(tmp_path / "run", bench.target)
         chosen = [s["axis"] for s in path["steps"]] + [path["contraction"]["axis"]]
         assert "width" not in chosen
@@ -269,9 +275,10 @@ def test_search_on_a_two_node_cluster(bench: Bench, tmp_path: Path) -> None:
     finally:
         cluster.shutdown()
     summary = json.loads(stdout)
-    assert summary["trials"] == 3 and summary["run_dir"] == settings.out
+    assert summary["trials"] == 4 and summary["run_dir"] == settings.out
     frame = load_run(settings.out)
-    assert len(frame) == 3 and set(frame["status"]) == {"ok"} and frame["node"].notna().all()
+    assert len(frame) == 4 and set(frame["status"]) == {"ok"} and frame["node"].notna().all()
+    assert list(frame["init"][1:]) == ["inherit"] * 3  # both nodes found the start's weights
     # Each node has one CPU and each trial needs one: trials that overlap in time ran on both nodes.
     spans = sorted(zip(frame["started"], frame["ended"]))
     assert any(start < end for (_, end), (start, _) in zip(spans, spans[1:]))

@@ -137,3 +137,25 @@ def test_failed_and_diverged_are_never_chosen():
 def test_target_below_start_is_an_error():
     with pytest.raises(ConfigError, match="not above the start"):
         run_search(SPACE, 0.001, StubScorer(lambda c: Outcome("ok", top1=1)))
+
+
+def test_training_the_start_first_gives_every_step_one_candidates_a_parent():
+    scorer = StubScorer(lambda c: Outcome("ok", top1=c.frames + c.width))
+    result = run_search(SPACE, 0.05, scorer, train_start=True)
+    assert scorer.calls[0] == SPACE.start.key and len(scorer.calls) == len(set(scorer.calls))
+    for step in result.steps:
+        assert all(c.parent == step.base for c in step.candidates)
+    assert result.contraction.base == result.steps[-1].base
+    assert result.origin == result.steps[-1].base  # the contraction was not trained: inherit from its base
+
+
+def test_an_untrainable_start_stops_the_search():
+    scorer = StubScorer(lambda c: Outcome("failed", reason="disk on fire"))
+    with pytest.raises(SearchError, match="start .* could not be trained: failed disk on fire"):
+        run_search(SPACE, 0.05, scorer, train_start=True)
+
+
+def test_origin_is_the_final_config_when_its_proxy_was_trained():
+    scorer = StubScorer(lambda c: Outcome("ok", top1=c.depth))
+    result = run_search(SPACE, 0.05, scorer, evaluate_contractions=True)
+    assert result.origin == result.final

@@ -308,3 +308,25 @@ def test_cli_killed_and_rerun_ends_like_an_uninterrupted_run(video_folder: Path,
     assert first["status"] == "ok" and first["epoch_losses"] and len(first["epoch_losses"]) == 6
     assert {k: v for k, v in first.items() if k not in TIMING} == {k: v for k, v in second.items() if k not in TIMING}
     assert "top1" in out
+
+
+def test_stopping_at_a_rung_and_continuing_ends_like_a_straight_run(data: tuple[Dataset, Dataset],
+                                                                   tmp_path: Path) -> None:
+    schedule = SCHEDULE.replace(epochs=3)
+    straight = train(CONFIG, data, schedule, seed=0, threads=1)
+    rung = train(CONFIG, data, schedule, seed=0, threads=1, out_dir=tmp_path, stop_after_epochs=1)
+    assert rung.status == "ok" and len(rung.epoch_losses) == 1 and rung.top1 is not None
+    assert rung.epoch_losses[0] == straight.epoch_losses[0]
+    resumed = train(CONFIG, data, schedule, seed=0, threads=1, out_dir=tmp_path, resume=True, stop_after_epochs=3)
+    assert _measured(resumed) == _measured(straight)
+
+
+def test_init_state_starts_from_given_weights_and_weights_out_keeps_the_result(
+        data: tuple[Dataset, Dataset], tmp_path: Path) -> None:
+    first = train(CONFIG, data, SCHEDULE, seed=0, threads=1, weights_out=tmp_path / "w.pt")
+    weights = torch.load(tmp_path / "w.pt", weights_only=True)
+    no_training = SCHEDULE.replace(base_lr=1e-12, epochs=1, warmup_epochs=0)
+    again = train(CONFIG, data, no_training, seed=5, threads=1, init_state=weights)
+    scratch = train(CONFIG, data, no_training, seed=5, threads=1)
+    # an epoch at a vanishing learning rate moves only BatchNorm's running statistics
+    assert first.top1 > 0.9 and again.top1 > 0.9 and scratch.top1 < 0.6, (first.top1, again.top1, scratch.top1)

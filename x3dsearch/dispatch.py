@@ -8,13 +8,15 @@ fails on its own (diverged, exception) ends normally with that status and is not
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # keep Tune's own status tables out of our live view
 
@@ -43,21 +45,14 @@ class DispatchOptions:
 
 
 def proxy_trial(params: Mapping[str, Any]) -> dict[str, Any]:
-    """Train one candidate at proxy fidelity; returns the TrainResult as a dict."""
-    from .config import X3DConfig
-    from .schedule import Schedule
-    from .train import train
+    """Train one candidate at proxy fidelity (see :func:`x3dsearch.proxy.run_proxy`); a dict of metrics."""
+    from .proxy import run_proxy
 
     marker = os.environ.get(_KILL_ONCE_ENV)
     if marker and not Path(marker).exists():
         Path(marker).write_text(str(os.getpid()))  # fault injection for tests: die once, hard
         os.kill(os.getpid(), signal.SIGKILL)
-    config = X3DConfig.from_dict(params["config"])
-    schedule = Schedule.from_dict(params["schedule"])
-    threads = max(1, int(params.get("cpus", 1)))
-    result = train(config, params["data"], schedule, seed=int(params["seed"]), progress=False,
-                   threads=threads)
-    return result.to_dict()
+    return run_proxy(params)
 
 
 def _tune_entry(trial_fn: TrialFn) -> Callable[..., None]:
@@ -89,6 +84,30 @@ def _check_address(address: str) -> None:
         raise UserError(f"Ray cluster at {address} is unreachable ({err.strerror or err})") from None
 
 
+_TOKEN_SETUP_LOGGER = "ray._private.authentication.authentication_token_setup"
+_TOKEN_BANNER = "Token authentication is enabled for this Ray cluster"
+
+
+def _not_token_banner(record: logging.LogRecord) -> bool:
+    """Log filter: False for Ray's notice that it turned token authentication on."""
+    return not record.getMessage().startswith(_TOKEN_BANNER)
+
+
+@contextmanager
+def _token_banner_hidden() -> Iterator[None]:
+    """While our private local Ray starts, drop Ray's token-authentication notice (auth itself stays on).
+
+    A new local cluster enables token auth by default and says how to opt out; that advice is for
+    cluster operators and would open every search. Joining a cluster keeps Ray's messages.
+    """
+    logger = logging.getLogger(_TOKEN_SETUP_LOGGER)
+    logger.addFilter(_not_token_banner)
+    try:
+        yield
+    finally:
+        logger.removeFilter(_not_token_banner)
+
+
 class RayDispatcher:
     """Runs batches of trials through Ray Tune and reports each as it finishes."""
 
@@ -111,7 +130,8 @@ class RayDispatcher:
             ray.init(address=address, **kwargs)
         else:
             # address="local": always a new Ray, even if a `ray start` cluster runs on this machine
-            ray.init(address="local", num_cpus=self.options.num_cpus or os.cpu_count(), **kwargs)
+            with _token_banner_hidden():
+                ray.init(address="local", num_cpus=self.options.num_cpus or os.cpu_count(), **kwargs)
             self._started_ray = True
 
     def shutdown(self) -> None:

@@ -20,11 +20,14 @@ from .errors import DataError, UserError
 from .live import LiveView
 from .config import X3DConfig
 from .rundir import RunDir, atomic_write
-from .search import (CEILING_FACTOR, Candidate, Outcome, SearchResult, Step, estimate_steps, run_search,
-                     step_candidates)
+from .rungs import Rungs, successive_halving
+from .schedule import Schedule, load_schedule
+from .search import (CEILING_FACTOR, Candidate, Outcome, SearchResult, Step, estimate_steps, memoised,
+                     run_search, score_start, step_candidates, take_step)
 from .space import SearchSpace, load_space
 
-__all__ = ["ExpandSettings", "Session", "JournalScorer", "run_expand", "plan_text", "path_record"]
+__all__ = ["ExpandSettings", "Session", "JournalScorer", "run_expand", "run_step", "plan_text",
+           "check_inputs", "path_record"]
 
 _FINAL_STATUSES = ("ok", "diverged", "failed")
 
@@ -39,6 +42,7 @@ class ExpandSettings:
     data: str | None = None
     proxy_schedule: str = "cpu_proxy"
     full_schedule: str = "cpu_full"
+    proxy_init: str = "inherit"
     seed: int = 0
     ceiling_gflops: float | None = None
     evaluate_contractions: bool = False
@@ -78,10 +82,69 @@ def _fit_classes(space: SearchSpace, data_root: Path) -> SearchSpace:
     """The space with its start's classifier sized to the data's class list (every candidate inherits it)."""
     from .data import read_split
 
-    classes = len(read_split(data_root, "train").class_names)
+    return _with_classes(space, len(read_split(data_root, "train").class_names))
+
+
+def _with_classes(space: SearchSpace, classes: int) -> SearchSpace:
+    """The space with its start's classifier sized to ``classes`` (every candidate inherits it)."""
     if classes == space.start.num_classes:
         return space
     return replace(space, start=space.start.replace(num_classes=classes))
+
+
+def _describe_data(root: Path) -> tuple[int, str]:
+    """Read a data folder's split CSVs as a run will: its class count and a one-line summary.
+
+    Raises DataError for a missing folder or CSV, a bad line, or a split none of whose videos exist.
+    """
+    from .data import read_split
+
+    _check_data(root)
+    splits = [read_split(root, name) for name in ("train", "val")]
+    missing = 0
+    for split in splits:
+        absent = [video for video in split.videos if not video.is_file()]
+        if len(absent) == len(split.videos):
+            raise DataError(f"{split.csv}: none of its {len(absent)} videos exist (e.g. {absent[0]})")
+        missing += len(absent)
+    train, val = splits
+    note = f"; {missing} listed video{'s' if missing > 1 else ''} missing (a run skips them)" if missing else ""
+    return len(train.class_names), (f"data: {root}, {len(train.class_names)} classes, "
+                                    f"{len(train.videos)} train / {len(val.videos)} val videos{note}")
+
+
+def _describe_schedule(arg: str, schedule: Schedule) -> str:
+    """A schedule as the dry run shows it: where it came from, its length and optimiser."""
+    videos = "all" if schedule.train_videos is None else schedule.train_videos
+    return f"{arg} ({schedule.epochs} epochs over {videos} train videos, {schedule.optimizer})"
+
+
+def check_inputs(settings: ExpandSettings, *, resume: bool = False) -> tuple[SearchSpace, list[str]]:
+    """Read every input a run reads (data, space, schedules, run directory) without training or writing.
+
+    Returns the search space fitted to the data's classes and lines saying what was found;
+    raises the run's one-line UserError for the first unusable input.
+    """
+    space = load_space(settings.space)
+    if settings.data is None:
+        from .data.synthetic import CLASSES
+
+        classes, data_line = len(CLASSES), (f"data: the synthetic benchmark, {len(CLASSES)} classes "
+                                            f"(default; rendered on first use, then cached)")
+    else:
+        classes, data_line = _describe_data(Path(settings.data).expanduser().resolve())
+    space = _with_classes(space, classes)
+    _check_target(settings, space)
+    proxy, full = load_schedule(settings.proxy_schedule), load_schedule(settings.full_schedule)
+    run = RunDir(settings.out)
+    if run.exists() and not resume:
+        raise UserError(f"{run.path} already holds a run; pass --resume to continue it or choose another --out")
+    state = f"resuming its {sum(1 for _ in run.records())} journal records" if run.exists() else "new"
+    return space, [data_line,
+                   f"schedules: proxy {_describe_schedule(settings.proxy_schedule, proxy)}, "
+                   f"final {_describe_schedule(settings.full_schedule, full)}"
+                   f"{'' if settings.final_training else ' (not run: --no-final-training)'}; seed {settings.seed}",
+                   f"run directory: {run.path} ({state})"]
 
 
 def _check_target(settings: ExpandSettings, space: SearchSpace) -> None:
@@ -100,7 +163,6 @@ def plan_text(settings: ExpandSettings, space: SearchSpace) -> str:
              f"target {settings.target_gflops:g} GFLOPs, ceiling {settings.ceiling():g} GFLOPs: "
              f"about {steps} steps x {len(space.axes)} candidates = ~{steps * len(space.axes)} proxy trainings "
              f"(fewer after memoisation), then contraction and the final training",
-             f"proxy schedule {settings.proxy_schedule}, final schedule {settings.full_schedule}, seed {settings.seed}",
              "step 1 candidates:"]
     for c in step_candidates(start, space, 1):
         lines.append(f"  {c.axis:<11} {c.config.short:<28} {c.gflops:8.4f} GFLOPs  {c.params:>10,} params")
@@ -114,7 +176,8 @@ def plan_text(settings: ExpandSettings, space: SearchSpace) -> str:
 
 def _candidate_record(c: Candidate) -> dict[str, Any]:
     return {"config_key": c.key, "config": c.config.to_dict(), "step": c.step, "axis": c.axis,
-            "kind": c.kind, "fraction": c.fraction, "gflops": c.gflops, "params": c.params}
+            "kind": c.kind, "fraction": c.fraction, "gflops": c.gflops, "params": c.params,
+            "parent_key": c.parent.key if c.parent is not None else None}
 
 
 def path_record(result: SearchResult | None, steps: Sequence[Step], target: float) -> dict[str, Any]:
@@ -126,7 +189,8 @@ def path_record(result: SearchResult | None, steps: Sequence[Step], target: floa
             "config_key": s.chosen.key, "gflops": s.chosen.gflops, "params": s.chosen.params,
             "top1": s.outcomes[s.chosen.key].top1,
             "candidates": [{"axis": c.axis, "config_key": c.key, "gflops": c.gflops,
-                            "status": s.outcomes[c.key].status, "top1": s.outcomes[c.key].top1}
+                            "status": s.outcomes[c.key].status, "top1": s.outcomes[c.key].top1,
+                            "rung": s.outcomes[c.key].epochs, "seeds": s.outcomes[c.key].seeds}
                            for c in s.candidates]})
     if result is not None:
         if result.contraction is not None:
@@ -140,37 +204,54 @@ def path_record(result: SearchResult | None, steps: Sequence[Step], target: floa
 
 
 class JournalScorer:
-    """The coordinator's score callback: journal first, Ray for the rest."""
+    """The coordinator's score callback: journal first, Ray for the rest, over the proxy's rungs.
 
-    def __init__(self, run: RunDir, dispatcher: Any, view: LiveView, job_base: Mapping[str, Any]) -> None:
-        self.run, self.dispatcher, self.view, self.job_base = run, dispatcher, view, job_base
-        self.done: dict[str, dict[str, Any]] = {}
+    A batch of candidates goes through successive halving (:mod:`x3dsearch.rungs`) when the proxy
+    schedule has rungs, else through one rung of all its epochs. Each (config, rung, seed) trains
+    once; the journal remembers it for ``--resume``.
+    """
+
+    def __init__(self, run: RunDir, dispatcher: Any, view: LiveView, job_base: Mapping[str, Any],
+                 rungs: Rungs) -> None:
+        self.run, self.dispatcher, self.view, self.job_base, self.rungs = run, dispatcher, view, job_base, rungs
+        self.done: dict[tuple[str, int, int], dict[str, Any]] = {}
         for record in run.records():
             if record.get("status") in _FINAL_STATUSES:
-                self.done[record["config_key"]] = record
+                self.done[self._slot(record)] = record
+
+    def _slot(self, record: Mapping[str, Any]) -> tuple[str, int, int]:
+        """(config key, rung epochs, seed offset) of a journal record (older journals: one rung, seed 0)."""
+        return record["config_key"], record.get("rung") or self.rungs.epochs[-1], record.get("seed_offset") or 0
 
     def __call__(self, candidates: Sequence[Candidate]) -> dict[str, Outcome]:
-        todo = [c for c in candidates if c.key not in self.done]
+        return successive_halving(candidates, self.score_at, self.rungs)
+
+    def score_at(self, candidates: Sequence[Candidate], epochs: int, offset: int) -> dict[str, Outcome]:
+        """Train each candidate up to ``epochs`` (continuing an earlier rung) with seed offset ``offset``."""
+        todo = [c for c in candidates if (c.key, epochs, offset) not in self.done]
         self.view.batch_started(todo, len(candidates) - len(todo))
         if todo:
             by_key = {c.key: c for c in todo}
-            jobs = [dict(self.job_base, key=c.key, config=c.config.to_dict()) for c in todo]
-            self.dispatcher.run(jobs, lambda job, rec: self._record(by_key[job["key"]], rec))
-        return {c.key: _outcome(self.done.get(c.key)) for c in candidates}
+            rung = {"stop_epochs": epochs, "seed_offset": offset} if len(self.rungs.epochs) > 1 or offset else {}
+            jobs = [dict(self.job_base, key=c.key, config=c.config.to_dict(), **rung,
+                         parent=c.parent.to_dict() if c.parent is not None else None) for c in todo]
+            self.dispatcher.run(jobs, lambda job, rec: self._record(by_key[job["key"]], epochs, offset, rec))
+        return {c.key: _outcome(self.done.get((c.key, epochs, offset))) for c in candidates}
 
-    def _record(self, candidate: Candidate, metrics: Mapping[str, Any]) -> None:
+    def _record(self, candidate: Candidate, epochs: int, offset: int, metrics: Mapping[str, Any]) -> None:
         record = _candidate_record(candidate)
         record.update({
             "status": metrics.get("status", "failed"), "top1": metrics.get("top1"),
             "top5": metrics.get("top5"), "seconds": metrics.get("seconds"),
             "node": metrics.get("node"), "attempt": metrics.get("attempt", 1),
-            "reason": metrics.get("reason", ""), "started": metrics.get("trial_started"),
+            "reason": metrics.get("reason", ""), "init": metrics.get("init"), "rung": epochs,
+            "seed_offset": offset, "started": metrics.get("trial_started"),
             "ended": metrics.get("trial_ended", time.time()),
             "metrics": {k: v for k, v in metrics.items() if k not in ("config",)},
         })
         self.run.append(record)
         if record["status"] in _FINAL_STATUSES:
-            self.done[candidate.key] = record
+            self.done[(candidate.key, epochs, offset)] = record
         self.view.trial_finished(candidate, record)
 
 
@@ -192,14 +273,16 @@ class Session:
     """
 
     def __init__(self, settings: ExpandSettings, *, resume: bool = False, quiet: bool = False,
-                 trial_fn: Any = None, extra: Mapping[str, Any] | None = None) -> None:
+                 trial_fn: Any = None, extra: Mapping[str, Any] | None = None,
+                 start: X3DConfig | None = None) -> None:
         from .dispatch import DispatchOptions, RayDispatcher
         from .schedule import load_schedule
 
         self.settings = settings
         self.quiet = quiet
         self.data_root = _resolve_data(settings)
-        self.space = _fit_classes(load_space(settings.space), self.data_root)
+        space = load_space(settings.space)
+        self.space = _fit_classes(replace(space, start=start) if start is not None else space, self.data_root)
         _check_target(settings, self.space)
         self.proxy = load_schedule(settings.proxy_schedule)
         self.full = load_schedule(settings.full_schedule)
@@ -215,8 +298,14 @@ class Session:
                                         **({"trial_fn": trial_fn} if trial_fn else {}))
         self.view = LiveView(settings.target_gflops, self.space.start, concurrency=_concurrency(options),
                              quiet=quiet)
-        job_base = {"data": str(self.data_root), "schedule": self.proxy.to_dict(), "seed": settings.seed}
-        self.score = JournalScorer(self.run, self.dispatcher, self.view, job_base)
+        self.weights_dir = self.run.path / "weights"
+        self.weights_dir.mkdir(exist_ok=True)
+        job_base = {"data": str(self.data_root), "schedule": self.proxy.to_dict(), "seed": settings.seed,
+                    "init": settings.proxy_init, "weights_dir": str(self.weights_dir),
+                    "trials_dir": str(self.run.path / "trials")}
+        rungs = Rungs(self.proxy.rungs or (self.proxy.epochs,), self.proxy.rung_keep, self.proxy.close_call,
+                      self.proxy.close_call_seeds)
+        self.score = JournalScorer(self.run, self.dispatcher, self.view, job_base, rungs)
 
     def __enter__(self) -> "Session":
         self.dispatcher.start()
@@ -225,17 +314,25 @@ class Session:
     def __exit__(self, *exc: Any) -> None:
         self.dispatcher.shutdown()
 
-    def train_final(self, config: X3DConfig) -> dict[str, Any]:
-        """Full training of ``config`` into ``RUN_DIR/final`` (resumes from its checkpoint)."""
+    def train_final(self, config: X3DConfig, origin: X3DConfig | None = None) -> dict[str, Any]:
+        """Full training of ``config`` into ``RUN_DIR/final`` (resumes from its checkpoint).
+
+        With ``--proxy-init inherit`` it starts from the proxy-trained weights of ``origin``
+        (the config itself or the base of its partial step), expanded function-preservingly.
+        """
+        from .proxy import initial_state
         from .train import train
 
+        inherit = self.settings.proxy_init == "inherit" and origin is not None
+        state, init = initial_state(config, origin if inherit else None, self.weights_dir, self.settings.seed)
+        source = f"from the proxy weights of {origin.short}" if state is not None and origin else init
         self.view.message(f"final training of {config.short} ({count_flops(config) / 1e9:.3f} GFLOPs) "
-                          f"with schedule {self.full.name} -> {self.run.final_dir}")
+                          f"with schedule {self.full.name}, {source} -> {self.run.final_dir}")
         self.run.final_dir.mkdir(parents=True, exist_ok=True)
         config.to_yaml(self.run.final_dir / "config.yaml")
         result = train(config, str(self.data_root), self.full, seed=self.settings.seed,
-                       out_dir=self.run.final_dir, resume=True, progress=not self.quiet)
-        return result.to_dict()
+                       out_dir=self.run.final_dir, resume=True, progress=not self.quiet, init_state=state)
+        return dict(result.to_dict(), init=init, origin_key=origin.key if state is not None and origin else None)
 
 
 def run_expand(settings: ExpandSettings, *, resume: bool = False, quiet: bool = False,
@@ -256,11 +353,12 @@ def run_expand(settings: ExpandSettings, *, resume: bool = False, quiet: bool = 
                      f"on {session.data_root} -> {run.path}")
         result = run_search(session.space, settings.target_gflops, session.score,
                             ceiling_gflops=settings.ceiling(),
-                            evaluate_contractions=settings.evaluate_contractions, on_step=_on_step)
+                            evaluate_contractions=settings.evaluate_contractions,
+                            train_start=settings.proxy_init == "inherit", on_step=_on_step)
     search_seconds = time.time() - t0
     record = path_record(result, steps, settings.target_gflops)
     run.write_path(record)
-    final_metrics = session.train_final(result.final) if settings.final_training else None
+    final_metrics = session.train_final(result.final, result.origin) if settings.final_training else None
     summary_text = view.summary(result, final_metrics)
     summary = {"run_dir": str(run.path), "target_gflops": settings.target_gflops,
                "final": record["final"], "final_metrics": final_metrics, "search_seconds": search_seconds,
@@ -269,6 +367,35 @@ def run_expand(settings: ExpandSettings, *, resume: bool = False, quiet: bool = 
                "contraction": record["contraction"], "trials": sum(1 for _ in run.records()),
                "table": summary_text}
     atomic_write(run.path / "summary.json", json.dumps(summary, indent=2))
+    return summary
+
+
+def run_step(settings: ExpandSettings, base: X3DConfig, *, resume: bool = False, quiet: bool = False,
+             trial_fn: Any = None) -> dict[str, Any]:
+    """One expansion step from ``base``, taken as ``expand`` takes a step: the candidates' scores and the choice.
+
+    With ``proxy_init="inherit"`` the base is first trained with the proxy schedule from scratch
+    (as a search trains its start), and every candidate inherits its weights. Nothing is skipped
+    for cost. Returns ``{"base", "candidates": [{"axis", "gflops", "top1", ...}], "chosen", ...}``.
+    """
+    session = Session(settings, resume=resume, quiet=quiet, trial_fn=trial_fn, start=base)
+    start = session.space.start
+    t0 = time.time()
+    with session:
+        score = memoised(session.score)
+        if settings.proxy_init == "inherit":
+            score_start(start, score)
+        step = take_step(start, 1, session.space, score)
+    assert step is not None  # no ceiling: every candidate is scored
+    seconds = {r["config_key"]: r.get("seconds") or 0.0 for r in session.run.records()}
+    summary = {"base": start.to_dict(), "init": settings.proxy_init, "schedule": session.proxy.name,
+               "seed": settings.seed, "run_dir": str(session.run.path), "wall_seconds": time.time() - t0,
+               "base_seconds": seconds.get(start.key, 0.0) if settings.proxy_init == "inherit" else 0.0,
+               "candidates": [{"axis": c.axis, "gflops": c.gflops, "top1": step.outcomes[c.key].top1,
+                               "status": step.outcomes[c.key].status, "seconds": seconds.get(c.key)}
+                              for c in step.candidates],
+               "chosen": step.chosen.axis}
+    atomic_write(session.run.path / "step.json", json.dumps(summary, indent=2))
     return summary
 
 

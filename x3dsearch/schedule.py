@@ -47,6 +47,10 @@ class Schedule:
     clips between trainings (in the data layer's cache folder, ``$X3DSEARCH_CACHE``).
     ``precise_bn_clips`` > 0 recomputes BatchNorm statistics on that many training clips after
     training ("precise BN"): the running averages lag behind fast-moving weights in short runs.
+    As a search's proxy, ``rungs`` (increasing epoch counts ending at ``epochs``) score every
+    candidate of a step at the first rung and promote the best ``rung_keep`` fraction to the next
+    (successive halving, :mod:`x3dsearch.rungs`); when the best two end closer than ``close_call``
+    (top-1), both train again with ``close_call_seeds`` other seeds and rank by their mean.
     ``debug_nan_step`` makes the loss NaN at that global step (a test hook that travels with the schedule to
     Ray workers).
     """
@@ -72,6 +76,10 @@ class Schedule:
     num_workers: int = 0
     cache: bool = False
     precise_bn_clips: int = 0
+    rungs: tuple[int, ...] | None = None
+    rung_keep: float = 0.5
+    close_call: float = 0.0
+    close_call_seeds: int = 0
     debug_nan_step: int | None = None
 
     def __post_init__(self) -> None:
@@ -102,6 +110,7 @@ class Schedule:
                 isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in views):
             raise ConfigError(f"{where}: eval_views must be [temporal, spatial] positive integers, got {views!r}")
         object.__setattr__(self, "eval_views", (int(views[0]), int(views[1])))
+        self._check_rungs(where)
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"{where}: optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.precision not in _PRECISIONS:
@@ -109,6 +118,21 @@ class Schedule:
         for field_name in ("channels_last", "cache"):
             if not isinstance(getattr(self, field_name), bool):
                 raise ConfigError(f"{where}: {field_name} must be true or false, got {getattr(self, field_name)!r}")
+
+    def _check_rungs(self, where: str) -> None:
+        if self.rungs is not None:
+            rungs = self.rungs
+            if (isinstance(rungs, (str, bytes)) or not hasattr(rungs, "__iter__")
+                    or any(isinstance(r, bool) or not isinstance(r, int) or r < 1 for r in rungs)
+                    or list(rungs) != sorted(set(rungs)) or not rungs or list(rungs)[-1] != self.epochs):
+                raise ConfigError(f"{where}: rungs must be increasing positive epoch counts ending at epochs "
+                                  f"({self.epochs}), got {rungs!r}")
+            object.__setattr__(self, "rungs", tuple(rungs))
+        if not 0 < _number(where, "rung_keep", self.rung_keep) <= 1:
+            raise ConfigError(f"{where}: rung_keep must be in (0, 1], got {self.rung_keep!r}")
+        if _number(where, "close_call", self.close_call) < 0:
+            raise ConfigError(f"{where}: close_call must be >= 0, got {self.close_call!r}")
+        _check_int(where, "close_call_seeds", self.close_call_seeds, low=0)
 
     def train_crop(self, config: X3DConfig) -> int:
         """The side the network trains and evaluates at: its crop times ``spatial_scale``, at least 16."""
@@ -122,6 +146,7 @@ class Schedule:
         """Plain-Python form (lists, numbers) suitable for YAML/JSON and Ray trial parameters."""
         out = dataclasses.asdict(self)
         out["eval_views"] = list(self.eval_views)
+        out["rungs"] = list(self.rungs) if self.rungs is not None else None
         return out
 
     @classmethod

@@ -20,7 +20,7 @@ from .space import DISCRETE_FIELDS, SearchSpace, expand
 
 __all__ = ["Candidate", "Outcome", "Step", "Contraction", "SearchResult", "ScoreFn",
            "step_candidates", "choose", "contract", "run_search", "estimate_steps", "CEILING_FACTOR",
-           "LANDING_TOLERANCE", "land"]
+           "LANDING_TOLERANCE", "land", "memoised", "score_start", "take_step"]
 
 LANDING_TOLERANCE = 0.05  # contraction lands within 5% of the target, topping up if it must
 CEILING_FACTOR = 2.0  # default ceiling: a candidate above 2x the target would lose over half its step
@@ -33,8 +33,9 @@ class Candidate:
     step: int
     axis: str
     config: X3DConfig
-    kind: str = "expand"  # "expand" or "contract"
+    kind: str = "expand"  # "expand", "contract" or "start"
     fraction: float = 1.0
+    parent: X3DConfig | None = None  # the config it was expanded from (whose weights it may inherit)
 
     @property
     def key(self) -> str:
@@ -56,6 +57,8 @@ class Outcome:
     status: str  # "ok", "diverged", "failed", "skipped"
     top1: float | None = None
     reason: str = ""
+    epochs: int | None = None  # the rung (epochs trained) the score was taken at, when rungs are used
+    seeds: int = 1  # how many seeds the score averages (close calls are repeated)
 
     @property
     def usable(self) -> bool:
@@ -86,6 +89,7 @@ class Contraction:
     gflops: float
     target_gflops: float
     evaluated: Mapping[str, Outcome] = field(default_factory=dict)
+    base: X3DConfig | None = None  # the config the partial step starts from
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,14 @@ class SearchResult:
     contraction: Contraction | None
     final: X3DConfig
     target_gflops: float
+
+    @property
+    def origin(self) -> X3DConfig:
+        """The trained config nearest the final one: itself if its proxy trained, else its partial step's base."""
+        c = self.contraction
+        if c is None or (c.config.key in c.evaluated and c.evaluated[c.config.key].usable):
+            return self.final
+        return c.base
 
     @property
     def final_gflops(self) -> float:
@@ -111,17 +123,18 @@ def step_candidates(base: X3DConfig, space: SearchSpace, step: int) -> list[Cand
         config = expand(base, axis, space=space)
         if config.key not in seen:
             seen.add(config.key)
-            out.append(Candidate(step, axis, config))
+            out.append(Candidate(step, axis, config, parent=base))
     return out
 
 
 def choose(candidates: Sequence[Candidate], outcomes: Mapping[str, Outcome]) -> Candidate | None:
-    """Highest proxy top-1; ties go to the cheaper config, then to the earlier axis."""
+    """Highest proxy top-1 at the highest rung reached; ties go to the cheaper config, then the earlier axis."""
     usable = [c for c in candidates if outcomes.get(c.key, Outcome("missing")).usable]
     if not usable:
         return None
     order = {id(c): i for i, c in enumerate(candidates)}
-    return min(usable, key=lambda c: (-outcomes[c.key].top1, count_flops(c.config), order[id(c)]))
+    return min(usable, key=lambda c: (-(outcomes[c.key].epochs or 0), -outcomes[c.key].top1,
+                                      count_flops(c.config), order[id(c)]))
 
 
 def _bracket(base: X3DConfig, axis: str, target_flops: float, space: SearchSpace,
@@ -185,22 +198,8 @@ def estimate_steps(start: X3DConfig, target_gflops: float) -> int:
     return max(1, math.ceil(math.log2(ratio))) if ratio > 1 else 0
 
 
-def run_search(space: SearchSpace, target_gflops: float, score: ScoreFn, *,
-               ceiling_gflops: float | None = None, evaluate_contractions: bool = False,
-               max_steps: int = 30,
-               on_step: Callable[[Step], None] | None = None) -> SearchResult:
-    """Forward expansion from the space's start until C(X) >= target, then contraction.
-
-    Candidates above ``ceiling_gflops`` are skipped without training. With
-    ``evaluate_contractions`` every axis that can reach the target is contracted onto it
-    and the proxy picks among them; otherwise the last-expanded axis is contracted.
-    """
-    start = space.start
-    target = target_gflops * 1e9
-    if count_flops(start) >= target:
-        raise ConfigError(f"target {target_gflops:g} GFLOPs is not above the start's cost "
-                          f"{count_flops(start) / 1e9:.4f} GFLOPs")
-    ceiling = math.inf if ceiling_gflops is None else ceiling_gflops * 1e9
+def memoised(score: ScoreFn, ceiling_flops: float = math.inf) -> Callable[[Sequence[Candidate]], dict[str, Outcome]]:
+    """``score`` that never asks twice for a config and skips configs above ``ceiling_flops`` untrained."""
     memo: dict[str, Outcome] = {}
 
     def _score(candidates: Sequence[Candidate]) -> dict[str, Outcome]:
@@ -208,7 +207,7 @@ def run_search(space: SearchSpace, target_gflops: float, score: ScoreFn, *,
         for c in candidates:
             if c.key in memo or c.key in queued:
                 continue
-            if count_flops(c.config) > ceiling:
+            if count_flops(c.config) > ceiling_flops:
                 memo[c.key] = Outcome("skipped", reason=f"{c.gflops:.3g} GFLOPs above the ceiling")
             else:
                 todo.append(c)
@@ -218,28 +217,66 @@ def run_search(space: SearchSpace, target_gflops: float, score: ScoreFn, *,
             for c in todo:
                 memo[c.key] = answers.get(c.key, Outcome("failed", reason="no result returned"))
         return {c.key: memo[c.key] for c in candidates}
+    return _score
 
+
+def score_start(start: X3DConfig, score: ScoreFn) -> Outcome:
+    """Train the start (step 0) so that step 1 can inherit its weights; an error if it cannot be trained."""
+    first = Candidate(0, "start", start, kind="start")
+    outcome = score([first])[first.key]
+    if not outcome.usable:
+        raise SearchError(f"the start {start.short} could not be trained: {outcome.status} {outcome.reason}")
+    return outcome
+
+
+def take_step(base: X3DConfig, index: int, space: SearchSpace, score: ScoreFn) -> Step | None:
+    """Score every one-step expansion of ``base`` and keep the best; None when all are above the ceiling."""
+    candidates = step_candidates(base, space, index)
+    outcomes = score(candidates)
+    if all(outcomes[c.key].status == "skipped" for c in candidates):
+        return None
+    chosen = choose(candidates, outcomes)
+    if chosen is None:
+        reasons = "; ".join(f"{c.axis}: {outcomes[c.key].status} {outcomes[c.key].reason}".strip()
+                            for c in candidates)
+        raise SearchError(f"step {index}: no candidate could be scored ({reasons})")
+    return Step(index, base, tuple(candidates), outcomes, chosen)
+
+
+def run_search(space: SearchSpace, target_gflops: float, score: ScoreFn, *,
+               ceiling_gflops: float | None = None, evaluate_contractions: bool = False,
+               max_steps: int = 30, train_start: bool = False,
+               on_step: Callable[[Step], None] | None = None) -> SearchResult:
+    """Forward expansion from the space's start until C(X) >= target, then contraction.
+
+    Candidates above ``ceiling_gflops`` are skipped without training. With
+    ``evaluate_contractions`` every axis that can reach the target is contracted onto it
+    and the proxy picks among them; otherwise the last-expanded axis is contracted. With
+    ``train_start`` the start is scored first (step 0), so that step 1 can inherit its weights.
+    """
+    start = space.start
+    target = target_gflops * 1e9
+    if count_flops(start) >= target:
+        raise ConfigError(f"target {target_gflops:g} GFLOPs is not above the start's cost "
+                          f"{count_flops(start) / 1e9:.4f} GFLOPs")
+    ceiling = math.inf if ceiling_gflops is None else ceiling_gflops * 1e9
+    _score = memoised(score, ceiling)
+    if train_start:
+        score_start(start, _score)
     current, steps, contraction = start, [], None
     while count_flops(current) < target:
         if len(steps) >= max_steps:
             raise ConfigError(f"no convergence to {target_gflops:g} GFLOPs within {max_steps} steps")
-        candidates = step_candidates(current, space, len(steps) + 1)
-        outcomes = _score(candidates)
-        if all(outcomes[c.key].status == "skipped" for c in candidates):
+        step = take_step(current, len(steps) + 1, space, _score)
+        if step is None:
             # every full step is above the ceiling: land on the target by partial steps instead
-            axes = [c.axis for c in candidates]
+            axes = [c.axis for c in step_candidates(current, space, len(steps) + 1)]
             contraction = _contract(current, len(steps) + 1, axes, space, target, True, _score)
             return SearchResult(start, tuple(steps), contraction, contraction.config, target_gflops)
-        chosen = choose(candidates, outcomes)
-        if chosen is None:
-            reasons = "; ".join(f"{c.axis}: {outcomes[c.key].status} {outcomes[c.key].reason}".strip()
-                                for c in candidates)
-            raise SearchError(f"step {len(steps) + 1}: no candidate could be scored ({reasons})")
-        step = Step(len(steps) + 1, current, tuple(candidates), outcomes, chosen)
         steps.append(step)
         if on_step is not None:
             on_step(step)
-        current = chosen.config
+        current = step.chosen.config
 
     if count_flops(current) > target:
         last = steps[-1]
@@ -258,11 +295,11 @@ def _contract(base: X3DConfig, step: int, axes: Sequence[str], space: SearchSpac
     options = []
     for axis in axes:
         config, label, fraction = land(base, axis, target, space)
-        options.append(Candidate(step, label, config, kind="contract", fraction=fraction))
+        options.append(Candidate(step, label, config, kind="contract", fraction=fraction, parent=base))
     evaluated: Mapping[str, Outcome] = {}
     chosen = options[0]
     if evaluate:
         evaluated = score(options)
         chosen = choose(options, evaluated) or options[0]
     return Contraction(chosen.axis, chosen.fraction, chosen.config, count_flops(chosen.config) / 1e9,
-                       target / 1e9, evaluated)
+                       target / 1e9, evaluated, base)

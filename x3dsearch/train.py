@@ -132,19 +132,25 @@ def train(config: X3DConfig, data: str | Path | tuple[Dataset, Dataset], schedul
           seed: int = 0, *, out_dir: str | Path | None = None, resume: bool = False,
           progress: bool = False, device: str | torch.device | None = None, threads: int | None = None,
           on_epoch: EpochCallback | None = None,
-          init_state: Mapping[str, torch.Tensor] | None = None) -> TrainResult:
+          init_state: Mapping[str, torch.Tensor] | None = None,
+          weights_out: str | Path | None = None, stop_after_epochs: int | None = None) -> TrainResult:
     """Train and evaluate ``config`` on ``data`` (a dataset root or a (train, val) pair) with ``schedule``.
 
     With ``out_dir``, a checkpoint is written there after every epoch and ``metrics.json``,
     ``model.pt`` and ``config.yaml`` at the end; ``resume=True`` continues from the checkpoint
     and ends with the same metrics as an uninterrupted run. ``init_state`` starts from those
-    weights (e.g. inherited from a parent) instead of a fresh initialisation. Errors inside the
-    run come back as ``status="failed"`` (only KeyboardInterrupt propagates).
+    weights (e.g. inherited from a parent) instead of a fresh initialisation; ``weights_out`` keeps
+    the trained state dict in that file. ``stop_after_epochs`` pauses the schedule after that many
+    epochs (its learning rate still follows all ``schedule.epochs``) and evaluates: a later call with
+    ``resume=True`` and a larger value continues it, as successive halving's rungs do. Errors
+    inside the run come back as ``status="failed"`` (only KeyboardInterrupt propagates).
     """
     schedule = load_schedule(schedule)
     run = _Run(config, schedule, seed, out_dir=Path(out_dir) if out_dir is not None else None,
                device=torch.device(device) if device is not None else _default_device(),
-               threads=resolve_threads(threads), progress=progress, on_epoch=on_epoch, init_state=init_state)
+               threads=resolve_threads(threads), progress=progress, on_epoch=on_epoch, init_state=init_state,
+               weights_out=Path(weights_out) if weights_out is not None else None,
+               stop_after_epochs=stop_after_epochs)
     checkpoint = run.load_checkpoint() if resume else None
     return run.execute(data, checkpoint)
 
@@ -246,8 +252,10 @@ class _Run:
 
     def __init__(self, config: X3DConfig, schedule: Schedule, seed: int, *, out_dir: Path | None,
                  device: torch.device, threads: int, progress: bool, on_epoch: EpochCallback | None,
-                 init_state: Mapping[str, torch.Tensor] | None = None) -> None:
+                 init_state: Mapping[str, torch.Tensor] | None = None, weights_out: Path | None = None,
+                 stop_after_epochs: int | None = None) -> None:
         self.config, self.schedule, self.seed = config, schedule, seed
+        self.weights_out, self.stop = weights_out, stop_after_epochs or schedule.epochs
         self.out_dir, self.device, self.threads = out_dir, device, threads
         self.progress, self.on_epoch, self.init_state = progress, on_epoch, init_state
         identity = {"config": config.to_dict(), "schedule": schedule.to_dict(), "seed": seed}
@@ -307,7 +315,7 @@ class _Run:
         bar = tqdm(total=parts.total_steps, initial=self.state.step, file=sys.stderr, disable=not self.progress,
                    unit="step", dynamic_ncols=True, leave=True)
         try:
-            while not self.state.done:
+            while not self.state.done and self.state.epoch < self.stop:
                 epochs.run(train_set, bar if self.progress else None)
                 self.checkpoints.save(parts, self.state)
                 if self.on_epoch is not None:
@@ -317,8 +325,10 @@ class _Run:
         finally:
             bar.close()
         top1, top5 = _test(parts.model, train_set, val_set, self.feed, schedule)
+        for path in (self.weights_out, self.out_dir / MODEL if self.out_dir is not None else None):
+            if path is not None:
+                atomic_torch_save(parts.model.state_dict(), path)
         if self.out_dir is not None:
-            atomic_torch_save(parts.model.state_dict(), self.out_dir / MODEL)
             atomic_write(self.out_dir / CONFIG, self.config.to_yaml())
         return top1, top5
 
