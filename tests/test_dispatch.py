@@ -1,5 +1,6 @@
 """Ray Tune dispatch with stub trial functions: records per trial, retries on worker death."""
 
+import logging
 import os
 import signal
 import sys
@@ -9,7 +10,9 @@ import pytest
 import ray
 import ray.cloudpickle
 
-from x3dsearch.dispatch import DispatchOptions, RayDispatcher, _check_address
+from x3dsearch import dispatch
+from x3dsearch.dispatch import (_TOKEN_SETUP_LOGGER, DispatchOptions, RayDispatcher, _check_address,
+                                _not_token_banner, _token_banner_hidden)
 from x3dsearch.errors import UserError
 
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -67,3 +70,45 @@ def test_unreachable_address_is_one_line_error(address):
     with pytest.raises(UserError) as err:
         _check_address(address)
     assert "\n" not in str(err.value)
+
+
+class _Collect(logging.Handler):
+    """Keeps the messages that reach it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def test_token_banner_is_hidden_only_while_a_local_ray_starts():
+    from ray._private.authentication import authentication_token_setup as token_setup
+
+    logger = logging.getLogger(_TOKEN_SETUP_LOGGER)
+    assert token_setup.logger is logger  # Ray still logs the notice where the filter sits
+    seen = _Collect()
+    logger.addHandler(seen)
+    try:
+        with _token_banner_hidden():
+            token_setup._warn_token_auth_enabled()
+            logger.warning("another warning")
+        token_setup._warn_token_auth_enabled()
+    finally:
+        logger.removeHandler(seen)
+    assert seen.messages[0] == "another warning"
+    assert len(seen.messages) == 2 and seen.messages[1].startswith("Token authentication is enabled")
+
+
+@pytest.mark.parametrize("address, hidden", [(None, True), ("head:6379", False)])
+def test_banner_filter_applies_to_the_private_local_ray_only(monkeypatch, tmp_path, address, hidden):
+    filtering = []
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(dispatch.ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(dispatch, "_check_address", lambda address: None)
+    monkeypatch.setattr(dispatch.ray, "init", lambda **kwargs: filtering.append(
+        (kwargs["address"], _not_token_banner in logging.getLogger(_TOKEN_SETUP_LOGGER).filters)))
+    RayDispatcher(DispatchOptions(address=address), tmp_path).start()
+    assert filtering == [(address or "local", hidden)]
+    assert _not_token_banner not in logging.getLogger(_TOKEN_SETUP_LOGGER).filters
