@@ -1,0 +1,190 @@
+"""Proxy fidelity: does the search's proxy rank one-step candidates as long trainings do?
+
+Three candidate sets, the one-step expansions of X2D, of X3D-XS and of XS+fast (1.2 GFLOPs, a
+config on a typical path to 6 GFLOPs). For each candidate:
+
+* the **reference**: a long from-scratch training (``--ref-epochs`` over the 1152 training clips
+  of an independently seeded, bigger copy of the benchmark, ``make-data --seed 11
+  --videos-per-class 96``), tested on its 360 val clips, for ``--ref-seeds`` seeds; cached in
+  ``experiments/results/fidelity_reference.csv`` (rows already there are not trained again);
+* the **proxy**: one ``x3dsearch step`` from the set's base on the default benchmark, exactly as
+  ``expand`` would take it, per proxy seed (``--proxy-schedule``, ``--proxy-init``).
+
+Per set and proxy seed it reports Kendall tau of the proxy's scores against the reference mean,
+the reference rank of the proxy's winner, the regret (best reference top-1 minus the chosen one's)
+and the proxy's CPU-seconds; and the reference's own reliability (tau of each seed against the mean
+of the others), the ceiling any proxy can reach.
+
+    .venv/bin/python experiments/proxy_fidelity.py --reference-only          # the reference alone
+    .venv/bin/python experiments/proxy_fidelity.py [--proxy-schedule cpu_proxy] [--proxy-init inherit]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import multiprocessing as mp
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from x3dsearch import X3DConfig, count_flops, preset
+from x3dsearch.data.cache import cache_root
+from x3dsearch.data.synthetic import make_synthetic
+from x3dsearch.runner import ExpandSettings, run_step
+from x3dsearch.schedule import load_schedule
+from x3dsearch.search import step_candidates
+from x3dsearch.space import expand, load_space
+from x3dsearch.train import train
+
+RESULTS = Path(__file__).parent / "results"
+REFERENCE_CSV = RESULTS / "fidelity_reference.csv"
+_REF_FIELDS = ["set", "axis", "key", "seed", "epochs", "top1", "seconds"]
+
+
+def candidate_sets() -> dict[str, tuple[X3DConfig, dict[str, X3DConfig]]]:
+    """Name -> (base, {axis: one-step candidate}) for the three sets, at the benchmark's 12 classes."""
+    space = load_space()
+    xs = preset("XS", num_classes=12)
+    bases = {"X2D": preset("X2D", num_classes=12), "XS": xs, "XS+fast": expand(xs, "fast", space=space)}
+    return {name: (base, {c.axis: c.config for c in step_candidates(base, space, 1)})
+            for name, base in bases.items()}
+
+
+def reference_data() -> Path:
+    """The bigger, independently seeded copy of the benchmark (generated once, then reused)."""
+    root = cache_root() / "synthetic-small-seed11-96"
+    if not (root / "README.md").is_file():
+        make_synthetic(root, seed=11, videos_per_class=96)
+    return root
+
+
+def _reference_job(job: tuple[str, str, dict[str, Any], str, int, int]) -> dict[str, Any]:
+    set_name, axis, config, data, seed, epochs = job
+    schedule = load_schedule("cpu_proxy").replace(name="fidelity_reference", epochs=epochs)
+    result = train(X3DConfig.from_dict(config), data, schedule, seed=seed, threads=1)
+    return {"set": set_name, "axis": axis, "key": X3DConfig.from_dict(config).key, "seed": seed,
+            "epochs": epochs, "top1": result.top1 if result.status == "ok" else "", "seconds": result.seconds}
+
+
+def _read_reference() -> list[dict[str, Any]]:
+    if not REFERENCE_CSV.is_file():
+        return []
+    with open(REFERENCE_CSV, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def run_reference(seeds: list[int], epochs: int, workers: int) -> dict[tuple[str, str], list[float]]:
+    """Train what the cache lacks; return (set, axis) -> reference top-1 per seed."""
+    data = str(reference_data())
+    done = {(r["set"], r["axis"], int(r["seed"]), int(r["epochs"])) for r in _read_reference()}
+    jobs = [(name, axis, config.to_dict(), data, seed, epochs)
+            for name, (_, cands) in candidate_sets().items() for axis, config in cands.items()
+            for seed in seeds if (name, axis, seed, epochs) not in done]
+    started = time.time()
+    if jobs:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        new_file = not REFERENCE_CSV.is_file()
+        with open(REFERENCE_CSV, "a", newline="") as f, mp.get_context("spawn").Pool(workers) as pool:
+            writer = csv.DictWriter(f, fieldnames=_REF_FIELDS)
+            if new_file:
+                writer.writeheader()
+            for i, row in enumerate(pool.imap_unordered(_reference_job, jobs), 1):
+                writer.writerow(row)
+                f.flush()
+                print(f"reference {i}/{len(jobs)}: {row['set']} +{row['axis']} seed {row['seed']}: "
+                      f"top1 {row['top1']} ({row['seconds']:.0f} s)", flush=True)
+    rows = [r for r in _read_reference() if int(r["epochs"]) == epochs and int(r["seed"]) in seeds]
+    cpu = sum(float(r["seconds"]) for r in rows)
+    print(f"reference: {len(rows)} trainings, {cpu / 60:.1f} CPU-minutes in all "
+          f"({len(jobs)} trained now in {(time.time() - started) / 60:.1f} min wall)")
+    table: dict[tuple[str, str], list[float]] = {}
+    for r in sorted(rows, key=lambda r: int(r["seed"])):
+        table.setdefault((r["set"], r["axis"]), []).append(float(r["top1"]) if r["top1"] else float("nan"))
+    return table
+
+
+def kendall_tau(a: Any, b: Any) -> float:
+    """Kendall's tau-b (ties counted as in scipy's default); NaN when either side is constant."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    i, j = np.triu_indices(len(a), 1)
+    da, db = np.sign(a[i] - a[j]), np.sign(b[i] - b[j])
+    denom = np.sqrt(np.count_nonzero(da) * np.count_nonzero(db))
+    return float(np.sum(da * db) / denom) if denom else float("nan")
+
+
+def reliability(per_seed: dict[str, list[float]]) -> float:
+    """Mean tau of each reference seed against the mean of the other seeds (the proxy's ceiling)."""
+    axes = list(per_seed)
+    matrix = np.array([per_seed[a] for a in axes])  # axes x seeds
+    taus = []
+    for s in range(matrix.shape[1]):
+        others = np.delete(matrix, s, axis=1).mean(axis=1)
+        taus.append(kendall_tau(matrix[:, s], others))
+    return float(np.nanmean(taus))
+
+
+def run_proxies(schedule: str, init: str, seeds: list[int], out: Path) -> dict[tuple[str, int], dict[str, Any]]:
+    """``x3dsearch step`` from each set's base for each proxy seed (resumable run folders under ``out``)."""
+    results = {}
+    for name, (base, _) in candidate_sets().items():
+        for seed in seeds:
+            run_dir = out / f"{name}-seed{seed}"
+            cost = max(count_flops(c) for c in candidate_sets()[name][1].values()) / 1e9
+            settings = ExpandSettings(target_gflops=cost, out=str(run_dir), proxy_schedule=schedule,
+                                      proxy_init=init, seed=seed, final_training=False)
+            results[(name, seed)] = run_step(settings, base, resume=run_dir.exists(), quiet=True)
+            print(f"proxy {name} seed {seed}: chose {results[(name, seed)]['chosen']} "
+                  f"({results[(name, seed)]['wall_seconds']:.0f} s)", flush=True)
+    return results
+
+
+def score_proxy(step: dict[str, Any], reference: dict[str, float]) -> dict[str, float]:
+    """Kendall tau against the reference means, the reference rank of the winner, regret, CPU-seconds."""
+    scores = {c["axis"]: c["top1"] for c in step["candidates"]}
+    axes = sorted(reference)
+    tau = kendall_tau([scores[a] if scores[a] is not None else -1.0 for a in axes], [reference[a] for a in axes])
+    ranked = sorted(axes, key=lambda a: -reference[a])
+    chosen = step["chosen"]
+    return {"tau": tau, "winner_rank": ranked.index(chosen) + 1,
+            "regret": (reference[ranked[0]] - reference[chosen]) * 100,
+            "cpu_s": sum(c["seconds"] or 0.0 for c in step["candidates"]) + step["base_seconds"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ref-seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--ref-epochs", type=int, default=6)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--reference-only", action="store_true")
+    parser.add_argument("--proxy-schedule", default="cpu_proxy")
+    parser.add_argument("--proxy-init", default="inherit", choices=["inherit", "scratch"])
+    parser.add_argument("--proxy-seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--out", default="runs/fidelity", help="folder of the proxies' step runs (resumable)")
+    args = parser.parse_args()
+    reference = run_reference(args.ref_seeds, args.ref_epochs, args.workers)
+    means: dict[str, dict[str, float]] = {}
+    for name in candidate_sets():
+        per_seed = {axis: v for (s, axis), v in reference.items() if s == name}
+        means[name] = {axis: float(np.mean(v)) for axis, v in per_seed.items()}
+        print(f"{name}: reliability tau {reliability(per_seed):+.2f}; reference mean top-1 "
+              + ", ".join(f"{a} {m:.1%}" for a, m in sorted(means[name].items(), key=lambda kv: -kv[1])))
+    if args.reference_only:
+        return
+    variant = f"{args.proxy_schedule}-{args.proxy_init}"
+    proxies = run_proxies(args.proxy_schedule, args.proxy_init, args.proxy_seeds, Path(args.out) / variant)
+    rows = [{"set": name, "seed": seed, **score_proxy(step, means[name])} for (name, seed), step in proxies.items()]
+    print(f"\nproxy {variant}\n| set | seed | tau | winner's reference rank | regret (points) | CPU-s |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['set']} | {r['seed']} | {r['tau']:+.2f} | {r['winner_rank']} | {r['regret']:.1f} | {r['cpu_s']:.0f} |")
+    top2 = sum(r["winner_rank"] <= 2 for r in rows)
+    print(f"\nmean tau {np.mean([r['tau'] for r in rows]):+.2f}, winner in the reference top 2 in {top2} of "
+          f"{len(rows)}, mean regret {np.mean([r['regret'] for r in rows]):.1f} points, "
+          f"CPU {sum(r['cpu_s'] for r in rows):.0f} s")
+
+
+if __name__ == "__main__":
+    main()
