@@ -3,10 +3,18 @@
 import argparse
 import ast
 import json
+import shutil
 from pathlib import Path
+
+import pytest
 
 from x3dsearch import cli
 from x3dsearch.cli import build_parser, main
+from x3dsearch.data import make_synthetic
+from x3dsearch.data.synthetic import CLASSES
+from x3dsearch.rundir import RunDir
+from x3dsearch.search import step_candidates
+from x3dsearch.space import load_space
 
 
 def test_flops_json(capsys):
@@ -46,7 +54,8 @@ def test_every_subcommand_has_help_and_each_option_once():
     for name, (sub, summary) in commands.items():
         assert summary and sub.description, f"{name} has no help text"
         strings = [s for action in sub._actions for s in action.option_strings]
-        assert len(strings) == len(set(strings)), f"{name} repeats {sorted({s for s in strings if strings.count(s) > 1})}"
+        repeated = sorted({s for s in strings if strings.count(s) > 1})
+        assert not repeated, f"{name} repeats {repeated}"
         unexplained = [action.dest for action in sub._actions if not action.help]
         assert not unexplained, f"{name}: no help for {unexplained}"
 
@@ -72,3 +81,111 @@ def test_expand_and_search_share_the_search_options():
                           ceiling_gflops=None, evaluate_contractions=False, address=None, storage=None,
                           cpus_per_trial=1.0, gpus_per_trial=0.0, max_concurrent=None, max_failures=2,
                           dry_run=False, quiet=False, json=False)
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    """Three classes, two train and one val video each, 16 px, a fifth of a second."""
+    return make_synthetic(tmp_path_factory.mktemp("cli") / "data", videos_per_class=2, val_per_class=1,
+                          seconds=0.2, side=16, classes=CLASSES[:3], workers=1)
+
+
+def _dry_run(capsys, *args: str) -> tuple[int, str, str]:
+    """Exit code, stdout and stderr of a search command with --dry-run."""
+    code = main([*args, "--dry-run"])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _one_line_error(code: int, err: str, *needles: str) -> bool:
+    """Exit code 2 and a single stderr line that mentions every needle."""
+    return code == 2 and err.count("\n") == 1 and all(n in err for n in needles)
+
+
+@pytest.mark.parametrize("command", [["expand", "--target-gflops", "6"],
+                                     ["search", "--target-gflops", "6", "--trials", "3"]])
+def test_dry_run_names_a_missing_data_folder(capsys, command):
+    code, out, err = _dry_run(capsys, *command, "--data", "/no/such/dir")
+    assert _one_line_error(code, err, "/no/such/dir") and out == ""
+
+
+@pytest.mark.parametrize("command", [["expand", "--target-gflops", "6"],
+                                     ["search", "--target-gflops", "6", "--trials", "3"]])
+def test_dry_run_says_what_it_found(capsys, tmp_path, tiny_data, command):
+    code, out, err = _dry_run(capsys, *command, "--data", str(tiny_data), "--out", str(tmp_path / "run"))
+    assert code == 0 and err == ""
+    assert f"data: {tiny_data}, 3 classes, 6 train / 3 val videos\n" in out
+    assert "schedules: proxy cpu_proxy (2 epochs" in out and f"run directory: {tmp_path / 'run'} (new)" in out
+    assert not (tmp_path / "run").exists()
+
+
+def test_dry_run_plans_with_the_data_classes(capsys, tmp_path, tiny_data):
+    _, out, _ = _dry_run(capsys, "expand", "--target-gflops", "6", "--data", str(tiny_data),
+                         "--out", str(tmp_path / "run"))
+    space = load_space("x3d_kinetics")
+    start = space.start.replace(num_classes=3)
+    width = next(c for c in step_candidates(start, space, 1) if c.axis == "width")
+    assert f"{width.params:>10,} params" in out
+
+
+def test_dry_run_of_default_data_does_not_render_it(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("X3DSEARCH_CACHE", str(tmp_path / "cache"))
+    code, out, _ = _dry_run(capsys, "expand", "--target-gflops", "6", "--out", str(tmp_path / "run"))
+    assert code == 0 and "data: the synthetic benchmark, 12 classes" in out
+    assert not (tmp_path / "cache").exists()
+
+
+def _broken_copy(tiny_data: Path, tmp_path: Path, csv: str, text: str | None) -> Path:
+    """A copy of the tiny data whose ``csv`` holds ``text`` (None: the CSV is removed)."""
+    root = Path(shutil.copytree(tiny_data, tmp_path / "data"))
+    if text is None:
+        (root / csv).unlink()
+    else:
+        (root / csv).write_text(text)
+    return root
+
+
+@pytest.mark.parametrize("csv, text, needles", [
+    ("val.csv", None, ["missing val.csv"]),
+    ("train.csv", "videos/a.mp4 texture-horizontal\nvideos/b.mp4 no-such-class\n",
+     ["train.csv:2", "'no-such-class'"]),
+    ("val.csv", "nowhere/a.mp4 texture-horizontal\n", ["val.csv", "none of its 1 videos exist"]),
+])
+def test_dry_run_reads_the_split_csvs(capsys, tmp_path, tiny_data, csv, text, needles):
+    root = _broken_copy(tiny_data, tmp_path, csv, text)
+    code, _, err = _dry_run(capsys, "expand", "--target-gflops", "6", "--data", str(root),
+                            "--out", str(tmp_path / "run"))
+    assert _one_line_error(code, err, *needles), err
+
+
+def test_dry_run_counts_missing_videos(capsys, tmp_path, tiny_data):
+    root = _broken_copy(tiny_data, tmp_path, "val.csv", (tiny_data / "val.csv").read_text() + "gone.mp4 0\n")
+    code, out, _ = _dry_run(capsys, "expand", "--target-gflops", "6", "--data", str(root),
+                            "--out", str(tmp_path / "run"))
+    assert code == 0 and "6 train / 4 val videos; 1 listed video missing" in out
+
+
+@pytest.mark.parametrize("option, value, needle", [
+    ("--space", "nowhere.yaml", "search space file not found: nowhere.yaml"),
+    ("--proxy-schedule", "no_such_schedule", "unknown schedule 'no_such_schedule'"),
+    ("--full-schedule", "missing.yaml", "schedule file not found: missing.yaml"),
+])
+def test_dry_run_reads_space_and_schedules(capsys, tmp_path, tiny_data, option, value, needle):
+    code, _, err = _dry_run(capsys, "expand", "--target-gflops", "6", "--data", str(tiny_data),
+                            "--out", str(tmp_path / "run"), option, value)
+    assert _one_line_error(code, err, needle), err
+
+
+def test_dry_run_checks_the_run_directory(capsys, tmp_path, tiny_data):
+    run = RunDir(tmp_path / "run")
+    run.create({"target_gflops": 6}, resume=False)
+    args = ["expand", "--target-gflops", "6", "--data", str(tiny_data), "--out", str(run.path)]
+    code, _, err = _dry_run(capsys, *args)
+    assert _one_line_error(code, err, str(run.path), "--resume")
+    code, out, _ = _dry_run(capsys, *args, "--resume")
+    assert code == 0 and f"run directory: {run.path} (resuming its 0 journal records)" in out
+
+
+def test_dry_run_checks_trials(capsys):
+    code, _, err = _dry_run(capsys, "search", "--target-gflops", "6", "--trials", "0")
+    assert _one_line_error(code, err, "--trials must be at least 1")
