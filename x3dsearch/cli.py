@@ -127,9 +127,9 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     _add_out(p, "run directory (default: runs/<strategy>-<target>g-seed<seed>)")
     _add_resume(p, "continue the run in --out: finished trials are read from its journal, not re-run")
     _add_data(p)
-    p.add_argument("--space", default="x3d_kinetics", metavar="NAME|FILE",
-                   help="search space: a shipped name or a YAML file (default: %(default)s)")
+    _add_space(p)
     _add_schedule(p, "--proxy-schedule", "cpu_proxy", "the short candidate trainings")
+    _add_proxy_init(p)
     _add_schedule(p, "--full-schedule", "cpu_full", "the final training")
     p.add_argument("--no-final-training", dest="final_training", action="store_false",
                    help="stop after the search and contraction")
@@ -139,6 +139,26 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--evaluate-contractions", action="store_true",
                    help="contract every axis that can reach the target and proxy-train them all, "
                         "instead of contracting only the last-expanded axis")
+
+
+def _add_space(target: _Target) -> None:
+    """``--space``: the search space whose axes are expanded."""
+    target.add_argument("--space", default="x3d_kinetics", metavar="NAME|FILE",
+                        help="search space: a shipped name or a YAML file (default: %(default)s)")
+
+
+def _add_quiet(target: _Target) -> None:
+    """``--quiet``: no live view."""
+    target.add_argument("--quiet", action="store_true", help="no live view (errors only)")
+
+
+def _add_proxy_init(target: _Target) -> None:
+    """``--proxy-init inherit|scratch``: where a candidate's proxy training starts."""
+    target.add_argument("--proxy-init", choices=("inherit", "scratch"), default="inherit",
+                        help="inherit: every candidate starts from its parent's proxy-trained weights, widened "
+                             "or deepened function-preservingly (the start trains first), and so does the "
+                             "final training; scratch: every training starts from a fresh initialisation, "
+                             "as in the X3D paper (default: %(default)s)")
 
 
 def _add_dispatch_options(p: argparse.ArgumentParser) -> None:
@@ -165,7 +185,7 @@ def _add_output_options(p: argparse.ArgumentParser) -> None:
     group.add_argument("--dry-run", action="store_true",
                        help="read every input (data folder, search space, schedules, run directory), say "
                             "what was found, print the plan and candidate costs; train nothing")
-    group.add_argument("--quiet", action="store_true", help="no live view (errors only)")
+    _add_quiet(group)
     _add_json(group, "print a JSON summary on stdout at the end")
 
 
@@ -189,7 +209,8 @@ def _settings_from_args(args: argparse.Namespace, strategy: str) -> "ExpandSetti
     out = args.out or f"runs/{strategy}-{args.target_gflops:g}g-seed{args.seed}"
     return ExpandSettings(
         target_gflops=args.target_gflops, out=out, space=args.space, data=args.data,
-        proxy_schedule=args.proxy_schedule, full_schedule=args.full_schedule, seed=args.seed,
+        proxy_schedule=args.proxy_schedule, proxy_init=args.proxy_init, full_schedule=args.full_schedule,
+        seed=args.seed,
         ceiling_gflops=args.ceiling_gflops, evaluate_contractions=args.evaluate_contractions,
         final_training=args.final_training, address=args.address, storage=args.storage,
         cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
@@ -308,6 +329,74 @@ def _cmd_expand(args: argparse.Namespace) -> int:
         print(plan_text(settings, _checked_space(settings, args.resume)))
         return 0
     _print_summary(args, run_expand(settings, resume=args.resume, quiet=args.quiet))
+    return 0
+
+
+def _add_step(sub: Any) -> None:
+    """``step``: the base config, the proxy options, dispatch, --json."""
+    p = _command(
+        sub, "step", _cmd_step, "one expansion step from a model: each axis' proxy score and the choice",
+        "Where would the search go from my model? Takes one forward-expansion step from --from exactly as "
+        "'expand' takes a step (same proxy schedule and mechanisms): with --proxy-init inherit the base is "
+        "first trained with the proxy schedule from scratch, as a search trains its start, and every candidate "
+        "inherits its weights. Prints each candidate's cost and proxy top-1, and the axis the search would "
+        "choose. No candidate is skipped for its cost.",
+        "examples:\n"
+        "  x3dsearch step --from XS\n"
+        "  x3dsearch step --from found.yaml --seed 1 --json\n"
+        "JSON: {\"base\": {config}, \"candidates\": [{\"axis\", \"gflops\", \"top1\", ...}], \"chosen\": AXIS}")
+    p.add_argument("--from", dest="base", required=True, metavar="NAME|FILE",
+                   help="the base model: a preset name (X2D, XS, S, M, L, XL) or a config YAML")
+    _add_data(p)
+    _add_space(p)
+    _add_schedule(p, "--proxy-schedule", "cpu_proxy", "the short candidate trainings")
+    _add_proxy_init(p)
+    _add_seed(p, "seed of every training")
+    _add_out(p, "run directory of the step (default: a temporary folder, removed afterwards)")
+    _add_resume(p, "continue the step in --out: finished trials are read from its journal")
+    _add_dispatch_options(p)
+    _add_quiet(p)
+    _add_json(p, "print the step as one JSON object on stdout")
+
+
+def _base_config(name_or_file: str) -> X3DConfig:
+    """A preset by name, else a config YAML file."""
+    if name_or_file.upper() in {n.upper() for n in preset_names()}:
+        return preset(name_or_file)
+    return X3DConfig.from_yaml(name_or_file)
+
+
+def _cmd_step(args: argparse.Namespace) -> int:
+    """Take one step from ``--from`` and print the candidates' scores and the choice."""
+    import shutil
+    import tempfile
+
+    from .runner import ExpandSettings, run_step
+    from .search import step_candidates
+    from .space import load_space
+
+    base = _base_config(args.base)
+    top = max(c.gflops for c in step_candidates(base, load_space(args.space), 1))
+    out = args.out or tempfile.mkdtemp(prefix="x3dsearch-step-")
+    settings = ExpandSettings(
+        target_gflops=top, out=out, space=args.space, data=args.data, proxy_schedule=args.proxy_schedule,
+        proxy_init=args.proxy_init, seed=args.seed, final_training=False, address=args.address,
+        storage=args.storage, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
+        max_concurrent=args.max_concurrent, max_failures=args.max_failures)
+    try:
+        step = run_step(settings, base, resume=args.resume, quiet=args.quiet or args.json)
+    finally:
+        if args.out is None:
+            shutil.rmtree(out, ignore_errors=True)
+    if args.json:
+        print(json.dumps(step, indent=2))
+        return 0
+    print(f"step from {X3DConfig.from_dict(step['base']).short} (proxy {step['schedule']}, init {step['init']}, "
+          f"seed {step['seed']}):")
+    for c in step["candidates"]:
+        score = f"{c['top1']:.1%}" if c["top1"] is not None else c["status"]
+        mark = "  <- chosen" if c["axis"] == step["chosen"] else ""
+        print(f"  {c['axis']:<11} {c['gflops']:8.4f} GFLOPs  top-1 {score:>7}{mark}")
     return 0
 
 
@@ -549,7 +638,7 @@ def _cmd_make_data(args: argparse.Namespace) -> int:
 
 
 _SUBCOMMANDS: tuple[Callable[[Any], None], ...] = (
-    _add_flops, _add_presets, _add_expand, _add_search, _add_compare, _add_train, _add_report, _add_plot,
+    _add_flops, _add_presets, _add_expand, _add_step, _add_search, _add_compare, _add_train, _add_report, _add_plot,
     _add_export, _add_make_data)
 
 
