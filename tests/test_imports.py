@@ -8,6 +8,8 @@ import pkgutil
 from pathlib import Path
 from typing import Iterable, Mapping
 
+import pytest
+
 PACKAGE = "x3dsearch"
 
 
@@ -75,13 +77,26 @@ def find_cycle(graph: Mapping[str, Iterable[str]]) -> list[str] | None:
     return None
 
 
-def _write_package(root: Path, files: Mapping[str, str]) -> dict[str, Path]:
-    """Write a throwaway package ``pkg`` under ``root`` (relative path -> source) and list its modules."""
+@pytest.fixture
+def old_layout(tmp_path: Path) -> dict[str, Path]:
+    """A throwaway package ``pkg`` with the two cycles issue 17 removed, written with every kind of import.
+
+    The config's method imported the exporter, and the cache imported the dataset that opens it.
+    """
+    files = {
+        "__init__.py": "from .config import X3DConfig\n",
+        "config.py": "import json\n\nclass X3DConfig:\n    def from_pyslowfast(self, source):\n"
+                     "        from .export import from_pyslowfast\n",
+        "export.py": "from pkg.config import X3DConfig\n",
+        "data/__init__.py": "from . import cache\nfrom .kinetics import VideoDataset\n",
+        "data/kinetics.py": "from ..config import X3DConfig\n\ndef dataset():\n    from .cache import ClipCache\n",
+        "data/cache.py": "import pkg.data.kinetics\n",
+    }
     for relative, source in files.items():
-        path = root / "pkg" / relative
+        path = tmp_path / "pkg" / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(source)
-    return package_modules("pkg", root / "pkg")
+    return package_modules("pkg", tmp_path / "pkg")
 
 
 def test_package_has_no_import_cycle() -> None:
@@ -100,33 +115,18 @@ def test_find_cycle_on_small_graphs() -> None:
     assert find_cycle({"a": {"a"}}) == ["a", "a"]
 
 
-def test_graph_reads_relative_absolute_and_function_level_imports(tmp_path: Path) -> None:
-    modules = _write_package(tmp_path, {
-        "__init__.py": "from .config import Config\n",
-        "config.py": "import json\n\nclass Config:\n    def load(self):\n        from .export import load\n",
-        "export.py": "from pkg.config import Config\n",
-        "data/__init__.py": "from . import cache\nfrom .kinetics import Dataset\n",
-        "data/kinetics.py": "from ..config import Config\n\ndef open():\n    from .cache import Cache\n",
-        "data/cache.py": "import pkg.data.kinetics\n",
-    })
-    assert import_graph(modules) == {
+def test_graph_reads_relative_absolute_and_function_level_imports(old_layout: dict[str, Path]) -> None:
+    assert import_graph(old_layout) == {
         "pkg": {"pkg.config"}, "pkg.config": {"pkg.export"}, "pkg.export": {"pkg.config"},
         "pkg.data": {"pkg.data.cache", "pkg.data.kinetics"},
         "pkg.data.kinetics": {"pkg.config", "pkg.data.cache"}, "pkg.data.cache": {"pkg.data.kinetics"},
     }
 
 
-def test_the_cycles_issue_17_removed_are_found(tmp_path: Path) -> None:
-    """The old layout: config's method imported the exporter; cache imported the dataset that opens it."""
-    modules = _write_package(tmp_path, {
-        "__init__.py": "",
-        "config.py": "def from_pyslowfast(source):\n    from .export import from_pyslowfast\n",
-        "export.py": "from .config import X3DConfig\n",
-        "data/__init__.py": "",
-        "data/kinetics.py": "def dataset():\n    from .cache import ClipCache\n",
-        "data/cache.py": "from .kinetics import VideoInfo, frame_indices\n",
-    })
-    graph = import_graph(modules)
+def test_the_cycles_issue_17_removed_are_found(old_layout: dict[str, Path]) -> None:
+    graph = import_graph(old_layout)
     assert find_cycle(graph) == ["pkg.config", "pkg.export", "pkg.config"]
-    del graph["pkg.config"]
+    graph["pkg.config"].clear()
     assert find_cycle(graph) == ["pkg.data.cache", "pkg.data.kinetics", "pkg.data.cache"]
+    graph["pkg.data.cache"].clear()
+    assert find_cycle(graph) is None
