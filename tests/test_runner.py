@@ -292,3 +292,12 @@ def test_candidates_get_the_data_s_class_count(bench: Bench, tmp_path: Path) -> 
     session = Session(bench.settings(tmp_path / "run", space=str(space)))
     assert session.space.start.num_classes == 3
     assert RunDir(tmp_path / "run").settings()["space_resolved"]["start"]["num_classes"] == 3
+
+
+def test_weights_folder_is_absolute_for_a_relative_run_directory(bench: Bench, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    # Ray workers run in their own folders: a relative RUN_DIR/weights would be a different folder there
+    monkeypatch.chdir(tmp_path)
+    session = Session(bench.settings(Path("relative-run")))
+    assert session.weights_dir.is_absolute() and session.weights_dir == (tmp_path / "relative-run" / "weights")
+    assert session.weights_dir.is_dir()

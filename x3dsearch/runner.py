@@ -298,11 +298,11 @@ class Session:
                                         **({"trial_fn": trial_fn} if trial_fn else {}))
         self.view = LiveView(settings.target_gflops, self.space.start, concurrency=_concurrency(options),
                              quiet=quiet)
-        self.weights_dir = self.run.path / "weights"
+        self.weights_dir = self.run.path.resolve() / "weights"  # absolute: Ray workers run in their own folders
         self.weights_dir.mkdir(exist_ok=True)
         job_base = {"data": str(self.data_root), "schedule": self.proxy.to_dict(), "seed": settings.seed,
                     "init": settings.proxy_init, "weights_dir": str(self.weights_dir),
-                    "trials_dir": str(self.run.path / "trials")}
+                    "trials_dir": str(self.weights_dir.parent / "trials")}
         rungs = Rungs(self.proxy.rungs or (self.proxy.epochs,), self.proxy.rung_keep, self.proxy.close_call,
                       self.proxy.close_call_seeds)
         self.score = JournalScorer(self.run, self.dispatcher, self.view, job_base, rungs)
