@@ -1,42 +1,140 @@
-"""The live view's ETA, as printed after each trial: no estimate from start-up-bound trials, a sane one later."""
+"""The live view's ETA, as printed after each trial: replayed on a recorded run and on simulated searches.
+
+``data/eta_run.json`` is the journal of a real ``x3dsearch expand --target-gflops 0.5 --no-final-training``
+run (2 cores shared with other jobs), trimmed to each trial's step, axis, config, status, top-1, seconds, end
+time and whether it won its step.
+"""
 
 from __future__ import annotations
 
 import io
+import json
 import re
+from collections.abc import Sequence
+from pathlib import Path
 
-from x3dsearch import X3DConfig, count_flops, preset
+import pytest
+
+from x3dsearch import X3DConfig, preset
+from x3dsearch import live
 from x3dsearch.live import LiveView
-from x3dsearch.search import Candidate
+from x3dsearch.search import CEILING_FACTOR, Candidate, Outcome, Step, run_search
+from x3dsearch.space import load_space
+
+RECORDED_RUN = Path(__file__).parent / "data" / "eta_run.json"
 
 
-def _finish(view: LiveView, configs: list[X3DConfig], seconds: float, step: int) -> None:
-    """Run a batch of candidates through the view, each taking ``seconds``."""
-    batch = [Candidate(step, f"axis{i}", c) for i, c in enumerate(configs)]
+class _Clock:
+    """Stands in for the ``time`` module the live view reads, so a replay sets the time."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def time(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> _Clock:
+    fake = _Clock()
+    monkeypatch.setattr(live, "time", fake)
+    return fake
+
+
+def _printed_eta(stream: io.StringIO) -> float | None:
+    """Seconds of the last ETA printed (``~1h06m``, ``~4m05s``, ``~45s``), None for ``?``."""
+    text = re.findall(r"ETA (\S+)", stream.getvalue())[-1]
+    if text == "?":
+        return None
+    hours, minutes, seconds = re.fullmatch(r"~(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?", text).groups()
+    return 3600 * int(hours or 0) + 60 * int(minutes or 0) + int(seconds or 0)
+
+
+def _assert_honest(etas: Sequence[tuple[int, float | None, float]], factor: float) -> None:
+    """Each (step, ETA, real remaining) from step 3 on, but the last: no ETA, or within ``factor``."""
+    for step, eta, remaining in etas[2:-1]:
+        assert eta is None or remaining / factor <= eta <= remaining * factor, (step, eta, remaining)
+
+
+def test_eta_waits_while_trials_are_start_up_bound(clock: _Clock) -> None:
+    stream = io.StringIO()
+    view = LiveView(1.0, preset("X2D"), concurrency=1, stream=stream)
+    batch = [Candidate(1, f"axis{i}", preset("X2D", crop=crop)) for i, crop in enumerate((120, 128, 136))]
     view.batch_started(batch, 0)
-    for c in batch:
-        view.trial_finished(c, {"status": "ok", "top1": 0.5, "seconds": seconds})
+    for candidate in batch:
+        clock.now += 4.0
+        view.trial_finished(candidate, {"status": "ok", "top1": 0.5, "seconds": 4.0})
+    assert _printed_eta(stream) is None
 
 
-def _printed_eta(stream: io.StringIO) -> str:
-    return re.findall(r"ETA (\S+)", stream.getvalue())[-1]
+def test_eta_is_within_2x_of_a_recorded_runs_remaining_time(clock: _Clock) -> None:
+    run = json.loads(RECORDED_RUN.read_text())
+    start = X3DConfig.from_dict(run["start"])
+    stream = io.StringIO()
+    view = LiveView(run["target_gflops"], start, run["concurrency"], stream=stream)
+    end = max(trial["ended"] for trial in run["trials"])
+    base, etas = start, []
+    for step in sorted({trial["step"] for trial in run["trials"]}):
+        trials = [trial for trial in run["trials"] if trial["step"] == step]
+        batch = [Candidate(step, trial["axis"], base.replace(**trial["config"])) for trial in trials]
+        view.batch_started(batch, 0)
+        for candidate, trial in zip(batch, trials):
+            clock.now = trial["ended"]
+            view.trial_finished(candidate, trial)
+        etas.append((step, _printed_eta(stream), end - clock.now))
+        outcomes = {c.key: Outcome(t["status"], t["top1"]) for c, t in zip(batch, trials)}
+        chosen = next(c for c, t in zip(batch, trials) if t.get("chosen"))
+        view.step_done(Step(step, base, tuple(batch), outcomes, chosen))
+        base = chosen.config
+    _assert_honest(etas, factor=2.0)
+    assert all(eta is not None for _, eta, _ in etas[3:]), "an ETA once trials are no longer start-up bound"
 
 
-def test_eta_waits_while_trials_are_start_up_bound() -> None:
+def _simulate(clock: _Clock, target: float,
+              **options: bool) -> tuple[list[tuple[Candidate, float | None, float]], float]:
+    """Search the shipped space with one worker, 3 s + 60 s/GFLOP a trial, the median-cost candidate winning.
+
+    Returns each trial with the ETA printed after it and the time then, and the time the search ended.
+    """
+    space, stream = load_space(), io.StringIO()
+    view = LiveView(target, space.start, concurrency=1, stream=stream)
+    trials: list[tuple[Candidate, float | None, float]] = []
+
+    def score(candidates: Sequence[Candidate]) -> dict[str, Outcome]:
+        view.batch_started(candidates, 0)
+        for candidate in candidates:
+            seconds = 3.0 + 60.0 * candidate.gflops
+            clock.now += seconds
+            view.trial_finished(candidate, {"status": "ok", "top1": 0.5, "seconds": seconds})
+            trials.append((candidate, _printed_eta(stream), clock.now))
+        median = sorted(candidates, key=lambda c: c.gflops)[len(candidates) // 2]
+        return {c.key: Outcome("ok", top1=0.6 if c is median else 0.5) for c in candidates}
+
+    run_search(space, target, score, ceiling_gflops=CEILING_FACTOR * target, on_step=view.step_done, **options)
+    return trials, clock.now
+
+
+@pytest.mark.parametrize("target", [0.5, 2.0, 6.0])
+def test_eta_follows_a_simulated_search_whose_trials_take_start_up_plus_rate(clock: _Clock, target: float) -> None:
+    trials, end = _simulate(clock, target)
+    after_step = list({c.step: (c.step, eta, end - at) for c, eta, at in trials}.values())
+    _assert_honest(after_step, factor=1.5)
+    assert all(eta is not None for _, eta, _ in after_step[2:])
+
+
+def test_eta_of_evaluated_contractions_is_their_remaining_trials(clock: _Clock) -> None:
+    trials, end = _simulate(clock, 0.5, evaluate_contractions=True)
+    contraction = [(eta, end - at) for c, eta, at in trials if c.kind == "contract"]
+    assert len(contraction) >= 2
+    assert all(eta == pytest.approx(remaining, abs=1.0) for eta, remaining in contraction)
+
+
+def test_no_eta_for_optuna_trials(clock: _Clock) -> None:
     stream = io.StringIO()
     view = LiveView(1.0, preset("X2D"), concurrency=1, stream=stream)
-    _finish(view, [preset("X2D", crop=120), preset("X2D", crop=128)], 4.0, step=1)
-    assert _printed_eta(stream) == "?"
-
-
-def test_eta_extrapolates_from_the_costliest_trials() -> None:
-    stream = io.StringIO()
-    view = LiveView(1.0, preset("X2D"), concurrency=1, stream=stream)
-    _finish(view, [preset("X2D", crop=120), preset("X2D", crop=128)], 4.0, step=1)
-    big = [preset("XS", crop=152), preset("XS", crop=144)]  # about 0.5 GFLOPs each
-    _finish(view, big, 24.0, step=2)
-    rate = 20.0 / (sum(count_flops(c) for c in big) / 2e9)  # seconds per GFLOP above start-up
-    # remaining: one more step of two candidates at twice the latest cost, each plus start-up
-    expected = 2 * (2 * max(count_flops(c) for c in big) / 1e9 * rate + 4.0)
-    minutes, seconds = re.fullmatch(r"~(\d+)m(\d+)s", _printed_eta(stream)).groups()
-    assert abs(60 * int(minutes) + int(seconds) - expected) < 6
+    for number, crop in enumerate((112, 160, 224, 320)):
+        candidate = Candidate(number, "optuna", preset("X2D", crop=crop), kind="optuna")
+        view.batch_started([candidate], 0)
+        clock.now += 100.0 * candidate.gflops
+        view.trial_finished(candidate, {"status": "ok", "top1": 0.5, "seconds": 100.0 * candidate.gflops})
+    assert _printed_eta(stream) is None

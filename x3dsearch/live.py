@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import statistics
 import sys
 import time
 from typing import Any, Mapping, Sequence, TextIO
 
-from .search import Candidate, SearchResult, Step, estimate_steps
+from .search import CEILING_FACTOR, Candidate, SearchResult, Step, estimate_steps
 from .config import X3DConfig
 from .cost import count_flops
 
@@ -34,19 +35,28 @@ class LiveView:
         self.concurrency = max(1, concurrency)
         self.started = time.time()
         self.planned = estimate_steps(start, target_gflops)
+        self._base = count_flops(start) / 1e9  # GFLOPs of the model the current step expands
         self.best: tuple[str, float, float] | None = None
-        self._gflop_seconds: list[tuple[float, float]] = []
+        self._trials: list[tuple[int, float, float]] = []  # (batch number, GFLOPs, seconds) of ok trials
         self._batch: list[Candidate] = []
+        self._pending: list[Candidate] = []
+        self._batches = 0
         self._finished = 0
+        self._busy = 0.0  # trial seconds reported so far
+        self._first_batch: float | None = None  # when the first batch started
+        self._measured: tuple[float, float] | None = None  # (wall seconds, trial seconds) up to the last full batch
 
     def _print(self, text: str) -> None:
         if not self.quiet:
             print(text, file=self.stream or sys.stderr, flush=True)
 
     def batch_started(self, candidates: Sequence[Candidate], reused: int) -> None:
-        self._batch, self._finished = list(candidates), 0
+        self._batch, self._pending, self._finished = list(candidates), list(candidates), 0
         if not candidates:
             return
+        self._batches += 1
+        if self._first_batch is None:
+            self._first_batch = time.time()
         c = candidates[0]
         label = "contraction" if c.kind == "contract" else f"step {c.step}/~{max(self.planned, c.step)}"
         costs = ", ".join(f"{x.axis} {x.gflops:.3g}" for x in candidates)
@@ -59,9 +69,14 @@ class LiveView:
             self._print(f"    {candidate.axis:<11} worker lost, retrying: {record.get('reason', '')}")
             return
         self._finished += 1
+        if candidate in self._pending:
+            self._pending.remove(candidate)
         seconds = float(record.get("seconds") or 0.0)
+        self._busy += seconds
         if status == "ok" and seconds > 0:
-            self._gflop_seconds.append((candidate.gflops, seconds))
+            self._trials.append((self._batches, candidate.gflops, seconds))
+        if not self._pending and self._first_batch is not None:
+            self._measured = (time.time() - self._first_batch, self._busy)
         top1 = record.get("top1")
         result = f"top1 {top1:6.1%}" if status == "ok" and top1 is not None else \
             f"{status}: {record.get('reason', '')}"[:80]
@@ -69,34 +84,67 @@ class LiveView:
             self.best = (f"{candidate.axis}@step{candidate.step}", top1, candidate.gflops)
         self._print(f"    {candidate.axis:<11} {candidate.gflops:8.4f} GFLOPs  {result}  "
                     f"{seconds:5.1f}s  ({self._finished}/{len(self._batch)})  "
-                    f"elapsed {format_duration(time.time() - self.started)}  ETA {self._eta()}")
+                    f"elapsed {format_duration(time.time() - self.started)}  ETA {self._eta_text()}")
 
     def step_done(self, step: Step) -> None:
+        self._base = step.chosen.gflops
         outcome = step.outcomes[step.chosen.key]
         self._print(f"  -> step {step.index}: {step.chosen.axis} wins with top1 {outcome.top1:.1%} at "
                     f"{step.chosen.gflops:.4f} GFLOPs ({step.chosen.config.short})")
 
-    def _eta(self) -> str:
-        """Remaining proxy time: a fixed start-up plus seconds per GFLOP fitted on the latest trials.
+    def _eta_text(self) -> str:
+        """The ETA as printed: ``~4m30s``, or ``?`` while the run has not measured enough."""
+        eta = self._eta()
+        return "?" if eta is None else "~" + format_duration(eta)
 
-        The first trials are tiny and dominated by start-up, so only the most recent ones (the
-        costliest so far) set the per-GFLOP rate, and no estimate is shown ("?") until they take
-        at least twice the start-up time; each later step is assumed to double the cost.
+    def _eta(self) -> float | None:
+        """Seconds of proxy training left: the fitted time of every trial still to come, in measured wall time.
+
+        Wall seconds per trial-second come from the completed batches (they fold in concurrency,
+        scheduling gaps and a busy machine). Later steps are averaged over which trained candidate
+        of this step wins. None for Optuna batches (the view does not know the trial count) and
+        until the trial time is fitted.
         """
-        if not self._gflop_seconds or not self._batch:
-            return "?"
-        overhead = min(s for _, s in self._gflop_seconds)
-        recent = self._gflop_seconds[-self.concurrency * 3:]
-        if max(s for _, s in recent) < 2 * overhead:
-            return "?"
-        rate = sum(max(0.0, s - overhead) for _, s in recent) / max(sum(g for g, _ in recent), 1e-12)
-        remaining = [c.gflops for c in self._batch[self._finished:]]
-        cost = max(c.gflops for c in self._batch)  # about the next base's cost
-        while cost < self.target:
-            cost *= 2
-            remaining += [cost] * len(self._batch)
-        work = sum(g * rate + overhead for g in remaining)
-        return "~" + format_duration(work / self.concurrency)
+        if self._measured is None or not self._batch or self._batch[0].kind == "optuna":
+            return None
+        fit = self._fit()
+        if fit is None:
+            return None
+        startup, rate = fit
+        work = sum(startup + rate * c.gflops for c in self._pending)
+        if self._batch[0].kind == "expand":
+            ratios = [c.gflops / self._base for c in self._batch]
+            if statistics.geometric_mean(ratios) <= 1.0:
+                return None
+            work += statistics.fmean(self._steps_from(c.gflops, ratios, fit) for c in self._batch)
+        wall, busy = self._measured
+        return work * wall / busy if busy > 0 else None
+
+    def _fit(self) -> tuple[float, float] | None:
+        """(start-up seconds, seconds per GFLOP) of a trial, fitted on the latest three batches' trials.
+
+        None while those trials are start-up bound: the rate must be positive and account for at
+        least half of the costliest trial's time, or it is noise on a constant.
+        """
+        recent = [(g, s) for batch, g, s in self._trials if batch >= self._batches - 2]
+        gflops = [g for g, _ in recent]
+        if len(recent) < 3 or min(gflops) == max(gflops):
+            return None
+        rate, startup = statistics.linear_regression(gflops, [s for _, s in recent])
+        return (startup, rate) if rate > 0 and rate * max(gflops) >= startup else None
+
+    def _steps_from(self, base: float, ratios: Sequence[float], fit: tuple[float, float]) -> float:
+        """Trial seconds of the steps that expand ``base`` until it reaches the target.
+
+        Each step trains ``ratios`` x its base (skipping those over the default ceiling, as the
+        search does) and its base grows by their geometric mean.
+        """
+        startup, rate = fit
+        growth, seconds = statistics.geometric_mean(ratios), 0.0
+        while base < self.target:
+            seconds += sum(startup + rate * base * r for r in ratios if base * r <= CEILING_FACTOR * self.target)
+            base *= growth
+        return seconds
 
     def message(self, text: str) -> None:
         self._print(text)
