@@ -76,13 +76,14 @@ def _read_reference() -> list[dict[str, Any]]:
         return list(csv.DictReader(f))
 
 
-def run_reference(seeds: list[int], epochs: int, workers: int) -> dict[tuple[str, str], list[float]]:
-    """Train what the cache lacks; return (set, axis) -> reference top-1 per seed."""
+def run_reference(seeds: list[int], epochs: int, workers: int, train_missing: bool = True
+                  ) -> dict[tuple[str, str], list[float]]:
+    """Train what the cache lacks (unless told not to); return (set, axis) -> reference top-1 per seed."""
     data = str(reference_data())
     done = {(r["set"], r["axis"], int(r["seed"]), int(r["epochs"])) for r in _read_reference()}
     jobs = [(name, axis, config.to_dict(), data, seed, epochs)
             for name, (_, cands) in candidate_sets().items() for axis, config in cands.items()
-            for seed in seeds if (name, axis, seed, epochs) not in done]
+            for seed in seeds if (name, axis, seed, epochs) not in done and train_missing]
     started = time.time()
     if jobs:
         RESULTS.mkdir(parents=True, exist_ok=True)
@@ -126,10 +127,19 @@ def reliability(per_seed: dict[str, list[float]]) -> float:
     return float(np.nanmean(taus))
 
 
-def run_proxies(schedule: str, init: str, seeds: list[int], out: Path) -> dict[tuple[str, int], dict[str, Any]]:
-    """``x3dsearch step`` from each set's base for each proxy seed (resumable run folders under ``out``)."""
+def run_proxies(schedule: str, init: str, seeds: list[int], out: Path,
+                sets: list[str]) -> dict[tuple[str, int], dict[str, Any]]:
+    """``x3dsearch step`` from each set's base for each proxy seed (resumable run folders under ``out``).
+
+    One local Ray serves every step (each step's session finds it running and leaves it up).
+    """
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     results = {}
     for name, (base, _) in candidate_sets().items():
+        if name not in sets:
+            continue
         for seed in seeds:
             run_dir = out / f"{name}-seed{seed}"
             cost = max(count_flops(c) for c in candidate_sets()[name][1].values()) / 1e9
@@ -159,22 +169,30 @@ def main() -> None:
     parser.add_argument("--ref-epochs", type=int, default=6)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--reference-only", action="store_true")
+    parser.add_argument("--cached-reference", action="store_true",
+                        help="train no reference; score only the sets whose reference is complete")
     parser.add_argument("--proxy-schedule", default="cpu_proxy")
     parser.add_argument("--proxy-init", default="inherit", choices=["inherit", "scratch"])
     parser.add_argument("--proxy-seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", default="runs/fidelity", help="folder of the proxies' step runs (resumable)")
+    parser.add_argument("--sets", nargs="+", default=list(candidate_sets()), help="candidate sets to score")
     args = parser.parse_args()
-    reference = run_reference(args.ref_seeds, args.ref_epochs, args.workers)
+    reference = run_reference(args.ref_seeds, args.ref_epochs, args.workers, not args.cached_reference)
     means: dict[str, dict[str, float]] = {}
-    for name in candidate_sets():
+    for name, (_, cands) in candidate_sets().items():
         per_seed = {axis: v for (s, axis), v in reference.items() if s == name}
+        if len(per_seed) < len(cands) or any(len(v) < len(args.ref_seeds) for v in per_seed.values()):
+            print(f"{name}: reference incomplete ({sum(map(len, per_seed.values()))} of "
+                  f"{len(cands) * len(args.ref_seeds)} trainings), not scored")
+            args.sets = [n for n in args.sets if n != name]
+            continue
         means[name] = {axis: float(np.mean(v)) for axis, v in per_seed.items()}
         print(f"{name}: reliability tau {reliability(per_seed):+.2f}; reference mean top-1 "
               + ", ".join(f"{a} {m:.1%}" for a, m in sorted(means[name].items(), key=lambda kv: -kv[1])))
     if args.reference_only:
         return
-    variant = f"{args.proxy_schedule}-{args.proxy_init}"
-    proxies = run_proxies(args.proxy_schedule, args.proxy_init, args.proxy_seeds, Path(args.out) / variant)
+    variant = f"{Path(args.proxy_schedule).stem}-{args.proxy_init}"
+    proxies = run_proxies(args.proxy_schedule, args.proxy_init, args.proxy_seeds, Path(args.out) / variant, args.sets)
     rows = [{"set": name, "seed": seed, **score_proxy(step, means[name])} for (name, seed), step in proxies.items()]
     print(f"\nproxy {variant}\n| set | seed | tau | winner's reference rank | regret (points) | CPU-s |")
     print("|---|---|---|---|---|---|")

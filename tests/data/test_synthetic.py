@@ -105,14 +105,14 @@ def test_default_dataset_is_generated_once_atomically(tmp_path: Path, monkeypatc
     calls = []
     real = synthetic.make_synthetic
 
-    def tiny(out_dir: Path, seed: int = 0) -> Path:
-        calls.append(out_dir)
+    def tiny(out_dir: Path, seed: int = 0, val_per_class: int = 0) -> Path:
+        calls.append((out_dir, val_per_class))
         return real(out_dir, seed=seed, **TINY)
 
     monkeypatch.setattr(synthetic, "make_synthetic", tiny)
     first, again = default_dataset(), default_dataset()
-    assert first == again == tmp_path / "synthetic-small-seed0" and len(calls) == 1
-    assert (first / "train.csv").is_file() and [p.name for p in tmp_path.iterdir()] == ["synthetic-small-seed0"]
+    assert first == again == tmp_path / "synthetic-small-seed0-val30" and len(calls) == 1 and calls[0][1] == 30
+    assert (first / "train.csv").is_file() and [p.name for p in tmp_path.iterdir()] == ["synthetic-small-seed0-val30"]
 
 
 def test_cli_make_data(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
