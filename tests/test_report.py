@@ -23,7 +23,7 @@ from x3dsearch.live import LiveView
 from x3dsearch.model import build_model
 from x3dsearch.report import frontier, render, run_report
 from x3dsearch.rundir import RunDir
-from x3dsearch.rungs import Rungs
+from x3dsearch.schedule import Schedule
 from x3dsearch.runner import ExpandSettings, JournalScorer, path_record
 from x3dsearch.search import run_search
 from x3dsearch.space import load_space
@@ -74,7 +74,7 @@ def make_run(root: Path, name: str = "run", target: float = 0.1, final: bool = T
     run = RunDir(out)
     run.create(dict(asdict(settings), space_resolved=space.to_dict(), full=FULL_SCHEDULE), resume=False)
     scorer = JournalScorer(run, _Dispatcher(), LiveView(target, space.start, 1, quiet=True, stream=io.StringIO()),
-                           {}, Rungs((2,)))
+                           {}, Schedule(epochs=2), 384)
     steps = []
     result = run_search(space, target, scorer, ceiling_gflops=settings.ceiling(), on_step=steps.append)
     run.write_path(path_record(result, steps, target))

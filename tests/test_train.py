@@ -330,3 +330,16 @@ def test_init_state_starts_from_given_weights_and_weights_out_keeps_the_result(
     scratch = train(CONFIG, data, no_training, seed=5, threads=1)
     # an epoch at a vanishing learning rate moves only BatchNorm's running statistics
     assert first.top1 > 0.9 and again.top1 > 0.9 and scratch.top1 < 0.6, (first.top1, again.top1, scratch.top1)
+
+
+def test_step_compute_gives_cheap_steps_more_epochs_and_stretches_the_rungs() -> None:
+    proxy = SCHEDULE.replace(epochs=2, rungs=[1, 2], step_compute=600.0, max_epochs=12, warmup_epochs=0.2)
+    assert proxy.for_step(1.0, 384) is proxy  # 600 / 384 GFLOP-clips is under 2 epochs: unchanged
+    cheap = proxy.for_step(0.1, 384)  # ceil(600 / 38.4) = 16 epochs, capped at 12
+    assert (cheap.epochs, cheap.rungs, cheap.warmup_epochs) == (12, (6, 12), pytest.approx(1.2))
+    assert proxy.for_step(0.3, 384).epochs == 6 and proxy.for_step(0.3, 384).rungs == (3, 6)
+    assert SCHEDULE.for_step(0.001, 384) is SCHEDULE  # no step_compute: fixed epochs
+    with pytest.raises(ConfigError, match="max_epochs"):
+        SCHEDULE.replace(epochs=4, max_epochs=2)
+    with pytest.raises(ConfigError, match="rungs"):
+        SCHEDULE.replace(epochs=4, rungs=[2, 3])

@@ -174,6 +174,14 @@ def plan_text(settings: ExpandSettings, space: SearchSpace) -> str:
     return "\n".join(lines)
 
 
+def _train_clips(data_root: Path, schedule: Schedule) -> int:
+    """Training clips per epoch of the proxy: the train split, or the schedule's subset of it."""
+    from .data import read_split
+
+    videos = len(read_split(data_root, "train").videos)
+    return min(videos, schedule.train_videos) if schedule.train_videos else videos
+
+
 def _candidate_record(c: Candidate) -> dict[str, Any]:
     return {"config_key": c.key, "config": c.config.to_dict(), "step": c.step, "axis": c.axis,
             "kind": c.kind, "fraction": c.fraction, "gflops": c.gflops, "params": c.params,
@@ -212,28 +220,41 @@ class JournalScorer:
     """
 
     def __init__(self, run: RunDir, dispatcher: Any, view: LiveView, job_base: Mapping[str, Any],
-                 rungs: Rungs) -> None:
-        self.run, self.dispatcher, self.view, self.job_base, self.rungs = run, dispatcher, view, job_base, rungs
+                 proxy: Schedule, clips: int) -> None:
+        self.run, self.dispatcher, self.view, self.job_base = run, dispatcher, view, job_base
+        self.proxy, self.clips = proxy, clips
         self.done: dict[tuple[str, int, int], dict[str, Any]] = {}
         for record in run.records():
             if record.get("status") in _FINAL_STATUSES:
-                self.done[self._slot(record)] = record
+                slot = (record["config_key"], record.get("rung") or proxy.epochs, record.get("seed_offset") or 0)
+                self.done[slot] = record
 
-    def _slot(self, record: Mapping[str, Any]) -> tuple[str, int, int]:
-        """(config key, rung epochs, seed offset) of a journal record (older journals: one rung, seed 0)."""
-        return record["config_key"], record.get("rung") or self.rungs.epochs[-1], record.get("seed_offset") or 0
+    def schedule_for(self, candidate: Candidate) -> Schedule:
+        """The proxy schedule of the candidate's step: its epochs follow the step's cost (``step_compute``)."""
+        cost = 2 * count_flops(candidate.parent) / 1e9 if candidate.parent is not None else candidate.gflops
+        return self.proxy.for_step(cost, self.clips)
 
     def __call__(self, candidates: Sequence[Candidate]) -> dict[str, Outcome]:
-        return successive_halving(candidates, self.score_at, self.rungs)
+        groups: dict[Schedule, list[Candidate]] = {}
+        for c in candidates:
+            groups.setdefault(self.schedule_for(c), []).append(c)
+        outcomes: dict[str, Outcome] = {}
+        for schedule, group in groups.items():
+            rungs = Rungs(schedule.rungs or (schedule.epochs,), schedule.rung_keep, schedule.close_call,
+                          schedule.close_call_seeds)
+            outcomes.update(successive_halving(
+                group, lambda cands, epochs, offset, s=schedule: self.score_at(cands, s, epochs, offset), rungs))
+        return outcomes
 
-    def score_at(self, candidates: Sequence[Candidate], epochs: int, offset: int) -> dict[str, Outcome]:
-        """Train each candidate up to ``epochs`` (continuing an earlier rung) with seed offset ``offset``."""
+    def score_at(self, candidates: Sequence[Candidate], schedule: Schedule, epochs: int,
+                 offset: int) -> dict[str, Outcome]:
+        """Train each candidate up to ``epochs`` of ``schedule`` (continuing an earlier rung), seed + ``offset``."""
         todo = [c for c in candidates if (c.key, epochs, offset) not in self.done]
         self.view.batch_started(todo, len(candidates) - len(todo))
         if todo:
             by_key = {c.key: c for c in todo}
-            rung = {"stop_epochs": epochs, "seed_offset": offset} if len(self.rungs.epochs) > 1 or offset else {}
-            jobs = [dict(self.job_base, key=c.key, config=c.config.to_dict(), **rung,
+            rung = {"stop_epochs": epochs, "seed_offset": offset} if schedule.rungs or offset else {}
+            jobs = [dict(self.job_base, key=c.key, config=c.config.to_dict(), schedule=schedule.to_dict(), **rung,
                          parent=c.parent.to_dict() if c.parent is not None else None) for c in todo]
             self.dispatcher.run(jobs, lambda job, rec: self._record(by_key[job["key"]], epochs, offset, rec))
         return {c.key: _outcome(self.done.get((c.key, epochs, offset))) for c in candidates}
@@ -303,9 +324,8 @@ class Session:
         job_base = {"data": str(self.data_root), "schedule": self.proxy.to_dict(), "seed": settings.seed,
                     "init": settings.proxy_init, "weights_dir": str(self.weights_dir),
                     "trials_dir": str(self.weights_dir.parent / "trials")}
-        rungs = Rungs(self.proxy.rungs or (self.proxy.epochs,), self.proxy.rung_keep, self.proxy.close_call,
-                      self.proxy.close_call_seeds)
-        self.score = JournalScorer(self.run, self.dispatcher, self.view, job_base, rungs)
+        self.score = JournalScorer(self.run, self.dispatcher, self.view, job_base, self.proxy,
+                                   _train_clips(self.data_root, self.proxy))
 
     def __enter__(self) -> "Session":
         self.dispatcher.start()

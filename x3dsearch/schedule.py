@@ -51,6 +51,10 @@ class Schedule:
     candidate of a step at the first rung and promote the best ``rung_keep`` fraction to the next
     (successive halving, :mod:`x3dsearch.rungs`); when the best two end closer than ``close_call``
     (top-1), both train again with ``close_call_seeds`` other seeds and rank by their mean.
+    ``step_compute`` (GFLOP-clips) gives cheap search steps more epochs: every candidate of a step
+    trains at least that much, counted at the step's expected candidate cost, in whole epochs up
+    to ``max_epochs`` (see :meth:`for_step`). Early steps cost seconds either way and otherwise
+    stay near chance; the expensive late steps keep ``epochs``.
     ``debug_nan_step`` makes the loss NaN at that global step (a test hook that travels with the schedule to
     Ray workers).
     """
@@ -80,6 +84,8 @@ class Schedule:
     rung_keep: float = 0.5
     close_call: float = 0.0
     close_call_seeds: int = 0
+    step_compute: float | None = None
+    max_epochs: int | None = None
     debug_nan_step: int | None = None
 
     def __post_init__(self) -> None:
@@ -133,6 +139,28 @@ class Schedule:
         if _number(where, "close_call", self.close_call) < 0:
             raise ConfigError(f"{where}: close_call must be >= 0, got {self.close_call!r}")
         _check_int(where, "close_call_seeds", self.close_call_seeds, low=0)
+        if self.step_compute is not None and _number(where, "step_compute", self.step_compute) <= 0:
+            raise ConfigError(f"{where}: step_compute must be positive or null, got {self.step_compute!r}")
+        if self.max_epochs is not None:
+            _check_int(where, "max_epochs", self.max_epochs, low=self.epochs, hint=f" >= epochs ({self.epochs})")
+
+    def for_step(self, gflops: float, clips: int) -> "Schedule":
+        """This schedule for a search step whose candidates cost about ``gflops`` and train on ``clips`` clips.
+
+        With ``step_compute``, ``epochs`` rises to ``ceil(step_compute / (gflops * clips))`` (at most
+        ``max_epochs``) and the rungs stretch in proportion; without it, the schedule is unchanged.
+        """
+        if self.step_compute is None or gflops <= 0 or clips <= 0:
+            return self
+        ceiling = self.max_epochs if self.max_epochs is not None else self.epochs
+        epochs = min(ceiling, max(self.epochs, math.ceil(self.step_compute / (gflops * clips))))
+        if epochs == self.epochs:
+            return self
+        rungs = None
+        if self.rungs is not None:
+            stretched = sorted({max(1, round(r * epochs / self.epochs)) for r in self.rungs[:-1]} - {epochs})
+            rungs = (*stretched, epochs)
+        return self.replace(epochs=epochs, rungs=rungs, warmup_epochs=self.warmup_epochs * epochs / self.epochs)
 
     def train_crop(self, config: X3DConfig) -> int:
         """The side the network trains and evaluates at: its crop times ``spatial_scale``, at least 16."""
