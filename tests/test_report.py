@@ -21,8 +21,8 @@ from x3dsearch.config import X3DConfig
 from x3dsearch.cost import count_flops
 from x3dsearch.live import LiveView
 from x3dsearch.model import build_model
-from x3dsearch.report import frontier, render, run_report
-from x3dsearch.rundir import RunDir
+from x3dsearch.report import config_scores, frontier, render, run_report
+from x3dsearch.rundir import RunDir, load_run
 from x3dsearch.schedule import Schedule
 from x3dsearch.runner import ExpandSettings, JournalScorer, path_record
 from x3dsearch.search import run_search
@@ -30,6 +30,9 @@ from x3dsearch.space import load_space
 
 FULL_SCHEDULE = {"name": "cpu_full", "epochs": 30, "base_lr": 0.05, "momentum": 0.9, "weight_decay": 5e-5,
                  "warmup_epochs": 2, "batch_size": 16}
+ONE_RUNG = Schedule(name="cpu_proxy", epochs=2)
+# successive halving over 1, 2, 4 epochs; every finish is a close call, so the best two get a second seed
+HALVING = Schedule(name="cpu_proxy", epochs=4, rungs=(1, 2, 4), close_call=1.0, close_call_seeds=1)
 
 
 def fake_top1(config: Mapping[str, Any]) -> float:
@@ -46,8 +49,10 @@ def _metrics(job: Mapping[str, Any], attempt: int) -> dict[str, Any]:
         return {"status": "failed", "reason": "worker ran out of memory", "attempt": attempt, "seconds": 5.0}
     if config.frames == 2 and config.stride == 8 and attempt == 1:  # fast at step 1: retried once
         return {"status": "retried", "reason": "node died", "attempt": 1, "seconds": 3.0}
-    return {"status": "ok", "top1": fake_top1(job["config"]), "top5": 0.9, "attempt": attempt,
-            "seconds": 10.0 + count_flops(config) / 1e8, "node": "n1"}
+    top1 = fake_top1(job["config"]) + 0.01 * job.get("stop_epochs", 0) + 0.003 * job.get("seed_offset", 0)
+    return {"status": "ok", "top1": round(top1, 4), "top5": 0.9, "attempt": attempt,
+            "seconds": 10.0 + count_flops(config) / 1e8, "node": "n1",
+            "init": "inherit" if job.get("init") == "inherit" and job.get("parent") else "scratch"}
 
 
 class _Dispatcher:
@@ -64,31 +69,50 @@ class _Dispatcher:
                 attempt += 1
 
 
-def make_run(root: Path, name: str = "run", target: float = 0.1, final: bool = True,
-             cpus: float = 2.0, data: str | None = None) -> Path:
-    """A finished expand run (journal, path.json, run.yaml, optional final/) without training anything."""
+def make_run(root: Path, name: str = "run", target: float = 0.1, final: bool = True, cpus: float = 2.0,
+             data: str | None = None, proxy: Schedule = ONE_RUNG, init: str = "scratch") -> Path:
+    """A finished expand run (journal, path.json, run.yaml, optional final/ and summary.json) without training.
+
+    ``proxy`` brings its rungs and close calls; ``init="inherit"`` trains the start first and every
+    candidate and the final training inherit, as ``--proxy-init inherit`` does.
+    """
     out = root / name
     space = load_space("x3d_kinetics")
     settings = ExpandSettings(target_gflops=target, out=str(out), data=data, cpus_per_trial=cpus,
-                              ceiling_gflops=2 * target)
+                              ceiling_gflops=2 * target, proxy_init=init)
     run = RunDir(out)
-    run.create(dict(asdict(settings), space_resolved=space.to_dict(), full=FULL_SCHEDULE), resume=False)
+    run.create(dict(asdict(settings), space_resolved=space.to_dict(), proxy=proxy.to_dict(), full=FULL_SCHEDULE),
+               resume=False)
     scorer = JournalScorer(run, _Dispatcher(), LiveView(target, space.start, 1, quiet=True, stream=io.StringIO()),
-                           {}, Schedule(epochs=2), 384)
+                           {"init": init}, proxy, 384)
     steps = []
-    result = run_search(space, target, scorer, ceiling_gflops=settings.ceiling(), on_step=steps.append)
+    result = run_search(space, target, scorer, ceiling_gflops=settings.ceiling(), on_step=steps.append,
+                        train_start=init == "inherit")
     run.write_path(path_record(result, steps, target))
     if final:
         run.final_dir.mkdir()
         result.final.to_yaml(run.final_dir / "config.yaml")
         torch.save(build_model(result.final).state_dict(), run.final_dir / "model.pt")
-        (run.final_dir / "metrics.json").write_text(json.dumps({"top1": 0.71, "seconds": 7200.0}))
+        metrics = {"top1": 0.71, "seconds": 7200.0}
+        (run.final_dir / "metrics.json").write_text(json.dumps(metrics))
+        started = {"init": init, "origin_key": result.origin.key if init == "inherit" else None}
+        (out / "summary.json").write_text(json.dumps({"final_metrics": dict(metrics, **started)}))
     return out
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
     return make_run(tmp_path_factory.mktemp("runs"))
+
+
+@pytest.fixture(scope="module")
+def halving_dir(tmp_path_factory) -> Path:
+    """A run that inherited weights (start trained as step 0), halved over rungs and repeated close calls."""
+    return make_run(tmp_path_factory.mktemp("runs"), proxy=HALVING, init="inherit")
+
+
+def _journal(run: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (run / "journal.jsonl").read_text().splitlines()]
 
 
 def test_frontier_on_hand_made_points():
@@ -135,6 +159,59 @@ def test_failures_and_totals(run_dir):
     assert front["top1"].is_monotonic_increasing and front["gflops"].is_monotonic_increasing
 
 
+def test_a_configs_compute_sums_its_trials_and_its_score_is_at_its_highest_rung(halving_dir):
+    journal = _journal(halving_dir)
+    assert [r["init"] for r in journal if r["kind"] == "start"] == ["scratch"] * 3  # step 0, rungs 1, 2, 4
+    assert any(r["seed_offset"] > 0 for r in journal)
+    scores = config_scores(load_run(halving_dir)).set_index("config_key")
+    assert set(scores.index) == {r["config_key"] for r in journal if r["status"] == "ok"}
+    for key, score in scores.iterrows():
+        mine = [r for r in journal if r["config_key"] == key]
+        top = max(r["rung"] for r in mine if r["status"] == "ok")
+        at_top = [r["top1"] for r in mine if r["status"] == "ok" and r["rung"] == top]
+        assert (score["rung"], score["seeds"]) == (top, len(at_top))
+        assert score["top1"] == pytest.approx(sum(at_top) / len(at_top))
+        assert score["seconds"] == pytest.approx(sum(r["seconds"] for r in mine))
+    report = run_report(halving_dir)
+    assert report["totals"]["proxy_cpu_hours"] == pytest.approx(sum(r["seconds"] for r in journal) * 2.0 / 3600)
+    assert len(report["frontier"]) == len(frontier(scores))
+
+
+def test_path_says_how_each_score_was_obtained(halving_dir):
+    journal = _journal(halving_dir)
+    table = run_report(halving_dir)["path"].set_index("step")
+    assert (table.loc["0", "axis"], table.loc["0", "init"], table.loc["0", "rung"]) == ("start", "scratch", 4)
+    for step in json.loads((halving_dir / "path.json").read_text())["steps"]:
+        row = table.loc[str(step["step"])]
+        chosen = next(c for c in step["candidates"] if c["config_key"] == step["config_key"])
+        mine = [r for r in journal if r["config_key"] == step["config_key"]]
+        assert len({r["rung"] for r in mine}) == 3  # trained on through rungs 1, 2 and 4
+        assert (row["init"], row["rung"], row["seeds"]) == ("inherit", 4, chosen["seeds"])
+        assert row["seconds"] == pytest.approx(sum(r["seconds"] for r in mine))
+    assert (table["seeds"] == 2).any()  # a close call averaged two seeds
+
+
+def test_report_header_names_the_proxy_mechanism(halving_dir, run_dir):
+    report = run_report(halving_dir)
+    text = render(report)
+    assert text.startswith("proxy: schedule cpu_proxy (4 epochs); weights inherited along the path (")
+    assert "successive halving over rungs of 1, 2, 4 epochs keeping 50% (" in text
+    assert "re-trained with 1 more seed (" in text
+    origin = json.loads((halving_dir / "summary.json").read_text())["final_metrics"]["origin_key"]
+    path = json.loads((halving_dir / "path.json").read_text())
+    step = next(s for s in path["steps"] if s["config_key"] == origin)
+    assert f"\nfinal: trained from the inherited proxy weights of step {step['step']} ({step['axis']}, " in text
+    search = json.loads(render(report, "json"))["search"]
+    journal = _journal(halving_dir)
+    assert (search["proxy_init"], search["rungs"], search["final_origin_key"]) == ("inherit", "1, 2, 4", origin)
+    assert search["seed_repeats"] == sum(r["seed_offset"] > 0 and r["status"] == "ok" for r in journal)
+    assert search["configs_from_scratch"] == 1 and search["configs_stopped_early"] > 0
+    assert "## path" in render(report, "markdown") and "proxy: schedule" in render(report, "markdown")
+    plain = render(run_report(run_dir))
+    assert "every candidate trained from scratch" in plain and "halving" not in plain
+    assert "\nfinal: trained from scratch\n" in plain
+
+
 def test_skipped_candidates_are_listed(tmp_path):
     run = make_run(tmp_path, target=0.3, final=False)
     skipped = run_report(run)["failures"].query("status == 'skipped'")
@@ -148,10 +225,11 @@ def test_skipped_candidates_are_listed(tmp_path):
 def test_formats(run_dir, capsys):
     report = run_report(run_dir)
     csv = pd.read_csv(io.StringIO(render(report, "csv")))
-    assert set(csv["section"]) == {"path", "frontier", "failures", "totals"}
+    assert set(csv["section"]) == {"search", "path", "frontier", "failures", "totals"}
     assert (csv["section"] == "path").sum() == len(report["path"])
     data = json.loads(render(report, "json"))
     assert data["totals"]["attempts"] == report["totals"]["attempts"]
+    assert data["search"]["proxy_init"] == "scratch" and data["search"]["rungs"] is None
     assert len(data["path"]) == len(report["path"])
     markdown = render(report, "markdown")
     assert "## path" in markdown and "| step | axis | frames x stride |" in markdown

@@ -1,8 +1,10 @@
-"""The report of a run: its expansion path, frontier, failures and the compute it spent.
+"""The report of a run: how its proxy scored, its expansion path, frontier, failures and compute.
 
 Everything is read from the run directory (run.yaml, journal.jsonl, path.json,
-final/metrics.json) through :func:`x3dsearch.rundir.load_run`, so a report can be made
-while a search is still running, or years later.
+final/metrics.json, summary.json) through :func:`x3dsearch.rundir.load_run`, so a report
+can be made while a search is still running, or years later. A config may have several
+journal records (one per rung it reached, seed repeats, retried attempts): its compute is
+the sum of their seconds and its score the one at its highest rung (mean over seeds).
 """
 
 from __future__ import annotations
@@ -20,10 +22,12 @@ from .errors import UserError
 from .rundir import RunDir, load_run
 from .search import CEILING_FACTOR
 
-__all__ = ["frontier", "run_report", "final_metrics", "render", "REPORT_FORMATS"]
+__all__ = ["frontier", "config_seconds", "config_scores", "provenance", "describe_provenance", "run_report",
+           "final_metrics", "render", "REPORT_FORMATS"]
 
 REPORT_FORMATS = ("table", "csv", "markdown", "json")
 _SECTIONS = ("path", "frontier", "failures")
+_SPENT = ("ok", "diverged", "failed")  # attempts that ran to the end (not lost workers)
 
 
 def frontier(points: pd.DataFrame, cost: str = "gflops", acc: str = "top1") -> pd.DataFrame:
@@ -34,9 +38,41 @@ def frontier(points: pd.DataFrame, cost: str = "gflops", acc: str = "top1") -> p
 
 
 def final_metrics(run_dir: str | Path) -> dict[str, Any]:
-    """``final/metrics.json`` of a run ({} while the final training has not finished)."""
-    path = RunDir(run_dir).final_dir / "metrics.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
+    """``final/metrics.json`` of a run ({} while the final training has not finished), with how its
+    weights started (``init``, ``origin_key``) from ``summary.json``."""
+    run = RunDir(run_dir)
+    path, summary = run.final_dir / "metrics.json", run.path / "summary.json"
+    if not path.is_file():
+        return {}
+    started = (json.loads(summary.read_text()).get("final_metrics") or {}) if summary.is_file() else {}
+    return {**{k: started[k] for k in ("init", "origin_key") if k in started}, **json.loads(path.read_text())}
+
+
+def _numeric(frame: pd.DataFrame, column: str) -> pd.Series:
+    """A journal column as numbers (NaN where missing, or everywhere for journals older than the column)."""
+    if column not in frame:
+        return pd.Series(math.nan, index=frame.index, dtype=float)
+    return pd.to_numeric(frame[column], errors="coerce")
+
+
+def config_seconds(journal: pd.DataFrame) -> pd.Series:
+    """Proxy seconds spent on each config: the sum over all its records (rungs, seed repeats, attempts)."""
+    return _numeric(journal, "seconds").fillna(0.0).groupby(journal["config_key"]).sum()
+
+
+def config_scores(journal: pd.DataFrame) -> pd.DataFrame:
+    """One row per config that trained ``ok``: its record at its highest rung, with ``top1`` the mean over
+    that rung's seeds, ``seeds`` their count and ``seconds`` the compute of all its records."""
+    ok = journal[journal["status"] == "ok"]
+    ok = ok.assign(top1=_numeric(ok, "top1"), rung=_numeric(ok, "rung"),
+                   seed_offset=_numeric(ok, "seed_offset").fillna(0)).dropna(subset=["top1"])
+    level = ok["rung"].fillna(0)
+    top = ok[level == level.groupby(ok["config_key"]).transform("max")]
+    by_config = top.groupby("config_key")["top1"]
+    best = top.sort_values("seed_offset", kind="stable").drop_duplicates("config_key").sort_index()
+    keys = best["config_key"]
+    return best.assign(top1=keys.map(by_config.mean()), seeds=keys.map(by_config.size()),
+                       seconds=keys.map(config_seconds(journal))).reset_index(drop=True)
 
 
 def _shape_columns(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -45,33 +81,47 @@ def _shape_columns(config: Mapping[str, Any]) -> dict[str, Any]:
             "γd": c.depth}
 
 
-def _trial_seconds(journal: pd.DataFrame) -> dict[str, float]:
-    """Wall time of the successful proxy training of each config."""
-    ok = journal[journal["status"] == "ok"]
-    return dict(zip(ok["config_key"], pd.to_numeric(ok["seconds"], errors="coerce")))
+def _number(value: Any) -> float:
+    """``value`` as a float; NaN for None (older path.json files lack rung and seeds)."""
+    return math.nan if value is None else float(value)
 
 
-def _path_table(path: Mapping[str, Any], journal: pd.DataFrame) -> pd.DataFrame:
-    seconds = _trial_seconds(journal)
-    rows = []
+def _path_rows(path: Mapping[str, Any], scores: pd.DataFrame) -> list[tuple[str, dict[str, Any]]]:
+    """(config key, row) of the trained start, each step's chosen candidate and the contraction."""
+    rows = [(r["config_key"], {"step": "0", "axis": "start", **_shape_columns(r["config"]), "gflops": r["gflops"],
+                               "params": r["params"], "top1": r["top1"], "rung": r["rung"], "seeds": r["seeds"]})
+            for _, r in scores[scores["kind"] == "start"].iterrows()]
     for s in path.get("steps", []):
-        rows.append({"step": str(s["step"]), "axis": s["axis"], **_shape_columns(s["config"]),
-                     "gflops": s["gflops"], "params": s["params"], "top1": s.get("top1"),
-                     "seconds": seconds.get(s["config_key"], math.nan)})
+        chosen = next((c for c in s.get("candidates", []) if c["config_key"] == s["config_key"]), {})
+        rows.append((s["config_key"], {"step": str(s["step"]), "axis": s["axis"], **_shape_columns(s["config"]),
+                                       "gflops": s["gflops"], "params": s["params"], "top1": s.get("top1"),
+                                       "rung": _number(chosen.get("rung")), "seeds": _number(chosen.get("seeds"))}))
     contraction = path.get("contraction")
     if contraction:
         outcome = (contraction.get("evaluated") or {}).get(contraction["config_key"]) or {}
-        rows.append({"step": "contract", "axis": contraction["axis"], **_shape_columns(contraction["config"]),
-                     "gflops": contraction["gflops"], "params": count_params(X3DConfig.from_dict(contraction["config"])),
-                     "top1": outcome.get("top1"), "seconds": seconds.get(contraction["config_key"], math.nan)})
-    columns = ["step", "axis", "frames x stride", "crop", "γw", "γb", "γd", "gflops", "params", "top1", "seconds"]
+        rows.append((contraction["config_key"], {
+            "step": "contract", "axis": contraction["axis"], **_shape_columns(contraction["config"]),
+            "gflops": contraction["gflops"], "params": count_params(X3DConfig.from_dict(contraction["config"])),
+            "top1": outcome.get("top1"), "rung": _number(outcome.get("epochs")),
+            "seeds": _number(outcome.get("seeds"))}))
+    return rows
+
+
+def _path_table(path: Mapping[str, Any], journal: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
+    """The path, one row per model, with how its score was obtained (rung, seeds, init) and its compute."""
+    seconds = config_seconds(journal)
+    inits = dict(zip(scores["config_key"], scores["init"])) if "init" in scores else {}
+    rows = [dict(row, init=inits.get(key) or "", seconds=seconds.get(key, math.nan))
+            for key, row in _path_rows(path, scores)]
+    columns = ["step", "axis", "frames x stride", "crop", "γw", "γb", "γd", "gflops", "params", "top1", "rung",
+               "seeds", "init", "seconds"]
     return pd.DataFrame(rows, columns=columns)
 
 
 def _failures(path: Mapping[str, Any], journal: pd.DataFrame, ceiling: float | None) -> pd.DataFrame:
     """Attempts that did not end ``ok`` and candidates never trained (above the ceiling)."""
-    columns = ["step", "axis", "gflops", "status", "attempt", "reason"]
-    bad = journal[journal["status"] != "ok"][columns]
+    columns = ["step", "axis", "gflops", "status", "attempt", "rung", "reason"]
+    bad = journal[journal["status"] != "ok"].reindex(columns=columns)
     skipped = [{"step": s["step"], "axis": c["axis"], "gflops": c["gflops"], "status": "skipped", "attempt": 0,
                 "reason": f"above the ceiling ({ceiling:g} GFLOPs), not trained" if ceiling else "not trained"}
                for s in path.get("steps", []) for c in s.get("candidates", []) if c["status"] == "skipped"]
@@ -95,12 +145,12 @@ def _totals(journal: pd.DataFrame, settings: Mapping[str, Any], final: Mapping[s
             "final_top1": final.get("top1"), "target_gflops": settings.get("target_gflops")}
 
 
-def _frontier_table(ok: pd.DataFrame) -> pd.DataFrame:
-    """The frontier of successful trials with each config's shape."""
-    columns = ["step", "axis", "kind", "gflops", "params", "top1"]
-    if ok.empty:
+def _frontier_table(scores: pd.DataFrame) -> pd.DataFrame:
+    """The frontier of trained configs (scores at their highest rung) with each config's shape."""
+    columns = ["step", "axis", "kind", "gflops", "params", "top1", "rung", "seeds"]
+    if scores.empty:
         return pd.DataFrame(columns=columns)
-    front = frontier(ok)
+    front = frontier(scores)
     shapes = [_shape_columns(c) if isinstance(c, Mapping) else {} for c in front.get("config", [{}] * len(front))]
     return pd.concat([front[columns], pd.DataFrame(shapes)], axis=1)
 
@@ -112,14 +162,100 @@ def _ceiling(settings: Mapping[str, Any]) -> float | None:
     return CEILING_FACTOR * float(settings["target_gflops"]) if settings.get("target_gflops") else None
 
 
+def _place(key: str | None, path: Mapping[str, Any], journal: pd.DataFrame) -> str | None:
+    """Where config ``key`` lies in the search, e.g. ``step 3 (spatial, 4x8 ...)`` or ``the start (...)``."""
+    if key is None:
+        return None
+    for s in path.get("steps", []):
+        if s["config_key"] == key:
+            return f"step {s['step']} ({s['axis']}, {X3DConfig.from_dict(s['config']).short})"
+    records = journal[journal["config_key"] == key]
+    if records.empty:
+        return key
+    first = records.iloc[0]
+    where = "the start" if first["kind"] == "start" else f"{first['axis']} at step {first['step']}"
+    return f"{where} ({X3DConfig.from_dict(first['config']).short})"
+
+
+def _provenance(settings: Mapping[str, Any], journal: pd.DataFrame, path: Mapping[str, Any],
+                final: Mapping[str, Any]) -> dict[str, Any]:
+    """How the run's proxy scores were obtained (schedule, weight init, rungs, close calls) and how the
+    final training started; counts are of configs (each by its first finished training)."""
+    proxy = settings.get("proxy") or {}
+    ladder = list(proxy.get("rungs") or [])
+    rungs = ladder if len(ladder) > 1 else []  # one rung is plain training
+    spent = journal[journal["status"].isin(_SPENT)]
+    inits = spent.drop_duplicates("config_key").get("init", pd.Series(dtype=object)).dropna().astype(str)
+    scores = config_scores(journal)
+    step_top = scores.groupby(["step", "kind"])["rung"].transform("max")  # a step's rungs may stretch
+    repeats = (_numeric(spent, "seed_offset").fillna(0) > 0).sum()
+    stretch = proxy.get("step_compute")
+    return {"proxy_schedule": proxy.get("name") or settings.get("proxy_schedule"),
+            "proxy_epochs": proxy.get("epochs"), "step_compute": stretch,
+            "max_epochs": (proxy.get("max_epochs") or proxy.get("epochs")) if stretch else None,
+            "proxy_init": settings.get("proxy_init", "scratch"),  # runs before inheritance trained from scratch
+            "configs_inherited": int((inits == "inherit").sum()),
+            "configs_from_scratch": int(inits.str.startswith("scratch").sum()),
+            "scratch_fallbacks": int(inits.str.startswith("scratch:").sum()),
+            "rungs": ", ".join(map(str, rungs)) or None, "rung_keep": proxy.get("rung_keep") if rungs else None,
+            "configs_stopped_early": int((scores["rung"] < step_top).sum()) if rungs else None,
+            "close_call": proxy.get("close_call") if proxy.get("close_call_seeds") else None,
+            "close_call_seeds": proxy.get("close_call_seeds") or None, "seed_repeats": int(repeats),
+            "final_init": final.get("init"), "final_origin": _place(final.get("origin_key"), path, journal),
+            "final_origin_key": final.get("origin_key")}
+
+
+def provenance(run_dir: str | Path) -> dict[str, Any]:
+    """How a run's proxy scores were obtained and its final training started (see :func:`describe_provenance`)."""
+    run = RunDir(run_dir)
+    return _provenance(run.settings(), load_run(run_dir), run.read_path(), final_metrics(run_dir))
+
+
+def _init_text(label: str) -> str:
+    """``inherit`` -> ``inherited weights``; ``scratch: why`` -> ``scratch (why)``."""
+    if label == "inherit":
+        return "inherited weights"
+    return label.replace(": ", " (", 1) + ")" if ": " in label else label
+
+
+def describe_provenance(prov: Mapping[str, Any]) -> list[str]:
+    """The proxy mechanism and the final training's start as sentences (a report's or export's header)."""
+    epochs = f" ({prov['proxy_epochs']} epochs)" if prov.get("proxy_epochs") else ""
+    if prov.get("step_compute"):
+        epochs = (f" ({prov['proxy_epochs']} epochs, up to {prov['max_epochs']} in cheap steps for "
+                  f"{prov['step_compute']:g} GFLOP-clips; rungs stretch alike)")
+    parts = [f"schedule {prov['proxy_schedule'] or 'unknown'}{epochs}"]
+    if prov["proxy_init"] == "inherit":
+        fallback = f", {prov['scratch_fallbacks']} of them as a fallback" if prov["scratch_fallbacks"] else ""
+        counts = (f" ({prov['configs_inherited']} configs inherited, {prov['configs_from_scratch']} from scratch"
+                  f"{fallback})") if prov["configs_inherited"] + prov["configs_from_scratch"] else ""
+        parts.append(f"weights inherited along the path{counts}")
+    else:
+        parts.append("every candidate trained from scratch")
+    if prov.get("rungs"):
+        parts.append(f"successive halving over rungs of {prov['rungs']} epochs keeping {prov['rung_keep']:.0%} "
+                     f"({prov['configs_stopped_early']} configs stopped at a lower rung)")
+    if prov.get("close_call_seeds"):
+        seeds = prov["close_call_seeds"]
+        parts.append(f"close calls (top-1 within {prov['close_call']:g}) re-trained with {seeds} more "
+                     f"seed{'s' if seeds > 1 else ''} ({prov['seed_repeats']} repeats)")
+    lines = ["proxy: " + "; ".join(parts)]
+    if prov.get("final_init") == "inherit":
+        lines.append(f"final: trained from the inherited proxy weights of {prov['final_origin']}")
+    elif prov.get("final_init"):
+        lines.append(f"final: trained from {_init_text(prov['final_init'])}")
+    return lines
+
+
 def run_report(run_dir: str | Path) -> dict[str, pd.DataFrame | dict[str, Any]]:
-    """Path, frontier and failures as DataFrames and the totals as a dict, from a run directory."""
+    """Provenance and totals as dicts, path, frontier and failures as DataFrames, from a run directory."""
     journal = load_run(run_dir)
     run = RunDir(run_dir)
-    settings, path = run.settings(), run.read_path()
-    return {"path": _path_table(path, journal), "frontier": _frontier_table(journal[journal["status"] == "ok"]),
-            "failures": _failures(path, journal, _ceiling(settings)),
-            "totals": _totals(journal, settings, final_metrics(run_dir))}
+    settings, path, final = run.settings(), run.read_path(), final_metrics(run_dir)
+    scores = config_scores(journal)
+    return {"search": _provenance(settings, journal, path, final), "path": _path_table(path, journal, scores),
+            "frontier": _frontier_table(scores), "failures": _failures(path, journal, _ceiling(settings)),
+            "totals": _totals(journal, settings, final)}
 
 
 # -- rendering ------------------------------------------------------------------------
@@ -137,8 +273,9 @@ def _markdown_table(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def _totals_frame(totals: Mapping[str, Any]) -> pd.DataFrame:
-    return pd.DataFrame({"metric": list(totals), "value": list(totals.values())})
+def _pairs_frame(pairs: Mapping[str, Any]) -> pd.DataFrame:
+    """A dict section (search, totals) as a two-column metric/value table."""
+    return pd.DataFrame({"metric": list(pairs), "value": list(pairs.values())})
 
 
 def _json_safe(value: Any) -> Any:
@@ -148,21 +285,26 @@ def _json_safe(value: Any) -> Any:
 
 
 def render(report: Mapping[str, Any], fmt: str = "table") -> str:
-    """The report as text: an aligned table, one CSV (a ``section`` column), Markdown or JSON."""
+    """The report as text: an aligned table, one CSV (a ``section`` column), Markdown or JSON.
+
+    Table and Markdown open with the proxy mechanism in words; CSV and JSON hold it as the ``search`` section.
+    """
     if fmt not in REPORT_FORMATS:
         raise UserError(f"unknown report format {fmt!r}; choose from {', '.join(REPORT_FORMATS)}")
     tables = {name: report[name] for name in _SECTIONS}
-    tables["totals"] = _totals_frame(report["totals"])
+    tables["totals"] = _pairs_frame(report["totals"])
     if fmt == "json":
-        out = {name: [{k: _json_safe(v) for k, v in row.items()} for row in report[name].to_dict("records")]
-               for name in _SECTIONS}
+        out: dict[str, Any] = {"search": {k: _json_safe(v) for k, v in report["search"].items()}}
+        out.update({name: [{k: _json_safe(v) for k, v in row.items()} for row in report[name].to_dict("records")]
+                    for name in _SECTIONS})
         out["totals"] = {k: _json_safe(v) for k, v in report["totals"].items()}
         return json.dumps(out, indent=2)
     if fmt == "csv":
-        frames = [t.assign(section=name) for name, t in tables.items() if not t.empty]
+        sections = {"search": _pairs_frame(report["search"]), **tables}
+        frames = [t.assign(section=name) for name, t in sections.items() if not t.empty]
         merged = pd.concat(frames, ignore_index=True)
         return merged[["section", *[c for c in merged.columns if c != "section"]]].to_csv(index=False)
-    parts = []
+    parts = describe_provenance(report["search"])
     for name, table in tables.items():
         if fmt == "markdown":
             parts.append(f"## {name}\n\n" + (_markdown_table(table) if not table.empty else "(none)"))
