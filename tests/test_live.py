@@ -138,3 +138,26 @@ def test_no_eta_for_optuna_trials(clock: _Clock) -> None:
         clock.now += 100.0 * candidate.gflops
         view.trial_finished(candidate, {"status": "ok", "top1": 0.5, "seconds": 100.0 * candidate.gflops})
     assert _printed_eta(stream) is None
+
+
+def test_trial_lines_and_step_line_say_how_each_score_was_obtained(clock: _Clock) -> None:
+    stream, base = io.StringIO(), preset("X2D")
+    view = LiveView(1.0, base, concurrency=1, stream=stream)
+    batch = [Candidate(1, axis, preset("X2D", crop=crop), parent=base)
+             for axis, crop in (("spatial", 128), ("width", 136), ("depth", 144), ("fast", 152))]
+    view.batch_started(batch, 0)
+    records = [{"init": "inherit", "rung": 1, "seed_offset": 0},
+               {"init": "scratch: parent weights missing", "rung": 4, "seed_offset": 1},
+               {"init": "scratch", "rung": 2}, {}]
+    for candidate, record in zip(batch, records):
+        view.trial_finished(candidate, {"status": "ok", "top1": 0.5, "seconds": 2.0, **record})
+    lines = stream.getvalue().splitlines()
+    assert "top1  50.0%  [inherit, 1 ep]  " in lines[1]
+    assert "[scratch: parent weights missing, 4 ep, seed +1]" in lines[2]
+    assert "top1  50.0%  [2 ep]  " in lines[3] and "[" not in lines[4]  # plain scratch goes without saying
+    outcomes = {batch[0].key: Outcome("ok", 0.5, epochs=1), batch[1].key: Outcome("ok", 0.6, epochs=4, seeds=2),
+                batch[2].key: Outcome("ok", 0.55, epochs=2), batch[3].key: Outcome("failed", epochs=1)}
+    view.step_done(Step(1, base, tuple(batch), outcomes, batch[1]))
+    step_line = stream.getvalue().splitlines()[-1]
+    assert "-> step 1: width wins with top1 60.0% after 4 ep (mean of 2 seeds) at " in step_line
+    assert step_line.endswith("; stopped at a lower rung: spatial (1 ep), depth (2 ep)")

@@ -24,6 +24,30 @@ def format_duration(seconds: float) -> str:
     return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
 
 
+def _trial_tags(record: Mapping[str, Any]) -> str:
+    """How a finished trial's score came about, e.g. ``  [inherit, 2 ep, seed +1]`` ('' when nothing is known)."""
+    init = record.get("init") or ""
+    tags = [init] if init == "inherit" or init.startswith("scratch:") else []  # plain scratch goes without saying
+    if record.get("rung"):
+        tags.append(f"{record['rung']} ep")
+    if record.get("seed_offset"):
+        tags.append(f"seed +{record['seed_offset']}")
+    return f"  [{', '.join(tags)}]" if tags else ""
+
+
+def _step_text(step: Step) -> str:
+    """The line that announces a step's winner: its score, how it was obtained, and who stopped at a lower rung."""
+    outcome = step.outcomes[step.chosen.key]
+    how = f" after {outcome.epochs} ep" if outcome.epochs else ""
+    if outcome.seeds > 1:
+        how += f" (mean of {outcome.seeds} seeds)"
+    stopped = [f"{c.axis} ({step.outcomes[c.key].epochs} ep)" for c in step.candidates
+               if step.outcomes[c.key].usable and (step.outcomes[c.key].epochs or 0) < (outcome.epochs or 0)]
+    lower = f"; stopped at a lower rung: {', '.join(stopped)}" if stopped else ""
+    return (f"  -> step {step.index}: {step.chosen.axis} wins with top1 {outcome.top1:.1%}{how} at "
+            f"{step.chosen.gflops:.4f} GFLOPs ({step.chosen.config.short}){lower}")
+
+
 class LiveView:
     """Prints progress of a search; silent when ``quiet``."""
 
@@ -82,15 +106,13 @@ class LiveView:
             f"{status}: {record.get('reason', '')}"[:80]
         if status == "ok" and top1 is not None and (self.best is None or top1 > self.best[1]):
             self.best = (f"{candidate.axis}@step{candidate.step}", top1, candidate.gflops)
-        self._print(f"    {candidate.axis:<11} {candidate.gflops:8.4f} GFLOPs  {result}  "
+        self._print(f"    {candidate.axis:<11} {candidate.gflops:8.4f} GFLOPs  {result}{_trial_tags(record)}  "
                     f"{seconds:5.1f}s  ({self._finished}/{len(self._batch)})  "
                     f"elapsed {format_duration(time.time() - self.started)}  ETA {self._eta_text()}")
 
     def step_done(self, step: Step) -> None:
         self._base = step.chosen.gflops
-        outcome = step.outcomes[step.chosen.key]
-        self._print(f"  -> step {step.index}: {step.chosen.axis} wins with top1 {outcome.top1:.1%} at "
-                    f"{step.chosen.gflops:.4f} GFLOPs ({step.chosen.config.short})")
+        self._print(_step_text(step))
 
     def _eta_text(self) -> str:
         """The ETA as printed: ``~4m30s``, or ``?`` while the run has not measured enough."""
