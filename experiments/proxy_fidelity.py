@@ -3,10 +3,12 @@
 Three candidate sets, the one-step expansions of X2D, of X3D-XS and of XS+fast (1.2 GFLOPs, a
 config on a typical path to 6 GFLOPs). For each candidate:
 
-* the **reference**: a long from-scratch training (``--ref-epochs`` over the 1152 training clips
-  of an independently seeded, bigger copy of the benchmark, ``make-data --seed 11
-  --videos-per-class 96``), tested on its 360 val clips, for ``--ref-seeds`` seeds; cached in
-  ``experiments/results/fidelity_reference.csv`` (rows already there are not trained again);
+* the **reference**: a long from-scratch training on an independently seeded, bigger copy of the
+  benchmark (``make-data --seed 11 --videos-per-class 96``: 1152 train clips), tested on its 360 val
+  clips, for ``--ref-seeds`` seeds; its length is ``--ref-ratio`` (6) times the clip-passes the default
+  proxy gives a candidate of that set (at least 4 epochs), e.g. 24 epochs for the X2D set, whose cheap
+  step the default proxy trains 12 epochs; cached in ``experiments/results/fidelity_reference.csv``
+  (rows already there are not trained again);
 * the **proxy**: one ``x3dsearch step`` from the set's base on the default benchmark, exactly as
   ``expand`` would take it, per proxy seed (``--proxy-schedule``, ``--proxy-init``).
 
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
 import multiprocessing as mp
 import time
 from pathlib import Path
@@ -61,6 +64,13 @@ def reference_data() -> Path:
     return root
 
 
+def reference_epochs(base: X3DConfig, ratio: float, clips: int = 1152) -> int:
+    """Epochs over the reference's ``clips`` that give ``ratio`` x the default proxy's clip-passes for this set."""
+    proxy = load_schedule("cpu_proxy")
+    proxy_passes = proxy.for_step(2 * count_flops(base) / 1e9, 384).epochs * 384
+    return max(4, math.ceil(ratio * proxy_passes / clips))
+
+
 def _reference_job(job: tuple[str, str, dict[str, Any], str, int, int]) -> dict[str, Any]:
     set_name, axis, config, data, seed, epochs = job
     schedule = load_schedule("cpu_proxy").replace(name="fidelity_reference", epochs=epochs)
@@ -76,14 +86,16 @@ def _read_reference() -> list[dict[str, Any]]:
         return list(csv.DictReader(f))
 
 
-def run_reference(seeds: list[int], epochs: int, workers: int, train_missing: bool = True
+def run_reference(seeds: list[int], ratio: float, workers: int, train_missing: bool = True
                   ) -> dict[tuple[str, str], list[float]]:
     """Train what the cache lacks (unless told not to); return (set, axis) -> reference top-1 per seed."""
     data = str(reference_data())
+    epochs = {name: reference_epochs(base, ratio) for name, (base, _) in candidate_sets().items()}
     done = {(r["set"], r["axis"], int(r["seed"]), int(r["epochs"])) for r in _read_reference()}
-    jobs = [(name, axis, config.to_dict(), data, seed, epochs)
+    jobs = [(name, axis, config.to_dict(), data, seed, epochs[name])
             for name, (_, cands) in candidate_sets().items() for axis, config in cands.items()
-            for seed in seeds if (name, axis, seed, epochs) not in done and train_missing]
+            for seed in seeds if (name, axis, seed, epochs[name]) not in done and train_missing]
+    jobs.sort(key=lambda job: count_flops(X3DConfig.from_dict(job[2])))  # cheap sets first
     started = time.time()
     if jobs:
         RESULTS.mkdir(parents=True, exist_ok=True)
@@ -97,9 +109,9 @@ def run_reference(seeds: list[int], epochs: int, workers: int, train_missing: bo
                 f.flush()
                 print(f"reference {i}/{len(jobs)}: {row['set']} +{row['axis']} seed {row['seed']}: "
                       f"top1 {row['top1']} ({row['seconds']:.0f} s)", flush=True)
-    rows = [r for r in _read_reference() if int(r["epochs"]) == epochs and int(r["seed"]) in seeds]
+    rows = [r for r in _read_reference() if int(r["epochs"]) == epochs[r["set"]] and int(r["seed"]) in seeds]
     cpu = sum(float(r["seconds"]) for r in rows)
-    print(f"reference: {len(rows)} trainings, {cpu / 60:.1f} CPU-minutes in all "
+    print(f"reference: epochs per set {epochs}; {len(rows)} trainings, {cpu / 60:.1f} CPU-minutes in all "
           f"({len(jobs)} trained now in {(time.time() - started) / 60:.1f} min wall)")
     table: dict[tuple[str, str], list[float]] = {}
     for r in sorted(rows, key=lambda r: int(r["seed"])):
@@ -166,7 +178,8 @@ def score_proxy(step: dict[str, Any], reference: dict[str, float]) -> dict[str, 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ref-seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--ref-epochs", type=int, default=6)
+    parser.add_argument("--ref-ratio", type=float, default=6.0,
+                        help="reference clip-passes per candidate over the default proxy's (default 6)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--reference-only", action="store_true")
     parser.add_argument("--cached-reference", action="store_true",
@@ -177,7 +190,7 @@ def main() -> None:
     parser.add_argument("--out", default="runs/fidelity", help="folder of the proxies' step runs (resumable)")
     parser.add_argument("--sets", nargs="+", default=list(candidate_sets()), help="candidate sets to score")
     args = parser.parse_args()
-    reference = run_reference(args.ref_seeds, args.ref_epochs, args.workers, not args.cached_reference)
+    reference = run_reference(args.ref_seeds, args.ref_ratio, args.workers, not args.cached_reference)
     means: dict[str, dict[str, float]] = {}
     for name, (_, cands) in candidate_sets().items():
         per_seed = {axis: v for (s, axis), v in reference.items() if s == name}
