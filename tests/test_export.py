@@ -1,17 +1,18 @@
 """Export to x3dsearch/PySlowFast/pytorchvideo and import from PySlowFast: round trips and refusals."""
 
 import json
+import shutil
 
 import pytest
 import torch
 import yaml
 
-from test_report import FULL_SCHEDULE, make_run
+from test_report import FULL_SCHEDULE, HALVING, make_run
 from x3dsearch.cli import main
 from x3dsearch.config import X3DConfig, preset
 from x3dsearch.cost import count_flops, count_params
 from x3dsearch.errors import ConfigError
-from x3dsearch.export import (CREATE_X3D_SIGNATURE, export_config, from_pyslowfast, select_config,
+from x3dsearch.export import (CREATE_X3D_SIGNATURE, export, export_config, from_pyslowfast, select_config,
                               to_pyslowfast, to_pytorchvideo)
 from x3dsearch.model import build_model
 
@@ -21,6 +22,16 @@ FOUND = X3DConfig(frames=6, stride=7, crop=176, width=2.45, bottleneck=1.8, dept
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     return make_run(tmp_path_factory.mktemp("export"), target=0.3)
+
+
+@pytest.fixture(scope="module")
+def inherited_run(tmp_path_factory):
+    """A run whose proxy inherited weights, halved over rungs and repeated close calls; its final inherited too."""
+    return make_run(tmp_path_factory.mktemp("export"), target=0.3, proxy=HALVING, init="inherit")
+
+
+def _journal(run):
+    return [json.loads(line) for line in (run / "journal.jsonl").read_text().splitlines()]
 
 
 def test_own_format_rebuilds_the_same_network_with_weights(run_dir, tmp_path):
@@ -39,10 +50,51 @@ def test_own_format_rebuilds_the_same_network_with_weights(run_dir, tmp_path):
 
 
 def test_best_under_gflops(run_dir):
-    journal = [json.loads(line) for line in (run_dir / "journal.jsonl").read_text().splitlines()]
-    ok = [r for r in journal if r["status"] == "ok" and r["gflops"] <= 0.1]
+    ok = [r for r in _journal(run_dir) if r["status"] == "ok" and r["gflops"] <= 0.1]
     best = max(ok, key=lambda r: r["top1"])
     assert select_config(run_dir, best_under_gflops=0.1).to_dict() == best["config"]
+
+
+def test_best_under_gflops_takes_each_config_at_its_highest_rung(inherited_run, tmp_path):
+    run = shutil.copytree(inherited_run, tmp_path / "run")
+    journal = _journal(run)
+    scores = {}
+    for r in journal:
+        if r["status"] == "ok" and r["gflops"] <= 0.1:
+            scores.setdefault(r["config_key"], {}).setdefault(r["rung"], []).append(r["top1"])
+    at_top = {key: sum(s[max(s)]) / len(s[max(s)]) for key, s in scores.items()}
+    best = max(at_top, key=at_top.get)
+    outgrown = next(key for key, s in scores.items() if key != best and len(s) > 1)
+    for r in journal:  # a rung-1 score better than any other, from a config that scored lower later
+        if r["config_key"] == outgrown and r["rung"] == 1:
+            r["top1"] = 0.99
+    (run / "journal.jsonl").write_text("".join(json.dumps(r) + "\n" for r in journal))
+    assert select_config(run, best_under_gflops=0.1).key == best
+
+
+def test_exports_say_how_the_search_found_the_config(inherited_run, tmp_path):
+    out = tmp_path / "found.yaml"
+    assert main(["export", str(inherited_run), "--format", "x3dsearch", "-o", str(out)]) == 0
+    data = yaml.safe_load(out.read_text())
+    final = json.loads((inherited_run / "path.json").read_text())["final"]["config"]
+    assert X3DConfig.from_yaml(out).to_dict() == data["model"] == final
+    origin = json.loads((inherited_run / "summary.json").read_text())["final_metrics"]["origin_key"]
+    search = data["search"]
+    assert (search["proxy_schedule"], search["proxy_init"], search["rungs"]) == ("cpu_proxy", "inherit", "1, 2, 4")
+    assert search["seed_repeats"] > 0 and search["exported"] == "the final model"
+    assert (search["final_init"], search["final_origin_key"]) == ("inherit", origin)
+    assert "\n# final: trained from the inherited proxy weights of step " in out.read_text()
+    step = tmp_path / "step1.yaml"
+    export("x3dsearch", step, run_dir=inherited_run, step=1)
+    assert "final_init" not in yaml.safe_load(step.read_text())["search"] and "# final:" not in step.read_text()
+    slowfast = tmp_path / "x3d.yaml"
+    export("pyslowfast", slowfast, run_dir=inherited_run)
+    text = slowfast.read_text()
+    assert "\n# proxy: schedule cpu_proxy (4 epochs); weights inherited along the path (" in text
+    assert "rungs of 1, 2, 4 epochs" in text and from_pyslowfast(slowfast).to_dict() == final
+    kwargs = tmp_path / "x3d.json"
+    export("pytorchvideo", kwargs, run_dir=inherited_run)
+    assert json.loads(kwargs.read_text())["search"]["final_origin_key"] == origin
 
 
 @pytest.mark.parametrize("config", [preset("XS"), preset("M"), preset("XL"), FOUND],

@@ -7,6 +7,12 @@ hard-code parts of the network that our config makes free (see
 :func:`pyslowfast_differences`, :func:`pytorchvideo_differences`): such a config is
 refused with a one-line error naming the fields, unless ``force`` writes the nearest
 expressible network and returns the differences as warnings.
+
+A config exported from a run carries the search's provenance (:func:`run_provenance`): the
+proxy schedule, weight inheritance, rungs and seed repeats, and for the final model where its
+trained weights started. Our YAML holds it as a ``search:`` mapping beside ``model:``, the
+pytorchvideo JSON as ``search``, and the PySlowFast file (whose loader rejects unknown keys)
+as header comments.
 """
 
 from __future__ import annotations
@@ -21,11 +27,12 @@ import yaml
 from .config import X3DConfig, preset, round_width
 from .cost import count_flops
 from .errors import ConfigError, UserError
+from .report import config_scores, describe_provenance, provenance
 from .rundir import RunDir, load_run
 
 __all__ = ["FORMATS", "CREATE_X3D_SIGNATURE", "select_config", "pyslowfast_differences",
            "pytorchvideo_differences", "to_pyslowfast", "to_pytorchvideo", "from_pyslowfast",
-           "export_config", "preset_schedule", "describe", "export"]
+           "export_config", "run_provenance", "preset_schedule", "describe", "export"]
 
 FORMATS = ("x3dsearch", "pyslowfast", "pytorchvideo")
 
@@ -77,9 +84,8 @@ def select_config(run_dir: str | Path, *, step: int | None = None,
             raise UserError(f"{run_dir} has no path step {step}; steps: {', '.join(map(str, steps)) or 'none'}")
         return X3DConfig.from_dict(steps[step]["config"])
     if best_under_gflops is not None:
-        journal = load_run(run_dir)
-        ok = journal[(journal["status"] == "ok") & (journal["gflops"] <= best_under_gflops)]
-        ok = ok.dropna(subset=["top1"])
+        scores = config_scores(load_run(run_dir))  # each config once, scored at its highest rung
+        ok = scores[scores["gflops"] <= best_under_gflops]
         if ok.empty or "config" not in ok:
             raise UserError(f"no trained config at or under {best_under_gflops:g} GFLOPs in {run_dir}")
         best = ok.sort_values(["top1", "gflops"], ascending=[False, True]).iloc[0]
@@ -88,6 +94,17 @@ def select_config(run_dir: str | Path, *, step: int | None = None,
         raise UserError(f"{run_dir} has no final model yet (the search has not finished); "
                         f"use --step N or --best-under-gflops G")
     return X3DConfig.from_dict(path["final"]["config"])
+
+
+def run_provenance(run_dir: str | Path, *, step: int | None = None,
+                   best_under_gflops: float | None = None) -> dict[str, Any]:
+    """How the run found the config :func:`select_config` picks: its proxy mechanism and, for the final
+    model, where its trained weights started; unknown fields left out."""
+    final = step is None and best_under_gflops is None
+    exported = ("the final model" if final else f"path step {step}" if step is not None
+                else f"the best proxy top-1 at or under {best_under_gflops:g} GFLOPs")
+    prov = {"run": str(Path(run_dir).resolve()), "exported": exported, **provenance(run_dir)}
+    return {k: v for k, v in prov.items() if v is not None and (final or not k.startswith("final_"))}
 
 
 def preset_schedule() -> dict[str, Any] | None:
@@ -283,30 +300,42 @@ def to_pytorchvideo(config: X3DConfig, force: bool = False) -> tuple[dict[str, A
 
 
 # -- writing --------------------------------------------------------------------------
-def _header(config: X3DConfig, warnings: list[str]) -> str:
+def _header(config: X3DConfig, warnings: list[str], search: Mapping[str, Any] | None) -> str:
+    """Comment lines naming the export, the search that found it (when from a run) and the warnings."""
     lines = [f"# exported by x3dsearch: {config.short}, {count_flops(config) / 1e9:.4g} GFLOPs"]
+    if search:
+        lines += [f"# from {search['exported']} of the search in {search['run']}"]
+        lines += [f"# {line}" for line in describe_provenance(search)]
     lines += [f"# WARNING: {w}" for w in warnings]
     return "\n".join(lines) + "\n"
 
 
 def export_config(config: X3DConfig, fmt: str, out: str | Path, *, schedule: Mapping[str, Any] | None = None,
-                  weights: str | Path | None = None, force: bool = False) -> list[str]:
-    """Write ``config`` in format ``fmt`` to ``out`` (weights beside it for ``x3dsearch``); return warnings."""
+                  weights: str | Path | None = None, force: bool = False,
+                  search: Mapping[str, Any] | None = None) -> list[str]:
+    """Write ``config`` in format ``fmt`` to ``out`` (weights beside it for ``x3dsearch``); return warnings.
+
+    ``search`` (:func:`run_provenance`) records how a run found the config; our YAML then nests the
+    config under ``model:``, which :meth:`X3DConfig.from_yaml` reads.
+    """
     if fmt not in FORMATS:
         raise UserError(f"unknown export format {fmt!r}; choose from {', '.join(FORMATS)}")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     warnings: list[str] = []
-    if fmt == "x3dsearch":
+    if fmt == "x3dsearch" and search:
+        out.write_text(_header(config, warnings, search)
+                       + yaml.safe_dump({"model": config.to_dict(), "search": dict(search)}, sort_keys=False))
+    elif fmt == "x3dsearch":
         config.to_yaml(out)
-        if weights is not None:
-            shutil.copyfile(weights, out.with_suffix(".pt"))
     elif fmt == "pyslowfast":
         data, warnings = to_pyslowfast(config, schedule, force)
-        out.write_text(_header(config, warnings) + yaml.safe_dump(data, sort_keys=False))
+        out.write_text(_header(config, warnings, search) + yaml.safe_dump(data, sort_keys=False))
     else:
         data, warnings = to_pytorchvideo(config, force)
-        out.write_text(json.dumps(data, indent=2) + "\n")
+        out.write_text(json.dumps(dict(data, **({"search": dict(search)} if search else {})), indent=2) + "\n")
+    if fmt == "x3dsearch" and weights is not None:
+        shutil.copyfile(weights, out.with_suffix(".pt"))
     return warnings
 
 
@@ -330,6 +359,7 @@ def export(fmt: str, out: str | Path, *, run_dir: str | Path | None = None, pres
     if (run_dir is None) == (preset_name is None):
         raise UserError("give either a RUN_DIR or --preset NAME")
     weights: Path | None = None
+    search: dict[str, Any] | None = None
     if preset_name is not None:
         if step is not None or best_under_gflops is not None:
             raise UserError("--step and --best-under-gflops choose from a RUN_DIR, not a --preset")
@@ -341,5 +371,6 @@ def export(fmt: str, out: str | Path, *, run_dir: str | Path | None = None, pres
         trained = RunDir(run_dir).final_dir / "model.pt"
         if fmt == "x3dsearch" and step is None and best_under_gflops is None and trained.is_file():
             weights = trained
-    warnings = export_config(config, fmt, out, schedule=schedule, weights=weights, force=force)
+        search = run_provenance(run_dir, step=step, best_under_gflops=best_under_gflops)
+    warnings = export_config(config, fmt, out, schedule=schedule, weights=weights, force=force, search=search)
     return config, warnings, Path(out).with_suffix(".pt") if weights else None
