@@ -5,7 +5,7 @@ import json
 import pytest
 from matplotlib.text import Annotation
 
-from test_report import make_run
+from test_report import HALVING, make_run
 from x3dsearch.cli import main
 from x3dsearch.config import preset
 from x3dsearch.cost import count_flops
@@ -34,7 +34,8 @@ def test_one_run_draws_points_frontier_path_and_presets(runs):
     for axis, artist in point_sets.items():
         assert tuple(artist.get_facecolor()[0][:3]) == pytest.approx(
             tuple(int(AXIS_COLORS[axis][i:i + 2], 16) / 255 for i in (1, 3, 5)))
-    assert sum(len(a.get_offsets()) for a in point_sets.values()) == sum(r["status"] == "ok" for r in journal)
+    assert sum(len(a.get_offsets()) for a in point_sets.values()) == len({r["config_key"] for r in journal
+                                                                          if r["status"] == "ok"})
     frontier_line, = _gids(fig, "frontier:big")
     assert len(frontier_line.get_xdata()) >= 3
     steps = json.loads((big / "path.json").read_text())["steps"]
@@ -62,6 +63,19 @@ def test_two_runs_overlaid_png_and_svg(runs, tmp_path):
                     for t in legend.get_texts()}
     assert {t.split(":")[0] for t in legend_texts if ": final" in t} == {"big", "small"}
     assert "k400" in fig.axes[0].get_title()
+
+
+def test_one_point_per_config_at_its_highest_rung(tmp_path):
+    run = make_run(tmp_path, "halving", proxy=HALVING, init="inherit", final=False)
+    journal = [json.loads(line) for line in (run / "journal.jsonl").read_text().splitlines()]
+    scores = {}
+    for r in journal:
+        if r["status"] == "ok":
+            scores.setdefault(r["config_key"], {}).setdefault(r["rung"], []).append(r["top1"])
+    assert len([r for r in journal if r["status"] == "ok"]) > len(scores)  # rungs and repeats: several records
+    expected = sorted(sum(s[max(s)]) / len(s[max(s)]) for s in scores.values())
+    drawn = sorted(y for a in _gids(plot_runs([run]), "points:halving:") for _, y in a.get_offsets())
+    assert drawn == pytest.approx(expected)
 
 
 def test_params_metric_uses_millions(runs):

@@ -1,6 +1,7 @@
 """The accuracy/cost plot of one or more runs, like the X3D paper's Figure 2.
 
-Every trained candidate is a point coloured by the axis that produced it; the frontier
+Every trained candidate is a point coloured by the axis that produced it (one per config,
+scored at the highest rung it reached, as the search ranked it); the frontier
 is a step line; the expansion path is a chain of arrows labelled with the chosen axis;
 the final (contracted) model is a dotted line at its cost and a star at its full-training
 accuracy; the presets' costs are faint reference lines. Drawn on a bare Agg canvas, so
@@ -23,7 +24,7 @@ from matplotlib.ticker import PercentFormatter
 from .config import X3DConfig, preset, preset_names
 from .cost import count_flops, count_params
 from .errors import UserError
-from .report import final_metrics, frontier
+from .report import config_scores, final_metrics, frontier
 from .rundir import RunDir, load_run
 
 __all__ = ["AXIS_COLORS", "plot_runs", "save_plot"]
@@ -45,7 +46,7 @@ class _Run:
     name: str
     target: float | None
     data: str
-    points: pd.DataFrame  # cost, top1, axis of every successful proxy training
+    points: pd.DataFrame  # cost, top1, axis of every config trained (its score at its highest rung)
     path: list[tuple[float, float, str]]  # cost, proxy top1, axis per expansion step
     contraction: tuple[float, float | None, str] | None  # cost, proxy top1 if evaluated, axis
     final: tuple[float, float | None] | None  # cost, full-training top1
@@ -60,7 +61,7 @@ def _load(run_dir: str | Path, metric: str, name: str) -> _Run:
     run = RunDir(run_dir)
     journal = load_run(run_dir)
     settings, path = run.settings(), run.read_path()
-    ok = journal[journal["status"] == "ok"].dropna(subset=["top1"])
+    ok = config_scores(journal)
     scale = 1.0 if metric == "gflops" else 1e-6
     points = pd.DataFrame({"cost": pd.to_numeric(ok[metric], errors="coerce") * scale,
                            "top1": ok["top1"].astype(float), "axis": ok["axis"]})
