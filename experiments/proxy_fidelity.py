@@ -73,7 +73,8 @@ def reference_epochs(base: X3DConfig, ratio: float, clips: int = 1152) -> int:
 
 def _reference_job(job: tuple[str, str, dict[str, Any], str, int, int]) -> dict[str, Any]:
     set_name, axis, config, data, seed, epochs = job
-    schedule = load_schedule("cpu_proxy").replace(name="fidelity_reference", epochs=epochs)
+    schedule = load_schedule("cpu_proxy").replace(name="fidelity_reference", epochs=epochs, step_compute=None,
+                                                  max_epochs=None)
     result = train(X3DConfig.from_dict(config), data, schedule, seed=seed, threads=1)
     return {"set": set_name, "axis": axis, "key": X3DConfig.from_dict(config).key, "seed": seed,
             "epochs": epochs, "top1": result.top1 if result.status == "ok" else "", "seconds": result.seconds}
