@@ -6,6 +6,7 @@ import math
 import pytest
 import yaml
 
+from test_report import HALVING, make_run
 from x3dsearch.compare import anytime_curve, best_at, compare_runs, frontier, proxy_trials
 from x3dsearch.errors import UserError
 from x3dsearch.rundir import load_run
@@ -59,6 +60,32 @@ def test_table_and_plot_at_common_budget(runs, tmp_path):
     assert rows.loc["expand", "best_top1_at_common"] == 0.50
     assert rows.loc["optuna", "best_top1_at_common"] == 0.60
     assert rows.loc["expand", "best_top1_final"] == 0.55
+
+
+def test_rungs_and_seed_repeats_are_trials_of_one_config(tmp_path):
+    run = tmp_path / "halving"
+    run.mkdir()
+    (run / "run.yaml").write_text(yaml.safe_dump({"target_gflops": 0.3, "cpus_per_trial": 2.0}))
+    # (config, rung, seed offset, top1): a looks best at rung 1 but falls at rung 2; b's close call gets a 2nd seed
+    rows = [("a", 1, 0, 0.50), ("b", 1, 0, 0.30), ("a", 2, 0, 0.40), ("b", 2, 0, 0.45), ("b", 2, 1, 0.47)]
+    (run / "journal.jsonl").write_text("".join(
+        json.dumps({"config_key": key, "rung": rung, "seed_offset": offset, "top1": top1, "step": 1, "axis": "x",
+                    "kind": "expand", "gflops": 0.1, "seconds": 10, "ended": 100.0 + i, "status": "ok"}) + "\n"
+        for i, (key, rung, offset, top1) in enumerate(rows)))
+    trials = proxy_trials(load_run(run), 2.0)
+    assert trials["compute"].sum() == 100  # every rung and seed spent its own seconds
+    assert list(anytime_curve(trials, 0.3)["best_top1"]) == pytest.approx([0.50, 0.50, 0.40, 0.45, 0.46])
+    front = frontier(trials)
+    assert list(front["config_key"]) == ["b"] and front["top1"][0] == pytest.approx(0.46)
+    table, _ = compare_runs([run], out=tmp_path / "c.png")
+    assert (table["trials"][0], table["configs"][0], table["best_top1_final"][0]) == (5, 2, pytest.approx(0.46))
+
+
+def test_compute_of_a_searched_run_sums_every_rung_and_seed(tmp_path):
+    run = make_run(tmp_path, proxy=HALVING, init="inherit", final=False)
+    spent = [r for r in map(json.loads, (run / "journal.jsonl").read_text().splitlines()) if r["status"] != "retried"]
+    assert len(spent) > len({r["config_key"] for r in spent}) and any(r["seed_offset"] for r in spent)
+    assert proxy_trials(load_run(run), 2.0)["compute"].sum() == pytest.approx(2.0 * sum(r["seconds"] for r in spent))
 
 
 def test_different_targets_need_an_explicit_one(tmp_path, runs):

@@ -1,10 +1,12 @@
 """Compare search runs at equal proxy compute: anytime curves, frontiers and one table.
 
 Proxy compute of a trial is its journaled ``seconds`` times the run's ``cpus_per_trial``
-(CPU-seconds; GPU-seconds when trials held GPUs). A run's anytime curve is the best proxy
-top-1 among trained configs at or under the target after each trial, in the order trials
-ended; comparing every run at the smallest total compute any of them spent makes the
-strategies meet at equal cost.
+(CPU-seconds; GPU-seconds when trials held GPUs); a config trained over several rungs or
+seeds has one trial for each, each with its own seconds. A run's anytime curve is the best
+proxy top-1 among trained configs at or under the target after each trial, in the order
+trials ended, each config with its score at the highest rung it had reached (the mean over
+its seeds there); comparing every run at the smallest total compute any of them spent makes
+the strategies meet at equal cost.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Mapping, Sequence
 import pandas as pd
 
 from .errors import UserError
+from .report import config_scores, frontier as pareto, numeric_column
 from .rundir import RunDir, load_run
 
 __all__ = ["proxy_trials", "anytime_curve", "best_at", "frontier", "compare_table", "plot_compare",
@@ -34,9 +37,22 @@ def proxy_trials(journal: pd.DataFrame, cpus_per_trial: float) -> pd.DataFrame:
 
 
 def anytime_curve(trials: pd.DataFrame, target_gflops: float, tolerance: float = 0.0) -> pd.DataFrame:
-    """``cumulative`` compute against the best top-1 so far at cost <= target (NaN before any)."""
+    """``cumulative`` compute against the best top-1 so far at cost <= target (NaN before any).
+
+    A config counts with its latest score: a higher rung replaces its lower ones, seeds at one rung average.
+    """
     under = (trials["status"] == "ok") & (trials["gflops"] <= target_gflops * (1 + tolerance))
-    best = trials["top1"].where(under).astype(float).cummax().ffill()
+    scores = trials["top1"].where(under).astype(float)
+    held: dict[str, tuple[float, list[float]]] = {}  # config key -> (rung, top-1 of each seed there)
+    best = []
+    for key, rung, top1 in zip(trials["config_key"], numeric_column(trials, "rung").fillna(0), scores):
+        if not math.isnan(top1):
+            level, seeds = held.get(key, (-math.inf, []))
+            if rung > level:
+                held[key] = (rung, [top1])
+            elif rung == level:
+                seeds.append(top1)
+        best.append(max((sum(s) / len(s) for _, s in held.values()), default=math.nan))
     return pd.DataFrame({"cumulative": trials["cumulative"], "best_top1": best})
 
 
@@ -47,11 +63,8 @@ def best_at(curve: pd.DataFrame, budget: float) -> float:
 
 
 def frontier(trials: pd.DataFrame) -> pd.DataFrame:
-    """Pareto front of trained configs: no other is both cheaper (or equal) and more accurate."""
-    ok = trials[trials["status"] == "ok"].dropna(subset=["top1"]).sort_values(["gflops", "top1"],
-                                                                               ascending=[True, False])
-    keep = ok["top1"] > ok["top1"].cummax().shift(fill_value=-math.inf)
-    return ok[keep][["gflops", "top1", "config_key"]].reset_index(drop=True)
+    """Pareto front of trained configs, each at its highest rung: no other is both cheaper (or equal) and more accurate."""
+    return pareto(config_scores(trials))[["gflops", "top1", "config_key"]]
 
 
 def compare_table(runs: Mapping[str, pd.DataFrame], strategies: Mapping[str, str], target_gflops: float,
@@ -63,6 +76,7 @@ def compare_table(runs: Mapping[str, pd.DataFrame], strategies: Mapping[str, str
     for name, trials in runs.items():
         curve = curves[name]
         rows.append({"run": name, "strategy": strategies[name], "trials": len(trials),
+                     "configs": trials["config_key"].nunique(),
                      "compute_s": float(trials["compute"].sum()), "common_budget_s": common,
                      "best_top1_at_common": best_at(curve, common),
                      "best_top1_final": best_at(curve, math.inf),
@@ -84,7 +98,7 @@ def plot_compare(runs: Mapping[str, pd.DataFrame], target_gflops: float, out: st
         curve = anytime_curve(trials, target_gflops, tolerance)
         line, = left.step(curve["cumulative"], curve["best_top1"], where="post", label=name)
         front = frontier(trials)
-        ok = trials[trials["status"] == "ok"]
+        ok = config_scores(trials)
         right.scatter(ok["gflops"], ok["top1"], s=10, alpha=0.35, color=line.get_color())
         right.step(front["gflops"], front["top1"], where="post", color=line.get_color(), label=name)
     left.axvline(common, color="grey", linestyle=":", label="common budget")

@@ -22,8 +22,8 @@ from .errors import UserError
 from .rundir import RunDir, load_run
 from .search import CEILING_FACTOR
 
-__all__ = ["frontier", "config_seconds", "config_scores", "provenance", "describe_provenance", "run_report",
-           "final_metrics", "render", "REPORT_FORMATS"]
+__all__ = ["frontier", "numeric_column", "config_seconds", "config_scores", "provenance", "describe_provenance",
+           "run_report", "final_metrics", "render", "REPORT_FORMATS"]
 
 REPORT_FORMATS = ("table", "csv", "markdown", "json")
 _SECTIONS = ("path", "frontier", "failures")
@@ -48,7 +48,7 @@ def final_metrics(run_dir: str | Path) -> dict[str, Any]:
     return {**{k: started[k] for k in ("init", "origin_key") if k in started}, **json.loads(path.read_text())}
 
 
-def _numeric(frame: pd.DataFrame, column: str) -> pd.Series:
+def numeric_column(frame: pd.DataFrame, column: str) -> pd.Series:
     """A journal column as numbers (NaN where missing, or everywhere for journals older than the column)."""
     if column not in frame:
         return pd.Series(math.nan, index=frame.index, dtype=float)
@@ -57,15 +57,15 @@ def _numeric(frame: pd.DataFrame, column: str) -> pd.Series:
 
 def config_seconds(journal: pd.DataFrame) -> pd.Series:
     """Proxy seconds spent on each config: the sum over all its records (rungs, seed repeats, attempts)."""
-    return _numeric(journal, "seconds").fillna(0.0).groupby(journal["config_key"]).sum()
+    return numeric_column(journal, "seconds").fillna(0.0).groupby(journal["config_key"]).sum()
 
 
 def config_scores(journal: pd.DataFrame) -> pd.DataFrame:
     """One row per config that trained ``ok``: its record at its highest rung, with ``top1`` the mean over
     that rung's seeds, ``seeds`` their count and ``seconds`` the compute of all its records."""
     ok = journal[journal["status"] == "ok"]
-    ok = ok.assign(top1=_numeric(ok, "top1"), rung=_numeric(ok, "rung"),
-                   seed_offset=_numeric(ok, "seed_offset").fillna(0)).dropna(subset=["top1"])
+    ok = ok.assign(top1=numeric_column(ok, "top1"), rung=numeric_column(ok, "rung"),
+                   seed_offset=numeric_column(ok, "seed_offset").fillna(0)).dropna(subset=["top1"])
     level = ok["rung"].fillna(0)
     top = ok[level == level.groupby(ok["config_key"]).transform("max")]
     by_config = top.groupby("config_key")["top1"]
@@ -188,7 +188,7 @@ def _provenance(settings: Mapping[str, Any], journal: pd.DataFrame, path: Mappin
     inits = spent.drop_duplicates("config_key").get("init", pd.Series(dtype=object)).dropna().astype(str)
     scores = config_scores(journal)
     step_top = scores.groupby(["step", "kind"])["rung"].transform("max")  # a step's rungs may stretch
-    repeats = (_numeric(spent, "seed_offset").fillna(0) > 0).sum()
+    repeats = (numeric_column(spent, "seed_offset").fillna(0) > 0).sum()
     stretch = proxy.get("step_compute")
     return {"proxy_schedule": proxy.get("name") or settings.get("proxy_schedule"),
             "proxy_epochs": proxy.get("epochs"), "step_compute": stretch,
