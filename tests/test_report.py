@@ -212,6 +212,15 @@ def test_report_header_names_the_proxy_mechanism(halving_dir, run_dir):
     assert "\nfinal: trained from scratch\n" in plain
 
 
+def test_inherit_mode_without_a_parent_is_reported_as_scratch(tmp_path):
+    run = make_run(tmp_path, init="inherit", final=False)
+    lines = (run / "journal.jsonl").read_text().splitlines()
+    inherited = {r["config_key"] for r in map(json.loads, lines) if r.get("init") == "inherit"}
+    (run / "journal.jsonl").write_text("".join(line.replace('"inherit"', '"scratch: parent weights missing"') + "\n"
+                                               for line in lines))
+    assert f"; every candidate trained from scratch ({len(inherited)} as a fallback)" in render(run_report(run))
+
+
 def test_skipped_candidates_are_listed(tmp_path):
     run = make_run(tmp_path, target=0.3, final=False)
     skipped = run_report(run)["failures"].query("status == 'skipped'")

@@ -225,12 +225,15 @@ def describe_provenance(prov: Mapping[str, Any]) -> list[str]:
         epochs = (f" ({prov['proxy_epochs']} epochs, up to {prov['max_epochs']} in cheap steps for "
                   f"{prov['step_compute']:g} GFLOP-clips; rungs stretch alike)")
     parts = [f"schedule {prov['proxy_schedule'] or 'unknown'}{epochs}"]
-    if prov["proxy_init"] == "inherit":
-        fallback = f", {prov['scratch_fallbacks']} of them as a fallback" if prov["scratch_fallbacks"] else ""
-        counts = (f" ({prov['configs_inherited']} configs inherited, {prov['configs_from_scratch']} from scratch"
-                  f"{fallback})") if prov["configs_inherited"] + prov["configs_from_scratch"] else ""
-        parts.append(f"weights inherited along the path{counts}")
-    else:
+    inherited, scratch, fallbacks = prov["configs_inherited"], prov["configs_from_scratch"], prov["scratch_fallbacks"]
+    if inherited:
+        note = f", {fallbacks} of them as a fallback" if fallbacks else ""
+        parts.append(f"weights inherited along the path ({inherited} configs inherited, {scratch} from scratch{note})")
+    elif prov["proxy_init"] == "inherit" and not scratch:  # a journal from before inits were recorded
+        parts.append("weights inherited along the path")
+    elif fallbacks:
+        parts.append(f"every candidate trained from scratch ({fallbacks} as a fallback)")
+    else:  # scratch mode, or nothing had a parent to inherit from (e.g. Optuna's samples)
         parts.append("every candidate trained from scratch")
     if prov.get("rungs"):
         parts.append(f"successive halving over rungs of {prov['rungs']} epochs keeping {prov['rung_keep']:.0%} "
