@@ -28,14 +28,17 @@ class Feed:
     device: torch.device
     channels_last: bool
     autocast: AbstractContextManager[Any]
-    sampler: Any = None  # a callable (dataset, shuffle, epoch) -> Sampler, e.g. a distributed one
+    sampler: Any = None  # a callable (dataset, shuffle, generator) -> Sampler, e.g. a distributed one
 
     def loader(self, dataset: Dataset, batch_size: int, shuffle: bool, epoch: int) -> DataLoader:
-        """A loader whose order and worker seeds depend only on (seed, epoch): resumable without its state."""
+        """A loader whose order and worker seeds depend only on (seed, epoch): resumable without its state.
+
+        A ``sampler`` hook gets the loader's generator, seeded by (seed, epoch), to draw its order from.
+        """
         if hasattr(dataset, "set_epoch"):
             dataset.set_epoch(epoch)
         generator = torch.Generator().manual_seed(self.seed * SEED_STRIDE + epoch)
-        sampler: Sampler | None = self.sampler(dataset, shuffle, epoch) if self.sampler else None
+        sampler: Sampler | None = self.sampler(dataset, shuffle, generator) if self.sampler else None
         return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None,
                           sampler=sampler, generator=generator, num_workers=self.num_workers,
                           persistent_workers=False, drop_last=False, pin_memory=self.device.type == "cuda")

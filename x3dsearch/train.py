@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 from tqdm import tqdm
 
 from .checkpoint import CHECKPOINT, CheckpointStore, FileCheckpoints, atomic_torch_save, capture_rng, check_identity, restore_rng
@@ -37,7 +37,8 @@ from .model import build_model
 from .rundir import atomic_write
 from .schedule import Schedule, load_schedule
 
-__all__ = ["TrainResult", "train", "resolve_threads", "CHECKPOINT", "METRICS", "MODEL"]
+__all__ = ["TrainResult", "Parallel", "train", "resolve_threads", "checkpoint_identity", "CHECKPOINT", "METRICS",
+           "MODEL", "CONFIG"]
 
 METRICS, MODEL, CONFIG = "metrics.json", "model.pt", "config.yaml"
 _EXPLODE_FACTOR = 20.0  # a loss this many times the first step's loss counts as divergence
@@ -68,6 +69,8 @@ class TrainResult:
     skipped: tuple[tuple[str, str], ...] = ()
     stopped_early: bool = False
     diverged_step: int | None = None
+    world_size: int = 1
+    global_batch: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (lists instead of tuples)."""
@@ -108,6 +111,37 @@ class _State:
     stopped_early: bool = False
 
 
+class Parallel:
+    """How a run shares its training with other processes; this base class is a run alone.
+
+    A distributed worker (:mod:`x3dsearch.distributed`) overrides it: ``wrap`` turns the built model
+    into the module that trains (DDP), ``sampler`` shards the training set (see
+    :class:`~x3dsearch.evaluate.Feed`), ``mean`` averages a loss over the workers so that all of them
+    see the same number, ``store`` keeps the checkpoints. Only the ``chief`` tests.
+    """
+
+    world_size: int = 1
+    chief: bool = True
+    sampler: Callable[[Dataset, bool, torch.Generator], Sampler] | None = None
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        """The module that takes the training steps (it shares its parameters with ``model``)."""
+        return model
+
+    def mean(self, loss: torch.Tensor) -> float:
+        """The loss of a step as every process sees it."""
+        return loss.item()
+
+    def store(self, out_dir: Path | None) -> CheckpointStore | None:
+        """Where checkpoints go: ``out_dir/checkpoint.pt``, or nowhere without ``out_dir``."""
+        return FileCheckpoints(out_dir) if out_dir is not None else None
+
+
+def checkpoint_identity(config: X3DConfig, schedule: Schedule, seed: int) -> dict[str, Any]:
+    """What a checkpoint must have been written for to be resumed by a run."""
+    return {"config": config.to_dict(), "schedule": schedule.to_dict(), "seed": seed}
+
+
 def resolve_threads(threads: int | None = None) -> int:
     """Intra-op threads: the argument, else the CPUs Ray assigned, else OMP_NUM_THREADS, else all cores."""
     if threads is not None:
@@ -133,7 +167,8 @@ def train(config: X3DConfig, data: str | Path | tuple[Dataset, Dataset], schedul
           progress: bool = False, device: str | torch.device | None = None, threads: int | None = None,
           on_epoch: EpochCallback | None = None,
           init_state: Mapping[str, torch.Tensor] | None = None,
-          weights_out: str | Path | None = None, stop_after_epochs: int | None = None) -> TrainResult:
+          weights_out: str | Path | None = None, stop_after_epochs: int | None = None,
+          parallel: Parallel | None = None) -> TrainResult:
     """Train and evaluate ``config`` on ``data`` (a dataset root or a (train, val) pair) with ``schedule``.
 
     With ``out_dir``, a checkpoint is written there after every epoch and ``metrics.json``,
@@ -143,14 +178,15 @@ def train(config: X3DConfig, data: str | Path | tuple[Dataset, Dataset], schedul
     the trained state dict in that file. ``stop_after_epochs`` pauses the schedule after that many
     epochs (its learning rate still follows all ``schedule.epochs``) and evaluates: a later call with
     ``resume=True`` and a larger value continues it, as successive halving's rungs do. Errors
-    inside the run come back as ``status="failed"`` (only KeyboardInterrupt propagates).
+    inside the run come back as ``status="failed"`` (only KeyboardInterrupt propagates). ``parallel``
+    makes this process one worker of a distributed training (see :class:`Parallel`).
     """
     schedule = load_schedule(schedule)
     run = _Run(config, schedule, seed, out_dir=Path(out_dir) if out_dir is not None else None,
                device=torch.device(device) if device is not None else _default_device(),
                threads=resolve_threads(threads), progress=progress, on_epoch=on_epoch, init_state=init_state,
                weights_out=Path(weights_out) if weights_out is not None else None,
-               stop_after_epochs=stop_after_epochs)
+               stop_after_epochs=stop_after_epochs, parallel=parallel or Parallel())
     checkpoint = run.load_checkpoint() if resume else None
     return run.execute(data, checkpoint)
 
@@ -179,12 +215,13 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def _optimizer(model: nn.Module, schedule: Schedule) -> torch.optim.Optimizer:
-    """SGD with momentum (the paper's recipe) or AdamW, at the schedule's batch-scaled peak LR."""
+def _optimizer(model: nn.Module, schedule: Schedule, workers: int) -> torch.optim.Optimizer:
+    """SGD with momentum (the paper's recipe) or AdamW, at the peak LR scaled to the global batch."""
     groups = _param_groups(model, schedule.weight_decay)
+    lr = schedule.lr() * workers
     if schedule.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=schedule.lr(), betas=(schedule.momentum, 0.999))
-    return torch.optim.SGD(groups, lr=schedule.lr(), momentum=schedule.momentum)
+        return torch.optim.AdamW(groups, lr=lr, betas=(schedule.momentum, 0.999))
+    return torch.optim.SGD(groups, lr=lr, momentum=schedule.momentum)
 
 
 def _lr_factor(step: int, total: int, warmup: int) -> float:
@@ -253,13 +290,12 @@ class _Run:
     def __init__(self, config: X3DConfig, schedule: Schedule, seed: int, *, out_dir: Path | None,
                  device: torch.device, threads: int, progress: bool, on_epoch: EpochCallback | None,
                  init_state: Mapping[str, torch.Tensor] | None = None, weights_out: Path | None = None,
-                 stop_after_epochs: int | None = None) -> None:
-        self.config, self.schedule, self.seed = config, schedule, seed
+                 stop_after_epochs: int | None = None, parallel: Parallel) -> None:
+        self.config, self.schedule, self.seed, self.parallel = config, schedule, seed, parallel
         self.weights_out, self.stop = weights_out, stop_after_epochs or schedule.epochs
         self.out_dir, self.device, self.threads = out_dir, device, threads
-        self.progress, self.on_epoch, self.init_state = progress, on_epoch, init_state
-        identity = {"config": config.to_dict(), "schedule": schedule.to_dict(), "seed": seed}
-        self.checkpoints = _Checkpoints(FileCheckpoints(out_dir) if out_dir is not None else None, identity, device)
+        self.progress, self.on_epoch, self.init_state = progress and parallel.chief, on_epoch, init_state
+        self.checkpoints = _Checkpoints(parallel.store(out_dir), checkpoint_identity(config, schedule, seed), device)
         self.train_crop = schedule.train_crop(config)
         self.feed = _feed(schedule, seed, device)
         self.state = _State()
@@ -294,24 +330,26 @@ class _Run:
             clips_per_s=s.clips_seen / s.train_seconds if s.train_seconds > 0 else 0.0,
             peak_memory_mb=_peak_memory_mb(self.device), device=str(self.device), threads=self.threads,
             seed=self.seed, config=self.config.to_dict(), schedule=self.schedule.name,
-            train_crop=self.train_crop, skipped=self.skipped, stopped_early=s.stopped_early, **fields)
+            train_crop=self.train_crop, skipped=self.skipped, stopped_early=s.stopped_early,
+            world_size=self.parallel.world_size, global_batch=self.schedule.batch_size * self.parallel.world_size,
+            **fields)
 
     def _seconds(self) -> float:
         """Wall time of the whole run, including the time spent before a resume."""
         return self.wall_before + time.monotonic() - self.started
 
     def _train_and_evaluate(self, data: str | Path | tuple[Dataset, Dataset],
-                            checkpoint: dict[str, Any] | None) -> tuple[float, float]:
+                            checkpoint: dict[str, Any] | None) -> tuple[float | None, float | None]:
         _seed_everything(self.seed)
         schedule = self.schedule
         train_set, val_set = _open_datasets(data, self.config, schedule, self.seed)
         self.skipped = tuple(tuple(s) for s in (*getattr(train_set, "skipped", ()), *getattr(val_set, "skipped", ())))
-        parts = _Parts.build(self.config, schedule, math.ceil(len(train_set) / schedule.batch_size),
-                             self.device, self.init_state)
+        parts = _Parts.build(self.config, schedule, len(train_set), self.device, self.init_state, self.parallel)
         if checkpoint is not None:
             self.state = self.checkpoints.restore(parts, checkpoint)
             self.wall_before = self.state.wall_seconds
-        epochs = _Epochs(self.state, schedule, self.feed, parts, self._seconds)
+        feed = dataclasses.replace(self.feed, sampler=self.parallel.sampler)
+        epochs = _Epochs(self.state, schedule, feed, parts, self._seconds, self.parallel)
         bar = tqdm(total=parts.total_steps, initial=self.state.step, file=sys.stderr, disable=not self.progress,
                    unit="step", dynamic_ncols=True, leave=True)
         try:
@@ -324,13 +362,20 @@ class _Run:
                                                      "seconds": self._seconds()})
         finally:
             bar.close()
+        if not self.parallel.chief:
+            return None, None
         top1, top5 = _test(parts.model, train_set, val_set, self.feed, schedule)
-        for path in (self.weights_out, self.out_dir / MODEL if self.out_dir is not None else None):
-            if path is not None:
-                atomic_torch_save(parts.model.state_dict(), path)
-        if self.out_dir is not None:
-            atomic_write(self.out_dir / CONFIG, self.config.to_yaml())
+        _save_outputs(parts.model, self.config, self.weights_out, self.out_dir)
         return top1, top5
+
+
+def _save_outputs(model: nn.Module, config: X3DConfig, weights_out: Path | None, out_dir: Path | None) -> None:
+    """The trained weights into ``weights_out`` and ``out_dir/model.pt``, the config into ``out_dir/config.yaml``."""
+    for path in (weights_out, out_dir / MODEL if out_dir is not None else None):
+        if path is not None:
+            atomic_torch_save(model.state_dict(), path)
+    if out_dir is not None:
+        atomic_write(out_dir / CONFIG, config.to_yaml())
 
 
 class _Checkpoints:
@@ -360,28 +405,34 @@ class _Checkpoints:
 
 @dataclass
 class _Parts:
-    """What an epoch updates: the model, its optimiser and the per-step LR schedule."""
+    """What an epoch updates: the model (``net`` trains it: itself, or its DDP wrapper), its optimiser and
+    the per-step LR schedule."""
 
     model: nn.Module
+    net: nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
     total_steps: int
 
     @classmethod
-    def build(cls, config: X3DConfig, schedule: Schedule, steps_per_epoch: int, device: torch.device,
-              init_state: Mapping[str, torch.Tensor] | None) -> "_Parts":
-        """A fresh (or ``init_state``-initialised) model on ``device`` with its optimiser and schedule."""
+    def build(cls, config: X3DConfig, schedule: Schedule, train_clips: int, device: torch.device,
+              init_state: Mapping[str, torch.Tensor] | None, parallel: Parallel) -> "_Parts":
+        """A fresh (or ``init_state``-initialised) model on ``device`` with its optimiser and schedule.
+
+        Each of the ``parallel.world_size`` processes steps through its share of ``train_clips``.
+        """
         model = build_model(config)
         if init_state is not None:
             model.load_state_dict(init_state)
         model = model.to(device)
         if schedule.channels_last:
             model = model.to(memory_format=torch.channels_last_3d)
-        optimizer = _optimizer(model, schedule)
+        optimizer = _optimizer(model, schedule, parallel.world_size)
+        steps_per_epoch = math.ceil(math.ceil(train_clips / parallel.world_size) / schedule.batch_size)
         total = steps_per_epoch * schedule.epochs
         warmup = round(schedule.warmup_epochs * steps_per_epoch)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _lr_factor(step, total, warmup))
-        return cls(model, optimizer, scheduler, total)
+        return cls(model, parallel.wrap(model), optimizer, scheduler, total)
 
     def state_dicts(self) -> dict[str, Any]:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
@@ -397,20 +448,21 @@ class _Epochs:
     """The epoch loop: optimisation steps, divergence checks, the time budget and progress."""
 
     def __init__(self, state: _State, schedule: Schedule, feed: Feed, parts: _Parts,
-                 seconds: Callable[[], float]) -> None:
+                 seconds: Callable[[], float], parallel: Parallel) -> None:
         self.state, self.schedule, self.feed, self.parts, self.seconds = state, schedule, feed, parts, seconds
+        self.parallel = parallel
 
     def run(self, train_set: Dataset, bar: tqdm | None) -> None:
         """One epoch (or its rest, up to the time budget); updates the shared state."""
         state, schedule = self.state, self.schedule
-        self.parts.model.train()
+        self.parts.net.train()
         if bar is not None:
             bar.set_description(f"epoch {state.epoch + 1}/{schedule.epochs}")
         total_loss, batches = 0.0, 0
         tick = time.monotonic()
         for clips, labels in self.feed.loader(train_set, schedule.batch_size, True, state.epoch):
             value = self._step(clips, labels)
-            state.clips_seen += len(labels)
+            state.clips_seen += len(labels) * self.parallel.world_size
             total_loss += value
             batches += 1
             now = time.monotonic()
@@ -433,11 +485,11 @@ class _Epochs:
         state, schedule, parts = self.state, self.schedule, self.parts
         clips, labels = self.feed.to_device(clips), labels.to(self.feed.device, non_blocking=True)
         with self.feed.autocast:
-            logits = parts.model(clips)
+            logits = parts.net(clips)
         loss = F.cross_entropy(logits.float(), labels, label_smoothing=schedule.label_smoothing)
         if state.step == schedule.debug_nan_step:
             loss = loss * float("nan")
-        value = loss.item()
+        value = self.parallel.mean(loss)
         if state.first_loss is None:
             state.first_loss = value
         if not math.isfinite(value) or value > _EXPLODE_FACTOR * max(state.first_loss, 1.0):
