@@ -1,0 +1,312 @@
+"""Full training across machines: the one training loop of :mod:`x3dsearch.train` on Ray Train workers (DDP).
+
+:func:`train_distributed` runs :func:`x3dsearch.train.train` in every worker of a Ray Train
+``TorchTrainer``, with a :class:`_Worker` (a :class:`~x3dsearch.train.Parallel`) that makes the
+loop one process of PyTorch DistributedDataParallel (gloo on CPU, nccl on GPU):
+
+* Batch and learning rate: the schedule's ``batch_size`` is per worker, so a step sees the global
+  batch ``workers x batch_size`` and the learning rate scales linearly with it, ``base_lr x workers
+  x batch_size / ref_batch_size``. To keep a schedule's global batch on N workers, divide its
+  ``batch_size`` by N.
+* Data: each epoch every worker reads its shard of the training set (a ``DistributedSampler`` over
+  the loop's (seed, epoch) permutation: with one worker it is exactly the single-process order).
+  The step loss is averaged over the workers, so all of them see the same number: the epoch losses
+  are those of the global batch and a divergence stops every worker at the same step. A schedule
+  with ``time_budget_s`` is refused, as each worker would stop at its own step.
+* BatchNorm: SyncBatchNorm on GPU workers, each worker's own batch on CPU. Synchronising matters
+  when the per-worker batch is small (a few clips give noisy statistics), but torch's SyncBatchNorm
+  only runs on GPU tensors; on CPU a worker normalises its batch as a single process with that batch
+  size would. The synchronised modules belong to a copy of the network that shares every parameter
+  and buffer with the model, so the model that is tested and saved keeps plain BatchNorm;
+  channels-last memory and the fast channelwise conv (a CPU kernel, :mod:`x3dsearch.fastconv`) are
+  untouched, and DDP does not broadcast buffers: only rank 0's are tested.
+* Testing: precise BN (when the schedule asks) and the multi-view test run once, on rank 0, over the
+  whole training and validation sets: the same kind of number a single process reports.
+* Checkpoints: after every epoch rank 0 reports the loop's checkpoint through ``ray.train.report``
+  and Ray Train copies it to the storage (default: the output folder; on a cluster it must be shared).
+  A worker that dies is replaced and every worker continues from the last checkpoint, up to
+  ``max_failures`` times; the same call after the driver died continues from it too. At the end
+  rank 0 reports ``metrics.json``, ``model.pt`` and ``config.yaml`` with the last checkpoint, and the
+  driver copies them into the output folder.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import math
+import os
+import shutil
+import signal
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import ray
+import ray.train
+import torch
+import torch.distributed as dist
+from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchConfig, TorchTrainer, get_device
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import Dataset, DistributedSampler
+
+from .checkpoint import CHECKPOINT, FileCheckpoints, check_identity
+from .config import X3DConfig
+from .dispatch import DispatchOptions, RayDispatcher
+from .errors import ConfigError, UserError
+from .rundir import atomic_write
+from .schedule import Schedule, load_schedule
+from .train import CONFIG, METRICS, MODEL, EpochCallback, Parallel, TrainResult, checkpoint_identity, train
+
+__all__ = ["WorkerOptions", "RayCheckpoints", "train_distributed", "run_location", "last_checkpoint"]
+
+KILL_ONCE_ENV = "X3DSEARCH_DEBUG_KILL_WORKER_ONCE"  # fault injection for tests: a marker file path
+_OUTPUTS = (METRICS, MODEL, CONFIG)
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    """How many workers train and where: ``address=None`` starts a local Ray on this machine."""
+
+    workers: int = 2
+    address: str | None = None
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
+    storage: str | None = None
+    max_failures: int = 2
+
+
+def run_location(out_dir: Path, storage: str | None) -> tuple[str, str]:
+    """The Ray Train storage (default: ``out_dir``) and run name (one per output folder) of a training."""
+    out = out_dir.resolve()
+    root = storage if storage and "://" in storage else str(Path(storage or out).resolve())
+    return root.rstrip("/"), f"train-{hashlib.sha1(str(out).encode()).hexdigest()[:10]}"
+
+
+def last_checkpoint(storage: str, name: str) -> Checkpoint | None:
+    """The latest checkpoint Ray Train registered for run ``name`` in ``storage``, if any."""
+    try:
+        return ray.train.Result.from_path(f"{storage}/{name}").checkpoint
+    except RuntimeError:  # no such run folder, or no checkpoint registered in it yet
+        return None
+
+
+class RayCheckpoints:
+    """A :class:`~x3dsearch.checkpoint.CheckpointStore` through Ray Train's checkpoints.
+
+    ``save`` is collective: every worker reports, rank 0 with its ``checkpoint.pt`` (written in its
+    ``folder``). ``load`` gives every worker the last checkpoint Ray Train registered.
+    """
+
+    def __init__(self, folder: Path, chief: bool, world_size: int, path: str) -> None:
+        self.folder, self.chief, self.world_size, self.path = folder, chief, world_size, path
+
+    def load(self) -> dict[str, Any] | None:
+        checkpoint = ray.train.get_checkpoint()
+        if checkpoint is None:
+            return None
+        with checkpoint.as_directory() as folder:
+            if self.chief:  # the folder keeps the last checkpoint: a resumed finished run reports it again
+                shutil.copyfile(Path(folder) / CHECKPOINT, self.folder / CHECKPOINT)
+            return FileCheckpoints(folder).load()
+
+    def save(self, payload: Mapping[str, Any]) -> None:
+        if self.chief:
+            FileCheckpoints(self.folder).save({**payload, "world_size": self.world_size})
+        state = payload["state"]
+        self.report({"epoch": state["epoch"], "loss": state["epoch_losses"][-1]})
+
+    def report(self, metrics: Mapping[str, Any]) -> None:
+        """Report ``metrics`` from every worker, with rank 0's folder as the checkpoint."""
+        ray.train.report(dict(metrics), checkpoint=Checkpoint.from_directory(self.folder) if self.chief else None)
+
+
+class _Shard(DistributedSampler):
+    """A rank's share of the order a single process would read in the epoch (with one rank: that order).
+
+    The order is drawn from the loader's generator, seeded by (seed, epoch), as a shuffling
+    ``DataLoader`` draws it; ranks take every ``num_replicas``-th index after padding the order to a
+    multiple of the ranks, so that all of them take the same number of steps.
+    """
+
+    def __init__(self, dataset: Dataset, world_size: int, rank: int, shuffle: bool, generator: torch.Generator) -> None:
+        super().__init__(dataset, world_size, rank, shuffle=shuffle)
+        self.generator = generator
+
+    def __iter__(self) -> Iterator[int]:
+        n = len(self.dataset)
+        order = torch.randperm(n, generator=self.generator).tolist() if self.shuffle else list(range(n))
+        order = (order * math.ceil(self.total_size / n))[:self.total_size]
+        return iter(order[self.rank::self.num_replicas])
+
+
+def _sync_bn_copy(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` with SyncBatchNorm that shares every parameter and buffer with it."""
+    shared = {id(t): t for t in itertools.chain(model.parameters(), model.buffers())}
+    return nn.SyncBatchNorm.convert_sync_batchnorm(copy.deepcopy(model, shared))
+
+
+class _Worker(Parallel):
+    """One DDP process of the training loop: rank ``rank`` of ``world_size``."""
+
+    def __init__(self, rank: int, world_size: int, device: torch.device, seed: int, store: RayCheckpoints) -> None:
+        self.rank, self.world_size, self.chief, self.device = rank, world_size, rank == 0, device
+        self.seed, self._store = seed, store
+        self.sampler = self._shard
+
+    def _shard(self, dataset: Dataset, shuffle: bool, generator: torch.Generator) -> _Shard:
+        return _Shard(dataset, self.world_size, self.rank, shuffle, generator)
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        if self.device.type == "cuda":
+            return DistributedDataParallel(_sync_bn_copy(model), device_ids=[self.device], broadcast_buffers=False)
+        return DistributedDataParallel(model, broadcast_buffers=False)
+
+    def mean(self, loss: torch.Tensor) -> float:
+        total = loss.detach().clone()
+        dist.all_reduce(total)
+        return total.item() / self.world_size
+
+    def store(self, out_dir: Path | None) -> RayCheckpoints:
+        return self._store
+
+
+def _kill_once(marker: str | None, rank: int, world_size: int) -> EpochCallback | None:
+    """Test hook: the last rank SIGKILLs itself after its first checkpoint, once per ``marker`` file.
+
+    The marker gets the pid that died, then the number of every epoch its replacement trains.
+    """
+    if not marker or rank != world_size - 1:
+        return None
+
+    def die(epoch: int, metrics: Mapping[str, Any]) -> None:
+        path = Path(marker)
+        if path.exists():
+            with path.open("a") as log:
+                log.write(f" {epoch}")
+            return
+        ray.train.get_all_reported_checkpoints()  # Ray Train has registered the checkpoint just reported
+        path.write_text(str(os.getpid()))
+        os.kill(os.getpid(), signal.SIGKILL)
+    return die
+
+
+def _worker_loop(job: Mapping[str, Any]) -> None:
+    """The function every Ray Train worker runs: the training loop as one DDP process."""
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    device = get_device()
+    with tempfile.TemporaryDirectory(prefix="x3dsearch-train-") as folder:
+        store = RayCheckpoints(Path(folder), rank == 0, world, job["where"])
+        result = train(X3DConfig.from_dict(job["config"]), job["data"], Schedule.from_dict(job["schedule"]),
+                       seed=job["seed"], out_dir=Path(folder) if rank == 0 else None, resume=True, device=device,
+                       threads=job["threads"], init_state=job["init_state"],
+                       on_epoch=_kill_once(job["kill_marker"], rank, world),
+                       parallel=_Worker(rank, world, device, job["seed"], store))
+        if result.status == "failed":  # this worker alone may have failed: Ray Train stops the others
+            raise RuntimeError(result.reason)
+        store.report({"status": result.status})
+
+
+def train_distributed(config: X3DConfig, data: str | Path | tuple[Dataset, Dataset], schedule: Schedule | str,
+                      seed: int = 0, *, out_dir: str | Path, options: WorkerOptions,
+                      init_state: Mapping[str, torch.Tensor] | None = None) -> TrainResult:
+    """Train ``config`` on ``options.workers`` Ray Train workers into ``out_dir``, as :func:`~.train.train` does.
+
+    Continues from the run's last checkpoint when there is one (after a kill of the driver).
+    ``out_dir`` ends with ``metrics.json``, ``model.pt`` and ``config.yaml``; a run that cannot
+    finish (a worker error, more deaths than ``max_failures``) returns ``status="failed"``.
+    """
+    schedule = load_schedule(schedule)
+    _check_options(options, schedule)
+    out = Path(out_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    storage, name = run_location(out, options.storage)
+    where = f"the Ray Train checkpoint in {storage}/{name}"
+    identity = {**checkpoint_identity(config, schedule, seed), "world_size": options.workers}
+    _check_resumable(last_checkpoint(storage, name), identity, where)
+    job = {"config": config.to_dict(), "schedule": schedule.to_dict(), "seed": seed, "where": where,
+           "data": str(Path(data).resolve()) if isinstance(data, (str, Path)) else data,
+           "threads": max(1, int(options.cpus_per_worker)), "init_state": init_state,
+           "kill_marker": os.environ.get(KILL_ONCE_ENV)}
+    ray_session = RayDispatcher(DispatchOptions(address=options.address), out)
+    ray_session.start()
+    try:
+        _check_resources(options)
+        trainer = TorchTrainer(
+            _worker_loop, train_loop_config=job,
+            torch_config=TorchConfig(backend="nccl" if options.gpus_per_worker > 0 else "gloo"),
+            scaling_config=ScalingConfig(num_workers=options.workers, use_gpu=options.gpus_per_worker > 0,
+                                         resources_per_worker={"CPU": options.cpus_per_worker,
+                                                               "GPU": options.gpus_per_worker}),
+            run_config=RunConfig(name=name, storage_path=storage,
+                                 failure_config=FailureConfig(max_failures=options.max_failures),
+                                 checkpoint_config=CheckpointConfig(num_to_keep=2)))
+        try:
+            checkpoint = trainer.fit().checkpoint
+        except ray.train.TrainingFailedError as err:
+            return _failed(config, schedule, seed, options, out, err)
+    finally:
+        ray_session.shutdown()
+    _copy_outputs(checkpoint, out)
+    return TrainResult.from_dict(json.loads((out / METRICS).read_text()))
+
+
+def _check_options(options: WorkerOptions, schedule: Schedule) -> None:
+    """One-line errors for settings a distributed training cannot honour."""
+    if options.workers < 1:
+        raise UserError(f"workers must be at least 1, got {options.workers}")
+    if options.cpus_per_worker <= 0 or options.gpus_per_worker < 0:
+        raise UserError("CPUs per worker must be positive and GPUs per worker not negative")
+    if schedule.time_budget_s is not None:
+        raise ConfigError(f"schedule {schedule.name} stops at a time budget (time_budget_s), which workers would "
+                          f"reach at different steps; use a schedule without one for a distributed training")
+
+
+def _check_resources(options: WorkerOptions) -> None:
+    """On a local Ray, fail at once when the workers cannot all start (Ray would wait for ever)."""
+    if options.address or os.environ.get("RAY_ADDRESS"):
+        return  # a cluster may grow (autoscaling): let Ray wait for its nodes
+    have = ray.cluster_resources()
+    for key, each in (("CPU", options.cpus_per_worker), ("GPU", options.gpus_per_worker)):
+        if each * options.workers > have.get(key, 0):
+            raise UserError(f"{options.workers} workers x {each:g} {key}s do not fit this machine's "
+                            f"{have.get(key, 0):g} {key}s; use fewer workers or join a cluster with --address")
+
+
+def _check_resumable(checkpoint: Checkpoint | None, identity: Mapping[str, Any], where: str) -> None:
+    """Refuse (one line) a checkpoint written for another config, schedule, seed or number of workers."""
+    if checkpoint is None:
+        return
+    with checkpoint.as_directory() as folder:
+        payload = FileCheckpoints(folder).load()
+    if payload is not None:
+        check_identity(payload, identity, where)
+
+
+def _copy_outputs(checkpoint: Checkpoint | None, out: Path) -> None:
+    """The result files of the final checkpoint into ``out``."""
+    if checkpoint is None:
+        raise UserError("the distributed training ended without a checkpoint")
+    with checkpoint.as_directory() as folder:
+        for name in _OUTPUTS:  # a diverged run has no model
+            if (Path(folder) / name).is_file():
+                tmp = out / f".{name}.tmp"
+                shutil.copyfile(Path(folder) / name, tmp)
+                os.replace(tmp, out / name)
+
+
+def _failed(config: X3DConfig, schedule: Schedule, seed: int, options: WorkerOptions, out: Path,
+            error: Exception) -> TrainResult:
+    """The result of a run Ray Train gave up on, written to ``out/metrics.json`` as the loop writes it."""
+    reason = next((line.strip() for line in reversed(str(error).splitlines()) if line.strip()), type(error).__name__)
+    result = TrainResult(status="failed", reason=f"{type(error).__name__}: {reason}"[:300], seed=seed,
+                         config=config.to_dict(), schedule=schedule.name, train_crop=schedule.train_crop(config),
+                         world_size=options.workers, global_batch=options.workers * schedule.batch_size)
+    atomic_write(out / METRICS, json.dumps(result.to_dict(), indent=2))
+    return result
