@@ -18,8 +18,12 @@ from .cost import cost_breakdown, count_flops, count_params
 from .errors import UserError
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from .runner import ExpandSettings
+    from .schedule import Schedule
     from .space import SearchSpace
+    from .train import TrainResult
 
 __all__ = ["main", "build_parser"]
 
@@ -131,6 +135,10 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     _add_schedule(p, "--proxy-schedule", "cpu_proxy", "the short candidate trainings")
     _add_proxy_init(p)
     _add_schedule(p, "--full-schedule", "cpu_full", "the final training")
+    p.add_argument("--full-workers", type=int, default=1, metavar="N",
+                   help="run the final training on N Ray Train workers (DDP), each reserving --cpus-per-trial "
+                        "CPUs and --gpus-per-trial GPUs; the full schedule's batch_size is per worker "
+                        "(see 'x3dsearch train --workers') (default: %(default)s, this process alone)")
     p.add_argument("--no-final-training", dest="final_training", action="store_false",
                    help="stop after the search and contraction")
     _add_seed(p, "seed of every training")
@@ -161,22 +169,35 @@ def _add_proxy_init(target: _Target) -> None:
                              "as in the X3D paper (default: %(default)s)")
 
 
+def _add_address(target: _Target) -> None:
+    """``--address HOST:PORT``: the Ray cluster to join."""
+    target.add_argument("--address", metavar="HOST:PORT",
+                        help="an existing Ray cluster (or ray://HOST:PORT; also RAY_ADDRESS); "
+                             "default: start a local Ray on this machine")
+
+
+def _add_storage(target: _Target, help: str) -> None:
+    """``--storage PATH``: where Ray keeps a run's results and checkpoints."""
+    target.add_argument("--storage", metavar="PATH", help=help)
+
+
+def _add_max_failures(target: _Target, help: str) -> None:
+    """``--max-failures N`` (default 2): how often Ray retries after a worker or node died."""
+    target.add_argument("--max-failures", type=int, default=2, metavar="N", help=f"{help} (default: %(default)s)")
+
+
 def _add_dispatch_options(p: argparse.ArgumentParser) -> None:
     """Where and how the proxy trainings run (Ray)."""
     group = p.add_argument_group("Ray dispatch")
-    group.add_argument("--address", metavar="HOST:PORT",
-                       help="an existing Ray cluster (or ray://HOST:PORT; also RAY_ADDRESS); "
-                            "default: start a local Ray on this machine")
-    group.add_argument("--storage", metavar="PATH",
-                       help="Ray Tune storage (must be shared by all nodes on a cluster; default: RUN_DIR/ray)")
+    _add_address(group)
+    _add_storage(group, "Ray Tune storage (must be shared by all nodes on a cluster; default: RUN_DIR/ray)")
     group.add_argument("--cpus-per-trial", type=float, default=1.0, metavar="N",
                        help="CPUs each trial reserves (default: %(default)s)")
     group.add_argument("--gpus-per-trial", type=float, default=0.0, metavar="N",
                        help="GPUs each trial reserves (default: %(default)s)")
     group.add_argument("--max-concurrent", type=int, metavar="N",
                        help="at most N trials at once (default: as many as the CPUs/GPUs fit)")
-    group.add_argument("--max-failures", type=int, default=2, metavar="N",
-                       help="retries of a trial whose worker or node died (default: %(default)s)")
+    _add_max_failures(group, "retries of a trial whose worker or node died")
 
 
 def _add_output_options(p: argparse.ArgumentParser) -> None:
@@ -202,7 +223,7 @@ def _settings_from_args(args: argparse.Namespace, strategy: str) -> "ExpandSetti
 
     if args.target_gflops <= 0:
         raise UserError("--target-gflops must be positive")
-    for flag in ("cpus_per_trial", "max_concurrent", "max_failures"):
+    for flag in ("cpus_per_trial", "max_concurrent", "max_failures", "full_workers"):
         value = getattr(args, flag)
         if value is not None and value < (0 if flag == "max_failures" else 1e-9):
             raise UserError(f"--{flag.replace('_', '-')} must be positive")
@@ -214,7 +235,7 @@ def _settings_from_args(args: argparse.Namespace, strategy: str) -> "ExpandSetti
         ceiling_gflops=args.ceiling_gflops, evaluate_contractions=args.evaluate_contractions,
         final_training=args.final_training, address=args.address, storage=args.storage,
         cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
-        max_concurrent=args.max_concurrent, max_failures=args.max_failures)
+        max_concurrent=args.max_concurrent, max_failures=args.max_failures, full_workers=args.full_workers)
 
 
 def _checked_space(settings: "ExpandSettings", resume: bool) -> "SearchSpace":
@@ -418,8 +439,9 @@ def _add_search(sub: Any) -> None:
         "The study is stored in RUN_DIR/optuna.db (resumed by --resume; each trial keeps its config as the "
         "user attribute 'config'). Browse it with:\n"
         "  pip install optuna-dashboard && optuna-dashboard sqlite:///RUN_DIR/optuna.db")
-    p.add_argument("--strategy", choices=("optuna", "expand"), default="optuna",
-                   help="search strategy (default: %(default)s)")
+    p.add_argument("--strategy", choices=("optuna", "random", "expand"), default="optuna",
+                   help="search strategy: optuna (--sampler), random (uniform in the bounds, Optuna's "
+                        "RandomSampler: the standard NAS baseline), or expand (default: %(default)s)")
     p.add_argument("--trials", type=int, metavar="N",
                    help="optuna: number of proxy trainings (rejected over-budget proposals not counted); "
                         "with --resume, the total to reach")
@@ -436,14 +458,15 @@ def _cmd_search(args: argparse.Namespace) -> int:
     from .optuna_search import optuna_plan, run_optuna
 
     if args.trials is None:
-        raise UserError("--trials is required with --strategy optuna")
+        raise UserError(f"--trials is required with --strategy {args.strategy}")
     if args.trials < 1:
         raise UserError("--trials must be at least 1")
-    settings = _settings_from_args(args, f"optuna-{args.sampler}")
+    sampler = "random" if args.strategy == "random" else args.sampler
+    settings = _settings_from_args(args, "random" if sampler == "random" else f"optuna-{sampler}")
     if args.dry_run:
-        print(optuna_plan(settings, _checked_space(settings, args.resume), args.trials, args.sampler))
+        print(optuna_plan(settings, _checked_space(settings, args.resume), args.trials, sampler))
         return 0
-    _print_summary(args, run_optuna(settings, args.trials, sampler=args.sampler, resume=args.resume,
+    _print_summary(args, run_optuna(settings, args.trials, sampler=sampler, resume=args.resume,
                                     quiet=args.quiet))
     return 0
 
@@ -479,21 +502,41 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _add_train(sub: Any) -> None:
-    """``train``: config, data, schedule, epochs, seed, run directory."""
+    """``train``: config, data, schedule, epochs, seed, run directory; workers and where they run."""
     p = _command(
         sub, "train", _cmd_train, "train one config with a schedule (final training); resumable",
         "Train a config with a schedule, checkpointing RUN_DIR/checkpoint.pt every epoch, then test with the "
         "schedule's K temporal x S spatial views. Writes metrics.json, model.pt and config.yaml in --out. Run "
         "the same command again after a kill to continue from the last checkpoint (it resumes automatically and "
-        "says so; --resume only makes it explicit); the result equals an uninterrupted run's.")
+        "says so; --resume only makes it explicit); the result equals an uninterrupted run's. With --workers N "
+        "the training runs on N Ray Train workers (DDP: gloo on CPU, nccl on GPU): the schedule's batch_size is "
+        "per worker, the learning rate scales with the global batch N x batch_size, precise BN and the test run "
+        "once on rank 0; checkpoints go to --storage through Ray Train, a dead worker is replaced from the last "
+        "checkpoint and a rerun after a kill continues from it.",
+        "examples:\n"
+        "  x3dsearch train --config found.yaml --out runs/final\n"
+        "  x3dsearch train --config found.yaml --out runs/final --workers 2          # two local workers\n"
+        "  x3dsearch train --config found.yaml --data /data/kinetics400 --schedule kinetics_full \\\n"
+        "      --workers 16 --gpus-per-worker 1 --address head:6379 --storage /shared/final --out /shared/final")
     _add_config(p, "an X3D config YAML (e.g. found.yaml)", required=True)
     _add_data(p)
     _add_schedule(p, "--schedule", "cpu_full", "the training")
     p.add_argument("--epochs", type=int, metavar="N", help="override the schedule's epochs")
     _add_seed(p, "seed of the training")
     _add_out(p, "output folder (checkpoint and results)", required=True)
-    _add_resume(p, "continue from RUN_DIR/checkpoint.pt (the default when it exists; this only silences "
+    _add_resume(p, "continue from the last checkpoint (the default when there is one; this only silences "
                    "the notice)")
+    group = p.add_argument_group("distributed training (Ray Train)")
+    group.add_argument("--workers", type=int, default=1, metavar="N",
+                       help="train on N Ray Train workers (DDP); 1: this process alone (default: %(default)s)")
+    _add_address(group)
+    group.add_argument("--cpus-per-worker", type=float, default=1.0, metavar="C",
+                       help="CPUs each worker reserves; it trains with that many threads (default: %(default)s)")
+    group.add_argument("--gpus-per-worker", type=float, default=0.0, metavar="G",
+                       help="GPUs each worker reserves; > 0 trains on GPU with nccl (default: %(default)s)")
+    _add_storage(group, "where Ray Train keeps the checkpoints (must be shared by all nodes on a cluster; "
+                        "default: --out)")
+    _add_max_failures(group, "restarts from the last checkpoint after a worker or node died")
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -501,7 +544,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .schedule import load_schedule
-    from .train import CHECKPOINT, train
 
     config = X3DConfig.from_yaml(args.config)
     schedule = load_schedule(args.schedule)
@@ -515,18 +557,51 @@ def _cmd_train(args: argparse.Namespace) -> int:
         data = Path(args.data)
         if not data.exists():
             raise UserError(f"data folder not found: {data}")
+    if args.workers < 1:
+        raise UserError("--workers must be at least 1")
     out = Path(args.out)
-    if (out / CHECKPOINT).is_file() and not args.resume:
-        print(f"x3dsearch train: resuming from {out / CHECKPOINT} (use a new --out to start over)",
-              file=sys.stderr)
-    result = train(config, data, schedule, seed=args.seed, out_dir=out, resume=True, progress=True)
+    train = _train_distributed if args.workers > 1 else _train_alone
+    result = train(args, config, data, schedule, out)
     if result.status != "ok":
         print(f"x3dsearch train: {result.status}: {result.reason}", file=sys.stderr)
         return 1
+    workers = f", {result.world_size} workers x batch {schedule.batch_size}" if result.world_size > 1 else ""
     print(f"{config.short}: top1 {result.top1:.1%} top5 {result.top5:.1%} ({schedule.eval_views[0]}x"
-          f"{schedule.eval_views[1]} views, trained at {result.train_crop}px, {result.clips_seen} clips, "
+          f"{schedule.eval_views[1]} views, trained at {result.train_crop}px, {result.clips_seen} clips{workers}, "
           f"{result.seconds:.0f}s{', stopped at the time budget' if result.stopped_early else ''}) -> {out}")
     return 0
+
+
+def _train_alone(args: argparse.Namespace, config: X3DConfig, data: "Path", schedule: "Schedule",
+                 out: "Path") -> "TrainResult":
+    """``train`` in this process (``--workers 1``), resuming from ``out/checkpoint.pt``."""
+    from .train import CHECKPOINT, train
+
+    given = [flag for flag, value in (("--address", args.address), ("--storage", args.storage),
+                                      ("--cpus-per-worker", args.cpus_per_worker != 1.0),
+                                      ("--gpus-per-worker", args.gpus_per_worker != 0.0)) if value]
+    if given:
+        raise UserError(f"{', '.join(given)} only apply with --workers 2 or more")
+    if (out / CHECKPOINT).is_file() and not args.resume:
+        print(f"x3dsearch train: resuming from {out / CHECKPOINT} (use a new --out to start over)", file=sys.stderr)
+    return train(config, data, schedule, seed=args.seed, out_dir=out, resume=True, progress=True)
+
+
+def _train_distributed(args: argparse.Namespace, config: X3DConfig, data: "Path", schedule: "Schedule",
+                       out: "Path") -> "TrainResult":
+    """``train`` on ``--workers`` Ray Train workers, resuming from the run's last Ray Train checkpoint."""
+    from .distributed import WorkerOptions, last_checkpoint, run_location, train_distributed
+
+    options = WorkerOptions(workers=args.workers, address=args.address, cpus_per_worker=args.cpus_per_worker,
+                            gpus_per_worker=args.gpus_per_worker, storage=args.storage,
+                            max_failures=args.max_failures)
+    storage, name = run_location(out, args.storage)
+    if not args.resume and last_checkpoint(storage, name) is not None:
+        print(f"x3dsearch train: resuming from the last checkpoint in {storage}/{name} (use a new --out to start "
+              f"over)", file=sys.stderr)
+    print(f"x3dsearch train: {args.workers} Ray Train workers x batch {schedule.batch_size} "
+          f"({args.cpus_per_worker:g} CPUs, {args.gpus_per_worker:g} GPUs each) -> {out}", file=sys.stderr)
+    return train_distributed(config, data, schedule, seed=args.seed, out_dir=out, options=options)
 
 
 def _add_report(sub: Any) -> None:

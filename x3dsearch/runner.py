@@ -53,6 +53,7 @@ class ExpandSettings:
     gpus_per_trial: float = 0.0
     max_concurrent: int | None = None
     max_failures: int = 2
+    full_workers: int = 1
 
     def ceiling(self) -> float:
         """The ceiling in GFLOPs; by default ``CEILING_FACTOR`` times the target."""
@@ -339,6 +340,7 @@ class Session:
 
         With ``--proxy-init inherit`` it starts from the proxy-trained weights of ``origin``
         (the config itself or the base of its partial step), expanded function-preservingly.
+        With ``full_workers`` > 1 it runs on that many Ray Train workers (:mod:`x3dsearch.distributed`).
         """
         from .proxy import initial_state
         from .train import train
@@ -346,12 +348,22 @@ class Session:
         inherit = self.settings.proxy_init == "inherit" and origin is not None
         state, init = initial_state(config, origin if inherit else None, self.weights_dir, self.settings.seed)
         source = f"from the proxy weights of {origin.short}" if state is not None and origin else init
+        s = self.settings
+        workers = f" on {s.full_workers} Ray Train workers" if s.full_workers > 1 else ""
         self.view.message(f"final training of {config.short} ({count_flops(config) / 1e9:.3f} GFLOPs) "
-                          f"with schedule {self.full.name}, {source} -> {self.run.final_dir}")
+                          f"with schedule {self.full.name}, {source}{workers} -> {self.run.final_dir}")
         self.run.final_dir.mkdir(parents=True, exist_ok=True)
         config.to_yaml(self.run.final_dir / "config.yaml")
-        result = train(config, str(self.data_root), self.full, seed=self.settings.seed,
-                       out_dir=self.run.final_dir, resume=True, progress=not self.quiet, init_state=state)
+        if s.full_workers > 1:
+            from .distributed import WorkerOptions, train_distributed
+
+            options = WorkerOptions(s.full_workers, s.address, s.cpus_per_trial, s.gpus_per_trial, s.storage,
+                                    s.max_failures)
+            result = train_distributed(config, self.data_root, self.full, s.seed, out_dir=self.run.final_dir,
+                                       options=options, init_state=state)
+        else:
+            result = train(config, str(self.data_root), self.full, seed=s.seed, out_dir=self.run.final_dir,
+                           resume=True, progress=not self.quiet, init_state=state)
         return dict(result.to_dict(), init=init, origin_key=origin.key if state is not None and origin else None)
 
 
