@@ -1,0 +1,215 @@
+"""Distributed full training (issue 15): the training loop on Ray Train workers, DDP over gloo on CPU.
+
+Six 16-px training videos of three classes and a schedule of three one-step epochs per worker
+(batch 3 per worker), so a training costs about one Ray Train worker-group start. The trainings in
+this process share one local Ray (2 CPUs); the command line that gets killed runs in its own
+process group with its own Ray.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import ray
+import torch
+import yaml
+from torch.utils.data import Dataset
+
+from x3dsearch.cli import main
+from x3dsearch.config import X3DConfig
+from x3dsearch.data import make_synthetic
+from x3dsearch.distributed import KILL_ONCE_ENV, WorkerOptions, _Shard, _sync_bn_copy, train_distributed
+from x3dsearch.evaluate import Feed
+from x3dsearch.model import build_model
+from x3dsearch.runner import ExpandSettings, Session
+from x3dsearch.schedule import load_schedule
+from x3dsearch.train import TrainResult, train
+
+CLASSES = ["texture-vertical", "flicker-3.5hz", "order-h-then-v"]
+CONFIG = X3DConfig.from_dict({"frames": 1, "stride": 8, "crop": 32, "num_classes": 3, "head_width": 32})
+SCHEDULE = {"epochs": 3, "batch_size": 3, "ref_batch_size": 3, "base_lr": 0.1, "spatial_scale": 0.5,
+            "eval_views": [1, 1], "precision": "fp32", "cache": False, "precise_bn_clips": 6}
+TIMING = ("seconds", "clips_per_s", "peak_memory_mb")  # fields that measure the machine, not the training
+OUTPUTS = {"metrics.json", "model.pt", "config.yaml"}
+TIMEOUT_S = 300
+
+
+def _measured(result: TrainResult | dict[str, Any]) -> dict[str, Any]:
+    """A result without its timing fields."""
+    data = result.to_dict() if isinstance(result, TrainResult) else result
+    return {k: v for k, v in data.items() if k not in TIMING}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _isolated() -> Iterator[None]:
+    """A private Ray temp dir (short: Ray's socket paths are length-limited), cache dir, one thread."""
+    tmp = Path(tempfile.mkdtemp(prefix="x3d", dir="/tmp"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RAY_TMPDIR", str(tmp))
+        mp.setenv("X3DSEARCH_CACHE", str(tmp / "cache"))
+        mp.setenv("OMP_NUM_THREADS", "1")
+        mp.delenv("RAY_ADDRESS", raising=False)
+        mp.delenv(KILL_ONCE_ENV, raising=False)
+        yield
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three synthetic classes (two train and two val videos each, 16 px, 0.5 s), the schedule and the config."""
+    root = tmp_path_factory.mktemp("bench")
+    make_synthetic(root / "data", seed=0, videos_per_class=2, val_per_class=2, seconds=0.5, side=16, workers=1,
+                   classes=CLASSES)
+    (root / "tiny.yaml").write_text(yaml.safe_dump(SCHEDULE))
+    (root / "space.yaml").write_text(yaml.safe_dump({"name": "tiny", "start": CONFIG.to_dict(),
+                                                     "axes": {"width": {"width": 2.0}}}))
+    CONFIG.to_yaml(root / "config.yaml")
+    return root
+
+
+@pytest.fixture(scope="module")
+def local_ray(_isolated: None) -> Iterator[None]:
+    """One local Ray with two CPUs for the trainings in this process."""
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def reference(local_ray: None, bench: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An uninterrupted two-worker training, as ``expand --full-workers 2`` runs the final one: RUN_DIR/final."""
+    out = tmp_path_factory.mktemp("reference") / "run"
+    settings = ExpandSettings(target_gflops=1.0, out=str(out), space=str(bench / "space.yaml"),
+                              data=str(bench / "data"), proxy_schedule=str(bench / "tiny.yaml"),
+                              full_schedule=str(bench / "tiny.yaml"), full_workers=2)
+    metrics = Session(settings, quiet=True).train_final(CONFIG)
+    assert metrics["status"] == "ok", metrics["reason"]
+    return out / "final"
+
+
+# -- without Ray: the pieces a worker adds to the loop ------------------------------------------
+
+
+class _Indices(Dataset):
+    """Item i is i."""
+
+    def __len__(self) -> int:
+        return 7
+
+    def __getitem__(self, i: int) -> int:
+        return i
+
+
+def _order(feed: Feed, epoch: int) -> list[int]:
+    return [int(i) for batch in feed.loader(_Indices(), 1, True, epoch) for i in batch]
+
+
+def test_shards_split_the_order_a_single_process_reads() -> None:
+    alone = Feed(5, 0, torch.device("cpu"), False, None)
+    for epoch in (0, 3):
+        order = _order(alone, epoch)
+        shards = [_order(Feed(5, 0, torch.device("cpu"), False, None,
+                              lambda d, shuffle, g, rank=rank: _Shard(d, 2, rank, shuffle, g)), epoch)
+                  for rank in (0, 1)]
+        assert sorted(order) == list(range(7)) and order != list(range(7))
+        assert len(shards[0]) == len(shards[1]) == 4  # padded: both ranks take the same number of steps
+        assert [i for pair in zip(*shards) for i in pair][:7] == order
+        one = Feed(5, 0, torch.device("cpu"), False, None, lambda d, shuffle, g: _Shard(d, 1, 0, shuffle, g))
+        assert _order(one, epoch) == order
+
+
+def test_sync_batchnorm_copy_shares_every_tensor_with_the_model() -> None:
+    model = build_model(CONFIG)
+    synced = _sync_bn_copy(model)
+    assert all(a is b for a, b in zip(model.parameters(), synced.parameters()))
+    assert all(a is b for a, b in zip(model.buffers(), synced.buffers()))
+    kinds = {type(m).__name__ for m in synced.modules()}
+    assert "SyncBatchNorm" in kinds and "BatchNorm3d" not in kinds
+    assert "SyncBatchNorm" not in {type(m).__name__ for m in model.modules()}
+
+
+def test_cli_refuses_worker_options_for_one_worker(bench: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["train", "--config", str(bench / "config.yaml"), "--data", str(bench / "data"), "--out", str(tmp_path)]
+    assert main([*args, "--storage", str(tmp_path)]) == 2
+    assert main([*args, "--workers", "0"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["x3dsearch train: error: --storage only apply with --workers 2 or more",
+                   "x3dsearch train: error: --workers must be at least 1"]
+
+
+# -- on Ray Train ---------------------------------------------------------------------------------
+
+
+def test_two_workers_train_and_test_once(reference: Path) -> None:
+    assert OUTPUTS <= {p.name for p in reference.iterdir()}
+    metrics = json.loads((reference / "metrics.json").read_text())
+    assert metrics["status"] == "ok" and 0 <= metrics["top1"] <= metrics["top5"] <= 1
+    assert (metrics["world_size"], metrics["global_batch"]) == (2, 6)
+    assert metrics["clips_seen"] == 3 * 6 and len(metrics["epoch_losses"]) == 3
+    build_model(CONFIG).load_state_dict(torch.load(reference / "model.pt", weights_only=True))  # no DDP prefix
+    assert X3DConfig.from_yaml(reference / "config.yaml") == CONFIG
+
+
+def test_one_worker_equals_the_single_process_loop(local_ray: None, bench: Path, tmp_path: Path) -> None:
+    schedule = load_schedule(bench / "tiny.yaml")
+    start = build_model(CONFIG).state_dict()
+    alone = train(CONFIG, bench / "data", schedule, seed=1, threads=1, init_state=start)
+    one = train_distributed(CONFIG, bench / "data", schedule, 1, out_dir=tmp_path / "ray",
+                            options=WorkerOptions(workers=1), init_state=start)
+    assert _measured(one) == _measured(alone) and alone.status == "ok"
+    assert main(["train", "--config", str(bench / "config.yaml"), "--data", str(bench / "data"), "--schedule",
+                 str(bench / "tiny.yaml"), "--seed", "1", "--out", str(tmp_path / "cli")]) == 0
+    cli = json.loads((tmp_path / "cli" / "metrics.json").read_text())
+    assert _measured(cli) == _measured(train(CONFIG, bench / "data", schedule, seed=1, threads=1))
+
+
+@pytest.mark.slow
+def test_killed_worker_continues_from_the_last_checkpoint(reference: Path, bench: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    marker = tmp_path / "killed"
+    monkeypatch.setenv(KILL_ONCE_ENV, str(marker))
+    result = train_distributed(CONFIG, bench / "data", bench / "tiny.yaml", 0, out_dir=tmp_path / "out",
+                               options=WorkerOptions(workers=2))
+    pid, *epochs = marker.read_text().split()
+    assert pid.isdigit() and epochs == ["2", "3"]  # its replacement started after the first epoch
+    assert _measured(result) == _measured(json.loads((reference / "metrics.json").read_text()))
+    assert OUTPUTS <= {p.name for p in (tmp_path / "out").iterdir()}
+
+
+@pytest.mark.slow
+def test_cli_killed_mid_run_resumes_with_resume(reference: Path, bench: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "x3dsearch.cli", "train", "--config", str(bench / "config.yaml"), "--data",
+            str(bench / "data"), "--schedule", str(bench / "tiny.yaml"), "--workers", "2", "--out", str(out)]
+    env = dict(os.environ, RAY_TMPDIR=tempfile.mkdtemp(prefix="ray", dir=os.environ["RAY_TMPDIR"]))
+    with (tmp_path / "killed.log").open("w") as log:
+        proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
+    try:
+        deadline = time.monotonic() + TIMEOUT_S
+        while not list(out.glob("train-*/checkpoint_*")):
+            assert proc.poll() is None, (tmp_path / "killed.log").read_text()
+            assert time.monotonic() < deadline, "no checkpoint in time"
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the CLI, its Ray and both workers
+        proc.wait()
+    assert not (out / "metrics.json").exists()
+    env["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="ray", dir=os.environ["RAY_TMPDIR"])
+    rerun = subprocess.run([*args, "--resume"], env=env, capture_output=True, text=True, timeout=TIMEOUT_S,
+                           start_new_session=True)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "top1" in rerun.stdout and "resuming" not in rerun.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["status"] == "ok" and metrics["world_size"] == 2
+    assert _measured(metrics) == _measured(json.loads((reference / "metrics.json").read_text()))
