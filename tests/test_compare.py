@@ -6,7 +6,7 @@ import math
 import pytest
 import yaml
 
-from test_report import HALVING, make_run
+from test_report import HALVING, make_run, read_journal
 from x3dsearch.compare import anytime_curve, best_at, compare_runs, frontier, proxy_trials
 from x3dsearch.errors import UserError
 from x3dsearch.rundir import load_run
@@ -83,7 +83,7 @@ def test_rungs_and_seed_repeats_are_trials_of_one_config(tmp_path):
 
 def test_compute_of_a_searched_run_sums_every_rung_and_seed(tmp_path):
     run = make_run(tmp_path, proxy=HALVING, init="inherit", final=False)
-    spent = [r for r in map(json.loads, (run / "journal.jsonl").read_text().splitlines()) if r["status"] != "retried"]
+    spent = [r for r in read_journal(run) if r["status"] != "retried"]
     assert len(spent) > len({r["config_key"] for r in spent}) and any(r["seed_offset"] for r in spent)
     assert proxy_trials(load_run(run), 2.0)["compute"].sum() == pytest.approx(2.0 * sum(r["seconds"] for r in spent))
 

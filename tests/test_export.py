@@ -7,7 +7,7 @@ import pytest
 import torch
 import yaml
 
-from test_report import FULL_SCHEDULE, HALVING, make_run
+from test_report import FULL_SCHEDULE, HALVING, make_run, read_journal, top_rung_scores
 from x3dsearch.cli import main
 from x3dsearch.config import X3DConfig, preset
 from x3dsearch.cost import count_flops, count_params
@@ -30,10 +30,6 @@ def inherited_run(tmp_path_factory):
     return make_run(tmp_path_factory.mktemp("export"), target=0.3, proxy=HALVING, init="inherit")
 
 
-def _journal(run):
-    return [json.loads(line) for line in (run / "journal.jsonl").read_text().splitlines()]
-
-
 def test_own_format_rebuilds_the_same_network_with_weights(run_dir, tmp_path):
     out = tmp_path / "found.yaml"
     assert main(["export", str(run_dir), "--format", "x3dsearch", "-o", str(out)]) == 0
@@ -50,21 +46,18 @@ def test_own_format_rebuilds_the_same_network_with_weights(run_dir, tmp_path):
 
 
 def test_best_under_gflops(run_dir):
-    ok = [r for r in _journal(run_dir) if r["status"] == "ok" and r["gflops"] <= 0.1]
+    ok = [r for r in read_journal(run_dir) if r["status"] == "ok" and r["gflops"] <= 0.1]
     best = max(ok, key=lambda r: r["top1"])
     assert select_config(run_dir, best_under_gflops=0.1).to_dict() == best["config"]
 
 
 def test_best_under_gflops_takes_each_config_at_its_highest_rung(inherited_run, tmp_path):
     run = shutil.copytree(inherited_run, tmp_path / "run")
-    journal = _journal(run)
-    scores = {}
-    for r in journal:
-        if r["status"] == "ok" and r["gflops"] <= 0.1:
-            scores.setdefault(r["config_key"], {}).setdefault(r["rung"], []).append(r["top1"])
-    at_top = {key: sum(s[max(s)]) / len(s[max(s)]) for key, s in scores.items()}
-    best = max(at_top, key=at_top.get)
-    outgrown = next(key for key, s in scores.items() if key != best and len(s) > 1)
+    journal = read_journal(run)
+    scores = top_rung_scores(journal, max_gflops=0.1)
+    best = max(scores, key=scores.get)
+    outgrown = next(r["config_key"] for r in journal if r["config_key"] in scores and r["config_key"] != best
+                    and r["rung"] > 1)
     for r in journal:  # a rung-1 score better than any other, from a config that scored lower later
         if r["config_key"] == outgrown and r["rung"] == 1:
             r["top1"] = 0.99

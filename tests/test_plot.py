@@ -5,7 +5,7 @@ import json
 import pytest
 from matplotlib.text import Annotation
 
-from test_report import HALVING, make_run
+from test_report import HALVING, make_run, read_journal, top_rung_scores
 from x3dsearch.cli import main
 from x3dsearch.config import preset
 from x3dsearch.cost import count_flops
@@ -27,7 +27,7 @@ def test_one_run_draws_points_frontier_path_and_presets(runs):
     big = runs[0]
     fig = plot_runs([big])
     ax = fig.axes[0]
-    journal = [json.loads(line) for line in (big / "journal.jsonl").read_text().splitlines()]
+    journal = read_journal(big)
     ok_axes = {r["axis"] for r in journal if r["status"] == "ok"}
     point_sets = {a.get_gid().split(":")[2]: a for a in _gids(fig, "points:big:")}
     assert set(point_sets) == ok_axes
@@ -67,13 +67,10 @@ def test_two_runs_overlaid_png_and_svg(runs, tmp_path):
 
 def test_one_point_per_config_at_its_highest_rung(tmp_path):
     run = make_run(tmp_path, "halving", proxy=HALVING, init="inherit", final=False)
-    journal = [json.loads(line) for line in (run / "journal.jsonl").read_text().splitlines()]
-    scores = {}
-    for r in journal:
-        if r["status"] == "ok":
-            scores.setdefault(r["config_key"], {}).setdefault(r["rung"], []).append(r["top1"])
+    journal = read_journal(run)
+    scores = top_rung_scores(journal)
     assert len([r for r in journal if r["status"] == "ok"]) > len(scores)  # rungs and repeats: several records
-    expected = sorted(sum(s[max(s)]) / len(s[max(s)]) for s in scores.values())
+    expected = sorted(scores.values())
     drawn = sorted(y for a in _gids(plot_runs([run]), "points:halving:") for _, y in a.get_offsets())
     assert drawn == pytest.approx(expected)
 

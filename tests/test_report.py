@@ -111,8 +111,18 @@ def halving_dir(tmp_path_factory) -> Path:
     return make_run(tmp_path_factory.mktemp("runs"), proxy=HALVING, init="inherit")
 
 
-def _journal(run: Path) -> list[dict[str, Any]]:
+def read_journal(run: Path) -> list[dict[str, Any]]:
+    """The journal records of a run directory, in order."""
     return [json.loads(line) for line in (run / "journal.jsonl").read_text().splitlines()]
+
+
+def top_rung_scores(journal: list[dict[str, Any]], max_gflops: float = math.inf) -> dict[str, float]:
+    """Each config's mean ok top-1 at the highest rung it reached (at most ``max_gflops``), worked out by hand."""
+    rungs: dict[str, dict[int, list[float]]] = {}
+    for r in journal:
+        if r["status"] == "ok" and r["gflops"] <= max_gflops:
+            rungs.setdefault(r["config_key"], {}).setdefault(r["rung"], []).append(r["top1"])
+    return {key: sum(by[max(by)]) / len(by[max(by)]) for key, by in rungs.items()}
 
 
 def test_frontier_on_hand_made_points():
@@ -146,7 +156,7 @@ def test_failures_and_totals(run_dir):
     failures = report["failures"]
     assert {"failed", "retried"} <= set(failures["status"])
     assert "worker ran out of memory" in set(failures["reason"])
-    journal = [json.loads(line) for line in (run_dir / "journal.jsonl").read_text().splitlines()]
+    journal = read_journal(run_dir)
     totals = report["totals"]
     assert totals["attempts"] == len(journal)
     retried = sum(r["status"] == "retried" for r in journal)
@@ -160,7 +170,7 @@ def test_failures_and_totals(run_dir):
 
 
 def test_a_configs_compute_sums_its_trials_and_its_score_is_at_its_highest_rung(halving_dir):
-    journal = _journal(halving_dir)
+    journal = read_journal(halving_dir)
     assert [r["init"] for r in journal if r["kind"] == "start"] == ["scratch"] * 3  # step 0, rungs 1, 2, 4
     assert any(r["seed_offset"] > 0 for r in journal)
     scores = config_scores(load_run(halving_dir)).set_index("config_key")
@@ -178,7 +188,7 @@ def test_a_configs_compute_sums_its_trials_and_its_score_is_at_its_highest_rung(
 
 
 def test_path_says_how_each_score_was_obtained(halving_dir):
-    journal = _journal(halving_dir)
+    journal = read_journal(halving_dir)
     table = run_report(halving_dir)["path"].set_index("step")
     assert (table.loc["0", "axis"], table.loc["0", "init"], table.loc["0", "rung"]) == ("start", "scratch", 4)
     for step in json.loads((halving_dir / "path.json").read_text())["steps"]:
@@ -202,7 +212,7 @@ def test_report_header_names_the_proxy_mechanism(halving_dir, run_dir):
     step = next(s for s in path["steps"] if s["config_key"] == origin)
     assert f"\nfinal: trained from the inherited proxy weights of step {step['step']} ({step['axis']}, " in text
     search = json.loads(render(report, "json"))["search"]
-    journal = _journal(halving_dir)
+    journal = read_journal(halving_dir)
     assert (search["proxy_init"], search["rungs"], search["final_origin_key"]) == ("inherit", "1, 2, 4", origin)
     assert search["seed_repeats"] == sum(r["seed_offset"] > 0 and r["status"] == "ok" for r in journal)
     assert search["configs_from_scratch"] == 1 and search["configs_stopped_early"] > 0

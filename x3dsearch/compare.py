@@ -63,7 +63,7 @@ def best_at(curve: pd.DataFrame, budget: float) -> float:
 
 
 def frontier(trials: pd.DataFrame) -> pd.DataFrame:
-    """Pareto front of trained configs, each at its highest rung: no other is both cheaper (or equal) and more accurate."""
+    """Pareto front of trained configs (each at its highest rung): none other is as cheap and more accurate."""
     return pareto(config_scores(trials))[["gflops", "top1", "config_key"]]
 
 
