@@ -119,3 +119,25 @@ def test_space_bounds_are_validated(bad):
     data["bounds"] = dict(data["bounds"], **bad)
     with pytest.raises(ConfigError, match="bounds"):
         SearchSpace.from_dict(data)
+
+
+def test_random_search_resumes_and_reads_like_an_optuna_run(local_ray, tmp_path, data):
+    from x3dsearch.cli import main
+
+    settings = _settings(tmp_path, data)
+    first = run_optuna(settings, 4, sampler="random", quiet=True, trial_fn=_stub)
+    summary = run_optuna(settings, 8, sampler="random", resume=True, quiet=True, trial_fn=_stub)
+    assert first["strategy"] == summary["strategy"] == "random" and summary["trials"] == 8
+    assert len(_study(tmp_path).get_trials(states=(TrialState.COMPLETE,))) == 8
+    assert len(_calls(data)) == 8  # the resumed run trained only the 4 new trials
+    journal = load_run(tmp_path / "run")
+    assert len(journal) == 8 and (journal["gflops"] <= TARGET).all()
+    run = str(tmp_path / "run")
+    assert main(["report", run, "--format", "json"]) == 0
+    assert main(["plot", run, "-o", str(tmp_path / "frontier.png")]) == 0
+    assert main(["export", run, "--format", "x3dsearch", "-o", str(tmp_path / "found.yaml")]) == 0
+    found = X3DConfig.from_yaml(tmp_path / "found.yaml")
+    assert found.to_dict() == json.loads((tmp_path / "run" / "path.json").read_text())["final"]["config"]
+    assert main(["compare", run, "-o", str(tmp_path / "compare.png")]) == 0
+    assert (tmp_path / "frontier.png").stat().st_size > 0 and (tmp_path / "compare.png").stat().st_size > 0
+    assert "random" in (tmp_path / "run" / "run.yaml").read_text()

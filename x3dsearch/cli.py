@@ -601,7 +601,7 @@ def _train_distributed(args: argparse.Namespace, config: X3DConfig, data: "Path"
               f"over)", file=sys.stderr)
     print(f"x3dsearch train: {args.workers} Ray Train workers x batch {schedule.batch_size} "
           f"({args.cpus_per_worker:g} CPUs, {args.gpus_per_worker:g} GPUs each) -> {out}", file=sys.stderr)
-    return train_distributed(config, data, schedule, seed=args.seed, out_dir=out, options=options)
+    return train_distributed(config, data, schedule, seed=args.seed, out_dir=out, options=options, progress=True)
 
 
 def _add_report(sub: Any) -> None:

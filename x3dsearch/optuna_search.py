@@ -36,9 +36,9 @@ from .runner import ExpandSettings, Session, path_record
 from .search import Candidate, Outcome
 from .space import SearchSpace
 
-__all__ = ["SAMPLERS", "feasible_bounds", "propose", "run_optuna", "optuna_plan", "STUDY_FILE"]
+__all__ = ["SAMPLERS", "strategy_name", "feasible_bounds", "propose", "run_optuna", "optuna_plan", "STUDY_FILE"]
 
-SAMPLERS = ("tpe", "nsga2")
+SAMPLERS = ("tpe", "nsga2", "random")
 STUDY_FILE = "optuna.db"
 _CONSTRAINT = "gflops_over_target"
 _INTEGER = ("frames", "stride", "crop")
@@ -103,19 +103,26 @@ def propose(trial: Trial, space: SearchSpace, bounds: Mapping[str, tuple[float, 
 
 
 def _sampler(name: str, seed: int, trials: int, batch: int) -> optuna.samplers.BaseSampler:
-    """Seeded TPE (random start, then model-based) or NSGA-II sized to the trial budget."""
+    """Seeded TPE (random start, then model-based), NSGA-II sized to the trial budget, or uniform random."""
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
     if name == "tpe":
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(batch, min(10, trials // 3)))
     return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(2 * batch, min(50, trials // 4)))
 
 
 def _directions(sampler: str) -> list[str]:
-    """TPE maximises top-1 alone; NSGA-II trades top-1 against GFLOPs (both under the target)."""
-    return ["maximize"] if sampler == "tpe" else ["maximize", "minimize"]
+    """TPE and random search maximise top-1 alone; NSGA-II trades top-1 against GFLOPs (all under the target)."""
+    return ["maximize", "minimize"] if sampler == "nsga2" else ["maximize"]
 
 
 def _values(sampler: str, top1: float, gflops: float) -> list[float]:
-    return [top1] if sampler == "tpe" else [top1, gflops]
+    return [top1, gflops] if sampler == "nsga2" else [top1]
+
+
+def strategy_name(sampler: str) -> str:
+    """How a run is labelled in run.yaml, path.json and compare: ``random`` for random search, else ``optuna``."""
+    return "random" if sampler == "random" else "optuna"
 
 
 def _trained(study: optuna.Study) -> int:
@@ -129,9 +136,9 @@ def _best(study: optuna.Study) -> FrozenTrial | None:
     return min(done, key=lambda t: (-t.values[0], t.user_attrs["gflops"], t.number), default=None)
 
 
-def _final_record(best: FrozenTrial | None, target: float) -> dict[str, Any]:
+def _final_record(best: FrozenTrial | None, target: float, strategy: str) -> dict[str, Any]:
     data = path_record(None, [], target)
-    data["strategy"] = "optuna"
+    data["strategy"] = strategy
     if best is not None:
         config = X3DConfig.from_dict(best.user_attrs["config"])
         data["final"] = {"config": config.to_dict(), "config_key": config.key, "gflops": count_flops(config) / 1e9,
@@ -171,7 +178,7 @@ class _Search:
                 self.study.tell(number, _values(self.sampler, float(outcome.top1), candidate.gflops))
             else:
                 self.study.tell(number, state=TrialState.FAIL)
-        self.session.run.write_path(_final_record(_best(self.study), self.target))
+        self.session.run.write_path(_final_record(_best(self.study), self.target, strategy_name(self.sampler)))
 
     def stale(self) -> list[tuple[int, Candidate]]:
         """Accepted trials an interruption left RUNNING; the others are closed as they would have been."""
@@ -233,7 +240,7 @@ def run_optuna(settings: ExpandSettings, trials: int, *, sampler: str = "tpe", r
         raise UserError(f"unknown sampler {sampler!r}; choose from {', '.join(SAMPLERS)}")
     study_name = f"x3dsearch-{settings.space}-{settings.target_gflops:g}g-seed{settings.seed}-{sampler}"
     session = Session(settings, resume=resume, quiet=quiet, trial_fn=trial_fn,
-                      extra={"strategy": "optuna", "sampler": sampler, "study_name": study_name})
+                      extra={"strategy": strategy_name(sampler), "sampler": sampler, "study_name": study_name})
     bounds = feasible_bounds(session.space, settings.target_gflops)
     batch_size = session.view.concurrency
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -241,6 +248,8 @@ def run_optuna(settings: ExpandSettings, trials: int, *, sampler: str = "tpe", r
                                 study_name=study_name, load_if_exists=True,
                                 sampler=_sampler(sampler, settings.seed, trials, batch_size),
                                 directions=_directions(sampler))
+    if study.trials:  # resumed: a sampler seeded as before would propose the configs it already tried
+        study.sampler = _sampler(sampler, settings.seed + len(study.trials), trials, batch_size)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names(["proxy_top1", "gflops"][:len(_directions(sampler))])
@@ -255,13 +264,13 @@ def run_optuna(settings: ExpandSettings, trials: int, *, sampler: str = "tpe", r
     best = _best(study)
     if best is None:
         raise SearchError("no proxy training under the target succeeded; nothing to train")
-    record = _final_record(best, settings.target_gflops)
+    record = _final_record(best, settings.target_gflops, strategy_name(sampler))
     session.run.write_path(record)
     final_config = X3DConfig.from_dict(best.user_attrs["config"])
     final_metrics = session.train_final(final_config) if settings.final_training else None
     table = _table(study)
     session.view.message(table)
-    summary = {"run_dir": str(session.run.path), "strategy": "optuna", "sampler": sampler,
+    summary = {"run_dir": str(session.run.path), "strategy": strategy_name(sampler), "sampler": sampler,
                "target_gflops": settings.target_gflops, "final": record["final"], "final_metrics": final_metrics,
                "search_seconds": time.time() - t0, "trials": _trained(study),
                "rejected": len(study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))),
