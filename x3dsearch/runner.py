@@ -360,7 +360,7 @@ class Session:
             options = WorkerOptions(s.full_workers, s.address, s.cpus_per_trial, s.gpus_per_trial, s.storage,
                                     s.max_failures)
             result = train_distributed(config, self.data_root, self.full, s.seed, out_dir=self.run.final_dir,
-                                       options=options, init_state=state)
+                                       options=options, init_state=state, progress=not self.quiet)
         else:
             result = train(config, str(self.data_root), self.full, seed=s.seed, out_dir=self.run.final_dir,
                            resume=True, progress=not self.quiet, init_state=state)
@@ -419,7 +419,9 @@ def run_step(settings: ExpandSettings, base: X3DConfig, *, resume: bool = False,
             score_start(start, score)
         step = take_step(start, 1, session.space, score)
     assert step is not None  # no ceiling: every candidate is scored
-    seconds = {r["config_key"]: r.get("seconds") or 0.0 for r in session.run.records()}
+    seconds: dict[str, float] = {}  # every trial of a config counts: rungs and repeats record their own time
+    for r in session.run.records():
+        seconds[r["config_key"]] = seconds.get(r["config_key"], 0.0) + (r.get("seconds") or 0.0)
     summary = {"base": start.to_dict(), "init": settings.proxy_init, "schedule": session.proxy.name,
                "seed": settings.seed, "run_dir": str(session.run.path), "wall_seconds": time.time() - t0,
                "base_seconds": seconds.get(start.key, 0.0) if settings.proxy_init == "inherit" else 0.0,
