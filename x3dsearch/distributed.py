@@ -11,8 +11,8 @@ loop one process of PyTorch DistributedDataParallel (gloo on CPU, nccl on GPU):
 * Data: each epoch every worker reads its shard of the training set (a ``DistributedSampler`` over
   the loop's (seed, epoch) permutation: with one worker it is exactly the single-process order).
   The step loss is averaged over the workers, so all of them see the same number: the epoch losses
-  are those of the global batch and a divergence stops every worker at the same step. A schedule
-  with ``time_budget_s`` is refused, as each worker would stop at its own step.
+  are those of the global batch and a divergence stops every worker at the same step; the time
+  budget (``time_budget_s``) stops all of them after the first step at which one is over it.
 * BatchNorm: SyncBatchNorm on GPU workers, each worker's own batch on CPU. Synchronising matters
   when the per-worker batch is small (a few clips give noisy statistics), but torch's SyncBatchNorm
   only runs on GPU tensors; on CPU a worker normalises its batch as a single process with that batch
@@ -36,11 +36,15 @@ import copy
 import hashlib
 import itertools
 import json
+import logging
 import math
 import os
 import shutil
 import signal
+import sys
 import tempfile
+import threading
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -58,15 +62,17 @@ from torch.utils.data import Dataset, DistributedSampler
 from .checkpoint import CHECKPOINT, FileCheckpoints, check_identity
 from .config import X3DConfig
 from .dispatch import DispatchOptions, RayDispatcher
-from .errors import ConfigError, UserError
+from .errors import UserError
 from .rundir import atomic_write
 from .schedule import Schedule, load_schedule
 from .train import CONFIG, METRICS, MODEL, EpochCallback, Parallel, TrainResult, checkpoint_identity, train
 
-__all__ = ["WorkerOptions", "RayCheckpoints", "train_distributed", "run_location", "last_checkpoint"]
+__all__ = ["WorkerOptions", "RayCheckpoints", "train_distributed", "run_location", "last_checkpoint",
+           "KILL_ONCE_ENV"]
 
 KILL_ONCE_ENV = "X3DSEARCH_DEBUG_KILL_WORKER_ONCE"  # fault injection for tests: a marker file path
 _OUTPUTS = (METRICS, MODEL, CONFIG)
+_SNAPSHOT_LOGGER = "ray.train.v2._internal.execution.checkpoint.checkpoint_manager"
 
 
 @dataclass(frozen=True)
@@ -88,12 +94,23 @@ def run_location(out_dir: Path, storage: str | None) -> tuple[str, str]:
     return root.rstrip("/"), f"train-{hashlib.sha1(str(out).encode()).hexdigest()[:10]}"
 
 
-def last_checkpoint(storage: str, name: str) -> Checkpoint | None:
-    """The latest checkpoint Ray Train registered for run ``name`` in ``storage``, if any."""
+def _registered(storage: str, name: str) -> ray.train.Result | None:
+    """What Ray Train has registered of run ``name`` in ``storage`` (None before its first checkpoint)."""
+    logger = logging.getLogger(_SNAPSHOT_LOGGER)
+    level = logger.level
+    logger.setLevel(logging.WARNING)  # its notice that it found the run explains Ray Train's own restore
     try:
-        return ray.train.Result.from_path(f"{storage}/{name}").checkpoint
+        return ray.train.Result.from_path(f"{storage}/{name}")
     except RuntimeError:  # no such run folder, or no checkpoint registered in it yet
         return None
+    finally:
+        logger.setLevel(level)
+
+
+def last_checkpoint(storage: str, name: str) -> Checkpoint | None:
+    """The latest checkpoint Ray Train registered for run ``name`` in ``storage``, if any."""
+    result = _registered(storage, name)
+    return result.checkpoint if result is not None else None
 
 
 class RayCheckpoints:
@@ -154,7 +171,8 @@ def _sync_bn_copy(model: nn.Module) -> nn.Module:
 class _Worker(Parallel):
     """One DDP process of the training loop: rank ``rank`` of ``world_size``."""
 
-    def __init__(self, rank: int, world_size: int, device: torch.device, seed: int, store: RayCheckpoints) -> None:
+    def __init__(self, rank: int, world_size: int, device: torch.device, seed: int,
+                 store: RayCheckpoints | None) -> None:
         self.rank, self.world_size, self.chief, self.device = rank, world_size, rank == 0, device
         self.seed, self._store = seed, store
         self.sampler = self._shard
@@ -172,7 +190,12 @@ class _Worker(Parallel):
         dist.all_reduce(total)
         return total.item() / self.world_size
 
-    def store(self, out_dir: Path | None) -> RayCheckpoints:
+    def any(self, flag: bool) -> bool:
+        votes = torch.tensor([float(flag)], device=self.device)
+        dist.all_reduce(votes, op=dist.ReduceOp.MAX)
+        return bool(votes.item())
+
+    def store(self, out_dir: Path | None) -> RayCheckpoints | None:
         return self._store
 
 
@@ -213,17 +236,41 @@ def _worker_loop(job: Mapping[str, Any]) -> None:
         store.report({"status": result.status})
 
 
+@contextmanager
+def _epoch_lines(storage: str, name: str, epochs: int, every_s: float = 5.0) -> Iterator[None]:
+    """While the body runs, print a line on stderr for each epoch Ray Train registers (polled every ``every_s``)."""
+    stop = threading.Event()
+
+    def poll() -> None:
+        shown = 0
+        while not stop.wait(every_s):
+            result = _registered(storage, name)
+            metrics = (result.metrics if result is not None else None) or {}
+            if metrics.get("epoch", 0) > shown:
+                shown = metrics["epoch"]
+                print(f"epoch {shown}/{epochs}: loss {metrics['loss']:.4f}", file=sys.stderr, flush=True)
+
+    thread = threading.Thread(target=poll, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
 def train_distributed(config: X3DConfig, data: str | Path | tuple[Dataset, Dataset], schedule: Schedule | str,
                       seed: int = 0, *, out_dir: str | Path, options: WorkerOptions,
-                      init_state: Mapping[str, torch.Tensor] | None = None) -> TrainResult:
+                      init_state: Mapping[str, torch.Tensor] | None = None, progress: bool = False) -> TrainResult:
     """Train ``config`` on ``options.workers`` Ray Train workers into ``out_dir``, as :func:`~.train.train` does.
 
     Continues from the run's last checkpoint when there is one (after a kill of the driver).
     ``out_dir`` ends with ``metrics.json``, ``model.pt`` and ``config.yaml``; a run that cannot
     finish (a worker error, more deaths than ``max_failures``) returns ``status="failed"``.
+    ``progress`` prints a line on stderr for each epoch.
     """
     schedule = load_schedule(schedule)
-    _check_options(options, schedule)
+    _check_options(options)
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     storage, name = run_location(out, options.storage)
@@ -238,17 +285,9 @@ def train_distributed(config: X3DConfig, data: str | Path | tuple[Dataset, Datas
     ray_session.start()
     try:
         _check_resources(options)
-        trainer = TorchTrainer(
-            _worker_loop, train_loop_config=job,
-            torch_config=TorchConfig(backend="nccl" if options.gpus_per_worker > 0 else "gloo"),
-            scaling_config=ScalingConfig(num_workers=options.workers, use_gpu=options.gpus_per_worker > 0,
-                                         resources_per_worker={"CPU": options.cpus_per_worker,
-                                                               "GPU": options.gpus_per_worker}),
-            run_config=RunConfig(name=name, storage_path=storage,
-                                 failure_config=FailureConfig(max_failures=options.max_failures),
-                                 checkpoint_config=CheckpointConfig(num_to_keep=2)))
         try:
-            checkpoint = trainer.fit().checkpoint
+            with _epoch_lines(storage, name, schedule.epochs) if progress else nullcontext():
+                checkpoint = _trainer(job, options, storage, name).fit().checkpoint
         except ray.train.TrainingFailedError as err:
             return _failed(config, schedule, seed, options, out, err)
     finally:
@@ -257,15 +296,25 @@ def train_distributed(config: X3DConfig, data: str | Path | tuple[Dataset, Datas
     return TrainResult.from_dict(json.loads((out / METRICS).read_text()))
 
 
-def _check_options(options: WorkerOptions, schedule: Schedule) -> None:
+def _trainer(job: Mapping[str, Any], options: WorkerOptions, storage: str, name: str) -> TorchTrainer:
+    """The Ray Train trainer of ``job``: its workers, their resources and backend, storage, retries."""
+    gpu = options.gpus_per_worker > 0
+    return TorchTrainer(
+        _worker_loop, train_loop_config=dict(job), torch_config=TorchConfig(backend="nccl" if gpu else "gloo"),
+        scaling_config=ScalingConfig(num_workers=options.workers, use_gpu=gpu,
+                                     resources_per_worker={"CPU": options.cpus_per_worker,
+                                                           "GPU": options.gpus_per_worker}),
+        run_config=RunConfig(name=name, storage_path=storage,
+                             failure_config=FailureConfig(max_failures=options.max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2)))
+
+
+def _check_options(options: WorkerOptions) -> None:
     """One-line errors for settings a distributed training cannot honour."""
     if options.workers < 1:
         raise UserError(f"workers must be at least 1, got {options.workers}")
     if options.cpus_per_worker <= 0 or options.gpus_per_worker < 0:
         raise UserError("CPUs per worker must be positive and GPUs per worker not negative")
-    if schedule.time_budget_s is not None:
-        raise ConfigError(f"schedule {schedule.name} stops at a time budget (time_budget_s), which workers would "
-                          f"reach at different steps; use a schedule without one for a distributed training")
 
 
 def _check_resources(options: WorkerOptions) -> None:

@@ -116,8 +116,9 @@ class Parallel:
 
     A distributed worker (:mod:`x3dsearch.distributed`) overrides it: ``wrap`` turns the built model
     into the module that trains (DDP), ``sampler`` shards the training set (see
-    :class:`~x3dsearch.evaluate.Feed`), ``mean`` averages a loss over the workers so that all of them
-    see the same number, ``store`` keeps the checkpoints. Only the ``chief`` tests.
+    :class:`~x3dsearch.evaluate.Feed`), ``mean`` and ``any`` agree on a step's loss and on the time
+    budget so that all workers take the same steps, ``store`` keeps the checkpoints. Only the ``chief``
+    tests.
     """
 
     world_size: int = 1
@@ -131,6 +132,10 @@ class Parallel:
     def mean(self, loss: torch.Tensor) -> float:
         """The loss of a step as every process sees it."""
         return loss.item()
+
+    def any(self, flag: bool) -> bool:
+        """Whether ``flag`` holds in any process (every process stops at the time budget together)."""
+        return flag
 
     def store(self, out_dir: Path | None) -> CheckpointStore | None:
         """Where checkpoints go: ``out_dir/checkpoint.pt``, or nowhere without ``out_dir``."""
@@ -471,7 +476,8 @@ class _Epochs:
                 bar.update(1)
                 bar.set_postfix(loss=f"{value:.3f}", clips_s=f"{state.clips_seen / max(elapsed, 1e-9):.1f}",
                                 refresh=False)
-            if schedule.time_budget_s is not None and state.train_seconds + now - tick > schedule.time_budget_s:
+            if schedule.time_budget_s is not None and \
+                    self.parallel.any(state.train_seconds + now - tick > schedule.time_budget_s):
                 state.stopped_early = True
                 break
         state.train_seconds += time.monotonic() - tick
