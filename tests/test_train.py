@@ -343,3 +343,12 @@ def test_step_compute_gives_cheap_steps_more_epochs_and_stretches_the_rungs() ->
         SCHEDULE.replace(epochs=4, max_epochs=2)
     with pytest.raises(ConfigError, match="rungs"):
         SCHEDULE.replace(epochs=4, rungs=[2, 3])
+
+
+def test_start_epochs_train_the_search_start_longer() -> None:
+    proxy = SCHEDULE.replace(epochs=2, rungs=[1, 2], warmup_epochs=0.2, start_epochs=12)
+    start = proxy.for_start()
+    assert (start.epochs, start.rungs, start.warmup_epochs) == (12, None, pytest.approx(1.2))
+    assert SCHEDULE.for_start() is SCHEDULE
+    with pytest.raises(ConfigError, match="start_epochs"):
+        SCHEDULE.replace(start_epochs=0)

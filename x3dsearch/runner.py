@@ -231,7 +231,9 @@ class JournalScorer:
                 self.done[slot] = record
 
     def schedule_for(self, candidate: Candidate) -> Schedule:
-        """The proxy schedule of the candidate's step: its epochs follow the step's cost (``step_compute``)."""
+        """The proxy schedule of the candidate's step (epochs by the step's cost), or of the start (``start_epochs``)."""
+        if candidate.kind == "start":
+            return self.proxy.for_start()
         cost = 2 * count_flops(candidate.parent) / 1e9 if candidate.parent is not None else candidate.gflops
         return self.proxy.for_step(cost, self.clips)
 

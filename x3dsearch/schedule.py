@@ -54,7 +54,9 @@ class Schedule:
     ``step_compute`` (GFLOP-clips) gives cheap search steps more epochs: every candidate of a step
     trains at least that much, counted at the step's expected candidate cost, in whole epochs up
     to ``max_epochs`` (see :meth:`for_step`). Early steps cost seconds either way and otherwise
-    stay near chance; the expensive late steps keep ``epochs``.
+    stay near chance; the expensive late steps keep ``epochs``. ``start_epochs`` trains the search's
+    start (step 0 of an inheriting search, one model) that long, so the first candidates inherit a
+    network that has learned something (see :meth:`for_start`).
     ``debug_nan_step`` makes the loss NaN at that global step (a test hook that travels with the schedule to
     Ray workers).
     """
@@ -86,6 +88,7 @@ class Schedule:
     close_call_seeds: int = 0
     step_compute: float | None = None
     max_epochs: int | None = None
+    start_epochs: int | None = None
     debug_nan_step: int | None = None
 
     def __post_init__(self) -> None:
@@ -143,6 +146,8 @@ class Schedule:
             raise ConfigError(f"{where}: step_compute must be positive or null, got {self.step_compute!r}")
         if self.max_epochs is not None:
             _check_int(where, "max_epochs", self.max_epochs, low=self.epochs, hint=f" >= epochs ({self.epochs})")
+        if self.start_epochs is not None:
+            _check_int(where, "start_epochs", self.start_epochs, low=1, hint=" or null")
 
     def for_step(self, gflops: float, clips: int) -> "Schedule":
         """This schedule for a search step whose candidates cost about ``gflops`` and train on ``clips`` clips.
@@ -161,6 +166,13 @@ class Schedule:
             stretched = sorted({max(1, round(r * epochs / self.epochs)) for r in self.rungs[:-1]} - {epochs})
             rungs = (*stretched, epochs)
         return self.replace(epochs=epochs, rungs=rungs, warmup_epochs=self.warmup_epochs * epochs / self.epochs)
+
+    def for_start(self) -> "Schedule":
+        """This schedule for the search's start: ``start_epochs`` long (no rungs) when set, else unchanged."""
+        if self.start_epochs is None or self.start_epochs == self.epochs and self.rungs is None:
+            return self
+        return self.replace(epochs=self.start_epochs, rungs=None, step_compute=None, max_epochs=None,
+                            warmup_epochs=self.warmup_epochs * self.start_epochs / self.epochs)
 
     def train_crop(self, config: X3DConfig) -> int:
         """The side the network trains and evaluates at: its crop times ``spatial_scale``, at least 16."""
