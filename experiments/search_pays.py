@@ -1,0 +1,386 @@
+"""Does the search pay? Found models against the presets and random search at equal cost (issue 14).
+
+For each target (GFLOPs) and search seed, ``expand`` (progressive expansion) searches first; Optuna
+TPE (``optuna``) and random search (``random``) then get the same proxy compute, the CPU-seconds
+in expand's journal (each trial's seconds times ``cpus_per_trial``). Each starts with as many proxy
+trainings as expand ran and is extended (resumed with more trials) until its own journal's compute
+reaches expand's; its model is then the best config at or under the target among the trials that
+ended within expand's compute (its anytime curve cut there), so the overshoot of its last batch
+never counts. The baseline is the costliest preset at or under the target (X3D-S at 2, X3D-M at 6),
+fitted to the data's classes; with none at or under it the cheapest preset, or ``--presets``.
+
+Every found model and preset is then trained from scratch with one full schedule
+(``--full-schedule``) on ``--threads`` threads, once per training seed (``--train-seeds``). One CSV
+row per model and training seed records top-1, cost, the search's proxy CPU-seconds, training
+clips/s and the median latency of one eval forward pass on one clip (one thread); a plot and a
+markdown table summarise them. Re-running skips rows already in the CSV and resumes search runs
+from their journals and trainings from their checkpoints.
+
+    .venv/bin/python experiments/search_pays.py      # many CPU-hours on 2 cores: run it in the background
+
+A tiny end-to-end check (minutes): a 12-class ``make_synthetic(root, videos_per_class=2,
+val_per_class=2, seconds=0.5, side=16)``, a one-epoch batch-2 schedule for ``--proxy-schedule`` and
+``--full-schedule``, a space with a 32-px one-frame start and a ``bounds:`` box, and ``--targets`` a
+few times the start's cost (no preset fits there: the cheapest, X2D, is trained), with ``--data
+--space --out --results`` pointing at them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+import torch
+
+from x3dsearch.compare import proxy_trials
+from x3dsearch.config import X3DConfig, preset, preset_names
+from x3dsearch.cost import count_flops, count_params
+from x3dsearch.data import default_dataset, read_split
+from x3dsearch.dispatch import DispatchOptions, RayDispatcher
+from x3dsearch.export import select_config
+from x3dsearch.model import build_model
+from x3dsearch.optuna_search import run_optuna
+from x3dsearch.report import _markdown_table, config_scores
+from x3dsearch.rundir import RunDir, load_run
+from x3dsearch.runner import ExpandSettings, run_expand
+from x3dsearch.schedule import Schedule, load_schedule
+from x3dsearch.train import METRICS, TrainResult, train
+
+SAMPLERS = {"optuna": "tpe", "random": "random"}  # row name -> Optuna sampler
+COLUMNS = ["kind", "name", "target_gflops", "search_seed", "seed", "run", "status", "top1", "top5", "gflops",
+           "params", "proxy_cpu_s", "proxy_trainings", "proxy_top1", "train_clips_per_s", "train_s", "epochs",
+           "stopped_early", "latency_ms", "config"]
+_KEPT = ("ok", "diverged")  # training outcomes that are results; a failed one is retried on the next run
+_LATENCY_RUNS = 7
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What every search and training of the experiment shares (from the command line)."""
+
+    data: Path
+    space: str
+    proxy_schedule: str
+    full_schedule: str
+    out: Path
+    threads: int
+    cpus_per_trial: float
+    max_concurrent: int | None
+
+    @property
+    def full(self) -> Schedule:
+        return load_schedule(self.full_schedule)
+
+    def settings(self, run: str, target: float, seed: int) -> ExpandSettings:
+        """Search settings of the run directory ``OUT/run``: proxy trainings only, no final training."""
+        return ExpandSettings(target_gflops=target, out=str(self.out / run), space=self.space, data=str(self.data),
+                              proxy_schedule=self.proxy_schedule, full_schedule=self.full_schedule, seed=seed,
+                              final_training=False, cpus_per_trial=self.cpus_per_trial,
+                              max_concurrent=self.max_concurrent)
+
+
+@dataclass(frozen=True)
+class Found:
+    """A search's model, its proxy top-1, and the proxy compute and trainings it was found with."""
+
+    config: X3DConfig
+    proxy_top1: float
+    proxy_cpu_s: float
+    trainings: int
+
+
+def run_name(name: str, target: float, seed: int | None = None) -> str:
+    """The folder and CSV key of a search (``expand-2g-seed0``) or a preset baseline (``preset-S-2g``)."""
+    return f"{name}-{target:g}g-seed{seed}" if seed is not None else f"preset-{name}-{target:g}g"
+
+
+def run_trials(run_dir: str | Path) -> pd.DataFrame:
+    """A run's finished proxy trainings in the order they ended, each with its CPU-seconds (``compute``)."""
+    return proxy_trials(load_run(run_dir), float(RunDir(run_dir).settings().get("cpus_per_trial") or 1.0))
+
+
+def best_within(trials: pd.DataFrame, budget: float, target: float) -> pd.Series | None:
+    """The best config at or under ``target`` among the trials that ended within ``budget`` CPU-seconds.
+
+    Each config counts with its score at the highest rung reached by then, as on the anytime curve.
+    """
+    scores = config_scores(trials[trials["cumulative"] <= budget * (1 + 1e-9)])
+    scores = scores[scores["gflops"] <= target]
+    return scores.sort_values(["top1", "gflops"], ascending=[False, True]).iloc[0] if len(scores) else None
+
+
+def expand_found(run_dir: Path) -> Found:
+    """Expand's final model (after contraction) and all the proxy compute of its run."""
+    trials = run_trials(run_dir)
+    config = select_config(run_dir)
+    scores = config_scores(trials).set_index("config_key")["top1"]
+    return Found(config, float(scores.get(config.key, math.nan)), float(trials["compute"].sum()), len(trials))
+
+
+def search_sampled(plan: Plan, name: str, target: float, seed: int, budget: Found) -> Found | None:
+    """Optuna (TPE or random) extended until its compute reaches ``budget``'s, then cut there.
+
+    None when no trial under the target succeeded within the budget.
+    """
+    settings = plan.settings(run_name(name, target, seed), target, seed)
+    wanted, spent_before = budget.trainings, -1.0
+    while True:
+        summary = run_optuna(settings, wanted, sampler=SAMPLERS[name], resume=RunDir(settings.out).exists(),
+                             quiet=True)
+        trials = run_trials(settings.out)
+        spent = float(trials["compute"].sum())
+        if spent >= budget.proxy_cpu_s or spent <= spent_before:
+            break
+        wanted = summary["trials"] + math.ceil((budget.proxy_cpu_s - spent) * summary["trials"] / spent)
+        spent_before = spent
+        print(f"  {name}: {spent:.0f} of {budget.proxy_cpu_s:.0f} CPU-s after {summary['trials']} trainings; "
+              f"extending to {wanted}", flush=True)
+    best = best_within(trials, budget.proxy_cpu_s, target)
+    if best is None:
+        return None
+    within = trials[trials["cumulative"] <= budget.proxy_cpu_s * (1 + 1e-9)]
+    return Found(X3DConfig.from_dict(best["config"]), float(best["top1"]), float(within["compute"].sum()),
+                 len(within))
+
+
+def baseline_presets(target: float, classes: int, names: Iterable[str] | None) -> list[tuple[str, X3DConfig]]:
+    """The presets to train at ``target`` with ``classes`` outputs: ``names``, else the costliest at or
+    under the target, else (none fits) the cheapest."""
+    fitted = {name: preset(name, num_classes=classes) for name in (names or preset_names())}
+    if names:
+        return list(fitted.items())
+    cost = {name: count_flops(config) for name, config in fitted.items()}
+    under = [name for name in fitted if cost[name] <= target * 1e9]
+    pick = max(under, key=cost.__getitem__) if under else min(fitted, key=cost.__getitem__)
+    if not under:
+        print(f"  no preset at or under {target:g} GFLOPs; training the cheapest, {pick} "
+              f"({cost[pick] / 1e9:.3g} GFLOPs)", flush=True)
+    return [(pick, fitted[pick])]
+
+
+def train_once(plan: Plan, config: X3DConfig, seed: int) -> TrainResult:
+    """Full training of ``config`` with ``seed`` in ``OUT/train``; a finished one is read back, an
+    interrupted one resumes from its checkpoint (one folder per config, schedule and seed)."""
+    full = plan.full
+    digest = hashlib.sha1((config.key + json.dumps(full.to_dict(), sort_keys=True)).encode()).hexdigest()[:12]
+    out = plan.out / "train" / f"{digest}-seed{seed}"
+    if (out / METRICS).is_file():
+        result = TrainResult.from_dict(json.loads((out / METRICS).read_text()))
+        if result.status in _KEPT:
+            return result
+    return train(config, str(plan.data), full, seed=seed, threads=plan.threads, out_dir=out, resume=True)
+
+
+@lru_cache(maxsize=None)
+def latency_ms(config: X3DConfig, schedule: Schedule) -> float:
+    """Median milliseconds of one eval forward pass of ``build_model(config)`` on one clip at the
+    schedule's training input size, one thread, in the schedule's memory layout."""
+    side = schedule.train_crop(config)
+    model, clip = build_model(config).eval(), torch.randn(1, 3, config.frames, side, side)
+    if schedule.channels_last:
+        model, clip = model.to(memory_format=torch.channels_last_3d), clip.to(memory_format=torch.channels_last_3d)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.inference_mode():
+            model(clip)  # warm-up
+            times = []
+            for _ in range(_LATENCY_RUNS):
+                start = time.perf_counter()
+                model(clip)
+                times.append(time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(threads)
+    return statistics.median(times) * 1e3
+
+
+def completed(results: Path) -> set[tuple[str, int]]:
+    """(run, training seed) of the CSV's rows that hold a result."""
+    if not results.is_file():
+        return set()
+    table = pd.read_csv(results)
+    kept = table[table["status"].isin(_KEPT)]
+    return set(zip(kept["run"], kept["seed"].astype(int)))
+
+
+def train_rows(plan: Plan, results: Path, done: set[tuple[str, int]], config: X3DConfig, seeds: Iterable[int],
+               **row: Any) -> None:
+    """Train ``config`` once per seed not yet ``done`` and append each row (``row`` plus the outcome)."""
+    for seed in seeds:
+        if (row["run"], seed) in done:
+            continue
+        result = train_once(plan, config, seed)
+        record = dict(row, seed=seed, status=result.status, top1=result.top1, top5=result.top5,
+                      gflops=count_flops(config) / 1e9, params=count_params(config),
+                      train_clips_per_s=result.clips_per_s, train_s=result.seconds, epochs=len(result.epoch_losses),
+                      stopped_early=result.stopped_early, latency_ms=latency_ms(config, plan.full),
+                      config=config.to_json())
+        pd.DataFrame([record], columns=COLUMNS).to_csv(results, mode="a", header=not results.is_file(), index=False)
+        top1 = f"{result.top1:.3f}" if result.top1 is not None else result.reason
+        print(f"  trained {row['run']} seed {seed}: {result.status}, top-1 {top1}, {result.seconds:.0f} s, "
+              f"{result.clips_per_s:.1f} clips/s", flush=True)
+
+
+def summarize(table: pd.DataFrame) -> pd.DataFrame:
+    """Mean (and std) per (target, kind, name) over the training rows that finished ``ok``."""
+    ok = table[table["status"] == "ok"]
+    return (ok.groupby(["target_gflops", "kind", "name"], sort=True)
+            .agg(n=("top1", "size"), top1=("top1", "mean"), top1_std=("top1", "std"), gflops=("gflops", "mean"),
+                 gflops_std=("gflops", "std"), params=("params", "mean"), proxy_cpu_s=("proxy_cpu_s", "mean"),
+                 clips_per_s=("train_clips_per_s", "mean"), latency_ms=("latency_ms", "mean"))
+            .reset_index())
+
+
+def differences(summary: pd.DataFrame) -> pd.DataFrame:
+    """Per target: mean top-1 of expand minus the best preset's, random's and optuna's, with the standard
+    error of each difference (NaN with a single row on a side)."""
+    rows = []
+    for target, group in summary.groupby("target_gflops"):
+        expand = group[group["name"] == "expand"]
+        if expand.empty:
+            continue
+        e, presets = expand.iloc[0], group[group["kind"] == "preset"]
+        others = [(f"best preset ({row['name']})", row) for _, row in presets.nlargest(1, "top1").iterrows()]
+        others += [(row["name"], row) for _, row in group[group["name"].isin(list(SAMPLERS))].iterrows()]
+        for label, other in others:
+            error = math.sqrt(e["top1_std"] ** 2 / e["n"] + other["top1_std"] ** 2 / other["n"])
+            rows.append({"target_gflops": target, "expand minus": label, "top1_diff": e["top1"] - other["top1"],
+                         "std_error": error})
+    return pd.DataFrame(rows, columns=["target_gflops", "expand minus", "top1_diff", "std_error"])
+
+
+def markdown(summary: pd.DataFrame, diffs: pd.DataFrame) -> str:
+    """The two tables of the report: results per (target, name), then expand's differences."""
+    results = pd.DataFrame({
+        "target GFLOPs": summary["target_gflops"].map("{:g}".format), "kind": summary["kind"],
+        "name": summary["name"], "models trained": summary["n"],
+        "top-1 (mean ± std)": [f"{m:.3f} ± {s:.3f}" for m, s in zip(summary["top1"], summary["top1_std"])],
+        "GFLOPs": summary["gflops"].map("{:.3g}".format), "params (M)": (summary["params"] / 1e6).map("{:.2f}".format),
+        "proxy CPU-s": summary["proxy_cpu_s"].map("{:.0f}".format),
+        "train clips/s": summary["clips_per_s"].map("{:.1f}".format),
+        "latency ms/clip": summary["latency_ms"].map("{:.2f}".format)})
+    diff = pd.DataFrame({"target GFLOPs": diffs["target_gflops"].map("{:g}".format),
+                         "expand minus": diffs["expand minus"],
+                         "top-1 difference (± s.e.)": [f"{d:+.3f} ± {e:.3f}"
+                                                      for d, e in zip(diffs["top1_diff"], diffs["std_error"])]})
+    return (f"## Top-1 after the same full training\n\n{_markdown_table(results)}\n\n"
+            f"## Expand against the others (difference of mean top-1)\n\n{_markdown_table(diff)}\n")
+
+
+def _zero_nan(value: float) -> float:
+    """An error bar's half-width: 0 where the std is undefined (a single row)."""
+    return 0.0 if math.isnan(value) else value
+
+
+def plot(summary: pd.DataFrame, targets: Iterable[float], out: Path) -> Path:
+    """Top-1 against GFLOPs, mean ± std per (kind, name, target), the targets dotted."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    colours: dict[str, Any] = {}
+    for _, row in summary.iterrows():
+        label = row["name"] if row["name"] not in colours else None
+        bar = ax.errorbar(row["gflops"], row["top1"], xerr=_zero_nan(row["gflops_std"]),
+                          yerr=_zero_nan(row["top1_std"]), capsize=3,
+                          marker="s" if row["kind"] == "preset" else "o", linestyle="none", label=label,
+                          color=colours.get(row["name"]))
+        colours.setdefault(row["name"], bar.lines[0].get_color())
+    for target in targets:
+        ax.axvline(target, color="grey", linestyle=":")
+    ax.set(xscale="log", xlabel="GFLOPs", ylabel="top-1 (full schedule)",
+           title="found models and presets, mean ± std over seeds")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--targets", type=float, nargs="+", default=[2.0, 6.0], help="GFLOPs")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="search seeds")
+    parser.add_argument("--train-seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds of each model")
+    parser.add_argument("--presets", nargs="+", help="presets to train at every target (default: the costliest "
+                                                     "at or under it, else the cheapest)")
+    parser.add_argument("--proxy-schedule", default="cpu_proxy")
+    parser.add_argument("--full-schedule", default="cpu_full")
+    parser.add_argument("--data", type=Path, help="dataset folder (default: the synthetic benchmark)")
+    parser.add_argument("--space", default="x3d_kinetics")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of each full training")
+    parser.add_argument("--cpus-per-trial", type=float, default=1.0)
+    parser.add_argument("--max-concurrent", type=int)
+    parser.add_argument("--out", type=Path, default=Path("runs/search_pays"), help="runs folder")
+    parser.add_argument("--results", type=Path, default=Path("experiments/results/search_pays.csv"))
+    return parser
+
+
+def run_target(plan: Plan, args: argparse.Namespace, target: float, classes: int, ray: RayDispatcher) -> None:
+    """Every preset baseline and search of one target, each model trained on every training seed."""
+    done = completed(args.results)
+    for name, config in baseline_presets(target, classes, args.presets):
+        train_rows(plan, args.results, done, config, args.train_seeds, kind="preset", name=name,
+                   target_gflops=target, run=run_name(name, target), proxy_cpu_s=0.0, proxy_trainings=0)
+    for seed in args.seeds:
+        expand_dir = plan.out / run_name("expand", target, seed)
+        missing = [name for name in ("expand", *SAMPLERS)
+                   if any((run_name(name, target, seed), t) not in done for t in args.train_seeds)]
+        if not missing:
+            continue
+        if not RunDir(expand_dir).read_path().get("final"):  # expand has not finished
+            ray.start()
+            run_expand(plan.settings(expand_dir.name, target, seed), resume=RunDir(expand_dir).exists(), quiet=True)
+        budget = expand_found(expand_dir)
+        for name in missing:
+            if name != "expand":
+                ray.start()
+            found = budget if name == "expand" else search_sampled(plan, name, target, seed, budget)
+            if found is None:
+                print(f"  {run_name(name, target, seed)}: no trained config under the target; skipped", flush=True)
+                continue
+            print(f"{run_name(name, target, seed)}: {found.config.short} ({count_flops(found.config) / 1e9:.3g} "
+                  f"GFLOPs, proxy top-1 {found.proxy_top1:.3f}) after {found.trainings} proxy trainings, "
+                  f"{found.proxy_cpu_s:.0f} CPU-s", flush=True)
+            train_rows(plan, args.results, done, found.config, args.train_seeds, kind="search", name=name,
+                       target_gflops=target, search_seed=seed, run=run_name(name, target, seed),
+                       proxy_cpu_s=found.proxy_cpu_s, proxy_trainings=found.trainings, proxy_top1=found.proxy_top1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    data = args.data.expanduser().resolve() if args.data else Path(default_dataset())
+    plan = Plan(data, args.space, args.proxy_schedule, args.full_schedule, args.out, args.threads,
+                args.cpus_per_trial, args.max_concurrent)
+    classes = len(read_split(data, "train").class_names)
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    ray = RayDispatcher(DispatchOptions(), args.out / "ray")  # one local Ray for every search, started when needed
+    try:
+        for target in args.targets:
+            run_target(plan, args, target, classes, ray)
+    finally:
+        ray.shutdown()
+    summary = summarize(pd.read_csv(args.results))
+    text = markdown(summary, differences(summary))
+    args.results.with_suffix(".md").write_text(text)
+    figure = plot(summary, args.targets, args.results.with_suffix(".png"))
+    print(f"\n{text}\nrows: {args.results}; plot: {figure}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""experiments/search_pays.py's pure pieces: the equal-compute cut, the preset baselines, the summary.
+
+The end-to-end run (searches on Ray, full trainings) takes minutes even on a tiny dataset, too long
+for the suite; the script's docstring says how to run it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from x3dsearch.compare import anytime_curve, best_at, proxy_trials
+
+_PATH = Path(__file__).resolve().parents[1] / "experiments" / "search_pays.py"
+_SPEC = importlib.util.spec_from_file_location("search_pays", _PATH)
+search_pays = importlib.util.module_from_spec(_SPEC)
+sys.modules["search_pays"] = search_pays  # dataclasses resolve their module by name
+_SPEC.loader.exec_module(search_pays)
+
+
+def _journal() -> pd.DataFrame:
+    """Six proxy trainings of four configs (one over two rungs, one failed, one over the target)."""
+    rows = [("a", 1.0, "ok", 0.30, 10, 1), ("b", 1.0, "ok", 0.50, 20, 1), ("c", 3.0, "ok", 0.90, 5, 1),
+            ("a", 1.0, "ok", 0.60, 10, 2), ("d", 1.0, "failed", None, 30, 1), ("b", 1.0, "ok", 0.40, 15, 2)]
+    return pd.DataFrame([{"config_key": key, "config": {"depth": len(key)}, "gflops": gflops, "status": status,
+                          "top1": top1, "seconds": seconds, "rung": rung, "ended": i}
+                         for i, (key, gflops, status, top1, seconds, rung) in enumerate(rows)])
+
+
+@pytest.mark.parametrize("budget", [5, 10, 30, 35, 45, 60, 75, 90, math.inf])
+def test_best_within_is_the_anytime_curve_cut(budget):
+    trials = proxy_trials(_journal(), cpus_per_trial=1.0)
+    best = search_pays.best_within(trials, budget, target=2.0)
+    expected = best_at(anytime_curve(trials, 2.0), budget)
+    assert (best is None and math.isnan(expected)) or best["top1"] == expected
+
+
+def test_best_within_counts_a_config_at_its_highest_rung_so_far():
+    trials = proxy_trials(_journal(), cpus_per_trial=2.0)  # cumulative CPU-s 20, 60, 70, 90, 150, 180
+    assert search_pays.best_within(trials, 60, 2.0)["config_key"] == "b"
+    assert search_pays.best_within(trials, 90, 2.0)["config_key"] == "a"  # a's rung 2 beats b's rung 1
+    assert search_pays.best_within(trials, 180, 2.0)["top1"] == 0.60  # b fell to 0.40 at rung 2
+    assert search_pays.best_within(trials, 10, 2.0) is None
+
+
+def test_baseline_presets_take_the_costliest_under_the_target_else_the_cheapest():
+    assert [n for n, _ in search_pays.baseline_presets(2.0, 12, None)] == ["S"]
+    assert [n for n, _ in search_pays.baseline_presets(6.0, 12, None)] == ["M"]
+    (name, config), = search_pays.baseline_presets(0.001, 12, None)
+    assert name == "X2D" and config.num_classes == 12
+    assert [n for n, _ in search_pays.baseline_presets(0.001, 3, ["XS", "M"])] == ["XS", "M"]
+
+
+def test_summary_and_differences_per_target():
+    rows = [("preset", "S", 0.40), ("preset", "S", 0.44), ("preset", "XS", 0.30), ("search", "expand", 0.50),
+            ("search", "expand", 0.54), ("search", "random", 0.45), ("search", "random", 0.47)]
+    table = pd.DataFrame([{"kind": kind, "name": name, "target_gflops": 2.0, "status": "ok", "top1": top1,
+                           "gflops": 1.9, "params": 3e6, "proxy_cpu_s": 100.0, "train_clips_per_s": 30.0,
+                           "latency_ms": 20.0} for kind, name, top1 in rows])
+    table.loc[len(table)] = dict(table.iloc[0], status="failed", top1=math.nan)
+    summary = search_pays.summarize(table)
+    assert list(summary["n"]) == [2, 1, 2, 2]  # S, XS, expand, random; the failed row left out
+    diffs = search_pays.differences(summary).set_index("expand minus")
+    assert list(diffs.index) == ["best preset (S)", "random"]
+    assert diffs.loc["best preset (S)", "top1_diff"] == pytest.approx(0.10)
+    assert diffs.loc["random", "top1_diff"] == pytest.approx(0.06)
+    assert diffs.loc["random", "std_error"] == pytest.approx(math.sqrt(0.0008 / 2 + 0.0002 / 2))  # var / n, both
+    text = search_pays.markdown(summary, search_pays.differences(summary))
+    assert "| 2 | search | expand | 2 | 0.520 ± 0.028 |" in text and "+0.100 ± " in text
