@@ -119,7 +119,9 @@ def test_eta_follows_a_simulated_search_whose_trials_take_start_up_plus_rate(clo
     trials, end = _simulate(clock, target)
     after_step = list({c.step: (c.step, eta, end - at) for c, eta, at in trials}.values())
     _assert_honest(after_step, factor=1.5)
-    assert all(eta is not None for _, eta, _ in after_step[2:])
+    # shown from the step after a trial costs 1/16 of the target (tiny trials are overhead-bound)
+    shown_from = min(c.step for c, _, _ in trials if c.kind == "expand" and c.gflops >= target / 16)
+    assert all(eta is not None for step, eta, _ in after_step if step > shown_from)
 
 
 def test_eta_of_evaluated_contractions_is_their_remaining_trials(clock: _Clock) -> None:

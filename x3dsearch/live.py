@@ -14,6 +14,9 @@ from .cost import count_flops
 __all__ = ["LiveView", "format_duration"]
 
 
+_EXTRAPOLATION = 16  # the ETA extrapolates trial times from at most 1/16 of the target's GFLOPs
+
+
 def format_duration(seconds: float) -> str:
     """``75`` -> ``1m15s``; ``4000`` -> ``1h06m``."""
     seconds = max(0.0, seconds)
@@ -146,11 +149,14 @@ class LiveView:
         """(start-up seconds, seconds per GFLOP) of a trial, fitted on the latest three batches' trials.
 
         None while those trials are start-up bound: the rate must be positive and account for at
-        least half of the costliest trial's time, or it is noise on a constant.
+        least half of the costliest trial's time, or it is noise on a constant. None too while the
+        costliest trial is under 1/16 of the target: tiny networks are bound by per-operation
+        overhead (their time follows depth, not GFLOPs), so their slope extrapolated over 100x
+        predicted hours for a 14-minute run.
         """
         recent = [(g, s) for batch, g, s in self._trials if batch >= self._batches - 2]
         gflops = [g for g, _ in recent]
-        if len(recent) < 3 or min(gflops) == max(gflops):
+        if len(recent) < 3 or min(gflops) == max(gflops) or max(gflops) < self.target / _EXTRAPOLATION:
             return None
         rate, startup = statistics.linear_regression(gflops, [s for _, s in recent])
         return (startup, rate) if rate > 0 and rate * max(gflops) >= startup else None
