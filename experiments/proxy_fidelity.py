@@ -209,7 +209,6 @@ def main() -> None:
         if len(per_seed) < len(cands) or any(len(v) < len(args.ref_seeds) for v in per_seed.values()):
             print(f"{name}: reference incomplete ({sum(map(len, per_seed.values()))} of "
                   f"{len(cands) * len(args.ref_seeds)} trainings), not scored")
-            args.sets = [n for n in args.sets if n != name]
             continue
         means[name] = {axis: float(np.mean(v)) for axis, v in per_seed.items()}
         print(f"{name}: reliability tau {reliability(per_seed):+.2f}; reference mean top-1 "
@@ -218,7 +217,10 @@ def main() -> None:
         return
     variant = f"{Path(args.proxy_schedule).stem}-{args.proxy_init}"
     proxies = run_proxies(args.proxy_schedule, args.proxy_init, args.proxy_seeds, Path(args.out) / variant, args.sets)
-    rows = [{"set": name, "seed": seed, **score_proxy(step, means[name])} for (name, seed), step in proxies.items()]
+    rows = [{"set": name, "seed": seed, **score_proxy(step, means[name])} for (name, seed), step in proxies.items()
+            if name in means]
+    if not rows:
+        return
     print(f"\nproxy {variant}\n| set | seed | tau | winner's reference rank | regret (points) | CPU-s |")
     print("|---|---|---|---|---|---|")
     for r in rows:
