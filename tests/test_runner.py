@@ -263,6 +263,27 @@ class TestLocalRay:
         assert statuses == {"depth": "ok", "width": "diverged", "bottleneck": "ok"}
 
 
+    def test_step_prints_one_json_object_with_every_candidate(self, kill_marker: Path, bench: Bench, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+        from x3dsearch.cli import main
+
+        base = tmp_path / "base.yaml"
+        X3DConfig.from_dict(SPACE["start"]).to_yaml(base)
+        code = main(["step", "--from", str(base), "--data", str(bench.root / "data"), "--space",
+                     str(bench.root / "space.yaml"), "--proxy-schedule", str(bench.root / "tiny.yaml"),
+                     "--out", str(tmp_path / "step"), "--json"])
+        assert code == 0
+        step = json.loads(capsys.readouterr().out)
+        assert X3DConfig.from_dict(step["base"]) == X3DConfig.from_dict(SPACE["start"])
+        assert [c["axis"] for c in step["candidates"]] == list(SPACE["axes"])
+        for c in step["candidates"]:
+            assert c["gflops"] > 0 and (c["top1"] is None or 0 <= c["top1"] <= 1)
+        scored = [c for c in step["candidates"] if c["top1"] is not None]
+        assert step["chosen"] == min(scored, key=lambda c: (-c["top1"], c["gflops"]))["axis"]  # ties: cheaper
+        journal = load_run(tmp_path / "step")
+        assert list(journal["axis"])[0] == "start" and set(journal["init"][1:]) == {"inherit"}
+
+
 @pytest.mark.slow
 def test_search_on_a_two_node_cluster(bench: Bench, tmp_path: Path) -> None:
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
