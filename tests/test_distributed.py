@@ -5,6 +5,7 @@ Six 16-px training videos of three classes and a schedule of three one-step epoc
 this process share one local Ray (2 CPUs): a final training of the runner on two workers, one of
 which is killed after its first checkpoint, and a one-worker training. The command line that gets
 killed runs in its own process group with its own Ray, and must end like the runner's training.
+Two gloo processes without Ray check that the workers agree on each loss and on the time budget.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -54,27 +56,35 @@ def _measured(result: TrainResult | dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _isolated() -> Iterator[None]:
-    """A private Ray temp dir (short: Ray's socket paths are length-limited), cache dir, one thread."""
-    tmp = Path(tempfile.mkdtemp(prefix="x3d", dir="/tmp"))
+def _environment() -> Iterator[None]:
+    """One thread (the single-process trainings), Ray Train's reports taken in quickly, no cluster, no kills."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("RAY_TMPDIR", str(tmp))
-        mp.setenv("X3DSEARCH_CACHE", str(tmp / "cache"))
         mp.setenv("OMP_NUM_THREADS", "1")
         mp.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")  # Ray Train takes in one report per poll
-        mp.delenv("RAY_ADDRESS", raising=False)
-        mp.delenv(KILL_ONCE_ENV, raising=False)
+        for name in ("RAY_ADDRESS", KILL_ONCE_ENV):
+            mp.delenv(name, raising=False)
         yield
-    shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def _ray_temp_dir() -> Iterator[str]:
+    """A private Ray temp dir (short: Ray's socket paths are length-limited), removed afterwards."""
+    tmp = tempfile.mkdtemp(prefix="x3d", dir="/tmp")
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Three synthetic classes (two train and two val videos each, 16 px, 0.5 s), the schedule and the config."""
+    """Three synthetic classes (two train and two val videos each, 16 px, 0.5 s), the config and the schedule,
+    also with a loader worker process (loaders.yaml) for the trainings in Ray workers."""
     root = tmp_path_factory.mktemp("bench")
     make_synthetic(root / "data", seed=0, videos_per_class=2, val_per_class=2, seconds=0.5, side=16, workers=1,
                    classes=CLASSES)
     (root / "tiny.yaml").write_text(yaml.safe_dump(SCHEDULE))
+    (root / "loaders.yaml").write_text(yaml.safe_dump(dict(SCHEDULE, num_workers=1)))
     (root / "space.yaml").write_text(yaml.safe_dump({"name": "tiny", "start": CONFIG.to_dict(),
                                                      "axes": {"width": {"width": 2.0}}}))
     CONFIG.to_yaml(root / "config.yaml")
@@ -82,11 +92,13 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def local_ray(_isolated: None) -> Iterator[None]:
-    """One local Ray with two CPUs for the trainings in this process."""
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    yield
-    ray.shutdown()
+def local_ray() -> Iterator[None]:
+    """One new local Ray with two CPUs for the trainings in this process."""
+    with _ray_temp_dir() as tmp:
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 configure_logging=False, _temp_dir=tmp)
+        yield
+        ray.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +108,7 @@ def two_workers(local_ray: None, bench: Path, tmp_path_factory: pytest.TempPathF
     root = tmp_path_factory.mktemp("two")
     settings = ExpandSettings(target_gflops=1.0, out=str(root / "run"), space=str(bench / "space.yaml"),
                               data=str(bench / "data"), proxy_schedule=str(bench / "tiny.yaml"),
-                              full_schedule=str(bench / "tiny.yaml"), full_workers=2)
+                              full_schedule=str(bench / "loaders.yaml"), full_workers=2)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(KILL_ONCE_ENV, str(root / "killed"))
         metrics = Session(settings, quiet=True).train_final(CONFIG)
@@ -220,23 +232,23 @@ def test_killed_worker_continues_from_the_last_checkpoint(two_workers: tuple[Pat
 def test_cli_killed_mid_run_resumes_with_resume(two_workers: tuple[Path, Path], bench: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     args = [sys.executable, "-m", "x3dsearch.cli", "train", "--config", str(bench / "config.yaml"), "--data",
-            str(bench / "data"), "--schedule", str(bench / "tiny.yaml"), "--workers", "2", "--out", str(out)]
-    env = dict(os.environ, RAY_TMPDIR=tempfile.mkdtemp(prefix="ray", dir=os.environ["RAY_TMPDIR"]))
-    with (tmp_path / "killed.log").open("w") as log:
-        proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
-    try:
-        deadline = time.monotonic() + TIMEOUT_S
-        while not list(out.glob("train-*/checkpoint_*")):
-            assert proc.poll() is None, (tmp_path / "killed.log").read_text()
-            assert time.monotonic() < deadline, "no checkpoint in time"
-            time.sleep(0.05)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # the CLI, its Ray and both workers
-        proc.wait()
+            str(bench / "data"), "--schedule", str(bench / "loaders.yaml"), "--workers", "2", "--out", str(out)]
+    with _ray_temp_dir() as tmp, (tmp_path / "killed.log").open("w") as log:
+        proc = subprocess.Popen(args, env=dict(os.environ, RAY_TMPDIR=tmp), stdout=subprocess.DEVNULL, stderr=log,
+                                start_new_session=True)
+        try:
+            deadline = time.monotonic() + TIMEOUT_S
+            while not list(out.glob("train-*/checkpoint_*")):
+                assert proc.poll() is None, (tmp_path / "killed.log").read_text()
+                assert time.monotonic() < deadline, "no checkpoint in time"
+                time.sleep(0.05)
+        finally:
+            os.killpg(proc.pid, signal.SIGKILL)  # the CLI, its Ray and both workers
+            proc.wait()
     assert not (out / "metrics.json").exists()
-    env["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="ray", dir=os.environ["RAY_TMPDIR"])
-    rerun = subprocess.run([*args, "--resume"], env=env, capture_output=True, text=True, timeout=TIMEOUT_S,
-                           start_new_session=True)
+    with _ray_temp_dir() as tmp:
+        rerun = subprocess.run([*args, "--resume"], env=dict(os.environ, RAY_TMPDIR=tmp), capture_output=True,
+                               text=True, timeout=TIMEOUT_S, start_new_session=True)
     assert rerun.returncode == 0, rerun.stderr
     assert "top1" in rerun.stdout and "resuming" not in rerun.stderr
     metrics = json.loads((out / "metrics.json").read_text())

@@ -516,8 +516,9 @@ def _add_train(sub: Any) -> None:
         "examples:\n"
         "  x3dsearch train --config found.yaml --out runs/final\n"
         "  x3dsearch train --config found.yaml --out runs/final --workers 2          # two local workers\n"
-        "  x3dsearch train --config found.yaml --data /data/kinetics400 --schedule kinetics_full \\\n"
-        "      --workers 16 --gpus-per-worker 1 --address head:6379 --storage /shared/final --out /shared/final")
+        "  x3dsearch train --config found.yaml --data /data/kinetics400 --schedule k400_64.yaml \\\n"
+        "      --workers 16 --gpus-per-worker 1 --address head:6379 --storage /shared/final --out /shared/final\n"
+        "k400_64.yaml: kinetics_full with batch_size: 64 (per worker), so that 16 workers step with its 1024 clips.")
     _add_config(p, "an X3D config YAML (e.g. found.yaml)", required=True)
     _add_data(p)
     _add_schedule(p, "--schedule", "cpu_full", "the training")

@@ -22,6 +22,8 @@ loop one process of PyTorch DistributedDataParallel (gloo on CPU, nccl on GPU):
   untouched, and DDP does not broadcast buffers: only rank 0's are tested.
 * Testing: precise BN (when the schedule asks) and the multi-view test run once, on rank 0, over the
   whole training and validation sets: the same kind of number a single process reports.
+* Loader workers (the schedule's ``num_workers``) start from a fork server: forking a Ray worker
+  copies the locks its threads hold and can deadlock, as Ray Train's documentation warns.
 * Checkpoints: after every epoch rank 0 reports the loop's checkpoint through ``ray.train.report``
   and Ray Train copies it to the storage (default: the output folder; on a cluster it must be shared).
   A worker that dies is replaced and every worker continues from the last checkpoint, up to
@@ -38,6 +40,7 @@ import itertools
 import json
 import logging
 import math
+import multiprocessing
 import os
 import shutil
 import signal
@@ -176,14 +179,15 @@ class _Worker(Parallel):
         self.rank, self.world_size, self.chief, self.device = rank, world_size, rank == 0, device
         self.seed, self._store = seed, store
         self.sampler = self._shard
+        self.loader_start = "forkserver"  # a forked Ray worker can deadlock in its copied locks
 
     def _shard(self, dataset: Dataset, shuffle: bool, generator: torch.Generator) -> _Shard:
         return _Shard(dataset, self.world_size, self.rank, shuffle, generator)
 
     def wrap(self, model: nn.Module) -> nn.Module:
         if self.device.type == "cuda":
-            return DistributedDataParallel(_sync_bn_copy(model), device_ids=[self.device], broadcast_buffers=False)
-        return DistributedDataParallel(model, broadcast_buffers=False)
+            return DistributedDataParallel(_sync_bn_copy(model), device_ids=[self.device], forward_sync_buffers=False)
+        return DistributedDataParallel(model, forward_sync_buffers=False)
 
     def mean(self, loss: torch.Tensor) -> float:
         total = loss.detach().clone()
@@ -224,6 +228,7 @@ def _worker_loop(job: Mapping[str, Any]) -> None:
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     device = get_device()
+    multiprocessing.set_forkserver_preload(["x3dsearch.data"])  # loader workers start with it imported
     with tempfile.TemporaryDirectory(prefix="x3dsearch-train-") as folder:
         store = RayCheckpoints(Path(folder), rank == 0, world, job["where"])
         result = train(X3DConfig.from_dict(job["config"]), job["data"], Schedule.from_dict(job["schedule"]),

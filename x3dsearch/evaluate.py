@@ -29,6 +29,7 @@ class Feed:
     channels_last: bool
     autocast: AbstractContextManager[Any]
     sampler: Any = None  # a callable (dataset, shuffle, generator) -> Sampler, e.g. a distributed one
+    start_method: str | None = None  # how loader worker processes start; None: the platform's default
 
     def loader(self, dataset: Dataset, batch_size: int, shuffle: bool, epoch: int) -> DataLoader:
         """A loader whose order and worker seeds depend only on (seed, epoch): resumable without its state.
@@ -41,6 +42,7 @@ class Feed:
         sampler: Sampler | None = self.sampler(dataset, shuffle, generator) if self.sampler else None
         return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None,
                           sampler=sampler, generator=generator, num_workers=self.num_workers,
+                          multiprocessing_context=self.start_method if self.num_workers > 0 else None,
                           persistent_workers=False, drop_last=False, pin_memory=self.device.type == "cuda")
 
     def to_device(self, clips: torch.Tensor) -> torch.Tensor:

@@ -116,14 +116,15 @@ class Parallel:
 
     A distributed worker (:mod:`x3dsearch.distributed`) overrides it: ``wrap`` turns the built model
     into the module that trains (DDP), ``sampler`` shards the training set (see
-    :class:`~x3dsearch.evaluate.Feed`), ``mean`` and ``any`` agree on a step's loss and on the time
-    budget so that all workers take the same steps, ``store`` keeps the checkpoints. Only the ``chief``
-    tests.
+    :class:`~x3dsearch.evaluate.Feed`; ``loader_start`` how its loader processes start), ``mean`` and
+    ``any`` agree on a step's loss and on the time budget so that all workers take the same steps,
+    ``store`` keeps the checkpoints. Only the ``chief`` tests.
     """
 
     world_size: int = 1
     chief: bool = True
     sampler: Callable[[Dataset, bool, torch.Generator], Sampler] | None = None
+    loader_start: str | None = None  # how loader worker processes start (Feed.start_method)
 
     def wrap(self, model: nn.Module) -> nn.Module:
         """The module that takes the training steps (it shares its parameters with ``model``)."""
@@ -266,12 +267,13 @@ def _test(model: nn.Module, train_set: Dataset, val_set: Dataset, feed: Feed, sc
     return evaluate_views(model, val_set, feed, schedule.batch_size, views)
 
 
-def _feed(schedule: Schedule, seed: int, device: torch.device) -> Feed:
+def _feed(schedule: Schedule, seed: int, device: torch.device, start_method: str | None) -> Feed:
     """How batches reach the model: bf16 autocast when the schedule asks (or ``auto`` on a bf16 GPU)."""
     bf16 = schedule.precision == "bf16" or (schedule.precision == "auto" and device.type == "cuda"
                                            and torch.cuda.is_bf16_supported())
     return Feed(seed, schedule.num_workers, device, schedule.channels_last,
-                torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext())
+                torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext(),
+                start_method=start_method)
 
 
 @contextmanager
@@ -302,7 +304,7 @@ class _Run:
         self.progress, self.on_epoch, self.init_state = progress and parallel.chief, on_epoch, init_state
         self.checkpoints = _Checkpoints(parallel.store(out_dir), checkpoint_identity(config, schedule, seed), device)
         self.train_crop = schedule.train_crop(config)
-        self.feed = _feed(schedule, seed, device)
+        self.feed = _feed(schedule, seed, device, parallel.loader_start)
         self.state = _State()
         self.skipped: tuple[tuple[str, str], ...] = ()
         self.started = time.monotonic()
