@@ -228,6 +228,17 @@ def test_killed_worker_continues_from_the_last_checkpoint(two_workers: tuple[Pat
     assert json.loads((two_workers[0] / "metrics.json").read_text())["status"] == "ok"
 
 
+def _kill_session(sid: int) -> None:
+    """SIGKILL every process of session ``sid``: the CLI, its Ray, the workers and their loader processes."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if os.getsid(int(entry.name)) == sid:
+                    os.kill(int(entry.name), signal.SIGKILL)
+            except ProcessLookupError:  # gone meanwhile
+                pass
+
+
 @pytest.mark.slow
 def test_cli_killed_mid_run_resumes_with_resume(two_workers: tuple[Path, Path], bench: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
@@ -243,7 +254,7 @@ def test_cli_killed_mid_run_resumes_with_resume(two_workers: tuple[Path, Path], 
                 assert time.monotonic() < deadline, "no checkpoint in time"
                 time.sleep(0.05)
         finally:
-            os.killpg(proc.pid, signal.SIGKILL)  # the CLI, its Ray and both workers
+            _kill_session(proc.pid)
             proc.wait()
     assert not (out / "metrics.json").exists()
     with _ray_temp_dir() as tmp:

@@ -223,16 +223,28 @@ def _kill_once(marker: str | None, rank: int, world_size: int) -> EpochCallback 
     return die
 
 
+@contextmanager
+def _staging(name: str, rank: int) -> Iterator[Path]:
+    """This worker's local folder for run ``name``, emptied first: a killed attempt leaves its own behind."""
+    folder = Path(tempfile.gettempdir()) / f"x3dsearch-{name}-rank{rank}"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def _worker_loop(job: Mapping[str, Any]) -> None:
     """The function every Ray Train worker runs: the training loop as one DDP process."""
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     device = get_device()
     multiprocessing.set_forkserver_preload(["x3dsearch.data"])  # loader workers start with it imported
-    with tempfile.TemporaryDirectory(prefix="x3dsearch-train-") as folder:
-        store = RayCheckpoints(Path(folder), rank == 0, world, job["where"])
+    with _staging(job["name"], rank) as folder:
+        store = RayCheckpoints(folder, rank == 0, world, job["where"])
         result = train(X3DConfig.from_dict(job["config"]), job["data"], Schedule.from_dict(job["schedule"]),
-                       seed=job["seed"], out_dir=Path(folder) if rank == 0 else None, resume=True, device=device,
+                       seed=job["seed"], out_dir=folder if rank == 0 else None, resume=True, device=device,
                        threads=job["threads"], init_state=job["init_state"],
                        on_epoch=_kill_once(job["kill_marker"], rank, world),
                        parallel=_Worker(rank, world, device, job["seed"], store))
@@ -282,7 +294,7 @@ def train_distributed(config: X3DConfig, data: str | Path | tuple[Dataset, Datas
     where = f"the Ray Train checkpoint in {storage}/{name}"
     identity = {**checkpoint_identity(config, schedule, seed), "world_size": options.workers}
     _check_resumable(last_checkpoint(storage, name), identity, where)
-    job = {"config": config.to_dict(), "schedule": schedule.to_dict(), "seed": seed, "where": where,
+    job = {"config": config.to_dict(), "schedule": schedule.to_dict(), "seed": seed, "name": name, "where": where,
            "data": str(Path(data).resolve()) if isinstance(data, (str, Path)) else data,
            "threads": max(1, int(options.cpus_per_worker)), "init_state": init_state,
            "kill_marker": os.environ.get(KILL_ONCE_ENV)}
