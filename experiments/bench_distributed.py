@@ -105,7 +105,8 @@ def table(rows: list[Row], batch: int) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="XS", help="model (default: %(default)s)")
-    parser.add_argument("--schedule", default="cpu_full", help="schedule, without its time budget (default: %(default)s)")
+    parser.add_argument("--schedule", default="cpu_full",
+                        help="schedule, without its time budget (default: %(default)s)")
     parser.add_argument("--epochs", type=int, default=2, help="epochs (default: %(default)s)")
     parser.add_argument("--batch", type=int, default=16, help="global batch, even (default: %(default)s)")
     parser.add_argument("--views", type=int, nargs=2, default=(1, 1), metavar=("K", "S"),
