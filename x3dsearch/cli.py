@@ -217,25 +217,31 @@ def _add_search_options(p: argparse.ArgumentParser) -> None:
     _add_output_options(p)
 
 
+def _dispatch_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """The Ray dispatch settings of ``expand``, ``search`` and ``step``, validated."""
+    for flag in ("cpus_per_trial", "max_concurrent", "max_failures"):
+        value = getattr(args, flag)
+        if value is not None and value < (0 if flag == "max_failures" else 1e-9):
+            raise UserError(f"--{flag.replace('_', '-')} must be positive")
+    return {"address": args.address, "storage": args.storage, "cpus_per_trial": args.cpus_per_trial,
+            "gpus_per_trial": args.gpus_per_trial, "max_concurrent": args.max_concurrent,
+            "max_failures": args.max_failures}
+
+
 def _settings_from_args(args: argparse.Namespace, strategy: str) -> "ExpandSettings":
     """The run settings shared by every search strategy, from the common flags."""
     from .runner import ExpandSettings
 
     if args.target_gflops <= 0:
         raise UserError("--target-gflops must be positive")
-    for flag in ("cpus_per_trial", "max_concurrent", "max_failures", "full_workers"):
-        value = getattr(args, flag)
-        if value is not None and value < (0 if flag == "max_failures" else 1e-9):
-            raise UserError(f"--{flag.replace('_', '-')} must be positive")
+    if args.full_workers is not None and args.full_workers < 1:
+        raise UserError("--full-workers must be positive")
     out = args.out or f"runs/{strategy}-{args.target_gflops:g}g-seed{args.seed}"
     return ExpandSettings(
         target_gflops=args.target_gflops, out=out, space=args.space, data=args.data,
         proxy_schedule=args.proxy_schedule, proxy_init=args.proxy_init, full_schedule=args.full_schedule,
-        seed=args.seed,
-        ceiling_gflops=args.ceiling_gflops, evaluate_contractions=args.evaluate_contractions,
-        final_training=args.final_training, address=args.address, storage=args.storage,
-        cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
-        max_concurrent=args.max_concurrent, max_failures=args.max_failures, full_workers=args.full_workers)
+        seed=args.seed, ceiling_gflops=args.ceiling_gflops, evaluate_contractions=args.evaluate_contractions,
+        final_training=args.final_training, full_workers=args.full_workers, **_dispatch_fields(args))
 
 
 def _checked_space(settings: "ExpandSettings", resume: bool) -> "SearchSpace":
@@ -398,12 +404,11 @@ def _cmd_step(args: argparse.Namespace) -> int:
 
     base = _base_config(args.base)
     top = max(c.gflops for c in step_candidates(base, load_space(args.space), 1))
+    dispatch = _dispatch_fields(args)
     out = args.out or tempfile.mkdtemp(prefix="x3dsearch-step-")
     settings = ExpandSettings(
         target_gflops=top, out=out, space=args.space, data=args.data, proxy_schedule=args.proxy_schedule,
-        proxy_init=args.proxy_init, seed=args.seed, final_training=False, address=args.address,
-        storage=args.storage, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
-        max_concurrent=args.max_concurrent, max_failures=args.max_failures)
+        proxy_init=args.proxy_init, seed=args.seed, final_training=False, **dispatch)
     try:
         step = run_step(settings, base, resume=args.resume, quiet=args.quiet or args.json)
     finally:
