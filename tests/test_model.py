@@ -33,3 +33,20 @@ def test_m_widths():
     assert [stage[0].c.out_channels for stage in model.stages] == [24, 48, 96, 192]
     assert [len(stage) for stage in model.stages] == [3, 5, 11, 7]
     assert model.conv5[0].out_channels == 432
+
+
+def test_standard_layout_input_runs_channels_last_inside_and_gives_the_same_logits():
+    model = build_model(preset("XS", num_classes=5), fast=True).eval()
+    seen = []
+    model.stem[0].register_forward_pre_hook(
+        lambda _, args: seen.append(args[0].is_contiguous(memory_format=torch.channels_last_3d)))
+    clips = torch.randn(2, 3, 4, 40, 40)
+    with torch.no_grad():
+        standard = model(clips)
+        channels_last = model(clips.contiguous(memory_format=torch.channels_last_3d))
+    assert seen == [True, True]
+    torch.testing.assert_close(standard, channels_last, rtol=0, atol=0)
+    reference = build_model(preset("XS", num_classes=5), fast=False).eval()
+    reference.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(reference(clips), standard, rtol=1e-4, atol=1e-5)

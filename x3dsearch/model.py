@@ -70,7 +70,8 @@ class X3D(nn.Module):
     def __init__(self, config: X3DConfig, fast: bool | None = None) -> None:
         super().__init__()
         self.config = config
-        channelwise = ChannelwiseConv3d if enabled(fast) else nn.Conv3d
+        self.channels_last = enabled(fast)
+        channelwise = ChannelwiseConv3d if self.channels_last else nn.Conv3d
         stem = round_width(config.stem_width, config.width)
         self.stem = nn.Sequential(
             nn.Conv3d(3, stem, (1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1), bias=False),
@@ -96,9 +97,17 @@ class X3D(nn.Module):
         self.lin5_relu = nn.ReLU(inplace=True)
         self.dropout = nn.Dropout(config.dropout)
         self.classifier = nn.Linear(config.head_width, config.num_classes)
+        if self.channels_last:
+            self.to(memory_format=torch.channels_last_3d)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits of shape (batch, classes) for clips of shape (batch, 3, T, H, W)."""
+        """Logits of shape (batch, classes) for clips of shape (batch, 3, T, H, W), in any memory layout.
+
+        With the fast conv, CPU input is laid out channels-last here, once, so that every layer
+        runs in the layout its fast kernels need instead of converting back and forth.
+        """
+        if self.channels_last and x.device.type == "cpu" and x.dim() == 5:
+            x = x.contiguous(memory_format=torch.channels_last_3d)
         x = self.conv5(self.stages(self.stem(x)))
         x = self.lin5_relu(self.lin5(self.pool(x))).flatten(1)
         return self.classifier(self.dropout(x))
@@ -108,6 +117,7 @@ def build_model(config: X3DConfig, fast: bool | None = None) -> X3D:
     """Build the exact network the config describes (freshly initialised).
 
     ``fast`` picks :mod:`x3dsearch.fastconv`'s channelwise conv (default: ``$X3DSEARCH_FAST_CONV``,
-    on); it changes speed only, not parameters, state dicts or results beyond float rounding.
+    on) and the channels-last memory layout it runs in (weights, and CPU input in ``forward``); it
+    changes speed only, not parameters, state dicts or results beyond float rounding.
     """
     return X3D(config, fast)
