@@ -97,16 +97,17 @@ def _read_reference() -> list[dict[str, Any]]:
         return list(csv.DictReader(f))
 
 
-def run_reference(seeds: list[int], ratio: float, workers: int, train_missing: bool = True
-                  ) -> dict[tuple[str, str], list[float]]:
-    """Train what the cache lacks (unless told not to); return (set, axis) -> reference top-1 per seed."""
+def run_reference(seeds: list[int], ratio: float, workers: int, train_missing: bool = True,
+                  sets: list[str] | None = None) -> dict[tuple[str, str], list[float]]:
+    """Train what the cache lacks for ``sets`` (default all; unless told not to); return (set, axis) -> top-1 per seed."""
     data = str(reference_data())
     done = {(r["set"], r["axis"], int(r["seed"]), int(r["epochs"])) for r in _read_reference()}
     epochs = {name: _cached_length(name, len(cands), seeds, reference_epochs(base, ratio), done)
               for name, (base, cands) in candidate_sets().items()}
     jobs = [(name, axis, config.to_dict(), data, seed, epochs[name])
             for name, (_, cands) in candidate_sets().items() for axis, config in cands.items()
-            for seed in seeds if (name, axis, seed, epochs[name]) not in done and train_missing]
+            for seed in seeds if (name, axis, seed, epochs[name]) not in done and train_missing
+            and (sets is None or name in sets)]
     jobs.sort(key=lambda job: count_flops(X3DConfig.from_dict(job[2])))  # cheap sets first
     started = time.time()
     if jobs:
@@ -152,14 +153,14 @@ def reliability(per_seed: dict[str, list[float]]) -> float:
 
 
 def run_proxies(schedule: str, init: str, seeds: list[int], out: Path,
-                sets: list[str]) -> dict[tuple[str, int], dict[str, Any]]:
+                sets: list[str], cpus: int = 2) -> dict[tuple[str, int], dict[str, Any]]:
     """``x3dsearch step`` from each set's base for each proxy seed (resumable run folders under ``out``).
 
     One local Ray serves every step (each step's session finds it running and leaves it up).
     """
     import ray
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
     results = {}
     for name, (base, _) in candidate_sets().items():
         if name not in sets:
@@ -200,9 +201,12 @@ def main() -> None:
     parser.add_argument("--proxy-init", default="inherit", choices=["inherit", "scratch"])
     parser.add_argument("--proxy-seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", default="runs/fidelity", help="folder of the proxies' step runs (resumable)")
-    parser.add_argument("--sets", nargs="+", default=list(candidate_sets()), help="candidate sets to score")
+    parser.add_argument("--sets", nargs="+", default=list(candidate_sets()),
+                        help="candidate sets to train the reference of and to score")
+    parser.add_argument("--ray-cpus", type=int, default=2,
+                        help="CPUs of the proxies' local Ray (1 lets two variants run side by side)")
     args = parser.parse_args()
-    reference = run_reference(args.ref_seeds, args.ref_ratio, args.workers, not args.cached_reference)
+    reference = run_reference(args.ref_seeds, args.ref_ratio, args.workers, not args.cached_reference, args.sets)
     means: dict[str, dict[str, float]] = {}
     for name, (_, cands) in candidate_sets().items():
         per_seed = {axis: v for (s, axis), v in reference.items() if s == name}
@@ -216,7 +220,8 @@ def main() -> None:
     if args.reference_only:
         return
     variant = f"{Path(args.proxy_schedule).stem}-{args.proxy_init}"
-    proxies = run_proxies(args.proxy_schedule, args.proxy_init, args.proxy_seeds, Path(args.out) / variant, args.sets)
+    proxies = run_proxies(args.proxy_schedule, args.proxy_init, args.proxy_seeds, Path(args.out) / variant, args.sets,
+                          args.ray_cpus)
     rows = [{"set": name, "seed": seed, **score_proxy(step, means[name])} for (name, seed), step in proxies.items()
             if name in means]
     if not rows:

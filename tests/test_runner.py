@@ -268,13 +268,14 @@ class TestLocalRay:
         from x3dsearch.cli import main
 
         base = tmp_path / "base.yaml"
-        X3DConfig.from_dict(SPACE["start"]).to_yaml(base)
+        # four times the start's frames: about two cost doublings, as a search would reach it
+        X3DConfig.from_dict(dict(SPACE["start"], frames=4, stride=2)).to_yaml(base)
         code = main(["step", "--from", str(base), "--data", str(bench.root / "data"), "--space",
                      str(bench.root / "space.yaml"), "--proxy-schedule", str(bench.root / "tiny.yaml"),
                      "--out", str(tmp_path / "step"), "--json"])
         assert code == 0
         step = json.loads(capsys.readouterr().out)
-        assert X3DConfig.from_dict(step["base"]) == X3DConfig.from_dict(SPACE["start"])
+        assert X3DConfig.from_dict(step["base"]) == X3DConfig.from_yaml(base)
         assert [c["axis"] for c in step["candidates"]] == list(load_space(bench.root / "space.yaml").axes)
         for c in step["candidates"]:
             assert c["gflops"] > 0 and (c["top1"] is None or 0 <= c["top1"] <= 1)
@@ -282,6 +283,8 @@ class TestLocalRay:
         assert step["chosen"] == min(scored, key=lambda c: (-c["top1"], c["gflops"]))["axis"]  # ties: cheaper
         journal = load_run(tmp_path / "step")
         assert list(journal["axis"])[0] == "start" and set(journal["init"][1:]) == {"inherit"}
+        # the base trained as long as an inheriting search had trained it: its start's epoch and two steps'
+        assert step["base_epochs"] == 3 and list(journal["rung"])[0] == 3
 
 
 @pytest.mark.slow

@@ -352,3 +352,13 @@ def test_start_epochs_train_the_search_start_longer() -> None:
     assert SCHEDULE.for_start() is SCHEDULE
     with pytest.raises(ConfigError, match="start_epochs"):
         SCHEDULE.replace(start_epochs=0)
+
+
+def test_path_epochs_add_up_what_an_inheriting_search_trained_before_the_base() -> None:
+    proxy = SCHEDULE.replace(epochs=2, warmup_epochs=0.2)
+    assert proxy.path_epochs(0.0073, 0.0073, 384) == 2  # the start itself: its own epochs
+    assert proxy.path_epochs(0.0073, 0.605, 384) == 2 + 6 * 2  # XS: log2(83) ~ 6 doubling steps
+    stepped = proxy.replace(step_compute=60.0, max_epochs=12, start_epochs=4)
+    # steps at 0.015 / 0.029 / 0.058 GFLOPs: ceil(60 / (g * 384)) = 11 / 6 / 3 epochs, then 2
+    assert stepped.path_epochs(0.0073, 0.12, 384) == 4 + 11 + 6 + 3 + 2
+    assert proxy.for_start(7).epochs == 7 and proxy.for_start(2) is proxy

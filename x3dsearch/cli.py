@@ -365,7 +365,8 @@ def _add_step(sub: Any) -> None:
         sub, "step", _cmd_step, "one expansion step from a model: each axis' proxy score and the choice",
         "Where would the search go from my model? Takes one forward-expansion step from --from exactly as "
         "'expand' takes a step (same proxy schedule and mechanisms): with --proxy-init inherit the base is "
-        "first trained with the proxy schedule from scratch, as a search trains its start, and every candidate "
+        "first trained from scratch for as many proxy epochs as a search from the space's start would have "
+        "given it by then (the start's epochs plus one step's per cost doubling), and every candidate "
         "inherits its weights. Prints each candidate's cost and proxy top-1, and the axis the search would "
         "choose. No candidate is skipped for its cost.",
         "examples:\n"
@@ -417,8 +418,9 @@ def _cmd_step(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(step, indent=2))
         return 0
-    print(f"step from {X3DConfig.from_dict(step['base']).short} (proxy {step['schedule']}, init {step['init']}, "
-          f"seed {step['seed']}):")
+    trained = f", base trained {step['base_epochs']} epochs" if step["base_epochs"] else ""
+    print(f"step from {X3DConfig.from_dict(step['base']).short} (proxy {step['schedule']}, init {step['init']}"
+          f"{trained}, seed {step['seed']}):")
     for c in step["candidates"]:
         score = f"{c['top1']:.1%}" if c["top1"] is not None else c["status"]
         mark = "  <- chosen" if c["axis"] == step["chosen"] else ""

@@ -224,6 +224,7 @@ class JournalScorer:
                  proxy: Schedule, clips: int) -> None:
         self.run, self.dispatcher, self.view, self.job_base = run, dispatcher, view, job_base
         self.proxy, self.clips = proxy, clips
+        self.start_epochs: int | None = None  # the start's proxy epochs when not the schedule's (step --from)
         self.done: dict[tuple[str, int, int], dict[str, Any]] = {}
         for record in run.records():
             if record.get("status") in _FINAL_STATUSES:
@@ -233,7 +234,7 @@ class JournalScorer:
     def schedule_for(self, candidate: Candidate) -> Schedule:
         """The proxy schedule of the candidate's step (epochs by the step's cost), or of the start (``start_epochs``)."""
         if candidate.kind == "start":
-            return self.proxy.for_start()
+            return self.proxy.for_start(self.start_epochs)
         cost = 2 * count_flops(candidate.parent) / 1e9 if candidate.parent is not None else candidate.gflops
         return self.proxy.for_step(cost, self.clips)
 
@@ -408,12 +409,17 @@ def run_step(settings: ExpandSettings, base: X3DConfig, *, resume: bool = False,
              trial_fn: Any = None) -> dict[str, Any]:
     """One expansion step from ``base``, taken as ``expand`` takes a step: the candidates' scores and the choice.
 
-    With ``proxy_init="inherit"`` the base is first trained with the proxy schedule from scratch
-    (as a search trains its start), and every candidate inherits its weights. Nothing is skipped
-    for cost. Returns ``{"base", "candidates": [{"axis", "gflops", "top1", ...}], "chosen", ...}``.
+    With ``proxy_init="inherit"`` the base is first trained from scratch for as many proxy epochs as
+    a search from the space's start would have trained it by then (:meth:`Schedule.path_epochs`),
+    and every candidate inherits its weights. Nothing is skipped for cost.
+    Returns ``{"base", "candidates": [{"axis", "gflops", "top1", ...}], "chosen", ...}``.
     """
     session = Session(settings, resume=resume, quiet=quiet, trial_fn=trial_fn, start=base)
     start = session.space.start
+    basis = _fit_classes(load_space(settings.space), session.data_root).start
+    base_epochs = session.proxy.path_epochs(count_flops(basis) / 1e9, count_flops(start) / 1e9,
+                                            session.score.clips)
+    session.score.start_epochs = base_epochs
     t0 = time.time()
     with session:
         score = memoised(session.score)
@@ -427,6 +433,7 @@ def run_step(settings: ExpandSettings, base: X3DConfig, *, resume: bool = False,
     summary = {"base": start.to_dict(), "init": settings.proxy_init, "schedule": session.proxy.name,
                "seed": settings.seed, "run_dir": str(session.run.path), "wall_seconds": time.time() - t0,
                "base_seconds": seconds.get(start.key, 0.0) if settings.proxy_init == "inherit" else 0.0,
+               "base_epochs": base_epochs if settings.proxy_init == "inherit" else 0,
                "candidates": [{"axis": c.axis, "gflops": c.gflops, "top1": step.outcomes[c.key].top1,
                                "status": step.outcomes[c.key].status, "seconds": seconds.get(c.key)}
                               for c in step.candidates],

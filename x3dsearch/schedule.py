@@ -167,12 +167,26 @@ class Schedule:
             rungs = (*stretched, epochs)
         return self.replace(epochs=epochs, rungs=rungs, warmup_epochs=self.warmup_epochs * epochs / self.epochs)
 
-    def for_start(self) -> "Schedule":
-        """This schedule for the search's start: ``start_epochs`` long (no rungs) when set, else unchanged."""
-        if self.start_epochs is None or self.start_epochs == self.epochs and self.rungs is None:
+    def for_start(self, epochs: int | None = None) -> "Schedule":
+        """This schedule for one network trained alone (no rungs), ``epochs`` long.
+
+        By default the search's start: ``start_epochs`` when set, else unchanged.
+        """
+        epochs = self.start_epochs if epochs is None else epochs
+        if epochs is None or epochs == self.epochs and self.rungs is None:
             return self
-        return self.replace(epochs=self.start_epochs, rungs=None, step_compute=None, max_epochs=None,
-                            warmup_epochs=self.warmup_epochs * self.start_epochs / self.epochs)
+        return self.replace(epochs=epochs, rungs=None, step_compute=None, max_epochs=None,
+                            warmup_epochs=self.warmup_epochs * epochs / self.epochs)
+
+    def path_epochs(self, start_gflops: float, base_gflops: float, clips: int) -> int:
+        """Epochs an inheriting search has trained a network of ``base_gflops`` by the time it expands it.
+
+        The start (``start_gflops``) trains :meth:`for_start` epochs; each step about doubles the cost
+        and adds its :meth:`for_step` epochs, over ``round(log2(base / start))`` steps.
+        """
+        steps = round(math.log2(base_gflops / start_gflops)) if base_gflops > start_gflops > 0 else 0
+        return self.for_start().epochs + sum(self.for_step(start_gflops * 2 ** k, clips).epochs
+                                             for k in range(1, steps + 1))
 
     def train_crop(self, config: X3DConfig) -> int:
         """The side the network trains and evaluates at: its crop times ``spatial_scale``, at least 16."""
