@@ -21,7 +21,7 @@ from x3dsearch.config import X3DConfig
 from x3dsearch.cost import count_flops
 from x3dsearch.live import LiveView
 from x3dsearch.model import build_model
-from x3dsearch.report import config_scores, frontier, render, run_report
+from x3dsearch.report import config_scores, describe_provenance, frontier, render, run_report
 from x3dsearch.rundir import RunDir, load_run
 from x3dsearch.schedule import Schedule
 from x3dsearch.runner import ExpandSettings, JournalScorer, path_record
@@ -262,3 +262,11 @@ def test_report_of_a_non_run_is_one_line(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "not a run directory" in err
+
+
+def test_header_gives_the_epoch_range_of_a_proxy_with_epochs_by_step_cost():
+    prov = {"proxy_schedule": "cpu_proxy", "proxy_epochs": 1, "step_compute": 768.0, "max_epochs": 2,
+            "proxy_init": "inherit", "configs_inherited": 51, "configs_from_scratch": 1, "scratch_fallbacks": 0}
+    assert describe_provenance(prov)[0] == ("proxy: schedule cpu_proxy (1-2 epochs by step cost, step_compute 768 "
+                                            "GFLOP-clips); weights inherited along the path (51 configs inherited, "
+                                            "1 from scratch)")

@@ -222,8 +222,9 @@ def describe_provenance(prov: Mapping[str, Any]) -> list[str]:
     """The proxy mechanism and the final training's start as sentences (a report's or export's header)."""
     epochs = f" ({prov['proxy_epochs']} epochs)" if prov.get("proxy_epochs") else ""
     if prov.get("step_compute"):
-        epochs = (f" ({prov['proxy_epochs']} epochs, up to {prov['max_epochs']} in cheap steps for "
-                  f"{prov['step_compute']:g} GFLOP-clips; rungs stretch alike)")
+        stretch = "; rungs stretch alike" if prov.get("rungs") else ""
+        epochs = (f" ({prov['proxy_epochs']}-{prov['max_epochs']} epochs by step cost, step_compute "
+                  f"{prov['step_compute']:g} GFLOP-clips{stretch})")
     parts = [f"schedule {prov['proxy_schedule'] or 'unknown'}{epochs}"]
     inherited, scratch, fallbacks = prov["configs_inherited"], prov["configs_from_scratch"], prov["scratch_fallbacks"]
     if inherited:

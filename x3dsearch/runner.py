@@ -117,7 +117,10 @@ def _describe_data(root: Path) -> tuple[int, str]:
 def _describe_schedule(arg: str, schedule: Schedule) -> str:
     """A schedule as the dry run shows it: where it came from, its length and optimiser."""
     videos = "all" if schedule.train_videos is None else schedule.train_videos
-    return f"{arg} ({schedule.epochs} epochs over {videos} train videos, {schedule.optimizer})"
+    epochs = (f"{schedule.epochs}-{schedule.max_epochs} epochs by step cost"
+              if schedule.step_compute is not None and (schedule.max_epochs or 0) > schedule.epochs
+              else f"{schedule.epochs} epochs")
+    return f"{arg} ({epochs} over {videos} train videos, {schedule.optimizer})"
 
 
 def check_inputs(settings: ExpandSettings, *, resume: bool = False) -> tuple[SearchSpace, list[str]]:
