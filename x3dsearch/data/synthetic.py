@@ -27,7 +27,9 @@ carries the group (chance is 1/12, the group alone gives 1/4 within it) but not 
 short proxy training of X2D stays far from 100%.
 
 Videos are H.264 (libx264, yuv420p, crf 18, one encoder thread) in MP4; the pixel content is a
-function of (seed, split, class, index) only, and the encoded bytes are identical for a seed.
+function of (seed, split, class, index) only. The lossy libx264 encode is not: the same frames can
+encode to slightly different bytes and decoded pixels from run to run
+(``experiments/encode_determinism.py``), so two generations of one seed differ by compression noise.
 ``size="medium"`` renders 128x128 px with every length in pixels (sizes, grating period, motion,
 jitter) doubled, so the same crops relative to the frame keep the same difficulty.
 """
@@ -163,7 +165,7 @@ def _render(job: _Job) -> np.ndarray:
 
 
 def _encode(path: Path, video: np.ndarray, fps: int) -> None:
-    """Write uint8 (frames, H, W, 3) as H.264 MP4 with one encoder thread, so the bytes are reproducible."""
+    """Write uint8 (frames, H, W, 3) as H.264 MP4 with one encoder thread (lossy: bytes may vary run to run)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), "w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=Fraction(fps))
