@@ -70,7 +70,7 @@ class RunDir:
                             f"or choose another --out")
         if resume and self.exists():
             old = self.settings()
-            changed = sorted(k for k in settings if k in old and old[k] != settings[k]
+            changed = sorted(k for k in settings if k in old and _comparable(old[k]) != _comparable(settings[k])
                              and k not in _RESUMABLE_CHANGES)
             if changed:
                 raise UserError(f"--resume with different {', '.join(changed)} than the run in "
@@ -113,6 +113,11 @@ class RunDir:
     def read_path(self) -> dict[str, Any]:
         path = self.path / "path.json"
         return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _comparable(value: Any) -> Any:
+    """A setting as ``--resume`` compares it: a schedule's or space's free-text description does not count."""
+    return {k: v for k, v in value.items() if k != "description"} if isinstance(value, Mapping) else value
 
 
 _RESUMABLE_CHANGES = {"max_concurrent", "cpus_per_trial", "gpus_per_trial", "address", "storage",

@@ -1,0 +1,16 @@
+from pathlib import Path
+
+import pytest
+
+from x3dsearch.errors import UserError
+from x3dsearch.rundir import RunDir
+
+
+def test_resume_ignores_a_reworded_schedule_description_but_not_a_changed_field(tmp_path: Path) -> None:
+    run = RunDir(tmp_path / "run")
+    run.create({"seed": 0, "proxy": {"epochs": 2, "description": "old words"}}, resume=False)
+    run.create({"seed": 0, "proxy": {"epochs": 2, "description": "new words"}}, resume=True)
+    with pytest.raises(UserError, match="--resume with different proxy"):
+        run.create({"seed": 0, "proxy": {"epochs": 3, "description": "new words"}}, resume=True)
+    with pytest.raises(UserError, match="--resume with different seed"):
+        run.create({"seed": 1, "proxy": {"epochs": 2, "description": "old words"}}, resume=True)
