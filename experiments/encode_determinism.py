@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import tempfile
-from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -25,14 +24,7 @@ from x3dsearch.data import synthetic
 
 def encode_and_hash(video: np.ndarray, options: dict[str, str], path: Path) -> tuple[str, str]:
     """(md5 of the file, md5 of its decoded rgb24 frames) after one encode with ``options``."""
-    with av.open(str(path), "w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=Fraction(30))
-        stream.width, stream.height, stream.pix_fmt = video.shape[2], video.shape[1], "yuv420p"
-        stream.options = options
-        stream.codec_context.thread_count = 1
-        for frame in video:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        container.mux(stream.encode())
+    synthetic._encode(path, video, 30, options)
     with av.open(str(path)) as container:
         pixels = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
     return hashlib.md5(path.read_bytes()).hexdigest(), hashlib.md5(pixels.tobytes()).hexdigest()
@@ -40,7 +32,8 @@ def encode_and_hash(video: np.ndarray, options: dict[str, str], path: Path) -> t
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--options", nargs="+", default=["crf=18", "preset=fast"], metavar="KEY=VALUE")
+    parser.add_argument("--options", nargs="+", metavar="KEY=VALUE",
+                        default=[f"{k}={v}" for k, v in synthetic._X264_OPTIONS.items()])
     parser.add_argument("--repeats", type=int, default=10)
     args = parser.parse_args()
     options = dict(o.split("=", 1) for o in args.options)

@@ -224,10 +224,10 @@ class JournalScorer:
     """
 
     def __init__(self, run: RunDir, dispatcher: Any, view: LiveView, job_base: Mapping[str, Any],
-                 proxy: Schedule, clips: int) -> None:
+                 proxy: Schedule, clips: int, start_epochs: int | None = None) -> None:
         self.run, self.dispatcher, self.view, self.job_base = run, dispatcher, view, job_base
         self.proxy, self.clips = proxy, clips
-        self.start_epochs: int | None = None  # the start's proxy epochs when not the schedule's (step --from)
+        self.start_epochs = start_epochs  # the start's proxy epochs when not the schedule's (step --from)
         self.done: dict[tuple[str, int, int], dict[str, Any]] = {}
         for record in run.records():
             if record.get("status") in _FINAL_STATUSES:
@@ -297,7 +297,9 @@ class Session:
     """What every search strategy shares: run directory, data, schedules, Ray, journal, view.
 
     Use as a context manager; ``score`` answers a batch of candidates from the journal or
-    by proxy training, ``train_final`` trains one config with the full schedule.
+    by proxy training, ``train_final`` trains one config with the full schedule. ``start``
+    replaces the space's start (``step --from``); it then trains as long as a search from the
+    space's own start would have trained it by then (:meth:`Schedule.path_epochs`).
     """
 
     def __init__(self, settings: ExpandSettings, *, resume: bool = False, quiet: bool = False,
@@ -309,8 +311,8 @@ class Session:
         self.settings = settings
         self.quiet = quiet
         self.data_root = _resolve_data(settings)
-        space = load_space(settings.space)
-        self.space = _fit_classes(replace(space, start=start) if start is not None else space, self.data_root)
+        space = _fit_classes(load_space(settings.space), self.data_root)
+        self.space = space if start is None else _with_classes(replace(space, start=start), space.start.num_classes)
         _check_target(settings, self.space)
         self.proxy = load_schedule(settings.proxy_schedule)
         self.full = load_schedule(settings.full_schedule)
@@ -331,8 +333,10 @@ class Session:
         job_base = {"data": str(self.data_root), "schedule": self.proxy.to_dict(), "seed": settings.seed,
                     "init": settings.proxy_init, "weights_dir": str(self.weights_dir),
                     "trials_dir": str(self.weights_dir.parent / "trials")}
-        self.score = JournalScorer(self.run, self.dispatcher, self.view, job_base, self.proxy,
-                                   _train_clips(self.data_root, self.proxy))
+        clips = _train_clips(self.data_root, self.proxy)
+        start_epochs = None if start is None else self.proxy.path_epochs(
+            count_flops(space.start) / 1e9, count_flops(self.space.start) / 1e9, clips)
+        self.score = JournalScorer(self.run, self.dispatcher, self.view, job_base, self.proxy, clips, start_epochs)
 
     def __enter__(self) -> "Session":
         self.dispatcher.start()
@@ -419,10 +423,6 @@ def run_step(settings: ExpandSettings, base: X3DConfig, *, resume: bool = False,
     """
     session = Session(settings, resume=resume, quiet=quiet, trial_fn=trial_fn, start=base)
     start = session.space.start
-    basis = _fit_classes(load_space(settings.space), session.data_root).start
-    base_epochs = session.proxy.path_epochs(count_flops(basis) / 1e9, count_flops(start) / 1e9,
-                                            session.score.clips)
-    session.score.start_epochs = base_epochs
     t0 = time.time()
     with session:
         score = memoised(session.score)
@@ -436,7 +436,7 @@ def run_step(settings: ExpandSettings, base: X3DConfig, *, resume: bool = False,
     summary = {"base": start.to_dict(), "init": settings.proxy_init, "schedule": session.proxy.name,
                "seed": settings.seed, "run_dir": str(session.run.path), "wall_seconds": time.time() - t0,
                "base_seconds": seconds.get(start.key, 0.0) if settings.proxy_init == "inherit" else 0.0,
-               "base_epochs": base_epochs if settings.proxy_init == "inherit" else 0,
+               "base_epochs": session.score.start_epochs if settings.proxy_init == "inherit" else 0,
                "candidates": [{"axis": c.axis, "gflops": c.gflops, "top1": step.outcomes[c.key].top1,
                                "status": step.outcomes[c.key].status, "seconds": seconds.get(c.key)}
                               for c in step.candidates],

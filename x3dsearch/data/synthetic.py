@@ -164,13 +164,16 @@ def _render(job: _Job) -> np.ndarray:
     return (np.clip(video, 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
 
 
-def _encode(path: Path, video: np.ndarray, fps: int) -> None:
+_X264_OPTIONS = {"crf": "18", "preset": "fast"}
+
+
+def _encode(path: Path, video: np.ndarray, fps: int, options: dict[str, str] = _X264_OPTIONS) -> None:
     """Write uint8 (frames, H, W, 3) as H.264 MP4 with one encoder thread (lossy: bytes may vary run to run)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), "w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=Fraction(fps))
         stream.width, stream.height, stream.pix_fmt = video.shape[2], video.shape[1], "yuv420p"
-        stream.options = {"crf": "18", "preset": "fast"}
+        stream.options = dict(options)
         stream.codec_context.thread_count = 1
         for frame in video:
             container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
