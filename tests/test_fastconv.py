@@ -143,8 +143,17 @@ def test_tracing_sees_the_reference_conv():
     assert "aten::_convolution" in graph and "PythonOp" not in graph
 
 
+@needs_kernels
+def test_bias_is_added_after_the_kernel():
+    torch.manual_seed(0)
+    conv = ChannelwiseConv3d(6, 6, 3, padding=1, groups=6, bias=True)
+    x = torch.randn(2, 6, 3, 5, 5).contiguous(memory_format=CL)
+    expected = F.conv3d(x, conv.weight, conv.bias, padding=1, groups=6)
+    _close(conv(x), expected)
+
+
 def test_unsupported_configurations_are_refused():
-    for kwargs in ({"groups": 2}, {"bias": True}, {"dilation": 2}, {"stride": (2, 1, 1)},
+    for kwargs in ({"groups": 2}, {"dilation": 2}, {"stride": (2, 1, 1)},
                    {"padding_mode": "reflect"}, {"padding": "same"}):
         options = {"groups": 4, "bias": False, "padding": 1, **kwargs}
         with pytest.raises(ValueError, match="ChannelwiseConv3d needs"):

@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from x3dsearch import build_model, preset
+from x3dsearch.model import fold_batchnorm
 
 
 @pytest.mark.parametrize("frames, side", [(1, 32), (3, 48), (5, 40), (8, 33)])
@@ -50,3 +51,25 @@ def test_standard_layout_input_runs_channels_last_inside_and_gives_the_same_logi
     reference.load_state_dict(model.state_dict())
     with torch.no_grad():
         torch.testing.assert_close(reference(clips), standard, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_folded_batchnorm_gives_the_eval_logits_and_leaves_the_model_alone(fast):
+    torch.manual_seed(0)
+    model = build_model(preset("XS", num_classes=5).replace(depth=1.0), fast=fast)
+    for m in model.modules():  # trained-looking BatchNorms: every statistic and affine term non-trivial
+        if isinstance(m, torch.nn.BatchNorm3d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    model.classifier.weight.data *= 100  # logits large enough for the tolerance below to mean something
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.randn(2, 3, 4, 32, 32)
+    folded = fold_batchnorm(model.train())
+    with torch.no_grad():
+        expected, actual = model.eval()(x), folded(x)
+    assert not any(isinstance(m, torch.nn.BatchNorm3d) for m in folded.modules())
+    assert expected.abs().max() > 1.0
+    torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-4)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())

@@ -265,8 +265,11 @@ def test_report_of_a_non_run_is_one_line(tmp_path, capsys):
 
 
 def test_header_gives_the_epoch_range_of_a_proxy_with_epochs_by_step_cost():
-    prov = {"proxy_schedule": "cpu_proxy", "proxy_epochs": 1, "step_compute": 768.0, "max_epochs": 2,
+    prov = {"proxy_schedule": "cpu_proxy", "proxy_epochs": 1, "step_compute": 768.0, "epoch_range": [1, 2],
             "proxy_init": "inherit", "configs_inherited": 51, "configs_from_scratch": 1, "scratch_fallbacks": 0}
     assert describe_provenance(prov)[0] == ("proxy: schedule cpu_proxy (1-2 epochs by step cost, step_compute 768 "
                                             "GFLOP-clips); weights inherited along the path (51 configs inherited, "
                                             "1 from scratch)")
+    tiny = {**prov, "epochs_under": [[0.02, 16]], "epoch_range": [1, 16]}
+    assert describe_provenance(tiny)[0].startswith(
+        "proxy: schedule cpu_proxy (1-16 epochs by step cost, 16 under 0.02 GFLOPs, step_compute 768 GFLOP-clips);")

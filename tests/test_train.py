@@ -345,6 +345,21 @@ def test_step_compute_gives_cheap_steps_more_epochs_and_stretches_the_rungs() ->
         SCHEDULE.replace(epochs=4, rungs=[2, 3])
 
 
+def test_epochs_under_gives_the_tiniest_steps_their_own_epochs_before_step_compute() -> None:
+    proxy = SCHEDULE.replace(epochs=1, warmup_epochs=0.1, step_compute=768.0, max_epochs=2,
+                             epochs_under=[[0.02, 16], [0.05, 6]])
+    assert [proxy.for_step(g, 384).epochs for g in (0.0145, 0.03, 0.5, 2.5)] == [16, 6, 2, 1]
+    tiny = proxy.for_step(0.0145, 384)
+    assert (tiny.max_epochs, tiny.warmup_epochs) == (16, pytest.approx(1.6))
+    assert proxy.epoch_range() == (1, 16) and SCHEDULE.epoch_range() == (SCHEDULE.epochs,) * 2
+    assert Schedule.from_dict(proxy.to_dict()) == proxy  # survives YAML/JSON as lists
+    # to XS: the start's 2 epochs, 16 at the first step (0.015 GFLOPs), 6 at the second, 2 at the four more
+    assert proxy.replace(start_epochs=2).path_epochs(0.0073, 0.605, 384) == 2 + 16 + 6 + 4 * 2
+    for bad in ([[0, 3]], [[0.05, 2], [0.02, 3]], [[0.02, 1.5]], [[0.02]], "16", []):
+        with pytest.raises(ConfigError, match="epochs_under must be"):
+            SCHEDULE.replace(epochs_under=bad)
+
+
 def test_start_epochs_train_the_search_start_longer() -> None:
     proxy = SCHEDULE.replace(epochs=2, rungs=[1, 2], warmup_epochs=0.2, start_epochs=12)
     start = proxy.for_start()

@@ -130,20 +130,21 @@ class ChannelwiseConv3d(nn.Conv3d):
     """Drop-in ``nn.Conv3d`` that runs a channelwise conv with the fast kernels when they apply.
 
     Same constructor, parameters and state dict as ``nn.Conv3d``; configurations the kernels do
-    not cover (bias, dilation, temporal stride, unequal H/W strides, non-zero padding modes,
-    groups != channels) are refused at construction.
+    not cover (dilation, temporal stride, unequal H/W strides, non-zero padding modes,
+    groups != channels) are refused at construction. A bias is added after the kernel.
     """
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)
         stride, padding = self.stride, self.padding
-        if not (self.groups == self.in_channels == self.out_channels and self.bias is None
+        if not (self.groups == self.in_channels == self.out_channels
                 and self.dilation == (1, 1, 1) and stride[0] == 1 and stride[1] == stride[2]
                 and self.padding_mode == "zeros" and not isinstance(padding, str)):
-            raise ValueError("ChannelwiseConv3d needs groups == in_channels == out_channels, no bias, no "
+            raise ValueError("ChannelwiseConv3d needs groups == in_channels == out_channels, no "
                              "dilation, temporal stride 1, equal H/W strides and zero padding; got "
                              f"{self.extra_repr()}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The conv of ``x``, through the fast kernels when they apply."""
-        return channelwise_conv3d(x, self.weight, self.stride[1], self.padding)
+        y = channelwise_conv3d(x, self.weight, self.stride[1], self.padding)
+        return y if self.bias is None else y + self.bias.view(1, -1, 1, 1, 1)

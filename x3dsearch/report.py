@@ -20,6 +20,7 @@ from .config import X3DConfig
 from .cost import count_params
 from .errors import UserError
 from .rundir import RunDir, load_run
+from .schedule import Schedule
 from .search import CEILING_FACTOR
 
 __all__ = ["frontier", "numeric_column", "config_seconds", "config_scores", "provenance", "describe_provenance",
@@ -189,10 +190,11 @@ def _provenance(settings: Mapping[str, Any], journal: pd.DataFrame, path: Mappin
     scores = config_scores(journal)
     step_top = scores.groupby(["step", "kind"])["rung"].transform("max")  # a step's rungs may stretch
     repeats = (numeric_column(spent, "seed_offset").fillna(0) > 0).sum()
-    stretch = proxy.get("step_compute")
+    by_cost = proxy.get("step_compute") or proxy.get("epochs_under")
     return {"proxy_schedule": proxy.get("name") or settings.get("proxy_schedule"),
-            "proxy_epochs": proxy.get("epochs"), "step_compute": stretch,
-            "max_epochs": (proxy.get("max_epochs") or proxy.get("epochs")) if stretch else None,
+            "proxy_epochs": proxy.get("epochs"), "step_compute": proxy.get("step_compute"),
+            "epochs_under": proxy.get("epochs_under"),
+            "epoch_range": list(Schedule.from_dict(proxy).epoch_range()) if by_cost else None,
             "proxy_init": settings.get("proxy_init", "scratch"),  # runs before inheritance trained from scratch
             "configs_inherited": int((inits == "inherit").sum()),
             "configs_from_scratch": int(inits.str.startswith("scratch").sum()),
@@ -221,10 +223,13 @@ def _init_text(label: str) -> str:
 def describe_provenance(prov: Mapping[str, Any]) -> list[str]:
     """The proxy mechanism and the final training's start as sentences (a report's or export's header)."""
     epochs = f" ({prov['proxy_epochs']} epochs)" if prov.get("proxy_epochs") else ""
-    if prov.get("step_compute"):
+    if prov.get("epoch_range"):
+        rules = [f"{e} under {g:g} GFLOPs" for g, e in prov.get("epochs_under") or ()]
+        if prov.get("step_compute"):
+            rules.append(f"step_compute {prov['step_compute']:g} GFLOP-clips")
         stretch = "; rungs stretch alike" if prov.get("rungs") else ""
-        epochs = (f" ({prov['proxy_epochs']}-{prov['max_epochs']} epochs by step cost, step_compute "
-                  f"{prov['step_compute']:g} GFLOP-clips{stretch})")
+        low, high = prov["epoch_range"]
+        epochs = f" ({low}-{high} epochs by step cost, {', '.join(rules)}{stretch})"
     parts = [f"schedule {prov['proxy_schedule'] or 'unknown'}{epochs}"]
     inherited, scratch, fallbacks = prov["configs_inherited"], prov["configs_from_scratch"], prov["scratch_fallbacks"]
     if inherited:

@@ -117,9 +117,8 @@ def _describe_data(root: Path) -> tuple[int, str]:
 def _describe_schedule(arg: str, schedule: Schedule) -> str:
     """A schedule as the dry run shows it: where it came from, its length and optimiser."""
     videos = "all" if schedule.train_videos is None else schedule.train_videos
-    epochs = (f"{schedule.epochs}-{schedule.max_epochs} epochs by step cost"
-              if schedule.step_compute is not None and (schedule.max_epochs or 0) > schedule.epochs
-              else f"{schedule.epochs} epochs")
+    low, high = schedule.epoch_range()
+    epochs = f"{low}-{high} epochs by step cost" if high > low else f"{schedule.epochs} epochs"
     return f"{arg} ({epochs} over {videos} train videos, {schedule.optimizer})"
 
 

@@ -54,7 +54,11 @@ class Schedule:
     ``step_compute`` (GFLOP-clips) gives cheap search steps more epochs: every candidate of a step
     trains at least that much, counted at the step's expected candidate cost, in whole epochs up
     to ``max_epochs`` (see :meth:`for_step`). Early steps cost seconds either way and otherwise
-    stay near chance; the expensive late steps keep ``epochs``. ``start_epochs`` trains the search's
+    stay near chance; the expensive late steps keep ``epochs``. ``epochs_under`` ([[gflops, epochs],
+    ...], ascending) overrides that for the tiniest steps: a step whose candidates cost under
+    ``gflops`` trains ``epochs`` (the first pair that applies). Networks that small run at a per-op
+    overhead floor, so an epoch costs seconds whatever their FLOPs, and they need many epochs to
+    learn at all. ``start_epochs`` trains the search's
     start (step 0 of an inheriting search, one model) that long, so the first candidates inherit a
     network that has learned something (see :meth:`for_start`).
     ``debug_nan_step`` makes the loss NaN at that global step (a test hook that travels with the schedule to
@@ -88,6 +92,7 @@ class Schedule:
     close_call_seeds: int = 0
     step_compute: float | None = None
     max_epochs: int | None = None
+    epochs_under: tuple[tuple[float, int], ...] | None = None
     start_epochs: int | None = None
     debug_nan_step: int | None = None
 
@@ -148,24 +153,46 @@ class Schedule:
             _check_int(where, "max_epochs", self.max_epochs, low=self.epochs, hint=f" >= epochs ({self.epochs})")
         if self.start_epochs is not None:
             _check_int(where, "start_epochs", self.start_epochs, low=1, hint=" or null")
+        self._check_epochs_under(where)
+
+    def _check_epochs_under(self, where: str) -> None:
+        if self.epochs_under is None:
+            return
+        message = (f"{where}: epochs_under must be [[gflops, epochs], ...] with increasing positive gflops "
+                   f"and positive integer epochs, got {self.epochs_under!r}")
+        try:
+            pairs = [(_number(where, "gflops", g), e) for g, e in self.epochs_under]
+            for _, epochs in pairs:
+                _check_int(where, "epochs", epochs, low=1)
+        except (ConfigError, TypeError, ValueError):
+            raise ConfigError(message) from None
+        bounds = [g for g, _ in pairs]
+        if not pairs or bounds[0] <= 0 or bounds != sorted(set(bounds)):
+            raise ConfigError(message)
+        object.__setattr__(self, "epochs_under", tuple((float(g), e) for g, e in pairs))
 
     def for_step(self, gflops: float, clips: int) -> "Schedule":
         """This schedule for a search step whose candidates cost about ``gflops`` and train on ``clips`` clips.
 
-        With ``step_compute``, ``epochs`` rises to ``ceil(step_compute / (gflops * clips))`` (at most
-        ``max_epochs``) and the rungs stretch in proportion; without it, the schedule is unchanged.
+        Under a bound of ``epochs_under`` it trains that pair's epochs; otherwise, with ``step_compute``,
+        ``epochs`` rises to ``ceil(step_compute / (gflops * clips))`` (at most ``max_epochs``). The
+        rungs and the warm-up stretch in proportion; without either rule, the schedule is unchanged.
         """
-        if self.step_compute is None or gflops <= 0 or clips <= 0:
-            return self
-        ceiling = self.max_epochs if self.max_epochs is not None else self.epochs
-        epochs = min(ceiling, max(self.epochs, math.ceil(self.step_compute / (gflops * clips))))
+        epochs = next((e for bound, e in self.epochs_under or () if 0 < gflops < bound), None)
+        if epochs is None:
+            if self.step_compute is None or gflops <= 0 or clips <= 0:
+                return self
+            ceiling = self.max_epochs if self.max_epochs is not None else self.epochs
+            epochs = min(ceiling, max(self.epochs, math.ceil(self.step_compute / (gflops * clips))))
         if epochs == self.epochs:
             return self
         rungs = None
         if self.rungs is not None:
             stretched = sorted({max(1, round(r * epochs / self.epochs)) for r in self.rungs[:-1]} - {epochs})
             rungs = (*stretched, epochs)
-        return self.replace(epochs=epochs, rungs=rungs, warmup_epochs=self.warmup_epochs * epochs / self.epochs)
+        ceiling = None if self.max_epochs is None else max(self.max_epochs, epochs)
+        return self.replace(epochs=epochs, rungs=rungs, warmup_epochs=self.warmup_epochs * epochs / self.epochs,
+                            max_epochs=ceiling)
 
     def for_start(self, epochs: int | None = None) -> "Schedule":
         """This schedule for one network trained alone (no rungs), ``epochs`` long.
@@ -188,6 +215,13 @@ class Schedule:
         return self.for_start().epochs + sum(self.for_step(start_gflops * 2 ** k, clips).epochs
                                              for k in range(1, steps + 1))
 
+    def epoch_range(self) -> tuple[int, int]:
+        """Fewest and most epochs a search step can train (:meth:`for_step` over every cost)."""
+        counts = [self.epochs, *(e for _, e in self.epochs_under or ())]
+        if self.step_compute is not None:
+            counts.append(self.max_epochs if self.max_epochs is not None else self.epochs)
+        return min(counts), max(counts)
+
     def train_crop(self, config: X3DConfig) -> int:
         """The side the network trains and evaluates at: its crop times ``spatial_scale``, at least 16."""
         return max(MIN_TRAIN_CROP, int(round(config.crop * self.spatial_scale)))
@@ -201,6 +235,7 @@ class Schedule:
         out = dataclasses.asdict(self)
         out["eval_views"] = list(self.eval_views)
         out["rungs"] = list(self.rungs) if self.rungs is not None else None
+        out["epochs_under"] = [list(p) for p in self.epochs_under] if self.epochs_under is not None else None
         return out
 
     @classmethod
