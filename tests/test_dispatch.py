@@ -12,7 +12,7 @@ import ray.cloudpickle
 
 from x3dsearch import dispatch
 from x3dsearch.dispatch import (_TOKEN_SETUP_LOGGER, DispatchOptions, RayDispatcher, _check_address,
-                                _not_token_banner, _token_banner_hidden)
+                                _not_token_banner, _token_banner_hidden, spread)
 from x3dsearch.errors import UserError
 
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -49,6 +49,18 @@ def test_every_job_reports_once_with_its_metrics(local_ray, tmp_path):
     assert sorted((k, r["top1"], r["attempt"]) for k, r in records) == \
         [("k0", 0.0, 1), ("k1", 0.1, 1), ("k2", 0.2, 1), ("k3", 0.3, 1)]
     assert all(r["node"] and r["trial_ended"] >= r["trial_started"] for _, r in records)
+
+
+def _cpus(job):
+    return {"status": "ok", "top1": job["cpus"], "seconds": 0.0}
+
+
+def test_a_lone_last_trial_gets_the_cpus_the_others_leave_idle(local_ray, tmp_path):
+    assert spread(5, 2) == [1, 1, 1, 1, 2] and spread(6, 2) == [1] * 6 and spread(1, 2) == [2]
+    assert spread(7, 4) == [1] * 7 and spread(6, 4) == [1, 1, 1, 1, 2, 2] and spread(3, 1) == [1] * 3
+    records = dict(_run(tmp_path, _cpus, [{"key": f"k{i}"} for i in range(3)]))
+    assert [records[f"k{i}"]["top1"] for i in range(3)] == [1.0, 1.0, 2.0]  # 2 CPUs reserved and given
+    assert dict(_run(tmp_path, _cpus, [{"key": "k"}], max_concurrent=1))["k"]["top1"] == 1.0
 
 
 def test_dead_worker_is_retried(local_ray, tmp_path):

@@ -87,6 +87,33 @@ def test_fine_axis_lands_without_top_up():
     assert label == "bottleneck" and abs(count_flops(config) - 6e9) <= 0.01 * 6e9
 
 
+def test_landing_within_the_ratio_takes_a_partial_step_of_the_last_axis_instead_of_a_full_one():
+    scorer = StubScorer(lambda c: Outcome("ok", top1=c.width + c.depth / 10))
+    paper = run_search(SPACE, 0.3, scorer)
+    reached = paper.steps[2].chosen.config
+    target = 1.2 * count_flops(reached) / 1e9  # less than half a doubling above the third step
+    assert run_search(SPACE, target, scorer).steps[3].base == reached  # the paper's protocol steps on past it
+    landed = run_search(SPACE, target, scorer, land_within=2 ** 0.5)
+    assert [s.chosen.key for s in landed.steps] == [s.chosen.key for s in paper.steps[:3]]
+    c = landed.contraction
+    assert c.base == reached and c.axis == paper.steps[2].chosen.axis and 0 < c.fraction < 1 and not c.evaluated
+    assert abs(landed.final_gflops - target) / target < 0.05
+    with pytest.raises(ConfigError, match="land_within"):
+        run_search(SPACE, 0.3, scorer, land_within=0.5)
+
+
+def test_evaluated_landing_lets_the_proxy_pick_among_all_axes():
+    scorer = StubScorer(lambda c: Outcome("ok", top1=c.width + (c.crop > 112) * 10 * (c.width > 1)))
+    reached = run_search(SPACE, 0.3, scorer).steps[0].chosen.config
+    target = 1.2 * count_flops(reached) / 1e9
+    result = run_search(SPACE, target, scorer, land_within=2 ** 0.5, evaluate_contractions=True)
+    c = result.contraction
+    assert len(result.steps) == 1 and c.base == reached
+    assert len(c.evaluated) >= 5 and all(k in scorer.calls for k in c.evaluated)
+    assert c.axis.startswith("spatial") and result.final.crop > 112  # the proxy's pick, not the last axis
+    assert abs(result.final_gflops - target) / target < 0.05
+
+
 def test_evaluated_contractions_pick_best_proxy():
     scorer = StubScorer(lambda c: Outcome("ok", top1=c.width + c.depth / 10 - (c.crop > 200)))
     result = run_search(SPACE, 0.5, scorer, evaluate_contractions=True)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 from .config import X3DConfig, preset, preset_names
 from .cost import cost_breakdown, count_flops, count_params
 from .errors import UserError
+from .search import LAND_WITHIN
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -147,6 +148,11 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--evaluate-contractions", action="store_true",
                    help="contract every axis that can reach the target and proxy-train them all, "
                         "instead of contracting only the last-expanded axis")
+    p.add_argument("--land-within", type=float, default=LAND_WITHIN, metavar="R",
+                   help="once a model is within R times under the target, land on it with a partial step of "
+                        "the last step's axis (or of every axis, proxy-trained, with --evaluate-contractions) "
+                        "instead of a full proxy-trained step past it that the contraction mostly undoes; "
+                        "1 takes the full step, as the paper did (default: %(default).3g, half a doubling)")
 
 
 def _add_space(target: _Target) -> None:
@@ -236,12 +242,14 @@ def _settings_from_args(args: argparse.Namespace, strategy: str) -> "ExpandSetti
         raise UserError("--target-gflops must be positive")
     if args.full_workers is not None and args.full_workers < 1:
         raise UserError("--full-workers must be positive")
+    if args.land_within < 1:
+        raise UserError("--land-within must be at least 1 (1: always a full step, then contraction)")
     out = args.out or f"runs/{strategy}-{args.target_gflops:g}g-seed{args.seed}"
     return ExpandSettings(
         target_gflops=args.target_gflops, out=out, space=args.space, data=args.data,
         proxy_schedule=args.proxy_schedule, proxy_init=args.proxy_init, full_schedule=args.full_schedule,
         seed=args.seed, ceiling_gflops=args.ceiling_gflops, evaluate_contractions=args.evaluate_contractions,
-        final_training=args.final_training, full_workers=args.full_workers, **_dispatch_fields(args))
+        land_within=args.land_within, final_training=args.final_training, full_workers=args.full_workers, **_dispatch_fields(args))
 
 
 def _checked_space(settings: "ExpandSettings", resume: bool) -> "SearchSpace":

@@ -22,8 +22,8 @@ from .config import X3DConfig
 from .rundir import RunDir, atomic_write
 from .rungs import Rungs, successive_halving
 from .schedule import Schedule, load_schedule
-from .search import (CEILING_FACTOR, Candidate, Outcome, SearchResult, Step, estimate_steps, memoised,
-                     run_search, score_start, step_candidates, take_step)
+from .search import (CEILING_FACTOR, LAND_WITHIN, Candidate, Outcome, SearchResult, Step, estimate_steps,
+                     memoised, run_search, score_start, step_candidates, take_step)
 from .space import SearchSpace, load_space
 
 __all__ = ["ExpandSettings", "Session", "JournalScorer", "run_expand", "run_step", "plan_text",
@@ -46,6 +46,7 @@ class ExpandSettings:
     seed: int = 0
     ceiling_gflops: float | None = None
     evaluate_contractions: bool = False
+    land_within: float = LAND_WITHIN
     final_training: bool = True
     address: str | None = None
     storage: str | None = None
@@ -395,7 +396,7 @@ def run_expand(settings: ExpandSettings, *, resume: bool = False, quiet: bool = 
         result = run_search(session.space, settings.target_gflops, session.score,
                             ceiling_gflops=settings.ceiling(),
                             evaluate_contractions=settings.evaluate_contractions,
-                            train_start=settings.proxy_init == "inherit", on_step=_on_step)
+                            land_within=settings.land_within, train_start=settings.proxy_init == "inherit", on_step=_on_step)
     search_seconds = time.time() - t0
     record = path_record(result, steps, settings.target_gflops)
     run.write_path(record)

@@ -20,9 +20,10 @@ from .space import DISCRETE_FIELDS, SearchSpace, expand
 
 __all__ = ["Candidate", "Outcome", "Step", "Contraction", "SearchResult", "ScoreFn",
            "step_candidates", "choose", "contract", "run_search", "estimate_steps", "CEILING_FACTOR",
-           "LANDING_TOLERANCE", "land", "memoised", "score_start", "take_step"]
+           "LANDING_TOLERANCE", "LAND_WITHIN", "land", "memoised", "score_start", "take_step"]
 
 LANDING_TOLERANCE = 0.05  # contraction lands within 5% of the target, topping up if it must
+LAND_WITHIN = math.sqrt(2)  # default of expand: closer than this under the target, land instead of a full step
 CEILING_FACTOR = 2.0  # default ceiling: a candidate above 2x the target would lose over half its step
 
 
@@ -81,7 +82,8 @@ class Step:
 
 @dataclass(frozen=True)
 class Contraction:
-    """The partial step that lands the overshooting last step on the target."""
+    """The partial step that lands the path on the target: back from an overshooting last step, or on
+    from just under the target (``run_search``'s ``land_within``)."""
 
     axis: str
     fraction: float
@@ -245,7 +247,7 @@ def take_step(base: X3DConfig, index: int, space: SearchSpace, score: ScoreFn) -
 
 def run_search(space: SearchSpace, target_gflops: float, score: ScoreFn, *,
                ceiling_gflops: float | None = None, evaluate_contractions: bool = False,
-               max_steps: int = 30, train_start: bool = False,
+               max_steps: int = 30, train_start: bool = False, land_within: float = 1.0,
                on_step: Callable[[Step], None] | None = None) -> SearchResult:
     """Forward expansion from the space's start until C(X) >= target, then contraction.
 
@@ -253,6 +255,10 @@ def run_search(space: SearchSpace, target_gflops: float, score: ScoreFn, *,
     ``evaluate_contractions`` every axis that can reach the target is contracted onto it
     and the proxy picks among them; otherwise the last-expanded axis is contracted. With
     ``train_start`` the start is scored first (step 0), so that step 1 can inherit its weights.
+    Once a model is within ``land_within`` times under the target (e.g. sqrt(2): less than half
+    a doubling to go), a partial step lands on it instead of a full step that a contraction
+    would mostly undo: of the last step's axis, or of the proxy's pick among all axes with
+    ``evaluate_contractions``. 1 (the paper's protocol) always takes the full step.
     """
     start = space.start
     target = target_gflops * 1e9
@@ -263,8 +269,16 @@ def run_search(space: SearchSpace, target_gflops: float, score: ScoreFn, *,
     _score = memoised(score, ceiling)
     if train_start:
         score_start(start, _score)
+    if land_within < 1:
+        raise ConfigError(f"land_within must be at least 1, got {land_within:g}")
     current, steps, contraction = start, [], None
     while count_flops(current) < target:
+        if steps and count_flops(current) * land_within > target:
+            axes = [steps[-1].chosen.axis]
+            if evaluate_contractions:
+                axes += [c.axis for c in step_candidates(current, space, len(steps) + 1) if c.axis != axes[0]]
+            contraction = _contract(current, len(steps) + 1, axes, space, target, evaluate_contractions, _score)
+            return SearchResult(start, tuple(steps), contraction, contraction.config, target_gflops)
         if len(steps) >= max_steps:
             raise ConfigError(f"no convergence to {target_gflops:g} GFLOPs within {max_steps} steps")
         step = take_step(current, len(steps) + 1, space, _score)
