@@ -249,7 +249,8 @@ def _settings_from_args(args: argparse.Namespace, strategy: str) -> "ExpandSetti
         target_gflops=args.target_gflops, out=out, space=args.space, data=args.data,
         proxy_schedule=args.proxy_schedule, proxy_init=args.proxy_init, full_schedule=args.full_schedule,
         seed=args.seed, ceiling_gflops=args.ceiling_gflops, evaluate_contractions=args.evaluate_contractions,
-        land_within=args.land_within, final_training=args.final_training, full_workers=args.full_workers, **_dispatch_fields(args))
+        land_within=args.land_within, final_training=args.final_training, full_workers=args.full_workers,
+        **_dispatch_fields(args))
 
 
 def _checked_space(settings: "ExpandSettings", resume: bool) -> "SearchSpace":

@@ -146,7 +146,7 @@ class RayDispatcher:
             self._started_ray = True
 
     def _shares(self, jobs: int) -> list[int]:
-        """Trial slots per job: on a one-node Ray with CPU trials, the last, partial round shares out idle slots."""
+        """Trial slots per job: on a one-node Ray with CPU trials, a last, partial round shares out idle slots."""
         if self.options.gpus_per_trial > 0 or len(ray.nodes()) != 1:
             return [1] * jobs
         slots = int(ray.cluster_resources().get("CPU", 1) // self.options.cpus_per_trial)
@@ -166,7 +166,8 @@ class RayDispatcher:
         self.start()
         self._batch += 1
         shares = self._shares(len(jobs))
-        by_key = {job["key"]: dict(job, cpus=self.options.cpus_per_trial * share) for job, share in zip(jobs, shares)}
+        by_key = {job["key"]: dict(job, cpus=self.options.cpus_per_trial * share)
+                  for job, share in zip(jobs, shares)}
         gpus = self.options.gpus_per_trial
         trainable = tune.with_resources(tune.with_parameters(_tune_entry(self.trial_fn), jobs=by_key),
                                         lambda config: {"cpu": by_key[config["job"]]["cpus"], "gpu": gpus})

@@ -396,7 +396,8 @@ def run_expand(settings: ExpandSettings, *, resume: bool = False, quiet: bool = 
         result = run_search(session.space, settings.target_gflops, session.score,
                             ceiling_gflops=settings.ceiling(),
                             evaluate_contractions=settings.evaluate_contractions,
-                            land_within=settings.land_within, train_start=settings.proxy_init == "inherit", on_step=_on_step)
+                            land_within=settings.land_within, train_start=settings.proxy_init == "inherit",
+                            on_step=_on_step)
     search_seconds = time.time() - t0
     record = path_record(result, steps, settings.target_gflops)
     run.write_path(record)

@@ -58,9 +58,9 @@ class Schedule:
     ...], ascending) overrides that for the tiniest steps: a step whose candidates cost under
     ``gflops`` trains ``epochs`` (the first pair that applies). Networks that small run at a per-op
     overhead floor, so an epoch costs seconds whatever their FLOPs, and they need many epochs to
-    learn at all. ``start_epochs`` trains the search's
-    start (step 0 of an inheriting search, one model) that long, so the first candidates inherit a
-    network that has learned something (see :meth:`for_start`).
+    learn at all. ``start_epochs`` trains the search's start (step 0 of an inheriting search, one
+    model) that long, so the first candidates inherit a network that has learned something (see
+    :meth:`for_start`).
     ``debug_nan_step`` makes the loss NaN at that global step (a test hook that travels with the schedule to
     Ray workers).
     """
