@@ -124,7 +124,7 @@ def _run_label(run: _Run, unit: str) -> str:
     """Legend entry of a run: its name and where its final model landed (labels in the plot would collide)."""
     if run.final is None:
         return run.name
-    how = f", contracted on {run.contraction[2]}" if run.contraction else ""
+    how = f", partial step of {run.contraction[2]}" if run.contraction else ""
     return f"{run.name}: final {run.final[0]:.3g} {unit}{how} (dotted)"
 
 
