@@ -14,3 +14,11 @@ def test_resume_ignores_a_reworded_schedule_description_but_not_a_changed_field(
         run.create({"seed": 0, "proxy": {"epochs": 3, "description": "new words"}}, resume=True)
     with pytest.raises(UserError, match="--resume with different seed"):
         run.create({"seed": 1, "proxy": {"epochs": 2, "description": "old words"}}, resume=True)
+
+
+def test_resume_accepts_a_run_recorded_before_a_new_optional_schedule_field(tmp_path: Path) -> None:
+    run = RunDir(tmp_path / "run")
+    run.create({"seed": 0, "proxy": {"epochs": 2}}, resume=False)  # written before epochs_under existed
+    run.create({"seed": 0, "proxy": {"epochs": 2, "epochs_under": None}}, resume=True)
+    with pytest.raises(UserError, match="different proxy"):
+        run.create({"seed": 0, "proxy": {"epochs": 2, "epochs_under": [[0.02, 16]]}}, resume=True)

@@ -116,8 +116,11 @@ class RunDir:
 
 
 def _comparable(value: Any) -> Any:
-    """A setting as ``--resume`` compares it: a schedule's or space's free-text description does not count."""
-    return {k: v for k, v in value.items() if k != "description"} if isinstance(value, Mapping) else value
+    """A setting as ``--resume`` compares it: a schedule's or space's free-text description does not
+    count, nor does a field left unset (None), so a run recorded before a new optional field resumes."""
+    if isinstance(value, Mapping):
+        return {k: v for k, v in value.items() if k != "description" and v is not None}
+    return value
 
 
 _RESUMABLE_CHANGES = {"max_concurrent", "cpus_per_trial", "gpus_per_trial", "address", "storage",
