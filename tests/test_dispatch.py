@@ -52,15 +52,19 @@ def test_every_job_reports_once_with_its_metrics(local_ray, tmp_path):
 
 
 def _cpus(job):
-    return {"status": "ok", "top1": job["cpus"], "seconds": 0.0}
+    reserved = ray.get_runtime_context().get_assigned_resources().get("CPU")
+    return {"status": "ok", "top1": job["cpus"], "top5": reserved, "seconds": 0.0}
 
 
-def test_a_lone_last_trial_gets_the_cpus_the_others_leave_idle(local_ray, tmp_path):
+def test_a_job_reserves_the_slots_spread_gives_it(local_ray, tmp_path):
     assert spread(5, 2) == [1, 1, 1, 1, 2] and spread(6, 2) == [1] * 6 and spread(1, 2) == [2]
     assert spread(7, 4) == [1] * 7 and spread(6, 4) == [1, 1, 1, 1, 2, 2] and spread(3, 1) == [1] * 3
-    records = dict(_run(tmp_path, _cpus, [{"key": f"k{i}"} for i in range(3)]))
-    assert [records[f"k{i}"]["top1"] for i in range(3)] == [1.0, 1.0, 2.0]  # 2 CPUs reserved and given
-    assert dict(_run(tmp_path, _cpus, [{"key": "k"}], max_concurrent=1))["k"]["top1"] == 1.0
+    dispatcher = RayDispatcher(DispatchOptions(), tmp_path / "ray")
+    assert dispatcher.slots() == 2 and RayDispatcher(DispatchOptions(max_concurrent=1), tmp_path).slots() == 1
+    jobs = [{"key": f"k{i}", "slots": s} for i, s in enumerate(spread(3, 2))]
+    records = dict(_run(tmp_path, _cpus, jobs))
+    # the trial is told its threads and Ray reserved that many CPUs for it
+    assert [(records[f"k{i}"]["top1"], records[f"k{i}"]["top5"]) for i in range(3)] == [(1, 1), (1, 1), (2, 2)]
 
 
 def test_dead_worker_is_retried(local_ray, tmp_path):

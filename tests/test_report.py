@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import pandas as pd
+import yaml
 import pytest
 import torch
 
@@ -21,7 +22,7 @@ from x3dsearch.config import X3DConfig
 from x3dsearch.cost import count_flops
 from x3dsearch.live import LiveView
 from x3dsearch.model import build_model
-from x3dsearch.report import config_scores, describe_provenance, frontier, render, run_report
+from x3dsearch.report import config_scores, describe_provenance, frontier, render, run_report, slot_seconds
 from x3dsearch.rundir import RunDir, load_run
 from x3dsearch.schedule import Schedule
 from x3dsearch.runner import ExpandSettings, JournalScorer, path_record
@@ -57,6 +58,9 @@ def _metrics(job: Mapping[str, Any], attempt: int) -> dict[str, Any]:
 
 class _Dispatcher:
     """Answers each job like Ray would, retrying attempts marked ``retried``."""
+
+    def slots(self) -> int:
+        return 1
 
     def run(self, jobs: list, on_trial: Callable[[Mapping[str, Any], dict[str, Any]], None]) -> None:
         for job in jobs:
@@ -273,3 +277,20 @@ def test_header_gives_the_epoch_range_of_a_proxy_with_epochs_by_step_cost():
     tiny = {**prov, "epochs_under": [[0.02, 16]], "epoch_range": [1, 16]}
     assert describe_provenance(tiny)[0].startswith(
         "proxy: schedule cpu_proxy (1-16 epochs by step cost, 16 under 0.02 GFLOPs, step_compute 768 GFLOP-clips);")
+
+
+def test_a_trial_holding_two_slots_counts_twice_its_seconds():
+    journal = pd.DataFrame({"seconds": [10.0, 20.0, 30.0], "slots": [1, 2, None]})
+    assert slot_seconds(journal).tolist() == [10.0, 40.0, 30.0]  # no slots recorded: one
+    assert slot_seconds(journal.drop(columns="slots")).tolist() == [10.0, 20.0, 30.0]  # journals from before
+
+
+def test_header_reads_the_epoch_rules_from_the_runs_own_schedule_and_survives_a_foreign_one(tmp_path):
+    proxy = Schedule(name="cpu_proxy", epochs=1, step_compute=768.0, max_epochs=2, epochs_under=((0.02, 16),))
+    run = make_run(tmp_path / "a", proxy=proxy, final=False)
+    assert render(run_report(run)).startswith(
+        "proxy: schedule cpu_proxy (1-16 epochs by step cost, 16 under 0.02 GFLOPs, step_compute 768 GFLOP-clips);")
+    settings = yaml.safe_load((run / "run.yaml").read_text())
+    settings["proxy"]["a_field_from_another_version"] = 1
+    (run / "run.yaml").write_text(yaml.safe_dump(settings))
+    assert render(run_report(run)).startswith("proxy: schedule cpu_proxy (1 epochs);")

@@ -22,3 +22,11 @@ def test_resume_accepts_a_run_recorded_before_a_new_optional_schedule_field(tmp_
     run.create({"seed": 0, "proxy": {"epochs": 2, "epochs_under": None}}, resume=True)
     with pytest.raises(UserError, match="different proxy"):
         run.create({"seed": 0, "proxy": {"epochs": 2, "epochs_under": [[0.02, 16]]}}, resume=True)
+
+
+def test_a_run_recorded_before_landing_resumes_only_with_its_full_last_step(tmp_path: Path) -> None:
+    run = RunDir(tmp_path / "run")
+    run.create({"seed": 0}, resume=False)  # recorded before --land-within existed: always a full step
+    with pytest.raises(UserError, match="different land_within"):
+        run.create({"seed": 0, "land_within": 2 ** 0.5}, resume=True)
+    run.create({"seed": 0, "land_within": 1.0}, resume=True)

@@ -97,9 +97,13 @@ def test_landing_within_the_ratio_takes_a_partial_step_of_the_last_axis_instead_
     assert [s.chosen.key for s in landed.steps] == [s.chosen.key for s in paper.steps[:3]]
     c = landed.contraction
     assert c.base == reached and c.axis == paper.steps[2].chosen.axis and 0 < c.fraction < 1 and not c.evaluated
+    assert c.kind == "land" and run_search(SPACE, target, scorer).contraction.kind == "contract"
     assert abs(landed.final_gflops - target) / target < 0.05
-    with pytest.raises(ConfigError, match="land_within"):
-        run_search(SPACE, 0.3, scorer, land_within=0.5)
+    for bad in (0.5, 3.0, float("nan")):
+        untouched = StubScorer(lambda c: Outcome("ok", top1=1.0))
+        with pytest.raises(ConfigError, match="land_within"):
+            run_search(SPACE, 0.3, untouched, land_within=bad, train_start=True)
+        assert not untouched.calls  # refused before the start trains
 
 
 def test_evaluated_landing_lets_the_proxy_pick_among_all_axes():

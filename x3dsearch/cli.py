@@ -152,7 +152,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                    help="once a model is within R times under the target, land on it with a partial step of "
                         "the last step's axis (or of every axis, proxy-trained, with --evaluate-contractions) "
                         "instead of a full proxy-trained step past it that the contraction mostly undoes; "
-                        "1 takes the full step, as the paper did (default: %(default).3g, half a doubling)")
+                        "1 takes the full step, as the paper did (default: %(default).3g, half a doubling; "
+                        "expand only)")
 
 
 def _add_space(target: _Target) -> None:
@@ -242,14 +243,15 @@ def _settings_from_args(args: argparse.Namespace, strategy: str) -> "ExpandSetti
         raise UserError("--target-gflops must be positive")
     if args.full_workers is not None and args.full_workers < 1:
         raise UserError("--full-workers must be positive")
-    if args.land_within < 1:
-        raise UserError("--land-within must be at least 1 (1: always a full step, then contraction)")
+    if not 1 <= args.land_within <= 2:
+        raise UserError("--land-within must be between 1 (always a full step, then contraction) and 2")
     out = args.out or f"runs/{strategy}-{args.target_gflops:g}g-seed{args.seed}"
     return ExpandSettings(
         target_gflops=args.target_gflops, out=out, space=args.space, data=args.data,
         proxy_schedule=args.proxy_schedule, proxy_init=args.proxy_init, full_schedule=args.full_schedule,
         seed=args.seed, ceiling_gflops=args.ceiling_gflops, evaluate_contractions=args.evaluate_contractions,
-        land_within=args.land_within, final_training=args.final_training, full_workers=args.full_workers,
+        land_within=args.land_within if strategy == "expand" else 1.0,  # sampling strategies never land
+        final_training=args.final_training, full_workers=args.full_workers,
         **_dispatch_fields(args))
 
 

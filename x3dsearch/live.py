@@ -194,7 +194,8 @@ class LiveView:
         if result.contraction is not None:
             c = result.contraction
             ev = c.evaluated.get(c.config.key)
-            row("c", f"{c.axis}x{c.fraction:.2f}", c.config, ev.top1 if ev and ev.usable else None)
+            row("land" if c.kind == "land" else "c", f"{c.axis}x{c.fraction:.2f}", c.config,
+                ev.top1 if ev and ev.usable else None)
         text = "\n".join(lines)
         text += f"\nfinal: {result.final.short}, {result.final_gflops:.3f} GFLOPs (target {self.target:g})"
         if final is not None and final.get("status") == "ok":

@@ -18,12 +18,12 @@ import pandas as pd
 
 from .config import X3DConfig
 from .cost import count_params
-from .errors import UserError
+from .errors import ConfigError, UserError
 from .rundir import RunDir, load_run
 from .schedule import Schedule
 from .search import CEILING_FACTOR
 
-__all__ = ["frontier", "numeric_column", "config_seconds", "config_scores", "provenance", "describe_provenance",
+__all__ = ["frontier", "numeric_column", "slot_seconds", "config_seconds", "config_scores", "provenance", "describe_provenance",
            "run_report", "final_metrics", "render", "REPORT_FORMATS"]
 
 REPORT_FORMATS = ("table", "csv", "markdown", "json")
@@ -101,7 +101,8 @@ def _path_rows(path: Mapping[str, Any], scores: pd.DataFrame) -> list[tuple[str,
     if contraction:
         outcome = (contraction.get("evaluated") or {}).get(contraction["config_key"]) or {}
         rows.append((contraction["config_key"], {
-            "step": "contract", "axis": contraction["axis"], **_shape_columns(contraction["config"]),
+            "step": contraction.get("kind", "contract"), "axis": contraction["axis"],
+            **_shape_columns(contraction["config"]),
             "gflops": contraction["gflops"], "params": count_params(X3DConfig.from_dict(contraction["config"])),
             "top1": outcome.get("top1"), "rung": _number(outcome.get("epochs")),
             "seeds": _number(outcome.get("seeds"))}))
@@ -130,11 +131,18 @@ def _failures(path: Mapping[str, Any], journal: pd.DataFrame, ceiling: float | N
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
 
 
+def slot_seconds(journal: pd.DataFrame) -> pd.Series:
+    """Each attempt's seconds times the trial slots it held (``slots``: 1 in journals written before it)."""
+    seconds = pd.to_numeric(journal["seconds"], errors="coerce").fillna(0.0)
+    return seconds * numeric_column(journal, "slots").fillna(1.0)
+
+
 def _totals(journal: pd.DataFrame, settings: Mapping[str, Any], final: Mapping[str, Any]) -> dict[str, Any]:
-    """Trials and compute: proxy attempts' seconds x the run's per-trial CPUs/GPUs, and the final training."""
+    """Trials and compute: proxy attempts' seconds x the trial slots each held x the run's per-trial
+    CPUs/GPUs (hours are slot-hours), and the final training."""
     cpus = float(settings.get("cpus_per_trial") or 1.0)
     gpus = float(settings.get("gpus_per_trial") or 0.0)
-    proxy_s = float(pd.to_numeric(journal["seconds"], errors="coerce").fillna(0.0).sum())
+    proxy_s = float(slot_seconds(journal).sum())
     final_s = float(final.get("seconds") or 0.0)
     statuses = journal["status"].value_counts().to_dict()
     return {"trials": int(journal["config_key"].nunique()), "attempts": int(len(journal)),
@@ -190,11 +198,14 @@ def _provenance(settings: Mapping[str, Any], journal: pd.DataFrame, path: Mappin
     scores = config_scores(journal)
     step_top = scores.groupby(["step", "kind"])["rung"].transform("max")  # a step's rungs may stretch
     repeats = (numeric_column(spent, "seed_offset").fillna(0) > 0).sum()
-    by_cost = proxy.get("step_compute") or proxy.get("epochs_under")
+    try:  # a run.yaml from another version may not make a valid Schedule: then say nothing about epochs
+        low, high = Schedule.from_dict(proxy).epoch_range() if proxy else (0, 0)
+    except (ConfigError, TypeError):
+        low = high = 0
     return {"proxy_schedule": proxy.get("name") or settings.get("proxy_schedule"),
             "proxy_epochs": proxy.get("epochs"), "step_compute": proxy.get("step_compute"),
             "epochs_under": proxy.get("epochs_under"),
-            "epoch_range": list(Schedule.from_dict(proxy).epoch_range()) if by_cost else None,
+            "epoch_range": [low, high] if high > low else None,
             "proxy_init": settings.get("proxy_init", "scratch"),  # runs before inheritance trained from scratch
             "configs_inherited": int((inits == "inherit").sum()),
             "configs_from_scratch": int(inits.str.startswith("scratch").sum()),

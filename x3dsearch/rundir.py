@@ -69,7 +69,7 @@ class RunDir:
             raise UserError(f"{self.path} already holds a run; pass --resume to continue it "
                             f"or choose another --out")
         if resume and self.exists():
-            old = self.settings()
+            old = {**_BEFORE_RECORDED, **self.settings()}
             changed = sorted(k for k in settings if k in old and _comparable(old[k]) != _comparable(settings[k])
                              and k not in _RESUMABLE_CHANGES)
             if changed:
@@ -123,6 +123,8 @@ def _comparable(value: Any) -> Any:
     return value
 
 
+# settings added after runs were recorded without them: the value those runs used
+_BEFORE_RECORDED = {"land_within": 1.0}
 _RESUMABLE_CHANGES = {"max_concurrent", "cpus_per_trial", "gpus_per_trial", "address", "storage",
                       "quiet", "json", "resume"}
 

@@ -207,7 +207,7 @@ def path_record(result: SearchResult | None, steps: Sequence[Step], target: floa
     if result is not None:
         if result.contraction is not None:
             c = result.contraction
-            data["contraction"] = {"axis": c.axis, "fraction": c.fraction, "config": c.config.to_dict(),
+            data["contraction"] = {"kind": c.kind, "axis": c.axis, "fraction": c.fraction, "config": c.config.to_dict(),
                                    "config_key": c.config.key, "gflops": c.gflops,
                                    "evaluated": {k: asdict(o) for k, o in c.evaluated.items()}}
         data["final"] = {"config": result.final.to_dict(), "config_key": result.final.key,
@@ -259,11 +259,16 @@ class JournalScorer:
         todo = [c for c in candidates if (c.key, epochs, offset) not in self.done]
         self.view.batch_started(todo, len(candidates) - len(todo))
         if todo:
+            from .dispatch import spread  # the dispatcher has imported Ray by now
+
             by_key = {c.key: c for c in todo}
+            slots = dict(zip([c.key for c in candidates], spread(len(candidates), self.dispatcher.slots())))
             rung = {"stop_epochs": epochs, "seed_offset": offset} if schedule.rungs or offset else {}
             jobs = [dict(self.job_base, key=c.key, config=c.config.to_dict(), schedule=schedule.to_dict(), **rung,
-                         parent=c.parent.to_dict() if c.parent is not None else None) for c in todo]
-            self.dispatcher.run(jobs, lambda job, rec: self._record(by_key[job["key"]], epochs, offset, rec))
+                         parent=c.parent.to_dict() if c.parent is not None else None, slots=slots[c.key])
+                    for c in todo]
+            self.dispatcher.run(jobs, lambda job, rec: self._record(by_key[job["key"]], epochs, offset,
+                                                                     dict(rec, slots=job["slots"])))
         return {c.key: _outcome(self.done.get((c.key, epochs, offset))) for c in candidates}
 
     def _record(self, candidate: Candidate, epochs: int, offset: int, metrics: Mapping[str, Any]) -> None:
@@ -273,9 +278,9 @@ class JournalScorer:
             "top5": metrics.get("top5"), "seconds": metrics.get("seconds"),
             "node": metrics.get("node"), "attempt": metrics.get("attempt", 1),
             "reason": metrics.get("reason", ""), "init": metrics.get("init"), "rung": epochs,
-            "seed_offset": offset, "started": metrics.get("trial_started"),
+            "seed_offset": offset, "slots": metrics.get("slots", 1), "started": metrics.get("trial_started"),
             "ended": metrics.get("trial_ended", time.time()),
-            "metrics": {k: v for k, v in metrics.items() if k not in ("config",)},
+            "metrics": {k: v for k, v in metrics.items() if k not in ("config", "slots")},
         })
         self.run.append(record)
         if record["status"] in _FINAL_STATUSES:

@@ -92,6 +92,7 @@ class Contraction:
     target_gflops: float
     evaluated: Mapping[str, Outcome] = field(default_factory=dict)
     base: X3DConfig | None = None  # the config the partial step starts from
+    kind: str = "contract"  # "contract": back from a full step past the target; "land": on from under it
 
 
 @dataclass(frozen=True)
@@ -260,6 +261,8 @@ def run_search(space: SearchSpace, target_gflops: float, score: ScoreFn, *,
     would mostly undo: of the last step's axis, or of the proxy's pick among all axes with
     ``evaluate_contractions``. 1 (the paper's protocol) always takes the full step.
     """
+    if not 1 <= land_within <= 2:  # one partial step cannot cover more than about a doubling; also refuses NaN
+        raise ConfigError(f"land_within must be between 1 and 2, got {land_within:g}")
     start = space.start
     target = target_gflops * 1e9
     if count_flops(start) >= target:
@@ -269,15 +272,14 @@ def run_search(space: SearchSpace, target_gflops: float, score: ScoreFn, *,
     _score = memoised(score, ceiling)
     if train_start:
         score_start(start, _score)
-    if land_within < 1:
-        raise ConfigError(f"land_within must be at least 1, got {land_within:g}")
     current, steps, contraction = start, [], None
     while count_flops(current) < target:
         if steps and count_flops(current) * land_within > target:
             axes = [steps[-1].chosen.axis]
             if evaluate_contractions:
                 axes += [c.axis for c in step_candidates(current, space, len(steps) + 1) if c.axis != axes[0]]
-            contraction = _contract(current, len(steps) + 1, axes, space, target, evaluate_contractions, _score)
+            contraction = _contract(current, len(steps) + 1, axes, space, target, evaluate_contractions, _score,
+                                    "land")
             return SearchResult(start, tuple(steps), contraction, contraction.config, target_gflops)
         if len(steps) >= max_steps:
             raise ConfigError(f"no convergence to {target_gflops:g} GFLOPs within {max_steps} steps")
@@ -285,7 +287,7 @@ def run_search(space: SearchSpace, target_gflops: float, score: ScoreFn, *,
         if step is None:
             # every full step is above the ceiling: land on the target by partial steps instead
             axes = [c.axis for c in step_candidates(current, space, len(steps) + 1)]
-            contraction = _contract(current, len(steps) + 1, axes, space, target, True, _score)
+            contraction = _contract(current, len(steps) + 1, axes, space, target, True, _score, "land")
             return SearchResult(start, tuple(steps), contraction, contraction.config, target_gflops)
         steps.append(step)
         if on_step is not None:
@@ -304,7 +306,8 @@ def run_search(space: SearchSpace, target_gflops: float, score: ScoreFn, *,
 
 
 def _contract(base: X3DConfig, step: int, axes: Sequence[str], space: SearchSpace, target: float,
-              evaluate: bool, score: Callable[[Sequence[Candidate]], dict[str, Outcome]]) -> Contraction:
+              evaluate: bool, score: Callable[[Sequence[Candidate]], dict[str, Outcome]],
+              kind: str = "contract") -> Contraction:
     """Partial steps of ``axes`` from ``base`` onto the target; the first unless evaluated."""
     options = []
     for axis in axes:
@@ -316,4 +319,4 @@ def _contract(base: X3DConfig, step: int, axes: Sequence[str], space: SearchSpac
         evaluated = score(options)
         chosen = choose(options, evaluated) or options[0]
     return Contraction(chosen.axis, chosen.fraction, chosen.config, count_flops(chosen.config) / 1e9,
-                       target / 1e9, evaluated, base)
+                       target / 1e9, evaluated, base, kind)
