@@ -3,10 +3,11 @@
 For the shapes a search evaluates (XS and a 6-GFLOP model at the proxy's quarter crop), at the
 schedule's views: clips/s of the test forward pass as it was (``torch.no_grad``, BatchNorm as
 modules, batches of ``batch_size // views`` videos) and as :func:`x3dsearch.evaluate.evaluate_views`
-runs it now (``torch.inference_mode``, :func:`x3dsearch.model.fold_batchnorm`, twice the batch),
-interleaved in one process, best of ``--repeats``. With the training step's clips/s (as in
+runs it now (``torch.inference_mode``, :func:`x3dsearch.model.fold_batchnorm`, twice the batch:
+the three changes together, not one by one), in one process one after the other, best of
+``--repeats``. With the training step's clips/s (as in
 ``bench_speed.py``) it gives the evaluation's share of a trial: ``epochs`` x 384 training clips,
-192 precise-BN clips (a forward pass each) and 360 x views test clips.
+192 precise-BN clips (a forward pass each, counted at the old test rate) and 360 x views test clips.
 
     .venv/bin/python experiments/bench_eval.py                   # ~1-2 minutes, 1 thread
     .venv/bin/python experiments/bench_eval.py --threads 2 --repeats 5
@@ -27,9 +28,9 @@ from x3dsearch.model import build_model, fold_batchnorm
 # name: (config, frames x side at the proxy's quarter crop, views, training epochs of the trial)
 SHAPES = {
     "XS proxy trial (2 epochs, 1 view)": (preset("XS", num_classes=12), 40, 1, 2),
-    "6-GFLOP proxy trial (1 epoch, 1 view)": (
+    "5.4-GFLOP proxy trial (1 epoch, 1 view)": (
         X3DConfig(frames=16, stride=2, crop=112, width=2.0, bottleneck=5.0625, depth=4.84, num_classes=12), 28, 1, 1),
-    "6-GFLOP final training (8 epochs, 3x3 views)": (
+    "6.1-GFLOP final training (8 epochs, 3x3 views)": (
         X3DConfig(frames=18, stride=2, crop=112, width=2.0, bottleneck=5.0625, depth=4.84, num_classes=12), 28, 9, 8),
 }
 BATCH = 16

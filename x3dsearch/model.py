@@ -129,8 +129,9 @@ def build_model(config: X3DConfig, fast: bool | None = None) -> X3D:
 def fold_batchnorm(model: X3D) -> X3D:
     """An inference-only copy of ``model`` (eval mode) with every BatchNorm folded into the conv before it.
 
-    Same logits as ``model.eval()`` up to float rounding, one pass over each activation fewer per
-    BatchNorm; the copy must not be trained (its BatchNorms are gone). ``model`` is left as it was.
+    Same logits as ``model.eval()`` up to float rounding, one pass over memory fewer per BatchNorm
+    after a 1x1x1 conv (the channelwise conv adds its folded bias in a pass of its own); the copy
+    must not be trained (its BatchNorms are gone). ``model`` is left as it was.
     """
     folded = copy.deepcopy(model).eval()
     pairs = [(folded.stem, "1", "2"), (folded.conv5, "0", "1")]

@@ -157,6 +157,11 @@ def _check_target(settings: ExpandSettings, space: SearchSpace) -> None:
                         f"({count_flops(space.start) / 1e9:.4f} GFLOPs)")
 
 
+def _landing_text(land_within: float) -> str:
+    return (f"landing from within {land_within:.3g}x under it" if land_within > 1
+            else "contracting the full step that passed it")
+
+
 def plan_text(settings: ExpandSettings, space: SearchSpace) -> str:
     """What ``--dry-run`` prints: the space, the first step's candidates and the expected size."""
     _check_target(settings, space)
@@ -166,7 +171,8 @@ def plan_text(settings: ExpandSettings, space: SearchSpace) -> str:
              f"axes {', '.join(space.axes)}",
              f"target {settings.target_gflops:g} GFLOPs, ceiling {settings.ceiling():g} GFLOPs: "
              f"about {steps} steps x {len(space.axes)} candidates = ~{steps * len(space.axes)} proxy trainings "
-             f"(fewer after memoisation), then contraction and the final training",
+             f"(fewer after memoisation), then a partial step onto the target "
+             f"({_landing_text(settings.land_within)}) and the final training",
              "step 1 candidates:"]
     for c in step_candidates(start, space, 1):
         lines.append(f"  {c.axis:<11} {c.config.short:<28} {c.gflops:8.4f} GFLOPs  {c.params:>10,} params")

@@ -55,8 +55,8 @@ class Schedule:
     trains at least that much, counted at the step's expected candidate cost, in whole epochs up
     to ``max_epochs`` (see :meth:`for_step`). Early steps cost seconds either way and otherwise
     stay near chance; the expensive late steps keep ``epochs``. ``epochs_under`` ([[gflops, epochs],
-    ...], ascending) overrides that for the tiniest steps: a step whose candidates cost under
-    ``gflops`` trains ``epochs`` (the first pair that applies). Networks that small run at a per-op
+    ...], ascending) overrides that for the tiniest steps: a step whose candidates should cost under
+    ``gflops`` (twice its parent's cost) trains ``epochs`` (the first pair that applies). Networks that small run at a per-op
     overhead floor, so an epoch costs seconds whatever their FLOPs, and they need many epochs to
     learn at all. ``start_epochs`` trains the search's start (step 0 of an inheriting search, one
     model) that long, so the first candidates inherit a network that has learned something (see
