@@ -115,7 +115,7 @@ def test_dry_run_says_what_it_found(capsys, tmp_path, tiny_data, command):
     code, out, err = _dry_run(capsys, *command, "--data", str(tiny_data), "--out", str(tmp_path / "run"))
     assert code == 0 and err == ""
     assert f"data: {tiny_data}, 3 classes, 6 train / 3 val videos\n" in out
-    assert "schedules: proxy cpu_proxy (1-2 epochs by step cost over all train videos" in out and f"run directory: {tmp_path / 'run'} (new)" in out
+    assert "schedules: proxy cpu_proxy (1-16 epochs by step cost over all train videos" in out and f"run directory: {tmp_path / 'run'} (new)" in out
     assert not (tmp_path / "run").exists()
 
 
