@@ -12,7 +12,7 @@ import ray.cloudpickle
 
 from x3dsearch import dispatch
 from x3dsearch.dispatch import (_TOKEN_SETUP_LOGGER, DispatchOptions, RayDispatcher, _check_address,
-                                _not_token_banner, _token_banner_hidden, spread)
+                                _not_token_banner, _token_banner_hidden)
 from x3dsearch.errors import UserError
 
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -49,22 +49,6 @@ def test_every_job_reports_once_with_its_metrics(local_ray, tmp_path):
     assert sorted((k, r["top1"], r["attempt"]) for k, r in records) == \
         [("k0", 0.0, 1), ("k1", 0.1, 1), ("k2", 0.2, 1), ("k3", 0.3, 1)]
     assert all(r["node"] and r["trial_ended"] >= r["trial_started"] for _, r in records)
-
-
-def _cpus(job):
-    reserved = ray.get_runtime_context().get_assigned_resources().get("CPU")
-    return {"status": "ok", "top1": job["cpus"], "top5": reserved, "seconds": 0.0}
-
-
-def test_a_job_reserves_the_slots_spread_gives_it(local_ray, tmp_path):
-    assert spread(5, 2) == [1, 1, 1, 1, 2] and spread(6, 2) == [1] * 6 and spread(1, 2) == [2]
-    assert spread(7, 4) == [1] * 7 and spread(6, 4) == [1, 1, 1, 1, 2, 2] and spread(3, 1) == [1] * 3
-    dispatcher = RayDispatcher(DispatchOptions(), tmp_path / "ray")
-    assert dispatcher.slots() == 2 and RayDispatcher(DispatchOptions(max_concurrent=1), tmp_path).slots() == 1
-    jobs = [{"key": f"k{i}", "slots": s} for i, s in enumerate(spread(3, 2))]
-    records = dict(_run(tmp_path, _cpus, jobs))
-    # the trial is told its threads and Ray reserved that many CPUs for it
-    assert [(records[f"k{i}"]["top1"], records[f"k{i}"]["top5"]) for i in range(3)] == [(1, 1), (1, 1), (2, 2)]
 
 
 def test_dead_worker_is_retried(local_ray, tmp_path):

@@ -22,7 +22,7 @@ from x3dsearch.config import X3DConfig
 from x3dsearch.cost import count_flops
 from x3dsearch.live import LiveView
 from x3dsearch.model import build_model
-from x3dsearch.report import config_scores, describe_provenance, frontier, render, run_report, slot_seconds
+from x3dsearch.report import config_scores, describe_provenance, frontier, render, run_report
 from x3dsearch.rundir import RunDir, load_run
 from x3dsearch.schedule import Schedule
 from x3dsearch.runner import ExpandSettings, JournalScorer, path_record
@@ -58,9 +58,6 @@ def _metrics(job: Mapping[str, Any], attempt: int) -> dict[str, Any]:
 
 class _Dispatcher:
     """Answers each job like Ray would, retrying attempts marked ``retried``."""
-
-    def slots(self) -> int:
-        return 1
 
     def run(self, jobs: list, on_trial: Callable[[Mapping[str, Any], dict[str, Any]], None]) -> None:
         for job in jobs:
@@ -277,12 +274,6 @@ def test_header_gives_the_epoch_range_of_a_proxy_with_epochs_by_step_cost():
     tiny = {**prov, "epochs_under": [[0.02, 16]], "epoch_range": [1, 16]}
     assert describe_provenance(tiny)[0].startswith(
         "proxy: schedule cpu_proxy (1-16 epochs by step cost, 16 under 0.02 GFLOPs, step_compute 768 GFLOP-clips);")
-
-
-def test_a_trial_holding_two_slots_counts_twice_its_seconds():
-    journal = pd.DataFrame({"seconds": [10.0, 20.0, 30.0], "slots": [1, 2, None]})
-    assert slot_seconds(journal).tolist() == [10.0, 40.0, 30.0]  # no slots recorded: one
-    assert slot_seconds(journal.drop(columns="slots")).tolist() == [10.0, 20.0, 30.0]  # journals from before
 
 
 def test_header_reads_the_epoch_rules_from_the_runs_own_schedule_and_survives_a_foreign_one(tmp_path):

@@ -1,7 +1,6 @@
 """Compare search runs at equal proxy compute: anytime curves, frontiers and one table.
 
-Proxy compute of a trial is its journaled ``seconds`` times the trial slots it held (a lone
-trial may hold two, see :func:`x3dsearch.dispatch.spread`) times the run's ``cpus_per_trial``
+Proxy compute of a trial is its journaled ``seconds`` times the run's ``cpus_per_trial``
 (CPU-seconds; GPU-seconds when trials held GPUs); a config trained over several rungs or
 seeds has one trial for each, each with its own seconds. A run's anytime curve is the best
 proxy top-1 among trained configs at or under the target after each trial, in the order
@@ -19,7 +18,7 @@ from typing import Mapping, Sequence
 import pandas as pd
 
 from .errors import UserError
-from .report import config_scores, frontier as pareto, numeric_column, slot_seconds
+from .report import config_scores, frontier as pareto, numeric_column
 from .rundir import RunDir, load_run
 
 __all__ = ["proxy_trials", "anytime_curve", "best_at", "frontier", "compare_table", "plot_compare",
@@ -31,7 +30,7 @@ _SPENT = ("ok", "diverged", "failed")
 def proxy_trials(journal: pd.DataFrame, cpus_per_trial: float) -> pd.DataFrame:
     """Finished proxy attempts in the order they ended, with ``compute`` and its running sum."""
     done = journal[journal["status"].isin(_SPENT)].copy()
-    done["compute"] = slot_seconds(done) * cpus_per_trial
+    done["compute"] = pd.to_numeric(done["seconds"], errors="coerce").fillna(0.0) * cpus_per_trial
     done = done.sort_values("ended", kind="stable").reset_index(drop=True)
     done["cumulative"] = done["compute"].cumsum()
     return done

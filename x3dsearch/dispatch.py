@@ -25,7 +25,7 @@ from ray import tune  # noqa: E402
 
 from .errors import UserError
 
-__all__ = ["DispatchOptions", "RayDispatcher", "TrialFn", "proxy_trial", "spread"]
+__all__ = ["DispatchOptions", "RayDispatcher", "TrialFn", "proxy_trial"]
 
 TrialFn = Callable[[Mapping[str, Any]], dict[str, Any]]
 _KILL_ONCE_ENV = "X3DSEARCH_DEBUG_KILL_ONCE"
@@ -53,18 +53,6 @@ def proxy_trial(params: Mapping[str, Any]) -> dict[str, Any]:
         Path(marker).write_text(str(os.getpid()))  # fault injection for tests: die once, hard
         os.kill(os.getpid(), signal.SIGKILL)
     return run_proxy(params)
-
-
-def spread(jobs: int, slots: int) -> list[int]:
-    """Slots for each of ``jobs`` trials run in order on ``slots`` slots: 1 each, except that the trials
-    of a last, partial round share the slots the others would leave idle (5 jobs on 2 slots: 1, 1, 1, 1, 2).
-
-    A lone trial on one core of two (the start, a single base training) leaves the other idle for a
-    whole training; with two threads it ends sooner. The caller decides over a whole batch, done
-    trials included, so that a resumed batch gives every trial the threads it had the first time.
-    """
-    rest = jobs % slots if slots > 1 else 0
-    return [1] * (jobs - rest) + [slots // rest] * rest if rest else [1] * jobs
 
 
 def _tune_entry(trial_fn: TrialFn) -> Callable[..., None]:
@@ -146,32 +134,23 @@ class RayDispatcher:
                 ray.init(address="local", num_cpus=self.options.num_cpus or os.cpu_count(), **kwargs)
             self._started_ray = True
 
-    def slots(self) -> int:
-        """Trials that run at once on a one-node Ray with CPU trials (what :func:`spread` shares out); else 1."""
-        self.start()
-        if self.options.gpus_per_trial > 0 or len(ray.nodes()) != 1:
-            return 1
-        slots = max(1, int(ray.cluster_resources().get("CPU", 1) // self.options.cpus_per_trial))
-        return min(slots, self.options.max_concurrent or slots)
-
     def shutdown(self) -> None:
         if self._started_ray and ray.is_initialized():
             ray.shutdown()
 
     def run(self, jobs: Sequence[Mapping[str, Any]],
             on_trial: Callable[[Mapping[str, Any], dict[str, Any]], None]) -> None:
-        """Run one trial per job (each job has a unique ``key``, and ``slots``, default 1, the trial slots
-        it reserves, see :func:`spread`); ``on_trial(job, record)`` per attempt.
+        """Run one trial per job (each job has a unique ``key``); ``on_trial(job, record)`` per attempt.
 
         ``record`` holds the trial's reported metrics plus ``attempt`` and, for a worker that
         died, ``status="retried"`` (when Tune retries it) or ``status="failed"``.
         """
         self.start()
         self._batch += 1
-        by_key = {job["key"]: dict(job, cpus=self.options.cpus_per_trial * job.get("slots", 1)) for job in jobs}
-        gpus = self.options.gpus_per_trial
+        by_key = {job["key"]: dict(job, cpus=self.options.cpus_per_trial) for job in jobs}
+        resources = {"cpu": self.options.cpus_per_trial, "gpu": self.options.gpus_per_trial}
         trainable = tune.with_resources(tune.with_parameters(_tune_entry(self.trial_fn), jobs=by_key),
-                                        lambda config: {"cpu": by_key[config["job"]]["cpus"], "gpu": gpus})
+                                        resources)
         tuner = tune.Tuner(
             trainable,
             param_space={"job": tune.grid_search(list(by_key))},

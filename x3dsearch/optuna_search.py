@@ -239,7 +239,8 @@ def run_optuna(settings: ExpandSettings, trials: int, *, sampler: str = "tpe", r
     if sampler not in SAMPLERS:
         raise UserError(f"unknown sampler {sampler!r}; choose from {', '.join(SAMPLERS)}")
     study_name = f"x3dsearch-{settings.space}-{settings.target_gflops:g}g-seed{settings.seed}-{sampler}"
-    session = Session(settings, resume=resume, quiet=quiet, trial_fn=trial_fn,
+    # a batch of samples is not a choice between them: no close-call repeats (the study keeps every score)
+    session = Session(settings, resume=resume, quiet=quiet, trial_fn=trial_fn, close_calls=False,
                       extra={"strategy": strategy_name(sampler), "sampler": sampler, "study_name": study_name})
     bounds = feasible_bounds(session.space, settings.target_gflops)
     batch_size = session.view.concurrency

@@ -23,7 +23,7 @@ from .rundir import RunDir, load_run
 from .schedule import Schedule
 from .search import CEILING_FACTOR
 
-__all__ = ["frontier", "numeric_column", "slot_seconds", "config_seconds", "config_scores", "provenance", "describe_provenance",
+__all__ = ["frontier", "numeric_column", "config_seconds", "config_scores", "provenance", "describe_provenance",
            "run_report", "final_metrics", "render", "REPORT_FORMATS"]
 
 REPORT_FORMATS = ("table", "csv", "markdown", "json")
@@ -131,18 +131,11 @@ def _failures(path: Mapping[str, Any], journal: pd.DataFrame, ceiling: float | N
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
 
 
-def slot_seconds(journal: pd.DataFrame) -> pd.Series:
-    """Each attempt's seconds times the trial slots it held (``slots``: 1 in journals written before it)."""
-    seconds = pd.to_numeric(journal["seconds"], errors="coerce").fillna(0.0)
-    return seconds * numeric_column(journal, "slots").fillna(1.0)
-
-
 def _totals(journal: pd.DataFrame, settings: Mapping[str, Any], final: Mapping[str, Any]) -> dict[str, Any]:
-    """Trials and compute: proxy attempts' seconds x the trial slots each held x the run's per-trial
-    CPUs/GPUs (hours are slot-hours), and the final training."""
+    """Trials and compute: proxy attempts' seconds x the run's per-trial CPUs/GPUs, and the final training."""
     cpus = float(settings.get("cpus_per_trial") or 1.0)
     gpus = float(settings.get("gpus_per_trial") or 0.0)
-    proxy_s = float(slot_seconds(journal).sum())
+    proxy_s = float(pd.to_numeric(journal["seconds"], errors="coerce").fillna(0.0).sum())
     final_s = float(final.get("seconds") or 0.0)
     statuses = journal["status"].value_counts().to_dict()
     return {"trials": int(journal["config_key"].nunique()), "attempts": int(len(journal)),

@@ -230,10 +230,11 @@ class JournalScorer:
     """
 
     def __init__(self, run: RunDir, dispatcher: Any, view: LiveView, job_base: Mapping[str, Any],
-                 proxy: Schedule, clips: int, start_epochs: int | None = None) -> None:
+                 proxy: Schedule, clips: int, start_epochs: int | None = None, close_calls: bool = True) -> None:
         self.run, self.dispatcher, self.view, self.job_base = run, dispatcher, view, job_base
         self.proxy, self.clips = proxy, clips
         self.start_epochs = start_epochs  # the start's proxy epochs when not the schedule's (step --from)
+        self.close_calls = close_calls  # a batch is a choice (an expansion step), so its close calls count
         self.done: dict[tuple[str, int, int], dict[str, Any]] = {}
         for record in run.records():
             if record.get("status") in _FINAL_STATUSES:
@@ -254,7 +255,7 @@ class JournalScorer:
         outcomes: dict[str, Outcome] = {}
         for schedule, group in groups.items():
             rungs = Rungs(schedule.rungs or (schedule.epochs,), schedule.rung_keep, schedule.close_call,
-                          schedule.close_call_seeds)
+                          schedule.close_call_seeds if self.close_calls else 0)
             outcomes.update(successive_halving(
                 group, lambda cands, epochs, offset, s=schedule: self.score_at(cands, s, epochs, offset), rungs))
         return outcomes
@@ -265,16 +266,11 @@ class JournalScorer:
         todo = [c for c in candidates if (c.key, epochs, offset) not in self.done]
         self.view.batch_started(todo, len(candidates) - len(todo))
         if todo:
-            from .dispatch import spread  # the dispatcher has imported Ray by now
-
             by_key = {c.key: c for c in todo}
-            slots = dict(zip([c.key for c in candidates], spread(len(candidates), self.dispatcher.slots())))
             rung = {"stop_epochs": epochs, "seed_offset": offset} if schedule.rungs or offset else {}
             jobs = [dict(self.job_base, key=c.key, config=c.config.to_dict(), schedule=schedule.to_dict(), **rung,
-                         parent=c.parent.to_dict() if c.parent is not None else None, slots=slots[c.key])
-                    for c in todo]
-            self.dispatcher.run(jobs, lambda job, rec: self._record(by_key[job["key"]], epochs, offset,
-                                                                     dict(rec, slots=job["slots"])))
+                         parent=c.parent.to_dict() if c.parent is not None else None) for c in todo]
+            self.dispatcher.run(jobs, lambda job, rec: self._record(by_key[job["key"]], epochs, offset, rec))
         return {c.key: _outcome(self.done.get((c.key, epochs, offset))) for c in candidates}
 
     def _record(self, candidate: Candidate, epochs: int, offset: int, metrics: Mapping[str, Any]) -> None:
@@ -284,9 +280,9 @@ class JournalScorer:
             "top5": metrics.get("top5"), "seconds": metrics.get("seconds"),
             "node": metrics.get("node"), "attempt": metrics.get("attempt", 1),
             "reason": metrics.get("reason", ""), "init": metrics.get("init"), "rung": epochs,
-            "seed_offset": offset, "slots": metrics.get("slots", 1), "started": metrics.get("trial_started"),
+            "seed_offset": offset, "started": metrics.get("trial_started"),
             "ended": metrics.get("trial_ended", time.time()),
-            "metrics": {k: v for k, v in metrics.items() if k not in ("config", "slots")},
+            "metrics": {k: v for k, v in metrics.items() if k not in ("config",)},
         })
         self.run.append(record)
         if record["status"] in _FINAL_STATUSES:
@@ -311,11 +307,12 @@ class Session:
     by proxy training, ``train_final`` trains one config with the full schedule. ``start``
     replaces the space's start (``step --from``); it then trains as long as a search from the
     space's own start would have trained it by then (:meth:`Schedule.path_epochs`).
+    ``close_calls=False`` (a sampling strategy) never re-trains a batch's close calls.
     """
 
     def __init__(self, settings: ExpandSettings, *, resume: bool = False, quiet: bool = False,
                  trial_fn: Any = None, extra: Mapping[str, Any] | None = None,
-                 start: X3DConfig | None = None) -> None:
+                 start: X3DConfig | None = None, close_calls: bool = True) -> None:
         from .dispatch import DispatchOptions, RayDispatcher
         from .schedule import load_schedule
 
@@ -347,7 +344,8 @@ class Session:
         clips = _train_clips(self.data_root, self.proxy)
         start_epochs = None if start is None else self.proxy.path_epochs(
             count_flops(space.start) / 1e9, count_flops(self.space.start) / 1e9, clips)
-        self.score = JournalScorer(self.run, self.dispatcher, self.view, job_base, self.proxy, clips, start_epochs)
+        self.score = JournalScorer(self.run, self.dispatcher, self.view, job_base, self.proxy, clips, start_epochs,
+                                   close_calls)
 
     def __enter__(self) -> "Session":
         self.dispatcher.start()
