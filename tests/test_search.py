@@ -101,7 +101,7 @@ def test_landing_within_the_ratio_takes_a_partial_step_of_the_last_axis_instead_
     assert abs(landed.final_gflops - target) / target < 0.05
     for bad in (0.5, 3.0, float("nan")):
         untouched = StubScorer(lambda c: Outcome("ok", top1=1.0))
-        with pytest.raises(ConfigError, match="land_within"):
+        with pytest.raises(ConfigError, match="--land-within must be between 1"):
             run_search(SPACE, 0.3, untouched, land_within=bad, train_start=True)
         assert not untouched.calls  # refused before the start trains
 

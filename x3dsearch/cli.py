@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 from .config import X3DConfig, preset, preset_names
 from .cost import cost_breakdown, count_flops, count_params
 from .errors import UserError
-from .search import LAND_WITHIN
+from .search import LAND_WITHIN, check_land_within
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -243,8 +243,7 @@ def _settings_from_args(args: argparse.Namespace, strategy: str) -> "ExpandSetti
         raise UserError("--target-gflops must be positive")
     if args.full_workers is not None and args.full_workers < 1:
         raise UserError("--full-workers must be positive")
-    if not 1 <= args.land_within <= 2:
-        raise UserError("--land-within must be between 1 (always a full step, then contraction) and 2")
+    check_land_within(args.land_within)
     out = args.out or f"runs/{strategy}-{args.target_gflops:g}g-seed{args.seed}"
     return ExpandSettings(
         target_gflops=args.target_gflops, out=out, space=args.space, data=args.data,

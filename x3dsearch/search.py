@@ -20,7 +20,7 @@ from .space import DISCRETE_FIELDS, SearchSpace, expand
 
 __all__ = ["Candidate", "Outcome", "Step", "Contraction", "SearchResult", "ScoreFn",
            "step_candidates", "choose", "contract", "run_search", "estimate_steps", "CEILING_FACTOR",
-           "LANDING_TOLERANCE", "LAND_WITHIN", "land", "memoised", "score_start", "take_step"]
+           "LANDING_TOLERANCE", "LAND_WITHIN", "check_land_within", "land", "memoised", "score_start", "take_step"]
 
 LANDING_TOLERANCE = 0.05  # contraction lands within 5% of the target, topping up if it must
 LAND_WITHIN = math.sqrt(2)  # default of expand: closer than this under the target, land instead of a full step
@@ -246,6 +246,13 @@ def take_step(base: X3DConfig, index: int, space: SearchSpace, score: ScoreFn) -
     return Step(index, base, tuple(candidates), outcomes, chosen)
 
 
+def check_land_within(land_within: float) -> None:
+    """``land_within`` must be in [1, 2] (NaN is not): one partial step covers at most about a doubling."""
+    if not 1 <= land_within <= 2:
+        raise ConfigError(f"--land-within must be between 1 (always a full step, then contraction) and 2, "
+                          f"got {land_within:g}")
+
+
 def run_search(space: SearchSpace, target_gflops: float, score: ScoreFn, *,
                ceiling_gflops: float | None = None, evaluate_contractions: bool = False,
                max_steps: int = 30, train_start: bool = False, land_within: float = 1.0,
@@ -261,8 +268,7 @@ def run_search(space: SearchSpace, target_gflops: float, score: ScoreFn, *,
     would mostly undo: of the last step's axis, or of the proxy's pick among all axes with
     ``evaluate_contractions``. 1 (the paper's protocol) always takes the full step.
     """
-    if not 1 <= land_within <= 2:  # one partial step cannot cover more than about a doubling; also refuses NaN
-        raise ConfigError(f"land_within must be between 1 and 2, got {land_within:g}")
+    check_land_within(land_within)
     start = space.start
     target = target_gflops * 1e9
     if count_flops(start) >= target:
