@@ -8,10 +8,13 @@ in PyTorch's default memory layout, in ``torch.channels_last_3d``, and in channe
 3x the forward multiply-adds (``count_flops(config, crop=px)`` per clip). The practical ceiling
 is a pointwise (1x1x1) conv measured in the same run: forward + backward (3x its MACs) of a
 C -> C conv on the activation of the first stage's channelwise convs (C = its inner width), the
-faster of the two layouts. All variants run side by side in one process, interleaved, and each
-figure is the best of ``--repeats`` measurements (each the mean over enough steps for ~0.5 s).
+faster of the two layouts. Each shape has an fp32 row and a bf16 row (every variant's forward, and
+the pointwise ceiling's, under CPU bf16 autocast; the fast channelwise kernel stays fp32 inside it),
+the latter only where oneDNN has native bf16. All variants run side by side in one process,
+interleaved, and each figure is the best of ``--repeats`` measurements (each the mean over enough
+steps for ~0.5 s).
 
-    .venv/bin/python experiments/bench_speed.py                  # ~2-3 minutes
+    .venv/bin/python experiments/bench_speed.py                  # ~5 minutes
     .venv/bin/python experiments/bench_speed.py --shapes M --threads 1 --repeats 5
 """
 
@@ -40,8 +43,9 @@ _TARGET_S = 0.5  # seconds of steps per measurement
 
 
 def training_step(config: X3DConfig, crop: int, batch: int, channels_last: bool, fast: bool,
-                  prepare: Callable[[nn.Module], object] | None = None) -> Callable[[], None]:
-    """A closure running one forward/backward/SGD step on a fixed random batch (``prepare`` sees the model)."""
+                  prepare: Callable[[nn.Module], object] | None = None, bf16: bool = False) -> Callable[[], None]:
+    """A closure running one forward/backward/SGD step on a fixed random batch (``prepare`` sees the model),
+    the forward under bf16 autocast when ``bf16``."""
     torch.manual_seed(0)
     model = build_model(config, fast=fast)
     clips = torch.randn(batch, 3, config.frames, crop, crop)
@@ -54,16 +58,18 @@ def training_step(config: X3DConfig, crop: int, batch: int, channels_last: bool,
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
     def step() -> None:
-        loss = F.cross_entropy(model(clips), labels)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = F.cross_entropy(model(clips), labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
     return step
 
 
-def pointwise_step(config: X3DConfig, crop: int, batch: int,
-                   memory_format: torch.memory_format) -> tuple[Callable[[], None], int]:
-    """(forward + backward closure, forward MACs) of a C -> C 1x1x1 conv on the first stage's activation."""
+def pointwise_step(config: X3DConfig, crop: int, batch: int, memory_format: torch.memory_format,
+                   bf16: bool = False) -> tuple[Callable[[], None], int]:
+    """(forward + backward closure, forward MACs) of a C -> C 1x1x1 conv on the first stage's activation,
+    under bf16 autocast when ``bf16``."""
     channels = stage_layout(config)[0][2]
     side = ((crop - 1) // 2) // 2 + 1  # after the stem's and the first stage's stride 2
     conv = nn.Conv3d(channels, channels, 1, bias=False).to(memory_format=memory_format)
@@ -71,7 +77,9 @@ def pointwise_step(config: X3DConfig, crop: int, batch: int,
     x.requires_grad_()
 
     def step() -> None:
-        conv(x).sum().backward()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = conv(x)
+        out.float().sum().backward()
     return step, batch * config.frames * side * side * channels * channels
 
 
@@ -110,35 +118,41 @@ def main() -> None:
     parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--precisions", nargs="+", choices=["fp32", "bf16"], default=["fp32", "bf16"],
+                        help="bf16: every variant's forward under CPU bf16 autocast (oneDNN bf16 convs)")
     args = parser.parse_args()
     if not fastconv.available():
         raise SystemExit("the fast conv did not compile on this machine; nothing to compare")
+    if "bf16" in args.precisions and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        print("this CPU has no native bf16 for oneDNN: bf16 rows left out")
+        args.precisions = [p for p in args.precisions if p != "bf16"]
     schedule = load_schedule("cpu_proxy")
     print(f"{cpu_name()}, torch {torch.__version__}, batch {args.batch}, best of {args.repeats}; "
           "GMAC/s counts a training step as 3x forward MACs")
     for threads in args.threads:
         torch.set_num_threads(threads)
         print(f"\n### {threads} thread{'s' * (threads > 1)}\n")
-        print("| shape | input | GMAC/clip | " + " | ".join(f"{v}: clips/s (GMAC/s)" for v in VARIANTS)
+        print("| shape | precision | input | GMAC/clip | " + " | ".join(f"{v}: clips/s (GMAC/s)" for v in VARIANTS)
               + " | fastconv vs default | fastconv vs channels-last | pointwise conv GMAC/s |")
-        print("|---|---|---:|" + "---:|" * (len(VARIANTS) + 3))
+        print("|---|---|---|---:|" + "---:|" * (len(VARIANTS) + 3))
         for name in args.shapes:
             config = preset(name)
             crop = schedule.train_crop(config)
             macs = count_flops(config, crop=crop)
-            fns = {v: training_step(config, crop, args.batch, *VARIANTS[v]) for v in VARIANTS}
-            pointwise = {str(fmt): pointwise_step(config, crop, args.batch, fmt)
-                         for fmt in (torch.contiguous_format, torch.channels_last_3d)}
-            fns.update({fmt: step for fmt, (step, _) in pointwise.items()})
-            seconds = best_times(fns, args.repeats)
-            clips = {v: args.batch / seconds[v] for v in VARIANTS}
-            rate = {v: 3 * macs * clips[v] / 1e9 for v in VARIANTS}
-            ceiling = max(3 * pw_macs / seconds[fmt] / 1e9 for fmt, (_, pw_macs) in pointwise.items())
-            cells = " | ".join(f"{clips[v]:.1f} ({rate[v]:.1f})" for v in VARIANTS)
-            default, channels_last, fast, _ = (clips[v] for v in VARIANTS)
-            print(f"| {name} | {config.frames}x{crop}x{crop} | {macs / 1e9:.4f} | {cells} | "
-                  f"{fast / default:.2f}x | {fast / channels_last:.2f}x | {ceiling:.1f} |")
-
+            for precision in args.precisions:
+                bf16 = precision == "bf16"
+                fns = {v: training_step(config, crop, args.batch, *VARIANTS[v], bf16=bf16) for v in VARIANTS}
+                pointwise = {str(fmt): pointwise_step(config, crop, args.batch, fmt, bf16=bf16)
+                             for fmt in (torch.contiguous_format, torch.channels_last_3d)}
+                fns.update({fmt: step for fmt, (step, _) in pointwise.items()})
+                seconds = best_times(fns, args.repeats)
+                clips = {v: args.batch / seconds[v] for v in VARIANTS}
+                rate = {v: 3 * macs * clips[v] / 1e9 for v in VARIANTS}
+                ceiling = max(3 * pw_macs / seconds[fmt] / 1e9 for fmt, (_, pw_macs) in pointwise.items())
+                cells = " | ".join(f"{clips[v]:.1f} ({rate[v]:.1f})" for v in VARIANTS)
+                default, channels_last, fast, _ = (clips[v] for v in VARIANTS)
+                print(f"| {name} | {precision} | {config.frames}x{crop}x{crop} | {macs / 1e9:.4f} | {cells} | "
+                      f"{fast / default:.2f}x | {fast / channels_last:.2f}x | {ceiling:.1f} |", flush=True)
 
 if __name__ == "__main__":
     main()

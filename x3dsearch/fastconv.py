@@ -106,20 +106,26 @@ class _ChannelwiseConv3dFunction(torch.autograd.Function):
 
 
 def _fast_path_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Float32 5-D CPU tensors, outside tracing, scripting, compiling and autocast, with built kernels."""
+    """Float32 5-D CPU tensors, outside tracing, scripting and compiling, with built kernels."""
     return (x.dim() == 5 and x.device.type == "cpu" and x.dtype == torch.float32
             and weight.dtype == torch.float32 and weight.device.type == "cpu"
             and not torch.jit.is_tracing() and not torch.jit.is_scripting()
-            and not torch.compiler.is_compiling() and not torch.is_autocast_enabled("cpu")
-            and _kernels() is not None)
+            and not torch.compiler.is_compiling() and _kernels() is not None)
 
 
 def channelwise_conv3d(x: torch.Tensor, weight: torch.Tensor, stride: int = 1,
                        padding: tuple[int, int, int] = (1, 1, 1)) -> torch.Tensor:
     """``F.conv3d(x, weight, stride=(1, stride, stride), padding=padding, groups=C)``, fast when it can be.
 
-    ``weight`` is (C, 1, KT, KH, KW); the output is channels-last on the fast path.
+    ``weight`` is (C, 1, KT, KH, KW); the output is channels-last on the fast path. Under CPU
+    autocast the kernels run in float32 on a float32 copy of ``x`` (a bf16 conv of PyTorch's is slower
+    than the fp32 kernel), so the convs around it still run in bf16 and only this one stays fp32.
     """
+    if x.device.type == "cpu" and torch.is_autocast_enabled("cpu") and x.dim() == 5:
+        with torch.autocast("cpu", enabled=False):
+            x32, w32 = x.float(), weight.float()
+            if _fast_path_applies(x32, w32):
+                return _ChannelwiseConv3dFunction.apply(x32, w32, stride, tuple(padding))
     if _fast_path_applies(x, weight):
         return _ChannelwiseConv3dFunction.apply(x, weight, stride, tuple(padding))
     return nn.functional.conv3d(x, weight, stride=(1, stride, stride), padding=tuple(padding),
