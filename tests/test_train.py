@@ -18,6 +18,7 @@ from torch.utils.data import Dataset
 from x3dsearch.config import preset
 from x3dsearch.errors import ConfigError
 from x3dsearch.schedule import Schedule, load_schedule, schedule_names
+from x3dsearch import train as train_module
 from x3dsearch.train import TrainResult, resolve_threads, train
 
 CLASSES = 3
@@ -80,6 +81,24 @@ def test_adamw_with_precise_bn_learns(data: tuple[Dataset, Dataset]) -> None:
     assert result.status == "ok", result.reason
     assert result.top1 > 0.75  # chance is 1/3
     assert result.epoch_losses[-1] < result.epoch_losses[0]
+
+
+@pytest.mark.skipif(not train_module._native_cpu_bf16(), reason="no native bf16 on this CPU")
+def test_bf16_precision_learns(data: tuple[Dataset, Dataset]) -> None:
+    result = train(CONFIG, data, SCHEDULE.replace(precision="bf16"), seed=0, threads=1)
+    assert result.status == "ok", result.reason
+    assert result.top1 > 0.75  # chance is 1/3
+    assert result.epoch_losses != train(CONFIG, data, SCHEDULE, seed=0, threads=1).epoch_losses  # bf16 ran
+
+
+def test_bf16_without_native_support_trains_fp32_after_a_warning(data: tuple[Dataset, Dataset],
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    schedule = SCHEDULE.replace(epochs=1)
+    fp32 = train(CONFIG, data, schedule, seed=0, threads=1)
+    monkeypatch.setattr(train_module, "_native_cpu_bf16", lambda: False)
+    with pytest.warns(RuntimeWarning, match="no native bf16, training in fp32"):
+        fallback = train(CONFIG, data, schedule.replace(precision="bf16"), seed=0, threads=1)
+    assert _measured(fallback) == _measured(fp32)
 
 
 def test_same_seed_gives_identical_metrics(data: tuple[Dataset, Dataset]) -> None:

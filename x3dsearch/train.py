@@ -17,6 +17,7 @@ import random
 import resource
 import sys
 import time
+import warnings
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -267,10 +268,25 @@ def _test(model: nn.Module, train_set: Dataset, val_set: Dataset, feed: Feed, sc
     return evaluate_views(model, val_set, feed, schedule.batch_size, views)
 
 
+def _native_cpu_bf16() -> bool:
+    """Whether oneDNN runs bf16 natively on this CPU."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def _bf16(precision: str, device: torch.device) -> bool:
+    """Whether to autocast to bf16: ``bf16`` asked for, or ``auto`` on a bf16 GPU. A CPU without native bf16
+    (oneDNN's AVX-512 BF16 or AMX) trains in fp32 instead, after one warning: emulated bf16 is slower."""
+    if precision == "auto":
+        return device.type == "cuda" and torch.cuda.is_bf16_supported()
+    if precision == "bf16" and device.type == "cpu" and not _native_cpu_bf16():
+        warnings.warn("precision bf16: this CPU has no native bf16, training in fp32", RuntimeWarning, stacklevel=2)
+        return False
+    return precision == "bf16"
+
+
 def _feed(schedule: Schedule, seed: int, device: torch.device, start_method: str | None) -> Feed:
-    """How batches reach the model: bf16 autocast when the schedule asks (or ``auto`` on a bf16 GPU)."""
-    bf16 = schedule.precision == "bf16" or (schedule.precision == "auto" and device.type == "cuda"
-                                           and torch.cuda.is_bf16_supported())
+    """How batches reach the model: bf16 autocast when the schedule asks and the device can (:func:`_bf16`)."""
+    bf16 = _bf16(schedule.precision, device)
     return Feed(seed, schedule.num_workers, device, schedule.channels_last,
                 torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext(),
                 start_method=start_method)
