@@ -30,7 +30,7 @@ _SPENT = ("ok", "diverged", "failed")
 def proxy_trials(journal: pd.DataFrame, cpus_per_trial: float) -> pd.DataFrame:
     """Finished proxy attempts in the order they ended, with ``compute`` and its running sum."""
     done = journal[journal["status"].isin(_SPENT)].copy()
-    done["compute"] = pd.to_numeric(done["seconds"], errors="coerce").fillna(0.0) * cpus_per_trial
+    done["compute"] = numeric_column(done, "seconds").fillna(0.0) * cpus_per_trial
     done = done.sort_values("ended", kind="stable").reset_index(drop=True)
     done["cumulative"] = done["compute"].cumsum()
     return done

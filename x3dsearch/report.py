@@ -135,7 +135,7 @@ def _totals(journal: pd.DataFrame, settings: Mapping[str, Any], final: Mapping[s
     """Trials and compute: proxy attempts' seconds x the run's per-trial CPUs/GPUs, and the final training."""
     cpus = float(settings.get("cpus_per_trial") or 1.0)
     gpus = float(settings.get("gpus_per_trial") or 0.0)
-    proxy_s = float(pd.to_numeric(journal["seconds"], errors="coerce").fillna(0.0).sum())
+    proxy_s = float(numeric_column(journal, "seconds").fillna(0.0).sum())
     final_s = float(final.get("seconds") or 0.0)
     statuses = journal["status"].value_counts().to_dict()
     return {"trials": int(journal["config_key"].nunique()), "attempts": int(len(journal)),

@@ -282,7 +282,7 @@ class JournalScorer:
             "reason": metrics.get("reason", ""), "init": metrics.get("init"), "rung": epochs,
             "seed_offset": offset, "started": metrics.get("trial_started"),
             "ended": metrics.get("trial_ended", time.time()),
-            "metrics": {k: v for k, v in metrics.items() if k not in ("config",)},
+            "metrics": {k: v for k, v in metrics.items() if k != "config"},
         })
         self.run.append(record)
         if record["status"] in _FINAL_STATUSES:
