@@ -3,9 +3,10 @@
 For each shape (X2D, XS, M by default) at the CPU proxy's input size (its own frames, a quarter of
 its crop: 1x28, 4x40 and 16x56 px) and batch 16, one table per thread count (1, then 2): clips/s
 of a full training step (forward, backward, SGD step with momentum) of ``build_model(config)``
-in PyTorch's default memory layout, in ``torch.channels_last_3d``, and in channels-last with
-:mod:`x3dsearch.fastconv`'s channelwise conv; and the achieved GMAC/s, counting a training step as
-3x the forward multiply-adds (``count_flops(config, crop=px)`` per clip). The practical ceiling
+in PyTorch's default memory layout, in ``torch.channels_last_3d``, in channels-last with
+:mod:`x3dsearch.fastconv`'s channelwise conv beside PyTorch's BatchNorm and activations, and with
+:mod:`x3dsearch.fastnorm`'s fused ones as well (the default); and the achieved GMAC/s, counting a
+training step as 3x the forward multiply-adds (``count_flops(config, crop=px)`` per clip). The practical ceiling
 is a pointwise (1x1x1) conv measured in the same run: forward + backward (3x its MACs) of a
 C -> C conv on the activation of the first stage's channelwise convs (C = its inner width), the
 faster of the two layouts. Each shape has an fp32 row and a bf16 row (every variant's forward, and
@@ -34,20 +35,27 @@ from x3dsearch import build_model, count_flops, fastconv, preset
 from x3dsearch.config import X3DConfig, stage_layout
 from x3dsearch.schedule import load_schedule
 
-# name: (channels_last, fast)
-VARIANTS = {"PyTorch, default layout": (False, False), "PyTorch, channels-last": (True, False),
-            "fastconv, channels-last": (True, True),
+# name: (channels_last, fast, fused BatchNorm)
+VARIANTS = {"PyTorch, default layout": (False, False, False), "PyTorch, channels-last": (True, False, False),
+            "fastconv, BatchNorm unfused": (True, True, False),
+            "fastconv, channels-last": (True, True, True),
             # as a user calls it: build_model + a standard-layout batch (the model lays it out itself)
-            "fastconv, standard-layout input": (False, True)}
+            "fastconv, standard-layout input": (False, True, True)}
 _TARGET_S = 0.5  # seconds of steps per measurement
 
 
 def training_step(config: X3DConfig, crop: int, batch: int, channels_last: bool, fast: bool,
-                  prepare: Callable[[nn.Module], object] | None = None, bf16: bool = False) -> Callable[[], None]:
+                  fused_norm: bool = True, prepare: Callable[[nn.Module], object] | None = None,
+                  bf16: bool = False) -> Callable[[], None]:
     """A closure running one forward/backward/SGD step on a fixed random batch (``prepare`` sees the model),
-    the forward under bf16 autocast when ``bf16``."""
+    the forward under bf16 autocast when ``bf16``; ``fused_norm=False`` runs PyTorch's BatchNorm and
+    activations beside the fast conv."""
     torch.manual_seed(0)
     model = build_model(config, fast=fast)
+    if not fused_norm:
+        for module in model.modules():
+            if hasattr(module, "fast"):
+                module.fast = False
     clips = torch.randn(batch, 3, config.frames, crop, crop)
     labels = torch.randint(0, config.num_classes, (batch,))
     if channels_last:
@@ -150,7 +158,7 @@ def main() -> None:
                 rate = {v: 3 * macs * clips[v] / 1e9 for v in VARIANTS}
                 ceiling = max(3 * pw_macs / seconds[fmt] / 1e9 for fmt, (_, pw_macs) in pointwise.items())
                 cells = " | ".join(f"{clips[v]:.1f} ({rate[v]:.1f})" for v in VARIANTS)
-                default, channels_last, fast, _ = (clips[v] for v in VARIANTS)
+                default, channels_last, _, fast, _ = (clips[v] for v in VARIANTS)
                 print(f"| {name} | {precision} | {config.frames}x{crop}x{crop} | {macs / 1e9:.4f} | {cells} | "
                       f"{fast / default:.2f}x | {fast / channels_last:.2f}x | {ceiling:.1f} |", flush=True)
 

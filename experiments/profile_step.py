@@ -4,10 +4,12 @@ For each shape (X2D, XS, M by default) at the CPU proxy's input size (its own fr
 of its crop: 1x28, 4x40 and 16x56 px) and batch 16, on 1 and 2 threads, one training step
 (forward, backward, SGD step) is profiled in each memory layout: PyTorch's default, channels-last
 (``torch.channels_last_3d``), and channels-last with :mod:`x3dsearch.fastconv`'s channelwise
-conv. Every layer runs inside a ``record_function`` scope named for its type; backward work is
-attributed to the type through the autograd sequence number its forward op recorded. Types:
-pointwise (1x1x1) conv, channelwise conv (block 3x3x3 and stem 5x1x1), stem conv (1x3x3),
-BatchNorm, squeeze-excitation (all of it), SiLU + ReLU, head (conv5, pooling, lin5, classifier);
+conv, first beside PyTorch's BatchNorm and activations, then with :mod:`x3dsearch.fastnorm`'s
+fused ones. Every layer runs inside a ``record_function`` scope named for its type; backward work
+is attributed to the type through the autograd sequence number its forward op recorded; the fused
+kernel runs outside the modules and is found by its op name. Types: pointwise (1x1x1) conv,
+channelwise conv (block 3x3x3 and stem 5x1x1), stem conv (1x3x3), BatchNorm, squeeze-excitation
+(all of it), SiLU + ReLU, fused BatchNorm (+ activation), head (conv5, pooling, lin5, classifier);
 "other" is the rest (residual adds, loss, SGD step, gradient accumulation).
 
     .venv/bin/python experiments/profile_step.py                    # ~1 minute on a quiet machine
@@ -31,8 +33,11 @@ from x3dsearch.schedule import load_schedule
 
 from bench_speed import training_step  # experiments/ is on sys.path when run as a script
 
-TYPES = ["pointwise conv", "channelwise conv", "stem conv", "BatchNorm", "SE", "SiLU + ReLU", "head", "other"]
-VARIANTS = {"default": (False, False), "channels-last": (True, False), "CL + fastconv": (True, True)}
+TYPES = ["pointwise conv", "channelwise conv", "stem conv", "BatchNorm", "SE", "SiLU + ReLU",
+         "fused BatchNorm (+ activation)", "head", "other"]
+# name: (channels_last, fast, fused BatchNorm)
+VARIANTS = {"default": (False, False, False), "channels-last": (True, False, False),
+            "CL + fastconv, BN unfused": (True, True, False), "CL + fastconv": (True, True, True)}
 _HEAD = {"conv5", "pool", "lin5", "lin5_relu", "dropout", "classifier"}
 _SCOPE = "layer:"
 
@@ -95,6 +100,8 @@ def times_by_type(events: list) -> dict[str, float]:
             continue
         if event.name.startswith(_SCOPE):
             kind = event.name[len(_SCOPE):]
+        elif "batchnorm_act" in event.name.lower() or "BatchNormAct" in event.name:
+            kind = "fused BatchNorm (+ activation)"  # runs outside the modules' scopes, forward and backward
         else:
             kind = kind_of_sequence.get(event.sequence_nr, "other") if event.sequence_nr >= 0 else "other"
         totals[kind] += event.cpu_time_total / 1e3

@@ -4,14 +4,15 @@ PyTorch's CPU kernels for ``nn.Conv3d(C, C, k, groups=C)`` reach a fraction of t
 its pointwise convs, so X3D's 3x3x3 channelwise convs take most of a CPU training step while
 being a small share of its FLOPs. ``csrc/channelwise3d.cpp`` computes the forward pass and both
 gradients directly on (N, T, H, W, C)-ordered memory, vectorised over channels and parallel over
-the batch; it is compiled once per machine on first use (cached by ``torch.utils.cpp_extension``
-under ``TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``).
+the batch; it is compiled once per machine on first use, in one extension with
+:mod:`x3dsearch.fastnorm`'s fused BatchNorm (cached by ``torch.utils.cpp_extension`` under
+``TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``).
 
 Public API: :class:`ChannelwiseConv3d`, a drop-in ``nn.Conv3d`` subclass (same parameters and
 state dict) that takes the fast path whenever it applies; :func:`channelwise_conv3d`, the
 functional form; :func:`enabled`, the switch (``X3DSEARCH_FAST_CONV=0`` turns it off); and
-:func:`available`, whether the kernels compiled. If compilation fails the reference conv runs,
-after one warning.
+:func:`available`, whether the kernels compiled. If compilation fails PyTorch's conv and BatchNorm
+run, after one warning.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from torch.autograd.function import FunctionCtx, once_differentiable
 __all__ = ["ChannelwiseConv3d", "channelwise_conv3d", "enabled", "available", "ENV_VAR"]
 
 ENV_VAR = "X3DSEARCH_FAST_CONV"
-_SOURCE = Path(__file__).with_name("csrc") / "channelwise3d.cpp"
+_SOURCES = [Path(__file__).with_name("csrc") / name for name in ("channelwise3d.cpp", "batchnorm_act.cpp")]
 _CFLAGS = ["-O3", "-march=native", "-ffp-contract=fast", "-fopenmp"]
 
 
@@ -59,8 +60,11 @@ def _machine_tag() -> str:
 
 
 @functools.cache
-def _kernels() -> Any:
-    """The compiled ops (``torch.ops.x3dsearch_channelwise3d``), built on first use; None after one warning."""
+def _library() -> Any:
+    """``torch.ops`` with this package's compiled kernels loaded (built on first use); None after one warning.
+
+    One extension holds the channelwise conv and :mod:`x3dsearch.fastnorm`'s fused BatchNorm.
+    """
     from torch.utils import cpp_extension
 
     if shutil.which("ninja") is None:
@@ -68,13 +72,20 @@ def _kernels() -> Any:
             import ninja  # the pip package's binary is off PATH when the venv is not activated
             os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
     try:
-        cpp_extension.load(name=f"x3dsearch_channelwise3d_{_machine_tag()}", sources=[str(_SOURCE)],
+        cpp_extension.load(name=f"x3dsearch_kernels_{_machine_tag()}", sources=[str(s) for s in _SOURCES],
                            extra_cflags=_CFLAGS, extra_ldflags=["-fopenmp"], is_python_module=False)
-        return torch.ops.x3dsearch_channelwise3d
-    except Exception as error:  # any build or load failure means: run the reference conv
-        warnings.warn(f"x3dsearch.fastconv: could not build the fast channelwise conv, using PyTorch's "
-                      f"({type(error).__name__}: {error})", RuntimeWarning, stacklevel=2)
+        return torch.ops
+    except Exception as error:  # any build or load failure means: run PyTorch's ops
+        warnings.warn(f"x3dsearch: could not build the fast CPU kernels (channelwise conv, BatchNorm + "
+                      f"activation), using PyTorch's ({type(error).__name__}: {error})", RuntimeWarning,
+                      stacklevel=2)
         return None
+
+
+def _kernels() -> Any:
+    """The compiled channelwise-conv ops (``torch.ops.x3dsearch_channelwise3d``), or None."""
+    library = _library()
+    return None if library is None else library.x3dsearch_channelwise3d
 
 
 class _ChannelwiseConv3dFunction(torch.autograd.Function):

@@ -16,6 +16,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from .config import X3DConfig, round_width, stage_layout
 from .fastconv import ChannelwiseConv3d, enabled
+from .fastnorm import batchnorm_act
 
 __all__ = ["build_model", "fold_batchnorm", "X3D"]
 
@@ -36,12 +37,28 @@ class _SqueezeExcite(nn.Module):
         return x * self.gate(self.fc2(self.relu(self.fc1(self.pool(x)))))
 
 
+class _ConvNorm(nn.Sequential):
+    """Convs, a BatchNorm and optionally its activation; the last two run through :func:`batchnorm_act`."""
+
+    def __init__(self, *modules: nn.Module, fast: bool) -> None:
+        super().__init__(*modules)
+        self.fast = fast
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        *convs, norm, act = self if isinstance(self[-1], (nn.ReLU, nn.SiLU)) else (*self, None)
+        for conv in convs:
+            x = conv(x)
+        return batchnorm_act(x, norm, act, self.fast)
+
+
 class _Block(nn.Module):
     """Bottleneck block: 1x1x1 reduce, channelwise 3x3x3 (+SE, Swish), 1x1x1 expand, residual."""
 
     def __init__(self, dim_in: int, dim_out: int, inner: int, spatial_stride: int,
-                 se_ratio: float, channelwise: type[nn.Conv3d]) -> None:
+                 se_ratio: float, fast: bool) -> None:
         super().__init__()
+        self.fast = fast
+        channelwise = ChannelwiseConv3d if fast else nn.Conv3d
         stride = (1, spatial_stride, spatial_stride)
         self.a = nn.Conv3d(dim_in, inner, 1, bias=False)
         self.a_bn = nn.BatchNorm3d(inner)
@@ -54,17 +71,19 @@ class _Block(nn.Module):
         self.c_bn = nn.BatchNorm3d(dim_out)
         nn.init.zeros_(self.c_bn.weight)
         if dim_in != dim_out or spatial_stride != 1:
-            self.shortcut: nn.Module = nn.Sequential(
-                nn.Conv3d(dim_in, dim_out, 1, stride=stride, bias=False), nn.BatchNorm3d(dim_out))
+            self.shortcut: nn.Module = _ConvNorm(
+                nn.Conv3d(dim_in, dim_out, 1, stride=stride, bias=False), nn.BatchNorm3d(dim_out), fast=fast)
         else:
             self.shortcut = nn.Identity()
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.a_relu(self.a_bn(self.a(x)))
-        y = self.b_act(self.se(self.b_bn(self.b(y))))
-        y = self.c_bn(self.c(y))
-        return self.relu(self.shortcut(x) + y)
+        y = batchnorm_act(self.a(x), self.a_bn, self.a_relu, self.fast)
+        if isinstance(self.se, nn.Identity):
+            y = batchnorm_act(self.b(y), self.b_bn, self.b_act, self.fast)
+        else:
+            y = self.b_act(self.se(batchnorm_act(self.b(y), self.b_bn, None, self.fast)))
+        return batchnorm_act(self.c(y), self.c_bn, self.relu, self.fast, residual=self.shortcut(x))
 
 
 class X3D(nn.Module):
@@ -74,13 +93,15 @@ class X3D(nn.Module):
         super().__init__()
         self.config = config
         self.channels_last = enabled(fast)
-        channelwise = ChannelwiseConv3d if self.channels_last else nn.Conv3d
+        fast = self.channels_last
+        channelwise = ChannelwiseConv3d if fast else nn.Conv3d
         stem = round_width(config.stem_width, config.width)
-        self.stem = nn.Sequential(
+        self.stem = _ConvNorm(
             nn.Conv3d(3, stem, (1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1), bias=False),
             channelwise(stem, stem, (5, 1, 1), padding=(2, 0, 0), groups=stem, bias=False),
             nn.BatchNorm3d(stem),
             nn.ReLU(inplace=True),
+            fast=fast,
         )
         stages = []
         dim_in = stem
@@ -88,13 +109,13 @@ class X3D(nn.Module):
             layers = []
             for i in range(blocks):
                 se = config.se_ratio if i % 2 == 0 else 0.0
-                layers.append(_Block(dim_in, dim_out, inner, 2 if i == 0 else 1, se, channelwise))
+                layers.append(_Block(dim_in, dim_out, inner, 2 if i == 0 else 1, se, fast))
                 dim_in = dim_out
             stages.append(nn.Sequential(*layers))
         self.stages = nn.Sequential(*stages)
         conv5 = int(config.bottleneck * dim_in)
-        self.conv5 = nn.Sequential(
-            nn.Conv3d(dim_in, conv5, 1, bias=False), nn.BatchNorm3d(conv5), nn.ReLU(inplace=True))
+        self.conv5 = _ConvNorm(
+            nn.Conv3d(dim_in, conv5, 1, bias=False), nn.BatchNorm3d(conv5), nn.ReLU(inplace=True), fast=fast)
         self.pool = nn.AdaptiveAvgPool3d(1)
         self.lin5 = nn.Conv3d(conv5, config.head_width, 1, bias=False)
         self.lin5_relu = nn.ReLU(inplace=True)

@@ -14,6 +14,8 @@
 #include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
+#include "lanes.h"
+
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
@@ -22,6 +24,9 @@
 #include <vector>
 
 namespace {
+
+using x3dsearch::Lanes;
+using x3dsearch::with_lanes;
 
 using Taps = std::vector<std::vector<std::pair<int64_t, int64_t>>>;
 
@@ -69,34 +74,6 @@ struct Geometry {
 
   int64_t taps() const { return t.kernel * h.kernel * w.kernel; }
 };
-
-// A vector of L floats (gcc/clang vector extension), loaded and stored unaligned.
-template <int L>
-struct Lanes {
-  typedef float V __attribute__((vector_size(L * sizeof(float))));
-
-  static V load(const float* p) {
-    V v;
-    std::memcpy(&v, p, sizeof(V));
-    return v;
-  }
-
-  static void store(float* p, V v) { std::memcpy(p, &v, sizeof(V)); }
-};
-
-// Calls f with the widest vector (16, 8, 4 or 1 lanes) that fits in the channels.
-template <typename F>
-void with_lanes(int64_t channels, F&& f) {
-  if (channels >= 16) {
-    f(std::integral_constant<int, 16>{});
-  } else if (channels >= 8) {
-    f(std::integral_constant<int, 8>{});
-  } else if (channels >= 4) {
-    f(std::integral_constant<int, 4>{});
-  } else {
-    f(std::integral_constant<int, 1>{});
-  }
-}
 
 constexpr int kAccumulators = 4;  // independent FMA chains in flight, to hide the FMA latency
 

@@ -1,0 +1,40 @@
+// Vectors of L floats for the CPU kernels (gcc/clang vector extension), shared by the channelwise
+// conv and the fused BatchNorm.
+
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+namespace x3dsearch {
+
+// A vector of L floats (gcc/clang vector extension), loaded and stored unaligned.
+template <int L>
+struct Lanes {
+  typedef float V __attribute__((vector_size(L * sizeof(float))));
+
+  static V load(const float* p) {
+    V v;
+    std::memcpy(&v, p, sizeof(V));
+    return v;
+  }
+
+  static void store(float* p, V v) { std::memcpy(p, &v, sizeof(V)); }
+};
+
+// Calls f with the widest vector (16, 8, 4 or 1 lanes) that fits in the channels.
+template <typename F>
+void with_lanes(int64_t channels, F&& f) {
+  if (channels >= 16) {
+    f(std::integral_constant<int, 16>{});
+  } else if (channels >= 8) {
+    f(std::integral_constant<int, 8>{});
+  } else if (channels >= 4) {
+    f(std::integral_constant<int, 4>{});
+  } else {
+    f(std::integral_constant<int, 1>{});
+  }
+}
+
+}  // namespace x3dsearch
