@@ -100,7 +100,7 @@ def times_by_type(events: list) -> dict[str, float]:
             continue
         if event.name.startswith(_SCOPE):
             kind = event.name[len(_SCOPE):]
-        elif "batchnorm_act" in event.name.lower() or "BatchNormAct" in event.name:
+        elif "x3dsearch_batchnorm_act" in event.name or "_FusedBatchNorm" in event.name:
             kind = "fused BatchNorm (+ activation)"  # runs outside the modules' scopes, forward and backward
         else:
             kind = kind_of_sequence.get(event.sequence_nr, "other") if event.sequence_nr >= 0 else "other"

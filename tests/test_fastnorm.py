@@ -79,6 +79,40 @@ def test_residual_block_end_matches(shape, activation):
         _close(a, e)
 
 
+class _Gate(nn.Module):
+    """A squeeze-excitation as the kernel takes it: se(x) = x * gate_of(per-sample channel means of x)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = nn.Conv3d(channels, 3, 1), nn.Conv3d(3, channels, 1)
+
+    def gate_of(self, pooled: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.fc2(torch.relu(self.fc1(pooled))))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gate_of(x.mean(dim=(2, 3, 4), keepdim=True))
+
+
+@needs_kernels
+@pytest.mark.parametrize("shape", SHAPES)
+def test_squeeze_excitation_before_silu_matches(shape):
+    """silu(se(norm(x))): outputs, running statistics and the gradients of x, the BatchNorm's and the
+    squeeze-excitation's parameters (the pooled path's gradient enters the kernel's input gradient)."""
+    torch.manual_seed(0)
+    x = (torch.randn(shape) * 3 + 2).contiguous(memory_format=CL)
+    results = []
+    for fused in (True, False):
+        torch.manual_seed(1)
+        norm, se = _norm(shape[1]), _Gate(shape[1])
+        if fused:
+            fn = lambda x: batchnorm_act(x, norm, nn.SiLU(), se=se)  # noqa: E731
+        else:
+            fn = lambda x: nn.functional.silu(se(norm(x)))  # noqa: E731
+        results.append((*_run(fn, x, norm), *(p.grad for p in se.parameters()), norm.running_mean, norm.running_var))
+    for a, e in zip(*results):
+        _close(a, e)
+
+
 @needs_kernels
 def test_running_statistics_over_several_batches_with_cumulative_momentum():
     """Precise BatchNorm sets momentum None (a cumulative average); every batch counts equally."""
@@ -115,7 +149,7 @@ class _Subclass(nn.BatchNorm3d):
 
 def test_falls_back_to_the_modules_where_the_kernel_does_not_apply(monkeypatch):
     """Eval mode, a BatchNorm subclass, a standard-layout batch, autocast and the switch run the modules."""
-    monkeypatch.setattr("x3dsearch.fastnorm._BatchNormActFunction.apply",
+    monkeypatch.setattr("x3dsearch.fastnorm._FusedBatchNormAct.apply",
                         lambda *args: pytest.fail("the fused kernel ran"))
     x = torch.randn(2, 6, 2, 3, 3)
     cl = x.contiguous(memory_format=CL)

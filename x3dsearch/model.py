@@ -33,8 +33,12 @@ class _SqueezeExcite(nn.Module):
         self.fc2 = nn.Conv3d(reduced, channels, 1, bias=True)
         self.gate = nn.Sigmoid()
 
+    def gate_of(self, pooled: torch.Tensor) -> torch.Tensor:
+        """The (N, C, 1, 1, 1) gate of the (N, C, 1, 1, 1) pooled input."""
+        return self.gate(self.fc2(self.relu(self.fc1(pooled))))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.gate(self.fc2(self.relu(self.fc1(self.pool(x)))))
+        return x * self.gate_of(self.pool(x))
 
 
 class _ConvNorm(nn.Sequential):
@@ -79,10 +83,8 @@ class _Block(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = batchnorm_act(self.a(x), self.a_bn, self.a_relu, self.fast)
-        if isinstance(self.se, nn.Identity):
-            y = batchnorm_act(self.b(y), self.b_bn, self.b_act, self.fast)
-        else:
-            y = self.b_act(self.se(batchnorm_act(self.b(y), self.b_bn, None, self.fast)))
+        se = None if isinstance(self.se, nn.Identity) else self.se
+        y = batchnorm_act(self.b(y), self.b_bn, self.b_act, self.fast, se=se)
         return batchnorm_act(self.c(y), self.c_bn, self.relu, self.fast, residual=self.shortcut(x))
 
 

@@ -1,15 +1,19 @@
-// Training-mode BatchNorm fused with the activation after it, on CPU, for channels-last float32
-// tensors.
+// Training-mode BatchNorm fused with what follows it in an X3D block, on CPU, for channels-last
+// float32 tensors: y = act(z * gate + residual), z = (x - mean) * a + bias, a = weight * invstd.
 //
-// A (N, C, T, H, W) tensor in channels_last_3d memory is M = N * T * H * W rows of C contiguous
-// floats. The forward pass reads x twice: once for each channel's batch mean and variance, once
-// to write y = act(z + residual), z = (x - mean) * a + bias (the residual, optional, with ReLU or
-// no activation: the end of a residual block). The backward pass reads x and the output gradient
-// twice: once for each channel's sums of g = dy * act'(.) and g * (x - mean), once to write the
-// input gradient (and g, the residual's). g is recomputed, never stored: ReLU's mask comes from y,
-// SiLU's derivative from z. Sums run in float over short blocks of rows and in double across
-// blocks, over x minus its first row (a shift that keeps the variance's sum of squares from
-// cancelling). Registered as torch.ops.x3dsearch_batchnorm_act.{forward, backward}.
+// A (N, C, T, H, W) tensor in channels_last_3d memory is N samples of S = T * H * W rows of C
+// contiguous floats. The activation is none, ReLU or SiLU; the gate (N, C) is a squeeze-excitation
+// gate, the residual a block's shortcut (both optional, not together with SiLU's residual).
+// Forward: `stats` reads x once for each sample's channel sums (the batch mean and variance, and
+// the sample means the squeeze-excitation pools), `apply` reads it again to write y. Backward:
+// `grad_sums` reads x and dy once for each sample's channel sums of h = dy * act' * gate,
+// h * (x - mean) and dy * act' * z (the gate's gradient); `grad_input` reads them again to write
+// dx = a h + kx (x - mean) + k0 (k0 per sample and channel: the pooled path's gradient enters
+// there) and, with a residual, its gradient dy * act'. Nothing of size N * S * C is stored between
+// the passes: ReLU's mask comes from y, SiLU's derivative from recomputing its input. Sums run in
+// float over short blocks of rows and in double across blocks, over x minus its first row (a shift
+// that keeps the variance's sum of squares from cancelling). Registered as
+// torch.ops.x3dsearch_batchnorm_act.{stats, apply, grad_sums, grad_input}.
 
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
@@ -20,6 +24,7 @@
 #include "lanes.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -34,7 +39,7 @@ using x3dsearch::with_lanes;
 
 enum Activation : int64_t { kIdentity = 0, kRelu = 1, kSilu = 2 };
 
-constexpr int64_t kBlockRows = 64;  // rows summed in float before the sums go into double
+constexpr int64_t kBlockRows = 64;   // rows summed in float before the sums go into double
 constexpr int64_t kGrainRows = 256;  // rows per task of the elementwise passes
 
 // Calls f(c, skip) for vectors of L channels from c covering [0, channels), channels >= L. A last
@@ -75,114 +80,103 @@ typename Lanes<L>::V sigmoid_lanes(typename Lanes<L>::V z) {
   return 1.0f / (1.0f + exp_lanes<L>(-z));
 }
 
-template <int L, int64_t A>
-typename Lanes<L>::V activate(typename Lanes<L>::V z) {
-  using V = typename Lanes<L>::V;
-  if constexpr (A == kRelu) {
-    return z < V{} ? V{} : z;  // NaN passes through, as in torch.relu
-  } else if constexpr (A == kSilu) {
-    return z * sigmoid_lanes<L>(z);
-  } else {
-    return z;
-  }
-}
-
-// The rows, the per-channel mean, scale a = weight * invstd and bias of z = (x - mean) * a + bias
-// (centred first: x * a + (bias - mean * a) loses digits when the spread is small), and the tensors
-// of the backward pass, as flat float pointers.
+// The tensors of one call as flat float pointers (null: absent) and the sizes.
 struct Rows {
-  int64_t rows, channels;
+  int64_t samples, rows_per_sample, channels;
   const float* x;
-  const float* y;   // the forward output, read by ReLU's backward only
-  const float* dy;  // the output gradient (backward only)
   const float* mean;
   const float* a;
   const float* bias;
-  const float* residual;  // added to z before the activation (forward only; may be null)
+  const float* gate;      // (samples, C)
+  const float* residual;  // like x (forward only)
+  const float* y;         // the forward output (ReLU's backward)
+  const float* dy;        // the output gradient (backward)
+
+  int64_t rows() const { return samples * rows_per_sample; }
 };
 
 template <int L>
+typename Lanes<L>::V load(const float* p, int64_t row, int64_t c, int64_t channels) {
+  return Lanes<L>::load(p + row * channels + c);
+}
+
+// z = (x - mean) * a + bias at row r, channels [c, c + L).
+template <int L>
 typename Lanes<L>::V normalised(const Rows& t, int64_t r, int64_t c) {
-  return (Lanes<L>::load(t.x + r * t.channels + c) - Lanes<L>::load(t.mean + c)) * Lanes<L>::load(t.a + c) +
+  return (load<L>(t.x, r, c, t.channels) - Lanes<L>::load(t.mean + c)) * Lanes<L>::load(t.a + c) +
          Lanes<L>::load(t.bias + c);
 }
 
-// g = dy * act'(z) at row r, channels [c, c + L).
+// The activation's input at row r of sample n: z * gate + residual.
+template <int L>
+typename Lanes<L>::V pre_activation(const Rows& t, int64_t n, int64_t r, int64_t c, typename Lanes<L>::V z) {
+  if (t.gate != nullptr) z *= Lanes<L>::load(t.gate + n * t.channels + c);
+  if (t.residual != nullptr) z += load<L>(t.residual, r, c, t.channels);
+  return z;
+}
+
+// dy * act'(.) at row r of sample n, given z there.
 template <int L, int64_t A>
-typename Lanes<L>::V grad_of(const Rows& t, int64_t r, int64_t c) {
+typename Lanes<L>::V activation_grad(const Rows& t, int64_t n, int64_t r, int64_t c, typename Lanes<L>::V z) {
   using V = typename Lanes<L>::V;
-  const int64_t i = r * t.channels + c;
-  const V dy = Lanes<L>::load(t.dy + i);
+  const V dy = load<L>(t.dy, r, c, t.channels);
   if constexpr (A == kRelu) {
-    return Lanes<L>::load(t.y + i) > V{} ? dy : V{};
+    return load<L>(t.y, r, c, t.channels) > V{} ? dy : V{};
   } else if constexpr (A == kSilu) {
-    const V z = normalised<L>(t, r, c);
-    const V s = sigmoid_lanes<L>(z);
-    return dy * s * (1.0f + z * (1.0f - s));
+    const V v = pre_activation<L>(t, n, r, c, z);
+    const V s = sigmoid_lanes<L>(v);
+    return dy * s * (1.0f + v * (1.0f - s));
   } else {
     return dy;
   }
 }
 
-// Adds, per channel, the sums over rows [r0, r1) of u and u * v into su and suv (double), where
-// u and v are given by pair(r, c) as vectors of L channels; two rows per step for two FMA chains.
-template <int L, typename Pair>
-void sum_rows(const Rows& t, int64_t r0, int64_t r1, Pair&& pair, double* su, double* suv) {
+// Per sample and channel, the sums over the sample's rows of the K vectors terms(n, r, c) returns,
+// in K arrays of samples x channels doubles; samples split over threads.
+template <int L, int K, typename Terms>
+std::array<std::vector<double>, K> sample_sums(const Rows& t, Terms&& terms) {
   using V = typename Lanes<L>::V;
-  for (int64_t b0 = r0; b0 < r1; b0 += kBlockRows) {
-    const int64_t b1 = std::min(r1, b0 + kBlockRows);
-    for_vectors<L>(t.channels, [&](int64_t c, int64_t skip) {
-      V s0{}, s1{}, q0{}, q1{};
-      int64_t r = b0;
-      for (; r + 1 < b1; r += 2) {
-        const auto [u0, v0] = pair(r, c);
-        const auto [u1, v1] = pair(r + 1, c);
-        s0 += u0;
-        q0 += u0 * v0;
-        s1 += u1;
-        q1 += u1 * v1;
-      }
-      if (r < b1) {
-        const auto [u0, v0] = pair(r, c);
-        s0 += u0;
-        q0 += u0 * v0;
-      }
-      const V s = s0 + s1, q = q0 + q1;
-      for (int l = static_cast<int>(skip); l < L; ++l) {
-        su[c + l] += s[l];
-        suv[c + l] += q[l];
-      }
-    });
-  }
-}
-
-// Per-channel sums of u and u * v over all rows, split over threads in contiguous row ranges.
-template <int L, typename Pair>
-std::pair<std::vector<double>, std::vector<double>> sums(const Rows& t, Pair&& pair) {
   const int64_t C = t.channels;
-  const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), t.rows / kBlockRows));
-  std::vector<double> partial(parts * 2 * C, 0.0);
-  at::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t p = begin; p < end; ++p) {
-      double* su = partial.data() + p * 2 * C;
-      sum_rows<L>(t, p * t.rows / parts, (p + 1) * t.rows / parts, pair, su, su + C);
+  std::array<std::vector<double>, K> out;
+  for (auto& o : out) o.assign(t.samples * C, 0.0);
+  at::parallel_for(0, t.samples, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t n = begin; n < end; ++n) {
+      const int64_t r0 = n * t.rows_per_sample, r1 = r0 + t.rows_per_sample;
+      for (int64_t b0 = r0; b0 < r1; b0 += kBlockRows) {
+        const int64_t b1 = std::min(r1, b0 + kBlockRows);
+        for_vectors<L>(C, [&](int64_t c, int64_t skip) {
+          std::array<V, K> even{}, odd{};  // two rows per step: two chains of adds in flight
+          int64_t r = b0;
+          for (; r + 1 < b1; r += 2) {
+            const std::array<V, K> u = terms(n, r, c), w = terms(n, r + 1, c);
+            for (int k = 0; k < K; ++k) {
+              even[k] += u[k];
+              odd[k] += w[k];
+            }
+          }
+          if (r < b1) {
+            const std::array<V, K> u = terms(n, r, c);
+            for (int k = 0; k < K; ++k) even[k] += u[k];
+          }
+          for (int k = 0; k < K; ++k) {
+            const V s = even[k] + odd[k];
+            for (int l = static_cast<int>(skip); l < L; ++l) out[k][n * C + c + l] += s[l];
+          }
+        });
+      }
     }
   });
-  std::vector<double> su(C, 0.0), suv(C, 0.0);
-  for (int64_t p = 0; p < parts; ++p) {
-    for (int64_t c = 0; c < C; ++c) {
-      su[c] += partial[p * 2 * C + c];
-      suv[c] += partial[p * 2 * C + C + c];
-    }
-  }
-  return {std::move(su), std::move(suv)};
+  return out;
 }
 
-// Calls f(r, c) for every row and vector of L channels, rows split over threads.
+// Calls f(n, r, c) for every row r (of sample n) and vector of L channels, rows split over threads.
 template <int L, typename F>
 void for_rows(const Rows& t, F&& f) {
-  at::parallel_for(0, t.rows, kGrainRows, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) for_vectors<L>(t.channels, [&](int64_t c, int64_t) { f(r, c); });
+  at::parallel_for(0, t.rows(), kGrainRows, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t n = r / t.rows_per_sample;
+      for_vectors<L>(t.channels, [&](int64_t c, int64_t) { f(n, r, c); });
+    }
   });
 }
 
@@ -198,136 +192,198 @@ void with_activation(int64_t activation, F&& f) {
   }
 }
 
-void check(const at::Tensor& tensor, const char* name, bool activation_like) {
-  TORCH_CHECK(tensor.device().is_cpu() && tensor.scalar_type() == at::kFloat, name, " must be a float32 CPU tensor");
-  if (activation_like) {
-    TORCH_CHECK(tensor.dim() == 5 && tensor.is_contiguous(at::MemoryFormat::ChannelsLast3d), name,
-                " must be a 5-D tensor in channels_last_3d memory");
-  } else {
-    TORCH_CHECK(tensor.dim() == 1 && tensor.is_contiguous(), name, " must be a contiguous 1-D tensor");
+void check_rows(const at::Tensor& tensor, const at::Tensor& x, const char* name) {
+  TORCH_CHECK(tensor.device().is_cpu() && tensor.scalar_type() == at::kFloat && tensor.dim() == 5 &&
+                  tensor.is_contiguous(at::MemoryFormat::ChannelsLast3d) && tensor.sizes() == x.sizes(),
+              name, " must be a float32 CPU tensor in channels_last_3d memory of x's size");
+}
+
+const float* per_channel(const at::Tensor& tensor, int64_t numel, const char* name) {
+  TORCH_CHECK(tensor.device().is_cpu() && tensor.scalar_type() == at::kFloat && tensor.is_contiguous() &&
+                  tensor.numel() == numel,
+              name, " must be a contiguous float32 CPU tensor of ", numel, " values");
+  return tensor.data_ptr<float>();
+}
+
+// The Rows of x and the optional tensors every pass shares.
+Rows rows_of(const at::Tensor& x, const at::Tensor& mean, const at::Tensor& a, const at::Tensor& bias,
+             const std::optional<at::Tensor>& gate) {
+  check_rows(x, x, "x");
+  const int64_t N = x.size(0), C = x.size(1);
+  Rows t{N, x.numel() / (N * C), C, x.data_ptr<float>()};
+  t.mean = per_channel(mean, C, "mean");
+  t.a = per_channel(a, C, "scale");
+  t.bias = per_channel(bias, C, "bias");
+  t.gate = gate.has_value() ? per_channel(*gate, N * C, "gate") : nullptr;
+  return t;
+}
+
+at::Tensor per_sample_tensor(const std::vector<double>& values, const at::Tensor& like, int64_t samples) {
+  const int64_t C = static_cast<int64_t>(values.size()) / samples;
+  at::Tensor out = at::empty({samples, C}, like.options());
+  std::copy(values.begin(), values.end(), out.data_ptr<float>());
+  return out;
+}
+
+// (mean, biased variance) per channel and each sample's channel means of x.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> stats(const at::Tensor& x) {
+  check_rows(x, x, "x");
+  const int64_t N = x.size(0), C = x.size(1), S = x.numel() / (N * C);
+  TORCH_CHECK(N * S > 1, "batchnorm_act: more than one value per channel is needed");
+  Rows t{N, S, C, x.data_ptr<float>()};
+  const std::vector<float> shift(t.x, t.x + C);
+  std::array<std::vector<double>, 2> s;
+  with_lanes(C, [&](auto lanes) {
+    constexpr int L = decltype(lanes)::value;
+    using V = typename Lanes<L>::V;
+    s = sample_sums<L, 2>(t, [&](int64_t, int64_t r, int64_t c) {
+      const V u = load<L>(t.x, r, c, C) - Lanes<L>::load(shift.data() + c);
+      return std::array<V, 2>{u, u * u};
+    });
+  });
+  at::Tensor mean = at::empty({C}, x.options()), var = at::empty({C}, x.options());
+  std::vector<double> sample_means(N * C);
+  for (int64_t c = 0; c < C; ++c) {
+    double su = 0.0, sq = 0.0;
+    for (int64_t n = 0; n < N; ++n) {
+      su += s[0][n * C + c];
+      sq += s[1][n * C + c];
+      sample_means[n * C + c] = shift[c] + s[0][n * C + c] / S;
+    }
+    const double d = su / (N * S);
+    mean.data_ptr<float>()[c] = static_cast<float>(shift[c] + d);
+    var.data_ptr<float>()[c] = static_cast<float>(std::max(0.0, sq / (N * S) - d * d));
   }
+  return {mean, var, per_sample_tensor(sample_means, x, N)};
 }
 
-Rows rows_of(const at::Tensor& x) {
-  const int64_t C = x.size(1);
-  return Rows{x.numel() / C, C, x.data_ptr<float>(), nullptr, nullptr, nullptr, nullptr, nullptr, nullptr};
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> forward(const at::Tensor& x, const at::Tensor& weight,
-                                                       const at::Tensor& bias, double eps, int64_t activation,
-                                                       const std::optional<at::Tensor>& residual) {
-  check(x, "x", true);
-  check(weight, "weight", false);
-  check(bias, "bias", false);
-  const int64_t C = x.size(1);
-  TORCH_CHECK(weight.numel() == C && bias.numel() == C && x.numel() > C, "batchnorm_act: bad sizes");
-  Rows t = rows_of(x);
+// y = act(((x - mean) * scale + bias) * gate + residual).
+at::Tensor apply(const at::Tensor& x, const at::Tensor& mean, const at::Tensor& scale, const at::Tensor& bias,
+                 int64_t activation, const std::optional<at::Tensor>& gate,
+                 const std::optional<at::Tensor>& residual) {
+  Rows t = rows_of(x, mean, scale, bias, gate);
   if (residual.has_value()) {
-    check(*residual, "residual", true);
-    TORCH_CHECK(residual->sizes() == x.sizes(), "batchnorm_act: residual and x differ in size");
+    check_rows(*residual, x, "residual");
     TORCH_CHECK(activation != kSilu, "batchnorm_act: a residual goes with ReLU or no activation");
     t.residual = residual->data_ptr<float>();
   }
-  const std::vector<float> shift(t.x, t.x + C);
   at::Tensor y = at::empty_like(x, at::MemoryFormat::ChannelsLast3d);
-  at::Tensor mean = at::empty({C}, x.options()), var = at::empty({C}, x.options());
-  std::vector<float> m(C), a(C);
-  with_lanes(C, [&](auto lanes) {
+  float* out = y.data_ptr<float>();
+  with_lanes(t.channels, [&](auto lanes) {
     constexpr int L = decltype(lanes)::value;
-    const auto [s, q] = sums<L>(t, [&](int64_t r, int64_t c) {
-      const auto u = Lanes<L>::load(t.x + r * C + c) - Lanes<L>::load(shift.data() + c);
-      return std::make_pair(u, u);
-    });
-    const float* w = weight.data_ptr<float>();
-    const float* beta = bias.data_ptr<float>();
-    for (int64_t c = 0; c < C; ++c) {
-      const double d = s[c] / t.rows;
-      const double v = std::max(0.0, q[c] / t.rows - d * d);
-      const double inv = 1.0 / std::sqrt(v + eps);
-      m[c] = static_cast<float>(shift[c] + d);
-      a[c] = static_cast<float>(w[c] * inv);
-      mean.data_ptr<float>()[c] = m[c];
-      var.data_ptr<float>()[c] = static_cast<float>(v);
-    }
-    t.mean = m.data();
-    t.a = a.data();
-    t.bias = beta;
-    float* out = y.data_ptr<float>();
+    using V = typename Lanes<L>::V;
     with_activation(activation, [&](auto act) {
       constexpr int64_t A = decltype(act)::value;
-      for_rows<L>(t, [&](int64_t r, int64_t c) {
-        auto z = normalised<L>(t, r, c);
-        if (t.residual != nullptr) z += Lanes<L>::load(t.residual + r * C + c);
-        Lanes<L>::store(out + r * C + c, activate<L, A>(z));
+      for_rows<L>(t, [&](int64_t n, int64_t r, int64_t c) {
+        V v = pre_activation<L>(t, n, r, c, normalised<L>(t, r, c));
+        if constexpr (A == kRelu) {
+          v = v < V{} ? V{} : v;  // NaN passes through, as in torch.relu
+        } else if constexpr (A == kSilu) {
+          v *= sigmoid_lanes<L>(v);
+        }
+        Lanes<L>::store(out + r * t.channels + c, v);
       });
     });
   });
-  return {y, mean, var};
+  return y;
 }
 
-// Gradients of x, weight, bias and, if `residual` (else an empty tensor), of the residual: g itself.
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward(
-    const at::Tensor& grad, const at::Tensor& x, const std::optional<at::Tensor>& y, const at::Tensor& weight,
-    const at::Tensor& bias, const at::Tensor& mean, const at::Tensor& invstd, int64_t activation, bool residual) {
-  check(grad, "grad", true);
-  check(x, "x", true);
-  TORCH_CHECK(grad.sizes() == x.sizes(), "batchnorm_act: grad and x differ in size");
-  TORCH_CHECK(activation != kRelu || (y.has_value() && y->sizes() == x.sizes()), "ReLU's backward needs y");
-  if (activation == kRelu) check(*y, "y", true);
-  for (const auto* v : {&weight, &bias, &mean, &invstd}) check(*v, "a per-channel tensor", false);
-  const int64_t C = x.size(1);
-  Rows t = rows_of(x);
-  std::vector<float> a(C);
-  const float *w = weight.data_ptr<float>(), *beta = bias.data_ptr<float>();
-  const float *m = mean.data_ptr<float>(), *inv = invstd.data_ptr<float>();
-  for (int64_t c = 0; c < C; ++c) {
-    a[c] = w[c] * inv[c];
-  }
-  t.y = activation == kRelu ? y->data_ptr<float>() : nullptr;
+// Backward with the rows of `grad`: a Rows with dy and y (ReLU) set.
+Rows grad_rows_of(const at::Tensor& grad, const at::Tensor& x, const std::optional<at::Tensor>& y,
+                  const at::Tensor& mean, const at::Tensor& scale, const at::Tensor& bias, int64_t activation,
+                  const std::optional<at::Tensor>& gate) {
+  Rows t = rows_of(x, mean, scale, bias, gate);
+  check_rows(grad, x, "grad");
   t.dy = grad.data_ptr<float>();
-  t.mean = m;
-  t.a = a.data();
-  t.bias = beta;
-  at::Tensor dx = at::empty_like(x, at::MemoryFormat::ChannelsLast3d);
-  at::Tensor dweight = at::empty({C}, x.options()), dbias = at::empty({C}, x.options());
-  at::Tensor dresidual = residual ? at::empty_like(x, at::MemoryFormat::ChannelsLast3d) : at::empty({0}, x.options());
-  float* gout = residual ? dresidual.data_ptr<float>() : nullptr;
+  if (activation == kRelu) {
+    TORCH_CHECK(y.has_value(), "batchnorm_act: ReLU's backward needs y");
+    check_rows(*y, x, "y");
+    t.y = y->data_ptr<float>();
+  }
+  return t;
+}
+
+// Per sample and channel: sums of h = dy * act' * gate and of h * (x - mean); with a gate, also of
+// dy * act' * z (the gate's gradient), else an empty tensor.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> grad_sums(const at::Tensor& grad, const at::Tensor& x,
+                                                         const std::optional<at::Tensor>& y, const at::Tensor& mean,
+                                                         const at::Tensor& scale, const at::Tensor& bias,
+                                                         int64_t activation, const std::optional<at::Tensor>& gate) {
+  const Rows t = grad_rows_of(grad, x, y, mean, scale, bias, activation, gate);
+  const int64_t C = t.channels;
+  std::array<std::vector<double>, 3> s;
   with_lanes(C, [&](auto lanes) {
     constexpr int L = decltype(lanes)::value;
+    using V = typename Lanes<L>::V;
     with_activation(activation, [&](auto act) {
       constexpr int64_t A = decltype(act)::value;
-      const auto [sg, sgx] = sums<L>(t, [&](int64_t r, int64_t c) {
-        return std::make_pair(grad_of<L, A>(t, r, c), Lanes<L>::load(t.x + r * C + c) - Lanes<L>::load(t.mean + c));
-      });
-      // dx = a (g - mean(g) - xhat mean(g xhat)) = a g + k_x (x - mean) + k_0, xhat = (x - mean) invstd.
-      std::vector<float> kx(C), k0(C);
-      for (int64_t c = 0; c < C; ++c) {
-        const double mg = sg[c] / t.rows, mgx = sgx[c] / t.rows * inv[c];
-        kx[c] = static_cast<float>(-a[c] * inv[c] * mgx);
-        k0[c] = static_cast<float>(-a[c] * mg);
-        dweight.data_ptr<float>()[c] = static_cast<float>(sgx[c] * inv[c]);
-        dbias.data_ptr<float>()[c] = static_cast<float>(sg[c]);
+      const auto centred = [&](int64_t r, int64_t c) { return load<L>(t.x, r, c, C) - Lanes<L>::load(t.mean + c); };
+      if (t.gate == nullptr) {
+        const auto two = sample_sums<L, 2>(t, [&](int64_t n, int64_t r, int64_t c) {
+          const V z = A == kSilu ? normalised<L>(t, r, c) : V{};
+          const V h = activation_grad<L, A>(t, n, r, c, z);
+          return std::array<V, 2>{h, h * centred(r, c)};
+        });
+        s = {two[0], two[1], {}};
+      } else {
+        s = sample_sums<L, 3>(t, [&](int64_t n, int64_t r, int64_t c) {
+          const V z = normalised<L>(t, r, c);
+          const V d = activation_grad<L, A>(t, n, r, c, z);
+          const V h = d * Lanes<L>::load(t.gate + n * C + c);
+          return std::array<V, 3>{h, h * centred(r, c), d * z};
+        });
       }
-      float* out = dx.data_ptr<float>();
-      for_rows<L>(t, [&](int64_t r, int64_t c) {
-        const auto g = grad_of<L, A>(t, r, c);
-        const auto centred = Lanes<L>::load(t.x + r * C + c) - Lanes<L>::load(t.mean + c);
-        Lanes<L>::store(out + r * C + c, g * Lanes<L>::load(t.a + c) + centred * Lanes<L>::load(kx.data() + c) +
-                                             Lanes<L>::load(k0.data() + c));
-        if (gout != nullptr) Lanes<L>::store(gout + r * C + c, g);
+    });
+  });
+  return {per_sample_tensor(s[0], x, t.samples), per_sample_tensor(s[1], x, t.samples),
+          t.gate == nullptr ? at::empty({0}, x.options()) : per_sample_tensor(s[2], x, t.samples)};
+}
+
+// dx = scale * h + kx * (x - mean) + k0[sample] and, if `residual`, the residual's gradient
+// dy * act' (else an empty tensor).
+std::tuple<at::Tensor, at::Tensor> grad_input(const at::Tensor& grad, const at::Tensor& x,
+                                              const std::optional<at::Tensor>& y, const at::Tensor& mean,
+                                              const at::Tensor& scale, const at::Tensor& bias, int64_t activation,
+                                              const std::optional<at::Tensor>& gate, const at::Tensor& kx,
+                                              const at::Tensor& k0, bool residual) {
+  const Rows t = grad_rows_of(grad, x, y, mean, scale, bias, activation, gate);
+  const int64_t C = t.channels;
+  const float* kxp = per_channel(kx, C, "kx");
+  const float* k0p = per_channel(k0, t.samples * C, "k0");
+  at::Tensor dx = at::empty_like(x, at::MemoryFormat::ChannelsLast3d);
+  at::Tensor dres = residual ? at::empty_like(x, at::MemoryFormat::ChannelsLast3d) : at::empty({0}, x.options());
+  float* out = dx.data_ptr<float>();
+  float* rout = residual ? dres.data_ptr<float>() : nullptr;
+  with_lanes(C, [&](auto lanes) {
+    constexpr int L = decltype(lanes)::value;
+    using V = typename Lanes<L>::V;
+    with_activation(activation, [&](auto act) {
+      constexpr int64_t A = decltype(act)::value;
+      for_rows<L>(t, [&](int64_t n, int64_t r, int64_t c) {
+        const V z = A == kSilu ? normalised<L>(t, r, c) : V{};
+        const V d = activation_grad<L, A>(t, n, r, c, z);
+        const V h = t.gate == nullptr ? d : d * Lanes<L>::load(t.gate + n * C + c);
+        const V centred = load<L>(t.x, r, c, C) - Lanes<L>::load(t.mean + c);
+        Lanes<L>::store(out + r * C + c, h * Lanes<L>::load(t.a + c) + centred * Lanes<L>::load(kxp + c) +
+                                             Lanes<L>::load(k0p + n * C + c));
+        if (rout != nullptr) Lanes<L>::store(rout + r * C + c, d);
       });
     });
   });
-  return {dx, dweight, dbias, dresidual};
+  return {dx, dres};
 }
 
 }  // namespace
 
 TORCH_LIBRARY(x3dsearch_batchnorm_act, m) {
-  m.def("forward(Tensor x, Tensor weight, Tensor bias, float eps, int activation, Tensor? residual) -> "
-        "(Tensor, Tensor, Tensor)",
-        &forward);
-  m.def("backward(Tensor grad, Tensor x, Tensor? y, Tensor weight, Tensor bias, Tensor mean, Tensor invstd, "
-        "int activation, bool residual) -> (Tensor, Tensor, Tensor, Tensor)",
-        &backward);
+  m.def("stats(Tensor x) -> (Tensor, Tensor, Tensor)", &stats);
+  m.def("apply(Tensor x, Tensor mean, Tensor scale, Tensor bias, int activation, Tensor? gate, Tensor? residual) "
+        "-> Tensor",
+        &apply);
+  m.def("grad_sums(Tensor grad, Tensor x, Tensor? y, Tensor mean, Tensor scale, Tensor bias, int activation, "
+        "Tensor? gate) -> (Tensor, Tensor, Tensor)",
+        &grad_sums);
+  m.def("grad_input(Tensor grad, Tensor x, Tensor? y, Tensor mean, Tensor scale, Tensor bias, int activation, "
+        "Tensor? gate, Tensor kx, Tensor k0, bool residual) -> (Tensor, Tensor)",
+        &grad_input);
 }
