@@ -9,8 +9,9 @@ fused ones. Every layer runs inside a ``record_function`` scope named for its ty
 is attributed to the type through the autograd sequence number its forward op recorded; the fused
 kernel runs outside the modules and is found by its op name. Types: pointwise (1x1x1) conv,
 channelwise conv (block 3x3x3 and stem 5x1x1), stem conv (1x3x3), BatchNorm, squeeze-excitation
-(all of it), SiLU + ReLU, fused BatchNorm (+ activation), head (conv5, pooling, lin5, classifier);
-"other" is the rest (residual adds, loss, SGD step, gradient accumulation).
+(all of it), SiLU + ReLU, fused BatchNorm (+ activation, the squeeze-excitation's small layers and
+the residual add, which it runs), head (conv5, pooling, lin5, classifier); "other" is the rest
+(residual adds when unfused, loss, SGD step, gradient accumulation, running-statistics updates).
 
     .venv/bin/python experiments/profile_step.py                    # ~1 minute on a quiet machine
     .venv/bin/python experiments/profile_step.py --shapes M --threads 1 --steps 3

@@ -10,7 +10,9 @@ It is built with the channelwise conv (:mod:`x3dsearch.fastconv`) and switched w
 Public API: :func:`batchnorm_act`, ``act(se(norm(x)) + residual)`` through the fused kernel whenever
 it applies. Modules stay ordinary ``nn.BatchNorm3d`` / ``nn.ReLU`` / ``nn.SiLU``, so state dicts,
 BatchNorm folding and SyncBatchNorm conversion are unchanged; anything the kernel does not cover
-runs the modules themselves.
+runs the modules themselves. On the fused path the modules are not called, so their forward hooks
+do not run (and a squeeze-excitation with a gradient hook on a parameter runs unfused, since its
+small layers' backward would call the hook twice).
 """
 
 from __future__ import annotations
@@ -77,9 +79,10 @@ class _FusedBatchNormAct(torch.autograd.Function):
         scale, (samples, channels) = weight * invstd, x.shape[:2]
         sum_g, sum_gx, _ = _ops().grad_sums(grad, x, y, mean, scale, bias, ctx.activation, None)
         dweight, dbias, kx, k0 = _grads_of_sums(sum_g.sum(0), sum_gx.sum(0), invstd, scale, x.numel() // channels)
+        residual = ctx.residual and ctx.needs_input_grad[3]
         dx, dresidual = _ops().grad_input(grad, x, y, mean, scale, bias, ctx.activation, None, kx,
-                                          k0.expand(samples, channels).contiguous(), ctx.residual)
-        return dx, dweight, dbias, dresidual if ctx.residual else None, None, None
+                                          k0.expand(samples, channels).contiguous(), residual)
+        return dx, dweight, dbias, dresidual if residual else None, None, None
 
 
 class _FusedBatchNormGateSiLU(torch.autograd.Function):
@@ -110,9 +113,12 @@ class _FusedBatchNormGateSiLU(torch.autograd.Function):
         grad = grad.contiguous(memory_format=torch.channels_last_3d)
         scale, rows = weight * invstd, x.numel() // (x.shape[0] * x.shape[1])
         sum_h, sum_hx, dgate = _ops().grad_sums(grad, x, None, mean, scale, bias, _SILU, gate)
-        with record_function("x3dsearch_batchnorm_act::gate_backward"):
-            dpooled, *dparams = torch.autograd.grad(gate5, [pooled, *se_params], dgate.view_as(gate5),
-                                                    allow_unused=True)
+        trained = [p for p in se_params if p.requires_grad]  # a frozen SE gets no gradients
+        with record_function("x3dsearch_batchnorm_act::gate_backward"):  # the graph is tiny: keep it
+            dpooled, *dtrained = torch.autograd.grad(gate5, [pooled, *trained], dgate.view_as(gate5),
+                                                     allow_unused=True, retain_graph=True)
+        grads = iter(dtrained)
+        dparams = [next(grads) if p.requires_grad else None for p in se_params]
         # the pooled values are each sample's mean of z: dpooled / rows enters every row's gradient of z
         sum_g = sum_h.sum(0) + dpooled.sum(0)
         sum_gx = sum_hx.sum(0) + (dpooled * (sample_means - mean)).sum(0)
@@ -127,15 +133,26 @@ def _channels_last_float(x: torch.Tensor) -> bool:
             and x.is_contiguous(memory_format=torch.channels_last_3d))
 
 
+def _se_applies(se: SqueezeExcitation | None, act: nn.Module | None) -> bool:
+    """No squeeze-excitation, or one with ``gate_of`` before SiLU and no gradient hooks on its parameters."""
+    return se is None or (type(act) is nn.SiLU and hasattr(se, "gate_of")
+                          and not any(p._backward_hooks for p in se.parameters()))
+
+
+def _residual_applies(residual: torch.Tensor | None, x: torch.Tensor, act: nn.Module | None,
+                      se: SqueezeExcitation | None) -> bool:
+    """No residual, or one like x after no squeeze-excitation and before ReLU or no activation."""
+    return residual is None or (se is None and type(act) is not nn.SiLU and residual.shape == x.shape
+                                and _channels_last_float(residual))
+
+
 def _applies(x: torch.Tensor, norm: nn.Module, act: nn.Module | None, fast: bool | None,
              se: SqueezeExcitation | None, residual: torch.Tensor | None) -> bool:
     """A training-mode, affine ``nn.BatchNorm3d`` (not a subclass) on a channels-last float32 CPU batch,
-    with a combination of the rest that the kernel has."""
-    combination = (residual is None or (type(act) is not nn.SiLU and se is None and residual.shape == x.shape
-                                        and _channels_last_float(residual))) and (se is None or type(act) is nn.SiLU)
+    followed by what the kernel has."""
     return (fastconv.enabled(fast) and type(norm) is nn.BatchNorm3d and norm.training and norm.affine
-            and type(act) in _ACTIVATIONS and combination and _channels_last_float(x)
-            and x.numel() > x.shape[1] and norm.weight.dtype == torch.float32
+            and type(act) in _ACTIVATIONS and _se_applies(se, act) and _residual_applies(residual, x, act, se)
+            and _channels_last_float(x) and x.numel() > x.shape[1] and norm.weight.dtype == torch.float32
             and not torch.is_autocast_enabled("cpu") and not torch.jit.is_tracing()
             and not torch.jit.is_scripting() and not torch.compiler.is_compiling()
             and fastconv._kernels() is not None)

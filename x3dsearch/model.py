@@ -142,9 +142,10 @@ class X3D(nn.Module):
 def build_model(config: X3DConfig, fast: bool | None = None) -> X3D:
     """Build the exact network the config describes (freshly initialised).
 
-    ``fast`` picks :mod:`x3dsearch.fastconv`'s channelwise conv (default: ``$X3DSEARCH_FAST_CONV``,
-    on) and the channels-last memory layout it runs in (weights, and CPU input in ``forward``); it
-    changes speed only, not parameters, state dicts or results beyond float rounding.
+    ``fast`` picks :mod:`x3dsearch.fastconv`'s channelwise conv and :mod:`x3dsearch.fastnorm`'s fused
+    BatchNorm (default: ``$X3DSEARCH_FAST_CONV``, on) and the channels-last memory layout they run in
+    (weights, and CPU input in ``forward``); it changes speed only, not parameters, state dicts or
+    results beyond float rounding.
     """
     return X3D(config, fast)
 

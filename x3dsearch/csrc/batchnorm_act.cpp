@@ -2,8 +2,9 @@
 // float32 tensors: y = act(z * gate + residual), z = (x - mean) * a + bias, a = weight * invstd.
 //
 // A (N, C, T, H, W) tensor in channels_last_3d memory is N samples of S = T * H * W rows of C
-// contiguous floats. The activation is none, ReLU or SiLU; the gate (N, C) is a squeeze-excitation
-// gate, the residual a block's shortcut (both optional, not together with SiLU's residual).
+// contiguous floats. The activation is none, ReLU or SiLU. Both the gate (N, C), a
+// squeeze-excitation's, and the residual, a block's shortcut, are optional; a residual never comes
+// with SiLU (whose backward recomputes its input without it).
 // Forward: `stats` reads x once for each sample's channel sums (the batch mean and variance, and
 // the sample means the squeeze-excitation pools), `apply` reads it again to write y. Backward:
 // `grad_sums` reads x and dy once for each sample's channel sums of h = dy * act' * gate,
@@ -11,8 +12,8 @@
 // dx = a h + kx (x - mean) + k0 (k0 per sample and channel: the pooled path's gradient enters
 // there) and, with a residual, its gradient dy * act'. Nothing of size N * S * C is stored between
 // the passes: ReLU's mask comes from y, SiLU's derivative from recomputing its input. Sums run in
-// float over short blocks of rows and in double across blocks, over x minus its first row (a shift
-// that keeps the variance's sum of squares from cancelling). Registered as
+// float over short blocks of rows and in double across blocks, over x minus the mean of its first
+// 64 rows (a shift that keeps the variance's sum of squares from cancelling). Registered as
 // torch.ops.x3dsearch_batchnorm_act.{stats, apply, grad_sums, grad_input}.
 
 #include <ATen/Parallel.h>
@@ -196,6 +197,7 @@ void check_rows(const at::Tensor& tensor, const at::Tensor& x, const char* name)
   TORCH_CHECK(tensor.device().is_cpu() && tensor.scalar_type() == at::kFloat && tensor.dim() == 5 &&
                   tensor.is_contiguous(at::MemoryFormat::ChannelsLast3d) && tensor.sizes() == x.sizes(),
               name, " must be a float32 CPU tensor in channels_last_3d memory of x's size");
+  TORCH_CHECK(tensor.numel() > 0, name, " must not be empty");
 }
 
 const float* per_channel(const at::Tensor& tensor, int64_t numel, const char* name) {
@@ -231,7 +233,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> stats(const at::Tensor& x) {
   const int64_t N = x.size(0), C = x.size(1), S = x.numel() / (N * C);
   TORCH_CHECK(N * S > 1, "batchnorm_act: more than one value per channel is needed");
   Rows t{N, S, C, x.data_ptr<float>()};
-  const std::vector<float> shift(t.x, t.x + C);
+  std::vector<float> shift(C, 0.0f);  // the mean of the first rows: near the batch mean, so no cancellation
+  const int64_t first = std::min(N * S, kBlockRows);
+  for (int64_t r = 0; r < first; ++r) {
+    for (int64_t c = 0; c < C; ++c) shift[c] += t.x[r * C + c] / first;
+  }
   std::array<std::vector<double>, 2> s;
   with_lanes(C, [&](auto lanes) {
     constexpr int L = decltype(lanes)::value;
