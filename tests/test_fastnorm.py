@@ -4,12 +4,18 @@ import pytest
 import torch
 from torch import nn
 
-from x3dsearch import fastconv
+from x3dsearch import fastconv, fastnorm
 from x3dsearch.fastnorm import batchnorm_act
 
 CL = torch.channels_last_3d
 needs_kernels = pytest.mark.skipif(not fastconv.available(), reason="the fast kernels did not compile here")
 ACTIVATIONS = [None, nn.ReLU, nn.SiLU]
+
+
+@pytest.fixture(autouse=True)
+def _fuse_any_size(monkeypatch):
+    """The tests' batches are tiny: let the kernel take them (the size gate has its own test)."""
+    monkeypatch.setattr("x3dsearch.fastnorm._MIN_ELEMENTS", 0)
 
 
 def _close(actual: torch.Tensor, expected: torch.Tensor) -> None:
@@ -214,6 +220,18 @@ def test_falls_back_to_the_modules_where_the_kernel_does_not_apply(monkeypatch):
         batchnorm_act(cl, _norm(6), nn.ReLU())
     monkeypatch.setenv(fastconv.ENV_VAR, "0")
     batchnorm_act(cl, _norm(6), nn.ReLU())
+
+
+@needs_kernels
+def test_batches_below_the_size_gate_run_the_modules(monkeypatch):
+    """Small batches run the modules (the fused path's fixed cost would outweigh its gain), larger ones the kernel."""
+    calls, kernel = [], fastnorm._FusedBatchNormAct.apply
+    monkeypatch.setattr("x3dsearch.fastnorm._FusedBatchNormAct.apply",
+                        lambda *args: calls.append(args[0].numel()) or kernel(*args))
+    monkeypatch.setattr("x3dsearch.fastnorm._MIN_ELEMENTS", 2 * 6 * 2 * 3 * 3)
+    for x in (torch.randn(2, 6, 2, 3, 2), torch.randn(2, 6, 2, 3, 3)):
+        _close(batchnorm_act(x.contiguous(memory_format=CL), _norm(6), nn.ReLU()), nn.functional.relu(_norm(6)(x)))
+    assert calls == [2 * 6 * 2 * 3 * 3]
 
 
 def test_a_single_value_per_channel_raises_as_batchnorm_does():

@@ -30,6 +30,10 @@ __all__ = ["batchnorm_act", "SqueezeExcitation"]
 
 _ACTIVATIONS: dict[type, int] = {type(None): 0, nn.Identity: 0, nn.ReLU: 1, nn.SiLU: 2}
 _RELU, _SILU = 1, 2
+# Below this many elements a batch runs the modules: the fused path's fixed Python and autograd cost
+# (0.1-0.2 ms a call) outweighs its saved memory passes. Measured break-even on one thread: 0.15M-0.35M
+# elements (experiments/bench_fastnorm.py); the CPU proxy's late stages sit below it.
+_MIN_ELEMENTS = 1 << 18
 
 
 class SqueezeExcitation(Protocol):
@@ -148,11 +152,12 @@ def _residual_applies(residual: torch.Tensor | None, x: torch.Tensor, act: nn.Mo
 
 def _applies(x: torch.Tensor, norm: nn.Module, act: nn.Module | None, fast: bool | None,
              se: SqueezeExcitation | None, residual: torch.Tensor | None) -> bool:
-    """A training-mode, affine ``nn.BatchNorm3d`` (not a subclass) on a channels-last float32 CPU batch,
-    followed by what the kernel has."""
+    """A training-mode, affine ``nn.BatchNorm3d`` (not a subclass) on a channels-last float32 CPU batch
+    of at least ``_MIN_ELEMENTS`` elements, followed by what the kernel has."""
     return (fastconv.enabled(fast) and type(norm) is nn.BatchNorm3d and norm.training and norm.affine
             and type(act) in _ACTIVATIONS and _se_applies(se, act) and _residual_applies(residual, x, act, se)
-            and _channels_last_float(x) and x.numel() > x.shape[1] and norm.weight.dtype == torch.float32
+            and _channels_last_float(x) and x.numel() >= max(_MIN_ELEMENTS, x.shape[1] + 1)
+            and norm.weight.dtype == torch.float32
             and not torch.is_autocast_enabled("cpu") and not torch.jit.is_tracing()
             and not torch.jit.is_scripting() and not torch.compiler.is_compiling()
             and fastconv._kernels() is not None)
@@ -174,9 +179,9 @@ def batchnorm_act(x: torch.Tensor, norm: nn.Module, act: nn.Module | None = None
     """``act(se(norm(x)) + residual)`` (each of ``act``, ``se``, ``residual`` left out if None), fused when it can be.
 
     The kernel applies to a training-mode affine ``nn.BatchNorm3d`` followed by nothing, ``nn.ReLU``
-    or ``nn.SiLU`` on a channels-last float32 CPU batch, outside autocast and compilation, with a
-    squeeze-excitation only before SiLU and a residual only without one or the other; it updates
-    the running statistics as the module would. ``fast=False`` (or ``$X3DSEARCH_FAST_CONV=0``) always
+    or ``nn.SiLU`` on a channels-last float32 CPU batch big enough to gain (``_MIN_ELEMENTS``),
+    outside autocast and compilation, with a squeeze-excitation only before SiLU and a residual only
+    without one or the other; it updates the running statistics as the module would. ``fast=False`` (or ``$X3DSEARCH_FAST_CONV=0``) always
     runs the modules.
     """
     if not _applies(x, norm, act, fast, se, residual):
