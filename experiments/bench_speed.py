@@ -17,6 +17,7 @@ steps for ~0.5 s).
 
     .venv/bin/python experiments/bench_speed.py                  # ~5 minutes
     .venv/bin/python experiments/bench_speed.py --shapes M --threads 1 --repeats 5
+    .venv/bin/python experiments/bench_speed.py --shapes XS XS+fast XS+bottleneck --threads 1 --precisions fp32
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from torch import nn
 from x3dsearch import build_model, count_flops, fastconv, preset
 from x3dsearch.config import X3DConfig, stage_layout
 from x3dsearch.schedule import load_schedule
+from x3dsearch.space import expand
 
 # name: (channels_last, fast, fused BatchNorm)
 VARIANTS = {"PyTorch, default layout": (False, False, False), "PyTorch, channels-last": (True, False, False),
@@ -120,9 +122,19 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def config_of(shape: str) -> X3DConfig:
+    """A preset, or a preset expanded along axes of the default space: ``XS+fast+width``."""
+    name, *axes = shape.split("+")
+    config = preset(name)
+    for axis in axes:
+        config = expand(config, axis)
+    return config
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shapes", nargs="+", default=["X2D", "XS", "M"])
+    parser.add_argument("--shapes", nargs="+", default=["X2D", "XS", "M"],
+                        help="presets, or presets expanded one full step per axis named: XS+fast")
     parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
@@ -144,7 +156,7 @@ def main() -> None:
               + " | fastconv vs default | fastconv vs channels-last | pointwise conv GMAC/s |")
         print("|---|---|---|---:|" + "---:|" * (len(VARIANTS) + 3))
         for name in args.shapes:
-            config = preset(name)
+            config = config_of(name)
             crop = schedule.train_crop(config)
             macs = count_flops(config, crop=crop)
             for precision in args.precisions:
