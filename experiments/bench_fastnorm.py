@@ -37,6 +37,9 @@ def _pass_of(pattern: str, x: torch.Tensor, fused: bool) -> Callable[[], None]:
     residual = torch.randn_like(x).requires_grad_() if pattern == "residual_relu" else None
     grad = torch.randn_like(x)
 
+    if fused and not fastnorm._applies(x, norm, act, True, se, residual):
+        raise SystemExit(f"the fused kernel does not take {pattern} at {tuple(x.shape)}: nothing to compare")
+
     def run() -> None:
         fastnorm.batchnorm_act(x, norm, act, fused, se=se, residual=residual).backward(grad)
     return run

@@ -31,8 +31,8 @@ __all__ = ["batchnorm_act", "SqueezeExcitation"]
 _ACTIVATIONS: dict[type, int] = {type(None): 0, nn.Identity: 0, nn.ReLU: 1, nn.SiLU: 2}
 _RELU, _SILU = 1, 2
 # Below this many elements a batch runs the modules: the fused path's fixed Python and autograd cost
-# (0.1-0.2 ms a call) outweighs its saved memory passes. Measured break-even on one thread: 0.15M-0.35M
-# elements (experiments/bench_fastnorm.py); the CPU proxy's late stages sit below it.
+# (0.1-0.2 ms a call) outweighs its saved memory passes. Measured break-even on one thread (more threads
+# not measured): 0.15M-0.35M elements (experiments/bench_fastnorm.py); most of the CPU proxy's sit below it.
 _MIN_ELEMENTS = 1 << 18
 
 
@@ -181,8 +181,8 @@ def batchnorm_act(x: torch.Tensor, norm: nn.Module, act: nn.Module | None = None
     The kernel applies to a training-mode affine ``nn.BatchNorm3d`` followed by nothing, ``nn.ReLU``
     or ``nn.SiLU`` on a channels-last float32 CPU batch big enough to gain (``_MIN_ELEMENTS``),
     outside autocast and compilation, with a squeeze-excitation only before SiLU and a residual only
-    without one or the other; it updates the running statistics as the module would. ``fast=False`` (or ``$X3DSEARCH_FAST_CONV=0``) always
-    runs the modules.
+    without one or the other; it updates the running statistics as the module would. ``fast=False``
+    (or ``$X3DSEARCH_FAST_CONV=0``) always runs the modules.
     """
     if not _applies(x, norm, act, fast, se, residual):
         y = norm(x)
