@@ -36,22 +36,13 @@ _VARIANTS = {
 def _child(name: str, frames: int, side: int, steps: int) -> None:
     """Runs in the fresh process: times the steps and prints one JSON line."""
     import torch
-    import torch.nn.functional as F
 
-    from x3dsearch import build_model, preset
+    from x3dsearch import preset
+
+    from bench_speed import training_step  # experiments/ is on sys.path when run as a script
 
     torch.set_num_threads(1)
-    torch.manual_seed(0)
-    model = build_model(preset(name)).to(memory_format=torch.channels_last_3d)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    clips = torch.randn(16, 3, frames, side, side).contiguous(memory_format=torch.channels_last_3d)
-    labels = torch.randint(0, 400, (16,))
-
-    def step() -> None:
-        loss = F.cross_entropy(model(clips), labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+    step = training_step(preset(name).replace(frames=frames), side, 16, channels_last=True, fast=True)
     step()
     step()
     faults, best = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, float("inf")

@@ -90,8 +90,8 @@ def test_default_layout_input_no_grad_and_single_gradients():
 
 @needs_kernels
 @pytest.mark.parametrize("channels_last", [True, False])
-def test_model_same_logits_and_gradients_with_flag_on_and_off(channels_last, monkeypatch):
-    monkeypatch.setattr("x3dsearch.fastnorm._MIN_ELEMENTS", 0)  # fuse the tiny model's BatchNorms too
+@pytest.mark.usefixtures("fused_at_any_size")  # fuse the tiny model's BatchNorms too
+def test_model_same_logits_and_gradients_with_flag_on_and_off(channels_last):
     config = _tiny_config()
     torch.manual_seed(0)
     reference, fast = build_model(config, fast=False), build_model(config, fast=True)

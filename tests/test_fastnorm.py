@@ -12,10 +12,7 @@ needs_kernels = pytest.mark.skipif(not fastconv.available(), reason="the fast ke
 ACTIVATIONS = [None, nn.ReLU, nn.SiLU]
 
 
-@pytest.fixture(autouse=True)
-def _fuse_any_size(monkeypatch):
-    """The tests' batches are tiny: let the kernel take them (the size gate has its own test)."""
-    monkeypatch.setattr("x3dsearch.fastnorm._MIN_ELEMENTS", 0)
+pytestmark = pytest.mark.usefixtures("fused_at_any_size")  # the size gate has its own test below
 
 
 def _close(actual: torch.Tensor, expected: torch.Tensor) -> None:

@@ -74,12 +74,6 @@ def test_tiny_model_learns(data: tuple[Dataset, Dataset]) -> None:
     assert TrainResult.from_dict(json.loads(json.dumps(result.to_dict()))) == result
 
 
-@pytest.fixture
-def fused_at_any_size(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The tests' tiny models sit below the fused BatchNorm's size gate: let the kernel take them."""
-    monkeypatch.setattr("x3dsearch.fastnorm._MIN_ELEMENTS", 0)
-
-
 @pytest.mark.usefixtures("fused_at_any_size")
 def test_adamw_with_precise_bn_learns(data: tuple[Dataset, Dataset]) -> None:
     # AdamW moves weights faster than BatchNorm's running averages follow: precise BN recalibrates them
