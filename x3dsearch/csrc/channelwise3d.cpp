@@ -174,23 +174,36 @@ void gather(const float* src, const float* wt, float* dst, const Geometry& g, co
   const int64_t DT = dst_dims[0], DH = dst_dims[1], DW = dst_dims[2];
   const int64_t KH = g.h.kernel, KW = g.w.kernel;
   const std::vector<Run> runs = runs_of(tw, step, shift);
+  // each run's taps along W as (source offset, weight offset), in floats
+  std::vector<std::vector<std::pair<int64_t, int64_t>>> columns(runs.size());
+  for (size_t r = 0; r < runs.size(); ++r) {
+    for (const auto& [kw, sj] : tw[runs[r].first]) columns[r].emplace_back(sj * C, kw * C);
+  }
   with_lanes(C, [&](auto lanes) {
     constexpr int L = decltype(lanes)::value;
     at::parallel_for(0, g.batch * DT, 1, [&](int64_t begin, int64_t end) {
-      std::vector<int64_t> xoff(g.taps()), woff(g.taps());
+      std::vector<int64_t> xoff(g.taps()), woff(g.taps()), xrow(g.taps()), wrow(g.taps());
       for (int64_t row = begin; row < end; ++row) {
         const int64_t n = row / DT, t = row % DT;
         for (int64_t i = 0; i < DH; ++i) {
           float* out = dst + (row * DH + i) * DW * C;
-          for (const Run& run : runs) {
+          // the taps along T and H of output row (t, i), once for all its runs
+          int64_t rows = 0;
+          for (const auto& [kt, st] : tt[t]) {
+            for (const auto& [kh, si] : th[i]) {
+              xrow[rows] = ((n * ST + st) * SH + si) * SW * C;
+              wrow[rows] = (kt * KH + kh) * KW * C;
+              ++rows;
+            }
+          }
+          for (size_t r = 0; r < runs.size(); ++r) {
+            const Run& run = runs[r];
             int64_t count = 0;
-            for (const auto& [kt, st] : tt[t]) {
-              for (const auto& [kh, si] : th[i]) {
-                for (const auto& [kw, sj] : tw[run.first]) {
-                  xoff[count] = (((n * ST + st) * SH + si) * SW + sj) * C;
-                  woff[count] = ((kt * KH + kh) * KW + kw) * C;
-                  ++count;
-                }
+            for (int64_t a = 0; a < rows; ++a) {
+              for (const auto& [xcol, wcol] : columns[r]) {
+                xoff[count] = xrow[a] + xcol;
+                woff[count] = wrow[a] + wcol;
+                ++count;
               }
             }
             for_channel_blocks<L, 2>(C, [&](int64_t c, int64_t, auto nv) {
