@@ -2,15 +2,16 @@
 
 glibc returns freed memory to the OS (large blocks are mmap-ed and unmapped, the heap's top is
 trimmed), so the next step's tensors fault their pages in again and the kernel zeroes each one:
-visible as minor page faults. Since ``build_model`` keeps freed memory in the heap
-(:func:`x3dsearch.heap.keep_freed_memory`), the variants are ``X3DSEARCH_KEEP_MEMORY=0`` (glibc's
-defaults) and ``=1`` (kept, the default). The setting is per process and glibc's own thresholds move with what a
-process has freed, so each variant runs in fresh processes, alternating, ``--pairs`` times; each
-process times training steps (forward, cross-entropy, backward, SGD) of a preset at a given input,
-standard layout as a user feeds it, one thread, batch 16, best of ``--steps`` after two warm-up
-steps, with the minor page faults per step and its peak resident memory (kept memory is not
-returned to the OS). Printed: the median over the pairs, and the time one fault costs (a 10.8 MB
-block faulted in against reused, in one process).
+visible as minor page faults. :func:`x3dsearch.heap.keep_freed_memory` (which ``train`` calls on CPU)
+keeps freed blocks in the heap instead. Each process here calls it and ``X3DSEARCH_KEEP_MEMORY``
+decides: ``0`` for glibc's defaults, ``1`` for kept. The setting is per process and glibc's own
+thresholds move with what a process has freed, so each variant runs in fresh processes, alternating,
+``--pairs`` times. Each process times training steps (forward, cross-entropy, backward, SGD) of a
+preset at a given input, standard layout as a user feeds it, one thread, batch 16, best of
+``--steps`` after two warm-up steps, with the minor page faults per step and its peak resident
+memory (kept memory is not returned to the OS). Printed: the median over the pairs of each column,
+the ratio of each pair, and the time one fault costs (a 10.8 MB block mmap-ed afresh against kept,
+in two more processes).
 
     .venv/bin/python experiments/bench_alloc.py                 # ~6 minutes
     .venv/bin/python experiments/bench_alloc.py --shapes M:16x56 --pairs 5
@@ -27,18 +28,20 @@ import subprocess
 import sys
 import time
 
-_VARIANTS = {"glibc defaults": "0", "kept (x3dsearch.heap)": "1"}  # X3DSEARCH_KEEP_MEMORY
+ENV = "X3DSEARCH_KEEP_MEMORY"  # x3dsearch.heap.ENV_VAR, not imported here: the parent process stays light
+_VARIANTS = {"glibc defaults": "0", "kept (x3dsearch.heap)": "1"}  # its value per variant
 
 
 def _child(name: str, frames: int, side: int, steps: int) -> None:
     """Runs in the fresh process: times the steps and prints one JSON line."""
     import torch
 
-    from x3dsearch import preset
+    from x3dsearch import heap, preset
 
     from bench_speed import training_step  # experiments/ is on sys.path when run as a script
 
     torch.set_num_threads(1)
+    heap.keep_freed_memory()  # a no-op when the environment switches it off
     step = training_step(preset(name).replace(frames=frames), side, 16, channels_last=False, fast=True)
     step()
     step()
@@ -52,31 +55,37 @@ def _child(name: str, frames: int, side: int, steps: int) -> None:
     print(json.dumps({"step_ms": best * 1e3, "faults": faults, "peak_mb": peak_mb}))
 
 
-def fault_cost_us(numel: int = 2_700_000, repeats: int = 50) -> float:
-    """Microseconds one minor page fault costs: a block written fresh from the OS against the same block reused."""
-
+def _fault_child(repeats: int = 50, numel: int = 2_700_000) -> None:
+    """Runs in a fresh process: allocates, writes and frees a 10.8 MB block ``repeats`` times after a few
+    warm-ups; prints one JSON line of milliseconds and minor page faults per repeat."""
     import torch
 
     from x3dsearch import heap
 
-    mallopt = heap._libc_mallopt()
-    if mallopt is None:
-        raise SystemExit("this C library has no mallopt (not glibc): nothing to compare")
-
-    def timed() -> tuple[float, int]:
-        faults, start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.perf_counter()
-        for _ in range(repeats):
-            torch.empty(numel).fill_(1.0)
-        return time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
-
     torch.set_num_threads(1)
-    mallopt(heap._M_MMAP_THRESHOLD, 128 * 1024)  # every block mmap-ed and returned on free
-    fresh, fresh_faults = timed()
-    mallopt(heap._M_MMAP_THRESHOLD, heap._MMAP_THRESHOLD)
-    mallopt(heap._M_TRIM_THRESHOLD, heap._TRIM_THRESHOLD)
-    timed()
-    reused, reused_faults = timed()
-    return (fresh - reused) / max(1, fresh_faults - reused_faults) * 1e6
+    heap.keep_freed_memory()  # a no-op when the environment switches it off
+    for _ in range(5):
+        torch.empty(numel).fill_(1.0)
+    faults, start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.perf_counter()
+    for _ in range(repeats):
+        torch.empty(numel).fill_(1.0)
+    elapsed, faults = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
+    print(json.dumps({"ms": elapsed / repeats * 1e3, "faults": faults / repeats}))
+
+
+def _fault_cost_us() -> float:
+    """Microseconds one minor page fault costs: a block mmap-ed afresh each time (a fixed 128 KB threshold)
+    against the same block kept in the heap, each in its own process."""
+    runs = {}
+    for variant, env in {"fresh": {ENV: "0", "GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=131072"},
+                         "kept": {ENV: "1"}}.items():
+        out = subprocess.run([sys.executable, __file__, "--fault-child"], env={**os.environ, **env},
+                             capture_output=True, text=True, check=True)
+        runs[variant] = json.loads(out.stdout.strip().splitlines()[-1])
+    faults = runs["fresh"]["faults"] - runs["kept"]["faults"]
+    if faults < 1000:  # a 10.8 MB block is 2,637 pages
+        raise SystemExit(f"the fresh blocks did not fault as expected ({runs}): is this glibc?")
+    return (runs["fresh"]["ms"] - runs["kept"]["ms"]) / faults * 1e3
 
 
 def main() -> None:
@@ -86,16 +95,21 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--pairs", type=int, default=3, help="alternating process pairs per shape (default 3)")
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--fault-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         name, frames, side, steps = args.child
         _child(name, int(frames), int(side), int(steps))
         return
+    if args.fault_child:
+        _fault_child()
+        return
     print(f"batch 16, one thread, standard-layout input, best of {args.steps} steps per process, "
           f"median over {args.pairs} alternating process pairs; minor page faults per step and the process's "
           "peak resident memory\n")
-    print("| shape | glibc defaults: step ms (faults, peak) | kept: step ms (faults, peak) | kept / defaults |")
-    print("|---|---:|---:|---:|")
+    print("| shape | glibc defaults: step ms (faults, peak) | kept: step ms (faults, peak) "
+          "| kept / defaults: median (each pair) |")
+    print("|---|---:|---:|---|")
     for shape in args.shapes:
         name, size = shape.split(":")
         frames, side = size.split("x")
@@ -103,16 +117,20 @@ def main() -> None:
         for _ in range(args.pairs):
             for variant, keep in _VARIANTS.items():
                 out = subprocess.run([sys.executable, __file__, "--child", name, frames, side, str(args.steps)],
-                                     env={**os.environ, "X3DSEARCH_KEEP_MEMORY": keep}, capture_output=True, text=True)
+                                     env={**os.environ, ENV: keep}, capture_output=True, text=True)
                 if out.returncode != 0:
                     raise SystemExit(f"{shape} with {variant} failed:\n{out.stderr}")
                 rows[variant].append(json.loads(out.stdout.strip().splitlines()[-1]))
-        medians = {variant: [statistics.median(r[key] for r in runs) for key in ("step_ms", "faults", "peak_mb")]
-                   for variant, runs in rows.items()}
-        (base_ms, *base), (kept_ms, *kept) = medians.values()
-        print(f"| {name} {frames}×{side}² | {base_ms:.0f} ({base[0]:,.0f}, {base[1]:,.0f} MB) "
-              f"| {kept_ms:.0f} ({kept[0]:,.0f}, {kept[1]:,.0f} MB) | {kept_ms / base_ms:.2f} |", flush=True)
-    print(f"\nOne minor page fault costs {fault_cost_us():.2f} µs (10.8 MB blocks, fresh against reused)")
+        cells = []
+        for runs in rows.values():
+            ms, faults, peak = (statistics.median(r[key] for r in runs) for key in ("step_ms", "faults", "peak_mb"))
+            cells.append(f"{ms:.0f} ({faults:,.0f}, {peak:,.0f} MB)")
+        base, kept = rows.values()
+        ratios = [k["step_ms"] / b["step_ms"] for b, k in zip(base, kept)]
+        each = ", ".join(f"{r:.2f}" for r in ratios)
+        print(f"| {name} {frames}×{side}² | {' | '.join(cells)} | {statistics.median(ratios):.2f} ({each}) |",
+              flush=True)
+    print(f"\nOne minor page fault costs {_fault_cost_us():.2f} µs (10.8 MB blocks, fresh against kept)")
 
 
 if __name__ == "__main__":

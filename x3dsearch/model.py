@@ -17,7 +17,6 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from .config import X3DConfig, round_width, stage_layout
 from .fastconv import ChannelwiseConv3d, enabled
 from .fastnorm import batchnorm_act
-from .heap import keep_freed_memory
 
 __all__ = ["build_model", "fold_batchnorm", "X3D"]
 
@@ -146,11 +145,8 @@ def build_model(config: X3DConfig, fast: bool | None = None) -> X3D:
     ``fast`` picks :mod:`x3dsearch.fastconv`'s channelwise conv and :mod:`x3dsearch.fastnorm`'s fused
     BatchNorm (default: ``$X3DSEARCH_FAST_CONV``, on) and the channels-last memory layout they run in
     (weights, and CPU input in ``forward``); it changes speed only, not parameters, state dicts or
-    results beyond float rounding. With them on, the process also keeps freed memory for reuse
-    (:func:`x3dsearch.heap.keep_freed_memory`: no page faults on each step's activations).
+    results beyond float rounding.
     """
-    if enabled(fast):
-        keep_freed_memory()
     return X3D(config, fast)
 
 

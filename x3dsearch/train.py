@@ -34,6 +34,7 @@ from .checkpoint import CHECKPOINT, CheckpointStore, FileCheckpoints, atomic_tor
 from .config import X3DConfig
 from .errors import ConfigError
 from .evaluate import Feed, evaluate_views, precise_bn
+from .heap import keep_freed_memory
 from .model import build_model
 from .rundir import atomic_write
 from .schedule import Schedule, load_schedule
@@ -186,11 +187,14 @@ def train(config: X3DConfig, data: str | Path | tuple[Dataset, Dataset], schedul
     epochs (its learning rate still follows all ``schedule.epochs``) and evaluates: a later call with
     ``resume=True`` and a larger value continues it, as successive halving's rungs do. Errors
     inside the run come back as ``status="failed"`` (only KeyboardInterrupt propagates). ``parallel``
-    makes this process one worker of a distributed training (see :class:`Parallel`).
+    makes this process one worker of a distributed training (see :class:`Parallel`). On CPU the
+    process keeps freed memory for reuse from then on (:func:`x3dsearch.heap.keep_freed_memory`).
     """
     schedule = load_schedule(schedule)
-    run = _Run(config, schedule, seed, out_dir=Path(out_dir) if out_dir is not None else None,
-               device=torch.device(device) if device is not None else _default_device(),
+    device = torch.device(device) if device is not None else _default_device()
+    if device.type == "cpu":
+        keep_freed_memory()  # each step reuses its pages instead of faulting them in again
+    run = _Run(config, schedule, seed, out_dir=Path(out_dir) if out_dir is not None else None, device=device,
                threads=resolve_threads(threads), progress=progress, on_epoch=on_epoch, init_state=init_state,
                weights_out=Path(weights_out) if weights_out is not None else None,
                stop_after_epochs=stop_after_epochs, parallel=parallel or Parallel())
