@@ -3,13 +3,15 @@
 Step times on this box drift by 10-30% between processes, too much to see a 5% change in a kernel.
 This builds the C++ sources of ``--base`` (``git show REV:x3dsearch/csrc/...``) under renamed op
 namespaces next to this checkout's, so both load into one process, then times each kernel on X3D-M's
-shapes at the CPU proxy's input (batch 16, one thread): the channelwise conv's forward, input
-gradient and weight gradient on each stage's inner tensor, and the fused BatchNorm's passes on res2's,
-the two versions alternating call by call. Printed per kernel: the median of ``--rounds`` calls each,
-and this checkout's over the base's. Freed memory is kept (``x3dsearch.heap``) so page faults do not
-add to either side. Two identical versions (``--base HEAD``) gave 0.95-1.04 here, median 0.99.
+shapes at 16x56 px (batch 16, one thread): the channelwise conv's forward, input gradient and weight
+gradient on each stage's inner tensor and on res2's stride-2 first one, and the fused BatchNorm's
+passes on res2's, the two versions alternating call by call (each first in every other round).
+Printed per kernel: the median of ``--rounds`` calls each, and this checkout's over the base's. Freed
+memory is kept (``x3dsearch.heap``) so page faults do not add to either side. Two identical versions
+(``--base HEAD``) gave 0.92-1.11 over the 22 kernels here (median 0.99): changes smaller than that
+do not show.
 
-    .venv/bin/python experiments/ab_kernels.py --base HEAD~1           # ~2 minutes, plus two builds
+    .venv/bin/python experiments/ab_kernels.py --base HEAD~1           # ~2 minutes, plus the base's build
     .venv/bin/python experiments/ab_kernels.py --base 3702c5b --only "cw fwd" --rounds 15
 """
 
@@ -29,7 +31,7 @@ from torch.utils import cpp_extension
 from x3dsearch import fastconv, heap
 
 _NAMESPACES = ("x3dsearch_channelwise3d", "x3dsearch_batchnorm_act")
-# (channels, side, stride) of X3D-M's channelwise convs at 16x56 px: each stage's inner width
+# (channels, side, stride) of X3D-M's channelwise convs at 16x56 px: each stage's inner tensor, res2's first
 _CONVS = [(54, 14, 1), (54, 28, 2), (108, 7, 1), (216, 4, 1), (432, 2, 1)]
 
 
@@ -38,13 +40,15 @@ def _base_ops(revision: str, build_dir: Path) -> tuple[Any, Any]:
     repo = Path(__file__).resolve().parents[1]
     sources = []
     for path in ["x3dsearch/csrc/lanes.h", *(f"x3dsearch/csrc/{s.name}" for s in fastconv._SOURCES)]:
-        text = subprocess.run(["git", "show", f"{revision}:{path}"], cwd=repo, capture_output=True, text=True,
-                              check=True).stdout
+        shown = subprocess.run(["git", "show", f"{revision}:{path}"], cwd=repo, capture_output=True, text=True)
+        if shown.returncode != 0:
+            raise SystemExit(f"cannot read {path} at {revision}: {shown.stderr.strip()}")
+        text = shown.stdout
         for name in _NAMESPACES:
             text = text.replace(f"TORCH_LIBRARY({name},", f"TORCH_LIBRARY(base_{name},")
         (build_dir / Path(path).name).write_text(text)
         sources += [str(build_dir / Path(path).name)] if path.endswith(".cpp") else []
-    cpp_extension.load(name=f"ab_base_{fastconv._machine_tag()}", sources=sources, build_directory=str(build_dir),
+    cpp_extension.load(name="ab_kernels_base", sources=sources, build_directory=str(build_dir),
                        extra_cflags=fastconv._CFLAGS, extra_ldflags=["-fopenmp"], is_python_module=False)
     return tuple(getattr(torch.ops, f"base_{name}") for name in _NAMESPACES)
 
@@ -98,9 +102,11 @@ def main() -> None:
         print("|---|---:|---:|---:|")
         for name in (n for n in base if args.only in n):
             times: tuple[list[float], list[float]] = ([], [])
-            base[name](), ours[name]()
-            for _ in range(args.rounds):
-                for call, kept in ((base[name], times[0]), (ours[name], times[1])):
+            base[name]()
+            ours[name]()
+            for i in range(args.rounds):
+                order = ((base[name], times[0]), (ours[name], times[1]))
+                for call, kept in order if i % 2 == 0 else order[::-1]:
                     start = time.perf_counter()
                     call()
                     kept.append(time.perf_counter() - start)

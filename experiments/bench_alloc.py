@@ -6,7 +6,7 @@ visible as minor page faults. :func:`x3dsearch.heap.keep_freed_memory` (which ``
 keeps freed blocks in the heap instead. Each process here calls it and ``X3DSEARCH_KEEP_MEMORY``
 decides: ``0`` for glibc's defaults, ``1`` for kept. The setting is per process and glibc's own
 thresholds move with what a process has freed, so each variant runs in fresh processes, alternating,
-``--pairs`` times. Each process times training steps (forward, cross-entropy, backward, SGD) of a
+``--pairs`` times, each going first in every other pair. Each process times training steps (forward, cross-entropy, backward, SGD) of a
 preset at a given input, standard layout as a user feeds it, one thread, batch 16, best of
 ``--steps`` after two warm-up steps, with the minor page faults per step and its peak resident
 memory (kept memory is not returned to the OS). Printed: the median over the pairs of each column,
@@ -28,7 +28,7 @@ import subprocess
 import sys
 import time
 
-ENV = "X3DSEARCH_KEEP_MEMORY"  # x3dsearch.heap.ENV_VAR, not imported here: the parent process stays light
+_ENV = "X3DSEARCH_KEEP_MEMORY"  # x3dsearch.heap.ENV_VAR, not imported here: the parent process stays light
 _VARIANTS = {"glibc defaults": "0", "kept (x3dsearch.heap)": "1"}  # its value per variant
 
 
@@ -55,13 +55,14 @@ def _child(name: str, frames: int, side: int, steps: int) -> None:
     print(json.dumps({"step_ms": best * 1e3, "faults": faults, "peak_mb": peak_mb}))
 
 
-def _fault_child(repeats: int = 50, numel: int = 2_700_000) -> None:
+def _fault_child() -> None:
     """Runs in a fresh process: allocates, writes and frees a 10.8 MB block ``repeats`` times after a few
     warm-ups; prints one JSON line of milliseconds and minor page faults per repeat."""
     import torch
 
     from x3dsearch import heap
 
+    repeats, numel = 50, 2_700_000
     torch.set_num_threads(1)
     heap.keep_freed_memory()  # a no-op when the environment switches it off
     for _ in range(5):
@@ -77,10 +78,12 @@ def _fault_cost_us() -> float:
     """Microseconds one minor page fault costs: a block mmap-ed afresh each time (a fixed 128 KB threshold)
     against the same block kept in the heap, each in its own process."""
     runs = {}
-    for variant, env in {"fresh": {ENV: "0", "GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=131072"},
-                         "kept": {ENV: "1"}}.items():
+    for variant, env in {"fresh": {_ENV: "0", "GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=131072"},
+                         "kept": {_ENV: "1"}}.items():
         out = subprocess.run([sys.executable, __file__, "--fault-child"], env={**os.environ, **env},
-                             capture_output=True, text=True, check=True)
+                             capture_output=True, text=True)
+        if out.returncode != 0:
+            raise SystemExit(f"the fault-cost child ({variant}) failed:\n{out.stderr}")
         runs[variant] = json.loads(out.stdout.strip().splitlines()[-1])
     faults = runs["fresh"]["faults"] - runs["kept"]["faults"]
     if faults < 1000:  # a 10.8 MB block is 2,637 pages
@@ -114,10 +117,10 @@ def main() -> None:
         name, size = shape.split(":")
         frames, side = size.split("x")
         rows: dict[str, list[dict[str, float]]] = {variant: [] for variant in _VARIANTS}
-        for _ in range(args.pairs):
-            for variant, keep in _VARIANTS.items():
+        for pair in range(args.pairs):  # each variant goes first in every other pair
+            for variant, keep in _VARIANTS.items() if pair % 2 == 0 else reversed(_VARIANTS.items()):
                 out = subprocess.run([sys.executable, __file__, "--child", name, frames, side, str(args.steps)],
-                                     env={**os.environ, ENV: keep}, capture_output=True, text=True)
+                                     env={**os.environ, _ENV: keep}, capture_output=True, text=True)
                 if out.returncode != 0:
                     raise SystemExit(f"{shape} with {variant} failed:\n{out.stderr}")
                 rows[variant].append(json.loads(out.stdout.strip().splitlines()[-1]))
@@ -130,7 +133,7 @@ def main() -> None:
         each = ", ".join(f"{r:.2f}" for r in ratios)
         print(f"| {name} {frames}×{side}² | {' | '.join(cells)} | {statistics.median(ratios):.2f} ({each}) |",
               flush=True)
-    print(f"\nOne minor page fault costs {_fault_cost_us():.2f} µs (10.8 MB blocks, fresh against kept)")
+    print(f"\nOne minor page fault costs {_fault_cost_us():.1f} µs (10.8 MB blocks, fresh against kept, one pair)")
 
 
 if __name__ == "__main__":

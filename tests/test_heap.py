@@ -13,8 +13,9 @@ import pytest
 
 from x3dsearch import heap
 
-# A training step's pattern of allocation: four 48 MB blocks (12,288 pages each; glibc's defaults
-# always mmap blocks above 32 MB) alive at once, written, then all freed. Prints the minor page
+# A training step's pattern of allocation: four 48 MB blocks (12,288 pages each, or 24 huge pages
+# where transparent huge pages are always on; glibc's defaults always mmap blocks above 32 MB) alive
+# at once, written, then all freed. Prints the minor page
 # faults of three such steps after five (the heap takes a few to settle), keep_freed_memory() called first.
 _PROBE = """
 import resource, torch
@@ -35,16 +36,17 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 
 def _faults_of_reuse(keep: str) -> int:
     out = subprocess.run([sys.executable, "-c", _PROBE], env={**os.environ, heap.ENV_VAR: keep},
-                         capture_output=True, text=True, check=True)
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
     return int(out.stdout.split()[-1])
 
 
-@pytest.mark.skipif(not heap.keep_freed_memory(), reason="needs glibc's mallopt")
+@pytest.mark.skipif(heap._libc_mallopt() is None, reason="needs glibc's mallopt")
 def test_kept_memory_is_reused_without_page_faults() -> None:
-    assert _faults_of_reuse("1") < 100
-    assert _faults_of_reuse("0") > 3 * 4 * 12_000  # switched off: glibc's defaults fault every page in again
+    # switched off (the control), glibc's defaults fault every page in again: 3 x 4 x 12,288
+    assert _faults_of_reuse("1") < 100 < _faults_of_reuse("0")
 
 
-def test_switched_off_it_sets_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_switched_off_it_reports_off(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(heap.ENV_VAR, "0")
     assert not heap.keep_freed_memory()
