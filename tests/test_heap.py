@@ -15,8 +15,8 @@ from x3dsearch import heap
 
 # A training step's pattern of allocation: four 48 MB blocks (12,288 pages each, or 24 huge pages
 # where transparent huge pages are always on; glibc's defaults always mmap blocks above 32 MB) alive
-# at once, written, then all freed. Prints the minor page
-# faults of three such steps after five (the heap takes a few to settle), keep_freed_memory() called first.
+# at once, written, then all freed. Prints the minor page faults of three such steps after five (the
+# heap takes a few to settle), keep_freed_memory() called first.
 _PROBE = """
 import resource, torch
 from x3dsearch import heap

@@ -31,6 +31,8 @@ import torch
 from torch import nn
 from torch.autograd.function import FunctionCtx, once_differentiable
 
+from .switches import switched_on
+
 __all__ = ["ChannelwiseConv3d", "channelwise_conv3d", "enabled", "available", "ENV_VAR"]
 
 ENV_VAR = "X3DSEARCH_FAST_CONV"
@@ -42,7 +44,7 @@ def enabled(fast: bool | None = None) -> bool:
     """Whether to use the fast conv: ``fast`` if given, else ``$X3DSEARCH_FAST_CONV`` (default on)."""
     if fast is not None:
         return bool(fast)
-    return os.environ.get(ENV_VAR, "").strip().lower() not in ("0", "false", "no", "off")
+    return switched_on(ENV_VAR)
 
 
 def available() -> bool:

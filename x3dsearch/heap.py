@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import os
 from collections.abc import Callable
+
+from .switches import switched_on
 
 __all__ = ["keep_freed_memory", "ENV_VAR"]
 
@@ -21,10 +22,6 @@ ENV_VAR = "X3DSEARCH_KEEP_MEMORY"
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt's parameter numbers (malloc.h)
 _MMAP_THRESHOLD = 1 << 30  # blocks up to 1 GiB come from the heap and go back to it
 _TRIM_THRESHOLD = (1 << 31) - 1  # never trim the heap's top (the largest value mallopt takes)
-
-
-def _enabled() -> bool:
-    return os.environ.get(ENV_VAR, "").strip().lower() not in ("0", "false", "no", "off")
 
 
 @functools.cache
@@ -54,4 +51,4 @@ def keep_freed_memory() -> bool:
 
     Sets nothing and returns False with ``$X3DSEARCH_KEEP_MEMORY=0``, without glibc, or if glibc refuses.
     """
-    return _enabled() and _set_once()
+    return switched_on(ENV_VAR) and _set_once()

@@ -182,7 +182,7 @@ void gather(const float* src, const float* wt, float* dst, const Geometry& g, co
   with_lanes(C, [&](auto lanes) {
     constexpr int L = decltype(lanes)::value;
     at::parallel_for(0, g.batch * DT, 1, [&](int64_t begin, int64_t end) {
-      std::vector<int64_t> xoff(g.taps()), woff(g.taps()), xrow(g.taps()), wrow(g.taps());
+      std::vector<int64_t> xoff(g.taps()), woff(g.taps()), xrow(g.t.kernel * g.h.kernel), wrow(xrow.size());
       for (int64_t row = begin; row < end; ++row) {
         const int64_t n = row / DT, t = row % DT;
         for (int64_t i = 0; i < DH; ++i) {
