@@ -176,15 +176,19 @@ def run_proxies(schedule: str, init: str, seeds: list[int], out: Path,
     return results
 
 
-def score_proxy(step: dict[str, Any], reference: dict[str, float]) -> dict[str, float]:
-    """Kendall tau against the reference means, the reference rank of the winner, regret, CPU-seconds."""
-    scores = {c["axis"]: c["top1"] for c in step["candidates"]}
+def judge(scores: dict[str, float | None], reference: dict[str, float], chosen: str | None = None) -> dict[str, float]:
+    """Kendall tau of proxy scores against the reference means, the reference rank of the choice
+    (default: the best-scored axis) and its regret in points."""
     axes = sorted(reference)
     tau = kendall_tau([scores[a] if scores[a] is not None else -1.0 for a in axes], [reference[a] for a in axes])
     ranked = sorted(axes, key=lambda a: -reference[a])
-    chosen = step["chosen"]
-    return {"tau": tau, "winner_rank": ranked.index(chosen) + 1,
-            "regret": (reference[ranked[0]] - reference[chosen]) * 100,
+    chosen = chosen or max(axes, key=lambda a: -1.0 if scores[a] is None else scores[a])
+    return {"tau": tau, "winner_rank": ranked.index(chosen) + 1, "regret": (reference[ranked[0]] - reference[chosen]) * 100}
+
+
+def score_proxy(step: dict[str, Any], reference: dict[str, float]) -> dict[str, float]:
+    """:func:`judge` of a step's scores and choice, plus its CPU-seconds."""
+    return {**judge({c["axis"]: c["top1"] for c in step["candidates"]}, reference, step["chosen"]),
             "cpu_s": sum(c["seconds"] or 0.0 for c in step["candidates"]) + step["base_seconds"]}
 
 

@@ -1,0 +1,108 @@
+"""Does a longer proxy training widen a step's signal? Retrain one fidelity set's candidates from the kept base.
+
+``experiments/proxy_fidelity.py`` keeps each step run's base weights. This trains the set's six
+candidates from them exactly as the step did (inheriting, the step's ``cpu_proxy`` schedule and
+seed), but for ``--epochs`` each, and ranks them against the same reference as
+``proxy_evaluation.py``. ``--epochs 2`` at XS is the step itself: its scores must equal the
+journal's first-seed scores (checked whenever they are retrained), and the journal's scores
+are the baseline row. Results are cached in ``--out``.
+
+    .venv/bin/python experiments/proxy_length.py runs/fidelity-gate/cpu_proxy-inherit --set XS --epochs 6
+    .venv/bin/python experiments/proxy_length.py runs/fidelity-gate/cpu_proxy-inherit --set XS --epochs 2 --seeds 0  # the check
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import multiprocessing as mp
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from proxy_evaluation import _journal, reference_means
+from proxy_fidelity import RESULTS, candidate_sets, judge
+from x3dsearch import count_flops
+from x3dsearch.data.synthetic import default_dataset
+from x3dsearch.inherit import inherit
+from x3dsearch.proxy import weights_file
+from x3dsearch.schedule import load_schedule
+from x3dsearch.train import train
+
+_FIELDS = ["run", "axis", "epochs", "top1", "seconds"]
+_CLIPS = 384  # the default benchmark's training clips
+
+
+def _job(job: tuple[str, str, str, int, int]) -> dict[str, object]:
+    run, name, axis, epochs, seed = job
+    base, candidates = candidate_sets()[name]
+    config = candidates[axis]
+    step = load_schedule("cpu_proxy").for_step(2 * count_flops(base) / 1e9, _CLIPS)
+    schedule = step.replace(epochs=epochs, warmup_epochs=step.warmup_epochs * epochs / step.epochs,
+                            max_epochs=max(epochs, step.max_epochs or epochs), rungs=None)
+    parent = torch.load(weights_file(Path(run) / "weights", base.key), map_location="cpu", weights_only=True)
+    result = train(config, default_dataset(), schedule, seed=seed, progress=False, threads=1,
+                   init_state=inherit(parent, base, config, seed=seed))
+    return {"run": run, "axis": axis, "epochs": epochs, "top1": result.top1, "seconds": result.seconds}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("folder", help="a proxy_fidelity variant folder (holding SET-seedN step runs)")
+    parser.add_argument("--set", default="XS", choices=list(candidate_sets()))
+    parser.add_argument("--epochs", type=int, nargs="+", default=[6])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="the step runs' seeds to retrain")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--out", default=str(RESULTS / "proxy_length.csv"), help="score cache (resumable)")
+    args = parser.parse_args()
+    reference = reference_means()[args.set]
+    runs = [Path(args.folder) / f"{args.set}-seed{seed}" for seed in args.seeds]
+    out = Path(args.out)
+    done = {}
+    if out.is_file():
+        with open(out, newline="") as f:
+            done = {(r["run"], r["axis"], int(r["epochs"])): float(r["top1"]) for r in csv.DictReader(f)}
+    jobs = [(str(run), args.set, axis, epochs, int(run.name.rsplit("-seed", 1)[1]))
+            for epochs in args.epochs for run in runs for axis in reference
+            if (str(run), axis, epochs) not in done]
+    with open(out, "a", newline="") as f, mp.get_context("spawn").Pool(args.workers) as pool:
+        writer = csv.DictWriter(f, fieldnames=_FIELDS)
+        if not done:
+            writer.writeheader()
+        for row in pool.imap_unordered(_job, jobs):
+            writer.writerow(row)
+            f.flush()
+            done[(row["run"], row["axis"], row["epochs"])] = row["top1"]
+            print(f"{row['run']} +{row['axis']} {row['epochs']} epochs: top1 {row['top1']:.3f} "
+                  f"({row['seconds']:.0f} s)", flush=True)
+    step_epochs = load_schedule("cpu_proxy").for_step(2 * count_flops(candidate_sets()[args.set][0]) / 1e9,
+                                                      _CLIPS).epochs
+    print(f"\n{args.set}: reference spread {(max(reference.values()) - min(reference.values())) * 100:.1f} points; "
+          f"the step trains {step_epochs} epochs (its journal's first-seed scores)")
+    print("| epochs | run | tau | choice's reference rank | regret (points) | proxy spread (points) |")
+    print("|---|---|---|---|---|---|")
+    for epochs in dict.fromkeys([step_epochs, *args.epochs]):
+        rows = []
+        for run in runs:
+            journal = {axis: s[0] for axis, s in _journal(run).items()}
+            if epochs == step_epochs:
+                retrained = {a: done[(str(run), a, epochs)] for a in reference if (str(run), a, epochs) in done}
+                if any(abs(v - journal[a]) > 1e-9 for a, v in retrained.items()):
+                    raise SystemExit(f"{run}: retraining does not reproduce the journal ({retrained} vs {journal})")
+                scores = journal
+            elif all((str(run), a, epochs) in done for a in reference):
+                scores = {a: done[(str(run), a, epochs)] for a in reference}
+            else:
+                continue
+            rows.append(judge(scores, reference))
+            spread = (max(scores.values()) - min(scores.values())) * 100
+            print(f"| {epochs} | {run.name} | {rows[-1]['tau']:+.2f} | {rows[-1]['winner_rank']} | "
+                  f"{rows[-1]['regret']:.1f} | {spread:.1f} |")
+        if rows:
+            print(f"| {epochs} | mean | {np.mean([r['tau'] for r in rows]):+.2f} | "
+                  f"{sum(r['winner_rank'] <= 2 for r in rows)} of {len(rows)} in the top 2 | "
+                  f"{np.mean([r['regret'] for r in rows]):.1f} | |")
+
+if __name__ == "__main__":
+    main()
