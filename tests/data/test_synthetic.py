@@ -35,15 +35,26 @@ def test_layout_loads_as_a_kinetics_folder(tmp_path: Path) -> None:
     assert _decode(root / "videos" / "train" / "order-h-then-v_000.mp4").shape == (15, 16, 16, 3)
 
 
-def test_same_seed_same_videos_other_seed_other_videos(tmp_path: Path) -> None:
+def _mean_abs(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a.astype(np.int32) - b.astype(np.int32)).mean())
+
+
+def test_same_seed_same_frames_other_seed_other_frames(tmp_path: Path) -> None:
+    # The rendered frames are a function of (seed, split, class, index), whatever the worker count; the
+    # libx264 encode is lossy and not bit-reproducible (README, experiments/encode_determinism.py), so each
+    # file is compared with the frames it was rendered from: here 5-7 grey levels off on average (yuv420 at
+    # 16 px), against 35-54 from the other seed's frames.
     first = make_synthetic(tmp_path / "a", seed=7, **TINY)
     second = make_synthetic(tmp_path / "b", seed=7, **{**TINY, "workers": 2})
     other = make_synthetic(tmp_path / "c", seed=8, **TINY)
     for video in sorted((first / "videos").rglob("*.mp4")):
         relative = video.relative_to(first)
-        assert np.array_equal(_decode(video), _decode(second / relative))
-        assert video.read_bytes() == (second / relative).read_bytes()
-        assert not np.array_equal(_decode(video), _decode(other / relative))
+        label, index = video.stem.rsplit("_", 1)
+        seed7, seed8 = (synthetic._render(synthetic._Job(Path("unused.mp4"), seed, video.parent.name, label,
+                                                         int(index), 16, 15, 30)) for seed in (7, 8))
+        for decoded in (_decode(video), _decode(second / relative)):
+            assert _mean_abs(decoded, seed7) < 10 < 25 < _mean_abs(decoded, seed8)
+        assert _mean_abs(_decode(other / relative), seed8) < 10
     assert (first / "train.csv").read_text() == (second / "train.csv").read_text()
 
 
