@@ -23,13 +23,14 @@ import argparse
 import contextlib
 import csv
 import io
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from proxy_fidelity import RESULTS, candidate_sets, judge, reference_data, run_reference
+from proxy_fidelity import (RESULTS, candidate_sets, journal_scores, judge, reference_data, results_writer,
+                            run_reference)
+from x3dsearch import X3DConfig
 from x3dsearch.data import VideoDataset
 from x3dsearch.data.synthetic import default_dataset
 from x3dsearch.evaluate import Feed, evaluate_views
@@ -51,7 +52,7 @@ def _datasets(evaluation: str, views: tuple[int, int]) -> list[tuple[Path, str, 
     return [own, (ref, "val", (1, 1)), (ref / "train.csv", "val", (1, 1))]  # train.csv's clips, eval sampling
 
 
-def _score(run: Path, config, evaluation: str, views: tuple[int, int]) -> tuple[float, int]:
+def _score(run: Path, config: X3DConfig, evaluation: str, views: tuple[int, int]) -> tuple[float, int]:
     """Top-1 over all parts of an evaluation (clip-weighted) of one candidate's kept weights."""
     schedule = load_schedule("cpu_proxy")
     model = build_model(config)
@@ -68,20 +69,11 @@ def _score(run: Path, config, evaluation: str, views: tuple[int, int]) -> tuple[
     return correct / clips, clips
 
 
-def _journal(run: Path) -> dict[str, dict[int, float]]:
-    """axis -> seed offset -> top-1 of a step run's candidates."""
-    scores: dict[str, dict[int, float]] = {}
-    for line in (run / "journal.jsonl").read_text().splitlines():
-        entry = json.loads(line)
-        if entry.get("kind") == "expand" and entry.get("top1") is not None:
-            scores.setdefault(entry["axis"], {})[int(entry.get("seed_offset") or 0)] = entry["top1"]
-    return scores
-
-
-def reference_means() -> dict[str, dict[str, float]]:
-    """set -> axis -> the cached reference's mean top-1 (the lengths and seeds proxy_fidelity.py scores against)."""
+def reference_means(seeds: tuple[int, ...] = (0, 1, 2), ratio: float = 6.0) -> dict[str, dict[str, float]]:
+    """set -> axis -> the cached reference's mean top-1: the lengths and seeds that proxy_fidelity.py
+    scores against by default (its report on stdout is not repeated here)."""
     with contextlib.redirect_stdout(io.StringIO()):
-        table = run_reference([0, 1, 2], 6.0, 1, train_missing=False)
+        table = run_reference(list(seeds), ratio, 1, train_missing=False)
     means: dict[str, dict[str, float]] = {}
     for (name, axis), per_seed in table.items():
         means.setdefault(name, {})[axis] = float(np.mean(per_seed))
@@ -98,31 +90,29 @@ def main() -> None:
     torch.set_num_threads(1)
     reference = reference_means()
     out = Path(args.out)
-    cached = {}
+    cached: dict[tuple[str, str, str], float] = {}
     if out.is_file():
         with open(out, newline="") as f:
             cached = {(r["run"], r["axis"], r["evaluation"]): float(r["top1"]) for r in csv.DictReader(f)}
     evaluations = ["own", f"views {args.views}", "pool"]
     runs = sorted(run for folder in args.folders for run in Path(folder).glob("*-seed*") if (run / "step.json").is_file())
     judged: dict[str, list[tuple[str, dict[str, float]]]] = {e: [] for e in evaluations}
-    repeats, spreads = {}, {}
-    with open(out, "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=_FIELDS)
-        if not cached:
-            writer.writeheader()
+    repeats: dict[str, list[float]] = {}
+    spreads: dict[str, list[float]] = {}
+    sets = candidate_sets()
+    with results_writer(out, _FIELDS) as write:
         for run in runs:
             name = run.name.rsplit("-seed", 1)[0]
             if name not in reference:
                 continue
-            journal = _journal(run)
+            journal = journal_scores(run)
             for evaluation in evaluations:
                 scores = {}
-                for axis, config in candidate_sets()[name][1].items():
+                for axis, config in sets[name][1].items():
                     key = (str(run), axis, evaluation)
                     if key not in cached:
                         cached[key], clips = _score(run, config, evaluation.split()[0], views)
-                        writer.writerow(dict(zip(_FIELDS, (*key, cached[key], clips))))
-                        f.flush()
+                        write(dict(zip(_FIELDS, (*key, cached[key], clips))))
                     scores[axis] = cached[key]
                 if evaluation == "own":
                     mismatch = [a for a in scores if abs(scores[a] - journal[a][0]) > 1e-9]

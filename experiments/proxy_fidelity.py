@@ -25,9 +25,12 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import math
 import multiprocessing as mp
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +93,22 @@ def _reference_job(job: tuple[str, str, dict[str, Any], str, int, int]) -> dict[
             "epochs": epochs, "top1": result.top1 if result.status == "ok" else "", "seconds": result.seconds}
 
 
+@contextmanager
+def results_writer(path: Path, fields: list[str]) -> Iterator[Callable[[dict[str, Any]], None]]:
+    """Append rows to a results CSV, its header once and each row flushed, so a killed run loses nothing."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        if f.tell() == 0:
+            writer.writeheader()
+
+        def write(row: dict[str, Any]) -> None:
+            writer.writerow(row)
+            f.flush()
+
+        yield write
+
+
 def _read_reference() -> list[dict[str, Any]]:
     if not REFERENCE_CSV.is_file():
         return []
@@ -111,15 +130,9 @@ def run_reference(seeds: list[int], ratio: float, workers: int, train_missing: b
     jobs.sort(key=lambda job: count_flops(X3DConfig.from_dict(job[2])))  # cheap sets first
     started = time.time()
     if jobs:
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        new_file = not REFERENCE_CSV.is_file()
-        with open(REFERENCE_CSV, "a", newline="") as f, mp.get_context("spawn").Pool(workers) as pool:
-            writer = csv.DictWriter(f, fieldnames=_REF_FIELDS)
-            if new_file:
-                writer.writeheader()
+        with results_writer(REFERENCE_CSV, _REF_FIELDS) as write, mp.get_context("spawn").Pool(workers) as pool:
             for i, row in enumerate(pool.imap_unordered(_reference_job, jobs), 1):
-                writer.writerow(row)
-                f.flush()
+                write(row)
                 print(f"reference {i}/{len(jobs)}: {row['set']} +{row['axis']} seed {row['seed']}: "
                       f"top1 {row['top1']} ({row['seconds']:.0f} s)", flush=True)
     rows = [r for r in _read_reference() if int(r["epochs"]) == epochs[r["set"]] and int(r["seed"]) in seeds]
@@ -182,8 +195,19 @@ def judge(scores: dict[str, float | None], reference: dict[str, float], chosen: 
     axes = sorted(reference)
     tau = kendall_tau([scores[a] if scores[a] is not None else -1.0 for a in axes], [reference[a] for a in axes])
     ranked = sorted(axes, key=lambda a: -reference[a])
-    chosen = chosen or max(axes, key=lambda a: -1.0 if scores[a] is None else scores[a])
+    if chosen is None:
+        chosen = max(axes, key=lambda a: -1.0 if scores[a] is None else scores[a])
     return {"tau": tau, "winner_rank": ranked.index(chosen) + 1, "regret": (reference[ranked[0]] - reference[chosen]) * 100}
+
+
+def journal_scores(run: Path) -> dict[str, dict[int, float]]:
+    """axis -> seed offset -> top-1 of a step run's candidates, from its journal."""
+    scores: dict[str, dict[int, float]] = {}
+    for line in (run / "journal.jsonl").read_text().splitlines():
+        entry = json.loads(line)
+        if entry.get("kind") == "expand" and entry.get("top1") is not None:
+            scores.setdefault(entry["axis"], {})[int(entry.get("seed_offset") or 0)] = entry["top1"]
+    return scores
 
 
 def score_proxy(step: dict[str, Any], reference: dict[str, float]) -> dict[str, float]:

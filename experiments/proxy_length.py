@@ -21,24 +21,31 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from proxy_evaluation import _journal, reference_means
-from proxy_fidelity import RESULTS, candidate_sets, judge
+from proxy_evaluation import reference_means
+from proxy_fidelity import RESULTS, candidate_sets, journal_scores, judge, results_writer
 from x3dsearch import count_flops
+from x3dsearch.data.kinetics import read_split
 from x3dsearch.data.synthetic import default_dataset
 from x3dsearch.inherit import inherit
 from x3dsearch.proxy import weights_file
-from x3dsearch.schedule import load_schedule
+from x3dsearch.schedule import Schedule, load_schedule
 from x3dsearch.train import train
 
 _FIELDS = ["run", "axis", "epochs", "top1", "seconds"]
-_CLIPS = 384  # the default benchmark's training clips
+
+
+def _step_schedule(name: str) -> Schedule:
+    """The cpu_proxy schedule of a set's step, as the search gives it (by cost and training clips)."""
+    clips = len(read_split(default_dataset(), "train").videos)
+    return load_schedule("cpu_proxy").for_step(2 * count_flops(candidate_sets()[name][0]) / 1e9, clips)
 
 
 def _job(job: tuple[str, str, str, int, int]) -> dict[str, object]:
+    """Train one candidate ``epochs`` long from the run's kept base, as the step trained it."""
     run, name, axis, epochs, seed = job
     base, candidates = candidate_sets()[name]
     config = candidates[axis]
-    step = load_schedule("cpu_proxy").for_step(2 * count_flops(base) / 1e9, _CLIPS)
+    step = _step_schedule(name)
     schedule = step.replace(epochs=epochs, warmup_epochs=step.warmup_epochs * epochs / step.epochs,
                             max_epochs=max(epochs, step.max_epochs or epochs), rungs=None)
     parent = torch.load(weights_file(Path(run) / "weights", base.key), map_location="cpu", weights_only=True)
@@ -59,25 +66,20 @@ def main() -> None:
     reference = reference_means()[args.set]
     runs = [Path(args.folder) / f"{args.set}-seed{seed}" for seed in args.seeds]
     out = Path(args.out)
-    done = {}
+    done: dict[tuple[str, str, int], float] = {}
     if out.is_file():
         with open(out, newline="") as f:
             done = {(r["run"], r["axis"], int(r["epochs"])): float(r["top1"]) for r in csv.DictReader(f)}
     jobs = [(str(run), args.set, axis, epochs, int(run.name.rsplit("-seed", 1)[1]))
             for epochs in args.epochs for run in runs for axis in reference
             if (str(run), axis, epochs) not in done]
-    with open(out, "a", newline="") as f, mp.get_context("spawn").Pool(args.workers) as pool:
-        writer = csv.DictWriter(f, fieldnames=_FIELDS)
-        if not done:
-            writer.writeheader()
+    with results_writer(out, _FIELDS) as write, mp.get_context("spawn").Pool(args.workers) as pool:
         for row in pool.imap_unordered(_job, jobs):
-            writer.writerow(row)
-            f.flush()
+            write(row)
             done[(row["run"], row["axis"], row["epochs"])] = row["top1"]
             print(f"{row['run']} +{row['axis']} {row['epochs']} epochs: top1 {row['top1']:.3f} "
                   f"({row['seconds']:.0f} s)", flush=True)
-    step_epochs = load_schedule("cpu_proxy").for_step(2 * count_flops(candidate_sets()[args.set][0]) / 1e9,
-                                                      _CLIPS).epochs
+    step_epochs = _step_schedule(args.set).epochs
     print(f"\n{args.set}: reference spread {(max(reference.values()) - min(reference.values())) * 100:.1f} points; "
           f"the step trains {step_epochs} epochs (its journal's first-seed scores)")
     print("| epochs | run | tau | choice's reference rank | regret (points) | proxy spread (points) |")
@@ -85,7 +87,7 @@ def main() -> None:
     for epochs in dict.fromkeys([step_epochs, *args.epochs]):
         rows = []
         for run in runs:
-            journal = {axis: s[0] for axis, s in _journal(run).items()}
+            journal = {axis: s[0] for axis, s in journal_scores(run).items()}
             if epochs == step_epochs:
                 retrained = {a: done[(str(run), a, epochs)] for a in reference if (str(run), a, epochs) in done}
                 if any(abs(v - journal[a]) > 1e-9 for a, v in retrained.items()):
@@ -103,6 +105,7 @@ def main() -> None:
             print(f"| {epochs} | mean | {np.mean([r['tau'] for r in rows]):+.2f} | "
                   f"{sum(r['winner_rank'] <= 2 for r in rows)} of {len(rows)} in the top 2 | "
                   f"{np.mean([r['regret'] for r in rows]):.1f} | |")
+
 
 if __name__ == "__main__":
     main()

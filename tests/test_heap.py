@@ -17,7 +17,8 @@ from x3dsearch import heap
 # where transparent huge pages are always on; glibc's defaults always mmap blocks above 32 MB) alive
 # at once, written, then all freed. Prints the minor page faults of each of 16 such steps,
 # keep_freed_memory() called first. Kept, the heap still grows a block or two at a time while it
-# settles into the pattern: in 150 runs here the last such step was the 8th, so steps 13-16 count.
+# settles into the pattern (in 150 runs here the last such step was the 8th), so the median of steps
+# 9-16 counts: it holds even if up to three of them still grow.
 _PROBE = """
 import resource, torch
 from x3dsearch import heap
@@ -42,9 +43,9 @@ def _faults_per_step(keep: str) -> list[int]:
 
 @pytest.mark.skipif(heap._libc_mallopt() is None, reason="needs glibc's mallopt")
 def test_kept_memory_is_reused_without_page_faults() -> None:
-    # switched off (the control), glibc's defaults fault every page in again: 4 x 4 x 12,288
+    # switched off (the control), glibc's defaults fault every page in again: 4 x 12,288 a step
     kept, off = _faults_per_step("1"), _faults_per_step("0")
-    assert sum(kept[12:]) < 100 < sum(off[12:]), (kept, off)
+    assert sorted(kept[8:])[4] < 100 < sorted(off[8:])[4], (kept, off)
 
 
 def test_switched_off_it_reports_off(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -57,6 +57,14 @@ def test_cache_is_reused_then_rebuilt_when_a_source_changes(folder: Path) -> Non
     assert changed._source.info(0).frames == 4 and max(_indices(changed[0][0])) <= 3
 
 
+def test_cache_files_are_named_after_the_list_they_hold(folder: Path) -> None:
+    cache = folder / "cache"
+    VideoDataset(folder, CONFIG, "train", cache_dir=cache)
+    (folder / "picked.csv").write_text("a.mp4 0\n")
+    VideoDataset(folder / "picked.csv", CONFIG, "val", cache_dir=cache)  # a CSV given by path, read as val
+    assert [p.name.rsplit("-", 1)[0] for p in _arrays(cache)] == [f"{folder.name}-picked", f"{folder.name}-train"]
+
+
 def test_incomplete_cache_files_are_never_read(folder: Path) -> None:
     cache = folder / "cache"
     VideoDataset(folder, CONFIG, cache_dir=cache)

@@ -248,8 +248,9 @@ class VideoDataset(torch.utils.data.Dataset):
         if cache_dir not in (None, False):
             folder = default_cache_dir() if cache_dir is True else Path(cache_dir)
             side = cache_side or next((s for s in (64, 128, 256, 512) if s >= config.crop), config.crop)
+            name = f"{self.csv.parent.name}-{self.csv.stem}"  # a folder's split, or a CSV file given by path
             self._source: FrameSource = ClipCache.open(folder, videos, side=side, fps=cache_fps,
-                                                       max_seconds=max_seconds, name=f"{self.csv.parent.name}-{split}")
+                                                       max_seconds=max_seconds, name=name)
             rows = self._source.rows
             self.skipped += self._source.skipped
         else:
