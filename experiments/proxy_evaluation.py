@@ -22,14 +22,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
-import io
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from proxy_fidelity import (RESULTS, candidate_sets, journal_scores, judge, reference_data, results_writer,
-                            run_reference)
+from proxy_fidelity import (RESULTS, candidate_sets, journal_scores, judge, reference_data, reference_means,
+                            results_writer)
 from x3dsearch import X3DConfig
 from x3dsearch.data import VideoDataset
 from x3dsearch.data.synthetic import default_dataset
@@ -67,17 +66,6 @@ def _score(run: Path, config: X3DConfig, evaluation: str, views: tuple[int, int]
         top1, _ = evaluate_views(model, data, feed, schedule.batch_size, part_views[0] * part_views[1])
         correct, clips = correct + top1 * len(data), clips + len(data)
     return correct / clips, clips
-
-
-def reference_means(seeds: tuple[int, ...] = (0, 1, 2), ratio: float = 6.0) -> dict[str, dict[str, float]]:
-    """set -> axis -> the cached reference's mean top-1: the lengths and seeds that proxy_fidelity.py
-    scores against by default (its report on stdout is not repeated here)."""
-    with contextlib.redirect_stdout(io.StringIO()):
-        table = run_reference(list(seeds), ratio, 1, train_missing=False)
-    means: dict[str, dict[str, float]] = {}
-    for (name, axis), per_seed in table.items():
-        means.setdefault(name, {})[axis] = float(np.mean(per_seed))
-    return means
 
 
 def main() -> None:

@@ -24,13 +24,14 @@ of the others), the ceiling any proxy can reach.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import io
 import json
 import math
 import multiprocessing as mp
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -93,7 +94,7 @@ def _reference_job(job: tuple[str, str, dict[str, Any], str, int, int]) -> dict[
             "epochs": epochs, "top1": result.top1 if result.status == "ok" else "", "seconds": result.seconds}
 
 
-@contextmanager
+@contextlib.contextmanager
 def results_writer(path: Path, fields: list[str]) -> Iterator[Callable[[dict[str, Any]], None]]:
     """Append rows to a results CSV, its header once and each row flushed, so a killed run loses nothing."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -143,6 +144,17 @@ def run_reference(seeds: list[int], ratio: float, workers: int, train_missing: b
     for r in sorted(rows, key=lambda r: int(r["seed"])):
         table.setdefault((r["set"], r["axis"]), []).append(float(r["top1"]) if r["top1"] else float("nan"))
     return table
+
+
+def reference_means(seeds: tuple[int, ...] = (0, 1, 2), ratio: float = 6.0) -> dict[str, dict[str, float]]:
+    """set -> axis -> the cached reference's mean top-1: the lengths and seeds that proxy_fidelity.py
+    scores against by default (its report on stdout is not repeated here)."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        table = run_reference(list(seeds), ratio, 1, train_missing=False)
+    means: dict[str, dict[str, float]] = {}
+    for (name, axis), per_seed in table.items():
+        means.setdefault(name, {})[axis] = float(np.mean(per_seed))
+    return means
 
 
 def kendall_tau(a: Any, b: Any) -> float:

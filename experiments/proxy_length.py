@@ -21,8 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from proxy_evaluation import reference_means
-from proxy_fidelity import RESULTS, candidate_sets, journal_scores, judge, results_writer
+from proxy_fidelity import RESULTS, candidate_sets, journal_scores, judge, reference_means, results_writer
 from x3dsearch import count_flops
 from x3dsearch.data.kinetics import read_split
 from x3dsearch.data.synthetic import default_dataset
