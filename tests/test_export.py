@@ -15,6 +15,7 @@ from x3dsearch.errors import ConfigError
 from x3dsearch.export import (CREATE_X3D_SIGNATURE, export, export_config, from_pyslowfast, select_config,
                               to_pyslowfast, to_pytorchvideo)
 from x3dsearch.model import build_model
+from x3dsearch.schedule import load_schedule
 
 FOUND = X3DConfig(frames=6, stride=7, crop=176, width=2.45, bottleneck=1.8, depth=3.1)
 
@@ -123,6 +124,17 @@ def test_preset_export_uses_the_kinetics_schedule(tmp_path, capsys):
     data = yaml.safe_load(out.read_text())
     assert data["SOLVER"]["MAX_EPOCH"] == 256 and data["SOLVER"]["BASE_LR"] == pytest.approx(1.6)
     assert data["TRAIN"]["BATCH_SIZE"] == 1024 and from_pyslowfast(out) == preset("S")
+
+
+def test_pyslowfast_export_carries_the_default_full_recipe(tmp_path):
+    """The default full schedule trains with AdamW at lr 0.003 for 8 epochs: the export must say so."""
+    full = load_schedule("cpu_full")
+    out = tmp_path / "x3d.yaml"
+    export_config(FOUND, "pyslowfast", out, schedule=full.to_dict())
+    solver = yaml.safe_load(out.read_text())["SOLVER"]
+    assert (full.optimizer, full.base_lr, full.epochs) == ("adamw", 0.003, 8)
+    assert solver["OPTIMIZING_METHOD"] == "adamw" and solver["MAX_EPOCH"] == 8
+    assert solver["BASE_LR"] == pytest.approx(0.003) and solver["MOMENTUM"] == 0.9
 
 
 def test_pytorchvideo_kwargs_complete_and_typed(tmp_path):

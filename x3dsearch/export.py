@@ -178,7 +178,8 @@ def _jitter_scales(crop: int) -> list[int]:
 
 
 def _solver(schedule: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """SOLVER and TRAIN sections from a schedule dict (fields it lacks are left to PySlowFast).
+    """SOLVER and TRAIN sections from a schedule dict (fields it lacks are left to PySlowFast; a schedule
+    written before the ``optimizer`` field trained with SGD).
 
     Our ``base_lr`` is quoted at ``ref_batch_size`` and scaled linearly to ``batch_size``;
     PySlowFast's BASE_LR is the rate at TRAIN.BATCH_SIZE, so the scaled rate is written.
@@ -188,7 +189,8 @@ def _solver(schedule: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]
     batch = schedule.get("batch_size")
     if "BASE_LR" in solver and batch and schedule.get("ref_batch_size"):
         solver["BASE_LR"] = float(solver["BASE_LR"]) * batch / schedule["ref_batch_size"]
-    solver.update({"LR_POLICY": "cosine", "OPTIMIZING_METHOD": "sgd"})
+    # PySlowFast spells our two optimisers the same way; its AdamW takes betas (0.9, 0.999), ours (momentum, 0.999)
+    solver.update({"LR_POLICY": "cosine", "OPTIMIZING_METHOD": schedule.get("optimizer") or "sgd"})
     return solver, ({"BATCH_SIZE": batch} if batch else {})
 
 
