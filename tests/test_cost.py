@@ -1,10 +1,12 @@
 import random
 
+import numpy as np
 import pytest
 import torch
 from fvcore.nn import FlopCountAnalysis
 
 from x3dsearch import build_model, count_flops, count_params, expand, preset
+from x3dsearch.cost import channelwise_flops
 from x3dsearch.space import load_space
 
 PAPER_GFLOPS = {"XS": 0.60, "S": 1.96, "M": 4.73, "L": 18.37, "XL": 35.84}
@@ -57,3 +59,22 @@ def test_flops_override_input_size():
     config = preset("XS")
     assert count_flops(config, frames=8) > count_flops(config)
     assert count_flops(config, frames=4, crop=160) == count_flops(config)
+
+
+@pytest.mark.parametrize("name", ["X2D", "XS", "M"])
+def test_channelwise_flops_count_the_grouped_convs(name: str) -> None:
+    """The channelwise share equals the multiply-adds of the network's grouped convs, counted by hooks."""
+    config = preset(name, num_classes=10)
+    counted = []
+
+    def hook(module, inputs, output) -> None:
+        if module.groups > 1:
+            counted.append(output.numel() * module.in_channels // module.groups * int(np.prod(module.kernel_size)))
+
+    model = build_model(config).eval()
+    for module in model.modules():
+        if isinstance(module, torch.nn.Conv3d):
+            module.register_forward_hook(hook)
+    with torch.inference_mode():
+        model(torch.zeros(1, 3, config.frames, config.crop, config.crop))
+    assert channelwise_flops(config) == sum(counted) > 0

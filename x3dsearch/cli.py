@@ -706,6 +706,52 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_latency(sub: Any) -> None:
+    """``latency``: one model's measured latency, or a sample of the space's box and the predictor's error."""
+    p = _command(
+        sub, "latency", _cmd_latency, "measured inference latency of a preset or config on this machine",
+        "Times the network as it is deployed (BatchNorm folded, channels-last with the fast kernels, "
+        "inference_mode): warm-up passes, then the median of the repeats, per clip, with the range over them. "
+        "Each timing is kept per (config, device model, batch, threads) in latency.csv in the cache folder "
+        "($X3DSEARCH_CACHE, default ~/.cache/x3dsearch) and reused; --fresh times it again. --sample N times N "
+        "random configs of the space's bounds and reports how well a latency model fitted on the table "
+        "predicts configs it was not fitted on.",
+        epilog="examples:\n  x3dsearch latency --preset XS\n  x3dsearch latency --config found.yaml --threads 2 --json\n"
+               "  x3dsearch latency --sample 40 --max-gflops 6")
+    source = p.add_mutually_exclusive_group()
+    _add_preset(source, "a named preset (default XS)")
+    _add_config(source, "an X3D config YAML (e.g. an exported model)")
+    source.add_argument("--sample", type=int, metavar="N",
+                        help="time N random configs of the space's bounds, then fit and check the latency model")
+    p.add_argument("--max-gflops", type=float, default=6.0, metavar="G",
+                   help="with --sample: only configs up to this cost (default: %(default)s)")
+    _add_space(p)
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to run (default: %(default)s)")
+    p.add_argument("--batch", type=int, default=1, metavar="N", help="clips per pass (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=1, metavar="N", help="intra-op threads (default: %(default)s)")
+    p.add_argument("--repeats", type=int, default=10, metavar="N", help="timed passes (default: %(default)s)")
+    p.add_argument("--fresh", action="store_true", help="time again even if the table has this config")
+    _add_json(p)
+
+
+def _cmd_latency(args: argparse.Namespace) -> int:
+    """Print one timing, or time a sample and print the latency model's held-out error."""
+    from . import latency
+    from .space import load_space
+
+    table = latency.LatencyTable()
+    options = {"device": args.device, "batch": args.batch, "threads": args.threads, "repeats": args.repeats}
+    if args.sample is not None:
+        summary = latency.check_predictor(load_space(args.space), args.sample, args.max_gflops, table, **options)
+        print(json.dumps(summary, indent=2) if args.json else latency.describe_check(summary))
+        return 0
+    config = X3DConfig.from_yaml(args.config) if args.config else preset(args.preset or "XS")
+    timing = table.timed(config, fresh=args.fresh, **options)
+    print(json.dumps(timing.to_dict(), indent=2) if args.json
+          else latency.describe(timing, f"{args.preset or args.config or 'XS'} {config.short}"))
+    return 0
+
+
 def _add_make_data(sub: Any) -> None:
     """``make-data``: output folder, seed, size."""
     p = _command(
@@ -732,7 +778,7 @@ def _cmd_make_data(args: argparse.Namespace) -> int:
 
 _SUBCOMMANDS: tuple[Callable[[Any], None], ...] = (
     _add_flops, _add_presets, _add_expand, _add_step, _add_search, _add_compare, _add_train, _add_report, _add_plot,
-    _add_export, _add_make_data)
+    _add_export, _add_latency, _add_make_data)
 
 
 def build_parser() -> argparse.ArgumentParser:

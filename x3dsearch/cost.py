@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from .config import X3DConfig, round_width, stage_layout
 
-__all__ = ["count_flops", "count_params", "cost_breakdown"]
+__all__ = ["count_flops", "count_params", "cost_breakdown", "channelwise_flops"]
 
 
 def _out(size: int, stride: int) -> int:
@@ -17,27 +17,24 @@ def _out(size: int, stride: int) -> int:
     return (size - 1) // stride + 1
 
 
-def cost_breakdown(config: X3DConfig, frames: int | None = None,
-                   crop: int | None = None) -> dict[str, tuple[int, int]]:
-    """(multiply-adds, parameters) per part: ``stem``, ``res2``..``res5``, ``head``.
-
-    ``frames``/``crop`` override the input size (default: the config's own).
-    """
+def _parts(config: X3DConfig, frames: int | None, crop: int | None) -> dict[str, tuple[int, int, int]]:
+    """(multiply-adds, of which channelwise, parameters) per part at the given input size."""
     t = config.frames if frames is None else frames
     side = config.crop if crop is None else crop
     stem = round_width(config.stem_width, config.width)
     side = _out(side, 2)
-    parts: dict[str, tuple[int, int]] = {
-        "stem": (t * side * side * stem * (27 + 5), stem * (27 + 5 + 2)),
+    parts: dict[str, tuple[int, int, int]] = {
+        "stem": (t * side * side * stem * (27 + 5), t * side * side * stem * 5, stem * (27 + 5 + 2)),
     }
     dim_in = stem
     for index, (blocks, dim_out, inner) in enumerate(stage_layout(config)):
-        macs = params = 0
+        macs = channelwise = params = 0
         for i in range(blocks):
             stride = 2 if i == 0 else 1
             out_side = _out(side, stride)
             hw_in, hw_out = t * side * side, t * out_side * out_side
             macs += hw_in * dim_in * inner + hw_out * inner * (27 + dim_out)
+            channelwise += hw_out * inner * 27
             params += dim_in * inner + inner * (2 + 27 + 2) + inner * dim_out + 2 * dim_out
             if i % 2 == 0 and config.se_ratio > 0:
                 reduced = round_width(inner, config.se_ratio)
@@ -47,14 +44,28 @@ def cost_breakdown(config: X3DConfig, frames: int | None = None,
                 macs += hw_out * dim_in * dim_out
                 params += dim_in * dim_out + 2 * dim_out
             dim_in, side = dim_out, out_side
-        parts[f"res{index + 2}"] = (macs, params)
+        parts[f"res{index + 2}"] = (macs, channelwise, params)
     conv5 = int(config.bottleneck * dim_in)
     head, classes = config.head_width, config.num_classes
     parts["head"] = (
-        t * side * side * dim_in * conv5 + conv5 * head + head * classes,
+        t * side * side * dim_in * conv5 + conv5 * head + head * classes, 0,
         dim_in * conv5 + 2 * conv5 + conv5 * head + head * classes + classes,
     )
     return parts
+
+
+def cost_breakdown(config: X3DConfig, frames: int | None = None,
+                   crop: int | None = None) -> dict[str, tuple[int, int]]:
+    """(multiply-adds, parameters) per part: ``stem``, ``res2``..``res5``, ``head``.
+
+    ``frames``/``crop`` override the input size (default: the config's own).
+    """
+    return {name: (macs, params) for name, (macs, _, params) in _parts(config, frames, crop).items()}
+
+
+def channelwise_flops(config: X3DConfig) -> int:
+    """The share of :func:`count_flops` in channelwise convs: few FLOPs, but slow ones on most devices."""
+    return sum(channelwise for _, channelwise, _ in _parts(config, None, None).values())
 
 
 def count_flops(config: X3DConfig, frames: int | None = None, crop: int | None = None) -> int:

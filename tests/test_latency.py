@@ -1,0 +1,120 @@
+"""Measured latency: timing with a fake clock, the per-machine table, the predictor, one real timing."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from x3dsearch import latency
+from x3dsearch.config import preset
+from x3dsearch.errors import ConfigError
+from x3dsearch.latency import LatencyModel, LatencyTable, Timing, features, fit, held_out_errors, measure
+
+TINY = preset("X2D", num_classes=4, crop=32, head_width=32)
+
+
+def _clock(durations_s: list[float]):
+    """A clock whose successive (start, stop) readings are ``durations_s`` apart."""
+    readings = itertools.chain.from_iterable((0.0, d) for d in durations_s)
+    return lambda: next(readings)
+
+
+def test_measure_reports_the_median_per_clip_and_its_range() -> None:
+    timing = measure(TINY, batch=2, warmup=1, repeats=3, clock=_clock([0.010, 0.030, 0.020]))
+    assert (timing.ms, timing.fastest_ms, timing.slowest_ms) == pytest.approx((10.0, 5.0, 15.0))
+    assert timing.spread == pytest.approx(0.5) and timing.repeats == 3 and timing.batch == 2
+    assert timing.x3d == TINY and timing.device == "cpu" and timing.device_name == latency.device_name()
+
+
+def test_measure_refuses_bad_arguments() -> None:
+    with pytest.raises(ConfigError, match="device"):
+        measure(TINY, device="tpu")
+    with pytest.raises(ConfigError, match="positive"):
+        measure(TINY, batch=0)
+
+
+def test_one_real_timing_is_positive_and_ordered() -> None:
+    timing = measure(TINY, warmup=1, repeats=3)
+    assert 0 < timing.fastest_ms <= timing.ms <= timing.slowest_ms
+
+
+def _timing(config, ms: float, batch: int = 1, threads: int = 1) -> Timing:
+    return Timing(config.key, "cpu", latency.device_name(), batch, threads, ms, ms * 0.9, ms * 1.1, 5)
+
+
+def test_table_keeps_timings_per_config_batch_and_threads(tmp_path) -> None:
+    table = LatencyTable(tmp_path / "latency.csv")
+    assert table.lookup(TINY) is None
+    table.add(_timing(TINY, 3.0))
+    table.add(_timing(TINY, 9.0, batch=4))
+    table.add(_timing(TINY, 2.5))  # a re-timing replaces the older one
+    with table.path.open("a") as handle:
+        handle.write('"{""cut')  # a line cut short by a crash
+    assert table.lookup(TINY).ms == 2.5 and table.lookup(TINY, batch=4).ms == 9.0
+    assert table.lookup(TINY, threads=2) is None and len(table.timings()) == 1
+
+
+def test_table_times_each_config_once(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    monkeypatch.setattr(latency, "measure", lambda config, **kw: calls.append(config) or _timing(config, 4.0))
+    table = LatencyTable(tmp_path / "latency.csv")
+    first, second = table.timed(TINY), table.timed(TINY)
+    assert first == second and calls == [TINY]
+    assert LatencyTable(tmp_path / "latency.csv").lookup(TINY).ms == 4.0
+
+
+def _configs(n: int) -> list:
+    rng = np.random.default_rng(0)
+    return [preset("X2D").replace(frames=int(rng.integers(1, 17)), crop=int(rng.choice([112, 160, 224])),
+                                  width=float(rng.uniform(1, 3)), bottleneck=float(rng.uniform(1, 3)),
+                                  depth=float(rng.uniform(1, 3))) for _ in range(n)]
+
+
+def test_fit_recovers_a_linear_latency_and_predicts_held_out_configs() -> None:
+    truth = np.array([2.0, 30.0, 0.4, 1.5])  # ms per pointwise GMAC, per channelwise GMAC, per block, fixed
+    timings = [_timing(c, float(features(c) @ truth)) for c in _configs(20)]
+    model = fit(timings)
+    assert model.coefficients == pytest.approx(tuple(truth), rel=1e-6)
+    assert max(held_out_errors(timings)) < 1e-6
+    assert LatencyModel(model.coefficients).predict(preset("XS")) == pytest.approx(features(preset("XS")) @ truth)
+
+
+def test_held_out_errors_see_what_the_features_miss() -> None:
+    configs = _configs(20)
+    timings = [_timing(c, float(features(c) @ [2.0, 30.0, 0.4, 1.5]) * (1.5 if i % 2 else 1.0))
+               for i, c in enumerate(configs)]
+    assert np.median(held_out_errors(timings)) > 0.05
+
+
+def test_fit_needs_four_timings() -> None:
+    with pytest.raises(ConfigError, match="at least 4"):
+        fit([_timing(TINY, 1.0)] * 3)
+
+
+def test_latency_command_times_once_then_reads_the_table(tmp_path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    import json
+
+    from x3dsearch.cli import main
+
+    monkeypatch.setenv("X3DSEARCH_CACHE", str(tmp_path))
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY.to_yaml())
+    assert main(["latency", "--config", str(config), "--repeats", "2", "--json"]) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert first["config"] == TINY.to_dict() and first["repeats"] == 2 and first["ms"] > 0
+    assert main(["latency", "--config", str(config)]) == 0  # from the table: the same numbers
+    assert f"{first['ms']:.2f} ms per clip (median of 2;" in capsys.readouterr().out
+    assert len(LatencyTable(tmp_path / latency.TABLE_NAME).timings()) == 1
+
+
+def test_latency_sample_fits_and_cross_validates(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from x3dsearch.space import load_space
+
+    truth = np.array([2.0, 30.0, 0.4, 1.5])
+    monkeypatch.setattr(latency, "measure", lambda config, **kw: _timing(config, float(features(config) @ truth)))
+    summary = latency.check_predictor(load_space(), 12, 2.0, LatencyTable(tmp_path / "t.csv"))
+    assert summary["configs"] == 12 and summary["median_error"] < 1e-6
+    assert summary["coefficients"] == pytest.approx(list(truth), rel=1e-6)
+    assert "held-out error (5-fold): median 0.0%" in latency.describe_check(summary)
