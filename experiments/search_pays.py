@@ -33,7 +33,9 @@ import json
 import math
 import statistics
 import sys
+import multiprocessing as mp
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -59,7 +61,7 @@ from x3dsearch.train import METRICS, TrainResult, train
 SAMPLERS = {"optuna": "tpe", "random": "random"}  # row name -> Optuna sampler
 COLUMNS = ["kind", "name", "target_gflops", "search_seed", "seed", "run", "status", "top1", "top5", "gflops",
            "params", "proxy_cpu_s", "proxy_trainings", "proxy_top1", "train_clips_per_s", "train_s", "epochs",
-           "stopped_early", "latency_ms", "config"]
+           "stopped_early", "latency_ms", "config", "reason"]
 _KEPT = ("ok", "diverged")  # training outcomes that are results; a failed one is retried on the next run
 _LATENCY_RUNS = 7
 
@@ -76,6 +78,12 @@ class Plan:
     threads: int
     cpus_per_trial: float
     max_concurrent: int | None
+    jobs: int = 1  # full trainings run side by side, each on ``threads`` threads
+
+    @property
+    def label(self) -> str:
+        """How the searches' rows are told apart from another proxy's: "" for the default, else ``+SCHEDULE``."""
+        return "" if self.proxy_schedule == "cpu_proxy" else f"+{Path(self.proxy_schedule).stem}"
 
     @property
     def full(self) -> Schedule:
@@ -132,7 +140,7 @@ def search_sampled(plan: Plan, name: str, target: float, seed: int, budget: Foun
 
     None when no trial under the target succeeded within the budget.
     """
-    settings = plan.settings(run_name(name, target, seed), target, seed)
+    settings = plan.settings(run_name(name + plan.label, target, seed), target, seed)
     wanted, spent_before = budget.trainings, -1.0
     while True:
         summary = run_optuna(settings, wanted, sampler=SAMPLERS[name], resume=RunDir(settings.out).exists(),
@@ -213,22 +221,44 @@ def completed(results: Path) -> set[tuple[str, int]]:
     return set(zip(kept["run"], kept["seed"].astype(int)))
 
 
-def train_rows(plan: Plan, results: Path, done: set[tuple[str, int]], config: X3DConfig, seeds: Iterable[int],
-               **row: Any) -> None:
-    """Train ``config`` once per seed not yet ``done`` and append each row (``row`` plus the outcome)."""
-    for seed in seeds:
-        if (row["run"], seed) in done:
-            continue
-        result = train_once(plan, config, seed)
-        record = dict(row, seed=seed, status=result.status, top1=result.top1, top5=result.top5,
-                      gflops=count_flops(config) / 1e9, params=count_params(config),
-                      train_clips_per_s=result.clips_per_s, train_s=result.seconds, epochs=len(result.epoch_losses),
-                      stopped_early=result.stopped_early, latency_ms=latency_ms(config, plan.full),
-                      config=config.to_json())
-        pd.DataFrame([record], columns=COLUMNS).to_csv(results, mode="a", header=not results.is_file(), index=False)
-        top1 = f"{result.top1:.3f}" if result.top1 is not None else result.reason
-        print(f"  trained {row['run']} seed {seed}: {result.status}, top-1 {top1}, {result.seconds:.0f} s, "
-              f"{result.clips_per_s:.1f} clips/s", flush=True)
+@dataclass(frozen=True)
+class TrainJob:
+    """One full training of the experiment and the CSV row it fills (``row`` plus the outcome)."""
+
+    config: X3DConfig
+    seed: int
+    row: dict[str, Any]
+
+
+def _train_job(plan: Plan, job: TrainJob) -> dict[str, Any]:
+    """Train one job (in a worker process) and return its CSV row."""
+    result = train_once(plan, job.config, job.seed)
+    return dict(job.row, seed=job.seed, status=result.status, top1=result.top1, top5=result.top5,
+                gflops=count_flops(job.config) / 1e9, params=count_params(job.config),
+                train_clips_per_s=result.clips_per_s, train_s=result.seconds, epochs=len(result.epoch_losses),
+                stopped_early=result.stopped_early, latency_ms=latency_ms(job.config, plan.full),
+                config=job.config.to_json(), reason=result.reason)
+
+
+def train_all(plan: Plan, results: Path, jobs: list[TrainJob]) -> None:
+    """Run ``jobs`` on ``plan.jobs`` processes and append each row to ``results`` as it ends."""
+    if not jobs:
+        return
+    context = mp.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=min(plan.jobs, len(jobs)), mp_context=context) as pool:
+        futures = [pool.submit(_train_job, plan, job) for job in jobs]
+        for future in as_completed(futures):
+            record = future.result()
+            pd.DataFrame([record], columns=COLUMNS).to_csv(results, mode="a", header=not results.is_file(),
+                                                           index=False)
+            top1 = f"{record['top1']:.3f}" if record["top1"] is not None else record["reason"]
+            print(f"  trained {record['run']} seed {record['seed']}: {record['status']}, top-1 {top1}, "
+                  f"{record['train_s']:.0f} s, {record['train_clips_per_s']:.1f} clips/s", flush=True)
+
+
+def jobs_for(config: X3DConfig, seeds: Iterable[int], done: set[tuple[str, int]], **row: Any) -> list[TrainJob]:
+    """One job per training seed of ``config`` whose row is not yet ``done``."""
+    return [TrainJob(config, seed, row) for seed in seeds if (row["run"], seed) not in done]
 
 
 def summarize(table: pd.DataFrame) -> pd.DataFrame:
@@ -323,6 +353,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", type=Path, help="dataset folder (default: the synthetic benchmark)")
     parser.add_argument("--space", default="x3d_kinetics")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of each full training")
+    parser.add_argument("--jobs", type=int, default=2, help="full trainings run side by side")
+    parser.add_argument("--strategies", nargs="+", default=["expand", *SAMPLERS], choices=["expand", *SAMPLERS],
+                        help="the searches to run (expand always runs: it sets the others' compute)")
     parser.add_argument("--cpus-per-trial", type=float, default=1.0)
     parser.add_argument("--max-concurrent", type=int)
     parser.add_argument("--out", type=Path, default=Path("runs/search_pays"), help="runs folder")
@@ -331,41 +364,48 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def run_target(plan: Plan, args: argparse.Namespace, target: float, classes: int, ray: RayDispatcher) -> None:
-    """Every preset baseline and search of one target, each model trained on every training seed."""
+    """Every preset baseline and search of one target, each model trained on every training seed.
+
+    The trainings of each search seed start once its searches have ended, so its rows land as they come.
+    """
     done = completed(args.results)
-    for name, config in baseline_presets(target, classes, args.presets):
-        train_rows(plan, args.results, done, config, args.train_seeds, kind="preset", name=name,
-                   target_gflops=target, run=run_name(name, target), proxy_cpu_s=0.0, proxy_trainings=0)
+    train_all(plan, args.results, [job for name, config in baseline_presets(target, classes, args.presets)
+                                   for job in jobs_for(config, args.train_seeds, done, kind="preset", name=name,
+                                                       target_gflops=target, run=run_name(name, target),
+                                                       proxy_cpu_s=0.0, proxy_trainings=0)])
     for seed in args.seeds:
-        expand_dir = plan.out / run_name("expand", target, seed)
-        missing = [name for name in ("expand", *SAMPLERS)
-                   if any((run_name(name, target, seed), t) not in done for t in args.train_seeds)]
+        expand_dir = plan.out / run_name("expand" + plan.label, target, seed)
+        missing = [name for name in args.strategies
+                   if any((run_name(name + plan.label, target, seed), t) not in done for t in args.train_seeds)]
         if not missing:
             continue
         if not RunDir(expand_dir).read_path().get("final"):  # expand has not finished
             ray.start()
             run_expand(plan.settings(expand_dir.name, target, seed), resume=RunDir(expand_dir).exists(), quiet=True)
         budget = expand_found(expand_dir)
-        for name in missing:
-            if name != "expand":
+        jobs = []
+        for strategy in missing:
+            name = strategy + plan.label
+            if strategy != "expand":
                 ray.start()
-            found = budget if name == "expand" else search_sampled(plan, name, target, seed, budget)
+            found = budget if strategy == "expand" else search_sampled(plan, strategy, target, seed, budget)
             if found is None:
                 print(f"  {run_name(name, target, seed)}: no trained config under the target; skipped", flush=True)
                 continue
             print(f"{run_name(name, target, seed)}: {found.config.short} ({count_flops(found.config) / 1e9:.3g} "
                   f"GFLOPs, proxy top-1 {found.proxy_top1:.3f}) after {found.trainings} proxy trainings, "
                   f"{found.proxy_cpu_s:.0f} CPU-s", flush=True)
-            train_rows(plan, args.results, done, found.config, args.train_seeds, kind="search", name=name,
-                       target_gflops=target, search_seed=seed, run=run_name(name, target, seed),
-                       proxy_cpu_s=found.proxy_cpu_s, proxy_trainings=found.trainings, proxy_top1=found.proxy_top1)
+            jobs += jobs_for(found.config, args.train_seeds, done, kind="search", name=name, target_gflops=target,
+                             search_seed=seed, run=run_name(name, target, seed), proxy_cpu_s=found.proxy_cpu_s,
+                             proxy_trainings=found.trainings, proxy_top1=found.proxy_top1)
+        train_all(plan, args.results, jobs)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     data = args.data.expanduser().resolve() if args.data else Path(default_dataset())
     plan = Plan(data, args.space, args.proxy_schedule, args.full_schedule, args.out, args.threads,
-                args.cpus_per_trial, args.max_concurrent)
+                args.cpus_per_trial, args.max_concurrent, args.jobs)
     classes = len(read_split(data, "train").class_names)
     args.results.parent.mkdir(parents=True, exist_ok=True)
     ray = RayDispatcher(DispatchOptions(), args.out / "ray")  # one local Ray for every search, started when needed
