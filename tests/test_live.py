@@ -163,3 +163,12 @@ def test_trial_lines_and_step_line_say_how_each_score_was_obtained(clock: _Clock
     step_line = stream.getvalue().splitlines()[-1]
     assert "-> step 1: width wins with top1 60.0% after 4 ep (mean of 2 seeds) at " in step_line
     assert step_line.endswith("; stopped at a lower rung: spatial (1 ep), depth (2 ep)")
+
+
+def test_summary_is_returned_for_the_caller_to_print_once(clock: _Clock) -> None:
+    stream, space = io.StringIO(), load_space("x3d_kinetics")
+    view = LiveView(0.05, space.start, concurrency=1, stream=stream)
+    result = run_search(space, 0.05, lambda cands: {c.key: Outcome("ok", top1=0.5) for c in cands})
+    table = view.summary(result, {"status": "ok", "top1": 0.675, "top5": 1.0})
+    assert stream.getvalue() == ""
+    assert table.count("final: ") == 1 and "full-training top1 67.5%" in table

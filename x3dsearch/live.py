@@ -178,7 +178,7 @@ class LiveView:
         self._print(text)
 
     def summary(self, result: SearchResult, final: Mapping[str, Any] | None) -> str:
-        """The path as a table (returned, and printed unless quiet)."""
+        """The path as a table, for the caller to print once (the command line prints it on stdout)."""
         lines = [f"{'step':>4}  {'axis':<22}{'frames x stride':>16}{'crop':>6}{'γw':>7}{'γb':>7}{'γd':>7}"
                  f"{'GFLOPs':>10}{'proxy top1':>12}"]
 
@@ -200,6 +200,4 @@ class LiveView:
         text += f"\nfinal: {result.final.short}, {result.final_gflops:.3f} GFLOPs (target {self.target:g})"
         if final is not None and final.get("status") == "ok":
             text += f", full-training top1 {final['top1']:.1%} top5 {final['top5']:.1%}"
-        text += f"; wall time {format_duration(time.time() - self.started)}"
-        self._print(text)
-        return text
+        return text + f"; wall time {format_duration(time.time() - self.started)}"

@@ -270,7 +270,6 @@ def run_optuna(settings: ExpandSettings, trials: int, *, sampler: str = "tpe", r
     final_config = X3DConfig.from_dict(best.user_attrs["config"])
     final_metrics = session.train_final(final_config) if settings.final_training else None
     table = _table(study)
-    session.view.message(table)
     summary = {"run_dir": str(session.run.path), "strategy": strategy_name(sampler), "sampler": sampler,
                "target_gflops": settings.target_gflops, "final": record["final"], "final_metrics": final_metrics,
                "search_seconds": time.time() - t0, "trials": _trained(study),

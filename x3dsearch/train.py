@@ -28,7 +28,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset, Sampler
-from tqdm import tqdm
 
 from .checkpoint import CHECKPOINT, CheckpointStore, FileCheckpoints, atomic_torch_save, capture_rng, check_identity, restore_rng
 from .config import X3DConfig
@@ -36,6 +35,7 @@ from .errors import ConfigError
 from .evaluate import Feed, evaluate_views, precise_bn
 from .heap import keep_freed_memory
 from .model import build_model
+from .progress import Progress, progress
 from .rundir import atomic_write
 from .schedule import Schedule, load_schedule
 
@@ -377,8 +377,7 @@ class _Run:
             self.wall_before = self.state.wall_seconds
         feed = dataclasses.replace(self.feed, sampler=self.parallel.sampler)
         epochs = _Epochs(self.state, schedule, feed, parts, self._seconds, self.parallel)
-        bar = tqdm(total=parts.total_steps, initial=self.state.step, file=sys.stderr, disable=not self.progress,
-                   unit="step", dynamic_ncols=True, leave=True)
+        bar = progress(total=parts.total_steps, initial=self.state.step, unit="step", enabled=self.progress)
         try:
             while not self.state.done and self.state.epoch < self.stop:
                 epochs.run(train_set, bar if self.progress else None)
@@ -479,7 +478,7 @@ class _Epochs:
         self.state, self.schedule, self.feed, self.parts, self.seconds = state, schedule, feed, parts, seconds
         self.parallel = parallel
 
-    def run(self, train_set: Dataset, bar: tqdm | None) -> None:
+    def run(self, train_set: Dataset, bar: Progress | None) -> None:
         """One epoch (or its rest, up to the time budget); updates the shared state."""
         state, schedule = self.state, self.schedule
         self.parts.net.train()

@@ -17,16 +17,15 @@ import fcntl
 import hashlib
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Any, Sequence
 
 import av
 from av.video.reformatter import VideoReformatter
 import numpy as np
-from tqdm import tqdm
 
 from ..errors import DataError
+from ..progress import progress
 from .video import VideoInfo, frame_indices, stream_origin
 
 __all__ = ["ClipCache", "default_cache_dir", "cache_root"]
@@ -169,8 +168,7 @@ def _build(folder: Path, stem: str, videos: Sequence[Path], side: int, fps: floa
     entries: list[dict[str, Any]] = []
     skipped: list[tuple[str, str]] = []
     try:
-        bar = tqdm(videos, desc=f"decoding {stem.rsplit('-', 1)[0]} into the clip cache", unit="video",
-                   file=sys.stderr, disable=not sys.stderr.isatty())
+        bar = progress(videos, desc=f"decoding {stem.rsplit('-', 1)[0]} into the clip cache", unit="video")
         for item, path in enumerate(bar):
             try:
                 frames = _decode_into(path, array[len(entries)], side, fps)

@@ -39,7 +39,6 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import shutil
-import sys
 import tempfile
 from dataclasses import dataclass
 from fractions import Fraction
@@ -48,9 +47,9 @@ from typing import Sequence
 
 import av
 import numpy as np
-from tqdm import tqdm
 
 from ..errors import DataError
+from ..progress import progress
 from .cache import cache_root
 
 __all__ = ["CLASS_GROUPS", "CLASSES", "SIZES", "make_synthetic", "default_dataset"]
@@ -221,8 +220,7 @@ def make_synthetic(out_dir: str | os.PathLike, seed: int = 0, videos_per_class: 
         raise DataError(f"{out} exists and is not an empty folder")
     jobs = [_Job(out / "videos" / split / f"{label}_{i:03d}.mp4", seed, split, label, i, side, frames, fps)
             for split in ("train", "val") for label in chosen for i in range(counts[split])]
-    bar = tqdm(total=len(jobs), desc=f"rendering {out.name}", unit="video", file=sys.stderr,
-               disable=not sys.stderr.isatty())
+    bar = progress(total=len(jobs), desc=f"rendering {out.name}", unit="video")
     if workers > 1:
         with mp.get_context("fork").Pool(workers) as pool:
             for _ in pool.imap_unordered(_make_video, jobs, chunksize=4):
