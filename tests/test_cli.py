@@ -76,10 +76,10 @@ def test_expand_and_search_share_the_search_options():
     assert {k: search[k] for k in expand if k not in ("command", "handler")} == \
         {k: v for k, v in expand.items() if k not in ("command", "handler")}
     assert (search["strategy"], search["trials"], search["sampler"]) == ("optuna", None, "tpe")
-    assert expand == dict(expand, target_gflops=1.0, out=None, resume=False, data=None, space="x3d_kinetics",
+    assert expand == dict(expand, target_gflops=1.0, output=None, resume=False, data=None, space="x3d_kinetics",
                           proxy_schedule="cpu_proxy", full_schedule="cpu_full", final_training=True, seed=0,
                           ceiling_gflops=None, evaluate_contractions=False, address=None, storage=None,
-                          cpus_per_trial=1.0, gpus_per_trial=0.0, max_concurrent=None, max_failures=2,
+                          cpus_per_worker=1.0, gpus_per_worker=0.0, max_concurrent=None, max_failures=2,
                           dry_run=False, quiet=False, json=False)
 
 
@@ -189,3 +189,97 @@ def test_dry_run_checks_the_run_directory(capsys, tmp_path, tiny_data):
 def test_dry_run_checks_trials(capsys):
     code, _, err = _dry_run(capsys, "search", "--target-gflops", "6", "--trials", "0")
     assert _one_line_error(code, err, "--trials must be at least 1")
+
+
+def _visible_flags(sub: argparse.ArgumentParser) -> set[str]:
+    """The option strings a command's --help lists."""
+    return {s for action in sub._actions if action.help != argparse.SUPPRESS for s in action.option_strings}
+
+
+# commands whose result is data a script may read, each of which must offer --json
+_MACHINE_OUTPUT = ("flops", "presets", "expand", "step", "search", "compare", "train", "report", "latency")
+
+
+def test_flags_are_consistent_across_commands():
+    commands = _subcommands(build_parser())
+    for name, (sub, _) in commands.items():
+        flags = _visible_flags(sub)
+        writes = [a for a in sub._actions if a.dest == "output" and a.help != argparse.SUPPRESS]
+        assert all(a.option_strings == ["-o", "--output"] for a in writes), f"{name}: output flag {writes}"
+        assert not flags & {"--out", "--from", "--cpus-per-trial", "--gpus-per-trial"}, f"{name} shows an old flag"
+        if "--preset" in flags or "--config" in flags:
+            assert {"--preset", "--config"} <= flags, f"{name} names a model one way only"
+        if {"--cpus-per-worker", "--gpus-per-worker"} & flags:
+            assert {"--cpus-per-worker", "--gpus-per-worker"} <= flags, name
+    writers = {name for name, (sub, _) in commands.items() if any(a.dest == "output" for a in sub._actions)}
+    assert writers >= {"expand", "search", "step", "train", "compare", "plot", "export", "make-data"}
+    assert all("--json" in _visible_flags(commands[name][0]) for name in _MACHINE_OUTPUT)
+    assert all("--preset" in _visible_flags(commands[name][0])
+               for name in ("flops", "step", "train", "export", "latency"))
+
+
+@pytest.mark.parametrize("old, new", [
+    (["train", "--config", "m.yaml", "--out", "runs/x"], ["train", "--config", "m.yaml", "-o", "runs/x"]),
+    (["expand", "--target-gflops", "1", "--out", "r", "--cpus-per-trial", "2", "--gpus-per-trial", "1"],
+     ["expand", "--target-gflops", "1", "--output", "r", "--cpus-per-worker", "2", "--gpus-per-worker", "1"]),
+    (["make-data", "data/x"], ["make-data", "-o", "data/x"]),
+    (["report", "r", "--format", "json"], ["report", "r", "--json"]),
+    (["step", "--from", "XS"], ["step", "--preset", "XS"]),
+])
+def test_old_spellings_still_parse(old, new):
+    parser = build_parser()
+    old_args, new_args = vars(parser.parse_args(old)), vars(parser.parse_args(new))
+    if old[0] == "report":  # the two spellings of JSON output differ in the namespace, not in the result
+        assert (old_args["format"], new_args["json"]) == ("json", True)
+    elif old[0] == "step":
+        assert cli._config_from_args(parser.parse_args(old)) == cli._config_from_args(parser.parse_args(new))
+    else:
+        assert old_args == new_args
+
+
+def test_step_from_reads_a_config_file(tmp_path):
+    path = tmp_path / "m.yaml"
+    cli.preset("S").to_yaml(path)
+    assert cli._config_from_args(build_parser().parse_args(["step", "--from", str(path)])) == cli.preset("S")
+
+
+def test_one_model_at_a_time(capsys):
+    with pytest.raises(SystemExit):
+        main(["flops", "--preset", "XS", "--config", "m.yaml"])
+    assert "not allowed with argument" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "--output", "runs/x"])
+    assert "one of the arguments --preset --config is required" in capsys.readouterr().err
+
+
+def test_version(capsys):
+    from x3dsearch import __version__
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0 and capsys.readouterr().out == f"x3dsearch {__version__}\n"
+
+
+def test_search_lists_expansion_options_only_in_expand():
+    commands = _subcommands(build_parser())
+    expansion = {"--proxy-init", "--ceiling-gflops", "--evaluate-contractions", "--land-within"}
+    assert expansion <= _visible_flags(commands["expand"][0])
+    assert not expansion & _visible_flags(commands["search"][0])
+    args = build_parser().parse_args(["search", "--strategy", "expand", "--target-gflops", "1", "--land-within", "1"])
+    assert args.land_within == 1.0
+
+
+def test_schedule_options_offer_schedules_of_their_role():
+    commands = _subcommands(build_parser())
+    helps = {a.option_strings[0]: a.help for a in commands["expand"][0]._actions if a.option_strings}
+    assert "cpu_proxy_x3" in helps["--proxy-schedule"] and "cpu_full" not in helps["--proxy-schedule"]
+    assert "cpu_full" in helps["--full-schedule"] and "cpu_proxy" not in helps["--full-schedule"]
+
+
+def test_report_json_either_spelling(capsys, tmp_path, monkeypatch):
+    import x3dsearch.report as report
+
+    monkeypatch.setattr(report, "run_report", lambda run: {"run": run})
+    monkeypatch.setattr(report, "render", lambda data, fmt: f"{fmt}\n")
+    assert main(["report", "r", "--json"]) == 0 and main(["report", "r", "--format", "json"]) == 0
+    assert capsys.readouterr().out == "json\njson\n"

@@ -137,6 +137,14 @@ def test_pyslowfast_export_carries_the_default_full_recipe(tmp_path):
     assert solver["BASE_LR"] == pytest.approx(0.003) and solver["MOMENTUM"] == 0.9
 
 
+def test_config_file_exports_as_the_preset_it_holds(tmp_path):
+    preset("M").to_yaml(tmp_path / "m.yaml")
+    by_file, by_name = tmp_path / "file.yaml", tmp_path / "name.yaml"
+    assert main(["export", "--config", str(tmp_path / "m.yaml"), "--format", "pyslowfast", "-o", str(by_file)]) == 0
+    assert main(["export", "--preset", "M", "--format", "pyslowfast", "-o", str(by_name)]) == 0
+    assert by_file.read_text() == by_name.read_text() and from_pyslowfast(by_file) == preset("M")
+
+
 def test_pytorchvideo_kwargs_complete_and_typed(tmp_path):
     out = tmp_path / "x3d.json"
     export_config(FOUND, "pytorchvideo", out)
@@ -181,7 +189,7 @@ def test_cli_refusal_and_force(tmp_path, capsys):
     assert "warning: stage_blocks" in capsys.readouterr().err
     assert "# WARNING: stage_blocks" in out.read_text()
     assert main(["export", "--format", "x3dsearch", "-o", str(out)]) == 2
-    assert "RUN_DIR or --preset" in capsys.readouterr().err
+    assert "RUN_DIR or a model (--preset NAME or --config FILE)" in capsys.readouterr().err
 
 
 def test_import_rejects_unsupported_values():

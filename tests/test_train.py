@@ -349,9 +349,9 @@ def test_cli_killed_and_rerun_ends_like_an_uninterrupted_run(video_folder: Path,
     schedule = tmp_path / "sched.yaml"
     schedule.write_text("epochs: 6\nbatch_size: 4\nbase_lr: 0.05\nref_batch_size: 4\neval_views: [2, 1]\n")
     args = ["train", "--config", str(config), "--data", str(video_folder), "--schedule", str(schedule)]
-    whole = _cli([*args, "--out", str(tmp_path / "whole")])
+    whole = _cli([*args, "--output", str(tmp_path / "whole")])
     cut_dir = tmp_path / "cut"
-    cut = _cli([*args, "--out", str(cut_dir)])
+    cut = _cli([*args, "--out", str(cut_dir)])  # the old spelling of --output
     deadline = time.monotonic() + 30
     while not (cut_dir / "checkpoint.pt").exists() and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -360,10 +360,11 @@ def test_cli_killed_and_rerun_ends_like_an_uninterrupted_run(video_folder: Path,
     cut.wait()
     assert not (cut_dir / "metrics.json").exists()
     assert whole.wait(timeout=60) == 0, whole.stderr.read()
-    rerun = _cli([*args, "--out", str(cut_dir)])
+    rerun = _cli([*args, "-o", str(cut_dir)])
     out, err = rerun.communicate(timeout=60)
     assert rerun.returncode == 0, err
     assert "resuming from" in err
+    assert "\r" not in err and "epoch 6/6 | " in err  # stderr is a pipe: plain progress lines, no bar frames
     first = json.loads((tmp_path / "whole" / "metrics.json").read_text())
     second = json.loads((cut_dir / "metrics.json").read_text())
     assert first["status"] == "ok" and first["epoch_losses"] and len(first["epoch_losses"]) == 6

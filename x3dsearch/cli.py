@@ -11,8 +11,9 @@ import argparse
 import json
 import sys
 import textwrap
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
 
+from . import __version__
 from .config import X3DConfig, preset, preset_names
 from .cost import cost_breakdown, count_flops, count_params
 from .errors import UserError
@@ -70,32 +71,37 @@ def _add_data(target: _Target) -> None:
                              "default: the synthetic benchmark, generated on first use")
 
 
-def _add_schedule(target: _Target, flag: str, default: str, role: str) -> None:
-    """A schedule option (``--schedule``, ``--proxy-schedule``, ...) taking a shipped name or a YAML file."""
+def _add_schedule(target: _Target, flag: str, default: str, role: str,
+                  kind: Literal["proxy", "full"] | None = None) -> None:
+    """A schedule option taking a shipped name (those of ``kind``: proxy, full or any) or a YAML file."""
     from .schedule import schedule_names
 
     target.add_argument(flag, default=default, metavar="NAME|FILE",
-                        help=f"schedule of {role}: {', '.join(schedule_names())} or a YAML file "
+                        help=f"schedule of {role}: {', '.join(schedule_names(kind))} or a YAML file "
                              f"(default: %(default)s)")
 
 
-def _add_preset(target: _Target, help: str) -> None:
-    """``--preset NAME``, listing the preset names."""
-    target.add_argument("--preset", metavar="NAME", help=f"{help}: {', '.join(preset_names())}")
+def _add_model(p: argparse.ArgumentParser, role: str, required: bool = False) -> argparse._MutuallyExclusiveGroup:
+    """``--preset NAME | --config FILE``: the one way every command names a model; returns their group."""
+    group = p.add_mutually_exclusive_group(required=required)
+    group.add_argument("--preset", metavar="NAME", help=f"{role}: a named preset, {', '.join(preset_names())}")
+    group.add_argument("--config", metavar="FILE", help=f"{role}: an X3D config YAML (e.g. an exported model)")
+    return group
 
 
-def _add_config(target: _Target, help: str, required: bool = False) -> None:
-    """``--config FILE``: an X3D config YAML."""
-    target.add_argument("--config", metavar="FILE", required=required, help=help)
-
-
-def _add_out(target: _Target, help: str, required: bool = False) -> None:
-    """``--out RUN_DIR``: the folder a run writes (and resumes from)."""
-    target.add_argument("--out", metavar="RUN_DIR", required=required, default=None, help=help)
+def _add_output(p: argparse.ArgumentParser, help: str, metavar: str = "FILE", default: str | None = None,
+                required: bool = False) -> argparse._MutuallyExclusiveGroup:
+    """``-o/--output``: what every command writes, a file or a run directory; ``--out`` stays a hidden alias."""
+    if default is not None:
+        help += " (default: %(default)s)"
+    group = p.add_mutually_exclusive_group(required=required)
+    group.add_argument("-o", "--output", metavar=metavar, default=default, help=help)
+    group.add_argument("--out", dest="output", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    return group
 
 
 def _add_resume(target: _Target, help: str) -> None:
-    """``--resume``: continue the run in ``--out``."""
+    """``--resume``: continue the run in ``--output``."""
     target.add_argument("--resume", action="store_true", help=help)
 
 
@@ -104,16 +110,11 @@ def _add_target(target: _Target, help: str, required: bool = False) -> None:
     target.add_argument("--target-gflops", type=float, required=required, metavar="G", help=help)
 
 
-def _add_output(target: _Target, help: str, default: str | None = None) -> None:
-    """``-o/--output FILE``: the file a command writes (required when there is no default)."""
-    if default is not None:
-        help += " (default: %(default)s)"
-    target.add_argument("-o", "--output", default=default, required=default is None, metavar="FILE", help=help)
-
-
-def _add_format(target: _Target, choices: Sequence[str], help: str, default: str | None = None) -> None:
-    """``--format``: one of ``choices`` (required when there is no default)."""
-    target.add_argument("--format", choices=choices, default=default, required=default is None, help=help)
+def _add_format(target: _Target, choices: Sequence[str], help: str, default: str | None = None,
+                metavar: str | None = None) -> None:
+    """``--format``: one of ``choices`` (required when there is no default; ``metavar`` may list fewer)."""
+    target.add_argument("--format", choices=choices, default=default, required=default is None, metavar=metavar,
+                        help=help)
 
 
 def _add_runs(target: _Target, help: str) -> None:
@@ -125,35 +126,47 @@ def _add_runs(target: _Target, help: str) -> None:
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
-    """What a search is: target, run directory, data, space, schedules, seed, ceiling, contraction."""
+    """What a search is: target, run directory, data, space, schedules, seed."""
     _add_target(p, required=True,
                 help="the budget in GFLOPs (conv+linear MACs per clip): expand stops once a model costs "
-                     "at least G; optuna keeps every trained model at or under G")
-    _add_out(p, "run directory (default: runs/<strategy>-<target>g-seed<seed>)")
-    _add_resume(p, "continue the run in --out: finished trials are read from its journal, not re-run")
+                     "at least G; optuna and random keep every trained model at or under G")
+    _add_output(p, "run directory (default: runs/<strategy>-<target>g-seed<seed>)", metavar="RUN_DIR")
+    _add_resume(p, "continue the run in --output (or start it there if it is new): finished trials are read "
+                   "from its journal, not re-run")
     _add_data(p)
     _add_space(p)
-    _add_schedule(p, "--proxy-schedule", "cpu_proxy", "the short candidate trainings")
-    _add_proxy_init(p)
-    _add_schedule(p, "--full-schedule", "cpu_full", "the final training")
+    _add_schedule(p, "--proxy-schedule", "cpu_proxy", "the short candidate trainings", kind="proxy")
+    _add_schedule(p, "--full-schedule", "cpu_full", "the final training", kind="full")
     p.add_argument("--full-workers", type=int, default=1, metavar="N",
-                   help="run the final training on N Ray Train workers (DDP), each reserving --cpus-per-trial "
-                        "CPUs and --gpus-per-trial GPUs; the full schedule's batch_size is per worker "
+                   help="run the final training on N Ray Train workers (DDP), each reserving --cpus-per-worker "
+                        "CPUs and --gpus-per-worker GPUs; the full schedule's batch_size is per worker "
                         "(see 'x3dsearch train --workers') (default: %(default)s, this process alone)")
     p.add_argument("--no-final-training", dest="final_training", action="store_false",
                    help="stop after the search and contraction")
     _add_seed(p, "seed of every training")
-    p.add_argument("--ceiling-gflops", type=float, metavar="G",
-                   help="skip candidates above G GFLOPs without training (default: 2x the target)")
-    p.add_argument("--evaluate-contractions", action="store_true",
-                   help="contract every axis that can reach the target and proxy-train them all, "
-                        "instead of contracting only the last-expanded axis")
-    p.add_argument("--land-within", type=float, default=LAND_WITHIN, metavar="R",
-                   help="once a model is within R times under the target, land on it with a partial step of "
-                        "the last step's axis (or of every axis, proxy-trained, with --evaluate-contractions) "
-                        "instead of a full proxy-trained step past it that the contraction mostly undoes; "
-                        "1 takes the full step, as the paper did (default: %(default).3g, half a doubling; "
-                        "expand only)")
+
+
+def _add_expansion_options(p: argparse.ArgumentParser, shown: bool) -> None:
+    """What only progressive expansion uses: weight inheritance, the ceiling, landing and contraction.
+
+    ``search`` takes them too, for ``--strategy expand``, but does not list them (``shown`` False).
+    """
+    def hidden(text: str) -> str:
+        return text if shown else argparse.SUPPRESS
+
+    group = p.add_argument_group("expansion") if shown else p
+    _add_proxy_init(group, hidden)
+    group.add_argument("--ceiling-gflops", type=float, metavar="G",
+                       help=hidden("skip candidates above G GFLOPs without training (default: 2x the target)"))
+    group.add_argument("--evaluate-contractions", action="store_true",
+                       help=hidden("contract every axis that can reach the target and proxy-train them all, "
+                                   "instead of contracting only the last-expanded axis"))
+    group.add_argument("--land-within", type=float, default=LAND_WITHIN, metavar="R",
+                       help=hidden("once a model is within R times under the target, land on it with a partial "
+                                   "step of the last step's axis (or of every axis, proxy-trained, with "
+                                   "--evaluate-contractions) instead of a full proxy-trained step past it that "
+                                   "the contraction mostly undoes; 1 takes the full step, as the paper did "
+                                   "(default: %(default).3g, half a doubling)"))
 
 
 def _add_space(target: _Target) -> None:
@@ -167,13 +180,13 @@ def _add_quiet(target: _Target) -> None:
     target.add_argument("--quiet", action="store_true", help="no live view (errors only)")
 
 
-def _add_proxy_init(target: _Target) -> None:
-    """``--proxy-init inherit|scratch``: where a candidate's proxy training starts."""
+def _add_proxy_init(target: _Target, shown: Callable[[str], str] = str) -> None:
+    """``--proxy-init inherit|scratch``: where a candidate's proxy training starts (help passed through ``shown``)."""
     target.add_argument("--proxy-init", choices=("inherit", "scratch"), default="inherit",
-                        help="inherit: every candidate starts from its parent's proxy-trained weights, widened "
-                             "or deepened function-preservingly (the start trains first), and so does the "
-                             "final training; scratch: every training starts from a fresh initialisation, "
-                             "as in the X3D paper (default: %(default)s)")
+                        help=shown("inherit: every candidate starts from its parent's proxy-trained weights, "
+                                   "widened or deepened function-preservingly (the start trains first), and so "
+                                   "does the final training; scratch: every training starts from a fresh "
+                                   "initialisation, as in the X3D paper (default: %(default)s)"))
 
 
 def _add_address(target: _Target) -> None:
@@ -198,13 +211,22 @@ def _add_dispatch_options(p: argparse.ArgumentParser) -> None:
     group = p.add_argument_group("Ray dispatch")
     _add_address(group)
     _add_storage(group, "Ray Tune storage (must be shared by all nodes on a cluster; default: RUN_DIR/ray)")
-    group.add_argument("--cpus-per-trial", type=float, default=1.0, metavar="N",
-                       help="CPUs each trial reserves (default: %(default)s)")
-    group.add_argument("--gpus-per-trial", type=float, default=0.0, metavar="N",
-                       help="GPUs each trial reserves (default: %(default)s)")
+    _add_worker_resources(group, "CPUs each Ray worker (a proxy trial, or a worker of the final training) "
+                                 "reserves; it trains with that many threads",
+                          "GPUs each Ray worker reserves", aliases=True)
     group.add_argument("--max-concurrent", type=int, metavar="N",
                        help="at most N trials at once (default: as many as the CPUs/GPUs fit)")
     _add_max_failures(group, "retries of a trial whose worker or node died")
+
+
+def _add_worker_resources(target: _Target, cpus: str, gpus: str, aliases: bool = False) -> None:
+    """``--cpus-per-worker`` and ``--gpus-per-worker``; ``aliases`` keeps ``--cpus/gpus-per-trial`` as hidden spellings."""
+    for kind, default, help in (("cpus", 1.0, cpus), ("gpus", 0.0, gpus)):
+        flags = [f"--{kind}-per-worker", *([f"--{kind}-per-trial"] if aliases else [])]
+        target.add_argument(flags[0], type=float, default=default, metavar="N", help=f"{help} (default: %(default)s)")
+        for alias in flags[1:]:
+            target.add_argument(alias, dest=f"{kind}_per_worker", type=float, default=argparse.SUPPRESS,
+                                help=argparse.SUPPRESS)
 
 
 def _add_output_options(p: argparse.ArgumentParser) -> None:
@@ -217,21 +239,22 @@ def _add_output_options(p: argparse.ArgumentParser) -> None:
     _add_json(group, "print a JSON summary on stdout at the end")
 
 
-def _add_search_options(p: argparse.ArgumentParser) -> None:
-    """Every option a search strategy shares (used by both ``expand`` and ``search``)."""
+def _add_search_options(p: argparse.ArgumentParser, expansion_shown: bool) -> None:
+    """Every option a search takes (``expand`` and ``search``); expansion's own listed only where asked."""
     _add_run_options(p)
+    _add_expansion_options(p, expansion_shown)
     _add_dispatch_options(p)
     _add_output_options(p)
 
 
 def _dispatch_fields(args: argparse.Namespace) -> dict[str, Any]:
     """The Ray dispatch settings of ``expand``, ``search`` and ``step``, validated."""
-    for flag in ("cpus_per_trial", "max_concurrent", "max_failures"):
+    for flag in ("cpus_per_worker", "max_concurrent", "max_failures"):
         value = getattr(args, flag)
         if value is not None and value < (0 if flag == "max_failures" else 1e-9):
             raise UserError(f"--{flag.replace('_', '-')} must be positive")
-    return {"address": args.address, "storage": args.storage, "cpus_per_trial": args.cpus_per_trial,
-            "gpus_per_trial": args.gpus_per_trial, "max_concurrent": args.max_concurrent,
+    return {"address": args.address, "storage": args.storage, "cpus_per_trial": args.cpus_per_worker,
+            "gpus_per_trial": args.gpus_per_worker, "max_concurrent": args.max_concurrent,
             "max_failures": args.max_failures}
 
 
@@ -244,7 +267,7 @@ def _settings_from_args(args: argparse.Namespace, strategy: str) -> "ExpandSetti
     if args.full_workers is not None and args.full_workers < 1:
         raise UserError("--full-workers must be positive")
     check_land_within(args.land_within)
-    out = args.out or f"runs/{strategy}-{args.target_gflops:g}g-seed{args.seed}"
+    out = args.output or f"runs/{strategy}-{args.target_gflops:g}g-seed{args.seed}"
     return ExpandSettings(
         target_gflops=args.target_gflops, out=out, space=args.space, data=args.data,
         proxy_schedule=args.proxy_schedule, proxy_init=args.proxy_init, full_schedule=args.full_schedule,
@@ -274,11 +297,16 @@ def _print_summary(args: argparse.Namespace, summary: dict) -> None:
 # -- subcommands: each _add_<name> beside its _cmd_<name> ----------------------------------------
 
 
-def _config_from_args(args: argparse.Namespace) -> X3DConfig:
-    """The model of ``--config`` or ``--preset`` (default X2D)."""
-    if getattr(args, "config", None):
+def _config_from_args(args: argparse.Namespace, default: str | None = None) -> X3DConfig | None:
+    """The model of ``--preset`` or ``--config`` (or step's old ``--from NAME|FILE``), else preset ``default``."""
+    if args.config:
         return X3DConfig.from_yaml(args.config)
-    return preset(args.preset or "X2D")
+    name, base = args.preset or default, getattr(args, "base", None)
+    if base:
+        if base.upper() not in {n.upper() for n in preset_names()}:
+            return X3DConfig.from_yaml(base)
+        name = base
+    return preset(name) if name else None
 
 
 def _add_flops(sub: Any) -> None:
@@ -286,15 +314,13 @@ def _add_flops(sub: Any) -> None:
     p = _command(sub, "flops", _cmd_flops, "cost of a preset or config: GFLOPs, params, per-stage breakdown",
                  "Closed-form multiply-adds (conv + linear, 1 MAC = 1 FLOP) and parameters of one clip at the "
                  "config's own frames and crop.")
-    source = p.add_mutually_exclusive_group()
-    _add_preset(source, "a named preset (default X2D)")
-    _add_config(source, "an X3D config YAML (e.g. an exported model)")
+    _add_model(p, "the model (default: preset X2D)")
     _add_json(p)
 
 
 def _cmd_flops(args: argparse.Namespace) -> int:
     """Print the cost of one model, in total and per part."""
-    config = _config_from_args(args)
+    config = _config_from_args(args, default="X2D")
     parts = cost_breakdown(config)
     total_flops, total_params = count_flops(config), count_params(config)
     if args.json:
@@ -349,12 +375,12 @@ def _add_expand(sub: Any) -> None:
         "examples:\n"
         "  x3dsearch expand --target-gflops 6                  # synthetic data, local Ray, CPU\n"
         "  x3dsearch expand --target-gflops 6 --dry-run        # planned steps and costs only\n"
-        "  x3dsearch expand --target-gflops 6 --out runs/a --resume   # continue after Ctrl-C\n"
+        "  x3dsearch expand --target-gflops 6 -o runs/a --resume   # continue after Ctrl-C\n"
         "  x3dsearch expand --target-gflops 2 --data /data/kinetics400 --address head:6379 \\\n"
         "      --proxy-schedule kinetics_proxy --full-schedule kinetics_full --gpus-per-trial 1 \\\n"
         "      --storage /shared/runs\n"
-        "The run directory (--out) holds run.yaml, journal.jsonl (every trial), path.json and final/.")
-    _add_search_options(p)
+        "The run directory (--output) holds run.yaml, journal.jsonl (every trial), path.json and final/.")
+    _add_search_options(p, expansion_shown=True)
 
 
 def _cmd_expand(args: argparse.Namespace) -> int:
@@ -373,35 +399,29 @@ def _add_step(sub: Any) -> None:
     """``step``: the base config, the proxy options, dispatch, --json."""
     p = _command(
         sub, "step", _cmd_step, "one expansion step from a model: each axis' proxy score and the choice",
-        "Where would the search go from my model? Takes one forward-expansion step from --from exactly as "
+        "Where would the search go from my model? Takes one forward-expansion step from the model exactly as "
         "'expand' takes a step (same proxy schedule and mechanisms): with --proxy-init inherit the base is "
         "first trained from scratch for as many proxy epochs as a search from the space's start would have "
         "given it by then (the start's epochs plus one step's per cost doubling), and every candidate "
         "inherits its weights. Prints each candidate's cost and proxy top-1, and the axis the search would "
         "choose. No candidate is skipped for its cost.",
         "examples:\n"
-        "  x3dsearch step --from XS\n"
-        "  x3dsearch step --from found.yaml --seed 1 --json\n"
+        "  x3dsearch step --preset XS\n"
+        "  x3dsearch step --config found.yaml --seed 1 --json\n"
         "JSON: {\"base\": {config}, \"candidates\": [{\"axis\", \"gflops\", \"top1\", ...}], \"chosen\": AXIS}")
-    p.add_argument("--from", dest="base", required=True, metavar="NAME|FILE",
-                   help="the base model: a preset name (X2D, XS, S, M, L, XL) or a config YAML")
+    model = _add_model(p, "the base model", required=True)
+    model.add_argument("--from", dest="base", help=argparse.SUPPRESS)  # the old spelling: a preset name or a file
     _add_data(p)
     _add_space(p)
-    _add_schedule(p, "--proxy-schedule", "cpu_proxy", "the short candidate trainings")
+    _add_schedule(p, "--proxy-schedule", "cpu_proxy", "the short candidate trainings", kind="proxy")
     _add_proxy_init(p)
     _add_seed(p, "seed of every training")
-    _add_out(p, "run directory of the step (default: a temporary folder, removed afterwards)")
-    _add_resume(p, "continue the step in --out: finished trials are read from its journal")
+    _add_output(p, "run directory of the step (default: a temporary folder, removed afterwards)",
+                metavar="RUN_DIR")
+    _add_resume(p, "continue the step in --output: finished trials are read from its journal")
     _add_dispatch_options(p)
     _add_quiet(p)
     _add_json(p, "print the step as one JSON object on stdout")
-
-
-def _base_config(name_or_file: str) -> X3DConfig:
-    """A preset by name, else a config YAML file."""
-    if name_or_file.upper() in {n.upper() for n in preset_names()}:
-        return preset(name_or_file)
-    return X3DConfig.from_yaml(name_or_file)
 
 
 def _cmd_step(args: argparse.Namespace) -> int:
@@ -413,17 +433,18 @@ def _cmd_step(args: argparse.Namespace) -> int:
     from .search import step_candidates
     from .space import load_space
 
-    base = _base_config(args.base)
+    base = _config_from_args(args)
+    assert base is not None  # the parser requires a model
     top = max(c.gflops for c in step_candidates(base, load_space(args.space), 1))
     dispatch = _dispatch_fields(args)
-    out = args.out or tempfile.mkdtemp(prefix="x3dsearch-step-")
+    out = args.output or tempfile.mkdtemp(prefix="x3dsearch-step-")
     settings = ExpandSettings(
         target_gflops=top, out=out, space=args.space, data=args.data, proxy_schedule=args.proxy_schedule,
         proxy_init=args.proxy_init, seed=args.seed, final_training=False, **dispatch)
     try:
         step = run_step(settings, base, resume=args.resume, quiet=args.quiet or args.json)
     finally:
-        if args.out is None:
+        if args.output is None:
             shutil.rmtree(out, ignore_errors=True)
     if args.json:
         print(json.dumps(step, indent=2))
@@ -448,11 +469,13 @@ def _add_search(sub: Any) -> None:
         "GFLOPs under the target (nsga2). Proposals above the target are rejected by the cost model before any "
         "training and do not count toward --trials. Feasible proposals run as Ray Tune trials, --max-concurrent "
         "(default: as many as fit) at a time, and are journaled like expand's, so report/plot/export/compare "
-        "read the run directory. --strategy expand runs 'x3dsearch expand'.",
+        "read the run directory. --strategy expand runs 'x3dsearch expand' and takes its expansion options "
+        "(--proxy-init, --ceiling-gflops, --evaluate-contractions, --land-within; see 'x3dsearch expand --help'), "
+        "which the sampling strategies do not use.",
         "examples:\n"
         "  x3dsearch search --strategy optuna --target-gflops 0.3 --trials 30\n"
-        "  x3dsearch search --strategy optuna --target-gflops 0.3 --trials 30 --sampler nsga2 --out runs/n\n"
-        "  x3dsearch search --strategy optuna --target-gflops 0.3 --trials 40 --out runs/n --resume\n"
+        "  x3dsearch search --strategy optuna --target-gflops 0.3 --trials 30 --sampler nsga2 -o runs/n\n"
+        "  x3dsearch search --strategy optuna --target-gflops 0.3 --trials 40 -o runs/n --resume\n"
         "The study is stored in RUN_DIR/optuna.db (resumed by --resume; each trial keeps its config as the "
         "user attribute 'config'). Browse it with:\n"
         "  pip install optuna-dashboard && optuna-dashboard sqlite:///RUN_DIR/optuna.db")
@@ -465,7 +488,7 @@ def _add_search(sub: Any) -> None:
     p.add_argument("--sampler", choices=("tpe", "nsga2"), default="tpe",
                    help="optuna: tpe maximises top-1 under the target; nsga2 searches the top-1/GFLOPs "
                         "front under it (default: %(default)s)")
-    _add_search_options(p)
+    _add_search_options(p, expansion_shown=False)
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
@@ -519,11 +542,11 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _add_train(sub: Any) -> None:
-    """``train``: config, data, schedule, epochs, seed, run directory; workers and where they run."""
+    """``train``: model, data, schedule, epochs, seed, run directory; workers and where they run."""
     p = _command(
-        sub, "train", _cmd_train, "train one config with a schedule (final training); resumable",
-        "Train a config with a schedule, checkpointing RUN_DIR/checkpoint.pt every epoch, then test with the "
-        "schedule's K temporal x S spatial views. Writes metrics.json, model.pt and config.yaml in --out. Run "
+        sub, "train", _cmd_train, "train one model with a schedule (final training); resumable",
+        "Train a preset or config with a schedule, checkpointing RUN_DIR/checkpoint.pt every epoch, then test with "
+        "the schedule's K temporal x S spatial views. Writes metrics.json, model.pt and config.yaml in --output. Run "
         "the same command again after a kill to continue from the last checkpoint (it resumes automatically and "
         "says so; --resume only makes it explicit); the result equals an uninterrupted run's. With --workers N "
         "the training runs on N Ray Train workers (DDP: gloo on CPU, nccl on GPU): the schedule's batch_size is "
@@ -531,29 +554,28 @@ def _add_train(sub: Any) -> None:
         "once on rank 0; checkpoints go to --storage through Ray Train, a dead worker is replaced from the last "
         "checkpoint and a rerun after a kill continues from it.",
         "examples:\n"
-        "  x3dsearch train --config found.yaml --out runs/final\n"
-        "  x3dsearch train --config found.yaml --out runs/final --workers 2          # two local workers\n"
+        "  x3dsearch train --config found.yaml -o runs/final\n"
+        "  x3dsearch train --preset XS -o runs/xs --workers 2          # two local workers\n"
         "  x3dsearch train --config found.yaml --data /data/kinetics400 --schedule k400_64.yaml \\\n"
-        "      --workers 16 --gpus-per-worker 1 --address head:6379 --storage /shared/final --out /shared/final\n"
+        "      --workers 16 --gpus-per-worker 1 --address head:6379 --storage /shared/final -o /shared/final\n"
         "k400_64.yaml: kinetics_full with batch_size: 64 (per worker), so that 16 workers step with its 1024 clips.")
-    _add_config(p, "an X3D config YAML (e.g. found.yaml)", required=True)
+    _add_model(p, "the model to train", required=True)
     _add_data(p)
     _add_schedule(p, "--schedule", "cpu_full", "the training")
     p.add_argument("--epochs", type=int, metavar="N", help="override the schedule's epochs")
     _add_seed(p, "seed of the training")
-    _add_out(p, "output folder (checkpoint and results)", required=True)
+    _add_output(p, "output folder (checkpoint and results)", metavar="RUN_DIR", required=True)
     _add_resume(p, "continue from the last checkpoint (the default when there is one; this only silences "
                    "the notice)")
+    _add_json(p, "print the result (status, top-1, top-5, clips, seconds, ...) as JSON on stdout")
     group = p.add_argument_group("distributed training (Ray Train)")
     group.add_argument("--workers", type=int, default=1, metavar="N",
                        help="train on N Ray Train workers (DDP); 1: this process alone (default: %(default)s)")
     _add_address(group)
-    group.add_argument("--cpus-per-worker", type=float, default=1.0, metavar="C",
-                       help="CPUs each worker reserves; it trains with that many threads (default: %(default)s)")
-    group.add_argument("--gpus-per-worker", type=float, default=0.0, metavar="G",
-                       help="GPUs each worker reserves; > 0 trains on GPU with nccl (default: %(default)s)")
+    _add_worker_resources(group, "CPUs each worker reserves; it trains with that many threads",
+                          "GPUs each worker reserves; > 0 trains on GPU with nccl")
     _add_storage(group, "where Ray Train keeps the checkpoints (must be shared by all nodes on a cluster; "
-                        "default: --out)")
+                        "default: --output)")
     _add_max_failures(group, "restarts from the last checkpoint after a worker or node died")
 
 
@@ -563,7 +585,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     from .schedule import load_schedule
 
-    config = X3DConfig.from_yaml(args.config)
+    config = _config_from_args(args)
+    assert config is not None  # the parser requires a model
     schedule = load_schedule(args.schedule)
     if args.epochs is not None:
         schedule = schedule.replace(epochs=args.epochs)
@@ -577,12 +600,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
             raise UserError(f"data folder not found: {data}")
     if args.workers < 1:
         raise UserError("--workers must be at least 1")
-    out = Path(args.out)
+    out = Path(args.output)
     train = _train_distributed if args.workers > 1 else _train_alone
     result = train(args, config, data, schedule, out)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
     if result.status != "ok":
         print(f"x3dsearch train: {result.status}: {result.reason}", file=sys.stderr)
         return 1
+    if args.json:
+        return 0
     workers = f", {result.world_size} workers x batch {schedule.batch_size}" if result.world_size > 1 else ""
     print(f"{config.short}: top1 {result.top1:.1%} top5 {result.top5:.1%} ({schedule.eval_views[0]}x"
           f"{schedule.eval_views[1]} views, trained at {result.train_crop}px, {result.clips_seen} clips{workers}, "
@@ -601,7 +628,8 @@ def _train_alone(args: argparse.Namespace, config: X3DConfig, data: "Path", sche
     if given:
         raise UserError(f"{', '.join(given)} only apply with --workers 2 or more")
     if (out / CHECKPOINT).is_file() and not args.resume:
-        print(f"x3dsearch train: resuming from {out / CHECKPOINT} (use a new --out to start over)", file=sys.stderr)
+        print(f"x3dsearch train: resuming from {out / CHECKPOINT} (use a new --output to start over)",
+              file=sys.stderr)
     return train(config, data, schedule, seed=args.seed, out_dir=out, resume=True, progress=True)
 
 
@@ -615,7 +643,7 @@ def _train_distributed(args: argparse.Namespace, config: X3DConfig, data: "Path"
                             max_failures=args.max_failures)
     storage, name = run_location(out, args.storage)
     if not args.resume and last_checkpoint(storage, name) is not None:
-        print(f"x3dsearch train: resuming from the last checkpoint in {storage}/{name} (use a new --out to start "
+        print(f"x3dsearch train: resuming from the last checkpoint in {storage}/{name} (use a new --output to start "
               f"over)", file=sys.stderr)
     print(f"x3dsearch train: {args.workers} Ray Train workers x batch {schedule.batch_size} "
           f"({args.cpus_per_worker:g} CPUs, {args.gpus_per_worker:g} GPUs each) -> {out}", file=sys.stderr)
@@ -630,15 +658,18 @@ def _add_report(sub: Any) -> None:
         "of every trained config, failed/retried/skipped trials with their reasons, and the CPU/GPU-hours spent "
         "(journal seconds x the run's cpus/gpus per trial; final/metrics.json for the final training).")
     p.add_argument("run", metavar="RUN_DIR", help="a run directory")
-    _add_format(p, ("table", "csv", "markdown", "json"), default="table",
+    fmt = p.add_mutually_exclusive_group()
+    _add_format(fmt, ("table", "csv", "markdown", "json"), default="table",
+                metavar="{table,csv,markdown}",  # 'json' stays accepted: the old spelling of --json
                 help="default: %(default)s (csv: one table with a 'section' column)")
+    _add_json(fmt, "print the report as JSON")
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
     """Print the report of one run."""
     from .report import render, run_report
 
-    print(render(run_report(args.run), args.format), end="")
+    print(render(run_report(args.run), "json" if args.json else args.format), end="")
     return 0
 
 
@@ -678,15 +709,15 @@ def _add_export(sub: Any) -> None:
         "  x3dsearch export runs/demo --step 3 --format pyslowfast -o X3D_step3.yaml\n"
         "  x3dsearch export runs/demo --best-under-gflops 2 --format pytorchvideo -o x3d.json\n"
         "  x3dsearch export --preset M --format pyslowfast -o X3D_M.yaml")
-    p.add_argument("run", nargs="?", metavar="RUN_DIR", help="a run directory (not with --preset)")
+    p.add_argument("run", nargs="?", metavar="RUN_DIR", help="a run directory (not with --preset or --config)")
     choice = p.add_mutually_exclusive_group()
     choice.add_argument("--step", type=int, metavar="N", help="the config chosen at path step N")
     choice.add_argument("--best-under-gflops", type=float, metavar="G",
                         help="the most accurate trained config at or under G GFLOPs")
     choice.add_argument("--final", action="store_true", help="the final (contracted) model (default)")
-    _add_preset(p, "export a preset instead of a run's config")
+    _add_model(p, "export this model instead of a run's config")
     _add_format(p, ("x3dsearch", "pyslowfast", "pytorchvideo"), help="the file's dialect (see above)")
-    _add_output(p, "file to write")
+    _add_output(p, "file to write", required=True)
     p.add_argument("--force", action="store_true",
                    help="write the nearest expressible config when the target cannot build this one exactly")
 
@@ -695,9 +726,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
     """Write the chosen config in the chosen format; print what was written."""
     from .export import describe, export
 
-    if args.final and args.preset:
-        raise UserError("--final chooses from a RUN_DIR, not a --preset")
-    config, warnings, weights = export(args.format, args.output, run_dir=args.run, preset_name=args.preset,
+    model = _config_from_args(args)
+    if args.final and model is not None:
+        raise UserError("--final chooses from a RUN_DIR, not a --preset or --config")
+    config, warnings, weights = export(args.format, args.output, run_dir=args.run, model=model,
                                        step=args.step, best_under_gflops=args.best_under_gflops,
                                        force=args.force)
     for warning in warnings:
@@ -718,9 +750,7 @@ def _add_latency(sub: Any) -> None:
         "predicts configs it was not fitted on.",
         epilog="examples:\n  x3dsearch latency --preset XS\n  x3dsearch latency --config found.yaml --threads 2 --json\n"
                "  x3dsearch latency --sample 40 --max-gflops 6")
-    source = p.add_mutually_exclusive_group()
-    _add_preset(source, "a named preset (default XS)")
-    _add_config(source, "an X3D config YAML (e.g. an exported model)")
+    source = _add_model(p, "the model (default: preset XS)")
     source.add_argument("--sample", type=int, metavar="N",
                         help="time N random configs of the space's bounds, then fit and check the latency model")
     p.add_argument("--max-gflops", type=float, default=6.0, metavar="G",
@@ -745,7 +775,8 @@ def _cmd_latency(args: argparse.Namespace) -> int:
         summary = latency.check_predictor(load_space(args.space), args.sample, args.max_gflops, table, **options)
         print(json.dumps(summary, indent=2) if args.json else latency.describe_check(summary))
         return 0
-    config = X3DConfig.from_yaml(args.config) if args.config else preset(args.preset or "XS")
+    config = _config_from_args(args, default="XS")
+    assert config is not None  # a default is given
     timing = table.timed(config, fresh=args.fresh, **options)
     print(json.dumps(timing.to_dict(), indent=2) if args.json
           else latency.describe(timing, f"{args.preset or args.config or 'XS'} {config.short}"))
@@ -758,8 +789,13 @@ def _add_make_data(sub: Any) -> None:
         sub, "make-data", _cmd_make_data, "write the synthetic video benchmark (Kinetics layout, H.264 videos)",
         "Render the synthetic benchmark: 12 classes in 3 groups that need spatial detail, frame rate or long "
         "clips to tell apart (design in the generated README.md), as H.264 MP4 with train.csv, val.csv and "
-        "classes.txt. The same seed gives the same videos.")
-    p.add_argument("out_dir", metavar="OUT_DIR", help="folder to create (must not exist or be empty)")
+        "classes.txt. The same seed renders the same frames, but the H.264 encode is lossy and not "
+        "bit-reproducible: two generations give different files whose decoded pixels differ slightly, so runs "
+        "on freshly generated copies differ by that compression noise.",
+        "example:\n  x3dsearch make-data -o data/synthetic --videos-per-class 16")
+    output = _add_output(p, "folder to create (must not exist or be empty)", metavar="DIR", required=True)
+    output.add_argument("output", nargs="?", metavar="OUT_DIR", default=argparse.SUPPRESS,
+                        help=argparse.SUPPRESS)  # the old positional spelling
     _add_seed(p, "seed of the rendered videos")
     p.add_argument("--videos-per-class", type=int, default=32, metavar="N",
                    help="train videos per class; val gets N*10/32 (default: %(default)s)")
@@ -771,7 +807,7 @@ def _cmd_make_data(args: argparse.Namespace) -> int:
     """Render the benchmark and print its folder."""
     from .data import make_synthetic
 
-    out = make_synthetic(args.out_dir, seed=args.seed, videos_per_class=args.videos_per_class, size=args.size)
+    out = make_synthetic(args.output, seed=args.seed, videos_per_class=args.videos_per_class, size=args.size)
     print(out)
     return 0
 
@@ -788,6 +824,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Find the best X3D video network for a compute budget by progressive expansion "
                     "(Feichtenhofer, CVPR 2020).",
         epilog="Run 'x3dsearch COMMAND --help' for the options of a command.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add in _SUBCOMMANDS:
         add(sub)

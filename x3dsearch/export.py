@@ -354,18 +354,21 @@ def describe(config: X3DConfig) -> str:
     return f"{name + ' ' if name else ''}{config.short} ({count_flops(config) / 1e9:.4g} GFLOPs)"
 
 
-def export(fmt: str, out: str | Path, *, run_dir: str | Path | None = None, preset_name: str | None = None,
+def export(fmt: str, out: str | Path, *, run_dir: str | Path | None = None, model: X3DConfig | None = None,
            step: int | None = None, best_under_gflops: float | None = None,
            force: bool = False) -> tuple[X3DConfig, list[str], Path | None]:
-    """Export a run's chosen config (final by default) or a preset; returns (config, warnings, weights copied)."""
-    if (run_dir is None) == (preset_name is None):
-        raise UserError("give either a RUN_DIR or --preset NAME")
+    """Export a run's chosen config (final by default) or a given model (a preset or a config file).
+
+    Returns (config, warnings, weights copied).
+    """
+    if (run_dir is None) == (model is None):
+        raise UserError("give either a RUN_DIR or a model (--preset NAME or --config FILE)")
     weights: Path | None = None
     search: dict[str, Any] | None = None
-    if preset_name is not None:
+    if model is not None:
         if step is not None or best_under_gflops is not None:
-            raise UserError("--step and --best-under-gflops choose from a RUN_DIR, not a --preset")
-        config, schedule = preset(preset_name), preset_schedule()
+            raise UserError("--step and --best-under-gflops choose from a RUN_DIR, not a --preset or --config")
+        config, schedule = model, preset_schedule()
     else:
         assert run_dir is not None
         config = select_config(run_dir, step=step, best_under_gflops=best_under_gflops)

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping
 
 import yaml
 
@@ -272,9 +272,15 @@ def _shipped() -> dict[str, Any]:
     return yaml.safe_load(text)["schedules"]
 
 
-def schedule_names() -> list[str]:
-    """Names of the schedules shipped in ``schedules.yaml``."""
-    return list(_shipped())
+def schedule_names(kind: Literal["proxy", "full"] | None = None) -> list[str]:
+    """Names of the schedules shipped in ``schedules.yaml``: all, or of one ``kind``.
+
+    A proxy schedule's name holds ``proxy``, a full (final) training's ends in ``_full``.
+    """
+    names = list(_shipped())
+    if kind is None:
+        return names
+    return [n for n in names if ("proxy" in n.split("_") if kind == "proxy" else n.endswith("_full"))]
 
 
 def load_schedule(name_or_path: str | Path | Schedule) -> Schedule:
