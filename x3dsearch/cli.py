@@ -790,8 +790,8 @@ def _add_make_data(sub: Any) -> None:
         "Render the synthetic benchmark: 12 classes in 3 groups that need spatial detail, frame rate or long "
         "clips to tell apart (design in the generated README.md), as H.264 MP4 with train.csv, val.csv and "
         "classes.txt. The same seed renders the same frames, but the H.264 encode is lossy and not "
-        "bit-reproducible: two generations give different files whose decoded pixels differ slightly, so runs "
-        "on freshly generated copies differ by that compression noise.",
+        "bit-reproducible: two generations give different files and different decoded pixels, so runs on "
+        "freshly generated copies differ by that compression noise.",
         "example:\n  x3dsearch make-data -o data/synthetic --videos-per-class 16")
     output = _add_output(p, "folder to create (must not exist or be empty)", metavar="DIR", required=True)
     output.add_argument("output", nargs="?", metavar="OUT_DIR", default=argparse.SUPPRESS,
