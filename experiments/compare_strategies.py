@@ -32,8 +32,8 @@ def _x3dsearch(args: list[str]) -> None:
 
 
 def _common(out: Path, seed: int, args: argparse.Namespace) -> list[str]:
-    flags = ["--target-gflops", str(args.target_gflops), "--out", str(out), "--seed", str(seed),
-             "--no-final-training", "--quiet", "--cpus-per-trial", str(args.cpus_per_trial)]
+    flags = ["--target-gflops", str(args.target_gflops), "--output", str(out), "--seed", str(seed),
+             "--no-final-training", "--quiet", "--cpus-per-worker", str(args.cpus_per_trial)]
     flags += ["--data", args.data] if args.data else []
     flags += ["--max-concurrent", str(args.max_concurrent)] if args.max_concurrent else []
     return flags + (["--resume"] if RunDir(out).exists() else [])

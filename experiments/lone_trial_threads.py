@@ -1,4 +1,4 @@
-"""Does a lone proxy trial finish sooner on two threads? (it would; the dispatcher does not do it: README)
+"""Does a lone proxy trial finish sooner on two threads? (it would; the dispatcher does not do it: docs/search.md, "Dispatch")
 
 Trains one proxy trial (``cpu_proxy``, 1 epoch, on the default benchmark) of each named shape on 1,
 then 2 threads, twice, alternating, and prints the wall time and training clips/s of each.

@@ -41,7 +41,7 @@ def _mean_abs(a: np.ndarray, b: np.ndarray) -> float:
 
 def test_same_seed_same_frames_other_seed_other_frames(tmp_path: Path) -> None:
     # The rendered frames are a function of (seed, split, class, index), whatever the worker count; the
-    # libx264 encode is lossy and not bit-reproducible (README, experiments/encode_determinism.py), so each
+    # libx264 encode is lossy and not bit-reproducible (docs/data.md, experiments/encode_determinism.py), so each
     # file is compared with the frames it was rendered from: here 5-7 grey levels off on average (yuv420 at
     # 16 px), against 35-54 from the other seed's frames.
     first = make_synthetic(tmp_path / "a", seed=7, **TINY)
