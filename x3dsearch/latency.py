@@ -15,7 +15,6 @@ import json
 import math
 import platform
 import statistics
-import sys
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
@@ -24,13 +23,13 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from .config import X3DConfig, stage_layout
 from .cost import channelwise_flops, count_flops
 from .data.cache import cache_root
 from .errors import ConfigError
 from .model import build_model, fold_batchnorm
+from .progress import progress
 
 if TYPE_CHECKING:
     from .space import SearchSpace
@@ -236,7 +235,7 @@ def check_predictor(space: "SearchSpace", count: int, max_gflops: float, table: 
                     device: str = "cpu", batch: int = 1, threads: int = 1, repeats: int = 10) -> dict[str, object]:
     """Time ``count`` sampled configs (those in ``table`` are reused), fit on the whole table, cross-validate."""
     configs = sample_configs(space, count, max_gflops)
-    for config in tqdm(configs, desc="timing", unit="config", disable=not sys.stderr.isatty()):
+    for config in progress(configs, desc="timing", unit="config"):
         table.timed(config, device, batch, threads, repeats=repeats)
     timings = table.timings(device, batch, threads)
     errors = held_out_errors(timings)
