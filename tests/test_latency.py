@@ -22,9 +22,10 @@ def _clock(durations_s: list[float]):
 
 
 def test_measure_reports_the_median_per_clip_and_its_range() -> None:
-    timing = measure(TINY, batch=2, warmup=1, repeats=3, clock=_clock([0.010, 0.030, 0.020]))
-    assert (timing.ms, timing.fastest_ms, timing.slowest_ms) == pytest.approx((10.0, 5.0, 15.0))
-    assert timing.spread == pytest.approx(0.5) and timing.repeats == 3 and timing.batch == 2
+    timing = measure(TINY, batch=2, warmup=1, repeats=5, clock=_clock([0.010, 0.030, 0.020, 0.012, 0.060]))
+    assert (timing.ms, timing.fastest_ms, timing.slowest_ms) == pytest.approx((10.0, 5.0, 30.0))
+    assert (timing.q1_ms, timing.q3_ms) == pytest.approx((6.0, 15.0))  # per clip: 5, 6, 10, 15, 30
+    assert timing.spread == pytest.approx(0.45) and timing.repeats == 5 and timing.batch == 2
     assert timing.x3d == TINY and timing.device == "cpu" and timing.device_name == latency.device_name()
 
 
@@ -41,7 +42,8 @@ def test_one_real_timing_is_positive_and_ordered() -> None:
 
 
 def _timing(config, ms: float, batch: int = 1, threads: int = 1) -> Timing:
-    return Timing(config.key, "cpu", latency.device_name(), batch, threads, ms, ms * 0.9, ms * 1.1, 5)
+    return Timing(config.key, "cpu", latency.device_name(), batch, threads, ms, ms * 0.9, ms * 1.1, 5, ms * 0.95,
+                  ms * 1.05)
 
 
 def test_table_keeps_timings_per_config_batch_and_threads(tmp_path) -> None:
@@ -105,7 +107,7 @@ def test_latency_command_times_once_then_reads_the_table(tmp_path, monkeypatch: 
     first = json.loads(capsys.readouterr().out)
     assert first["config"] == TINY.to_dict() and first["repeats"] == 2 and first["ms"] > 0
     assert main(["latency", "--config", str(config)]) == 0  # from the table: the same numbers
-    assert f"{first['ms']:.2f} ms per clip (median of 2;" in capsys.readouterr().out
+    assert f"{first['ms']:.2f} ms per clip (median of 2, ±" in capsys.readouterr().out
     assert len(LatencyTable(tmp_path / latency.TABLE_NAME).timings()) == 1
 
 

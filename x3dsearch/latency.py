@@ -14,7 +14,6 @@ import csv
 import json
 import math
 import platform
-import statistics
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
@@ -54,11 +53,13 @@ class Timing:
     fastest_ms: float
     slowest_ms: float
     repeats: int
+    q1_ms: float = math.nan  # the quartiles over the repeats
+    q3_ms: float = math.nan
 
     @property
     def spread(self) -> float:
-        """Half the range over the repeats, relative to the median (0.05 is +-5%)."""
-        return (self.slowest_ms - self.fastest_ms) / 2 / self.ms if self.ms > 0 else 0.0
+        """Half the interquartile range over the repeats, relative to the median (0.05 is +-5%)."""
+        return (self.q3_ms - self.q1_ms) / 2 / self.ms if self.ms > 0 else 0.0
 
     def to_dict(self) -> dict[str, object]:
         """JSON-able form, the config as a mapping and the spread included."""
@@ -111,8 +112,9 @@ def measure(config: X3DConfig, *, device: str = "cpu", batch: int = 1, threads: 
             model(clip)
             sync()
             times.append((clock() - start) * 1e3 / batch)
-    return Timing(config.to_json(), device, device_name(device), batch, threads, statistics.median(times),
-                  min(times), max(times), repeats)
+    q1, median, q3 = np.percentile(times, [25, 50, 75])
+    return Timing(config.to_json(), device, device_name(device), batch, threads, float(median), min(times),
+                  max(times), repeats, float(q1), float(q3))
 
 
 class LatencyTable:
@@ -133,7 +135,8 @@ class LatencyTable:
                 try:
                     timing = Timing(row["config"], row["device"], row["device_name"], int(row["batch"]),
                                     int(row["threads"]), float(row["ms"]), float(row["fastest_ms"]),
-                                    float(row["slowest_ms"]), int(row["repeats"]))
+                                    float(row["slowest_ms"]), int(row["repeats"]), float(row["q1_ms"]),
+                                    float(row["q3_ms"]))
                 except (KeyError, TypeError, ValueError):
                     continue  # a line cut short by a crash
                 if (timing.device, timing.device_name, timing.batch, timing.threads) == (device, name, batch, threads):
@@ -226,8 +229,8 @@ def sample_configs(space: "SearchSpace", count: int, max_gflops: float, seed: in
 def describe(timing: Timing, name: str) -> str:
     """One line: the median per clip, the range over the repeats, and where it was measured."""
     thread_word = "thread" if timing.threads == 1 else "threads"
-    return (f"{name}: {timing.ms:.2f} ms per clip (median of {timing.repeats}; fastest {timing.fastest_ms:.2f}, "
-            f"slowest {timing.slowest_ms:.2f}, ±{timing.spread:.1%}) on {timing.device_name}, "
+    return (f"{name}: {timing.ms:.2f} ms per clip (median of {timing.repeats}, ±{timing.spread:.1%} between "
+            f"quartiles; fastest {timing.fastest_ms:.2f}, slowest {timing.slowest_ms:.2f}) on {timing.device_name}, "
             f"batch {timing.batch}, {timing.threads} {thread_word}")
 
 
