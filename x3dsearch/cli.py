@@ -71,6 +71,21 @@ def _add_data(target: _Target) -> None:
                              "default: the synthetic benchmark, generated on first use")
 
 
+def _add_max_window(target: _Target) -> None:
+    """``--max-window SECONDS``: the longest clip window a search may offer."""
+    target.add_argument("--max-window", type=float, metavar="SECONDS",
+                        help="no candidate's window (frames x stride at 30 fps) may be longer than this; "
+                             "default: the shortest video the data lists (probed at the start; give this to skip "
+                             "probing a large dataset)")
+
+
+def _check_max_window(args: argparse.Namespace) -> float | None:
+    """``--max-window``, which must be positive when given."""
+    if args.max_window is not None and not args.max_window > 0:
+        raise UserError("--max-window must be a positive number of seconds")
+    return args.max_window
+
+
 def _add_schedule(target: _Target, flag: str, default: str, role: str,
                   kind: Literal["proxy", "full"] | None = None) -> None:
     """A schedule option taking a shipped name (those of ``kind``: proxy, full or any) or a YAML file."""
@@ -135,6 +150,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                    "from its journal, not re-run")
     _add_data(p)
     _add_space(p)
+    _add_max_window(p)
     _add_schedule(p, "--proxy-schedule", "cpu_proxy", "the short candidate trainings", kind="proxy")
     _add_schedule(p, "--full-schedule", "cpu_full", "the final training", kind="full")
     p.add_argument("--full-workers", type=int, default=1, metavar="N",
@@ -273,7 +289,7 @@ def _settings_from_args(args: argparse.Namespace, strategy: str) -> "ExpandSetti
         proxy_schedule=args.proxy_schedule, proxy_init=args.proxy_init, full_schedule=args.full_schedule,
         seed=args.seed, ceiling_gflops=args.ceiling_gflops, evaluate_contractions=args.evaluate_contractions,
         land_within=args.land_within if strategy == "expand" else 1.0,  # sampling strategies never land
-        final_training=args.final_training, full_workers=args.full_workers,
+        final_training=args.final_training, full_workers=args.full_workers, max_window=_check_max_window(args),
         **_dispatch_fields(args))
 
 
@@ -413,6 +429,7 @@ def _add_step(sub: Any) -> None:
     model.add_argument("--from", dest="base", help=argparse.SUPPRESS)  # the old spelling: a preset name or a file
     _add_data(p)
     _add_space(p)
+    _add_max_window(p)
     _add_schedule(p, "--proxy-schedule", "cpu_proxy", "the short candidate trainings", kind="proxy")
     _add_proxy_init(p)
     _add_seed(p, "seed of every training")
@@ -435,12 +452,15 @@ def _cmd_step(args: argparse.Namespace) -> int:
 
     base = _config_from_args(args)
     assert base is not None  # the parser requires a model
-    top = max(c.gflops for c in step_candidates(base, load_space(args.space), 1))
+    top = max((c.gflops for c in step_candidates(base, load_space(args.space), 1)), default=None)
+    if top is None:
+        raise UserError(f"{base.short} sits at the bounds of every axis of the space; no step to take")
     dispatch = _dispatch_fields(args)
     out = args.output or tempfile.mkdtemp(prefix="x3dsearch-step-")
     settings = ExpandSettings(
         target_gflops=top, out=out, space=args.space, data=args.data, proxy_schedule=args.proxy_schedule,
-        proxy_init=args.proxy_init, seed=args.seed, final_training=False, **dispatch)
+        proxy_init=args.proxy_init, seed=args.seed, final_training=False, max_window=_check_max_window(args),
+        **dispatch)
     try:
         step = run_step(settings, base, resume=args.resume, quiet=args.quiet or args.json)
     finally:

@@ -39,7 +39,8 @@ def _trial_tags(record: Mapping[str, Any]) -> str:
 
 
 def _step_text(step: Step) -> str:
-    """The line that announces a step's winner: its score, how it was obtained, and who stopped at a lower rung."""
+    """The line that announces a step's winner: its score, how it was obtained, and who stopped at a lower rung;
+    then, if the space's box shaped the step, a line naming each axis it cut, left out or merged."""
     outcome = step.outcomes[step.chosen.key]
     how = f" after {outcome.epochs} ep" if outcome.epochs else ""
     if outcome.seeds > 1:
@@ -47,8 +48,11 @@ def _step_text(step: Step) -> str:
     stopped = [f"{c.axis} ({step.outcomes[c.key].epochs} ep)" for c in step.candidates
                if step.outcomes[c.key].usable and (step.outcomes[c.key].epochs or 0) < (outcome.epochs or 0)]
     lower = f"; stopped at a lower rung: {', '.join(stopped)}" if stopped else ""
-    return (f"  -> step {step.index}: {step.chosen.axis} wins with top1 {outcome.top1:.1%}{how} at "
+    text = (f"  -> step {step.index}: {step.chosen.axis} wins with top1 {outcome.top1:.1%}{how} at "
             f"{step.chosen.gflops:.4f} GFLOPs ({step.chosen.config.short}){lower}")
+    if step.notes:
+        text += "\n     box: " + "; ".join(f"{axis} {note}" for axis, note in step.notes.items())
+    return text
 
 
 class LiveView:
@@ -190,7 +194,9 @@ class LiveView:
 
         row("0", "start", result.start, None)
         for step in result.steps:
-            row(str(step.index), step.chosen.axis, step.chosen.config, step.outcomes[step.chosen.key].top1)
+            chosen = step.chosen
+            axis = chosen.axis if chosen.fraction == 1 else f"{chosen.axis}x{chosen.fraction:.2f}"
+            row(str(step.index), axis, chosen.config, step.outcomes[chosen.key].top1)
         if result.contraction is not None:
             c = result.contraction
             ev = c.evaluated.get(c.config.key)

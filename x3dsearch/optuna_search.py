@@ -3,9 +3,11 @@
 Every proposal is costed analytically with :func:`~x3dsearch.cost.count_flops` before
 anything runs: one above the target is told to the study as ``PRUNED`` with a positive
 ``gflops_over_target`` constraint (Optuna's feasibility-aware samplers learn from it) and
-never reaches training, nor counts toward ``trials``. The box is first cut to the part
-that can hold a feasible config (each upper bound with every other field at its lower
-bound), which matters for small targets; what remains is rejected at ~1 ms a proposal.
+never reaches training, nor counts toward ``trials``; so is one whose window (frames x stride)
+is longer than the space's ``max_window`` (the data's shortest video), with a positive
+``window_over_videos``. The box is first cut to the part that can hold a feasible config
+(each upper bound with every other field at its lower bound), which matters for small
+targets; what remains is rejected at ~1 ms a proposal.
 
 Feasible proposals are batched ``concurrency`` at a time into one ``Session.score`` call,
 so Ray trains them in parallel and the run directory's journal records each
@@ -34,13 +36,14 @@ from .errors import SearchError, UserError
 from .rundir import atomic_write
 from .runner import ExpandSettings, Session, path_record
 from .search import Candidate, Outcome
-from .space import SearchSpace
+from .space import SearchSpace, window, window_limit_text
 
 __all__ = ["SAMPLERS", "strategy_name", "feasible_bounds", "propose", "run_optuna", "optuna_plan", "STUDY_FILE"]
 
 SAMPLERS = ("tpe", "nsga2", "random")
 STUDY_FILE = "optuna.db"
 _CONSTRAINT = "gflops_over_target"
+_WINDOW_CONSTRAINT = "window_over_videos"
 _INTEGER = ("frames", "stride", "crop")
 _MAX_REJECTIONS = 5000  # consecutive cost-model rejections before giving up (each costs ~1 ms)
 
@@ -57,10 +60,11 @@ def _corner_flops(space: SearchSpace, bounds: Mapping[str, tuple[float, float]],
 
 
 def feasible_bounds(space: SearchSpace, target_gflops: float) -> dict[str, tuple[float, float]]:
-    """The space's box with each upper bound cut to the largest value that can fit the target.
+    """The space's box with each upper bound cut to the largest value that can fit the target and the window.
 
     Cost grows with every field but the stride, so a value that is over the target with
     all other fields at their lower bounds is over it everywhere: cutting it loses nothing.
+    Likewise frames (stride) over ``max_window`` at the lowest stride (frames) never fit.
     """
     bounds = _space_bounds(space)
     target = target_gflops * 1e9
@@ -84,6 +88,13 @@ def feasible_bounds(space: SearchSpace, target_gflops: float) -> dict[str, tuple
                 mid = (lo + hi) / 2
                 lo, hi = (mid, hi) if _corner_flops(space, bounds, **{name: mid}) <= target else (lo, mid)
             out[name] = (low, lo)
+    if space.max_window is not None:
+        for name, other in (("frames", "stride"), ("stride", "frames")):
+            longest = int(space.max_window // bounds[other][0])
+            if longest < bounds[name][0]:
+                raise UserError(f"no window of the bounds of {space.name} fits the videos' "
+                                f"{space.max_window:g} source frames")
+            out[name] = (out[name][0], min(out[name][1], longest))
     return out
 
 
@@ -163,11 +174,13 @@ class _Search:
             trial.set_user_attr("config", config.to_dict())
             trial.set_user_attr("gflops", gflops)
             trial.set_constraint(_CONSTRAINT, gflops - self.target)
-            if gflops <= self.target:
+            over = 0.0 if self.session.space.max_window is None else window(config) - self.session.space.max_window
+            trial.set_constraint(_WINDOW_CONSTRAINT, over)
+            if gflops <= self.target and over <= 0:
                 return trial, Candidate(trial.number, "optuna", config, kind="optuna")
             self.study.tell(trial, state=TrialState.PRUNED)
-        raise SearchError(f"{_MAX_REJECTIONS} proposals in a row were above {self.target:g} GFLOPs; "
-                          f"narrow the bounds of the search space")
+        raise SearchError(f"{_MAX_REJECTIONS} proposals in a row were above {self.target:g} GFLOPs or longer than "
+                          f"the videos; narrow the bounds of the search space")
 
     def score(self, batch: Sequence[tuple[int, Candidate]]) -> None:
         """Proxy-train (or read from the journal) a batch and tell the study each outcome."""
@@ -186,7 +199,7 @@ class _Search:
         for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             if "config" not in t.user_attrs:
                 self.study.tell(t.number, state=TrialState.FAIL)
-            elif t.user_attrs["gflops"] > self.target:
+            elif t.user_attrs["gflops"] > self.target or any(v > 0 for v in t.constraints.values()):
                 self.study.tell(t.number, state=TrialState.PRUNED)
             else:
                 config = X3DConfig.from_dict(t.user_attrs["config"])
@@ -227,6 +240,7 @@ def optuna_plan(settings: ExpandSettings, space: SearchSpace, trials: int, sampl
     for name, (low, high) in bounds.items():
         full = _space_bounds(space)[name]
         lines.append(f"{name:<11}{f'{full[0]:g}..{full[1]:g}':>16}{f'{low:g}..{high:.4g}':>16}")
+    lines.append(f"{'window':<11}{window_limit_text(space):>32}; longer proposals are rejected")
     return "\n".join(lines)
 
 
@@ -240,7 +254,7 @@ def run_optuna(settings: ExpandSettings, trials: int, *, sampler: str = "tpe", r
         raise UserError(f"unknown sampler {sampler!r}; choose from {', '.join(SAMPLERS)}")
     study_name = f"x3dsearch-{settings.space}-{settings.target_gflops:g}g-seed{settings.seed}-{sampler}"
     # a batch of samples is not a choice between them: no close-call repeats (the study keeps every score)
-    session = Session(settings, resume=resume, quiet=quiet, trial_fn=trial_fn, close_calls=False,
+    session = Session(settings, resume=resume, quiet=quiet, trial_fn=trial_fn, close_calls=False, expansion=False,
                       extra={"strategy": strategy_name(sampler), "sampler": sampler, "study_name": study_name})
     bounds = feasible_bounds(session.space, settings.target_gflops)
     batch_size = session.view.concurrency
@@ -260,7 +274,8 @@ def run_optuna(settings: ExpandSettings, trials: int, *, sampler: str = "tpe", r
     with session:
         session.view.message(f"x3dsearch: optuna ({sampler}) on {session.space.name}, {trials} proxy trainings "
                              f"at <= {settings.target_gflops:g} GFLOPs -> {session.run.path} "
-                             f"(dashboard: optuna-dashboard sqlite:///{session.run.path / STUDY_FILE})")
+                             f"(dashboard: optuna-dashboard sqlite:///{session.run.path / STUDY_FILE}); "
+                             f"{session.window_line}")
         search.run(trials, batch_size)
     best = _best(study)
     if best is None:

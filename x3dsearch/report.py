@@ -27,7 +27,7 @@ __all__ = ["frontier", "numeric_column", "config_seconds", "config_scores", "pro
            "run_report", "final_metrics", "render", "REPORT_FORMATS"]
 
 REPORT_FORMATS = ("table", "csv", "markdown", "json")
-_SECTIONS = ("path", "frontier", "failures")
+_SECTIONS = ("path", "box", "frontier", "failures")
 _SPENT = ("ok", "diverged", "failed")  # attempts that ran to the end (not lost workers)
 
 
@@ -94,7 +94,9 @@ def _path_rows(path: Mapping[str, Any], scores: pd.DataFrame) -> list[tuple[str,
             for _, r in scores[scores["kind"] == "start"].iterrows()]
     for s in path.get("steps", []):
         chosen = next((c for c in s.get("candidates", []) if c["config_key"] == s["config_key"]), {})
-        rows.append((s["config_key"], {"step": str(s["step"]), "axis": s["axis"], **_shape_columns(s["config"]),
+        fraction = s.get("fraction", 1.0)  # path.json files before bounded steps had full steps only
+        axis = s["axis"] if fraction == 1 else f"{s['axis']}x{fraction:.2f}"
+        rows.append((s["config_key"], {"step": str(s["step"]), "axis": axis, **_shape_columns(s["config"]),
                                        "gflops": s["gflops"], "params": s["params"], "top1": s.get("top1"),
                                        "rung": _number(chosen.get("rung")), "seeds": _number(chosen.get("seeds"))}))
     contraction = path.get("contraction")
@@ -129,6 +131,13 @@ def _failures(path: Mapping[str, Any], journal: pd.DataFrame, ceiling: float | N
                for s in path.get("steps", []) for c in s.get("candidates", []) if c["status"] == "skipped"]
     frames = [f for f in (bad, pd.DataFrame(skipped, columns=columns)) if not f.empty]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+
+
+def _box_notes(path: Mapping[str, Any]) -> pd.DataFrame:
+    """Per step, each axis the space's box cut to a partial step, left out at its bound, or merged with another."""
+    rows = [{"step": s["step"], "axis": axis, "note": note}
+            for s in path.get("steps", []) for axis, note in (s.get("notes") or {}).items()]
+    return pd.DataFrame(rows, columns=["step", "axis", "note"])
 
 
 def _totals(journal: pd.DataFrame, settings: Mapping[str, Any], final: Mapping[str, Any]) -> dict[str, Any]:
@@ -261,13 +270,13 @@ def describe_provenance(prov: Mapping[str, Any]) -> list[str]:
 
 
 def run_report(run_dir: str | Path) -> dict[str, pd.DataFrame | dict[str, Any]]:
-    """Provenance and totals as dicts, path, frontier and failures as DataFrames, from a run directory."""
+    """Provenance and totals as dicts; path, box notes, frontier and failures as DataFrames, from a run directory."""
     journal = load_run(run_dir)
     run = RunDir(run_dir)
     settings, path, final = run.settings(), run.read_path(), final_metrics(run_dir)
     scores = config_scores(journal)
     return {"search": _provenance(settings, journal, path, final), "path": _path_table(path, journal, scores),
-            "frontier": _frontier_table(scores), "failures": _failures(path, journal, _ceiling(settings)),
+            "box": _box_notes(path), "frontier": _frontier_table(scores), "failures": _failures(path, journal, _ceiling(settings)),
             "totals": _totals(journal, settings, final)}
 
 

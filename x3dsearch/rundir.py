@@ -69,7 +69,12 @@ class RunDir:
             raise UserError(f"{self.path} already holds a run; pass --resume to continue it "
                             f"or choose another --out")
         if resume and self.exists():
-            old = {**_BEFORE_RECORDED, **self.settings()}
+            recorded = self.settings()
+            for key, reason in _NOT_RESUMABLE_WITHOUT.items():
+                if key in settings and key not in recorded:
+                    raise UserError(f"{self.path} was recorded {reason}, so this version would search another "
+                                    f"space; it cannot be resumed: start a new --out")
+            old = {**_BEFORE_RECORDED, **recorded}
             changed = sorted(k for k in settings if k in old and _comparable(old[k]) != _comparable(settings[k])
                              and k not in _RESUMABLE_CHANGES)
             if changed:
@@ -125,6 +130,9 @@ def _comparable(value: Any) -> Any:
 
 # settings added after runs were recorded without them: the value those runs used
 _BEFORE_RECORDED = {"land_within": 1.0}
+# settings whose absence marks a run recorded under rules this version no longer follows
+_NOT_RESUMABLE_WITHOUT = {"max_window": "before searches kept to the space's bounds and to windows the videos "
+                                        "hold (and before partial steps kept their window)"}
 _RESUMABLE_CHANGES = {"max_concurrent", "cpus_per_trial", "gpus_per_trial", "address", "storage",
                       "quiet", "json", "resume"}
 

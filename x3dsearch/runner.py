@@ -22,9 +22,9 @@ from .config import X3DConfig
 from .rundir import RunDir, atomic_write
 from .rungs import Rungs, successive_halving
 from .schedule import Schedule, load_schedule
-from .search import (CEILING_FACTOR, LAND_WITHIN, Candidate, Outcome, SearchResult, Step, estimate_steps,
-                     memoised, run_search, score_start, step_candidates, take_step)
-from .space import SearchSpace, load_space
+from .search import (CEILING_FACTOR, LAND_WITHIN, Candidate, Outcome, SearchResult, Step, check_reachable,
+                     estimate_steps, memoised, offer, run_search, score_start, take_step)
+from .space import SearchSpace, describe_box, load_space
 
 __all__ = ["ExpandSettings", "Session", "JournalScorer", "run_expand", "run_step", "plan_text",
            "check_inputs", "path_record"]
@@ -55,6 +55,7 @@ class ExpandSettings:
     max_concurrent: int | None = None
     max_failures: int = 2
     full_workers: int = 1
+    max_window: float | None = None  # seconds a clip may span; None: the shortest video the data lists
 
     def ceiling(self) -> float:
         """The ceiling in GFLOPs; by default ``CEILING_FACTOR`` times the target."""
@@ -92,6 +93,34 @@ def _with_classes(space: SearchSpace, classes: int) -> SearchSpace:
     if classes == space.start.num_classes:
         return space
     return replace(space, start=space.start.replace(num_classes=classes))
+
+
+def _window_limit(settings: ExpandSettings, root: Path | None,
+                  schedules: Sequence[Schedule]) -> tuple[float | None, str]:
+    """The longest clip window in seconds and a line saying where it comes from: ``max_window``, else the
+    shortest video (``root`` None: the default benchmark's length), at most what the clip cache keeps."""
+    from .data import shortest_video
+    from .data.kinetics import CACHED_SECONDS, REFERENCE_FPS
+    from .data.synthetic import SECONDS
+
+    if settings.max_window is not None:
+        seconds, source = settings.max_window, "--max-window"
+    else:
+        probed = (SECONDS, "the benchmark's video length") if root is None else shortest_video(root)
+        if probed is None:
+            return None, "window limit: none (no video of the data could be probed)"
+        seconds, source = probed[0], probed[1] if root is None else f"the shortest video, {probed[1]}"
+        if any(s.cache for s in schedules) and CACHED_SECONDS < seconds:
+            seconds, source = CACHED_SECONDS, "what the clip cache keeps of a video"
+    return seconds, (f"window limit: {seconds:g} s = {seconds * REFERENCE_FPS:g} source frames at "
+                     f"{REFERENCE_FPS:g} fps ({source})")
+
+
+def _fit_window(space: SearchSpace, seconds: float | None) -> SearchSpace:
+    """The space whose windows (frames x stride, source frames at the reference rate) fit ``seconds``."""
+    from .data.kinetics import REFERENCE_FPS
+
+    return replace(space, max_window=None if seconds is None else seconds * REFERENCE_FPS)
 
 
 def _describe_data(root: Path) -> tuple[int, str]:
@@ -137,14 +166,16 @@ def check_inputs(settings: ExpandSettings, *, resume: bool = False) -> tuple[Sea
                                             f"(default; rendered on first use, then cached)")
     else:
         classes, data_line = _describe_data(Path(settings.data).expanduser().resolve())
-    space = _with_classes(space, classes)
-    _check_target(settings, space)
     proxy, full = load_schedule(settings.proxy_schedule), load_schedule(settings.full_schedule)
+    data_root = None if settings.data is None else Path(settings.data).expanduser().resolve()
+    seconds, window_line = _window_limit(settings, data_root, (proxy, full))
+    space = _fit_window(_with_classes(space, classes), seconds)
+    _check_target(settings, space)
     run = RunDir(settings.out)
     if run.exists() and not resume:
         raise UserError(f"{run.path} already holds a run; pass --resume to continue it or choose another --out")
     state = f"resuming its {sum(1 for _ in run.records())} journal records" if run.exists() else "new"
-    return space, [data_line,
+    return space, [data_line, window_line,
                    f"schedules: proxy {_describe_schedule(settings.proxy_schedule, proxy)}, "
                    f"final {_describe_schedule(settings.full_schedule, full)}"
                    f"{'' if settings.final_training else ' (not run: --no-final-training)'}; seed {settings.seed}",
@@ -163,8 +194,9 @@ def _landing_text(land_within: float) -> str:
 
 
 def plan_text(settings: ExpandSettings, space: SearchSpace) -> str:
-    """What ``--dry-run`` prints: the space, the first step's candidates and the expected size."""
+    """What ``--dry-run`` prints: the space, its box, the first step's candidates and the expected size."""
     _check_target(settings, space)
+    check_reachable(space, settings.target_gflops)
     start = space.start
     steps = estimate_steps(start, settings.target_gflops)
     lines = [f"search space {space.name}: start {start.short} ({count_flops(start) / 1e9:.4f} GFLOPs), "
@@ -173,9 +205,13 @@ def plan_text(settings: ExpandSettings, space: SearchSpace) -> str:
              f"about {steps} steps x {len(space.axes)} candidates = ~{steps * len(space.axes)} proxy trainings "
              f"(fewer after memoisation), then a partial step onto the target "
              f"({_landing_text(settings.land_within)}) and the final training",
+             "the box every step stays in (a step that would cross a bound stops at it; the target is within reach):",
+             *describe_box(space),
              "step 1 candidates:"]
-    for c in step_candidates(start, space, 1):
+    candidates, notes = offer(start, space, 1)
+    for c in candidates:
         lines.append(f"  {c.axis:<11} {c.config.short:<28} {c.gflops:8.4f} GFLOPs  {c.params:>10,} params")
+    lines += [f"  {axis:<11} {note}" for axis, note in notes.items()]
     cost, k = count_flops(start), 0
     while cost < settings.target_gflops * 1e9:
         k += 1
@@ -205,8 +241,8 @@ def path_record(result: SearchResult | None, steps: Sequence[Step], target: floa
         data["steps"].append({
             "step": s.index, "axis": s.chosen.axis, "config": s.chosen.config.to_dict(),
             "config_key": s.chosen.key, "gflops": s.chosen.gflops, "params": s.chosen.params,
-            "top1": s.outcomes[s.chosen.key].top1,
-            "candidates": [{"axis": c.axis, "config_key": c.key, "gflops": c.gflops,
+            "top1": s.outcomes[s.chosen.key].top1, "fraction": s.chosen.fraction, "notes": dict(s.notes),
+            "candidates": [{"axis": c.axis, "config_key": c.key, "gflops": c.gflops, "fraction": c.fraction,
                             "status": s.outcomes[c.key].status, "top1": s.outcomes[c.key].top1,
                             "rung": s.outcomes[c.key].epochs, "seeds": s.outcomes[c.key].seeds}
                            for c in s.candidates]})
@@ -307,23 +343,27 @@ class Session:
     by proxy training, ``train_final`` trains one config with the full schedule. ``start``
     replaces the space's start (``step --from``); it then trains as long as a search from the
     space's own start would have trained it by then (:meth:`Schedule.path_epochs`).
-    ``close_calls=False`` (a sampling strategy) never re-trains a batch's close calls.
+    ``close_calls=False`` (a sampling strategy) never re-trains a batch's close calls. ``expansion``
+    refuses, before the run directory is made, a target that expansion inside the space's box cannot reach.
     """
 
     def __init__(self, settings: ExpandSettings, *, resume: bool = False, quiet: bool = False,
                  trial_fn: Any = None, extra: Mapping[str, Any] | None = None,
-                 start: X3DConfig | None = None, close_calls: bool = True) -> None:
+                 start: X3DConfig | None = None, close_calls: bool = True, expansion: bool = True) -> None:
         from .dispatch import DispatchOptions, RayDispatcher
         from .schedule import load_schedule
 
         self.settings = settings
         self.quiet = quiet
         self.data_root = _resolve_data(settings)
-        space = _fit_classes(load_space(settings.space), self.data_root)
-        self.space = space if start is None else _with_classes(replace(space, start=start), space.start.num_classes)
-        _check_target(settings, self.space)
         self.proxy = load_schedule(settings.proxy_schedule)
         self.full = load_schedule(settings.full_schedule)
+        seconds, self.window_line = _window_limit(settings, self.data_root, (self.proxy, self.full))
+        space = _fit_window(_fit_classes(load_space(settings.space), self.data_root), seconds)
+        self.space = space if start is None else _with_classes(replace(space, start=start), space.start.num_classes)
+        _check_target(settings, self.space)
+        if expansion:
+            check_reachable(self.space, settings.target_gflops)
         self.run = RunDir(settings.out)
         resolved = dict(asdict(settings), **(extra or {}), space_resolved=self.space.to_dict(),
                         proxy=self.proxy.to_dict(), full=self.full.to_dict())
@@ -401,7 +441,7 @@ def run_expand(settings: ExpandSettings, *, resume: bool = False, quiet: bool = 
     t0 = time.time()
     with session:
         view.message(f"x3dsearch: searching {session.space.name} up to {settings.target_gflops:g} GFLOPs "
-                     f"on {session.data_root} -> {run.path}")
+                     f"on {session.data_root} -> {run.path}; {session.window_line}")
         result = run_search(session.space, settings.target_gflops, session.score,
                             ceiling_gflops=settings.ceiling(),
                             evaluate_contractions=settings.evaluate_contractions,

@@ -16,10 +16,10 @@ from typing import Callable, Mapping, Sequence
 from .config import X3DConfig
 from .cost import count_flops, count_params
 from .errors import ConfigError, SearchError
-from .space import DISCRETE_FIELDS, SearchSpace, expand
+from .space import DISCRETE_FIELDS, SearchSpace, bounded_step, box_top, crossed_bound, expand
 
 __all__ = ["Candidate", "Outcome", "Step", "Contraction", "SearchResult", "ScoreFn",
-           "step_candidates", "choose", "contract", "run_search", "estimate_steps", "CEILING_FACTOR",
+           "offer", "step_candidates", "check_reachable", "choose", "contract", "run_search", "estimate_steps", "CEILING_FACTOR",
            "LANDING_TOLERANCE", "LAND_WITHIN", "check_land_within", "land", "memoised", "score_start", "take_step"]
 
 LANDING_TOLERANCE = 0.05  # contraction lands within 5% of the target, topping up if it must
@@ -37,6 +37,7 @@ class Candidate:
     kind: str = "expand"  # "expand", "contract" or "start"
     fraction: float = 1.0
     parent: X3DConfig | None = None  # the config it was expanded from (whose weights it may inherit)
+    bound: str = ""  # the bound of the space's box that made a step partial, e.g. "frames <= 16"
 
     @property
     def key(self) -> str:
@@ -78,6 +79,7 @@ class Step:
     candidates: tuple[Candidate, ...]
     outcomes: Mapping[str, Outcome]
     chosen: Candidate
+    notes: Mapping[str, str] = field(default_factory=dict)  # per axis: partial up to a bound, none, or a duplicate
 
 
 @dataclass(frozen=True)
@@ -118,16 +120,40 @@ class SearchResult:
         return count_flops(self.final) / 1e9
 
 
-def step_candidates(base: X3DConfig, space: SearchSpace, step: int) -> list[Candidate]:
-    """One full-step expansion per axis; axes that give the same config keep the first."""
-    seen: set[str] = {base.key}
-    out = []
+def offer(base: X3DConfig, space: SearchSpace, step: int) -> tuple[list[Candidate], dict[str, str]]:
+    """One step per axis inside the space's box, and a note per axis whose step is partial, absent or a duplicate.
+
+    A step that would cross a bound is cut to it (``x0.62 up to frames <= 16``); an axis at its bound is
+    not offered; an axis whose step gives an earlier axis' config is left out and named (``same config as fast``).
+    """
+    seen: dict[str, str] = {base.key: ""}
+    out, notes = [], {}
     for axis in space.axes:
-        config = expand(base, axis, space=space)
-        if config.key not in seen:
-            seen.add(config.key)
-            out.append(Candidate(step, axis, config, parent=base))
-    return out
+        config, fraction, bound = bounded_step(base, axis, space)
+        if fraction == 0:
+            notes[axis] = f"not offered: at its bound ({bound})" if bound else "not offered: its step rounds to no change"
+        elif config.key in seen:
+            notes[axis] = f"same config as {seen[config.key]}"
+        else:
+            seen[config.key] = axis
+            out.append(Candidate(step, axis, config, fraction=fraction, parent=base, bound=bound))
+            if bound:
+                notes[axis] = f"x{fraction:.2f} up to {bound}"
+    return out, notes
+
+
+def step_candidates(base: X3DConfig, space: SearchSpace, step: int) -> list[Candidate]:
+    """The candidates of :func:`offer`: one step per axis inside the box, duplicates left out."""
+    return offer(base, space, step)[0]
+
+
+def check_reachable(space: SearchSpace, target_gflops: float) -> None:
+    """A one-line SearchError when stepping every axis up to the box's bounds stays under the target."""
+    top = box_top(space, target_gflops * 1e9)
+    if count_flops(top) < target_gflops * 1e9:
+        raise SearchError(f"target {target_gflops:g} GFLOPs is out of reach: expansion inside the box of "
+                          f"{space.name} tops out at {count_flops(top) / 1e9:.4g} GFLOPs ({top.short}); "
+                          f"widen its bounds or --max-window, or lower the target")
 
 
 def choose(candidates: Sequence[Candidate], outcomes: Mapping[str, Outcome]) -> Candidate | None:
@@ -144,17 +170,21 @@ def _bracket(base: X3DConfig, axis: str, target_flops: float, space: SearchSpace
              iterations: int = 40) -> tuple[tuple[X3DConfig, float] | None, tuple[X3DConfig, float]]:
     """The partial steps of ``axis`` just at/under and just over the target: ((config, fraction) or None, ...).
 
-    Bisection on the step fraction (cost is monotone in it); discrete fields round, so the two
-    sides can be far apart.
+    None under when no partial step adds cost under the target. Bisection on the step fraction (cost is monotone in it) inside the space's box: a config that
+    leaves it counts as over. Discrete fields round, so the two sides can be far apart; when the
+    box stops the axis under the target, the "over" side is that last step (or ``base`` at fraction 0).
     """
-    lo, hi = 0.0, 1.0
+    top, reach, _ = bounded_step(base, axis, space)
+    lo, hi = 0.0, reach
     under: tuple[X3DConfig, float] | None = None
-    above: tuple[X3DConfig, float] = (expand(base, axis, space=space), 1.0)
-    for _ in range(iterations):
+    above: tuple[X3DConfig, float] = (top, reach)
+    for _ in range(iterations if reach > 0 else 0):
         mid = (lo + hi) / 2
         config = expand(base, axis, fraction=mid, space=space)
-        if count_flops(config) <= target_flops:
-            lo, under = mid, (config, mid)
+        flops = count_flops(config)
+        if flops <= target_flops and crossed_bound(base, config, space) is None:
+            lo = mid
+            under = (config, mid) if flops > count_flops(base) else under  # a step that adds no cost is none
         else:
             hi, above = mid, (config, mid)
     return under, above
@@ -162,7 +192,7 @@ def _bracket(base: X3DConfig, axis: str, target_flops: float, space: SearchSpace
 
 def _closest(under: tuple[X3DConfig, float] | None, above: tuple[X3DConfig, float],
              target_flops: float) -> tuple[X3DConfig, float]:
-    if under is None or count_flops(above[0]) - target_flops < target_flops - count_flops(under[0]):
+    if under is None or abs(count_flops(above[0]) - target_flops) < abs(target_flops - count_flops(under[0])):
         return above
     return under
 
@@ -175,24 +205,29 @@ def contract(base: X3DConfig, axis: str, target_flops: float, space: SearchSpace
 
 def land(base: X3DConfig, axis: str, target_flops: float, space: SearchSpace,
          tolerance: float = LANDING_TOLERANCE) -> tuple[X3DConfig, str, float]:
-    """Contract ``axis`` onto the target; if rounding misses it by more than ``tolerance``, top up.
+    """Contract ``axis`` onto the target; if rounding or a bound misses it by more than ``tolerance``, top up.
 
     Frames and crop change the cost in jumps (feature maps halve with rounding at every stride-2
-    stage), so the closest partial step of such an axis can be far off. Then the step stops at
-    or under the target and the continuous axis that lands closest (e.g. bottleneck) fills the
-    rest. Returns the config, the axis label (``"spatial+bottleneck"`` when topped up) and the
-    first axis' step fraction.
+    stage), and a bound can stop an axis short, so the closest partial step of such an axis can be
+    far off. Then the step stops at or under the target and the continuous axis that lands closest
+    (e.g. bottleneck) fills the rest. Returns the config, the axis label (``"spatial+bottleneck"``
+    when topped up, the filling axis alone when ``axis`` could not move) and the first axis' step fraction.
     """
     under, above = _bracket(base, axis, target_flops, space)
+    if under is None and count_flops(above[0]) <= target_flops:
+        under = above  # the box stops the axis under the target
     config, fraction = _closest(under, above, target_flops)
-    if under is None or abs(count_flops(config) - target_flops) <= tolerance * target_flops:
+    if abs(count_flops(config) - target_flops) <= tolerance * target_flops:
         return config, axis, fraction
-    start, start_fraction = under
+    start, start_fraction = under or (base, 0.0)
     fills = [a for a, fields in space.axes.items()
              if a != axis and not any(name in DISCRETE_FIELDS for name in fields)]
-    options = [(contract(start, a, target_flops, space)[0], a) for a in fills]
-    best, fill = min([*options, (config, "")], key=lambda o: abs(count_flops(o[0]) - target_flops))
-    return (best, f"{axis}+{fill}", start_fraction) if fill else (config, axis, fraction)
+    options = [(*contract(start, a, target_flops, space), a) for a in fills]
+    best, fill_fraction, fill = min([*options, (config, fraction, "")],
+                                    key=lambda o: abs(count_flops(o[0]) - target_flops))
+    if not fill:
+        return config, axis, fraction
+    return (best, fill, fill_fraction) if start == base else (best, f"{axis}+{fill}", start_fraction)
 
 
 def estimate_steps(start: X3DConfig, target_gflops: float) -> int:
@@ -233,8 +268,12 @@ def score_start(start: X3DConfig, score: ScoreFn) -> Outcome:
 
 
 def take_step(base: X3DConfig, index: int, space: SearchSpace, score: ScoreFn) -> Step | None:
-    """Score every one-step expansion of ``base`` and keep the best; None when all are above the ceiling."""
-    candidates = step_candidates(base, space, index)
+    """Score every one-step expansion of ``base`` inside the box and keep the best; None when all are above
+    the ceiling. A SearchError when no axis can step (every one at its bound)."""
+    candidates, notes = offer(base, space, index)
+    if not candidates:
+        raise SearchError(f"step {index}: no axis can grow {base.short} ({count_flops(base) / 1e9:.4g} GFLOPs) "
+                          f"inside the box of {space.name}: " + "; ".join(f"{a} {n}" for a, n in notes.items()))
     outcomes = score(candidates)
     if all(outcomes[c.key].status == "skipped" for c in candidates):
         return None
@@ -243,7 +282,7 @@ def take_step(base: X3DConfig, index: int, space: SearchSpace, score: ScoreFn) -
         reasons = "; ".join(f"{c.axis}: {outcomes[c.key].status} {outcomes[c.key].reason}".strip()
                             for c in candidates)
         raise SearchError(f"step {index}: no candidate could be scored ({reasons})")
-    return Step(index, base, tuple(candidates), outcomes, chosen)
+    return Step(index, base, tuple(candidates), outcomes, chosen, notes)
 
 
 def check_land_within(land_within: float) -> None:
@@ -259,6 +298,8 @@ def run_search(space: SearchSpace, target_gflops: float, score: ScoreFn, *,
                on_step: Callable[[Step], None] | None = None) -> SearchResult:
     """Forward expansion from the space's start until C(X) >= target, then contraction.
 
+    Every step stays inside the space's box (:func:`offer`); a target the box cannot reach is a
+    one-line SearchError before anything is scored.
     Candidates above ``ceiling_gflops`` are skipped without training. With
     ``evaluate_contractions`` every axis that can reach the target is contracted onto it
     and the proxy picks among them; otherwise the last-expanded axis is contracted. With
@@ -274,6 +315,7 @@ def run_search(space: SearchSpace, target_gflops: float, score: ScoreFn, *,
     if count_flops(start) >= target:
         raise ConfigError(f"target {target_gflops:g} GFLOPs is not above the start's cost "
                           f"{count_flops(start) / 1e9:.4f} GFLOPs")
+    check_reachable(space, target_gflops)
     ceiling = math.inf if ceiling_gflops is None else ceiling_gflops * 1e9
     _score = memoised(score, ceiling)
     if train_start:
@@ -281,7 +323,7 @@ def run_search(space: SearchSpace, target_gflops: float, score: ScoreFn, *,
     current, steps, contraction = start, [], None
     while count_flops(current) < target:
         if steps and count_flops(current) * land_within > target:
-            axes = [steps[-1].chosen.axis]
+            axes = [steps[-1].chosen.axis]  # at its bound, land() tops up with another axis
             if evaluate_contractions:
                 axes += [c.axis for c in step_candidates(current, space, len(steps) + 1) if c.axis != axes[0]]
             contraction = _contract(current, len(steps) + 1, axes, space, target, evaluate_contractions, _score,

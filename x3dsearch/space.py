@@ -3,6 +3,12 @@
 A search space (``search_spaces/*.yaml``) names a start config and, per axis, the config
 fields one expansion step scales and by how much. ``expand(config, axis)`` takes a full
 step; ``expand(config, axis, fraction=f)`` a partial one, as backward contraction needs.
+An axis that scales both frames and stride rounds the stride first and then takes the frames
+that keep the step's window (frames x stride): X-Fast keeps the duration, X-Temporal grows it.
+
+A space's box (its ``bounds`` and ``max_window``, the longest window the data's videos hold) is
+kept by :func:`bounded_step`: a full step that would leave it becomes a partial step up to the
+bound it crosses, and an axis already at that bound has no step.
 """
 
 from __future__ import annotations
@@ -16,8 +22,10 @@ from typing import Any, Mapping
 import yaml
 
 from .config import ConfigError, X3DConfig, preset
+from .cost import count_flops
 
-__all__ = ["SearchSpace", "AXES", "DISCRETE_FIELDS", "load_space", "expand", "candidates"]
+__all__ = ["SearchSpace", "AXES", "DISCRETE_FIELDS", "load_space", "expand", "candidates", "window",
+           "crossed_bound", "bounded_step", "box_top", "describe_box", "window_limit_text"]
 
 AXES = ("fast", "temporal", "spatial", "depth", "width", "bottleneck")
 _SCALABLE = ("stride", "frames", "crop", "width", "bottleneck", "depth")
@@ -27,19 +35,23 @@ _DEFAULT_SPACE = "x3d_kinetics"
 
 @dataclass(frozen=True)
 class SearchSpace:
-    """Start config, per-axis field multipliers, the spatial rounding step and optional bounds."""
+    """Start config, per-axis field multipliers, the spatial rounding step, optional bounds and the longest
+    window (frames x stride, in source frames at the 30 fps reference; None: no limit)."""
 
     name: str
     start: X3DConfig
     axes: Mapping[str, Mapping[str, float]]
     crop_multiple: int = 8
     bounds: Mapping[str, tuple[float, float]] | None = None
+    max_window: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = {"name": self.name, "start": self.start.to_dict(), "crop_multiple": self.crop_multiple,
                "axes": {a: dict(f) for a, f in self.axes.items()}}
         if self.bounds is not None:
             out["bounds"] = {n: list(b) for n, b in self.bounds.items()}
+        if self.max_window is not None:
+            out["max_window"] = self.max_window
         return out
 
     @classmethod
@@ -118,32 +130,104 @@ def load_space(name_or_path: str | Path = _DEFAULT_SPACE) -> SearchSpace:
     return SearchSpace.from_dict(data, source)
 
 
-def _scaled(config: X3DConfig, name: str, scale: float, crop_multiple: int) -> float | int:
-    value = getattr(config, name) * scale
-    if name == "crop":
-        return max(crop_multiple, int(round(value / crop_multiple)) * crop_multiple)
-    if name in ("frames", "stride"):
-        return max(1, int(round(value)))
-    return value
+def _rounded(exact: Mapping[str, float], crop_multiple: int) -> dict[str, float | int]:
+    """Round a step's exact field values: the stride first, then the frames that keep its window."""
+    out: dict[str, float | int] = {}
+    for name, value in exact.items():
+        if name == "crop":
+            out[name] = max(crop_multiple, int(round(value / crop_multiple)) * crop_multiple)
+        elif name in ("frames", "stride"):
+            out[name] = max(1, int(round(value)))
+        else:
+            out[name] = value
+    if "frames" in exact and "stride" in exact:
+        out["frames"] = max(1, int(round(exact["frames"] * exact["stride"] / out["stride"])))
+    return out
 
 
 def expand(config: X3DConfig, axis: str, fraction: float = 1.0,
            space: SearchSpace | None = None) -> X3DConfig:
     """Scale one axis: ``fraction=1`` is a full step, ``0 < fraction < 1`` a partial one.
 
-    Each field of the axis is multiplied by ``multiplier ** fraction``; frames and stride
-    round to integers, the crop to the space's ``crop_multiple``.
+    Each field of the axis is multiplied by ``multiplier ** fraction``; the crop rounds to the space's
+    ``crop_multiple``, the stride to an integer, and the frames to the step's window over that stride.
     """
     space = space or load_space()
     if axis not in space.axes:
         raise ConfigError(f"unknown axis {axis!r}; this space has {', '.join(space.axes)}")
     if not 0 < fraction <= 1 or math.isnan(fraction):
         raise ConfigError(f"fraction must be in (0, 1], got {fraction!r}")
-    changes = {name: _scaled(config, name, mult ** fraction, space.crop_multiple)
-               for name, mult in space.axes[axis].items()}
-    return config.replace(**changes)
+    exact = {name: getattr(config, name) * mult ** fraction for name, mult in space.axes[axis].items()}
+    return config.replace(**_rounded(exact, space.crop_multiple))
 
 
 def candidates(config: X3DConfig, space: SearchSpace) -> dict[str, X3DConfig]:
-    """One full-step expansion of ``config`` per axis of the space."""
+    """One full-step expansion of ``config`` per axis of the space (unbounded: see :func:`bounded_step`)."""
     return {axis: expand(config, axis, space=space) for axis in space.axes}
+
+
+def window(config: X3DConfig) -> int:
+    """Source frames a clip spans (frames x stride, at the 30 fps reference)."""
+    return config.frames * config.stride
+
+
+def crossed_bound(base: X3DConfig, config: X3DConfig, space: SearchSpace) -> str | None:
+    """The bound ``config`` crosses in a field changed from ``base`` (e.g. ``"frames <= 16"``), or None.
+
+    The window counts when frames or stride changed and the space has a ``max_window``.
+    """
+    for name, (low, high) in (space.bounds or {}).items():
+        value = getattr(config, name)
+        if value != getattr(base, name) and not low <= value <= high:
+            return f"{name} <= {high:g}" if value > high else f"{name} >= {low:g}"
+    timing = (config.frames, config.stride) != (base.frames, base.stride)
+    if timing and space.max_window is not None and window(config) > space.max_window:
+        return f"window <= {space.max_window:g} frames"
+    return None
+
+
+def bounded_step(base: X3DConfig, axis: str, space: SearchSpace,
+                 iterations: int = 40) -> tuple[X3DConfig, float, str]:
+    """The step of ``axis`` inside the space's box: (config, fraction, the bound that cut it or "").
+
+    A full step that crosses a bound becomes the largest partial step that does not (bisection on
+    the fraction). A step that does not raise the cost is none: ``(base, 0.0, bound)``, the bound ""
+    when even the full step rounds to no more cost (e.g. X-Fast at stride 1).
+    """
+    bound = crossed_bound(base, expand(base, axis, space=space), space) or ""
+    lo = 1.0
+    if bound:
+        lo, hi = 0.0, 1.0
+        for _ in range(iterations):
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if crossed_bound(base, expand(base, axis, mid, space), space) is None else (lo, mid)
+    config = expand(base, axis, lo, space) if lo > 0 else base
+    if count_flops(config) <= count_flops(base):
+        return base, 0.0, bound
+    return config, lo, bound
+
+
+def box_top(space: SearchSpace, enough_flops: float) -> X3DConfig:
+    """The config reached from the space's start by stepping every axis in turn up to its bounds, stopping
+    as soon as it costs ``enough_flops`` (a space without bounds grows for ever)."""
+    config, moved = space.start, True
+    while moved and count_flops(config) < enough_flops:
+        moved = False
+        for axis in space.axes:
+            step, fraction, _ = bounded_step(config, axis, space)
+            if fraction > 0:
+                config, moved = step, True
+    return config
+
+
+def describe_box(space: SearchSpace) -> list[str]:
+    """The space's box as lines: each field's bounds and the longest window."""
+    lines = [f"  {name:<11} {low:g}..{high:g}" for name, (low, high) in (space.bounds or {}).items()] or \
+        ["  fields     unbounded (the space has no 'bounds:')"]
+    return lines + [f"  {'window':<11} {window_limit_text(space)}"]
+
+
+def window_limit_text(space: SearchSpace) -> str:
+    """The window limit in words, e.g. ``<= 120 source frames (frames x stride)``."""
+    limit = "no limit" if space.max_window is None else f"<= {space.max_window:g} source frames"
+    return f"{limit} (frames x stride)"

@@ -49,9 +49,11 @@ from ..errors import DataError
 from .cache import ClipCache, default_cache_dir
 from .video import REFERENCE_FPS, FrameSource, VideoInfo, decode_frames, frame_indices, probe_video
 
-__all__ = ["VideoDataset", "Split", "read_split", "SPLITS", "REFERENCE_FPS", "MEAN", "STD", "SCALE_JITTER"]
+__all__ = ["VideoDataset", "Split", "read_split", "shortest_video", "SPLITS", "REFERENCE_FPS", "MEAN", "STD",
+           "SCALE_JITTER", "CACHED_SECONDS"]
 
 SPLITS = ("train", "val", "test")
+CACHED_SECONDS = 10.0  # the clip cache keeps at most this much of each video
 MEAN = 0.45
 STD = 0.225
 SCALE_JITTER = (1.0, 1.25)
@@ -159,6 +161,22 @@ def read_split(root_or_csv: str | os.PathLike, split: str = "train") -> Split:
     return Split(csv=csv, videos=videos, labels=labels, class_names=list(classes))
 
 
+def shortest_video(root: str | os.PathLike) -> tuple[float, Path] | None:
+    """Seconds and path of the shortest video the folder's split CSVs list (probed with PyAV; unreadable
+    files are skipped, as the loader skips them); None when none can be probed."""
+    shortest: tuple[float, Path] | None = None
+    for split in SPLITS:
+        if (Path(root) / f"{split}.csv").is_file():
+            for video in read_split(root, split).videos:
+                try:
+                    duration = probe_video(video).duration
+                except DataError:
+                    continue
+                if shortest is None or duration < shortest[0]:
+                    shortest = (duration, video)
+    return shortest
+
+
 # -- sampling ------------------------------------------------------------------------------
 
 
@@ -231,7 +249,7 @@ class VideoDataset(torch.utils.data.Dataset):
     def __init__(self, root_or_csv: str | os.PathLike, config: X3DConfig, split: str = "train",
                  cache_dir: str | os.PathLike | bool | None = None, views: Sequence[int] = (1, 1),
                  max_videos: int | None = None, seed: int = 0, *, cache_side: int | None = None,
-                 cache_fps: float = REFERENCE_FPS, max_seconds: float = 10.0) -> None:
+                 cache_fps: float = REFERENCE_FPS, max_seconds: float = CACHED_SECONDS) -> None:
         parsed = read_split(root_or_csv, split)
         self.config, self.split, self.seed, self.epoch = config, split, seed, 0
         self.views = _check_views(views)

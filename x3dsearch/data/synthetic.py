@@ -64,6 +64,7 @@ CLASS_GROUPS: dict[str, list[str]] = {
 }
 CLASSES: list[str] = [name for names in CLASS_GROUPS.values() for name in names]
 SIZES = {"small": 64, "medium": 128}
+SECONDS = 4.0  # length of every video unless make_synthetic is told otherwise
 
 _GRATING_ANGLES = {"horizontal": 90.0, "vertical": 0.0, "diagonal": 45.0, "antidiagonal": 135.0}
 _FLICKER_BANDS = {"0.3hz": (0.2, 0.5), "1.2hz": (1.0, 1.5), "2.3hz": (2.1, 2.6), "3.5hz": (3.2, 3.7)}
@@ -195,7 +196,7 @@ def _readme(side: int, seconds: float, fps: int, seed: int, counts: dict[str, in
 
 
 def make_synthetic(out_dir: str | os.PathLike, seed: int = 0, videos_per_class: int = 32, size: str = "small", *,
-                   val_per_class: int | None = None, seconds: float = 4.0, fps: int = 30, side: int | None = None,
+                   val_per_class: int | None = None, seconds: float = SECONDS, fps: int = 30, side: int | None = None,
                    classes: Sequence[str] | None = None, workers: int = 2) -> Path:
     """Write the synthetic benchmark (H.264 videos, train/val CSVs, classes.txt, README) to a new folder.
 
