@@ -283,3 +283,25 @@ def test_report_json_either_spelling(capsys, tmp_path, monkeypatch):
     monkeypatch.setattr(report, "render", lambda data, fmt: f"{fmt}\n")
     assert main(["report", "r", "--json"]) == 0 and main(["report", "r", "--format", "json"]) == 0
     assert capsys.readouterr().out == "json\njson\n"
+@pytest.mark.parametrize("command", [["expand", "--target-gflops", "6"],
+                                     ["search", "--target-gflops", "6", "--trials", "3"]])
+def test_dry_run_prints_the_box_and_the_window_the_videos_allow(capsys, tmp_path, tiny_data, command):
+    code, out, _ = _dry_run(capsys, *command, "--data", str(tiny_data), "--out", str(tmp_path / "run"))
+    # the tiny data's videos last 0.2 s: 6 source frames at the 30 fps reference
+    assert code == 0 and "window limit: 0.2 s = 6 source frames at 30 fps (the shortest video, " in out
+    assert "<= 6 source frames (frames x stride)" in out and "frames" in out and "320" in out
+    code, out, _ = _dry_run(capsys, *command, "--data", str(tiny_data), "--out", str(tmp_path / "run"),
+                            "--max-window", "3")
+    assert code == 0 and "window limit: 3 s = 90 source frames at 30 fps (--max-window)" in out
+
+
+def test_dry_run_of_expand_names_axes_the_box_cuts_and_an_unreachable_target(capsys, tmp_path, tiny_data):
+    code, out, _ = _dry_run(capsys, "expand", "--target-gflops", "6", "--data", str(tiny_data),
+                            "--out", str(tmp_path / "run"))
+    assert code == 0 and "  fast        not offered: at its bound (window <= 6 frames)" in out
+    code, out, err = _dry_run(capsys, "expand", "--target-gflops", "6", "--data", str(tiny_data),
+                              "--out", str(tmp_path / "run"), "--max-window", "-1")
+    assert _one_line_error(code, err, "--max-window must be a positive number of seconds")
+    code, out, err = _dry_run(capsys, "expand", "--target-gflops", "200", "--data", str(tiny_data),
+                              "--out", str(tmp_path / "run"))
+    assert _one_line_error(code, err, "target 200 GFLOPs is out of reach", "tops out at") and out.count("\n") == 4

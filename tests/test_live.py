@@ -11,6 +11,7 @@ import io
 import json
 import re
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -96,7 +97,7 @@ def _simulate(clock: _Clock, target: float,
 
     Returns each trial with the ETA printed after it and the time then, and the time the search ended.
     """
-    space, stream = load_space(), io.StringIO()
+    space, stream = replace(load_space(), bounds=None), io.StringIO()  # every axis at every step
     view = LiveView(target, space.start, concurrency=1, stream=stream)
     trials: list[tuple[Candidate, float | None, float]] = []
 
@@ -172,3 +173,11 @@ def test_summary_is_returned_for_the_caller_to_print_once(clock: _Clock) -> None
     table = view.summary(result, {"status": "ok", "top1": 0.675, "top5": 1.0})
     assert stream.getvalue() == ""
     assert table.count("final: ") == 1 and "full-training top1 67.5%" in table
+def test_a_step_the_box_shaped_says_which_axes_it_cut_left_out_or_merged() -> None:
+    stream, base = io.StringIO(), preset("M")
+    view = LiveView(6.0, base, concurrency=1, stream=stream)
+    chosen = Candidate(5, "depth", base.replace(depth=4.84), parent=base)
+    notes = {"fast": "not offered: at its bound (frames <= 16)", "width": "x0.50 up to width <= 4"}
+    view.step_done(Step(5, base, (chosen,), {chosen.key: Outcome("ok", top1=0.5)}, chosen, notes))
+    assert stream.getvalue().splitlines()[-1] == ("     box: fast not offered: at its bound (frames <= 16); "
+                                                  "width x0.50 up to width <= 4")

@@ -1,6 +1,7 @@
 """The optuna strategy through a real local Ray with a stub trial: feasibility, study, journal, resume."""
 
 import json
+from dataclasses import replace
 import sys
 from pathlib import Path
 
@@ -141,3 +142,24 @@ def test_random_search_resumes_and_reads_like_an_optuna_run(local_ray, tmp_path,
     assert main(["compare", run, "-o", str(tmp_path / "compare.png")]) == 0
     assert (tmp_path / "frontier.png").stat().st_size > 0 and (tmp_path / "compare.png").stat().st_size > 0
     assert "random" in (tmp_path / "run" / "run.yaml").read_text()
+
+
+def test_feasible_bounds_cut_frames_and_stride_to_the_window():
+    space = replace(load_space(), max_window=30.0)
+    bounds = feasible_bounds(space, 100.0)
+    assert bounds["frames"] == (1, 16) and bounds["stride"] == (1, 16)  # 16 frames fit at stride 1, and back
+    bounds = feasible_bounds(replace(space, max_window=12.0), 100.0)
+    assert bounds["frames"] == (1, 12) and bounds["stride"] == (1, 12)
+    with pytest.raises(UserError, match="no window"):
+        feasible_bounds(replace(space, bounds={**space.bounds, "stride": (8, 16)}, max_window=4.0), 100.0)
+
+
+def test_no_sampled_window_is_longer_than_the_videos(local_ray, tmp_path, data):
+    settings = replace(_settings(tmp_path, data), target_gflops=0.3, max_window=0.5)  # 15 source frames
+    summary = run_optuna(settings, 6, sampler="random", trial_fn=_stub, quiet=True)
+    journal = load_run(summary["run_dir"])
+    configs = [X3DConfig.from_dict(c) for c in journal["config"]]
+    assert len(configs) == 6 and all(c.frames * c.stride <= 15 for c in configs)
+    study = _study(tmp_path)
+    pruned = study.get_trials(states=(TrialState.PRUNED,))
+    assert pruned and all(max(t.constraints.values()) > 0 for t in pruned)  # over the target or the window

@@ -71,16 +71,16 @@ class _Dispatcher:
 
 
 def make_run(root: Path, name: str = "run", target: float = 0.1, final: bool = True, cpus: float = 2.0,
-             data: str | None = None, proxy: Schedule = ONE_RUNG, init: str = "scratch") -> Path:
+             data: str | None = None, proxy: Schedule = ONE_RUNG, init: str = "scratch", ceiling: float = 2.0) -> Path:
     """A finished expand run (journal, path.json, run.yaml, optional final/ and summary.json) without training.
 
     ``proxy`` brings its rungs and close calls; ``init="inherit"`` trains the start first and every
-    candidate and the final training inherit, as ``--proxy-init inherit`` does.
+    candidate and the final training inherit, as ``--proxy-init inherit`` does. ``ceiling`` is in targets.
     """
     out = root / name
     space = load_space("x3d_kinetics")
     settings = ExpandSettings(target_gflops=target, out=str(out), data=data, cpus_per_trial=cpus,
-                              ceiling_gflops=2 * target, proxy_init=init)
+                              ceiling_gflops=ceiling * target, proxy_init=init)
     run = RunDir(out)
     run.create(dict(asdict(settings), space_resolved=space.to_dict(), proxy=proxy.to_dict(), full=FULL_SCHEDULE),
                resume=False)
@@ -233,7 +233,7 @@ def test_inherit_mode_without_a_parent_is_reported_as_scratch(tmp_path):
 
 
 def test_skipped_candidates_are_listed(tmp_path):
-    run = make_run(tmp_path, target=0.3, final=False)
+    run = make_run(tmp_path, target=0.3, final=False, ceiling=1.8)  # width stops at 4, below 2x the target
     skipped = run_report(run)["failures"].query("status == 'skipped'")
     path = json.loads((run / "path.json").read_text())
     expected = [c for s in path["steps"] for c in s["candidates"] if c["status"] == "skipped"]
@@ -245,7 +245,7 @@ def test_skipped_candidates_are_listed(tmp_path):
 def test_formats(run_dir, capsys):
     report = run_report(run_dir)
     csv = pd.read_csv(io.StringIO(render(report, "csv")))
-    assert set(csv["section"]) == {"search", "path", "frontier", "failures", "totals"}
+    assert set(csv["section"]) == {"search", "path", "box", "frontier", "failures", "totals"}
     assert (csv["section"] == "path").sum() == len(report["path"])
     data = json.loads(render(report, "json"))
     assert data["totals"]["attempts"] == report["totals"]["attempts"]
@@ -285,3 +285,14 @@ def test_header_reads_the_epoch_rules_from_the_runs_own_schedule_and_survives_a_
     settings["proxy"]["a_field_from_another_version"] = 1
     (run / "run.yaml").write_text(yaml.safe_dump(settings))
     assert render(run_report(run)).startswith("proxy: schedule cpu_proxy (1 epochs);")
+
+
+def test_the_box_section_names_axes_the_bounds_cut_or_left_out(tmp_path):
+    run = make_run(tmp_path, target=0.3, final=False)  # two width steps take width to its bound, 4
+    box = run_report(run)["box"]
+    path = json.loads((run / "path.json").read_text())
+    assert path["steps"][1]["config"]["width"] == 4.0
+    after = box[box["step"] > 2]
+    assert (after.query("axis == 'width'")["note"] == "not offered: at its bound (width <= 4)").all()
+    assert len(after.query("axis == 'width'")) == len(path["steps"]) - 2
+    assert "box" in render(run_report(run), "table")

@@ -6,7 +6,7 @@ import pytest
 
 from x3dsearch import ConfigError, count_flops, expand, preset
 from x3dsearch.errors import SearchError
-from x3dsearch.search import Outcome, choose, contract, land, run_search, step_candidates
+from x3dsearch.search import Outcome, choose, contract, land, offer, run_search, step_candidates
 from x3dsearch.space import load_space
 
 SPACE = load_space()
@@ -194,3 +194,54 @@ def test_origin_is_the_final_config_when_its_proxy_was_trained():
     scorer = StubScorer(lambda c: Outcome("ok", top1=c.depth))
     result = run_search(SPACE, 0.05, scorer, evaluate_contractions=True)
     assert result.origin == result.final
+
+
+BOX = replace(SPACE, max_window=120.0)  # the default space on the benchmark's 4-s videos
+SCORERS = {
+    "long windows": lambda c: c.frames * c.stride + c.crop / 1e4,
+    "frames": lambda c: c.frames * 10 - c.stride + c.depth,
+    "crop, then width": lambda c: c.crop + c.width,
+    "by key": lambda c: sum(map(ord, c.key)) % 97,
+}
+
+
+def _inside(config, space):
+    return (all(low <= getattr(config, name) <= high for name, (low, high) in space.bounds.items())
+            and config.frames * config.stride <= space.max_window)
+
+
+@pytest.mark.parametrize("name", SCORERS)
+@pytest.mark.parametrize("land_within", [1.0, 2 ** 0.5])
+def test_expansion_never_leaves_the_box_and_still_lands_on_6_gflops(name, land_within):
+    scorer = StubScorer(lambda c: Outcome("ok", top1=float(SCORERS[name](c))))
+    result = run_search(BOX, 6.0, scorer, train_start=True, land_within=land_within, ceiling_gflops=12)
+    offered = [c.config for step in result.steps for c in step.candidates] + [result.final]
+    assert all(_inside(config, BOX) for config in offered)
+    assert abs(result.final_gflops - 6) / 6 < 0.05
+
+
+def test_the_path_of_long_windows_stops_temporal_at_16_frames_and_says_so():
+    scorer = StubScorer(lambda c: Outcome("ok", top1=float(SCORERS["long windows"](c))))
+    result = run_search(BOX, 6.0, scorer, train_start=True, land_within=2 ** 0.5)
+    shapes = [(s.chosen.axis, s.chosen.config.frames, s.chosen.config.stride) for s in result.steps[:4]]
+    assert shapes == [("temporal", 2, 12), ("temporal", 4, 9), ("temporal", 8, 7), ("temporal", 16, 5)]
+    fourth, fifth = result.steps[3], result.steps[4]
+    assert 0 < fourth.chosen.fraction < 1 and fourth.chosen.bound == "frames <= 16"
+    assert fourth.notes["temporal"].endswith("up to frames <= 16")
+    assert fifth.notes["temporal"] == "not offered: at its bound (frames <= 16)"
+    assert "temporal" not in {c.axis for c in fifth.candidates}
+
+
+def test_axes_that_give_one_config_are_named_not_dropped_silently():
+    space = replace(SPACE, axes={**SPACE.axes, "twin": dict(SPACE.axes["width"])})
+    candidates, notes = offer(preset("X2D"), space, 1)
+    assert "twin" not in {c.axis for c in candidates} and notes["twin"] == "same config as width"
+
+
+def test_a_target_the_box_cannot_reach_is_one_line_before_any_training():
+    small = replace(BOX, bounds={**BOX.bounds, "crop": (112, 112), "width": (1.0, 1.0), "depth": (1.0, 1.0),
+                                 "bottleneck": (1.0, 1.0)})
+    scorer = StubScorer(lambda c: Outcome("ok", top1=1.0))
+    with pytest.raises(SearchError, match=r"target 6 GFLOPs is out of reach: .* tops out at 0\.1") as err:
+        run_search(small, 6.0, scorer)
+    assert "\n" not in str(err.value) and scorer.calls == []

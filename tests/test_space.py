@@ -1,9 +1,10 @@
 import math
+from dataclasses import replace
 
 import pytest
 
 from x3dsearch import ConfigError, count_flops, expand, preset
-from x3dsearch.space import AXES, candidates, load_space
+from x3dsearch.space import AXES, bounded_step, box_top, candidates, crossed_bound, load_space, window
 
 
 def test_shipped_space_has_the_six_paper_axes():
@@ -68,3 +69,75 @@ def test_bad_space_files(tmp_path, text, message):
     path.write_text(text)
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         load_space(path)
+
+
+BASES = [(1, 16), (2, 12), (4, 9), (8, 7), (16, 5), (16, 3), (32, 2), (13, 6), (5, 11), (45, 3)]
+FRACTIONS = [i / 20 for i in range(1, 21)]
+
+
+@pytest.mark.parametrize("frames, stride", BASES)
+@pytest.mark.parametrize("axis, growth", [("fast", 1.0), ("temporal", 1.5)])
+def test_a_partial_time_step_keeps_its_window_within_one_stride(frames, stride, axis, growth):
+    base = preset("X2D").replace(frames=frames, stride=stride)
+    for fraction in FRACTIONS:
+        step = expand(base, axis, fraction)
+        wanted = frames * stride * growth ** fraction  # fast keeps the window, temporal grows it 1.5x a step
+        assert abs(window(step) - wanted) <= step.stride / 2 + 1e-9, (fraction, step.short)
+        assert step.frames >= frames and step.stride <= stride
+
+
+def test_the_landing_fast_step_from_32x2_keeps_the_window():
+    base = preset("X2D").replace(frames=32, stride=2, width=4.0, depth=2.2)
+    steps = {expand(base, "fast", f / 100) for f in range(1, 101)}
+    assert {(s.frames, s.stride) for s in steps} == {(32, 2), (64, 1)}  # never 45x1: 1.5 s of a 2.1 s window
+
+
+@pytest.mark.parametrize("frames, stride", [(4, 8), (8, 4), (16, 3), (16, 5), (8, 7), (2, 16)])
+def test_full_fast_and_temporal_steps_differ(frames, stride):
+    base = preset("X2D").replace(frames=frames, stride=stride)
+    fast, temporal = expand(base, "fast"), expand(base, "temporal")
+    assert fast != temporal and window(fast) < window(temporal)
+    if (frames, stride) == (16, 3):
+        assert (fast.short.split()[0], temporal.short.split()[0]) == ("24x2", "36x2")  # both were 32x2
+
+
+BOX = replace(load_space(), max_window=120.0)
+
+
+def _inside(config, space):
+    """Every field within the space's bounds and the window within its limit."""
+    return (all(low <= getattr(config, name) <= high for name, (low, high) in space.bounds.items())
+            and window(config) <= space.max_window)
+
+
+@pytest.mark.parametrize("base", [preset("X2D"), preset("XS"), preset("M"), preset("L"),
+                                  preset("X2D").replace(frames=12, stride=3, crop=224, width=3.5, bottleneck=3.0,
+                                                        depth=4.84),
+                                  preset("X2D").replace(frames=8, stride=15)])
+def test_bounded_steps_never_leave_the_box_and_a_cut_step_names_its_bound(base):
+    assert _inside(base, BOX)
+    for axis in BOX.axes:
+        config, fraction, bound = bounded_step(base, axis, BOX)
+        assert _inside(config, BOX), (axis, config.short)
+        assert (fraction == 1) == (bound == "") or fraction == 0
+        assert (config == base) == (fraction == 0)
+        if 0 < fraction < 1:  # the step is cut at the bound: the full one crossed it
+            assert crossed_bound(base, expand(base, axis, space=BOX), BOX) == bound
+
+
+def test_an_axis_at_its_bound_has_no_step_and_a_crossing_step_stops_at_the_bound():
+    m = preset("M")  # 16x5 224px w2 b2.25 d2.2
+    assert bounded_step(m, "temporal", BOX) == (m, 0.0, "frames <= 16")
+    config, fraction, bound = bounded_step(m.replace(width=3.0), "width", BOX)
+    assert config.width == 4.0 and fraction == pytest.approx(math.log2(4 / 3)) and bound == "width <= 4"
+    config, fraction, bound = bounded_step(m.replace(frames=6, stride=14), "temporal", BOX)
+    assert bound == "window <= 120 frames" and 0 < fraction < 1 and 84 < window(config) <= 120
+    assert bounded_step(preset("X2D").replace(frames=4, stride=1), "fast", BOX)[1:] == (0.0, "")  # stride 1
+
+
+def test_box_top_stops_at_every_bound_or_once_it_has_enough():
+    top = box_top(BOX, math.inf)
+    assert _inside(top, BOX) and (top.frames, top.crop, top.width, top.bottleneck) == (16, 320, 4.0, 4.0)
+    assert all(bounded_step(top, axis, BOX)[1] == 0 for axis in BOX.axes)
+    unbounded = replace(BOX, bounds=None, max_window=None)
+    assert 1e9 <= count_flops(box_top(unbounded, 1e9)) < count_flops(top)

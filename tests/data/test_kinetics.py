@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from x3dsearch.config import X3DConfig
-from x3dsearch.data import VideoDataset, read_split
+from x3dsearch.data import VideoDataset, read_split, shortest_video
 from x3dsearch.data.kinetics import MEAN, STD
 from x3dsearch.errors import DataError
 
@@ -151,3 +151,16 @@ def test_max_videos_takes_a_deterministic_class_balanced_subset(tmp_path: Path, 
     assert sorted(np.bincount(subset.labels).tolist()) == [1, 2, 2]
     assert subset.labels == VideoDataset(tmp_path, X3DConfig(), max_videos=5, seed=1).labels
     assert len(VideoDataset(tmp_path, X3DConfig(), max_videos=100)) == 9
+
+
+def test_shortest_video_is_probed_over_every_split_skipping_unreadable_files(folder: Path, tmp_path: Path) -> None:
+    seconds, path = shortest_video(folder)  # every video lasts 16 frames at 30 fps or 8 at 15
+    assert path.is_file() and seconds == pytest.approx(16 / 30, abs=1 / 30)
+    write_counter_video(tmp_path / "short.mp4", frames=4)
+    (tmp_path / "train.csv").write_text(f"missing.mp4 0\n{folder / 'videos' / 'd30.mp4'} 0\n")
+    (tmp_path / "val.csv").write_text("missing.mp4 0\nshort.mp4 0\n")
+    assert shortest_video(tmp_path) == (pytest.approx(4 / 30, abs=1 / 30), tmp_path / "short.mp4")
+    (tmp_path / "val.csv").write_text("missing.mp4 0\n")
+    assert shortest_video(tmp_path)[1].name == "d30.mp4"
+    (tmp_path / "train.csv").write_text("missing.mp4 0\n")
+    assert shortest_video(tmp_path) is None
