@@ -138,7 +138,7 @@ def offer(base: X3DConfig, space: SearchSpace, step: int) -> tuple[list[Candidat
             seen[config.key] = axis
             out.append(Candidate(step, axis, config, fraction=fraction, parent=base, bound=bound))
             if bound:
-                notes[axis] = f"x{fraction:.2f} up to {bound}"
+                notes[axis] = f"x{fraction:.3g} up to {bound}"
     return out, notes
 
 
