@@ -75,6 +75,31 @@ def test_tiny_model_learns(data: tuple[Dataset, Dataset]) -> None:
     assert TrainResult.from_dict(json.loads(json.dumps(result.to_dict()))) == result
 
 
+def test_result_carries_per_class_scores_and_test_only_when_asked(data: tuple[Dataset, Dataset]) -> None:
+    test_set = ColourClips(30, seed=2)
+    schedule = SCHEDULE.replace(epochs=2)
+    asked = train(CONFIG, (*data, test_set), schedule, seed=0, threads=1, test_split=True)
+    assert asked.status == "ok", asked.reason
+    val, test = asked.val, asked.test
+    assert val is not None and test is not None
+    assert (val.split, val.videos, test.split, test.videos) == ("val", 48, "test", 30)
+    assert val.classes == ("0", "1", "2") and val.groups == {}  # in-memory data: no names, no groups
+    assert (val.top1, val.top5) == (asked.top1, asked.top5)
+    assert [sum(row) for row in val.confusion] == [int((data[1].labels == c).sum()) for c in range(CLASSES)]
+    per_class = val.per_class()
+    assert sum(per_class[str(c)] * int((data[1].labels == c).sum()) for c in range(CLASSES)) == \
+        pytest.approx(val.top1 * 48)
+    unasked = train(CONFIG, (*data, test_set), schedule, seed=0, threads=1)
+    assert unasked.test is None and unasked.val == val  # the test split changes nothing else
+    assert TrainResult.from_dict(json.loads(json.dumps(asked.to_dict()))) == asked
+
+
+def test_metrics_written_before_per_class_results_still_load() -> None:
+    old = {"status": "ok", "top1": 0.5, "top5": 0.9, "epoch_losses": [1.0], "skipped": [], "seed": 3}
+    result = TrainResult.from_dict(old)
+    assert (result.top1, result.val, result.test, result.seed) == (0.5, None, None, 3)
+
+
 @pytest.mark.usefixtures("fused_at_any_size")
 def test_adamw_with_precise_bn_learns(data: tuple[Dataset, Dataset]) -> None:
     # AdamW moves weights faster than BatchNorm's running averages follow: precise BN recalibrates them

@@ -631,7 +631,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.json:
         return 0
     workers = f", {result.world_size} workers x batch {schedule.batch_size}" if result.world_size > 1 else ""
-    print(f"{config.short}: top1 {result.top1:.1%} top5 {result.top5:.1%} ({schedule.eval_views[0]}x"
+    test = f", test top1 {result.test.top1:.1%}" if result.test else ", no test split"
+    print(f"{config.short}: val top1 {result.top1:.1%} top5 {result.top5:.1%}{test} ({schedule.eval_views[0]}x"
           f"{schedule.eval_views[1]} views, trained at {result.train_crop}px, {result.clips_seen} clips{workers}, "
           f"{result.seconds:.0f}s{', stopped at the time budget' if result.stopped_early else ''}) -> {out}")
     return 0
@@ -650,7 +651,7 @@ def _train_alone(args: argparse.Namespace, config: X3DConfig, data: "Path", sche
     if (out / CHECKPOINT).is_file() and not args.resume:
         print(f"x3dsearch train: resuming from {out / CHECKPOINT} (use a new --output to start over)",
               file=sys.stderr)
-    return train(config, data, schedule, seed=args.seed, out_dir=out, resume=True, progress=True)
+    return train(config, data, schedule, seed=args.seed, out_dir=out, resume=True, progress=True, test_split=True)
 
 
 def _train_distributed(args: argparse.Namespace, config: X3DConfig, data: "Path", schedule: "Schedule",
@@ -667,7 +668,8 @@ def _train_distributed(args: argparse.Namespace, config: X3DConfig, data: "Path"
               f"over)", file=sys.stderr)
     print(f"x3dsearch train: {args.workers} Ray Train workers x batch {schedule.batch_size} "
           f"({args.cpus_per_worker:g} CPUs, {args.gpus_per_worker:g} GPUs each) -> {out}", file=sys.stderr)
-    return train_distributed(config, data, schedule, seed=args.seed, out_dir=out, options=options, progress=True)
+    return train_distributed(config, data, schedule, seed=args.seed, out_dir=out, options=options, progress=True,
+                             test_split=True)
 
 
 def _add_report(sub: Any) -> None:
@@ -808,17 +810,22 @@ def _add_make_data(sub: Any) -> None:
     p = _command(
         sub, "make-data", _cmd_make_data, "write the synthetic video benchmark (Kinetics layout, H.264 videos)",
         "Render the synthetic benchmark: 12 classes in 3 groups that need spatial detail, frame rate or long "
-        "clips to tell apart (design in the generated README.md), as H.264 MP4 with train.csv, val.csv and "
-        "classes.txt. The same seed renders the same frames, but the H.264 encode is lossy and not "
+        "clips to tell apart (design in the generated README.md), as H.264 MP4 with train.csv, val.csv, "
+        "test.csv (held out: each split has its own seeds), classes.txt and groups.json. The same seed renders the "
+        "same frames, but the H.264 encode is lossy and not "
         "bit-reproducible: two generations give different files and different decoded pixels, so runs on "
         "freshly generated copies differ by that compression noise.",
-        "example:\n  x3dsearch make-data -o data/synthetic --videos-per-class 16")
+        "examples:\n  x3dsearch make-data -o data/synthetic --videos-per-class 16\n"
+        "  x3dsearch make-data -o bench --val-per-class 30     # the default benchmark (used when no --data)")
     output = _add_output(p, "folder to create (must not exist or be empty)", metavar="DIR", required=True)
     output.add_argument("output", nargs="?", metavar="OUT_DIR", default=argparse.SUPPRESS,
                         help=argparse.SUPPRESS)  # the old positional spelling
     _add_seed(p, "seed of the rendered videos")
     p.add_argument("--videos-per-class", type=int, default=32, metavar="N",
-                   help="train videos per class; val gets N*10/32 (default: %(default)s)")
+                   help="train videos per class (default: %(default)s)")
+    p.add_argument("--val-per-class", type=int, metavar="N", help="val videos per class (default: N*10/32)")
+    p.add_argument("--test-per-class", type=int, metavar="N",
+                   help="test videos per class; 0 writes no test split (default: as many as val)")
     p.add_argument("--size", choices=("small", "medium"), default="small",
                    help="small: 64x64 px, medium: 128x128 px; 30 fps, 4 s (default: %(default)s)")
 
@@ -827,7 +834,8 @@ def _cmd_make_data(args: argparse.Namespace) -> int:
     """Render the benchmark and print its folder."""
     from .data import make_synthetic
 
-    out = make_synthetic(args.output, seed=args.seed, videos_per_class=args.videos_per_class, size=args.size)
+    out = make_synthetic(args.output, seed=args.seed, videos_per_class=args.videos_per_class, size=args.size,
+                         val_per_class=args.val_per_class, test_per_class=args.test_per_class)
     print(out)
     return 0
 

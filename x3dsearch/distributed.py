@@ -246,7 +246,7 @@ def _worker_loop(job: Mapping[str, Any]) -> None:
         result = train(X3DConfig.from_dict(job["config"]), job["data"], Schedule.from_dict(job["schedule"]),
                        seed=job["seed"], out_dir=folder if rank == 0 else None, resume=True, device=device,
                        threads=job["threads"], init_state=job["init_state"],
-                       on_epoch=_kill_once(job["kill_marker"], rank, world),
+                       on_epoch=_kill_once(job["kill_marker"], rank, world), test_split=job["test_split"],
                        parallel=_Worker(rank, world, device, job["seed"], store))
         if result.status == "failed":  # this worker alone may have failed: Ray Train stops the others
             raise RuntimeError(result.reason)
@@ -276,15 +276,16 @@ def _epoch_lines(storage: str, name: str, epochs: int, every_s: float = 5.0) -> 
         thread.join()
 
 
-def train_distributed(config: X3DConfig, data: str | Path | tuple[Dataset, Dataset], schedule: Schedule | str,
+def train_distributed(config: X3DConfig, data: str | Path | tuple[Dataset, ...], schedule: Schedule | str,
                       seed: int = 0, *, out_dir: str | Path, options: WorkerOptions,
-                      init_state: Mapping[str, torch.Tensor] | None = None, progress: bool = False) -> TrainResult:
+                      init_state: Mapping[str, torch.Tensor] | None = None, progress: bool = False,
+                      test_split: bool = False) -> TrainResult:
     """Train ``config`` on ``options.workers`` Ray Train workers into ``out_dir``, as :func:`~.train.train` does.
 
     Continues from the run's last checkpoint when there is one (after a kill of the driver).
     ``out_dir`` ends with ``metrics.json``, ``model.pt`` and ``config.yaml``; a run that cannot
     finish (a worker error, more deaths than ``max_failures``) returns ``status="failed"``.
-    ``progress`` prints a line on stderr for each epoch.
+    ``progress`` prints a line on stderr for each epoch; ``test_split`` as in :func:`~.train.train`.
     """
     schedule = load_schedule(schedule)
     _check_options(options)
@@ -297,7 +298,7 @@ def train_distributed(config: X3DConfig, data: str | Path | tuple[Dataset, Datas
     job = {"config": config.to_dict(), "schedule": schedule.to_dict(), "seed": seed, "name": name, "where": where,
            "data": str(Path(data).resolve()) if isinstance(data, (str, Path)) else data,
            "threads": max(1, int(options.cpus_per_worker)), "init_state": init_state,
-           "kill_marker": os.environ.get(KILL_ONCE_ENV)}
+           "kill_marker": os.environ.get(KILL_ONCE_ENV), "test_split": test_split}
     ray_session = RayDispatcher(DispatchOptions(address=options.address), out)
     ray_session.start()
     try:

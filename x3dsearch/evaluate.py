@@ -1,4 +1,4 @@
-"""Evaluation pieces of the training loop: data loaders, precise BatchNorm and multi-view testing.
+"""Evaluation pieces of the training loop: data loaders, precise BatchNorm and multi-view scoring.
 
 Each is a function of a model and a dataset, so the single-process loop and a distributed
 worker call the same code.
@@ -15,8 +15,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .model import X3D, fold_batchnorm
+from .scores import Scores
 
-__all__ = ["Feed", "precise_bn", "evaluate_views"]
+__all__ = ["Feed", "precise_bn", "score_views", "evaluate_views"]
 
 SEED_STRIDE = 1_000_003  # spreads (seed, epoch) pairs over distinct DataLoader seeds
 
@@ -76,10 +77,11 @@ def precise_bn(model: nn.Module, train_set: Dataset, feed: Feed, batch_size: int
 
 
 @torch.inference_mode()
-def evaluate_views(model: nn.Module, val_set: Dataset, feed: Feed, batch_size: int,
-                   views: int) -> tuple[float, float]:
-    """Top-1/top-5 of the softmax averaged over each video's ``views`` views.
+def score_views(model: nn.Module, dataset: Dataset, feed: Feed, batch_size: int, views: int,
+                split: str = "val") -> Scores:
+    """Top-1/top-5, per class and per group, of the softmax averaged over each video's ``views`` views.
 
+    Class names and groups come from the dataset (``class_names``, ``groups``; indices without them).
     An X3D network is evaluated as a copy with its BatchNorms folded into the convs (same logits up
     to rounding, fewer passes over memory); on CPU in batches of about twice ``batch_size`` clips
     (measured faster; without gradients a batch takes a fraction of a training batch's memory).
@@ -89,18 +91,31 @@ def evaluate_views(model: nn.Module, val_set: Dataset, feed: Feed, batch_size: i
     if isinstance(core, X3D):
         model = fold_batchnorm(core)
     batch = max(1, (2 if feed.device.type == "cpu" else 1) * batch_size // views)
-    correct1 = correct5 = count = 0
-    for clips, labels in feed.loader(val_set, batch, False, 0):
+    confusion: torch.Tensor | None = None
+    top5_hits = 0
+    for clips, labels in feed.loader(dataset, batch, False, 0):
         if clips.dim() == 5:  # a dataset of single clips: one view per video
             clips = clips.unsqueeze(1)
         videos, n_views = clips.shape[:2]
         with feed.autocast:
             logits = model(feed.to_device(clips.flatten(0, 1)))
-        probs = logits.float().softmax(dim=1).view(videos, n_views, -1).mean(dim=1)
-        labels = labels.to(feed.device)
-        top = probs.topk(min(5, probs.shape[1]), dim=1).indices
-        hits = top == labels[:, None]
-        correct1 += int(hits[:, 0].sum())
-        correct5 += int(hits.any(dim=1).sum())
-        count += videos
-    return correct1 / count, correct5 / count
+        probs = logits.float().softmax(dim=1).view(videos, n_views, -1).mean(dim=1).cpu()
+        classes = probs.shape[1]
+        if confusion is None:
+            confusion = torch.zeros(classes, classes, dtype=torch.int64)
+        top = probs.topk(min(5, classes), dim=1).indices
+        confusion += torch.bincount(labels * classes + top[:, 0], minlength=classes * classes).view(classes, classes)
+        top5_hits += int((top == labels[:, None]).any(dim=1).sum())
+    if confusion is None:
+        raise ValueError(f"the {split} split has no videos to score")
+    names = list(getattr(dataset, "class_names", []))
+    names += [str(i) for i in range(len(names), len(confusion))]
+    return Scores.from_counts(split, confusion.tolist(), top5_hits, names[:len(confusion)],
+                              getattr(dataset, "groups", None))
+
+
+def evaluate_views(model: nn.Module, val_set: Dataset, feed: Feed, batch_size: int,
+                   views: int) -> tuple[float, float]:
+    """Top-1/top-5 of the softmax averaged over each video's ``views`` views (see :func:`score_views`)."""
+    scores = score_views(model, val_set, feed, batch_size, views)
+    return scores.top1, scores.top5

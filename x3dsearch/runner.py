@@ -400,6 +400,7 @@ class Session:
         With ``--proxy-init inherit`` it starts from the proxy-trained weights of ``origin``
         (the config itself or the base of its partial step), expanded function-preservingly.
         With ``full_workers`` > 1 it runs on that many Ray Train workers (:mod:`x3dsearch.distributed`).
+        It scores val and, where the data has one, the test split (the search selected on val only).
         """
         from .proxy import initial_state
         from .train import train
@@ -419,10 +420,10 @@ class Session:
             options = WorkerOptions(s.full_workers, s.address, s.cpus_per_trial, s.gpus_per_trial, s.storage,
                                     s.max_failures)
             result = train_distributed(config, self.data_root, self.full, s.seed, out_dir=self.run.final_dir,
-                                       options=options, init_state=state, progress=not self.quiet)
+                                       options=options, init_state=state, progress=not self.quiet, test_split=True)
         else:
             result = train(config, str(self.data_root), self.full, seed=s.seed, out_dir=self.run.final_dir,
-                           resume=True, progress=not self.quiet, init_state=state)
+                           resume=True, progress=not self.quiet, init_state=state, test_split=True)
         return dict(result.to_dict(), init=init, origin_key=origin.key if state is not None and origin else None)
 
 

@@ -2,8 +2,8 @@
 
 :func:`train` trains ``build_model(config)`` with a :class:`~x3dsearch.schedule.Schedule`
 (SGD with momentum or, for short proxies, AdamW; linear warm-up then cosine learning rate per
-step; weight decay off BN and biases; optional label smoothing; optional precise BN), evaluates with multi-view testing and returns a
-:class:`TrainResult`. With ``out_dir`` it checkpoints every epoch and resumes exactly.
+step; weight decay off BN and biases; optional label smoothing; optional precise BN), evaluates with multi-view testing
+on val (and on test when asked) and returns a :class:`TrainResult`. With ``out_dir`` it checkpoints every epoch and resumes exactly.
 Nothing inside a run escapes as an exception: failures come back as ``status="failed"``.
 """
 
@@ -32,15 +32,16 @@ from torch.utils.data import Dataset, Sampler
 from .checkpoint import CHECKPOINT, CheckpointStore, FileCheckpoints, atomic_torch_save, capture_rng, check_identity, restore_rng
 from .config import X3DConfig
 from .errors import ConfigError
-from .evaluate import Feed, evaluate_views, precise_bn
+from .evaluate import Feed, precise_bn, score_views
 from .heap import keep_freed_memory
 from .model import build_model
 from .progress import Progress, progress
 from .rundir import atomic_write
 from .schedule import Schedule, load_schedule
+from .scores import Scores
 
-__all__ = ["TrainResult", "Parallel", "train", "resolve_threads", "checkpoint_identity", "CHECKPOINT", "METRICS",
-           "MODEL", "CONFIG"]
+__all__ = ["TrainResult", "Parallel", "train", "evaluate_weights", "resolve_threads", "checkpoint_identity",
+           "CHECKPOINT", "METRICS", "MODEL", "CONFIG"]
 
 METRICS, MODEL, CONFIG = "metrics.json", "model.pt", "config.yaml"
 _EXPLODE_FACTOR = 20.0  # a loss this many times the first step's loss counts as divergence
@@ -50,7 +51,10 @@ EpochCallback = Callable[[int, Mapping[str, Any]], None]
 
 @dataclass(frozen=True)
 class TrainResult:
-    """Outcome of one training: accuracy on the validation views only when ``status == "ok"``."""
+    """Outcome of one training: accuracy on the validation views only when ``status == "ok"``.
+
+    ``top1``/``top5`` are val's; ``val`` and ``test`` hold each split's per-class and per-group results.
+    """
 
     status: str
     reason: str = ""
@@ -73,20 +77,26 @@ class TrainResult:
     diverged_step: int | None = None
     world_size: int = 1
     global_batch: int = 0
+    val: Scores | None = None
+    test: Scores | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (lists instead of tuples)."""
         out = dataclasses.asdict(self)
         out["epoch_losses"] = list(self.epoch_losses)
         out["skipped"] = [list(s) for s in self.skipped]
+        out.update({split: scores.to_dict() if scores else None for split, scores in (("val", self.val),
+                                                                                       ("test", self.test))})
         return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "TrainResult":
-        """Inverse of :meth:`to_dict`."""
+        """Inverse of :meth:`to_dict`; metrics written before per-class results have ``val = test = None``."""
         data = dict(data)
         data["epoch_losses"] = tuple(data.get("epoch_losses", ()))
         data["skipped"] = tuple(tuple(s) for s in data.get("skipped", ()))
+        for split in ("val", "test"):
+            data[split] = Scores.from_dict(data[split]) if data.get(split) else None
         return cls(**data)
 
 
@@ -170,14 +180,14 @@ def resolve_threads(threads: int | None = None) -> int:
     return os.cpu_count() or 1
 
 
-def train(config: X3DConfig, data: str | Path | tuple[Dataset, Dataset], schedule: Schedule | str,
+def train(config: X3DConfig, data: str | Path | tuple[Dataset, ...], schedule: Schedule | str,
           seed: int = 0, *, out_dir: str | Path | None = None, resume: bool = False,
           progress: bool = False, device: str | torch.device | None = None, threads: int | None = None,
           on_epoch: EpochCallback | None = None,
           init_state: Mapping[str, torch.Tensor] | None = None,
           weights_out: str | Path | None = None, stop_after_epochs: int | None = None,
-          parallel: Parallel | None = None) -> TrainResult:
-    """Train and evaluate ``config`` on ``data`` (a dataset root or a (train, val) pair) with ``schedule``.
+          parallel: Parallel | None = None, test_split: bool = False) -> TrainResult:
+    """Train and evaluate ``config`` on ``data`` (a dataset root or a (train, val[, test]) tuple) with ``schedule``.
 
     With ``out_dir``, a checkpoint is written there after every epoch and ``metrics.json``,
     ``model.pt`` and ``config.yaml`` at the end; ``resume=True`` continues from the checkpoint
@@ -189,6 +199,8 @@ def train(config: X3DConfig, data: str | Path | tuple[Dataset, Dataset], schedul
     inside the run come back as ``status="failed"`` (only KeyboardInterrupt propagates). ``parallel``
     makes this process one worker of a distributed training (see :class:`Parallel`). On CPU the
     process keeps freed memory for reuse from then on (:func:`x3dsearch.heap.keep_freed_memory`).
+    ``test_split`` also scores the test split, when the data has one (a final training; a search
+    selects on val only).
     """
     schedule = load_schedule(schedule)
     device = torch.device(device) if device is not None else _default_device()
@@ -197,7 +209,7 @@ def train(config: X3DConfig, data: str | Path | tuple[Dataset, Dataset], schedul
     run = _Run(config, schedule, seed, out_dir=Path(out_dir) if out_dir is not None else None, device=device,
                threads=resolve_threads(threads), progress=progress, on_epoch=on_epoch, init_state=init_state,
                weights_out=Path(weights_out) if weights_out is not None else None,
-               stop_after_epochs=stop_after_epochs, parallel=parallel or Parallel())
+               stop_after_epochs=stop_after_epochs, parallel=parallel or Parallel(), test_split=test_split)
     checkpoint = run.load_checkpoint() if resume else None
     return run.execute(data, checkpoint)
 
@@ -241,35 +253,69 @@ def _lr_factor(step: int, total: int, warmup: int) -> float:
     return cosine * min(1.0, (step + 1) / warmup) if warmup > 0 else cosine
 
 
-def _open_datasets(data: str | Path | tuple[Dataset, Dataset], config: X3DConfig, schedule: Schedule,
-                   seed: int) -> tuple[Dataset, Dataset]:
-    """The (train, val) pair as given, or ``VideoDataset``s of a root at the schedule's input size."""
-    if isinstance(data, (tuple, list)):
-        if len(data) != 2:
-            raise ConfigError("data must be a dataset root or a (train, val) pair of datasets")
-        return data[0], data[1]
+def eval_set(data: str | Path, config: X3DConfig, schedule: Schedule, split: str, seed: int) -> Dataset:
+    """A split of a dataset root as the schedule scores it: its input size and views (val: its ``val_videos``)."""
     from .data import VideoDataset
 
-    scaled = config.replace(crop=schedule.train_crop(config))
-    cache = schedule.cache or None
-    train_set = VideoDataset(data, scaled, split="train", cache_dir=cache, max_videos=schedule.train_videos,
-                             seed=seed)
-    val_set = VideoDataset(data, scaled, split="val", cache_dir=cache, views=schedule.eval_views,
-                           max_videos=schedule.val_videos, seed=seed)
+    return VideoDataset(data, config.replace(crop=schedule.train_crop(config)), split=split,
+                        cache_dir=schedule.cache or None, views=schedule.eval_views,
+                        max_videos=schedule.val_videos if split == "val" else None, seed=seed)
+
+
+def _open_datasets(data: str | Path | tuple[Dataset, ...], config: X3DConfig, schedule: Schedule, seed: int,
+                   test_split: bool) -> tuple[Dataset, dict[str, Dataset]]:
+    """The training set and the sets to score ({"val": ..., "test": ... when asked and present}).
+
+    Datasets are taken as given, or opened as ``VideoDataset``s of a root at the schedule's input size.
+    """
+    if isinstance(data, (tuple, list)):
+        if len(data) not in (2, 3):
+            raise ConfigError("data must be a dataset root or a (train, val[, test]) tuple of datasets")
+        return data[0], dict(zip(("val", "test"), data[1:3 if test_split else 2]))
+    from .data import VideoDataset
+
+    train_set = VideoDataset(data, config.replace(crop=schedule.train_crop(config)), split="train",
+                             cache_dir=schedule.cache or None, max_videos=schedule.train_videos, seed=seed)
+    splits = ("val", "test") if test_split and (Path(data) / "test.csv").is_file() else ("val",)
+    scored = {split: eval_set(data, config, schedule, split, seed) for split in splits}
     classes = getattr(train_set, "num_classes", 0)
     if classes > config.num_classes:
         raise ConfigError(f"the data has {classes} classes but the config only {config.num_classes}")
-    if len(train_set) == 0 or len(val_set) == 0:
-        raise ConfigError(f"no usable videos (train {len(train_set)}, val {len(val_set)})")
-    return train_set, val_set
+    if len(train_set) == 0 or len(scored["val"]) == 0:
+        raise ConfigError(f"no usable videos (train {len(train_set)}, val {len(scored['val'])})")
+    return train_set, scored
 
 
-def _test(model: nn.Module, train_set: Dataset, val_set: Dataset, feed: Feed, schedule: Schedule) -> tuple[float, float]:
-    """Precise BN (when the schedule asks), then top-1/top-5 over the schedule's validation views."""
+def _views(schedule: Schedule) -> int:
+    """Views per video of the schedule's testing."""
+    return schedule.eval_views[0] * schedule.eval_views[1]
+
+
+def _test(model: nn.Module, train_set: Dataset, scored: Mapping[str, Dataset], feed: Feed,
+          schedule: Schedule) -> dict[str, Scores]:
+    """Precise BN (when the schedule asks), then each split's scores over the schedule's views."""
     if schedule.precise_bn_clips:
         precise_bn(model, train_set, feed, schedule.batch_size, schedule.precise_bn_clips, schedule.epochs)
-    views = schedule.eval_views[0] * schedule.eval_views[1]
-    return evaluate_views(model, val_set, feed, schedule.batch_size, views)
+    return {split: score_views(model, dataset, feed, schedule.batch_size, _views(schedule), split)
+            for split, dataset in scored.items()}
+
+
+def evaluate_weights(config: X3DConfig, state: Mapping[str, torch.Tensor], data: str | Path, schedule: Schedule | str,
+                     split: str = "val", seed: int = 0, threads: int | None = None) -> Scores:
+    """Score saved weights on one split of ``data`` as ``train`` scores its result (input size, views, subset)."""
+    from .model import build_model
+
+    schedule = load_schedule(schedule)
+    device = _default_device()
+    dataset = eval_set(data, config, schedule, split, seed)
+    model = build_model(config)
+    model.load_state_dict(state)
+    model = model.to(device)
+    if schedule.channels_last:
+        model = model.to(memory_format=torch.channels_last_3d)
+    with _torch_settings(resolve_threads(threads), device):
+        return score_views(model, dataset, _feed(schedule, seed, device, None), schedule.batch_size,
+                           _views(schedule), split)
 
 
 def _native_cpu_bf16() -> bool:
@@ -317,8 +363,9 @@ class _Run:
     def __init__(self, config: X3DConfig, schedule: Schedule, seed: int, *, out_dir: Path | None,
                  device: torch.device, threads: int, progress: bool, on_epoch: EpochCallback | None,
                  init_state: Mapping[str, torch.Tensor] | None = None, weights_out: Path | None = None,
-                 stop_after_epochs: int | None = None, parallel: Parallel) -> None:
+                 stop_after_epochs: int | None = None, parallel: Parallel, test_split: bool = False) -> None:
         self.config, self.schedule, self.seed, self.parallel = config, schedule, seed, parallel
+        self.test_split = test_split
         self.weights_out, self.stop = weights_out, stop_after_epochs or schedule.epochs
         self.out_dir, self.device, self.threads = out_dir, device, threads
         self.progress, self.on_epoch, self.init_state = progress and parallel.chief, on_epoch, init_state
@@ -334,12 +381,14 @@ class _Run:
         """The stored checkpoint if any; one made for another config/schedule/seed is an error."""
         return self.checkpoints.load()
 
-    def execute(self, data: str | Path | tuple[Dataset, Dataset], checkpoint: dict[str, Any] | None) -> TrainResult:
+    def execute(self, data: str | Path | tuple[Dataset, ...], checkpoint: dict[str, Any] | None) -> TrainResult:
         """Run to the end and return the result; exceptions become ``failed``, divergence ``diverged``."""
         try:
             with _torch_settings(self.threads, self.device):
-                top1, top5 = self._train_and_evaluate(data, checkpoint)
-            result = self._result("ok", top1=top1, top5=top5)
+                scores = self._train_and_evaluate(data, checkpoint)
+            val = scores.get("val")
+            result = self._result("ok", top1=val.top1 if val else None, top5=val.top5 if val else None, val=val,
+                                  test=scores.get("test"))
         except _Diverged as err:
             result = self._result("diverged", reason=f"diverged: {err}", diverged_step=err.step)
         except Exception as err:  # noqa: BLE001 - the edge of a trial: report, never crash the search
@@ -365,12 +414,12 @@ class _Run:
         """Wall time of the whole run, including the time spent before a resume."""
         return self.wall_before + time.monotonic() - self.started
 
-    def _train_and_evaluate(self, data: str | Path | tuple[Dataset, Dataset],
-                            checkpoint: dict[str, Any] | None) -> tuple[float | None, float | None]:
+    def _train_and_evaluate(self, data: str | Path | tuple[Dataset, ...],
+                            checkpoint: dict[str, Any] | None) -> dict[str, Scores]:
         _seed_everything(self.seed)
         schedule = self.schedule
-        train_set, val_set = _open_datasets(data, self.config, schedule, self.seed)
-        self.skipped = tuple(tuple(s) for s in (*getattr(train_set, "skipped", ()), *getattr(val_set, "skipped", ())))
+        train_set, scored = _open_datasets(data, self.config, schedule, self.seed, self.test_split)
+        self.skipped = tuple(tuple(s) for d in (train_set, *scored.values()) for s in getattr(d, "skipped", ()))
         parts = _Parts.build(self.config, schedule, len(train_set), self.device, self.init_state, self.parallel)
         if checkpoint is not None:
             self.state = self.checkpoints.restore(parts, checkpoint)
@@ -389,10 +438,10 @@ class _Run:
         finally:
             bar.close()
         if not self.parallel.chief:
-            return None, None
-        top1, top5 = _test(parts.model, train_set, val_set, self.feed, schedule)
+            return {}
+        scores = _test(parts.model, train_set, scored, self.feed, schedule)
         _save_outputs(parts.model, self.config, self.weights_out, self.out_dir)
-        return top1, top5
+        return scores
 
 
 def _save_outputs(model: nn.Module, config: X3DConfig, weights_out: Path | None, out_dir: Path | None) -> None:

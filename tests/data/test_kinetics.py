@@ -58,6 +58,28 @@ def test_classes_inferred_from_every_split_or_read_from_json(tmp_path: Path) -> 
     assert read_split(tmp_path, "val").class_names[-1] == "g"
 
 
+def test_groups_are_read_from_groups_json_and_absent_without_it(folder: Path, tmp_path: Path) -> None:
+    assert read_split(folder, "train").groups == {}
+    (tmp_path / "classes.txt").write_text("jump\nrun\nswim\n")
+    (tmp_path / "train.csv").write_text("x.mp4 jump\n")
+    (tmp_path / "groups.json").write_text(json.dumps({"legs": ["jump", "run"], "water": ["swim"]}))
+    assert read_split(tmp_path, "train").groups == {"legs": ["jump", "run"], "water": ["swim"]}
+
+
+@pytest.mark.parametrize("groups, message", [
+    ('{"legs": ["jump", "fly"]}', "fly not among the 3 classes"),
+    ('{"legs": ["jump"], "air": ["jump"]}', "jump in more than one group"),
+    ('["jump", "run"]', "must be a JSON object"),
+    ('{"legs": [', "not valid JSON"),
+])
+def test_bad_groups_file_is_one_error(tmp_path: Path, groups: str, message: str) -> None:
+    (tmp_path / "classes.txt").write_text("jump\nrun\nswim\n")
+    (tmp_path / "train.csv").write_text("x.mp4 jump\n")
+    (tmp_path / "groups.json").write_text(groups)
+    with pytest.raises(DataError, match=f"groups.json: {message}"):
+        read_split(tmp_path, "train")
+
+
 @pytest.mark.parametrize("lines, message", [
     ("ok.mp4 jump\njustonefield\n", "train.csv:2: expected 'path label'"),
     ("ok.mp4 jump\n\nbad.mp4 fly\n", "train.csv:3: label 'fly'"),

@@ -25,13 +25,16 @@ def _decode(path: Path) -> np.ndarray:
 
 
 def test_layout_loads_as_a_kinetics_folder(tmp_path: Path) -> None:
-    root = make_synthetic(tmp_path / "bench", seed=1, **TINY)
+    root = make_synthetic(tmp_path / "bench", seed=1, **{**TINY, "test_per_class": 2})
     assert (root / "classes.txt").read_text().split() == TINY["classes"]
     assert "frame rate" in (root / "README.md").read_text()
     train = VideoDataset(root, X3DConfig(frames=2, stride=4, crop=8), "train")
     val = VideoDataset(root, X3DConfig(frames=2, stride=4, crop=8), "val", views=(2, 1))
-    assert (len(train), len(val), train.num_classes, train.skipped) == (3, 3, 3, [])
+    test = VideoDataset(root, X3DConfig(frames=2, stride=4, crop=8), "test")
+    assert (len(train), len(val), len(test), train.num_classes, train.skipped) == (3, 3, 6, 3, [])
     assert train.labels == [0, 1, 2] and val[0][0].shape == (2, 3, 2, 8, 8)
+    assert train.groups == {"texture": ["texture-vertical"], "flicker": ["flicker-3.5hz"],
+                            "order": ["order-h-then-v"]}
     assert _decode(root / "videos" / "train" / "order-h-then-v_000.mp4").shape == (15, 16, 16, 3)
 
 
@@ -44,9 +47,10 @@ def test_same_seed_same_frames_other_seed_other_frames(tmp_path: Path) -> None:
     # libx264 encode is lossy and not bit-reproducible (docs/data.md, experiments/encode_determinism.py), so each
     # file is compared with the frames it was rendered from: here 5-7 grey levels off on average (yuv420 at
     # 16 px), against 35-54 from the other seed's frames.
-    first = make_synthetic(tmp_path / "a", seed=7, **TINY)
-    second = make_synthetic(tmp_path / "b", seed=7, **{**TINY, "workers": 2})
-    other = make_synthetic(tmp_path / "c", seed=8, **TINY)
+    once = {**TINY, "test_per_class": 0}  # train and val: the test split renders through the same code
+    first = make_synthetic(tmp_path / "a", seed=7, **once)
+    second = make_synthetic(tmp_path / "b", seed=7, **{**once, "workers": 2})
+    other = make_synthetic(tmp_path / "c", seed=8, **once)
     for video in sorted((first / "videos").rglob("*.mp4")):
         relative = video.relative_to(first)
         label, index = video.stem.rsplit("_", 1)
@@ -56,6 +60,18 @@ def test_same_seed_same_frames_other_seed_other_frames(tmp_path: Path) -> None:
             assert _mean_abs(decoded, seed7) < 10 < 25 < _mean_abs(decoded, seed8)
         assert _mean_abs(_decode(other / relative), seed8) < 10
     assert (first / "train.csv").read_text() == (second / "train.csv").read_text()
+
+
+def test_test_split_has_its_own_seeds_and_the_size_of_val_by_default(tmp_path: Path) -> None:
+    assert synthetic.split_counts(32) == {"train": 32, "val": 10, "test": 10}
+    assert synthetic.split_counts(32, 30) == {"train": 32, "val": 30, "test": 30}  # the default benchmark
+    assert synthetic.split_counts(32, 30, 5)["test"] == 5
+    root = make_synthetic(tmp_path / "bench", seed=1, **TINY)
+    assert len((root / "test.csv").read_text().splitlines()) == len((root / "val.csv").read_text().splitlines()) == 3
+    jobs = [synthetic._Job(Path("unused.mp4"), 1, split, "flicker-3.5hz", 0, 16, 15, 30) for split in ("val", "test")]
+    val, test = (synthetic._render(job) for job in jobs)
+    assert _mean_abs(val, test) > 25  # another video, not a copy of val's
+    assert not (make_synthetic(tmp_path / "none", **{**TINY, "test_per_class": 0}) / "test.csv").exists()
 
 
 def test_refuses_bad_arguments(tmp_path: Path) -> None:
@@ -121,9 +137,13 @@ def test_default_dataset_is_generated_once_atomically(tmp_path: Path, monkeypatc
         return real(out_dir, seed=seed, **TINY)
 
     monkeypatch.setattr(synthetic, "make_synthetic", tiny)
+    (tmp_path / "synthetic-small-seed0-val30").mkdir()  # generated before the test split: not reused
+    (tmp_path / "synthetic-small-seed0-val30" / "README.md").write_text("old")
     first, again = default_dataset(), default_dataset()
-    assert first == again == tmp_path / "synthetic-small-seed0-val30" and len(calls) == 1 and calls[0][1] == 30
-    assert (first / "train.csv").is_file() and [p.name for p in tmp_path.iterdir()] == ["synthetic-small-seed0-val30"]
+    name = "synthetic-small-seed0-val30-test30"
+    assert first == again == tmp_path / name and len(calls) == 1 and calls[0][1] == 30
+    assert (first / "test.csv").is_file() and (first / "groups.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["synthetic-small-seed0-val30", name]
 
 
 def test_cli_make_data(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -131,9 +151,10 @@ def test_cli_make_data(tmp_path: Path, capsys: pytest.CaptureFixture[str], monke
 
     real = synthetic.make_synthetic
     monkeypatch.setattr(x3dsearch.data, "make_synthetic",
-                        lambda out, seed, videos_per_class, size: real(out, seed=seed, size=size,
-                                                                       **{**TINY, "videos_per_class": videos_per_class}))
-    assert main(["make-data", str(tmp_path / "d"), "--seed", "3", "--videos-per-class", "2"]) == 0
-    assert len((tmp_path / "d" / "train.csv").read_text().splitlines()) == 6
+                        lambda out, **given: real(out, **{**TINY, **given}))
+    assert main(["make-data", str(tmp_path / "d"), "--seed", "3", "--videos-per-class", "2", "--val-per-class",
+                 "3", "--test-per-class", "1"]) == 0
+    assert [len((tmp_path / "d" / f"{split}.csv").read_text().splitlines()) for split in ("train", "val", "test")] \
+        == [6, 9, 3]
     assert main(["make-data", str(tmp_path / "d")]) == 2
     assert "not an empty folder" in capsys.readouterr().err

@@ -5,7 +5,8 @@ line per video, space- or comma-separated (the last field is the label, so with 
 contain spaces). Relative paths resolve against the folder. Labels are integers or class names;
 ``classes.txt`` (one name per line) or ``classes.json`` (a list) fixes the class list and order.
 Without one, integer labels give ``1 + max label`` classes and names give their sorted union over
-every split CSV, so train and val always agree.
+every split CSV, so train and val always agree. An optional ``groups.json`` (``{"group": [class,
+...]}``, each class in one group at most) declares class groups, for per-group results.
 
 Sampling follows the :class:`~x3dsearch.config.X3DConfig`:
 
@@ -35,7 +36,7 @@ import json
 import os
 import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -61,12 +62,13 @@ SCALE_JITTER = (1.0, 1.25)
 
 @dataclass(frozen=True)
 class Split:
-    """One split CSV, parsed: absolute video paths, integer labels and the class list."""
+    """One split CSV, parsed: absolute video paths, integer labels, the class list and declared groups."""
 
     csv: Path
     videos: list[Path]
     labels: list[int]
     class_names: list[str]
+    groups: dict[str, list[str]] = field(default_factory=dict)
 
 
 def _split_fields(line: str) -> list[str]:
@@ -117,6 +119,28 @@ def _class_file(root: Path) -> list[str] | None:
     return names
 
 
+def _group_file(root: Path, classes: Sequence[str]) -> dict[str, list[str]]:
+    """The groups ``groups.json`` declares ({} without the file); each must list known classes, none twice."""
+    path = root / "groups.json"
+    if not path.is_file():
+        return {}
+    try:
+        groups = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}: not valid JSON (line {err.lineno})") from None
+    if not isinstance(groups, dict) or not all(isinstance(n, list) and all(isinstance(c, str) for c in n)
+                                               for n in groups.values()):
+        raise DataError(f"{path}: must be a JSON object of group name -> list of class names")
+    members = [c for names in groups.values() for c in names]
+    unknown = sorted(set(members) - set(classes))
+    if unknown:
+        raise DataError(f"{path}: {', '.join(unknown)} not among the {len(classes)} classes")
+    repeated = sorted({c for c in members if members.count(c) > 1})
+    if repeated:
+        raise DataError(f"{path}: {', '.join(repeated)} in more than one group")
+    return {str(name): list(names) for name, names in groups.items()}
+
+
 def _infer_classes(csvs: Sequence[Path]) -> list[str]:
     """Class list from the labels of every split CSV when no classes.txt/json exists."""
     labels = {label for csv in csvs for _, _, label in _csv_rows(csv)}
@@ -158,7 +182,8 @@ def read_split(root_or_csv: str | os.PathLike, split: str = "train") -> Split:
         videos.append(Path(path) if Path(path).is_absolute() else root / path)
     if not videos:
         raise DataError(f"{csv}: no videos listed")
-    return Split(csv=csv, videos=videos, labels=labels, class_names=list(classes))
+    return Split(csv=csv, videos=videos, labels=labels, class_names=list(classes),
+                 groups=_group_file(root, classes))
 
 
 def shortest_video(root: str | os.PathLike) -> tuple[float, Path] | None:
@@ -253,7 +278,7 @@ class VideoDataset(torch.utils.data.Dataset):
         parsed = read_split(root_or_csv, split)
         self.config, self.split, self.seed, self.epoch = config, split, seed, 0
         self.views = _check_views(views)
-        self.class_names = parsed.class_names
+        self.class_names, self.groups = parsed.class_names, parsed.groups
         self.csv = parsed.csv
         chosen = range(len(parsed.videos))
         if max_videos is not None:

@@ -1,0 +1,104 @@
+"""What a trained model gets right on one split: top-1/top-5, per class, per declared group, the confusion matrix.
+
+Pure functions of a confusion matrix (rows: true class, columns: predicted class) and the class list;
+:func:`x3dsearch.evaluate.score_views` fills one from a model and a dataset.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import pandas as pd
+
+__all__ = ["Scores", "scores_table", "headline"]
+
+
+@dataclass(frozen=True)
+class Scores:
+    """One split's results; ``confusion[i][j]`` counts videos of class ``classes[i]`` predicted as ``classes[j]``."""
+
+    split: str
+    top1: float
+    top5: float
+    confusion: tuple[tuple[int, ...], ...]
+    classes: tuple[str, ...]
+    groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    @classmethod
+    def from_counts(cls, split: str, confusion: Sequence[Sequence[int]], top5_hits: int, classes: Sequence[str],
+                    groups: Mapping[str, Sequence[str]] | None = None) -> "Scores":
+        """Scores of a confusion matrix and the count of videos whose class was among the top five."""
+        matrix = tuple(tuple(int(v) for v in row) for row in confusion)
+        videos = sum(map(sum, matrix))
+        hits = sum(matrix[i][i] for i in range(len(matrix)))
+        return cls(split, hits / videos if videos else 0.0, top5_hits / videos if videos else 0.0, matrix,
+                   tuple(classes), {name: tuple(members) for name, members in (groups or {}).items()})
+
+    @property
+    def videos(self) -> int:
+        """Videos scored."""
+        return sum(map(sum, self.confusion))
+
+    def _rate(self, members: Sequence[str]) -> tuple[float, int] | None:
+        """Top-1 over the videos of ``members`` and their count; None when none has a video."""
+        rows = [self.classes.index(c) for c in members if c in self.classes]
+        total = sum(sum(self.confusion[i]) for i in rows)
+        return (sum(self.confusion[i][i] for i in rows) / total, total) if total else None
+
+    def per_class(self) -> dict[str, float]:
+        """Top-1 of each class that has videos in the split."""
+        rates = {c: self._rate([c]) for c in self.classes}
+        return {c: r[0] for c, r in rates.items() if r is not None}
+
+    def per_group(self) -> dict[str, float]:
+        """Top-1 over the videos of each declared group that has videos in the split."""
+        rates = {g: self._rate(members) for g, members in self.groups.items()}
+        return {g: r[0] for g, r in rates.items() if r is not None}
+
+    def rows(self, per_class: bool = False) -> list[tuple[str, str, float, int]]:
+        """(kind, name, top-1, videos): all, each group, and with ``per_class`` each class (grouped ones first)."""
+        out = [("all", "all", self.top1, self.videos)]
+        out += [("group", g, *rate) for g, rate in ((g, self._rate(m)) for g, m in self.groups.items()) if rate]
+        if per_class:
+            grouped = [c for members in self.groups.values() for c in members]
+            order = grouped + [c for c in self.classes if c not in grouped]
+            out += [("class", c, *rate) for c, rate in ((c, self._rate([c])) for c in order) if rate]
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form, with the per-class and per-group top-1 written out."""
+        return {"split": self.split, "top1": self.top1, "top5": self.top5, "videos": self.videos,
+                "per_group": self.per_group(), "per_class": self.per_class(), "classes": list(self.classes),
+                "groups": {g: list(m) for g, m in self.groups.items()},
+                "confusion": [list(row) for row in self.confusion]}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Scores":
+        """Inverse of :meth:`to_dict` (the per-class and per-group numbers are recomputed)."""
+        return cls(data["split"], data["top1"], data["top5"], tuple(tuple(row) for row in data["confusion"]),
+                   tuple(data["classes"]), {g: tuple(m) for g, m in data.get("groups", {}).items()})
+
+
+def scores_table(scores: Sequence[Scores], per_class: bool = False) -> pd.DataFrame:
+    """One row per all/group/class, one top-1 and one video-count column per split (splits side by side)."""
+    columns: dict[str, dict[tuple[str, str], Any]] = {}
+    order: list[tuple[str, str]] = []
+    for s in scores:
+        for kind, name, top1, videos in s.rows(per_class):
+            if (kind, name) not in order:
+                order.append((kind, name))
+            columns.setdefault(f"{s.split} top1", {})[(kind, name)] = top1
+            columns.setdefault(f"{s.split} videos", {})[(kind, name)] = videos
+    frame = pd.DataFrame({"kind": [k for k, _ in order], "name": [n for _, n in order]})
+    for column, values in columns.items():
+        frame[column] = [values.get(key) for key in order]
+    return frame
+
+
+def headline(metrics: Mapping[str, Any]) -> tuple[float | None, str]:
+    """A training's number to quote and its split: test where the metrics have it, else val (the top1 field)."""
+    test = metrics.get("test")
+    if test:
+        return test["top1"], "test"
+    return metrics.get("top1"), "val"
