@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from x3dsearch.scores import Scores, headline, scores_table
+from x3dsearch.scores import Scores, headline, render_scores, scores_table
 
 CLASSES = ("a1", "a2", "b1", "lone")
 GROUPS = {"a": ("a1", "a2"), "b": ("b1",)}
@@ -44,8 +44,12 @@ def test_table_puts_splits_side_by_side_and_lists_classes_on_request(scores: Sco
     assert table["test top1"].tolist() == pytest.approx([6 / 8, 3 / 4, 0.0])
     assert table["val videos"].tolist() == [10, 8, 2]
     detailed = scores_table([scores, test], per_class=True)
-    assert list(detailed["name"]) == ["all", "a", "b", "a1", "a2", "b1", "lone"]  # grouped classes first
+    assert list(detailed["name"]) == ["all", "a", "a1", "a2", "b", "b1", "lone"]  # each class under its group
     assert detailed["val top1"].isna().tolist() == [False] * 6 + [True]  # lone: no val videos
+    text = render_scores([scores, test], per_class=True).splitlines()
+    assert text[0].split() == ["val", "top1", "val", "videos", "test", "top1", "test", "videos"]
+    assert text[4].split() == ["a2", "33.3%", "3", "100.0%", "2"] and text[4].startswith("    a2")
+    assert text[-1].split() == ["lone", "-", "-", "100.0%", "3"] and text[-1].startswith("  lone")
 
 
 def test_headline_prefers_test() -> None:

@@ -86,14 +86,14 @@ def _check_max_window(args: argparse.Namespace) -> float | None:
     return args.max_window
 
 
-def _add_schedule(target: _Target, flag: str, default: str, role: str,
-                  kind: Literal["proxy", "full"] | None = None) -> None:
+def _add_schedule(target: _Target, flag: str, default: str | None, role: str,
+                  kind: Literal["proxy", "full"] | None = None, default_help: str = "%(default)s") -> None:
     """A schedule option taking a shipped name (those of ``kind``: proxy, full or any) or a YAML file."""
     from .schedule import schedule_names
 
     target.add_argument(flag, default=default, metavar="NAME|FILE",
                         help=f"schedule of {role}: {', '.join(schedule_names(kind))} or a YAML file "
-                             f"(default: %(default)s)")
+                             f"(default: {default_help})")
 
 
 def _add_model(p: argparse.ArgumentParser, role: str, required: bool = False) -> argparse._MutuallyExclusiveGroup:
@@ -113,6 +113,20 @@ def _add_output(p: argparse.ArgumentParser, help: str, metavar: str = "FILE", de
     group.add_argument("-o", "--output", metavar=metavar, default=default, help=help)
     group.add_argument("--out", dest="output", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return group
+
+
+def _data_root(data: str | None) -> "Path":
+    """The folder of ``--data``, or the synthetic benchmark (generated on first use)."""
+    from pathlib import Path
+
+    if data is None:
+        from .data import default_dataset
+
+        return Path(default_dataset())
+    root = Path(data).expanduser()
+    if not root.exists():
+        raise UserError(f"data folder not found: {root}")
+    return root
 
 
 def _add_resume(target: _Target, help: str) -> None:
@@ -610,14 +624,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     schedule = load_schedule(args.schedule)
     if args.epochs is not None:
         schedule = schedule.replace(epochs=args.epochs)
-    if args.data is None:
-        from .data import default_dataset
-
-        data = Path(default_dataset())
-    else:
-        data = Path(args.data)
-        if not data.exists():
-            raise UserError(f"data folder not found: {data}")
+    data = _data_root(args.data)
     if args.workers < 1:
         raise UserError("--workers must be at least 1")
     out = Path(args.output)
@@ -670,6 +677,84 @@ def _train_distributed(args: argparse.Namespace, config: X3DConfig, data: "Path"
           f"({args.cpus_per_worker:g} CPUs, {args.gpus_per_worker:g} GPUs each) -> {out}", file=sys.stderr)
     return train_distributed(config, data, schedule, seed=args.seed, out_dir=out, options=options, progress=True,
                              test_split=True)
+
+
+def _add_evaluate(sub: Any) -> None:
+    """``evaluate``: a run or a model file with its config, the split, data, per-class rows, --json."""
+    p = _command(
+        sub, "evaluate", _cmd_evaluate, "score a run's final model or a model file on val or test, per group and class",
+        "Top-1 and top-5 of a trained model over one split, per class group (as the data's groups.json declares "
+        "them) and, with --per-class, per class: scored as its training scored it (the schedule's views and "
+        "input size). RUN_DIR: the run's final model (final/model.pt and final/config.yaml) with the run's full "
+        "schedule, data and seed. --weights with --config (or --preset): a model file (e.g. written by 'train "
+        "--output') with --schedule.",
+        "examples:\n"
+        "  x3dsearch evaluate runs/demo --split test\n"
+        "  x3dsearch evaluate --weights runs/found/model.pt --config runs/found/config.yaml --per-class --json")
+    p.add_argument("run", nargs="?", metavar="RUN_DIR", help="a run directory whose final training finished")
+    p.add_argument("--weights", metavar="FILE", help="a model file (a state dict, e.g. model.pt); with --config")
+    _add_model(p, "the model of --weights")
+    _add_schedule(p, "--schedule", None, "the scoring (views, input size)", kind="full",
+                  default_help="the run's full schedule; cpu_full with --weights")
+    p.add_argument("--split", choices=("val", "test"), default="val", help="the split to score (default: %(default)s)")
+    _add_data(p)
+    p.add_argument("--per-class", action="store_true", help="a row for every class, under its group")
+    _add_json(p)
+
+
+def _evaluated_model(args: argparse.Namespace) -> tuple[X3DConfig, "Path", "Schedule", str | None, int]:
+    """What ``evaluate`` scores: config, weights file, schedule, data (None: default) and seed."""
+    from pathlib import Path
+
+    from .rundir import RunDir
+    from .schedule import Schedule, load_schedule
+
+    if (args.run is None) == (args.weights is None):
+        raise UserError("give a RUN_DIR or --weights FILE with --config FILE, not both")
+    if args.run is not None:
+        run = RunDir(args.run)
+        if not run.exists():
+            raise UserError(f"{args.run} is not a run directory (no run.yaml)")
+        weights, settings = run.final_dir / "model.pt", run.settings()
+        if not weights.is_file():
+            raise UserError(f"{args.run} has no final model ({weights} is missing: its final training has not run)")
+        schedule = load_schedule(args.schedule) if args.schedule else Schedule.from_dict(settings["full"])
+        return (X3DConfig.from_yaml(run.final_dir / "config.yaml"), weights, schedule,
+                args.data or settings.get("data"), int(settings.get("seed") or 0))
+    if args.config is None and args.preset is None:
+        raise UserError("--weights needs the model's --config (or --preset)")
+    weights = Path(args.weights)
+    if not weights.is_file():
+        raise UserError(f"model file not found: {weights}")
+    return _config_from_args(args), weights, load_schedule(args.schedule or "cpu_full"), args.data, 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    """Score the model on the split; print the per-group (and per-class) table or JSON."""
+    import torch
+
+    from .scores import render_scores
+    from .train import evaluate_weights
+
+    config, weights, schedule, data, seed = _evaluated_model(args)
+    root = _data_root(data)
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, ValueError) as err:
+        raise UserError(f"{weights}: not a model file ({type(err).__name__})") from None
+    try:
+        scores = evaluate_weights(config, state, root, schedule, args.split, seed)
+    except RuntimeError as err:  # load_state_dict: the weights belong to another config
+        raise UserError(f"{weights} does not fit {config.short}: {str(err).splitlines()[0]}") from None
+    if args.json:
+        print(json.dumps({"config": config.to_dict(), "weights": str(weights), "schedule": schedule.name,
+                          "data": str(root), **scores.to_dict()}, indent=2))
+        return 0
+    print(f"{config.short} ({count_flops(config) / 1e9:.4g} GFLOPs) on {args.split} of {root}: "
+          f"{schedule.eval_views[0]}x{schedule.eval_views[1]} views at {schedule.train_crop(config)} px, "
+          f"top-1 {scores.top1:.1%}, top-5 {scores.top5:.1%}")
+    print(render_scores([scores], args.per_class))
+    return 0
 
 
 def _add_report(sub: Any) -> None:
@@ -841,8 +926,8 @@ def _cmd_make_data(args: argparse.Namespace) -> int:
 
 
 _SUBCOMMANDS: tuple[Callable[[Any], None], ...] = (
-    _add_flops, _add_presets, _add_expand, _add_step, _add_search, _add_compare, _add_train, _add_report, _add_plot,
-    _add_export, _add_latency, _add_make_data)
+    _add_flops, _add_presets, _add_expand, _add_step, _add_search, _add_compare, _add_train, _add_evaluate,
+    _add_report, _add_plot, _add_export, _add_latency, _add_make_data)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,7 +11,7 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
-__all__ = ["Scores", "scores_table", "headline"]
+__all__ = ["Scores", "scores_table", "render_scores", "headline"]
 
 
 @dataclass(frozen=True)
@@ -57,14 +57,15 @@ class Scores:
         return {g: r[0] for g, r in rates.items() if r is not None}
 
     def rows(self, per_class: bool = False) -> list[tuple[str, str, float, int]]:
-        """(kind, name, top-1, videos): all, each group, and with ``per_class`` each class (grouped ones first)."""
-        out = [("all", "all", self.top1, self.videos)]
-        out += [("group", g, *rate) for g, rate in ((g, self._rate(m)) for g, m in self.groups.items()) if rate]
-        if per_class:
-            grouped = [c for members in self.groups.values() for c in members]
-            order = grouped + [c for c in self.classes if c not in grouped]
-            out += [("class", c, *rate) for c, rate in ((c, self._rate([c])) for c in order) if rate]
-        return out
+        """(kind, name, top-1, videos): all, each group, and with ``per_class`` each class under its group."""
+        entries: list[tuple[str, str, Sequence[str]]] = [("all", "all", self.classes)]
+        grouped = [c for members in self.groups.values() for c in members]
+        for group, members in self.groups.items():
+            entries.append(("group", group, members))
+            entries += [("class", c, (c,)) for c in members if per_class]
+        entries += [("class", c, (c,)) for c in self.classes if per_class and c not in grouped]
+        return [(kind, name, *rate) for kind, name, members in entries
+                if (rate := self._rate(members)) is not None]
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form, with the per-class and per-group top-1 written out."""
@@ -94,6 +95,24 @@ def scores_table(scores: Sequence[Scores], per_class: bool = False) -> pd.DataFr
     for column, values in columns.items():
         frame[column] = [values.get(key) for key in order]
     return frame
+
+
+def render_scores(scores: Sequence[Scores], per_class: bool = False) -> str:
+    """:func:`scores_table` as aligned text: top-1 in percent, groups and classes indented under ``all``."""
+    table = scores_table(scores, per_class)
+    grouped = {c for s in scores for members in s.groups.values() for c in members}
+    columns = [c for c in table.columns if c not in ("kind", "name")]
+    depth = [0 if kind == "all" else 2 if kind == "class" and name in grouped else 1
+             for kind, name in zip(table["kind"], table["name"])]
+    cells = [["  " * d + name for d, name in zip(depth, table["name"])]]
+    cells += [["-" if pd.isna(v) else f"{v:.1%}" if c.endswith("top1") else f"{int(v)}" for v in table[c]]
+              for c in columns]
+    headers = ["", *columns]
+    widths = [max(len(h), *map(len, column)) for h, column in zip(headers, cells)]
+    lines = [[h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(headers, widths))]]
+    lines += [[column[r].ljust(w) if i == 0 else column[r].rjust(w) for i, (column, w) in enumerate(zip(cells, widths))]
+              for r in range(len(table))]
+    return "\n".join("  ".join(line).rstrip() for line in lines)
 
 
 def headline(metrics: Mapping[str, Any]) -> tuple[float | None, str]:
