@@ -25,6 +25,7 @@ from x3dsearch.model import build_model
 from x3dsearch.report import config_scores, describe_provenance, frontier, render, run_report
 from x3dsearch.rundir import RunDir, load_run
 from x3dsearch.schedule import Schedule
+from x3dsearch.scores import Scores
 from x3dsearch.runner import ExpandSettings, JournalScorer, path_record
 from x3dsearch.search import run_search
 from x3dsearch.space import load_space
@@ -70,12 +71,22 @@ class _Dispatcher:
                 attempt += 1
 
 
+CLASSES = ("fast-a", "fast-b", "slow-a", "slow-b")
+GROUPS = {"fast": ("fast-a", "fast-b"), "slow": ("slow-a", "slow-b")}
+# the final model's results: val 14 of 20 right (fast 9 of 10), test 11 of 20 (fast 8 of 10, slow-b 0 of 5)
+FINAL_SCORES = {
+    "val": Scores.from_counts("val", ((5, 0, 0, 0), (1, 4, 0, 0), (0, 0, 3, 2), (0, 0, 3, 2)), 19, CLASSES, GROUPS),
+    "test": Scores.from_counts("test", ((4, 1, 0, 0), (1, 4, 0, 0), (0, 0, 3, 2), (0, 0, 5, 0)), 20, CLASSES, GROUPS)}
+
+
 def make_run(root: Path, name: str = "run", target: float = 0.1, final: bool = True, cpus: float = 2.0,
-             data: str | None = None, proxy: Schedule = ONE_RUNG, init: str = "scratch", ceiling: float = 2.0) -> Path:
+             data: str | None = None, proxy: Schedule = ONE_RUNG, init: str = "scratch", ceiling: float = 2.0,
+             splits: tuple[str, ...] = ("val", "test")) -> Path:
     """A finished expand run (journal, path.json, run.yaml, optional final/ and summary.json) without training.
 
     ``proxy`` brings its rungs and close calls; ``init="inherit"`` trains the start first and every
     candidate and the final training inherit, as ``--proxy-init inherit`` does. ``ceiling`` is in targets.
+    The final metrics hold ``FINAL_SCORES`` of ``splits`` (none: metrics written before per-class results).
     """
     out = root / name
     space = load_space("x3d_kinetics")
@@ -94,7 +105,8 @@ def make_run(root: Path, name: str = "run", target: float = 0.1, final: bool = T
         run.final_dir.mkdir()
         result.final.to_yaml(run.final_dir / "config.yaml")
         torch.save(build_model(result.final).state_dict(), run.final_dir / "model.pt")
-        metrics = {"top1": 0.71, "seconds": 7200.0}
+        top1 = FINAL_SCORES["val"].top1 if "val" in splits else 0.71
+        metrics = {"top1": top1, "seconds": 7200.0, **{split: FINAL_SCORES[split].to_dict() for split in splits}}
         (run.final_dir / "metrics.json").write_text(json.dumps(metrics))
         started = {"init": init, "origin_key": result.origin.key if init == "inherit" else None}
         (out / "summary.json").write_text(json.dumps({"final_metrics": dict(metrics, **started)}))
@@ -165,7 +177,8 @@ def test_failures_and_totals(run_dir):
     spent = sum(r["seconds"] for r in journal)
     assert totals["proxy_cpu_hours"] == pytest.approx(spent * 2.0 / 3600)
     assert totals["proxy_gpu_hours"] == 0
-    assert totals["final_cpu_hours"] == pytest.approx(7200 * 2.0 / 3600) and totals["final_top1"] == 0.71
+    assert totals["final_cpu_hours"] == pytest.approx(7200 * 2.0 / 3600)
+    assert totals["final_top1"] == pytest.approx(0.55) and totals["final_split"] == "test"  # held out: test
     front = report["frontier"]
     assert front["top1"].is_monotonic_increasing and front["gflops"].is_monotonic_increasing
 
@@ -245,7 +258,7 @@ def test_skipped_candidates_are_listed(tmp_path):
 def test_formats(run_dir, capsys):
     report = run_report(run_dir)
     csv = pd.read_csv(io.StringIO(render(report, "csv")))
-    assert set(csv["section"]) == {"search", "path", "box", "frontier", "failures", "totals"}
+    assert set(csv["section"]) == {"search", "path", "box", "frontier", "failures", "final", "totals"}
     assert (csv["section"] == "path").sum() == len(report["path"])
     data = json.loads(render(report, "json"))
     assert data["totals"]["attempts"] == report["totals"]["attempts"]
@@ -257,6 +270,38 @@ def test_formats(run_dir, capsys):
     assert main(["report", str(run_dir)]) == 0
     out = capsys.readouterr().out
     assert "frontier" in out and "totals" in out and "proxy_cpu_hours" in out
+
+
+def test_final_model_per_group_on_val_and_test_and_per_class_on_request(run_dir, capsys):
+    report = run_report(run_dir)
+    final = report["final"]
+    assert list(final["name"]) == ["all", "fast", "slow"]
+    assert final["test top1"].tolist() == pytest.approx([11 / 20, 8 / 10, 3 / 10])
+    assert final["val top1"].tolist() == pytest.approx([14 / 20, 9 / 10, 5 / 10])
+    assert report["totals"]["final_top1"] == pytest.approx(11 / 20) and report["totals"]["final_split"] == "test"
+    assert report["totals"]["final_val_top1"] == pytest.approx(0.7)  # the metrics' own top1 field: val's
+    assert main(["report", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "final: top-1 55.0% on the held-out test split (20 videos); 70.0% on val, the split the search " \
+        "selected on" in out
+    rows = {line.split()[0]: line.split()[1:] for line in out.split("\nfinal\n", 1)[1].split("\n\n")[0].splitlines()[1:]}
+    assert rows == {"all": ["70.0%", "20", "55.0%", "20"], "fast": ["90.0%", "10", "80.0%", "10"],
+                    "slow": ["50.0%", "10", "30.0%", "10"]}
+    assert main(["report", str(run_dir), "--per-class"]) == 0
+    assert "    slow-b     40.0%           5       0.0%            5" in capsys.readouterr().out
+    data = json.loads(render(run_report(run_dir, per_class=True), "json"))
+    assert [r["name"] for r in data["final"]] == ["all", "fast", "fast-a", "fast-b", "slow", "slow-a", "slow-b"]
+
+
+@pytest.mark.parametrize("splits, top1, why", [(("val",), "70.0%", "the data has no test.csv"),
+                                               ((), "71.0%", "its metrics predate test splits")])
+def test_without_a_test_split_the_report_says_the_number_is_on_the_selection_split(tmp_path, splits, top1, why,
+                                                                                   capsys):
+    run = make_run(tmp_path, splits=splits)
+    assert run_report(run)["totals"]["final_split"] == "val"
+    assert main(["report", str(run)]) == 0
+    assert f"final: top-1 {top1} on val, the split the search selected on ({why}): not a held-out number" \
+        in capsys.readouterr().out
 
 
 def test_report_of_a_non_run_is_one_line(tmp_path, capsys):

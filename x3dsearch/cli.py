@@ -762,21 +762,24 @@ def _add_report(sub: Any) -> None:
     p = _command(
         sub, "report", _cmd_report, "tables of a run: path, frontier, failures, compute totals",
         "The expansion path (axis, shape, GFLOPs, params, proxy top-1, trial time), the top-1/GFLOPs frontier "
-        "of every trained config, failed/retried/skipped trials with their reasons, and the CPU/GPU-hours spent "
-        "(journal seconds x the run's cpus/gpus per trial; final/metrics.json for the final training).")
+        "of every trained config, failed/retried/skipped trials with their reasons, the final model's top-1 per "
+        "class group on val and test (the held-out number where the data has a test split), and the CPU/GPU-hours "
+        "spent (journal seconds x the run's cpus/gpus per trial; final/metrics.json for the final training).")
     p.add_argument("run", metavar="RUN_DIR", help="a run directory")
     fmt = p.add_mutually_exclusive_group()
     _add_format(fmt, ("table", "csv", "markdown", "json"), default="table",
                 metavar="{table,csv,markdown}",  # 'json' stays accepted: the old spelling of --json
                 help="default: %(default)s (csv: one table with a 'section' column)")
     _add_json(fmt, "print the report as JSON")
+    p.add_argument("--per-class", action="store_true",
+                   help="the final model's top-1 for every class too, not only per class group")
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
     """Print the report of one run."""
     from .report import render, run_report
 
-    print(render(run_report(args.run), "json" if args.json else args.format), end="")
+    print(render(run_report(args.run, per_class=args.per_class), "json" if args.json else args.format), end="")
     return 0
 
 

@@ -1,4 +1,5 @@
-"""The report of a run: how its proxy scored, its expansion path, frontier, failures and compute.
+"""The report of a run: how its proxy scored, its expansion path, frontier, failures, compute, and what
+the final model gets right per class group (per class on request) on val and the held-out test split.
 
 Everything is read from the run directory (run.yaml, journal.jsonl, path.json,
 final/metrics.json, summary.json) through :func:`x3dsearch.rundir.load_run`, so a report
@@ -21,13 +22,14 @@ from .cost import count_params
 from .errors import ConfigError, UserError
 from .rundir import RunDir, load_run
 from .schedule import Schedule
+from .scores import Scores, headline, render_scores, scores_table
 from .search import CEILING_FACTOR
 
 __all__ = ["frontier", "numeric_column", "config_seconds", "config_scores", "provenance", "describe_provenance",
-           "run_report", "final_metrics", "render", "REPORT_FORMATS"]
+           "run_report", "final_metrics", "final_scores", "describe_final", "render", "REPORT_FORMATS"]
 
 REPORT_FORMATS = ("table", "csv", "markdown", "json")
-_SECTIONS = ("path", "box", "frontier", "failures")
+_SECTIONS = ("path", "box", "frontier", "failures", "final")
 _SPENT = ("ok", "diverged", "failed")  # attempts that ran to the end (not lost workers)
 
 
@@ -47,6 +49,11 @@ def final_metrics(run_dir: str | Path) -> dict[str, Any]:
         return {}
     started = (json.loads(summary.read_text()).get("final_metrics") or {}) if summary.is_file() else {}
     return {**{k: started[k] for k in ("init", "origin_key") if k in started}, **json.loads(path.read_text())}
+
+
+def final_scores(final: Mapping[str, Any]) -> list[Scores]:
+    """The final training's scores, val then test where each exists ([] for metrics without them)."""
+    return [Scores.from_dict(final[split]) for split in ("val", "test") if final.get(split)]
 
 
 def numeric_column(frame: pd.DataFrame, column: str) -> pd.Series:
@@ -153,7 +160,8 @@ def _totals(journal: pd.DataFrame, settings: Mapping[str, Any], final: Mapping[s
             "proxy_hours": proxy_s / 3600, "proxy_cpu_hours": proxy_s * cpus / 3600,
             "proxy_gpu_hours": proxy_s * gpus / 3600, "final_hours": final_s / 3600,
             "final_cpu_hours": final_s * cpus / 3600, "final_gpu_hours": final_s * gpus / 3600,
-            "final_top1": final.get("top1"), "target_gflops": settings.get("target_gflops")}
+            "final_top1": headline(final)[0], "final_split": headline(final)[1] if final else None,
+            "final_val_top1": final.get("top1"), "target_gflops": settings.get("target_gflops")}
 
 
 def _frontier_table(scores: pd.DataFrame) -> pd.DataFrame:
@@ -269,15 +277,30 @@ def describe_provenance(prov: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def run_report(run_dir: str | Path) -> dict[str, pd.DataFrame | dict[str, Any]]:
-    """Provenance and totals as dicts; path, box notes, frontier and failures as DataFrames, from a run directory."""
+def describe_final(final: Mapping[str, Any]) -> list[str]:
+    """Which split the final number is on, in words: the held-out test split, or the one the search selected on."""
+    top1, split = headline(final)
+    if top1 is None:
+        return []
+    if split == "test":
+        return [f"final: top-1 {top1:.1%} on the held-out test split ({final['test']['videos']} videos); "
+                f"{final['top1']:.1%} on val, the split the search selected on"]
+    why = "the data has no test.csv" if final.get("val") else "its metrics predate test splits"
+    return [f"final: top-1 {top1:.1%} on val, the split the search selected on ({why}): not a held-out number"]
+
+
+def run_report(run_dir: str | Path, per_class: bool = False) -> dict[str, Any]:
+    """Provenance and totals as dicts; path, box notes, frontier, failures and the final model's per-group (with
+    ``per_class`` also per-class) results as DataFrames; the final ``Scores``; from a run directory."""
     journal = load_run(run_dir)
     run = RunDir(run_dir)
     settings, path, final = run.settings(), run.read_path(), final_metrics(run_dir)
-    scores = config_scores(journal)
+    scores, split_scores = config_scores(journal), final_scores(final)
     return {"search": _provenance(settings, journal, path, final), "path": _path_table(path, journal, scores),
-            "box": _box_notes(path), "frontier": _frontier_table(scores), "failures": _failures(path, journal, _ceiling(settings)),
-            "totals": _totals(journal, settings, final)}
+            "box": _box_notes(path), "frontier": _frontier_table(scores),
+            "failures": _failures(path, journal, _ceiling(settings)),
+            "final": scores_table(split_scores, per_class), "final_scores": split_scores,
+            "final_text": describe_final(final), "totals": _totals(journal, settings, final)}
 
 
 # -- rendering ------------------------------------------------------------------------
@@ -326,10 +349,13 @@ def render(report: Mapping[str, Any], fmt: str = "table") -> str:
         frames = [t.assign(section=name) for name, t in sections.items() if not t.empty]
         merged = pd.concat(frames, ignore_index=True)
         return merged[["section", *[c for c in merged.columns if c != "section"]]].to_csv(index=False)
-    parts = describe_provenance(report["search"])
+    parts = describe_provenance(report["search"]) + report["final_text"]
     for name, table in tables.items():
         if fmt == "markdown":
             parts.append(f"## {name}\n\n" + (_markdown_table(table) if not table.empty else "(none)"))
+        elif name == "final" and not table.empty:
+            per_class = bool((table["kind"] == "class").any())
+            parts.append(f"final\n{render_scores(report['final_scores'], per_class)}")
         else:
             body = table.to_string(index=False, float_format=lambda v: f"{v:.4g}") if not table.empty else "(none)"
             parts.append(f"{name}\n{body}")
