@@ -172,7 +172,9 @@ def test_summary_is_returned_for_the_caller_to_print_once(clock: _Clock) -> None
     result = run_search(space, 0.05, lambda cands: {c.key: Outcome("ok", top1=0.5) for c in cands})
     table = view.summary(result, {"status": "ok", "top1": 0.675, "top5": 1.0})
     assert stream.getvalue() == ""
-    assert table.count("final: ") == 1 and "full-training top1 67.5%" in table
+    assert table.count("final: ") == 1 and "full training: top-1 67.5% on val" in table
+
+
 def test_a_step_the_box_shaped_says_which_axes_it_cut_left_out_or_merged() -> None:
     stream, base = io.StringIO(), preset("M")
     view = LiveView(6.0, base, concurrency=1, stream=stream)
@@ -181,3 +183,29 @@ def test_a_step_the_box_shaped_says_which_axes_it_cut_left_out_or_merged() -> No
     view.step_done(Step(5, base, (chosen,), {chosen.key: Outcome("ok", top1=0.5)}, chosen, notes))
     assert stream.getvalue().splitlines()[-1] == ("     box: fast not offered: at its bound (frames <= 16); "
                                                   "width x0.50 up to width <= 4")
+
+
+def _stub_score(candidates: Sequence[Candidate]) -> dict[str, Outcome]:
+    return {c.key: Outcome("ok", top1=0.5) for c in candidates}
+
+
+def test_summary_ends_with_the_final_models_top1_per_group(clock: _Clock) -> None:
+    from x3dsearch.scores import Scores
+
+    groups = {"flicker": ("f1", "f2"), "order": ("o1",)}
+    val = Scores.from_counts("val", ((3, 1, 0), (0, 4, 0), (0, 2, 2)), 12, ("f1", "f2", "o1"), groups)
+    test = Scores.from_counts("test", ((4, 0, 0), (1, 3, 0), (1, 2, 1)), 12, ("f1", "f2", "o1"), groups)
+    final = {"status": "ok", "top1": val.top1, "top5": 1.0, "val": val.to_dict(), "test": test.to_dict()}
+    space = load_space("x3d_kinetics")
+    view = LiveView(0.02, space.start, 1, stream=io.StringIO())
+    result = run_search(space, 0.02, _stub_score, ceiling_gflops=CEILING_FACTOR * 0.02)
+    lines = view.summary(result, final).splitlines()
+    at = lines.index("full training: top-1 66.7% on the held-out test split (12 videos); 75.0% on val, the split "
+                     "the search selected on")
+    assert [line.split() for line in lines[at + 2:]] == [["all", "75.0%", "12", "66.7%", "12"],
+                                                         ["flicker", "87.5%", "8", "87.5%", "8"],
+                                                         ["order", "50.0%", "4", "25.0%", "4"]]
+    assert live.final_text({"status": "failed"}) == "" and live.final_text(None) == ""
+    old = live.final_text({"status": "ok", "top1": 0.5})  # metrics from before per-class results: no table
+    assert old == "\nfull training: top-1 50.0% on val, the split the search selected on (its metrics predate test " \
+                  "splits): not a held-out number"

@@ -10,8 +10,9 @@ from typing import Any, Mapping, Sequence, TextIO
 from .search import CEILING_FACTOR, Candidate, SearchResult, Step, estimate_steps
 from .config import X3DConfig
 from .cost import count_flops
+from .scores import headline_text, render_scores, split_scores
 
-__all__ = ["LiveView", "format_duration"]
+__all__ = ["LiveView", "format_duration", "final_text"]
 
 
 _EXTRAPOLATION = 16  # the ETA extrapolates trial times from at most 1/16 of the target's GFLOPs
@@ -25,6 +26,14 @@ def format_duration(seconds: float) -> str:
     if seconds < 3600:
         return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
     return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
+
+
+def final_text(final: Mapping[str, Any] | None) -> str:
+    """The final training's top-1 (test where it exists) and its per-group table, as lines after a summary."""
+    if final is None or final.get("status") != "ok":
+        return ""
+    table = split_scores(final)
+    return f"\nfull training: {headline_text(final)}" + (f"\n{render_scores(table)}" if table else "")
 
 
 def _trial_tags(record: Mapping[str, Any]) -> str:
@@ -182,7 +191,8 @@ class LiveView:
         self._print(text)
 
     def summary(self, result: SearchResult, final: Mapping[str, Any] | None) -> str:
-        """The path as a table, for the caller to print once (the command line prints it on stdout)."""
+        """The path as a table and the final model's top-1 per class group, for the caller to print once (the
+        command line prints it on stdout)."""
         lines = [f"{'step':>4}  {'axis':<22}{'frames x stride':>16}{'crop':>6}{'γw':>7}{'γb':>7}{'γd':>7}"
                  f"{'GFLOPs':>10}{'proxy top1':>12}"]
 
@@ -204,6 +214,4 @@ class LiveView:
                 ev.top1 if ev and ev.usable else None)
         text = "\n".join(lines)
         text += f"\nfinal: {result.final.short}, {result.final_gflops:.3f} GFLOPs (target {self.target:g})"
-        if final is not None and final.get("status") == "ok":
-            text += f", full-training top1 {final['top1']:.1%} top5 {final['top5']:.1%}"
-        return text + f"; wall time {format_duration(time.time() - self.started)}"
+        return text + f"; wall time {format_duration(time.time() - self.started)}" + final_text(final)

@@ -33,6 +33,7 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 from .config import X3DConfig
 from .cost import count_flops
 from .errors import SearchError, UserError
+from .live import final_text
 from .rundir import atomic_write
 from .runner import ExpandSettings, Session, path_record
 from .search import Candidate, Outcome
@@ -284,7 +285,7 @@ def run_optuna(settings: ExpandSettings, trials: int, *, sampler: str = "tpe", r
     session.run.write_path(record)
     final_config = X3DConfig.from_dict(best.user_attrs["config"])
     final_metrics = session.train_final(final_config) if settings.final_training else None
-    table = _table(study)
+    table = _table(study) + final_text(final_metrics)
     summary = {"run_dir": str(session.run.path), "strategy": strategy_name(sampler), "sampler": sampler,
                "target_gflops": settings.target_gflops, "final": record["final"], "final_metrics": final_metrics,
                "search_seconds": time.time() - t0, "trials": _trained(study),

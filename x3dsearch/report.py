@@ -22,11 +22,11 @@ from .cost import count_params
 from .errors import ConfigError, UserError
 from .rundir import RunDir, load_run
 from .schedule import Schedule
-from .scores import Scores, headline, render_scores, scores_table
+from .scores import headline, headline_text, render_scores, scores_table, split_scores
 from .search import CEILING_FACTOR
 
 __all__ = ["frontier", "numeric_column", "config_seconds", "config_scores", "provenance", "describe_provenance",
-           "run_report", "final_metrics", "final_scores", "describe_final", "render", "REPORT_FORMATS"]
+           "run_report", "final_metrics", "describe_final", "render", "REPORT_FORMATS"]
 
 REPORT_FORMATS = ("table", "csv", "markdown", "json")
 _SECTIONS = ("path", "box", "frontier", "failures", "final")
@@ -49,11 +49,6 @@ def final_metrics(run_dir: str | Path) -> dict[str, Any]:
         return {}
     started = (json.loads(summary.read_text()).get("final_metrics") or {}) if summary.is_file() else {}
     return {**{k: started[k] for k in ("init", "origin_key") if k in started}, **json.loads(path.read_text())}
-
-
-def final_scores(final: Mapping[str, Any]) -> list[Scores]:
-    """The final training's scores, val then test where each exists ([] for metrics without them)."""
-    return [Scores.from_dict(final[split]) for split in ("val", "test") if final.get(split)]
 
 
 def numeric_column(frame: pd.DataFrame, column: str) -> pd.Series:
@@ -279,14 +274,7 @@ def describe_provenance(prov: Mapping[str, Any]) -> list[str]:
 
 def describe_final(final: Mapping[str, Any]) -> list[str]:
     """Which split the final number is on, in words: the held-out test split, or the one the search selected on."""
-    top1, split = headline(final)
-    if top1 is None:
-        return []
-    if split == "test":
-        return [f"final: top-1 {top1:.1%} on the held-out test split ({final['test']['videos']} videos); "
-                f"{final['top1']:.1%} on val, the split the search selected on"]
-    why = "the data has no test.csv" if final.get("val") else "its metrics predate test splits"
-    return [f"final: top-1 {top1:.1%} on val, the split the search selected on ({why}): not a held-out number"]
+    return [f"final: {headline_text(final)}"] if headline(final)[0] is not None else []
 
 
 def run_report(run_dir: str | Path, per_class: bool = False) -> dict[str, Any]:
@@ -295,11 +283,11 @@ def run_report(run_dir: str | Path, per_class: bool = False) -> dict[str, Any]:
     journal = load_run(run_dir)
     run = RunDir(run_dir)
     settings, path, final = run.settings(), run.read_path(), final_metrics(run_dir)
-    scores, split_scores = config_scores(journal), final_scores(final)
+    scores, final_splits = config_scores(journal), split_scores(final)
     return {"search": _provenance(settings, journal, path, final), "path": _path_table(path, journal, scores),
             "box": _box_notes(path), "frontier": _frontier_table(scores),
             "failures": _failures(path, journal, _ceiling(settings)),
-            "final": scores_table(split_scores, per_class), "final_scores": split_scores,
+            "final": scores_table(final_splits, per_class), "final_scores": final_splits,
             "final_text": describe_final(final), "totals": _totals(journal, settings, final)}
 
 

@@ -11,7 +11,7 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
-__all__ = ["Scores", "scores_table", "render_scores", "headline"]
+__all__ = ["Scores", "scores_table", "render_scores", "split_scores", "headline", "headline_text"]
 
 
 @dataclass(frozen=True)
@@ -121,3 +121,18 @@ def headline(metrics: Mapping[str, Any]) -> tuple[float | None, str]:
     if test:
         return test["top1"], "test"
     return metrics.get("top1"), "val"
+
+
+def headline_text(metrics: Mapping[str, Any]) -> str:
+    """:func:`headline` in words: on the held-out test split, or on val, the split the search selected on."""
+    top1, split = headline(metrics)
+    if split == "test":
+        return (f"top-1 {top1:.1%} on the held-out test split ({metrics['test']['videos']} videos); "
+                f"{metrics['top1']:.1%} on val, the split the search selected on")
+    why = "the data has no test.csv" if metrics.get("val") else "its metrics predate test splits"
+    return f"top-1 {top1:.1%} on val, the split the search selected on ({why}): not a held-out number"
+
+
+def split_scores(metrics: Mapping[str, Any]) -> list[Scores]:
+    """A training's scores, val then test where each exists ([] for metrics written before them)."""
+    return [Scores.from_dict(metrics[split]) for split in ("val", "test") if metrics.get(split)]
