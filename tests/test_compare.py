@@ -60,6 +60,14 @@ def test_table_and_plot_at_common_budget(runs, tmp_path):
     assert rows.loc["expand", "best_top1_at_common"] == 0.50
     assert rows.loc["optuna", "best_top1_at_common"] == 0.60
     assert rows.loc["expand", "best_top1_final"] == 0.55
+    assert rows["final_top1"].isna().all() and rows["final_split"].isna().all()  # no final training
+
+
+@pytest.mark.parametrize("splits, top1, split", [(("val", "test"), 0.55, "test"), (("val",), 0.7, "val")])
+def test_table_quotes_each_final_model_on_test_where_it_exists(tmp_path, splits, top1, split):
+    run = make_run(tmp_path, splits=splits)
+    table, _ = compare_runs([run], out=tmp_path / "c.png")
+    assert table.loc[0, "final_top1"] == pytest.approx(top1) and table.loc[0, "final_split"] == split
 
 
 def test_rungs_and_seed_repeats_are_trials_of_one_config(tmp_path):

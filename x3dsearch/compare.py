@@ -6,20 +6,22 @@ seeds has one trial for each, each with its own seconds. A run's anytime curve i
 proxy top-1 among trained configs at or under the target after each trial, in the order
 trials ended, each config with its score at the highest rung it had reached (the mean over
 its seeds there); comparing every run at the smallest total compute any of them spent makes
-the strategies meet at equal cost.
+the strategies meet at equal cost. Each run's final model is quoted on the held-out test split
+where its metrics have one, else on val (the split the search selected on).
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
 from .errors import UserError
-from .report import config_scores, frontier as pareto, numeric_column
+from .report import config_scores, final_metrics, frontier as pareto, numeric_column
 from .rundir import RunDir, load_run
+from .scores import headline
 
 __all__ = ["proxy_trials", "anytime_curve", "best_at", "frontier", "compare_table", "plot_compare",
            "compare_runs"]
@@ -68,19 +70,23 @@ def frontier(trials: pd.DataFrame) -> pd.DataFrame:
 
 
 def compare_table(runs: Mapping[str, pd.DataFrame], strategies: Mapping[str, str], target_gflops: float,
-                  tolerance: float = 0.0) -> pd.DataFrame:
-    """One row per run: trials, compute, best under the target at the common budget and at the end."""
+                  tolerance: float = 0.0, finals: Mapping[str, Mapping[str, Any]] | None = None) -> pd.DataFrame:
+    """One row per run: trials, compute, best under the target at the common budget and at the end, and its
+    final model's top-1 from ``finals`` (final metrics by run) with the split it is on (test where it exists)."""
     curves = {name: anytime_curve(t, target_gflops, tolerance) for name, t in runs.items()}
     common = min(float(t["compute"].sum()) for t in runs.values())
     rows = []
     for name, trials in runs.items():
         curve = curves[name]
+        final = (finals or {}).get(name) or {}
+        final_top1, final_split = headline(final)
         rows.append({"run": name, "strategy": strategies[name], "trials": len(trials),
                      "configs": trials["config_key"].nunique(),
                      "compute_s": float(trials["compute"].sum()), "common_budget_s": common,
                      "best_top1_at_common": best_at(curve, common),
                      "best_top1_final": best_at(curve, math.inf),
-                     "frontier_points": len(frontier(trials))})
+                     "frontier_points": len(frontier(trials)),
+                     "final_top1": final_top1, "final_split": final_split if final else None})
     return pd.DataFrame(rows)
 
 
@@ -120,13 +126,14 @@ def plot_compare(runs: Mapping[str, pd.DataFrame], target_gflops: float, out: st
 def compare_runs(run_dirs: Sequence[str | Path], out: str | Path = "compare.png",
                  target_gflops: float | None = None, tolerance: float = 0.01) -> tuple[pd.DataFrame, Path]:
     """Load run directories, check they share a target, and return the table and the plot path."""
-    runs, strategies, targets = {}, {}, set()
+    runs, strategies, finals, targets = {}, {}, {}, set()
     for run_dir in run_dirs:
         journal = load_run(run_dir)
         settings = RunDir(run_dir).settings()
         name = _unique(Path(run_dir).resolve().name, runs)
         runs[name] = proxy_trials(journal, float(settings.get("cpus_per_trial") or 1.0))
         strategies[name] = settings.get("strategy", "expand")
+        finals[name] = final_metrics(run_dir)
         targets.add(settings.get("target_gflops"))
     if target_gflops is None:
         if len(targets) != 1:
@@ -136,7 +143,7 @@ def compare_runs(run_dirs: Sequence[str | Path], out: str | Path = "compare.png"
     empty = [name for name, trials in runs.items() if trials.empty]
     if empty:
         raise UserError(f"no finished proxy trainings in {', '.join(empty)}")
-    table = compare_table(runs, strategies, target_gflops, tolerance)
+    table = compare_table(runs, strategies, target_gflops, tolerance, finals)
     return table, plot_compare(runs, target_gflops, out, tolerance)
 
 
