@@ -10,7 +10,7 @@ from x3dsearch.cli import main
 from x3dsearch.config import preset
 from x3dsearch.cost import count_flops
 from x3dsearch.errors import UserError
-from x3dsearch.plot import AXIS_COLORS, plot_runs, save_plot
+from x3dsearch.plot import AXIS_COLORS, confusion_figure, plot_runs, run_scores, save_plot
 
 
 @pytest.fixture(scope="module")
@@ -89,3 +89,46 @@ def test_cli_plot_and_errors(runs, tmp_path, capsys):
     assert "must end in .png" in capsys.readouterr().err
     with pytest.raises(UserError, match="not a run directory"):
         plot_runs([tmp_path])
+
+
+def test_confusion_figure_shows_each_true_class_as_a_share_of_its_videos():
+    from test_report import FINAL_SCORES
+
+    test = FINAL_SCORES["test"]  # slow-b: 5 videos, all predicted slow-a
+    fig = confusion_figure(test, "a model")
+    ax = fig.axes[0]
+    shares = ax.images[0].get_array()
+    assert shares.shape == (4, 4) and shares[3].tolist() == [0.0, 0.0, 1.0, 0.0]
+    assert shares[0].tolist() == pytest.approx([0.8, 0.2, 0.0, 0.0])
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["fast-a (80%)", "fast-b (80%)", "slow-a (60%)",
+                                                            "slow-b (0%)"]
+    assert sorted(t.get_text() for t in ax.texts) == sorted(["4", "1", "1", "4", "3", "2", "5"])  # zeros unlabelled
+    assert len(ax.lines) == 2  # one horizontal and one vertical line between the two groups
+    assert "test: top-1 55.0% over 20 videos (fast 80%, slow 30%)" in ax.get_title()
+
+
+def test_cli_confusion_of_a_run_takes_test_where_it_exists_and_val_on_request(tmp_path, capsys):
+    run = make_run(tmp_path)
+    out = tmp_path / "confusion.png"
+    assert main(["plot", str(run), "--confusion", "-o", str(out)]) == 0 and out.stat().st_size > 10_000
+    assert run_scores(run)[0].split == "test" and run_scores(run, "val")[0].split == "val"
+    assert main(["plot", str(run), "--split", "val"]) == 2
+    assert "--split chooses the split of --confusion" in capsys.readouterr().err
+    no_test = make_run(tmp_path, "no_test", splits=("val",))
+    assert run_scores(no_test)[0].split == "val"
+    for run_dir, extra, message in ((no_test, ["--split", "test"], "no test results in its metrics"),
+                                    (make_run(tmp_path, "old", splits=()), [], "predate per-class results"),
+                                    (make_run(tmp_path, "unfinished", final=False), [], "has no final metrics")):
+        assert main(["plot", str(run_dir), "--confusion", *extra, "-o", str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and message in err
+
+
+def test_confusion_of_a_train_out_folder(tmp_path):
+    from test_report import FINAL_SCORES
+
+    metrics = {"top1": 0.7, "config": preset("XS").to_dict(), "schedule": "cpu_full",
+               **{split: scores.to_dict() for split, scores in FINAL_SCORES.items()}}
+    (tmp_path / "metrics.json").write_text(json.dumps(metrics))
+    scores, title = run_scores(tmp_path)
+    assert scores == FINAL_SCORES["test"] and title == f"{preset('XS').short}, cpu_full"

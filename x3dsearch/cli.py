@@ -790,17 +790,32 @@ def _add_plot(sub: Any) -> None:
         "Proxy top-1 of every trained candidate against GFLOPs (log scale), coloured by the axis that produced "
         "it; the frontier as a step line; the expansion path as arrows labelled with the chosen axis; the "
         "contraction and the final model's full-training accuracy (star); the presets' costs for reference.")
-    _add_runs(p, "one or more run directories (overlaid)")
-    _add_output(p, "image file; .png, .svg or .pdf", default="frontier.png")
+    _add_runs(p, "one or more run directories (overlaid); with --confusion one run directory, or the --output "
+                 "folder of 'x3dsearch train'")
+    _add_output(p, "image file; .png, .svg or .pdf (default: frontier.png, with --confusion confusion.png)",
+                required=False)
     p.add_argument("--metric", choices=("gflops", "params"), default="gflops",
                    help="cost axis (default: %(default)s)")
+    group = p.add_argument_group("the final model's confusion matrix")
+    group.add_argument("--confusion", action="store_true",
+                       help="plot the final model's confusion matrix instead: rows are true classes in percent of "
+                            "their videos, grouped as the data declares, with each class's top-1")
+    group.add_argument("--split", choices=("val", "test"),
+                       help="the split of --confusion (default: test where the final training scored one, else val)")
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:
-    """Write the plot and print its path."""
-    from .plot import save_plot
+    """Write the plot (or the final model's confusion matrix) and print its path."""
+    from .plot import save_confusion, save_plot
 
-    print(save_plot(args.runs, args.output, metric=args.metric))
+    if args.split and not args.confusion:
+        raise UserError("--split chooses the split of --confusion")
+    if not args.confusion:
+        print(save_plot(args.runs, args.output or "frontier.png", metric=args.metric))
+        return 0
+    if len(args.runs) != 1:
+        raise UserError("--confusion plots one run's final model; give one RUN_DIR")
+    print(save_confusion(args.runs[0], args.output or "confusion.png", split=args.split))
     return 0
 
 

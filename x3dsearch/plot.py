@@ -4,17 +4,20 @@ Every trained candidate is a point coloured by the axis that produced it (one pe
 scored at the highest rung it reached, as the search ranked it); the frontier
 is a step line; the expansion path is a chain of arrows labelled with the chosen axis;
 the final (contracted) model is a dotted line at its cost and a star at its full-training
-accuracy; the presets' costs are faint reference lines. Drawn on a bare Agg canvas, so
-plotting never touches a notebook's or GUI's pyplot state.
+accuracy; the presets' costs are faint reference lines. :func:`confusion_figure` draws what the
+final model confuses, class by class. Drawn on a bare Agg canvas, so plotting never touches a
+notebook's or GUI's pyplot state.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -26,8 +29,9 @@ from .cost import count_flops, count_params
 from .errors import UserError
 from .report import config_scores, final_metrics, frontier
 from .rundir import RunDir, load_run
+from .scores import Scores, split_scores
 
-__all__ = ["AXIS_COLORS", "plot_runs", "save_plot"]
+__all__ = ["AXIS_COLORS", "plot_runs", "save_plot", "confusion_figure", "run_scores", "save_confusion"]
 
 AXIS_COLORS = {"fast": "#1f77b4", "temporal": "#ff7f0e", "spatial": "#2ca02c", "depth": "#d62728",
                "width": "#9467bd", "bottleneck": "#8c564b"}
@@ -197,12 +201,96 @@ def plot_runs(run_dirs: Sequence[str | Path], metric: str = "gflops") -> Figure:
     return fig
 
 
-def save_plot(run_dirs: Sequence[str | Path], out: str | Path, metric: str = "gflops") -> Path:
-    """Draw :func:`plot_runs` and save it in the format of ``out``'s extension (.png, .svg, .pdf)."""
+def _save(fig: Figure, out: str | Path) -> Path:
+    """Save ``fig`` in the format of ``out``'s extension (.png, .svg, .pdf)."""
     out = Path(out)
-    if out.suffix.lower() not in _SUFFIXES:
-        raise UserError(f"plot file must end in {', '.join(_SUFFIXES)}, got {out.name}")
-    fig = plot_runs(run_dirs, metric)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out)
     return out
+
+
+def _check_suffix(out: str | Path) -> None:
+    if Path(out).suffix.lower() not in _SUFFIXES:
+        raise UserError(f"plot file must end in {', '.join(_SUFFIXES)}, got {Path(out).name}")
+
+
+def save_plot(run_dirs: Sequence[str | Path], out: str | Path, metric: str = "gflops") -> Path:
+    """Draw :func:`plot_runs` and save it in the format of ``out``'s extension (.png, .svg, .pdf)."""
+    _check_suffix(out)
+    return _save(plot_runs(run_dirs, metric), out)
+
+
+def _grouped_order(scores: Scores) -> list[int]:
+    """Indices of the classes to show, each group's members together (in the groups' order), then the rest;
+    classes without a video or a prediction are left out."""
+    names = [c for members in scores.groups.values() for c in members]
+    names += [c for c in scores.classes if c not in names]
+    matrix = np.asarray(scores.confusion)
+    used = matrix.sum(axis=0) + matrix.sum(axis=1) > 0
+    return [scores.classes.index(c) for c in names if c in scores.classes and used[scores.classes.index(c)]]
+
+
+def confusion_figure(scores: Scores, title: str) -> Figure:
+    """The confusion matrix as a heat map: each row (a true class) in percent of its videos, with the video
+    counts in the cells, each class's top-1 beside its row and lines between the declared groups."""
+    order = _grouped_order(scores)
+    counts = np.asarray(scores.confusion)[np.ix_(order, order)]
+    rows = counts.sum(axis=1, keepdims=True)
+    share = np.divide(counts, rows, out=np.zeros(counts.shape), where=rows > 0)
+    names = [scores.classes[i] for i in order]
+    per_class = scores.per_class()
+    side = 2.2 + 0.48 * len(names)
+    fig = Figure(figsize=(side + 1.6, side), dpi=150)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    image = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
+    for (i, j), count in np.ndenumerate(counts):
+        if count:
+            ax.text(j, i, str(count), ha="center", va="center", fontsize=7,
+                    color="white" if share[i, j] > 0.55 else "0.15")
+    ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
+    ax.set_yticks(range(len(names)), [f"{n} ({per_class[n]:.0%})" if n in per_class else n for n in names],
+                  fontsize=7)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class (its top-1)")
+    edge = 0
+    for members in scores.groups.values():
+        edge += sum(1 for c in members if c in names)
+        if 0 < edge < len(names):
+            for line in (ax.axhline, ax.axvline):
+                line(edge - 0.5, color="0.3", lw=0.9)
+    groups = ", ".join(f"{g} {v:.0%}" for g, v in scores.per_group().items())
+    ax.set_title(f"{title}\n{scores.split}: top-1 {scores.top1:.1%} over {scores.videos} videos"
+                 + (f" ({groups})" if groups else ""), fontsize=9)
+    fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02, format=PercentFormatter(1.0)).set_label(
+        "share of the true class's videos", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def run_scores(run_dir: str | Path, split: str | None = None) -> tuple[Scores, str]:
+    """The final model's scores on ``split`` (default: test where it exists, else val) and a title naming it.
+
+    ``run_dir`` is a run directory (its ``final/``) or a training's output folder (``train --out``).
+    """
+    run = RunDir(run_dir)
+    metrics = final_metrics(run_dir) if run.exists() else {}
+    if not metrics and (Path(run_dir) / "metrics.json").is_file():
+        metrics = json.loads((Path(run_dir) / "metrics.json").read_text())
+    if not metrics:
+        raise UserError(f"{run_dir} has no final metrics (final/metrics.json or metrics.json)")
+    scores = {s.split: s for s in split_scores(metrics)}
+    if not scores:
+        raise UserError(f"{run_dir}: its metrics predate per-class results; score the model with "
+                        f"'x3dsearch evaluate'")
+    chosen = split or ("test" if "test" in scores else "val")
+    if chosen not in scores:
+        raise UserError(f"{run_dir}: no {chosen} results in its metrics (the data has no {chosen}.csv)")
+    config = X3DConfig.from_dict(metrics["config"]).short if metrics.get("config") else Path(run_dir).name
+    return scores[chosen], f"{config}, {metrics.get('schedule') or 'final training'}"
+
+
+def save_confusion(run_dir: str | Path, out: str | Path, split: str | None = None) -> Path:
+    """Draw the final model's :func:`confusion_figure` on ``split`` into ``out`` (.png, .svg, .pdf)."""
+    _check_suffix(out)
+    return _save(confusion_figure(*run_scores(run_dir, split)), out)
