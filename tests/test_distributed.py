@@ -201,6 +201,7 @@ def test_two_workers_train_and_test_once(two_workers: tuple[Path, Path]) -> None
     assert OUTPUTS <= {p.name for p in reference.iterdir()}
     metrics = json.loads((reference / "metrics.json").read_text())
     assert metrics["status"] == "ok" and 0 <= metrics["top1"] <= metrics["top5"] <= 1
+    assert metrics["val"]["top1"] == metrics["top1"] and metrics["test"]["videos"] == 6  # the final scores test too
     assert (metrics["world_size"], metrics["global_batch"]) == (2, 6)
     assert metrics["clips_seen"] == 3 * 6 and len(metrics["epoch_losses"]) == 3
     build_model(CONFIG).load_state_dict(torch.load(reference / "model.pt", weights_only=True))  # no DDP prefix
@@ -211,14 +212,14 @@ def test_two_workers_train_and_test_once(two_workers: tuple[Path, Path]) -> None
 def test_one_worker_equals_the_single_process_loop(local_ray: None, bench: Path, tmp_path: Path) -> None:
     schedule = load_schedule(bench / "tiny.yaml")
     start = build_model(CONFIG).state_dict()
-    alone = train(CONFIG, bench / "data", schedule, seed=1, threads=1, init_state=start)
+    alone = train(CONFIG, bench / "data", schedule, seed=1, threads=1, init_state=start, test_split=True)
     one = train_distributed(CONFIG, bench / "data", schedule, 1, out_dir=tmp_path / "ray",
-                            options=WorkerOptions(workers=1), init_state=start)
-    assert _measured(one) == _measured(alone) and alone.status == "ok"
+                            options=WorkerOptions(workers=1), init_state=start, test_split=True)
+    assert _measured(one) == _measured(alone) and alone.status == "ok" and alone.test is not None
     assert main(["train", "--config", str(bench / "config.yaml"), "--data", str(bench / "data"), "--schedule",
                  str(bench / "tiny.yaml"), "--seed", "1", "--out", str(tmp_path / "cli")]) == 0
     cli = json.loads((tmp_path / "cli" / "metrics.json").read_text())
-    assert _measured(cli) == _measured(train(CONFIG, bench / "data", schedule, seed=1, threads=1))
+    assert _measured(cli) == _measured(train(CONFIG, bench / "data", schedule, seed=1, threads=1, test_split=True))
 
 
 @pytest.mark.slow

@@ -211,6 +211,11 @@ class TestLocalRay:
         assert (final / "model.pt").stat().st_size > 0
         metrics = json.loads((final / "metrics.json").read_text())
         assert metrics["status"] == "ok" and 0 <= metrics["top1"] <= 1
+        # per-class results travel through Ray Tune into the journal; only the final training scores test
+        proxy = [r["metrics"] for r in RunDir(reference).records()]
+        assert all(sum(map(sum, m["val"]["confusion"])) == m["val"]["videos"] > 0 and m["test"] is None
+                   for m in proxy)
+        assert metrics["val"]["top1"] == metrics["top1"] and metrics["test"]["videos"] > 0
         summary = json.loads((reference / "summary.json").read_text())
         assert summary["trials"] == 4 and summary["final_metrics"]["top1"] == metrics["top1"]
         assert summary["final_metrics"]["init"] == "inherit"
