@@ -49,7 +49,7 @@ def _subcommands(parser: argparse.ArgumentParser) -> dict[str, tuple[argparse.Ar
 
 def test_every_subcommand_has_help_and_each_option_once():
     commands = _subcommands(build_parser())
-    assert {"flops", "presets", "expand", "search", "compare", "train", "report", "plot", "export",
+    assert {"flops", "presets", "expand", "search", "compare", "train", "evaluate", "report", "plot", "export",
             "make-data"} <= set(commands)
     for name, (sub, summary) in commands.items():
         assert summary and sub.description, f"{name} has no help text"

@@ -67,7 +67,8 @@ def _add_seed(target: _Target, help: str) -> None:
 def _add_data(target: _Target) -> None:
     """``--data``: the dataset folder a training reads."""
     target.add_argument("--data", metavar="DIR",
-                        help="Kinetics-layout folder (train.csv, val.csv, optionally classes.txt); "
+                        help="Kinetics-layout folder (train.csv, val.csv, optionally test.csv, classes.txt, "
+                             "groups.json); "
                              "default: the synthetic benchmark, generated on first use")
 
 
@@ -144,6 +145,16 @@ def _add_format(target: _Target, choices: Sequence[str], help: str, default: str
     """``--format``: one of ``choices`` (required when there is no default; ``metavar`` may list fewer)."""
     target.add_argument("--format", choices=choices, default=default, required=default is None, metavar=metavar,
                         help=help)
+
+
+def _add_split(target: _Target, help: str, default: str | None = None) -> None:
+    """``--split val|test``: the split a model is scored on."""
+    target.add_argument("--split", choices=("val", "test"), default=default, help=help)
+
+
+def _add_per_class(target: _Target, help: str) -> None:
+    """``--per-class``: a row for every class, not only per class group."""
+    target.add_argument("--per-class", action="store_true", help=help)
 
 
 def _add_runs(target: _Target, help: str) -> None:
@@ -696,9 +707,9 @@ def _add_evaluate(sub: Any) -> None:
     _add_model(p, "the model of --weights")
     _add_schedule(p, "--schedule", None, "the scoring (views, input size)", kind="full",
                   default_help="the run's full schedule; cpu_full with --weights")
-    p.add_argument("--split", choices=("val", "test"), default="val", help="the split to score (default: %(default)s)")
+    _add_split(p, "the split to score (default: %(default)s)", default="val")
     _add_data(p)
-    p.add_argument("--per-class", action="store_true", help="a row for every class, under its group")
+    _add_per_class(p, "a row for every class, under its group")
     _add_json(p)
 
 
@@ -771,8 +782,7 @@ def _add_report(sub: Any) -> None:
                 metavar="{table,csv,markdown}",  # 'json' stays accepted: the old spelling of --json
                 help="default: %(default)s (csv: one table with a 'section' column)")
     _add_json(fmt, "print the report as JSON")
-    p.add_argument("--per-class", action="store_true",
-                   help="the final model's top-1 for every class too, not only per class group")
+    _add_per_class(p, "the final model's top-1 for every class too, not only per class group")
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -800,8 +810,7 @@ def _add_plot(sub: Any) -> None:
     group.add_argument("--confusion", action="store_true",
                        help="plot the final model's confusion matrix instead: rows are true classes in percent of "
                             "their videos, grouped as the data declares, with each class's top-1")
-    group.add_argument("--split", choices=("val", "test"),
-                       help="the split of --confusion (default: test where the final training scored one, else val)")
+    _add_split(group, "the split of --confusion (default: test where the final training scored one, else val)")
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:
