@@ -279,7 +279,7 @@ def test_schedule_options_offer_schedules_of_their_role():
 def test_report_json_either_spelling(capsys, tmp_path, monkeypatch):
     import x3dsearch.report as report
 
-    monkeypatch.setattr(report, "run_report", lambda run: {"run": run})
+    monkeypatch.setattr(report, "run_report", lambda run, per_class=False: {"run": run})
     monkeypatch.setattr(report, "render", lambda data, fmt: f"{fmt}\n")
     assert main(["report", "r", "--json"]) == 0 and main(["report", "r", "--format", "json"]) == 0
     assert capsys.readouterr().out == "json\njson\n"
