@@ -85,7 +85,7 @@ def test_expand_and_search_share_the_search_options():
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory) -> Path:
-    """Three classes, two train and one val video each, 16 px, a fifth of a second."""
+    """Three classes, two train, one val and one test video each, 16 px, a fifth of a second."""
     return make_synthetic(tmp_path_factory.mktemp("cli") / "data", videos_per_class=2, val_per_class=1,
                           seconds=0.2, side=16, classes=CLASSES[:3], workers=1)
 
@@ -114,7 +114,7 @@ def test_dry_run_names_a_missing_data_folder(capsys, command):
 def test_dry_run_says_what_it_found(capsys, tmp_path, tiny_data, command):
     code, out, err = _dry_run(capsys, *command, "--data", str(tiny_data), "--out", str(tmp_path / "run"))
     assert code == 0 and err == ""
-    assert f"data: {tiny_data}, 3 classes, 6 train / 3 val videos\n" in out
+    assert f"data: {tiny_data}, 3 classes, 6 train / 3 val / 3 test videos\n" in out
     assert "schedules: proxy cpu_proxy (1-16 epochs by step cost over all train videos" in out and f"run directory: {tmp_path / 'run'} (new)" in out
     assert not (tmp_path / "run").exists()
 
@@ -162,7 +162,15 @@ def test_dry_run_counts_missing_videos(capsys, tmp_path, tiny_data):
     root = _broken_copy(tiny_data, tmp_path, "val.csv", (tiny_data / "val.csv").read_text() + "gone.mp4 0\n")
     code, out, _ = _dry_run(capsys, "expand", "--target-gflops", "6", "--data", str(root),
                             "--out", str(tmp_path / "run"))
-    assert code == 0 and "6 train / 4 val videos; 1 listed video missing" in out
+    assert code == 0 and "6 train / 4 val / 3 test videos; 1 listed video missing" in out
+
+
+def test_dry_run_says_when_the_final_number_will_be_on_the_selection_split(capsys, tmp_path, tiny_data):
+    root = _broken_copy(tiny_data, tmp_path, "test.csv", None)
+    code, out, _ = _dry_run(capsys, "expand", "--target-gflops", "6", "--data", str(root),
+                            "--out", str(tmp_path / "run"))
+    assert code == 0 and "6 train / 3 val videos; no test.csv: the final top-1 will be on val, the split the " \
+        "search selects on\n" in out
 
 
 @pytest.mark.parametrize("option, value, needle", [

@@ -284,7 +284,8 @@ def test_final_model_per_group_on_val_and_test_and_per_class_on_request(run_dir,
     out = capsys.readouterr().out
     assert "final: top-1 55.0% on the held-out test split (20 videos); 70.0% on val, the split the search " \
         "selected on" in out
-    rows = {line.split()[0]: line.split()[1:] for line in out.split("\nfinal\n", 1)[1].split("\n\n")[0].splitlines()[1:]}
+    section = out.split("\nfinal\n", 1)[1].split("\n\n")[0].splitlines()[1:]  # below the column names
+    rows = {line.split()[0]: line.split()[1:] for line in section}
     assert rows == {"all": ["70.0%", "20", "55.0%", "20"], "fast": ["90.0%", "10", "80.0%", "10"],
                     "slow": ["50.0%", "10", "30.0%", "10"]}
     assert main(["report", str(run_dir), "--per-class"]) == 0

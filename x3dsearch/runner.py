@@ -131,17 +131,19 @@ def _describe_data(root: Path) -> tuple[int, str]:
     from .data import read_split
 
     _check_data(root)
-    splits = [read_split(root, name) for name in ("train", "val")]
+    names = ("train", "val", "test") if (root / "test.csv").is_file() else ("train", "val")
+    splits = {name: read_split(root, name) for name in names}
     missing = 0
-    for split in splits:
+    for split in splits.values():
         absent = [video for video in split.videos if not video.is_file()]
         if len(absent) == len(split.videos):
             raise DataError(f"{split.csv}: none of its {len(absent)} videos exist (e.g. {absent[0]})")
         missing += len(absent)
-    train, val = splits
+    classes = len(splits["train"].class_names)
+    counts = " / ".join(f"{len(split.videos)} {name}" for name, split in splits.items())
     note = f"; {missing} listed video{'s' if missing > 1 else ''} missing (a run skips them)" if missing else ""
-    return len(train.class_names), (f"data: {root}, {len(train.class_names)} classes, "
-                                    f"{len(train.videos)} train / {len(val.videos)} val videos{note}")
+    held = "" if "test" in splits else "; no test.csv: the final top-1 will be on val, the split the search selects on"
+    return classes, f"data: {root}, {classes} classes, {counts} videos{note}{held}"
 
 
 def _describe_schedule(arg: str, schedule: Schedule) -> str:

@@ -2,8 +2,9 @@
 
 :func:`train` trains ``build_model(config)`` with a :class:`~x3dsearch.schedule.Schedule`
 (SGD with momentum or, for short proxies, AdamW; linear warm-up then cosine learning rate per
-step; weight decay off BN and biases; optional label smoothing; optional precise BN), evaluates with multi-view testing
-on val (and on test when asked) and returns a :class:`TrainResult`. With ``out_dir`` it checkpoints every epoch and resumes exactly.
+step; weight decay off BN and biases; optional label smoothing; optional precise BN), evaluates with multi-view
+testing on val (and on test when asked) and returns a :class:`TrainResult`. With ``out_dir`` it checkpoints every
+epoch and resumes exactly.
 Nothing inside a run escapes as an exception: failures come back as ``status="failed"``.
 """
 
@@ -253,7 +254,7 @@ def _lr_factor(step: int, total: int, warmup: int) -> float:
     return cosine * min(1.0, (step + 1) / warmup) if warmup > 0 else cosine
 
 
-def eval_set(data: str | Path, config: X3DConfig, schedule: Schedule, split: str, seed: int) -> Dataset:
+def _eval_set(data: str | Path, config: X3DConfig, schedule: Schedule, split: str, seed: int) -> Dataset:
     """A split of a dataset root as the schedule scores it: its input size and views (val: its ``val_videos``)."""
     from .data import VideoDataset
 
@@ -277,7 +278,7 @@ def _open_datasets(data: str | Path | tuple[Dataset, ...], config: X3DConfig, sc
     train_set = VideoDataset(data, config.replace(crop=schedule.train_crop(config)), split="train",
                              cache_dir=schedule.cache or None, max_videos=schedule.train_videos, seed=seed)
     splits = ("val", "test") if test_split and (Path(data) / "test.csv").is_file() else ("val",)
-    scored = {split: eval_set(data, config, schedule, split, seed) for split in splits}
+    scored = {split: _eval_set(data, config, schedule, split, seed) for split in splits}
     classes = getattr(train_set, "num_classes", 0)
     if classes > config.num_classes:
         raise ConfigError(f"the data has {classes} classes but the config only {config.num_classes}")
@@ -300,14 +301,12 @@ def _test(model: nn.Module, train_set: Dataset, scored: Mapping[str, Dataset], f
             for split, dataset in scored.items()}
 
 
-def evaluate_weights(config: X3DConfig, state: Mapping[str, torch.Tensor], data: str | Path, schedule: Schedule | str,
-                     split: str = "val", seed: int = 0, threads: int | None = None) -> Scores:
+def evaluate_weights(config: X3DConfig, state: Mapping[str, torch.Tensor], data: str | Path,
+                     schedule: Schedule | str, split: str = "val", seed: int = 0, threads: int | None = None) -> Scores:
     """Score saved weights on one split of ``data`` as ``train`` scores its result (input size, views, subset)."""
-    from .model import build_model
-
     schedule = load_schedule(schedule)
     device = _default_device()
-    dataset = eval_set(data, config, schedule, split, seed)
+    dataset = _eval_set(data, config, schedule, split, seed)
     model = build_model(config)
     model.load_state_dict(state)
     model = model.to(device)
