@@ -10,10 +10,13 @@ never counts. The baseline is the costliest preset at or under the target (X3D-S
 fitted to the data's classes; with none at or under it the cheapest preset, or ``--presets``.
 
 Every found model and preset is then trained from scratch with one full schedule
-(``--full-schedule``) on ``--threads`` threads, once per training seed (``--train-seeds``). One CSV
-row per model and training seed records top-1, cost, the search's proxy CPU-seconds, training
-clips/s and the median latency of one eval forward pass on one clip (one thread); a plot and a
-markdown table summarise them. Re-running skips rows already in the CSV and resumes search runs
+(``--full-schedule``) on ``--threads`` threads, once per training seed (``--train-seeds``), ``--jobs``
+at a time. One CSV row per model and training seed records val top-1 (the split every search
+selected on), test top-1 and top-5 and the test top-1 of each class group the data declares, cost,
+the search's proxy CPU-seconds, training clips/s and the median latency of one eval forward pass on
+one clip (one thread); a plot and a markdown table summarise them: per (target, name) the mean over
+searches (search seeds) of each search's mean over training seeds, with its standard error over the
+searches (over training seeds for a single search). Re-running skips rows already in the CSV and resumes search runs
 from their journals and trainings from their checkpoints.
 
     .venv/bin/python experiments/search_pays.py      # many CPU-hours on 2 cores: run it in the background
@@ -59,11 +62,14 @@ from x3dsearch.schedule import Schedule, load_schedule
 from x3dsearch.train import METRICS, TrainResult, train
 
 SAMPLERS = {"optuna": "tpe", "random": "random"}  # row name -> Optuna sampler
-COLUMNS = ["kind", "name", "target_gflops", "search_seed", "seed", "run", "status", "top1", "top5", "gflops",
+COLUMNS = ["kind", "name", "target_gflops", "search_seed", "seed", "run", "status", "val_top1", "test_top1",
+           "test_top5", "test_per_group", "gflops",
            "params", "proxy_cpu_s", "proxy_trainings", "proxy_top1", "train_clips_per_s", "train_s", "epochs",
            "stopped_early", "latency_ms", "config", "reason"]
 _KEPT = ("ok", "diverged")  # training outcomes that are results; a failed one is retried on the next run
 _LATENCY_RUNS = 7
+_SUMMARY_FIELDS = {"target_gflops", "kind", "name", "runs", "n", "top1", "top1_se", "seed_std", "val_top1", "gflops",
+                   "gflops_std", "params", "proxy_cpu_s", "clips_per_s", "latency_ms"}
 
 
 @dataclass(frozen=True)
@@ -186,7 +192,8 @@ def train_once(plan: Plan, config: X3DConfig, seed: int) -> TrainResult:
         result = TrainResult.from_dict(json.loads((out / METRICS).read_text()))
         if result.status in _KEPT:
             return result
-    return train(config, str(plan.data), full, seed=seed, threads=plan.threads, out_dir=out, resume=True)
+    return train(config, str(plan.data), full, seed=seed, threads=plan.threads, out_dir=out, resume=True,
+                 test_split=True)
 
 
 @lru_cache(maxsize=None)
@@ -233,7 +240,9 @@ class TrainJob:
 def _train_job(plan: Plan, job: TrainJob) -> dict[str, Any]:
     """Train one job (in a worker process) and return its CSV row."""
     result = train_once(plan, job.config, job.seed)
-    return dict(job.row, seed=job.seed, status=result.status, top1=result.top1, top5=result.top5,
+    test = result.test.to_dict() if result.test is not None else {}
+    return dict(job.row, seed=job.seed, status=result.status, val_top1=result.top1, test_top1=test.get("top1"),
+                test_top5=test.get("top5"), test_per_group=json.dumps(test.get("per_group", {}), sort_keys=True),
                 gflops=count_flops(job.config) / 1e9, params=count_params(job.config),
                 train_clips_per_s=result.clips_per_s, train_s=result.seconds, epochs=len(result.epoch_losses),
                 stopped_early=result.stopped_early, latency_ms=latency_ms(job.config, plan.full),
@@ -251,7 +260,8 @@ def train_all(plan: Plan, results: Path, jobs: list[TrainJob]) -> None:
             record = future.result()
             pd.DataFrame([record], columns=COLUMNS).to_csv(results, mode="a", header=not results.is_file(),
                                                            index=False)
-            top1 = f"{record['top1']:.3f}" if record["top1"] is not None else record["reason"]
+            top1 = (f"val {record['val_top1']:.3f} test {record['test_top1']:.3f}" if record["test_top1"] is not None
+                    else record["reason"] or f"val {record['val_top1']}")
             print(f"  trained {record['run']} seed {record['seed']}: {record['status']}, top-1 {top1}, "
                   f"{record['train_s']:.0f} s, {record['train_clips_per_s']:.1f} clips/s", flush=True)
 
@@ -261,50 +271,73 @@ def jobs_for(config: X3DConfig, seeds: Iterable[int], done: set[tuple[str, int]]
     return [TrainJob(config, seed, row) for seed in seeds if (row["run"], seed) not in done]
 
 
+def _groups(table: pd.DataFrame) -> list[str]:
+    """The class groups the rows' test scores declare, in their order."""
+    names: list[str] = []
+    for text in table["test_per_group"].dropna():
+        names += [g for g in json.loads(text) if g not in names]
+    return names
+
+
 def summarize(table: pd.DataFrame) -> pd.DataFrame:
-    """Mean (and std) per (target, kind, name) over the training rows that finished ``ok``."""
-    ok = table[table["status"] == "ok"]
-    return (ok.groupby(["target_gflops", "kind", "name"], sort=True)
-            .agg(n=("top1", "size"), top1=("top1", "mean"), top1_std=("top1", "std"), gflops=("gflops", "mean"),
-                 gflops_std=("gflops", "std"), params=("params", "mean"), proxy_cpu_s=("proxy_cpu_s", "mean"),
-                 clips_per_s=("train_clips_per_s", "mean"), latency_ms=("latency_ms", "mean"))
-            .reset_index())
+    """Test top-1 (and per group) per (target, kind, name): the mean over runs of each run's mean over its
+    training seeds, with the standard error over runs (search seeds), or over training seeds for one run."""
+    ok = table[table["status"] == "ok"].copy()
+    groups = _groups(ok)
+    for group in groups:
+        ok[group] = [json.loads(t).get(group, math.nan) if isinstance(t, str) else math.nan
+                     for t in ok["test_per_group"]]
+    metrics = ["test_top1", *groups]
+    rows = []
+    for (target, kind, name), part in ok.groupby(["target_gflops", "kind", "name"], sort=True):
+        runs = part.groupby("run")[metrics].mean()
+        spread = runs if len(runs) > 1 else part[metrics]
+        row = {"target_gflops": target, "kind": kind, "name": name, "runs": len(runs), "n": len(part),
+               "top1": runs["test_top1"].mean(), "top1_se": spread["test_top1"].std() / math.sqrt(len(spread)),
+               "seed_std": part["test_top1"].std(), "val_top1": part["val_top1"].mean(),
+               "gflops": part["gflops"].mean(), "gflops_std": part.groupby("run")["gflops"].first().std(),
+               "params": part["params"].mean(), "proxy_cpu_s": part["proxy_cpu_s"].mean(),
+               "clips_per_s": part["train_clips_per_s"].mean(), "latency_ms": part["latency_ms"].mean()}
+        rows.append(row | {g: runs[g].mean() for g in groups})
+    return pd.DataFrame(rows)
 
 
 def differences(summary: pd.DataFrame) -> pd.DataFrame:
-    """Per target: mean top-1 of expand minus the best preset's, random's and optuna's, with the standard
-    error of each difference (NaN with a single row on a side)."""
+    """Per target and expansion variant: its mean test top-1 minus the best preset's, random's and optuna's,
+    with the standard error of each difference (NaN where a side has a single row)."""
     rows = []
     for target, group in summary.groupby("target_gflops"):
-        expand = group[group["name"] == "expand"]
-        if expand.empty:
-            continue
-        e, presets = expand.iloc[0], group[group["kind"] == "preset"]
+        presets = group[group["kind"] == "preset"]
         others = [(f"best preset ({row['name']})", row) for _, row in presets.nlargest(1, "top1").iterrows()]
         others += [(row["name"], row) for _, row in group[group["name"].isin(list(SAMPLERS))].iterrows()]
-        for label, other in others:
-            error = math.sqrt(e["top1_std"] ** 2 / e["n"] + other["top1_std"] ** 2 / other["n"])
-            rows.append({"target_gflops": target, "expand minus": label, "top1_diff": e["top1"] - other["top1"],
-                         "std_error": error})
-    return pd.DataFrame(rows, columns=["target_gflops", "expand minus", "top1_diff", "std_error"])
+        for _, e in group[group["name"].str.startswith("expand")].iterrows():
+            for label, other in others:
+                rows.append({"target_gflops": target, "expansion": e["name"], "minus": label,
+                             "top1_diff": e["top1"] - other["top1"],
+                             "std_error": math.sqrt(e["top1_se"] ** 2 + other["top1_se"] ** 2)})
+    return pd.DataFrame(rows, columns=["target_gflops", "expansion", "minus", "top1_diff", "std_error"])
 
 
 def markdown(summary: pd.DataFrame, diffs: pd.DataFrame) -> str:
-    """The two tables of the report: results per (target, name), then expand's differences."""
+    """The two tables of the report: test results per (target, name), then each expansion's differences."""
+    groups = [c for c in summary.columns if c not in _SUMMARY_FIELDS]
     results = pd.DataFrame({
         "target GFLOPs": summary["target_gflops"].map("{:g}".format), "kind": summary["kind"],
-        "name": summary["name"], "models trained": summary["n"],
-        "top-1 (mean ± std)": [f"{m:.3f} ± {s:.3f}" for m, s in zip(summary["top1"], summary["top1_std"])],
+        "name": summary["name"], "searches": summary["runs"], "models trained": summary["n"],
+        "test top-1 (mean ± s.e.)": [f"{m:.3f} ± {s:.3f}" for m, s in zip(summary["top1"], summary["top1_se"])],
+        **{f"test {g}": summary[g].map("{:.3f}".format) for g in groups},
+        "training-seed std": summary["seed_std"].map("{:.3f}".format),
+        "val top-1": summary["val_top1"].map("{:.3f}".format),
         "GFLOPs": summary["gflops"].map("{:.3g}".format), "params (M)": (summary["params"] / 1e6).map("{:.2f}".format),
         "proxy CPU-s": summary["proxy_cpu_s"].map("{:.0f}".format),
         "train clips/s": summary["clips_per_s"].map("{:.1f}".format),
         "latency ms/clip": summary["latency_ms"].map("{:.2f}".format)})
     diff = pd.DataFrame({"target GFLOPs": diffs["target_gflops"].map("{:g}".format),
-                         "expand minus": diffs["expand minus"],
-                         "top-1 difference (± s.e.)": [f"{d:+.3f} ± {e:.3f}"
-                                                      for d, e in zip(diffs["top1_diff"], diffs["std_error"])]})
-    return (f"## Top-1 after the same full training\n\n{_markdown_table(results)}\n\n"
-            f"## Expand against the others (difference of mean top-1)\n\n{_markdown_table(diff)}\n")
+                         "expansion": diffs["expansion"], "minus": diffs["minus"],
+                         "test top-1 difference (± s.e.)": [f"{d:+.3f} ± {e:.3f}"
+                                                           for d, e in zip(diffs["top1_diff"], diffs["std_error"])]})
+    return (f"## Test top-1 after the same full training\n\n{_markdown_table(results)}\n\n"
+            f"## Expansion against the others (difference of mean test top-1)\n\n{_markdown_table(diff)}\n")
 
 
 def _zero_nan(value: float) -> float:
@@ -324,14 +357,14 @@ def plot(summary: pd.DataFrame, targets: Iterable[float], out: Path) -> Path:
     for _, row in summary.iterrows():
         label = row["name"] if row["name"] not in colours else None
         bar = ax.errorbar(row["gflops"], row["top1"], xerr=_zero_nan(row["gflops_std"]),
-                          yerr=_zero_nan(row["top1_std"]), capsize=3,
+                          yerr=_zero_nan(row["top1_se"]), capsize=3,
                           marker="s" if row["kind"] == "preset" else "o", linestyle="none", label=label,
                           color=colours.get(row["name"]))
         colours.setdefault(row["name"], bar.lines[0].get_color())
     for target in targets:
         ax.axvline(target, color="grey", linestyle=":")
-    ax.set(xscale="log", xlabel="GFLOPs", ylabel="top-1 (full schedule)",
-           title="found models and presets, mean ± std over seeds")
+    ax.set(xscale="log", xlabel="GFLOPs", ylabel="test top-1 (full schedule, from scratch)",
+           title="found models and presets, mean ± standard error")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

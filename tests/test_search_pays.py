@@ -7,6 +7,7 @@ for the suite; the script's docstring says how to run it.
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 import sys
 from pathlib import Path
@@ -57,18 +58,25 @@ def test_baseline_presets_take_the_costliest_under_the_target_else_the_cheapest(
 
 
 def test_summary_and_differences_per_target():
-    rows = [("preset", "S", 0.40), ("preset", "S", 0.44), ("preset", "XS", 0.30), ("search", "expand", 0.50),
-            ("search", "expand", 0.54), ("search", "random", 0.45), ("search", "random", 0.47)]
-    table = pd.DataFrame([{"kind": kind, "name": name, "target_gflops": 2.0, "status": "ok", "top1": top1,
+    rows = [("preset", "S", "S", 0.40), ("preset", "S", "S", 0.44), ("preset", "XS", "XS", 0.30),
+            ("search", "expand", "e0", 0.50), ("search", "expand", "e0", 0.54), ("search", "expand", "e1", 0.60),
+            ("search", "expand", "e1", 0.64), ("search", "random", "r0", 0.45), ("search", "random", "r0", 0.47)]
+    table = pd.DataFrame([{"kind": kind, "name": name, "run": run, "target_gflops": 2.0, "status": "ok",
+                           "val_top1": top1 + 0.1, "test_top1": top1,
+                           "test_per_group": json.dumps({"texture": top1 - 0.2, "order": top1 + 0.1}),
                            "gflops": 1.9, "params": 3e6, "proxy_cpu_s": 100.0, "train_clips_per_s": 30.0,
-                           "latency_ms": 20.0} for kind, name, top1 in rows])
-    table.loc[len(table)] = dict(table.iloc[0], status="failed", top1=math.nan)
-    summary = search_pays.summarize(table)
-    assert list(summary["n"]) == [2, 1, 2, 2]  # S, XS, expand, random; the failed row left out
-    diffs = search_pays.differences(summary).set_index("expand minus")
+                           "latency_ms": 20.0} for kind, name, run, top1 in rows])
+    table.loc[len(table)] = dict(table.iloc[0], status="failed", test_top1=math.nan)
+    summary = search_pays.summarize(table).set_index("name")
+    assert list(summary.index) == ["S", "XS", "expand", "random"]  # the failed row left out
+    assert list(summary["n"]) == [2, 1, 4, 2] and list(summary["runs"]) == [1, 1, 2, 1]
+    assert summary.loc["expand", "top1"] == pytest.approx(0.57)
+    assert summary.loc["expand", "top1_se"] == pytest.approx(0.05)  # over the two searches' means 0.52, 0.62
+    assert summary.loc["random", "top1_se"] == pytest.approx(0.01 / 1)  # one search: over its training seeds
+    assert summary.loc["expand", "texture"] == pytest.approx(0.37) and summary.loc["S", "order"] == pytest.approx(0.52)
+    diffs = search_pays.differences(summary.reset_index()).set_index("minus")
     assert list(diffs.index) == ["best preset (S)", "random"]
-    assert diffs.loc["best preset (S)", "top1_diff"] == pytest.approx(0.10)
-    assert diffs.loc["random", "top1_diff"] == pytest.approx(0.06)
-    assert diffs.loc["random", "std_error"] == pytest.approx(math.sqrt(0.0008 / 2 + 0.0002 / 2))  # var / n, both
-    text = search_pays.markdown(summary, search_pays.differences(summary))
-    assert "| 2 | search | expand | 2 | 0.520 ± 0.028 |" in text and "+0.100 ± " in text
+    assert diffs.loc["best preset (S)", "top1_diff"] == pytest.approx(0.15)
+    assert diffs.loc["random", "std_error"] == pytest.approx(math.sqrt(0.05 ** 2 + 0.01 ** 2))
+    text = search_pays.markdown(summary.reset_index(), search_pays.differences(summary.reset_index()))
+    assert "| 2 | search | expand | 2 | 4 | 0.570 ± 0.050 | 0.370 | 0.670 |" in text and "+0.150 ± " in text
