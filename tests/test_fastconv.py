@@ -1,4 +1,4 @@
-"""The fast channelwise conv equals PyTorch's, in the layer and in whole networks, and can be switched off.
+"""The fast channelwise and pointwise convs equal PyTorch's, in the layer and in whole networks, and can be switched off.
 
 The first test in a fresh environment compiles the kernels (about 10 s, once per machine).
 """
@@ -13,7 +13,7 @@ from torch import nn
 from torch.utils import cpp_extension
 
 from x3dsearch import build_model, fastconv, preset
-from x3dsearch.fastconv import ChannelwiseConv3d, channelwise_conv3d
+from x3dsearch.fastconv import ChannelwiseConv3d, PointwiseConv3d, channelwise_conv3d
 
 CL = torch.channels_last_3d
 needs_kernels = pytest.mark.skipif(not fastconv.available(), reason="the fast conv did not compile here")
@@ -121,9 +121,15 @@ def test_flag_and_env_var_select_the_conv(monkeypatch):
     def channelwise_types(model: nn.Module) -> set[type]:
         return {type(m) for m in model.modules() if isinstance(m, nn.Conv3d) and m.groups > 1}
 
+    def unstrided_pointwise_types(model: nn.Module) -> set[type]:  # the blocks' and conv5's, on unpooled input
+        return {type(m) for name, m in model.named_modules() if isinstance(m, nn.Conv3d)
+                and m.kernel_size == m.stride == (1, 1, 1) and name.endswith((".a", ".c", "conv5.0"))}
+
     monkeypatch.delenv(fastconv.ENV_VAR, raising=False)
     assert channelwise_types(build_model(config)) == {ChannelwiseConv3d}
+    assert unstrided_pointwise_types(build_model(config)) == {PointwiseConv3d}
     assert channelwise_types(build_model(config, fast=False)) == {nn.Conv3d}
+    assert unstrided_pointwise_types(build_model(config, fast=False)) == {nn.Conv3d}
     monkeypatch.setenv(fastconv.ENV_VAR, "0")
     assert channelwise_types(build_model(config)) == {nn.Conv3d}
     assert channelwise_types(build_model(config, fast=True)) == {ChannelwiseConv3d}
@@ -217,3 +223,70 @@ def test_model_under_bf16_autocast_stays_near_float32():
                for name, grad in ref_grads.items() if grad.abs().max() > 0}
     assert len(cosines) >= 40  # the rest start at zero: the blocks' last BatchNorm is zero-initialised
     assert min(cosines.values()) >= 0.9, sorted(cosines.items(), key=lambda item: item[1])[:3]
+
+
+# (batch, in channels, out channels, frames, height, width): batches below, at and above oneDNN's 16
+POINTWISE_SHAPES = [
+    (4, 24, 54, 16, 14, 14),   # X3D-M's res2 at the 56-px proxy input: folded to 16 samples of 4 frames
+    (1, 7, 5, 1, 7, 3),        # 7 rows of voxels in all: too few to fold, PyTorch's own choice
+    (3, 16, 33, 1, 12, 5),     # one frame (X2D): the rows of H are folded
+    (8, 9, 17, 4, 3, 2),
+    (8, 6, 10, 1, 2, 3),       # folded down to one row of voxels a sample
+    (15, 32, 8, 2, 5, 5),
+    (16, 12, 20, 3, 4, 4),     # at oneDNN's minimum: not folded
+    (2, 10, 6, 5, 1, 1),       # 1x1 spatial
+]
+
+
+def _pointwise_run(conv: nn.Conv3d, x: torch.Tensor, threads: int) -> list[torch.Tensor]:
+    """Output and input, weight and bias gradients of ``conv`` on ``threads`` threads, for a fixed output gradient."""
+    conv.zero_grad(set_to_none=True)
+    x = x.detach().clone().requires_grad_()
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        y = conv(x)
+        y.backward(torch.randn(y.shape, generator=torch.Generator().manual_seed(1)))
+    finally:
+        torch.set_num_threads(previous)
+    return [y, x.grad, conv.weight.grad] + ([] if conv.bias is None else [conv.bias.grad])
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("channels_last", [True, False])
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("n, c_in, c_out, t, h, w", POINTWISE_SHAPES)
+def test_pointwise_matches_reference(n, c_in, c_out, t, h, w, bias, channels_last, threads):
+    torch.manual_seed(0)
+    conv = PointwiseConv3d(c_in, c_out, 1, bias=bias)
+    reference = nn.Conv3d(c_in, c_out, 1, bias=bias)
+    reference.load_state_dict(conv.state_dict())
+    x = torch.randn(n, c_in, t, h, w)
+    x = x.contiguous(memory_format=CL) if channels_last else x
+    actual, expected = _pointwise_run(conv, x, threads), _pointwise_run(reference, x, threads)
+    for a, e in zip(actual, expected, strict=True):
+        _close(a, e)
+    if channels_last and n * t * h >= 16:
+        assert actual[0].is_contiguous(memory_format=CL)
+
+
+def test_pointwise_small_batch_runs_onednn_not_the_native_conv():
+    """On one thread PyTorch would give this batch of 4 its native slow_conv3d (the batch-size cliff)."""
+    conv = PointwiseConv3d(24, 54, 1, bias=False)
+    x = torch.randn(4, 24, 16, 14, 14).contiguous(memory_format=CL).requires_grad_()
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.profiler.profile() as prof:
+            conv(x).sum().backward()
+    finally:
+        torch.set_num_threads(previous)
+    ops = {event.key for event in prof.key_averages()}
+    assert "aten::mkldnn_convolution" in ops and not any("slow_conv3d" in op for op in ops), sorted(ops)
+
+
+def test_pointwise_unsupported_configurations_are_refused():
+    for args, kwargs in (((4, 4, 3), {}), ((4, 4, 1), {"stride": 2}), ((4, 4, 1), {"padding": 1}),
+                         ((4, 4, 1), {"groups": 2}), ((4, 4, 1), {"dilation": 2}), ((4, 4, 1), {"padding": "same"})):
+        with pytest.raises(ValueError, match="PointwiseConv3d needs"):
+            PointwiseConv3d(*args, **kwargs)

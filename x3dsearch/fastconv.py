@@ -10,7 +10,8 @@ the batch; it is compiled once per machine on first use, in one extension with
 
 Public API: :class:`ChannelwiseConv3d`, a drop-in ``nn.Conv3d`` subclass (same parameters and
 state dict) that takes the fast path whenever it applies; :func:`channelwise_conv3d`, the
-functional form; :func:`enabled`, the switch (``X3DSEARCH_FAST_CONV=0`` turns it off); and
+functional form; :class:`PointwiseConv3d`, a drop-in ``nn.Conv3d`` for unstrided 1x1x1 convs that
+keeps them on oneDNN's kernel at every batch size (no compiled code); :func:`enabled`, the switch (``X3DSEARCH_FAST_CONV=0`` turns it off); and
 :func:`available`, whether the kernels compiled. If compilation fails PyTorch's conv and BatchNorm
 run, after one warning.
 """
@@ -33,11 +34,15 @@ from torch.autograd.function import FunctionCtx, once_differentiable
 
 from .switches import switched_on
 
-__all__ = ["ChannelwiseConv3d", "channelwise_conv3d", "enabled", "available", "ENV_VAR"]
+__all__ = ["ChannelwiseConv3d", "PointwiseConv3d", "channelwise_conv3d", "enabled", "available", "ENV_VAR"]
 
 ENV_VAR = "X3DSEARCH_FAST_CONV"
 _SOURCES = [Path(__file__).with_name("csrc") / name for name in ("channelwise3d.cpp", "batchnorm_act.cpp")]
 _CFLAGS = ["-O3", "-march=native", "-ffp-contract=fast", "-fopenmp"]
+# PyTorch (ATen's Convolution.cpp, use_mkldnn) runs an unstrided 1x1x1 float32 conv on one thread with its
+# native slow_conv3d when the batch is under 16: 2-3x slower per clip than oneDNN's kernel, and its output
+# is not channels-last, so the fused BatchNorm after it falls back too (experiments/bench_batch.py).
+_ONEDNN_MIN_BATCH = 16
 
 
 def enabled(fast: bool | None = None) -> bool:
@@ -118,12 +123,16 @@ class _ChannelwiseConv3dFunction(torch.autograd.Function):
         return grad_x, grad_w, None, None
 
 
+def _traced() -> bool:
+    """Whether the code runs under ``torch.jit`` tracing or scripting or ``torch.compile``."""
+    return torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()
+
+
 def _fast_path_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """Float32 5-D CPU tensors, outside tracing, scripting and compiling, with built kernels."""
     return (x.dim() == 5 and x.device.type == "cpu" and x.dtype == torch.float32
             and weight.dtype == torch.float32 and weight.device.type == "cpu"
-            and not torch.jit.is_tracing() and not torch.jit.is_scripting()
-            and not torch.compiler.is_compiling() and _kernels() is not None)
+            and not _traced() and _kernels() is not None)
 
 
 def channelwise_conv3d(x: torch.Tensor, weight: torch.Tensor, stride: int = 1,
@@ -167,3 +176,38 @@ class ChannelwiseConv3d(nn.Conv3d):
         """The conv of ``x``, through the fast kernels when they apply."""
         y = channelwise_conv3d(x, self.weight, self.stride[1], self.padding)
         return y if self.bias is None else y + self.bias.view(1, -1, 1, 1, 1)
+
+
+def _row_split(batch: int, rows: int) -> int:
+    """The smallest divisor k of ``rows`` with ``batch * k`` at least oneDNN's minimum batch (``batch * rows`` is)."""
+    return next(k for k in range(-(-_ONEDNN_MIN_BATCH // batch), rows + 1) if rows % k == 0)
+
+
+class PointwiseConv3d(nn.Conv3d):
+    """Drop-in ``nn.Conv3d`` for an unstrided 1x1x1 conv that runs oneDNN's kernel at every batch size.
+
+    On one thread PyTorch gives batches under 16 its native conv (``_ONEDNN_MIN_BATCH``). A 1x1x1 conv
+    treats every voxel alike, so a channels-last (N, C, T, H, W) batch is viewed, without a copy, as
+    N*k samples of T*H/k x 1 x W voxels, with the smallest k that reaches 16 (batches with fewer than 16
+    rows of voxels in all stay on PyTorch's choice). Same parameters and state
+    dict as ``nn.Conv3d``; other kernel sizes, strides, paddings, dilations and groups are refused.
+    """
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        if not (self.kernel_size == self.stride == self.dilation == (1, 1, 1) and self.padding == (0, 0, 0)
+                and self.groups == 1):
+            raise ValueError(f"PointwiseConv3d needs a 1x1x1 kernel, stride 1, no padding or dilation and "
+                             f"groups == 1; got {self.extra_repr()}")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The conv of ``x``; a channels-last CPU batch under 16 on one thread runs as a batch of 16 or more."""
+        if not (x.dim() == 5 and x.device.type == "cpu" and 0 < x.shape[0] < _ONEDNN_MIN_BATCH
+                and x.shape[0] * x.shape[2] * x.shape[3] >= _ONEDNN_MIN_BATCH and torch.get_num_threads() == 1
+                and x.is_contiguous(memory_format=torch.channels_last_3d) and not _traced()):
+            return super().forward(x)
+        n, channels, t, h, w = x.shape
+        k = _row_split(n, t * h)
+        rows = x.permute(0, 2, 3, 4, 1).reshape(n * k, t * h // k, 1, w, channels).permute(0, 4, 1, 2, 3)
+        y = self._conv_forward(rows, self.weight, self.bias)
+        return y.permute(0, 2, 3, 4, 1).reshape(n, t, h, w, y.shape[1]).permute(0, 4, 1, 2, 3)

@@ -158,8 +158,7 @@ def _applies(x: torch.Tensor, norm: nn.Module, act: nn.Module | None, fast: bool
             and type(act) in _ACTIVATIONS and _se_applies(se, act) and _residual_applies(residual, x, act, se)
             and _channels_last_float(x) and x.numel() >= max(_MIN_ELEMENTS, x.shape[1] + 1)
             and norm.weight.dtype == torch.float32
-            and not torch.is_autocast_enabled("cpu") and not torch.jit.is_tracing()
-            and not torch.jit.is_scripting() and not torch.compiler.is_compiling()
+            and not torch.is_autocast_enabled("cpu") and not fastconv._traced()
             and fastconv._kernels() is not None)
 
 

@@ -15,7 +15,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from .config import X3DConfig, round_width, stage_layout
-from .fastconv import ChannelwiseConv3d, enabled
+from .fastconv import ChannelwiseConv3d, PointwiseConv3d, enabled
 from .fastnorm import batchnorm_act
 
 __all__ = ["build_model", "fold_batchnorm", "X3D"]
@@ -63,15 +63,16 @@ class _Block(nn.Module):
         super().__init__()
         self.fast = fast
         channelwise = ChannelwiseConv3d if fast else nn.Conv3d
+        pointwise = PointwiseConv3d if fast else nn.Conv3d
         stride = (1, spatial_stride, spatial_stride)
-        self.a = nn.Conv3d(dim_in, inner, 1, bias=False)
+        self.a = pointwise(dim_in, inner, 1, bias=False)
         self.a_bn = nn.BatchNorm3d(inner)
         self.a_relu = nn.ReLU(inplace=True)
         self.b = channelwise(inner, inner, 3, stride=stride, padding=1, groups=inner, bias=False)
         self.b_bn = nn.BatchNorm3d(inner)
         self.se = _SqueezeExcite(inner, se_ratio) if se_ratio > 0 else nn.Identity()
         self.b_act = nn.SiLU()
-        self.c = nn.Conv3d(inner, dim_out, 1, bias=False)
+        self.c = pointwise(inner, dim_out, 1, bias=False)
         self.c_bn = nn.BatchNorm3d(dim_out)
         nn.init.zeros_(self.c_bn.weight)
         if dim_in != dim_out or spatial_stride != 1:
@@ -97,6 +98,7 @@ class X3D(nn.Module):
         self.channels_last = enabled(fast)
         fast = self.channels_last
         channelwise = ChannelwiseConv3d if fast else nn.Conv3d
+        pointwise = PointwiseConv3d if fast else nn.Conv3d
         stem = round_width(config.stem_width, config.width)
         self.stem = _ConvNorm(
             nn.Conv3d(3, stem, (1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1), bias=False),
@@ -117,7 +119,7 @@ class X3D(nn.Module):
         self.stages = nn.Sequential(*stages)
         conv5 = int(config.bottleneck * dim_in)
         self.conv5 = _ConvNorm(
-            nn.Conv3d(dim_in, conv5, 1, bias=False), nn.BatchNorm3d(conv5), nn.ReLU(inplace=True), fast=fast)
+            pointwise(dim_in, conv5, 1, bias=False), nn.BatchNorm3d(conv5), nn.ReLU(inplace=True), fast=fast)
         self.pool = nn.AdaptiveAvgPool3d(1)
         self.lin5 = nn.Conv3d(conv5, config.head_width, 1, bias=False)
         self.lin5_relu = nn.ReLU(inplace=True)
