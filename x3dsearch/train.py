@@ -240,12 +240,17 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]
 
 
 def _optimizer(model: nn.Module, schedule: Schedule, workers: int) -> torch.optim.Optimizer:
-    """SGD with momentum (the paper's recipe) or AdamW, at the peak LR scaled to the global batch."""
+    """SGD with momentum (the paper's recipe) or AdamW, at the peak LR scaled to the global batch.
+
+    On CPU the fused kernel: PyTorch's default there loops over the parameters in Python, several small
+    ops each (1.27x the whole X2D proxy step, 1.07x XS; docs/performance-batch.md).
+    """
     groups = _param_groups(model, schedule.weight_decay)
     lr = schedule.lr() * workers
+    fused = True if next(model.parameters()).device.type == "cpu" else None
     if schedule.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, betas=(schedule.momentum, 0.999))
-    return torch.optim.SGD(groups, lr=lr, momentum=schedule.momentum)
+        return torch.optim.AdamW(groups, lr=lr, betas=(schedule.momentum, 0.999), fused=fused)
+    return torch.optim.SGD(groups, lr=lr, momentum=schedule.momentum, fused=fused)
 
 
 def _lr_factor(step: int, total: int, warmup: int) -> float:
