@@ -243,7 +243,7 @@ def _optimizer(model: nn.Module, schedule: Schedule, workers: int) -> torch.opti
     """SGD with momentum (the paper's recipe) or AdamW, at the peak LR scaled to the global batch.
 
     On CPU the fused kernel: PyTorch's default there loops over the parameters in Python, several small
-    ops each (1.27x the whole X2D proxy step, 1.07x XS; docs/performance-batch.md).
+    ops each (AdamW: 1.31x the whole X2D proxy step, 1.07x XS; docs/performance-batch.md).
     """
     groups = _param_groups(model, schedule.weight_decay)
     lr = schedule.lr() * workers
