@@ -309,9 +309,10 @@ def differences(summary: pd.DataFrame) -> pd.DataFrame:
     for target, group in summary.groupby("target_gflops"):
         presets = group[group["kind"] == "preset"]
         others = [(f"best preset ({row['name']})", row) for _, row in presets.nlargest(1, "top1").iterrows()]
-        others += [(row["name"], row) for _, row in group[group["name"].isin(list(SAMPLERS))].iterrows()]
         for _, e in group[group["name"].str.startswith("expand")].iterrows():
-            for label, other in others:
+            label_of_proxy = e["name"][len("expand"):]  # "" or "+SCHEDULE": compare with the same proxy's samplers
+            samplers = group[group["name"].isin([s + label_of_proxy for s in SAMPLERS])]
+            for label, other in others + [(row["name"], row) for _, row in samplers.iterrows()]:
                 rows.append({"target_gflops": target, "expansion": e["name"], "minus": label,
                              "top1_diff": e["top1"] - other["top1"],
                              "std_error": math.sqrt(e["top1_se"] ** 2 + other["top1_se"] ** 2)})

@@ -35,7 +35,7 @@ def test_a_run_recorded_before_landing_resumes_only_with_its_full_last_step(tmp_
 def test_a_run_recorded_before_the_box_is_refused_in_one_line(tmp_path: Path) -> None:
     run = RunDir(tmp_path / "run")
     run.create({"seed": 0}, resume=False)  # recorded before max_window existed: expansion ignored the bounds
-    with pytest.raises(UserError, match="cannot be resumed: start a new --out") as err:
+    with pytest.raises(UserError, match="cannot be resumed: start a new -o/--output") as err:
         run.create({"seed": 0, "max_window": None}, resume=True)
     assert "\n" not in str(err.value)
     run = RunDir(tmp_path / "new")

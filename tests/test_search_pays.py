@@ -77,6 +77,17 @@ def test_summary_and_differences_per_target():
     diffs = search_pays.differences(summary.reset_index()).set_index("minus")
     assert list(diffs.index) == ["best preset (S)", "random"]
     assert diffs.loc["best preset (S)", "top1_diff"] == pytest.approx(0.15)
+    assert diffs.loc["random", "top1_diff"] == pytest.approx(0.11)
     assert diffs.loc["random", "std_error"] == pytest.approx(math.sqrt(0.05 ** 2 + 0.01 ** 2))
     text = search_pays.markdown(summary.reset_index(), search_pays.differences(summary.reset_index()))
     assert "| 2 | search | expand | 2 | 4 | 0.570 ± 0.050 | 0.370 | 0.670 |" in text and "+0.150 ± " in text
+
+
+def test_a_labelled_expansion_is_compared_with_the_samplers_of_its_own_proxy():
+    rows = [("preset", "S", 0.40), ("search", "expand+sh", 0.50), ("search", "random+sh", 0.45),
+            ("search", "random", 0.30)]
+    summary = pd.DataFrame([{"target_gflops": 2.0, "kind": kind, "name": name, "top1": top1, "top1_se": 0.01}
+                            for kind, name, top1 in rows])
+    diffs = search_pays.differences(summary)
+    assert list(diffs["minus"]) == ["best preset (S)", "random+sh"]
+    assert diffs["top1_diff"].tolist() == pytest.approx([0.10, 0.05])

@@ -67,6 +67,7 @@ class Timing:
 
     @property
     def x3d(self) -> X3DConfig:
+        """The timed config."""
         return X3DConfig.from_dict(json.loads(self.config))
 
 
@@ -181,10 +182,8 @@ class LatencyModel:
     coefficients: tuple[float, ...]
 
     def predict(self, config: X3DConfig) -> float:
+        """Predicted milliseconds per clip of ``config``."""
         return float(features(config) @ np.array(self.coefficients))
-
-    def to_json(self) -> str:
-        return json.dumps(list(self.coefficients))
 
 
 def fit(timings: Sequence[Timing]) -> LatencyModel:

@@ -67,19 +67,19 @@ class RunDir:
         """Prepare the folder; refuse to mix a new search into an old run unless resuming."""
         if self.exists() and not resume:
             raise UserError(f"{self.path} already holds a run; pass --resume to continue it "
-                            f"or choose another --out")
+                            f"or choose another -o/--output")
         if resume and self.exists():
             recorded = self.settings()
             for key, reason in _NOT_RESUMABLE_WITHOUT.items():
                 if key in settings and key not in recorded:
                     raise UserError(f"{self.path} was recorded {reason}, so this version would search another "
-                                    f"space; it cannot be resumed: start a new --out")
+                                    f"space; it cannot be resumed: start a new -o/--output")
             old = {**_BEFORE_RECORDED, **recorded}
             changed = sorted(k for k in settings if k in old and _comparable(old[k]) != _comparable(settings[k])
                              and k not in _RESUMABLE_CHANGES)
             if changed:
                 raise UserError(f"--resume with different {', '.join(changed)} than the run in "
-                                f"{self.path}; use the original options or another --out")
+                                f"{self.path}; use the original options or another -o/--output")
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as err:

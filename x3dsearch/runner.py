@@ -175,7 +175,7 @@ def check_inputs(settings: ExpandSettings, *, resume: bool = False) -> tuple[Sea
     _check_target(settings, space)
     run = RunDir(settings.out)
     if run.exists() and not resume:
-        raise UserError(f"{run.path} already holds a run; pass --resume to continue it or choose another --out")
+        raise UserError(f"{run.path} already holds a run; pass --resume to continue it or choose another -o/--output")
     state = f"resuming its {sum(1 for _ in run.records())} journal records" if run.exists() else "new"
     return space, [data_line, window_line,
                    f"schedules: proxy {_describe_schedule(settings.proxy_schedule, proxy)}, "
