@@ -23,9 +23,7 @@ steps for ~0.5 s).
 from __future__ import annotations
 
 import argparse
-import platform
 import time
-from pathlib import Path
 from typing import Callable
 
 import torch
@@ -34,6 +32,7 @@ from torch import nn
 
 from x3dsearch import build_model, count_flops, fastconv, preset
 from x3dsearch.config import X3DConfig, stage_layout
+from x3dsearch.latency import device_name
 from x3dsearch.schedule import load_schedule
 from x3dsearch.space import expand
 
@@ -114,12 +113,8 @@ def best_times(fns: dict[str, Callable[[], None]], repeats: int) -> dict[str, fl
 
 
 def cpu_name() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
+    """This machine's CPU model, as the latency table records it."""
+    return device_name("cpu")
 
 
 def config_of(shape: str) -> X3DConfig:

@@ -116,8 +116,10 @@ def test_evaluated_landing_lets_the_proxy_pick_among_all_axes():
     result = run_search(UNBOUNDED, target, scorer, land_within=2 ** 0.5, evaluate_contractions=True)
     c = result.contraction
     assert len(result.steps) == 1 and c.base == reached
-    # from one frame no partial fast or temporal step adds a frame: both land as bottleneck does
-    assert len(c.evaluated) >= 4 and all(k in scorer.calls for k in c.evaluated)
+    # from one frame no partial fast or temporal step adds a frame: both land as bottleneck does, so the six
+    # axes give exactly four distinct landings, and every one of them is evaluated
+    landings = {land(reached, axis, target * 1e9, UNBOUNDED)[0].key for axis in UNBOUNDED.axes}
+    assert len(landings) == 4 and set(c.evaluated) == landings and all(k in scorer.calls for k in c.evaluated)
     assert c.axis.startswith("spatial") and result.final.crop > 112  # the proxy's pick, not the last axis
     assert abs(result.final_gflops - target) / target < 0.05
 
