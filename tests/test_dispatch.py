@@ -22,6 +22,10 @@ def _echo(job):
     return {"status": "ok", "top1": job["value"], "seconds": 0.0}
 
 
+def _with_lists(job):
+    return {"status": "ok", "top1": 0.5, "classes": ["a", "b"], "val": {"per_class": [0.25, 0.75]}}
+
+
 def _die_once(job):
     marker = Path(job["marker"])
     if not marker.exists():
@@ -49,6 +53,15 @@ def test_every_job_reports_once_with_its_metrics(local_ray, tmp_path):
     assert sorted((k, r["top1"], r["attempt"]) for k, r in records) == \
         [("k0", 0.0, 1), ("k1", 0.1, 1), ("k2", 0.2, 1), ("k3", 0.3, 1)]
     assert all(r["node"] and r["trial_ended"] >= r["trial_started"] for _, r in records)
+
+
+def test_list_and_dict_metrics_arrive_intact_without_logger_warnings(local_ray, tmp_path, caplog):
+    with caplog.at_level(logging.WARNING):
+        records = _run(tmp_path, _with_lists, [{"key": "only"}])
+    (_, record), = records
+    assert record["classes"] == ["a", "b"] and record["val"] == {"per_class": [0.25, 0.75]}
+    assert record["top1"] == 0.5 and "nested_json" not in record
+    assert not [r for r in caplog.records if "invalid value" in r.getMessage()]
 
 
 def test_dead_worker_is_retried(local_ray, tmp_path):

@@ -8,6 +8,7 @@ fails on its own (diverged, exception) ends normally with that status and is not
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -29,6 +30,7 @@ __all__ = ["DispatchOptions", "RayDispatcher", "TrialFn", "proxy_trial"]
 
 TrialFn = Callable[[Mapping[str, Any]], dict[str, Any]]
 _KILL_ONCE_ENV = "X3DSEARCH_DEBUG_KILL_ONCE"
+_NESTED = "nested_json"  # the key that carries a trial's list and dict metrics through Tune
 
 
 @dataclass(frozen=True)
@@ -62,8 +64,22 @@ def _tune_entry(trial_fn: TrialFn) -> Callable[..., None]:
         metrics = trial_fn(job)
         metrics.update(node=ray.util.get_node_ip_address(), host=socket.gethostname(), pid=os.getpid(),
                        trial_started=started, trial_ended=time.time(), key=job["key"])
-        tune.report(metrics)
+        tune.report(_packed(metrics))
     return _run
+
+
+def _packed(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """Lists and dicts travel as one JSON string: Tune's TensorBoard logger warns on every list it meets."""
+    nested = {k: v for k, v in metrics.items() if isinstance(v, (list, tuple, dict))}
+    flat = {k: v for k, v in metrics.items() if k not in nested}
+    return dict(flat, **{_NESTED: json.dumps(nested)}) if nested else flat
+
+
+def _unpacked(result: Mapping[str, Any]) -> dict[str, Any]:
+    """The trial's metrics as the trial function returned them (inverse of :func:`_packed`)."""
+    record = {k: v for k, v in result.items() if k != _NESTED}
+    record.update(json.loads(result.get(_NESTED) or "{}"))
+    return record
 
 
 def _check_address(address: str) -> None:
@@ -175,7 +191,7 @@ class _Reporter(tune.Callback):
         self.on_trial = on_trial
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        record = dict(trial.last_result or {})
+        record = _unpacked(trial.last_result or {})
         record["attempt"] = trial.num_failures + 1
         self.on_trial(self.by_key[trial.config["job"]], record)
 
