@@ -34,8 +34,10 @@ from typing import Callable
 
 from x3dsearch.config import X3DConfig, preset
 from x3dsearch.data import default_dataset
-from x3dsearch.distributed import WorkerOptions, train_distributed
-from x3dsearch.schedule import Schedule, load_schedule
+from x3dsearch.distributed import train_distributed
+from x3dsearch.workers import WorkerOptions
+from x3dsearch.recipe import Recipe
+from x3dsearch.schedule import load_schedule
 from x3dsearch.train import TrainResult, train
 
 
@@ -58,7 +60,7 @@ def measure(setup: str, run: Callable[[], TrainResult]) -> Row:
     return Row(setup, time.perf_counter() - started, result, (before, os.getloadavg()[0]))
 
 
-def warm_cache(config: X3DConfig, data: Path, schedule: Schedule) -> None:
+def warm_cache(config: X3DConfig, data: Path, schedule: Recipe) -> None:
     """Decode the clip caches the runs read, so that no measured run pays for building them."""
     from x3dsearch.data import VideoDataset
 
@@ -67,19 +69,19 @@ def warm_cache(config: X3DConfig, data: Path, schedule: Schedule) -> None:
         VideoDataset(data, scaled, split=split, cache_dir=schedule.cache or None, views=views)
 
 
-def alone(config: X3DConfig, data: Path, schedule: Schedule, seed: int) -> TrainResult:
+def alone(config: X3DConfig, data: Path, schedule: Recipe, seed: int) -> TrainResult:
     """The single-process path on two threads."""
     return train(config, data, schedule, seed=seed, threads=2)
 
 
-def workers(config: X3DConfig, data: Path, schedule: Schedule, seed: int, address: str | None = None) -> TrainResult:
+def workers(config: X3DConfig, data: Path, schedule: Recipe, seed: int, address: str | None = None) -> TrainResult:
     """Two one-CPU Ray Train workers with half the batch each (a fresh output folder, so no resume)."""
     with tempfile.TemporaryDirectory(prefix="bench-distributed-") as out:
         return train_distributed(config, data, schedule.replace(batch_size=schedule.batch_size // 2), seed,
                                  out_dir=out, options=WorkerOptions(workers=2, address=address))
 
 
-def on_two_nodes(config: X3DConfig, data: Path, schedule: Schedule, seed: int) -> TrainResult:
+def on_two_nodes(config: X3DConfig, data: Path, schedule: Recipe, seed: int) -> TrainResult:
     """:func:`workers` on a local two-node cluster of one CPU per node."""
     import ray
     from ray.cluster_utils import Cluster
@@ -119,7 +121,7 @@ def main() -> None:
     if args.batch % 2:
         parser.error("--batch must be even: it is split over two workers")
     data = Path(args.data or default_dataset())
-    schedule = load_schedule(args.schedule).replace(epochs=args.epochs, batch_size=args.batch, time_budget_s=None,
+    schedule = load_schedule(args.schedule).recipe.replace(epochs=args.epochs, batch_size=args.batch, time_budget_s=None,
                                                     eval_views=tuple(args.views))
     config = preset(args.preset, num_classes=12)
     print(f"{config.short}, {schedule.name} for {args.epochs} epochs at {schedule.train_crop(config)} px on {data}, "

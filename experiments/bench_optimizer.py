@@ -32,7 +32,7 @@ VARIANTS = {"loop": {"foreach": False}, "fused": {"fused": True}}
 
 def steps_of(shape: str, optimizer: str, options: dict[str, bool]) -> tuple[Callable[[], None], Callable[[], None]]:
     """(a whole training step, the optimiser's step alone) of ``shape`` at the proxy's input size."""
-    schedule = load_schedule("cpu_proxy")
+    schedule = load_schedule("cpu_proxy").recipe
     config = config_of(shape)
     crop = schedule.train_crop(config)
     torch.manual_seed(0)

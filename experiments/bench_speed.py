@@ -141,7 +141,7 @@ def main() -> None:
     if "bf16" in args.precisions and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
         print("this CPU has no native bf16 for oneDNN: bf16 rows left out")
         args.precisions = [p for p in args.precisions if p != "bf16"]
-    schedule = load_schedule("cpu_proxy")
+    schedule = load_schedule("cpu_proxy").recipe
     print(f"{cpu_name()}, torch {torch.__version__}, batch {args.batch}, best of {args.repeats}; "
           "GMAC/s counts a training step as 3x forward MACs")
     for threads in args.threads:

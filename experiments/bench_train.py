@@ -28,7 +28,8 @@ from x3dsearch.config import X3DConfig, preset
 from x3dsearch.cost import count_flops
 from x3dsearch.data import default_dataset
 from x3dsearch import fastconv
-from x3dsearch.schedule import Schedule, load_schedule
+from x3dsearch.recipe import Recipe
+from x3dsearch.schedule import load_schedule
 from x3dsearch.train import train
 
 from bench_speed import training_step  # experiments/ is on sys.path when run as a script
@@ -61,7 +62,7 @@ def bare_loop(config: X3DConfig, crop: int, batch: int, steps: int, channels_las
     return steps * batch / (time.perf_counter() - start)
 
 
-def train_loop(config: X3DConfig, crop: int, schedule: Schedule, steps: int) -> float:
+def train_loop(config: X3DConfig, crop: int, schedule: Recipe, steps: int) -> float:
     """Clips/s of ``train`` (training phase) over ``steps`` batches of in-memory clips."""
     shape = (3, config.frames, crop, crop)
     data = (_Clips(steps * schedule.batch_size, shape, config.num_classes), _Clips(2, shape, config.num_classes))
@@ -72,7 +73,7 @@ def train_loop(config: X3DConfig, crop: int, schedule: Schedule, steps: int) -> 
     return result.clips_per_s
 
 
-def data_loop(config: X3DConfig, schedule: Schedule, steps: int) -> float:
+def data_loop(config: X3DConfig, schedule: Recipe, steps: int) -> float:
     """Clips/s of ``train`` (training phase) on the default benchmark through the cached clip loader."""
     bench = schedule.replace(epochs=1, warmup_epochs=0, time_budget_s=None, num_workers=0,
                              train_videos=steps * schedule.batch_size, val_videos=12, precise_bn_clips=0,
@@ -92,7 +93,7 @@ def main() -> None:
                         help="training clips per epoch for the predicted proxy time (default: the benchmark's 384)")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    schedule = load_schedule(args.schedule)
+    schedule = load_schedule(args.schedule).recipe
     views = schedule.eval_views[0] * schedule.eval_views[1]
     print(f"schedule {schedule.name}: scale {schedule.spatial_scale:g}, batch {schedule.batch_size}, "
           f"1 thread, torch {torch.__version__}; GFLOP/s counts a training clip as 3x forward FLOPs")

@@ -24,7 +24,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("shapes", nargs="+", choices=sorted(SHAPES))
     args = parser.parse_args()
-    schedule = load_schedule("cpu_proxy").replace(epochs=1, step_compute=None, max_epochs=None, epochs_under=None)
+    schedule = load_schedule("cpu_proxy").recipe.replace(epochs=1)
     for name in args.shapes:
         for threads in (1, 2, 1, 2):
             started = time.time()

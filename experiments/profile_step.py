@@ -130,7 +130,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--steps", type=int, default=1, help="profiled steps per measurement")
     args = parser.parse_args()
-    schedule = load_schedule("cpu_proxy")
+    schedule = load_schedule("cpu_proxy").recipe
     print(f"torch {torch.__version__}; batch {args.batch}; ms per training step (forward + backward + SGD) "
           f"and its share, by layer type")
     for threads in args.threads:

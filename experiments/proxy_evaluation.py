@@ -53,7 +53,7 @@ def _datasets(evaluation: str, views: tuple[int, int]) -> list[tuple[Path, str, 
 
 def _score(run: Path, config: X3DConfig, evaluation: str, views: tuple[int, int]) -> tuple[float, int]:
     """Top-1 over all parts of an evaluation (clip-weighted) of one candidate's kept weights."""
-    schedule = load_schedule("cpu_proxy")
+    schedule = load_schedule("cpu_proxy").recipe
     model = build_model(config)
     model.load_state_dict(torch.load(weights_file(run / "weights", config.key), map_location="cpu", weights_only=True))
     model = model.to(memory_format=torch.channels_last_3d)

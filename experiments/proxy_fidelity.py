@@ -71,7 +71,7 @@ def reference_data() -> Path:
 def reference_epochs(base: X3DConfig, ratio: float, clips: int = 1152) -> int:
     """Epochs over the reference's ``clips`` that give ``ratio`` x the default proxy's clip-passes for this set."""
     proxy = load_schedule("cpu_proxy")
-    proxy_passes = proxy.for_step(2 * count_flops(base) / 1e9, 384).epochs * 384
+    proxy_passes = proxy.for_step(2 * count_flops(base) / 1e9, 384).recipe.epochs * 384
     return max(4, math.ceil(ratio * proxy_passes / clips))
 
 
@@ -87,8 +87,7 @@ def _cached_length(name: str, candidates: int, seeds: list[int], minimum: int,
 
 def _reference_job(job: tuple[str, str, dict[str, Any], str, int, int]) -> dict[str, Any]:
     set_name, axis, config, data, seed, epochs = job
-    schedule = load_schedule("cpu_proxy").replace(name="fidelity_reference", epochs=epochs, step_compute=None,
-                                                  max_epochs=None)
+    schedule = load_schedule("cpu_proxy").recipe.replace(name="fidelity_reference", epochs=epochs)
     result = train(X3DConfig.from_dict(config), data, schedule, seed=seed, threads=1)
     return {"set": set_name, "axis": axis, "key": X3DConfig.from_dict(config).key, "seed": seed,
             "epochs": epochs, "top1": result.top1 if result.status == "ok" else "", "seconds": result.seconds}

@@ -27,16 +27,17 @@ from x3dsearch.data.kinetics import read_split
 from x3dsearch.data.synthetic import default_dataset
 from x3dsearch.inherit import inherit
 from x3dsearch.proxy import weights_file
-from x3dsearch.schedule import Schedule, load_schedule
+from x3dsearch.recipe import Recipe
+from x3dsearch.schedule import load_schedule
 from x3dsearch.train import train
 
 _FIELDS = ["run", "axis", "epochs", "top1", "seconds"]
 
 
-def _step_schedule(name: str) -> Schedule:
-    """The cpu_proxy schedule of a set's step, as the search gives it (by cost and training clips)."""
+def _step_schedule(name: str) -> Recipe:
+    """The cpu_proxy recipe of a set's step, as the search gives it (by cost and training clips)."""
     clips = len(read_split(default_dataset(), "train").videos)
-    return load_schedule("cpu_proxy").for_step(2 * count_flops(candidate_sets()[name][0]) / 1e9, clips)
+    return load_schedule("cpu_proxy").for_step(2 * count_flops(candidate_sets()[name][0]) / 1e9, clips).recipe
 
 
 def _job(job: tuple[str, str, str, int, int]) -> dict[str, object]:
@@ -45,8 +46,7 @@ def _job(job: tuple[str, str, str, int, int]) -> dict[str, object]:
     base, candidates = candidate_sets()[name]
     config = candidates[axis]
     step = _step_schedule(name)
-    schedule = step.replace(epochs=epochs, warmup_epochs=step.warmup_epochs * epochs / step.epochs,
-                            max_epochs=max(epochs, step.max_epochs or epochs), rungs=None)
+    schedule = step.stretched(epochs)
     parent = torch.load(weights_file(Path(run) / "weights", base.key), map_location="cpu", weights_only=True)
     result = train(config, default_dataset(), schedule, seed=seed, progress=False, threads=1,
                    init_state=inherit(parent, base, config, seed=seed))

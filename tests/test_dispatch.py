@@ -14,12 +14,18 @@ from x3dsearch import dispatch
 from x3dsearch.dispatch import (_TOKEN_SETUP_LOGGER, DispatchOptions, RayDispatcher, _check_address,
                                 _not_token_banner, _token_banner_hidden)
 from x3dsearch.errors import UserError
+from x3dsearch.trial import TrialJob
 
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
+def _job(key, **config):
+    """A job whose config carries what the stub trial functions below read."""
+    return TrialJob(key=key, config=config, recipe={}, data="", seed=0)
+
+
 def _echo(job):
-    return {"status": "ok", "top1": job["value"], "seconds": 0.0}
+    return {"status": "ok", "top1": job.config["value"], "seconds": 0.0}
 
 
 def _with_lists(job):
@@ -27,7 +33,7 @@ def _with_lists(job):
 
 
 def _die_once(job):
-    marker = Path(job["marker"])
+    marker = Path(job.config["marker"])
     if not marker.exists():
         marker.write_text("died")
         os.kill(os.getpid(), signal.SIGKILL)
@@ -44,12 +50,12 @@ def local_ray():
 def _run(tmp_path, trial_fn, jobs, **options):
     records = []
     dispatcher = RayDispatcher(DispatchOptions(**options), tmp_path / "ray", trial_fn=trial_fn)
-    dispatcher.run(jobs, lambda job, record: records.append((job["key"], record)))
+    dispatcher.run(jobs, lambda job, record: records.append((job.key, record)))
     return records
 
 
 def test_every_job_reports_once_with_its_metrics(local_ray, tmp_path):
-    records = _run(tmp_path, _echo, [{"key": f"k{i}", "value": i / 10} for i in range(4)])
+    records = _run(tmp_path, _echo, [_job(f"k{i}", value=i / 10) for i in range(4)])
     assert sorted((k, r["top1"], r["attempt"]) for k, r in records) == \
         [("k0", 0.0, 1), ("k1", 0.1, 1), ("k2", 0.2, 1), ("k3", 0.3, 1)]
     assert all(r["node"] and r["trial_ended"] >= r["trial_started"] for _, r in records)
@@ -57,7 +63,7 @@ def test_every_job_reports_once_with_its_metrics(local_ray, tmp_path):
 
 def test_list_and_dict_metrics_arrive_intact_without_logger_warnings(local_ray, tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
-        records = _run(tmp_path, _with_lists, [{"key": "only"}])
+        records = _run(tmp_path, _with_lists, [_job("only")])
     (_, record), = records
     assert record["classes"] == ["a", "b"] and record["val"] == {"per_class": [0.25, 0.75]}
     assert record["top1"] == 0.5 and "nested_json" not in record
@@ -66,14 +72,14 @@ def test_list_and_dict_metrics_arrive_intact_without_logger_warnings(local_ray, 
 
 def test_dead_worker_is_retried(local_ray, tmp_path):
     marker = tmp_path / "marker"
-    records = _run(tmp_path, _die_once, [{"key": "only", "marker": str(marker)}], max_failures=2)
+    records = _run(tmp_path, _die_once, [_job("only", marker=str(marker))], max_failures=2)
     statuses = [r["status"] for _, r in records]
     assert statuses == ["retried", "ok"] and marker.exists()
     assert records[-1][1]["attempt"] == 2
 
 
 def test_dead_worker_without_retries_is_failed(local_ray, tmp_path):
-    records = _run(tmp_path, _die_once, [{"key": "only", "marker": str(tmp_path / "m")}], max_failures=0)
+    records = _run(tmp_path, _die_once, [_job("only", marker=str(tmp_path / "m"))], max_failures=0)
     assert [r["status"] for _, r in records] == ["failed"]
     assert records[0][1]["reason"]
 

@@ -33,10 +33,12 @@ from torch.utils.data import Dataset
 from x3dsearch.cli import main
 from x3dsearch.config import X3DConfig
 from x3dsearch.data import make_synthetic
-from x3dsearch.distributed import KILL_ONCE_ENV, WorkerOptions, _Shard, _sync_bn_copy, _Worker, train_distributed
+from x3dsearch.distributed import _Shard, _sync_bn_copy, _Worker, train_distributed
 from x3dsearch.evaluate import Feed
 from x3dsearch.model import build_model
 from x3dsearch.runner import ExpandSettings, Session
+from x3dsearch.faults import KILL_WORKER_ONCE_ENV
+from x3dsearch.workers import WorkerOptions
 from x3dsearch.schedule import load_schedule
 from x3dsearch.train import TrainResult, train
 
@@ -61,7 +63,7 @@ def _environment() -> Iterator[None]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("OMP_NUM_THREADS", "1")
         mp.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")  # Ray Train takes in one report per poll
-        for name in ("RAY_ADDRESS", KILL_ONCE_ENV):
+        for name in ("RAY_ADDRESS", KILL_WORKER_ONCE_ENV):
             mp.delenv(name, raising=False)
         yield
 
@@ -110,7 +112,7 @@ def two_workers(local_ray: None, bench: Path, tmp_path_factory: pytest.TempPathF
                               data=str(bench / "data"), proxy_schedule=str(bench / "tiny.yaml"),
                               full_schedule=str(bench / "loaders.yaml"), full_workers=2)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(KILL_ONCE_ENV, str(root / "killed"))
+        mp.setenv(KILL_WORKER_ONCE_ENV, str(root / "killed"))
         metrics = Session(settings, quiet=True).train_final(CONFIG)
     assert metrics["status"] == "ok", metrics["reason"]
     return root / "run" / "final", root / "killed"
@@ -163,7 +165,7 @@ def _gloo_worker(rank: int, port: int, bench: str, out: str) -> None:
     try:
         worker = _Worker(rank, 2, torch.device("cpu"), 0, None)
         votes = {"mean": worker.mean(torch.tensor(float(rank))), "any": worker.any(rank == 1)}
-        schedule = load_schedule(Path(bench) / "tiny.yaml").replace(time_budget_s=1e-3)
+        schedule = load_schedule(Path(bench) / "tiny.yaml").recipe.replace(time_budget_s=1e-3)
         result = train(CONFIG, Path(bench) / "data", schedule, seed=0, threads=1, parallel=worker)
         Path(out, f"{rank}.json").write_text(json.dumps(dict(votes, result=result.to_dict())))
     finally:
@@ -210,7 +212,7 @@ def test_two_workers_train_and_test_once(two_workers: tuple[Path, Path]) -> None
 
 @pytest.mark.slow
 def test_one_worker_equals_the_single_process_loop(local_ray: None, bench: Path, tmp_path: Path) -> None:
-    schedule = load_schedule(bench / "tiny.yaml")
+    schedule = load_schedule(bench / "tiny.yaml").recipe
     start = build_model(CONFIG).state_dict()
     alone = train(CONFIG, bench / "data", schedule, seed=1, threads=1, init_state=start, test_split=True)
     one = train_distributed(CONFIG, bench / "data", schedule, 1, out_dir=tmp_path / "ray",

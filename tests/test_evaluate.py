@@ -19,12 +19,12 @@ from x3dsearch.data import make_synthetic
 from x3dsearch.evaluate import Feed, score_views
 from x3dsearch.rundir import RunDir
 from x3dsearch.runner import ExpandSettings
-from x3dsearch.schedule import Schedule
+from x3dsearch.recipe import Recipe
 from x3dsearch.train import train
 
 CLASSES = ["texture-vertical", "texture-horizontal", "flicker-3.5hz", "order-h-then-v"]
 CONFIG = preset("X2D", num_classes=len(CLASSES), crop=16, frames=2, stride=4, head_width=32)
-SCHEDULE = Schedule(name="tiny_full", epochs=1, batch_size=4, base_lr=0.05, ref_batch_size=4, eval_views=(2, 1),
+SCHEDULE = Recipe(name="tiny_full", epochs=1, batch_size=4, base_lr=0.05, ref_batch_size=4, eval_views=(2, 1),
                     spatial_scale=1.0)
 
 

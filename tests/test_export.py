@@ -128,7 +128,7 @@ def test_preset_export_uses_the_kinetics_schedule(tmp_path, capsys):
 
 def test_pyslowfast_export_carries_the_default_full_recipe(tmp_path):
     """The default full schedule trains with AdamW at lr 0.003 for 8 epochs: the export must say so."""
-    full = load_schedule("cpu_full")
+    full = load_schedule("cpu_full").recipe
     out = tmp_path / "x3d.yaml"
     export_config(FOUND, "pyslowfast", out, schedule=full.to_dict())
     solver = yaml.safe_load(out.read_text())["SOLVER"]

@@ -13,6 +13,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,8 +22,17 @@ from x3dsearch import live
 from x3dsearch.live import LiveView
 from x3dsearch.search import CEILING_FACTOR, Candidate, Outcome, Step, run_search
 from x3dsearch.space import load_space
+from x3dsearch.trial import TrialRecord
 
 RECORDED_RUN = Path(__file__).parent / "data" / "eta_run.json"
+
+
+def _record(candidate: Candidate, **fields: Any) -> TrialRecord:
+    """The journal record of a trial of ``candidate`` with ``fields`` (those a record has; others are ignored)."""
+    return TrialRecord.from_dict({"config_key": candidate.key, "config": candidate.config.to_dict(),
+                                  "step": candidate.step, "axis": candidate.axis, "kind": candidate.kind,
+                                  "fraction": candidate.fraction, "gflops": candidate.gflops,
+                                  "params": candidate.params, "parent_key": None, **fields})
 
 
 class _Clock:
@@ -64,7 +74,7 @@ def test_eta_waits_while_trials_are_start_up_bound(clock: _Clock) -> None:
     view.batch_started(batch, 0)
     for candidate in batch:
         clock.now += 4.0
-        view.trial_finished(candidate, {"status": "ok", "top1": 0.5, "seconds": 4.0})
+        view.trial_finished(candidate, _record(candidate, status="ok", top1=0.5, seconds=4.0))
     assert _printed_eta(stream) is None
 
 
@@ -81,7 +91,7 @@ def test_eta_is_within_2x_of_a_recorded_runs_remaining_time(clock: _Clock) -> No
         view.batch_started(batch, 0)
         for candidate, trial in zip(batch, trials):
             clock.now = trial["ended"]
-            view.trial_finished(candidate, trial)
+            view.trial_finished(candidate, _record(candidate, **trial))
         etas.append((step, _printed_eta(stream), end - clock.now))
         outcomes = {c.key: Outcome(t["status"], t["top1"]) for c, t in zip(batch, trials)}
         chosen = next(c for c, t in zip(batch, trials) if t.get("chosen"))
@@ -106,7 +116,7 @@ def _simulate(clock: _Clock, target: float,
         for candidate in candidates:
             seconds = 3.0 + 60.0 * candidate.gflops
             clock.now += seconds
-            view.trial_finished(candidate, {"status": "ok", "top1": 0.5, "seconds": seconds})
+            view.trial_finished(candidate, _record(candidate, status="ok", top1=0.5, seconds=seconds))
             trials.append((candidate, _printed_eta(stream), clock.now))
         median = sorted(candidates, key=lambda c: c.gflops)[len(candidates) // 2]
         return {c.key: Outcome("ok", top1=0.6 if c is median else 0.5) for c in candidates}
@@ -139,7 +149,7 @@ def test_no_eta_for_optuna_trials(clock: _Clock) -> None:
         candidate = Candidate(number, "optuna", preset("X2D", crop=crop), kind="optuna")
         view.batch_started([candidate], 0)
         clock.now += 100.0 * candidate.gflops
-        view.trial_finished(candidate, {"status": "ok", "top1": 0.5, "seconds": 100.0 * candidate.gflops})
+        view.trial_finished(candidate, _record(candidate, status="ok", top1=0.5, seconds=100.0 * candidate.gflops))
     assert _printed_eta(stream) is None
 
 
@@ -153,7 +163,7 @@ def test_trial_lines_and_step_line_say_how_each_score_was_obtained(clock: _Clock
                {"init": "scratch: parent weights missing", "rung": 4, "seed_offset": 1},
                {"init": "scratch", "rung": 2}, {}]
     for candidate, record in zip(batch, records):
-        view.trial_finished(candidate, {"status": "ok", "top1": 0.5, "seconds": 2.0, **record})
+        view.trial_finished(candidate, _record(candidate, status="ok", top1=0.5, seconds=2.0, **record))
     lines = stream.getvalue().splitlines()
     assert "top1  50.0%  [inherit, 1 ep]  " in lines[1]
     assert "[scratch: parent weights missing, 4 ep, seed +1]" in lines[2]

@@ -26,9 +26,9 @@ TARGET = 0.05
 
 def _stub(job):
     """Deterministic proxy 'accuracy' from the config; logs each call into the data folder."""
-    with open(Path(job["data"]) / "calls.log", "a") as f:
-        f.write(job["key"] + "\n")
-    config = X3DConfig.from_dict(job["config"])
+    with open(Path(job.data) / "calls.log", "a") as f:
+        f.write(job.key + "\n")
+    config = X3DConfig.from_dict(job.config)
     return {"status": "ok", "top1": round(0.2 + 0.1 * config.depth + 0.01 * config.frames, 6), "seconds": 1.5}
 
 

@@ -1,5 +1,5 @@
-"""A pinned stub-scored search through the real runner and Ray: its run.yaml, journal, path and report must
-not change (every number a run produces stays the same across refactors).
+"""A pinned stub-scored search through the real runner and Ray: its run.yaml (as --resume compares it), journal,
+path and report must not change (every number a run produces stays the same across refactors).
 
 The stub's top-1 depends on the config and on everything the proxy policy decides for the trial (epochs by
 step cost, rung, seed, inheritance), so a change in how a run is planned or recorded shows in the journal.
@@ -25,6 +25,7 @@ from x3dsearch.config import X3DConfig
 from x3dsearch.report import render, run_report
 from x3dsearch.rundir import RunDir
 from x3dsearch.runner import ExpandSettings, run_expand
+from x3dsearch.trial import TrialJob
 
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -38,16 +39,16 @@ _VOLATILE_METRICS = ("node", "host", "pid", "trial_started", "trial_ended", "dat
                      "time_since_restore", "time_total_s", "trial_id", "hostname", "node_ip")  # and Tune's
 
 
-def _stub(job: dict[str, Any]) -> dict[str, Any]:
+def _stub(job: TrialJob) -> dict[str, Any]:
     """A deterministic proxy score from the config and what the policy planned for this trial."""
-    config = X3DConfig.from_dict(job["config"])
-    schedule = job["schedule"]
-    epochs = job.get("stop_epochs") or schedule["epochs"]
+    config = X3DConfig.from_dict(job.config)
+    recipe = job.recipe
+    epochs = job.stop_epochs or recipe["epochs"]
     wobble = zlib.crc32(config.key.encode()) % 97 / 1000
-    inherited = job.get("init") == "inherit" and job.get("parent") is not None
-    top1 = 0.1 + wobble + 0.01 * epochs + 0.002 * schedule["epochs"] + 0.003 * (job.get("seed_offset") or 0)
+    inherited = job.init == "inherit" and job.parent is not None
+    top1 = 0.1 + wobble + 0.01 * epochs + 0.002 * recipe["epochs"] + 0.003 * job.seed_offset
     return {"status": "ok", "top1": round(top1 + 0.01 * inherited, 6), "top5": 0.5, "seconds": float(epochs),
-            "init": "inherit" if inherited else "scratch", "schedule": schedule.get("name")}
+            "init": "inherit" if inherited else "scratch", "schedule": recipe["name"]}
 
 
 def _data(root: Path) -> Path:
@@ -76,6 +77,11 @@ def pinned_search(tmp: Path) -> dict[str, Any]:
     return json.loads(text.replace(str(tmp), "TMP"))
 
 
+def _set(settings: dict[str, Any]) -> dict[str, Any]:
+    """Recorded settings without fields left unset (null), at any depth."""
+    return {k: _set(v) if isinstance(v, dict) else v for k, v in settings.items() if v is not None}
+
+
 @pytest.fixture
 def private_ray() -> Iterator[None]:
     tmp = Path(tempfile.mkdtemp(prefix="x3p", dir="/tmp"))
@@ -91,11 +97,32 @@ def private_ray() -> Iterator[None]:
 def test_the_pinned_search_gives_the_same_run_yaml_journal_path_and_report(private_ray: None, tmp_path: Path) -> None:
     got = pinned_search(tmp_path)
     pinned = json.loads(PINNED.read_text())
-    for part in ("run.yaml", "path", "report"):
+    assert _set(got["run.yaml"]) == _set(pinned["run.yaml"])  # as --resume compares them
+    for part in ("path", "report"):
         assert got[part] == pinned[part], part
     assert len(got["journal"]) == len(pinned["journal"])
     for i, (record, expected) in enumerate(zip(got["journal"], pinned["journal"])):
         assert record == expected, f"journal line {i + 1}"
+
+
+def _untrained(job: TrialJob) -> dict[str, Any]:
+    """A trial that must not run: a resumed finished search answers every candidate from its journal."""
+    return {"status": "failed", "reason": f"trained {job.key} again"}
+
+
+def test_the_pinned_run_directory_resumes_without_training(private_ray: None, tmp_path: Path) -> None:
+    pinned = json.loads(json.dumps(json.loads(PINNED.read_text())).replace("TMP", str(tmp_path)))
+    (tmp_path / "proxy.yaml").write_text(yaml.safe_dump(PROXY))
+    _data(tmp_path / "data")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.yaml").write_text(yaml.safe_dump(pinned["run.yaml"], sort_keys=False))
+    (run / "journal.jsonl").write_text("".join(json.dumps(r) + "\n" for r in pinned["journal"]))
+    settings = ExpandSettings(**{k: v for k, v in pinned["run.yaml"].items()
+                                 if k in ExpandSettings.__dataclass_fields__})
+    run_expand(settings, resume=True, quiet=True, trial_fn=_untrained)
+    assert len(list(RunDir(run).records())) == len(pinned["journal"])
+    assert RunDir(run).read_path() == pinned["path"]
 
 
 if __name__ == "__main__":

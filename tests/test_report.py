@@ -24,17 +24,19 @@ from x3dsearch.live import LiveView
 from x3dsearch.model import build_model
 from x3dsearch.report import config_scores, describe_provenance, frontier, render, run_report
 from x3dsearch.rundir import RunDir, load_run
-from x3dsearch.schedule import Schedule
+from x3dsearch.proxy_policy import ProxyPolicy
+from x3dsearch.recipe import Recipe
 from x3dsearch.scores import Scores
 from x3dsearch.runner import ExpandSettings, JournalScorer, path_record
 from x3dsearch.search import run_search
 from x3dsearch.space import load_space
+from x3dsearch.trial import TrialJob
 
 FULL_SCHEDULE = {"name": "cpu_full", "epochs": 30, "base_lr": 0.05, "momentum": 0.9, "weight_decay": 5e-5,
                  "warmup_epochs": 2, "batch_size": 16}
-ONE_RUNG = Schedule(name="cpu_proxy", epochs=2)
+ONE_RUNG = ProxyPolicy(Recipe(name="cpu_proxy", epochs=2))
 # successive halving over 1, 2, 4 epochs; every finish is a close call, so the best two get a second seed
-HALVING = Schedule(name="cpu_proxy", epochs=4, rungs=(1, 2, 4), close_call=1.0, close_call_seeds=1)
+HALVING = ProxyPolicy(Recipe(name="cpu_proxy", epochs=4), rungs=(1, 2, 4), close_call=1.0, close_call_seeds=1)
 
 
 def fake_top1(config: Mapping[str, Any]) -> float:
@@ -45,22 +47,22 @@ def fake_top1(config: Mapping[str, Any]) -> float:
     return round(0.15 + 0.07 * math.log2(count_flops(c) / 8e6) + wobble - too_wide, 4)
 
 
-def _metrics(job: Mapping[str, Any], attempt: int) -> dict[str, Any]:
-    config = X3DConfig.from_dict(job["config"])
+def _metrics(job: TrialJob, attempt: int) -> dict[str, Any]:
+    config = X3DConfig.from_dict(job.config)
     if config.depth > 2 and config.frames == 1:  # the first depth candidate: a failed trial
         return {"status": "failed", "reason": "worker ran out of memory", "attempt": attempt, "seconds": 5.0}
     if config.frames == 2 and config.stride == 8 and attempt == 1:  # fast at step 1: retried once
         return {"status": "retried", "reason": "node died", "attempt": 1, "seconds": 3.0}
-    top1 = fake_top1(job["config"]) + 0.01 * job.get("stop_epochs", 0) + 0.003 * job.get("seed_offset", 0)
+    top1 = fake_top1(job.config) + 0.01 * (job.stop_epochs or 0) + 0.003 * job.seed_offset
     return {"status": "ok", "top1": round(top1, 4), "top5": 0.9, "attempt": attempt,
             "seconds": 10.0 + count_flops(config) / 1e8, "node": "n1",
-            "init": "inherit" if job.get("init") == "inherit" and job.get("parent") else "scratch"}
+            "init": "inherit" if job.init == "inherit" and job.parent else "scratch"}
 
 
 class _Dispatcher:
     """Answers each job like Ray would, retrying attempts marked ``retried``."""
 
-    def run(self, jobs: list, on_trial: Callable[[Mapping[str, Any], dict[str, Any]], None]) -> None:
+    def run(self, jobs: list, on_trial: Callable[[TrialJob, dict[str, Any]], None]) -> None:
         for job in jobs:
             attempt = 1
             while True:
@@ -80,7 +82,7 @@ FINAL_SCORES = {
 
 
 def make_run(root: Path, name: str = "run", target: float = 0.1, final: bool = True, cpus: float = 2.0,
-             data: str | None = None, proxy: Schedule = ONE_RUNG, init: str = "scratch", ceiling: float = 2.0,
+             data: str | None = None, proxy: ProxyPolicy = ONE_RUNG, init: str = "scratch", ceiling: float = 2.0,
              splits: tuple[str, ...] = ("val", "test")) -> Path:
     """A finished expand run (journal, path.json, run.yaml, optional final/ and summary.json) without training.
 
@@ -96,7 +98,7 @@ def make_run(root: Path, name: str = "run", target: float = 0.1, final: bool = T
     run.create(dict(asdict(settings), space_resolved=space.to_dict(), proxy=proxy.to_dict(), full=FULL_SCHEDULE),
                resume=False)
     scorer = JournalScorer(run, _Dispatcher(), LiveView(target, space.start, 1, quiet=True, stream=io.StringIO()),
-                           {"init": init}, proxy, 384)
+                           TrialJob(key="", config={}, recipe={}, data="", seed=0, init=init), proxy, 384)
     steps = []
     result = run_search(space, target, scorer, ceiling_gflops=settings.ceiling(), on_step=steps.append,
                         train_start=init == "inherit")
@@ -323,7 +325,8 @@ def test_header_gives_the_epoch_range_of_a_proxy_with_epochs_by_step_cost():
 
 
 def test_header_reads_the_epoch_rules_from_the_runs_own_schedule_and_survives_a_foreign_one(tmp_path):
-    proxy = Schedule(name="cpu_proxy", epochs=1, step_compute=768.0, max_epochs=2, epochs_under=((0.02, 16),))
+    proxy = ProxyPolicy(Recipe(name="cpu_proxy", epochs=1), step_compute=768.0, max_epochs=2,
+                        epochs_under=((0.02, 16),))
     run = make_run(tmp_path / "a", proxy=proxy, final=False)
     assert render(run_report(run)).startswith(
         "proxy: schedule cpu_proxy (1-16 epochs by step cost, 16 under 0.02 GFLOPs, step_compute 768 GFLOP-clips);")

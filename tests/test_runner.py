@@ -33,13 +33,15 @@ from x3dsearch.config import X3DConfig
 from x3dsearch.cost import count_flops
 from x3dsearch.data import make_synthetic
 from x3dsearch.dispatch import proxy_trial
+from x3dsearch.faults import KILL_ONCE_ENV, nan_loss_at
 from x3dsearch.rundir import RunDir, load_run
 from x3dsearch.runner import ExpandSettings, Session, run_expand
 from x3dsearch.space import load_space
+from x3dsearch.trial import TrialJob
 
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # trial_fn below travels to Ray workers
 
-KILL_ENV = "X3DSEARCH_DEBUG_KILL_ONCE"
+KILL_ENV = KILL_ONCE_ENV
 SPACE = {"name": "tiny", "start": {"frames": 1, "stride": 8, "crop": 32, "num_classes": 3, "head_width": 32},
          "axes": {"depth": {"depth": 3.0}, "width": {"width": 2.0}, "bottleneck": {"bottleneck": 3.0}}}
 SCHEDULE = {"epochs": 1, "batch_size": 2, "ref_batch_size": 2, "base_lr": 0.1, "spatial_scale": 0.5,
@@ -139,10 +141,11 @@ def _check_completed(run_dir: str | Path, target: float) -> dict[str, Any]:
     return path
 
 
-def _diverge_if_wider(job: dict[str, Any]) -> dict[str, Any]:
+def _diverge_if_wider(job: TrialJob) -> dict[str, Any]:
     """Proxy trial in which every config wider than the start gets a NaN loss at its first step."""
-    if job["config"]["width"] > 1:
-        job = dict(job, schedule=dict(job["schedule"], debug_nan_step=0))
+    if job.config["width"] > 1:
+        with nan_loss_at(0):
+            return proxy_trial(job)
     return proxy_trial(job)
 
 

@@ -18,13 +18,16 @@ from torch.utils.data import Dataset
 
 from x3dsearch.config import preset
 from x3dsearch.errors import ConfigError
-from x3dsearch.schedule import Schedule, load_schedule, schedule_names
+from x3dsearch.faults import nan_loss_at
+from x3dsearch.proxy_policy import ProxyPolicy
+from x3dsearch.recipe import Recipe
+from x3dsearch.schedule import load_schedule, schedule_names
 from x3dsearch import train as train_module
 from x3dsearch.train import TrainResult, resolve_threads, train
 
 CLASSES = 3
 CONFIG = preset("X2D", num_classes=CLASSES, crop=32, head_width=64)
-SCHEDULE = Schedule(name="tiny", epochs=4, batch_size=16, base_lr=0.2, ref_batch_size=16, warmup_epochs=1,
+SCHEDULE = Recipe(name="tiny", epochs=4, batch_size=16, base_lr=0.2, ref_batch_size=16, warmup_epochs=1,
                     eval_views=(1, 1))
 # Fields that measure the machine, not the training.
 TIMING = ("seconds", "clips_per_s", "peak_memory_mb")
@@ -137,7 +140,7 @@ def test_same_seed_gives_identical_metrics(data: tuple[Dataset, Dataset]) -> Non
     assert other.epoch_losses != first.epoch_losses
 
 
-def _reference_training(schedule: Schedule, data: tuple[Dataset, Dataset], seed: int) -> tuple[float, list[float]]:
+def _reference_training(schedule: Recipe, data: tuple[Dataset, Dataset], seed: int) -> tuple[float, list[float]]:
     """The recipe the module docstring states, written out with PyTorch's own pieces: fused SGD (or AdamW), decay
     off BN and biases, linear warm-up then per-step cosine, cross-entropy, optional precise BN, then testing."""
     from x3dsearch.evaluate import SEED_STRIDE, Feed, evaluate_views, precise_bn
@@ -195,7 +198,8 @@ def test_train_is_the_stated_recipe(name: str, monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_injected_nan_diverges_without_accuracy(data: tuple[Dataset, Dataset]) -> None:
-    result = train(CONFIG, data, SCHEDULE.replace(debug_nan_step=7), seed=0, threads=1)
+    with nan_loss_at(7):
+        result = train(CONFIG, data, SCHEDULE, seed=0, threads=1)
     assert result.status == "diverged"
     assert result.diverged_step == 7
     assert result.top1 is None and result.top5 is None
@@ -261,8 +265,8 @@ def test_spatial_scale_trains_at_a_smaller_crop() -> None:
     config = CONFIG.replace(crop=128)
     result = train(config, (ColourClips(16, 0, crop=32), ColourClips(8, 1, crop=32)), schedule, seed=0, threads=1)
     assert result.status == "ok" and result.train_crop == 32 and result.config["crop"] == 128
-    assert load_schedule("cpu_proxy").train_crop(preset("XS")) == 40
-    assert load_schedule("cpu_proxy").train_crop(preset("X2D", crop=48)) == 16  # never below 16
+    assert load_schedule("cpu_proxy").recipe.train_crop(preset("XS")) == 40
+    assert load_schedule("cpu_proxy").recipe.train_crop(preset("X2D", crop=48)) == 16  # never below 16
 
 
 def test_threads_follow_argument_then_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -277,10 +281,10 @@ def test_threads_follow_argument_then_environment(monkeypatch: pytest.MonkeyPatc
 
 def test_shipped_schedules_load_and_scale_the_learning_rate() -> None:
     assert {"cpu_proxy", "cpu_full", "kinetics_proxy", "kinetics_full"} <= set(schedule_names())
-    full = load_schedule("kinetics_full")
+    full = load_schedule("kinetics_full").recipe
     assert (full.base_lr, full.batch_size, full.eval_views) == (1.6, 1024, (10, 3))
     assert full.replace(batch_size=256).lr() == pytest.approx(0.4)
-    assert Schedule.from_dict(full.to_dict()) == full
+    assert Recipe.from_dict(full.to_dict()) == full
 
 
 @pytest.mark.parametrize("field, value, message", [
@@ -300,14 +304,14 @@ def test_shipped_schedules_load_and_scale_the_learning_rate() -> None:
 ])
 def test_schedule_validation_errors(field: str, value: object, message: str) -> None:
     with pytest.raises(ConfigError, match=None) as info:
-        Schedule.from_dict({"name": "bad", "epochs": 2, field: value})
+        ProxyPolicy.from_dict({"name": "bad", "epochs": 2, field: value})
     assert message in str(info.value) and "\n" not in str(info.value)
 
 
 def test_schedule_files_and_names(tmp_path: Path) -> None:
     path = tmp_path / "mine.yaml"
     path.write_text("epochs: 2\nbatch_size: 8\neval_views: [2, 3]\n")
-    mine = load_schedule(path)
+    mine = load_schedule(path).recipe
     assert (mine.name, mine.epochs, mine.eval_views) == ("mine", 2, (2, 3))
     path.write_text("epochs: 2\nlearning_rate: 0.1\n")
     with pytest.raises(ConfigError, match="unknown key.*learning_rate"):
@@ -417,50 +421,3 @@ def test_init_state_starts_from_given_weights_and_weights_out_keeps_the_result(
     scratch = train(CONFIG, data, no_training, seed=5, threads=1)
     # an epoch at a vanishing learning rate moves only BatchNorm's running statistics
     assert first.top1 > 0.9 and again.top1 > 0.9 and scratch.top1 < 0.6, (first.top1, again.top1, scratch.top1)
-
-
-def test_step_compute_gives_cheap_steps_more_epochs_and_stretches_the_rungs() -> None:
-    proxy = SCHEDULE.replace(epochs=2, rungs=[1, 2], step_compute=600.0, max_epochs=12, warmup_epochs=0.2)
-    assert proxy.for_step(1.0, 384) is proxy  # 600 / 384 GFLOP-clips is under 2 epochs: unchanged
-    cheap = proxy.for_step(0.1, 384)  # ceil(600 / 38.4) = 16 epochs, capped at 12
-    assert (cheap.epochs, cheap.rungs, cheap.warmup_epochs) == (12, (6, 12), pytest.approx(1.2))
-    assert proxy.for_step(0.3, 384).epochs == 6 and proxy.for_step(0.3, 384).rungs == (3, 6)
-    assert SCHEDULE.for_step(0.001, 384) is SCHEDULE  # no step_compute: fixed epochs
-    with pytest.raises(ConfigError, match="max_epochs"):
-        SCHEDULE.replace(epochs=4, max_epochs=2)
-    with pytest.raises(ConfigError, match="rungs"):
-        SCHEDULE.replace(epochs=4, rungs=[2, 3])
-
-
-def test_epochs_under_gives_the_tiniest_steps_their_own_epochs_before_step_compute() -> None:
-    proxy = SCHEDULE.replace(epochs=1, warmup_epochs=0.1, step_compute=768.0, max_epochs=2,
-                             epochs_under=[[0.02, 16], [0.05, 6]])
-    assert [proxy.for_step(g, 384).epochs for g in (0.0145, 0.03, 0.5, 2.5)] == [16, 6, 2, 1]
-    tiny = proxy.for_step(0.0145, 384)
-    assert (tiny.max_epochs, tiny.warmup_epochs) == (16, pytest.approx(1.6))
-    assert proxy.epoch_range() == (1, 16) and SCHEDULE.epoch_range() == (SCHEDULE.epochs,) * 2
-    assert Schedule.from_dict(proxy.to_dict()) == proxy  # survives YAML/JSON as lists
-    # to XS: the start's 2 epochs, 16 at the first step (0.015 GFLOPs), 6 at the second, 2 at the four more
-    assert proxy.replace(start_epochs=2).path_epochs(0.0073, 0.605, 384) == 2 + 16 + 6 + 4 * 2
-    for bad in ([[0, 3]], [[0.05, 2], [0.02, 3]], [[0.02, 1.5]], [[0.02]], "16", []):
-        with pytest.raises(ConfigError, match="epochs_under must be"):
-            SCHEDULE.replace(epochs_under=bad)
-
-
-def test_start_epochs_train_the_search_start_longer() -> None:
-    proxy = SCHEDULE.replace(epochs=2, rungs=[1, 2], warmup_epochs=0.2, start_epochs=12)
-    start = proxy.for_start()
-    assert (start.epochs, start.rungs, start.warmup_epochs) == (12, None, pytest.approx(1.2))
-    assert SCHEDULE.for_start() is SCHEDULE
-    with pytest.raises(ConfigError, match="start_epochs"):
-        SCHEDULE.replace(start_epochs=0)
-
-
-def test_path_epochs_add_up_what_an_inheriting_search_trained_before_the_base() -> None:
-    proxy = SCHEDULE.replace(epochs=2, warmup_epochs=0.2)
-    assert proxy.path_epochs(0.0073, 0.0073, 384) == 2  # the start itself: its own epochs
-    assert proxy.path_epochs(0.0073, 0.605, 384) == 2 + 6 * 2  # XS: log2(83) ~ 6 doubling steps
-    stepped = proxy.replace(step_compute=60.0, max_epochs=12, start_epochs=4)
-    # steps at 0.015 / 0.029 / 0.058 GFLOPs: ceil(60 / (g * 384)) = 11 / 6 / 3 epochs, then 2
-    assert stepped.path_epochs(0.0073, 0.12, 384) == 4 + 11 + 6 + 3 + 2
-    assert proxy.for_start(7).epochs == 7 and proxy.for_start(2) is proxy

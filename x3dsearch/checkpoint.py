@@ -50,9 +50,15 @@ class FileCheckpoints:
 
 
 def check_identity(checkpoint: Mapping[str, Any], identity: Mapping[str, Any], where: str) -> None:
-    """Refuse a checkpoint written for another config, schedule or seed (one-line error)."""
+    """Refuse a checkpoint written for another config, schedule or seed (one-line error).
+
+    A mapping recorded with more keys (fields that have since left it) is compared on this version's keys.
+    """
     for key, value in identity.items():
-        if checkpoint.get(key) != value:
+        recorded = checkpoint.get(key)
+        if isinstance(value, Mapping) and isinstance(recorded, Mapping):
+            recorded = {k: recorded.get(k) for k in value}
+        if recorded != value:
             raise ConfigError(f"{where} was written for a different {key}; use a new output folder "
                               f"or delete the checkpoint to start over")
 

@@ -18,14 +18,14 @@ from .config import X3DConfig, preset, preset_names
 from .cost import cost_breakdown, count_flops, count_params
 from .errors import UserError
 from .search import LAND_WITHIN, check_land_within
+from .trial import Init
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from .runner import ExpandSettings
-    from .schedule import Schedule
+    from .recipe import Recipe
     from .space import SearchSpace
-    from .train import TrainResult
 
 __all__ = ["main", "build_parser"]
 
@@ -223,7 +223,7 @@ def _add_quiet(target: _Target) -> None:
 
 def _add_proxy_init(target: _Target, shown: Callable[[str], str] = str) -> None:
     """``--proxy-init inherit|scratch``: where a candidate's proxy training starts (help passed through ``shown``)."""
-    target.add_argument("--proxy-init", choices=("inherit", "scratch"), default="inherit",
+    target.add_argument("--proxy-init", choices=(Init.INHERIT, Init.SCRATCH), default=Init.INHERIT.value,
                         help=shown("inherit: every candidate starts from its parent's proxy-trained weights, "
                                    "widened or deepened function-preservingly (the start trains first), and so "
                                    "does the final training; scratch: every training starts from a fresh "
@@ -628,19 +628,23 @@ def _cmd_train(args: argparse.Namespace) -> int:
     """Train one config (resuming from its checkpoint) and print its test accuracy."""
     from pathlib import Path
 
+    from .fit import fit
+    from .workers import WorkerOptions
     from .schedule import load_schedule
 
     config = _config_from_args(args)
     assert config is not None  # the parser requires a model
-    schedule = load_schedule(args.schedule)
+    schedule = load_schedule(args.schedule).recipe
     if args.epochs is not None:
         schedule = schedule.replace(epochs=args.epochs)
     data = _data_root(args.data)
     if args.workers < 1:
         raise UserError("--workers must be at least 1")
     out = Path(args.output)
-    train = _train_distributed if args.workers > 1 else _train_alone
-    result = train(args, config, data, schedule, out)
+    (_resuming_with_workers if args.workers > 1 else _resuming_alone)(args, out, schedule)
+    workers = WorkerOptions(workers=args.workers, address=args.address, cpus_per_worker=args.cpus_per_worker,
+                            gpus_per_worker=args.gpus_per_worker, storage=args.storage, max_failures=args.max_failures)
+    result = fit(config, data, schedule, args.seed, out_dir=out, workers=workers, progress=True, test_split=True)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
     if result.status != "ok":
@@ -656,10 +660,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train_alone(args: argparse.Namespace, config: X3DConfig, data: "Path", schedule: "Schedule",
-                 out: "Path") -> "TrainResult":
-    """``train`` in this process (``--workers 1``), resuming from ``out/checkpoint.pt``."""
-    from .train import CHECKPOINT, train
+def _resuming_alone(args: argparse.Namespace, out: "Path", schedule: "Recipe") -> None:
+    """Before ``train`` in this process (``--workers 1``): refuse worker options, say when it resumes."""
+    from .train import CHECKPOINT
 
     given = [flag for flag, value in (("--address", args.address), ("--storage", args.storage),
                                       ("--cpus-per-worker", args.cpus_per_worker != 1.0),
@@ -669,25 +672,19 @@ def _train_alone(args: argparse.Namespace, config: X3DConfig, data: "Path", sche
     if (out / CHECKPOINT).is_file() and not args.resume:
         print(f"x3dsearch train: resuming from {out / CHECKPOINT} (use a new --output to start over)",
               file=sys.stderr)
-    return train(config, data, schedule, seed=args.seed, out_dir=out, resume=True, progress=True, test_split=True)
 
 
-def _train_distributed(args: argparse.Namespace, config: X3DConfig, data: "Path", schedule: "Schedule",
-                       out: "Path") -> "TrainResult":
-    """``train`` on ``--workers`` Ray Train workers, resuming from the run's last Ray Train checkpoint."""
-    from .distributed import WorkerOptions, last_checkpoint, run_location, train_distributed
+def _resuming_with_workers(args: argparse.Namespace, out: "Path", schedule: "Recipe") -> None:
+    """Before ``train`` on ``--workers`` Ray Train workers: say when it resumes from the last checkpoint, and how
+    it runs."""
+    from .distributed import last_checkpoint, run_location
 
-    options = WorkerOptions(workers=args.workers, address=args.address, cpus_per_worker=args.cpus_per_worker,
-                            gpus_per_worker=args.gpus_per_worker, storage=args.storage,
-                            max_failures=args.max_failures)
     storage, name = run_location(out, args.storage)
     if not args.resume and last_checkpoint(storage, name) is not None:
         print(f"x3dsearch train: resuming from the last checkpoint in {storage}/{name} (use a new --output to start "
               f"over)", file=sys.stderr)
     print(f"x3dsearch train: {args.workers} Ray Train workers x batch {schedule.batch_size} "
           f"({args.cpus_per_worker:g} CPUs, {args.gpus_per_worker:g} GPUs each) -> {out}", file=sys.stderr)
-    return train_distributed(config, data, schedule, seed=args.seed, out_dir=out, options=options, progress=True,
-                             test_split=True)
 
 
 def _add_evaluate(sub: Any) -> None:
@@ -713,12 +710,13 @@ def _add_evaluate(sub: Any) -> None:
     _add_json(p)
 
 
-def _evaluated_model(args: argparse.Namespace) -> tuple[X3DConfig, "Path", "Schedule", str | None, int]:
+def _evaluated_model(args: argparse.Namespace) -> tuple[X3DConfig, "Path", "Recipe", str | None, int]:
     """What ``evaluate`` scores: config, weights file, schedule, data (None: default) and seed."""
     from pathlib import Path
 
     from .rundir import RunDir
-    from .schedule import Schedule, load_schedule
+    from .proxy_policy import ProxyPolicy
+    from .schedule import load_schedule
 
     if (args.run is None) == (args.weights is None):
         raise UserError("give a RUN_DIR or --weights FILE with --config FILE, not both")
@@ -729,7 +727,7 @@ def _evaluated_model(args: argparse.Namespace) -> tuple[X3DConfig, "Path", "Sche
         weights, settings = run.final_dir / "model.pt", run.settings()
         if not weights.is_file():
             raise UserError(f"{args.run} has no final model ({weights} is missing: its final training has not run)")
-        schedule = load_schedule(args.schedule) if args.schedule else Schedule.from_dict(settings["full"])
+        schedule = (load_schedule(args.schedule) if args.schedule else ProxyPolicy.from_dict(settings["full"])).recipe
         return (X3DConfig.from_yaml(run.final_dir / "config.yaml"), weights, schedule,
                 args.data or settings.get("data"), int(settings.get("seed") or 0))
     if args.config is None and args.preset is None:
@@ -737,7 +735,7 @@ def _evaluated_model(args: argparse.Namespace) -> tuple[X3DConfig, "Path", "Sche
     weights = Path(args.weights)
     if not weights.is_file():
         raise UserError(f"model file not found: {weights}")
-    return _config_from_args(args), weights, load_schedule(args.schedule or "cpu_full"), args.data, 0
+    return _config_from_args(args), weights, load_schedule(args.schedule or "cpu_full").recipe, args.data, 0
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:

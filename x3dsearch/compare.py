@@ -19,19 +19,16 @@ from typing import Any, Mapping, Sequence
 import pandas as pd
 
 from .errors import UserError
-from .report import config_scores, final_metrics, frontier as pareto, numeric_column
-from .rundir import RunDir, load_run
+from .runview import RunView, config_scores, frontier as pareto, numeric_column
 from .scores import headline
+from .trial import SPENT, Status
 
 __all__ = ["proxy_trials", "anytime_curve", "best_at", "frontier", "compare_table", "plot_compare",
            "compare_runs"]
 
-_SPENT = ("ok", "diverged", "failed")
-
-
 def proxy_trials(journal: pd.DataFrame, cpus_per_trial: float) -> pd.DataFrame:
     """Finished proxy attempts in the order they ended, with ``compute`` and its running sum."""
-    done = journal[journal["status"].isin(_SPENT)].copy()
+    done = journal[journal["status"].isin(SPENT)].copy()
     done["compute"] = numeric_column(done, "seconds").fillna(0.0) * cpus_per_trial
     done = done.sort_values("ended", kind="stable").reset_index(drop=True)
     done["cumulative"] = done["compute"].cumsum()
@@ -43,7 +40,7 @@ def anytime_curve(trials: pd.DataFrame, target_gflops: float, tolerance: float =
 
     A config counts with its latest score: a higher rung replaces its lower ones, seeds at one rung average.
     """
-    under = (trials["status"] == "ok") & (trials["gflops"] <= target_gflops * (1 + tolerance))
+    under = (trials["status"] == Status.OK) & (trials["gflops"] <= target_gflops * (1 + tolerance))
     scores = trials["top1"].where(under).astype(float)
     held: dict[str, tuple[float, list[float]]] = {}  # config key -> (rung, top-1 of each seed there)
     best = []
@@ -128,12 +125,12 @@ def compare_runs(run_dirs: Sequence[str | Path], out: str | Path = "compare.png"
     """Load run directories, check they share a target, and return the table and the plot path."""
     runs, strategies, finals, targets = {}, {}, {}, set()
     for run_dir in run_dirs:
-        journal = load_run(run_dir)
-        settings = RunDir(run_dir).settings()
+        view = RunView(run_dir)
+        settings = view.settings
         name = _unique(Path(run_dir).resolve().name, runs)
-        runs[name] = proxy_trials(journal, float(settings.get("cpus_per_trial") or 1.0))
+        runs[name] = proxy_trials(view.journal, float(settings.get("cpus_per_trial") or 1.0))
         strategies[name] = settings.get("strategy", "expand")
-        finals[name] = final_metrics(run_dir)
+        finals[name] = view.final
         targets.add(settings.get("target_gflops"))
     if target_gflops is None:
         if len(targets) != 1:

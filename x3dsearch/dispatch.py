@@ -11,11 +11,10 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import socket
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
@@ -25,11 +24,12 @@ import ray  # noqa: E402
 from ray import tune  # noqa: E402
 
 from .errors import UserError
+from .faults import kill_once
+from .trial import TrialJob
 
 __all__ = ["DispatchOptions", "RayDispatcher", "TrialFn", "proxy_trial"]
 
-TrialFn = Callable[[Mapping[str, Any]], dict[str, Any]]
-_KILL_ONCE_ENV = "X3DSEARCH_DEBUG_KILL_ONCE"
+TrialFn = Callable[[TrialJob], dict[str, Any]]
 _NESTED = "nested_json"  # the key that carries a trial's list and dict metrics through Tune
 
 
@@ -46,24 +46,21 @@ class DispatchOptions:
     num_cpus: int | None = None
 
 
-def proxy_trial(params: Mapping[str, Any]) -> dict[str, Any]:
+def proxy_trial(job: TrialJob) -> dict[str, Any]:
     """Train one candidate at proxy fidelity (see :func:`x3dsearch.proxy.run_proxy`); a dict of metrics."""
     from .proxy import run_proxy
 
-    marker = os.environ.get(_KILL_ONCE_ENV)
-    if marker and not Path(marker).exists():
-        Path(marker).write_text(str(os.getpid()))  # fault injection for tests: die once, hard
-        os.kill(os.getpid(), signal.SIGKILL)
-    return run_proxy(params)
+    kill_once()
+    return run_proxy(job)
 
 
 def _tune_entry(trial_fn: TrialFn) -> Callable[..., None]:
-    def _run(params: dict[str, Any], jobs: Mapping[str, Mapping[str, Any]]) -> None:
+    def _run(params: dict[str, Any], jobs: Mapping[str, TrialJob]) -> None:
         job = jobs[params["job"]]
         started = time.time()
         metrics = trial_fn(job)
         metrics.update(node=ray.util.get_node_ip_address(), host=socket.gethostname(), pid=os.getpid(),
-                       trial_started=started, trial_ended=time.time(), key=job["key"])
+                       trial_started=started, trial_ended=time.time(), key=job.key)
         tune.report(_packed(metrics))
     return _run
 
@@ -154,8 +151,7 @@ class RayDispatcher:
         if self._started_ray and ray.is_initialized():
             ray.shutdown()
 
-    def run(self, jobs: Sequence[Mapping[str, Any]],
-            on_trial: Callable[[Mapping[str, Any], dict[str, Any]], None]) -> None:
+    def run(self, jobs: Sequence[TrialJob], on_trial: Callable[[TrialJob, dict[str, Any]], None]) -> None:
         """Run one trial per job (each job has a unique ``key``); ``on_trial(job, record)`` per attempt.
 
         ``record`` holds the trial's reported metrics plus ``attempt`` and, for a worker that
@@ -163,7 +159,7 @@ class RayDispatcher:
         """
         self.start()
         self._batch += 1
-        by_key = {job["key"]: dict(job, cpus=self.options.cpus_per_trial) for job in jobs}
+        by_key = {job.key: replace(job, cpus=self.options.cpus_per_trial) for job in jobs}
         resources = {"cpu": self.options.cpus_per_trial, "gpu": self.options.gpus_per_trial}
         trainable = tune.with_resources(tune.with_parameters(_tune_entry(self.trial_fn), jobs=by_key),
                                         resources)
@@ -185,8 +181,7 @@ class RayDispatcher:
 class _Reporter(tune.Callback):
     """Tune callback that turns trial events into records for the caller, in the driver."""
 
-    def __init__(self, by_key: Mapping[str, Mapping[str, Any]],
-                 on_trial: Callable[[Mapping[str, Any], dict[str, Any]], None]) -> None:
+    def __init__(self, by_key: Mapping[str, TrialJob], on_trial: Callable[[TrialJob, dict[str, Any]], None]) -> None:
         self.by_key = by_key
         self.on_trial = on_trial
 

@@ -43,12 +43,10 @@ import math
 import multiprocessing
 import os
 import shutil
-import signal
 import sys
 import tempfile
 import threading
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -67,27 +65,15 @@ from .config import X3DConfig
 from .dispatch import DispatchOptions, RayDispatcher
 from .errors import UserError
 from .rundir import atomic_write
-from .schedule import Schedule, load_schedule
-from .train import CONFIG, METRICS, MODEL, EpochCallback, Parallel, TrainResult, checkpoint_identity, train
+from .faults import kill_rank_once, rank_kill_marker
+from .workers import WorkerOptions
+from .recipe import Recipe
+from .train import CONFIG, METRICS, MODEL, Parallel, TrainResult, checkpoint_identity, train
 
-__all__ = ["WorkerOptions", "RayCheckpoints", "train_distributed", "run_location", "last_checkpoint",
-           "KILL_ONCE_ENV"]
+__all__ = ["RayCheckpoints", "train_distributed", "run_location", "last_checkpoint"]
 
-KILL_ONCE_ENV = "X3DSEARCH_DEBUG_KILL_WORKER_ONCE"  # fault injection for tests: a marker file path
 _OUTPUTS = (METRICS, MODEL, CONFIG)
 _SNAPSHOT_LOGGER = "ray.train.v2._internal.execution.checkpoint.checkpoint_manager"
-
-
-@dataclass(frozen=True)
-class WorkerOptions:
-    """How many workers train and where: ``address=None`` starts a local Ray on this machine."""
-
-    workers: int = 2
-    address: str | None = None
-    cpus_per_worker: float = 1.0
-    gpus_per_worker: float = 0.0
-    storage: str | None = None
-    max_failures: int = 2
 
 
 def run_location(out_dir: Path, storage: str | None) -> tuple[str, str]:
@@ -203,26 +189,6 @@ class _Worker(Parallel):
         return self._store
 
 
-def _kill_once(marker: str | None, rank: int, world_size: int) -> EpochCallback | None:
-    """Test hook: the last rank SIGKILLs itself after its first checkpoint, once per ``marker`` file.
-
-    The marker gets the pid that died, then the number of every epoch its replacement trains.
-    """
-    if not marker or rank != world_size - 1:
-        return None
-
-    def die(epoch: int, metrics: Mapping[str, Any]) -> None:
-        path = Path(marker)
-        if path.exists():
-            with path.open("a") as log:
-                log.write(f" {epoch}")
-            return
-        ray.train.get_all_reported_checkpoints()  # Ray Train has registered the checkpoint just reported
-        path.write_text(str(os.getpid()))
-        os.kill(os.getpid(), signal.SIGKILL)
-    return die
-
-
 @contextmanager
 def _staging(name: str, rank: int) -> Iterator[Path]:
     """This worker's local folder for run ``name``, emptied first: a killed attempt leaves its own behind."""
@@ -243,10 +209,10 @@ def _worker_loop(job: Mapping[str, Any]) -> None:
     multiprocessing.set_forkserver_preload(["x3dsearch.data"])  # loader workers start with it imported
     with _staging(job["name"], rank) as folder:
         store = RayCheckpoints(folder, rank == 0, world, job["where"])
-        result = train(X3DConfig.from_dict(job["config"]), job["data"], Schedule.from_dict(job["schedule"]),
+        result = train(X3DConfig.from_dict(job["config"]), job["data"], Recipe.from_dict(job["recipe"]),
                        seed=job["seed"], out_dir=folder if rank == 0 else None, resume=True, device=device,
                        threads=job["threads"], init_state=job["init_state"],
-                       on_epoch=_kill_once(job["kill_marker"], rank, world), test_split=job["test_split"],
+                       on_epoch=kill_rank_once(job["kill_marker"], rank, world), test_split=job["test_split"],
                        parallel=_Worker(rank, world, device, job["seed"], store))
         if result.status == "failed":  # this worker alone may have failed: Ray Train stops the others
             raise RuntimeError(result.reason)
@@ -276,7 +242,7 @@ def _epoch_lines(storage: str, name: str, epochs: int, every_s: float = 5.0) -> 
         thread.join()
 
 
-def train_distributed(config: X3DConfig, data: str | Path | tuple[Dataset, ...], schedule: Schedule | str,
+def train_distributed(config: X3DConfig, data: str | Path | tuple[Dataset, ...], recipe: Recipe,
                       seed: int = 0, *, out_dir: str | Path, options: WorkerOptions,
                       init_state: Mapping[str, torch.Tensor] | None = None, progress: bool = False,
                       test_split: bool = False) -> TrainResult:
@@ -287,27 +253,26 @@ def train_distributed(config: X3DConfig, data: str | Path | tuple[Dataset, ...],
     finish (a worker error, more deaths than ``max_failures``) returns ``status="failed"``.
     ``progress`` prints a line on stderr for each epoch; ``test_split`` as in :func:`~.train.train`.
     """
-    schedule = load_schedule(schedule)
     _check_options(options)
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     storage, name = run_location(out, options.storage)
     where = f"the Ray Train checkpoint in {storage}/{name}"
-    identity = {**checkpoint_identity(config, schedule, seed), "world_size": options.workers}
+    identity = {**checkpoint_identity(config, recipe, seed), "world_size": options.workers}
     _check_resumable(last_checkpoint(storage, name), identity, where)
-    job = {"config": config.to_dict(), "schedule": schedule.to_dict(), "seed": seed, "name": name, "where": where,
+    job = {"config": config.to_dict(), "recipe": recipe.to_dict(), "seed": seed, "name": name, "where": where,
            "data": str(Path(data).resolve()) if isinstance(data, (str, Path)) else data,
            "threads": max(1, int(options.cpus_per_worker)), "init_state": init_state,
-           "kill_marker": os.environ.get(KILL_ONCE_ENV), "test_split": test_split}
+           "kill_marker": rank_kill_marker(), "test_split": test_split}
     ray_session = RayDispatcher(DispatchOptions(address=options.address), out)
     ray_session.start()
     try:
         _check_resources(options)
         try:
-            with _epoch_lines(storage, name, schedule.epochs) if progress else nullcontext():
+            with _epoch_lines(storage, name, recipe.epochs) if progress else nullcontext():
                 checkpoint = _trainer(job, options, storage, name).fit().checkpoint
         except ray.train.TrainingFailedError as err:
-            return _failed(config, schedule, seed, options, out, err)
+            return _failed(config, recipe, seed, options, out, err)
     finally:
         ray_session.shutdown()
     _copy_outputs(checkpoint, out)
@@ -368,12 +333,12 @@ def _copy_outputs(checkpoint: Checkpoint | None, out: Path) -> None:
                 os.replace(tmp, out / name)
 
 
-def _failed(config: X3DConfig, schedule: Schedule, seed: int, options: WorkerOptions, out: Path,
+def _failed(config: X3DConfig, recipe: Recipe, seed: int, options: WorkerOptions, out: Path,
             error: Exception) -> TrainResult:
     """The result of a run Ray Train gave up on, written to ``out/metrics.json`` as the loop writes it."""
     reason = next((line.strip() for line in reversed(str(error).splitlines()) if line.strip()), type(error).__name__)
     result = TrainResult(status="failed", reason=f"{type(error).__name__}: {reason}"[:300], seed=seed,
-                         config=config.to_dict(), schedule=schedule.name, train_crop=schedule.train_crop(config),
-                         world_size=options.workers, global_batch=options.workers * schedule.batch_size)
+                         config=config.to_dict(), schedule=recipe.name, train_crop=recipe.train_crop(config),
+                         world_size=options.workers, global_batch=options.workers * recipe.batch_size)
     atomic_write(out / METRICS, json.dumps(result.to_dict(), indent=2))
     return result

@@ -27,8 +27,9 @@ import yaml
 from .config import X3DConfig, preset, round_width
 from .cost import count_flops
 from .errors import ConfigError, UserError
-from .report import config_scores, describe_provenance, provenance
-from .rundir import RunDir, load_run
+from .report import describe_provenance
+from .rundir import RunDir
+from .runview import RunView
 
 __all__ = ["FORMATS", "CREATE_X3D_SIGNATURE", "select_config", "pyslowfast_differences",
            "pytorchvideo_differences", "to_pyslowfast", "to_pytorchvideo", "from_pyslowfast",
@@ -74,17 +75,15 @@ _SOLVER_KEYS = {"base_lr": "BASE_LR", "epochs": "MAX_EPOCH", "momentum": "MOMENT
 def select_config(run_dir: str | Path, *, step: int | None = None,
                   best_under_gflops: float | None = None) -> X3DConfig:
     """The config of a run's path step, its best proxy result under a cost, or its final model (default)."""
-    run = RunDir(run_dir)
-    if not run.exists():
-        raise UserError(f"{run_dir} is not a run directory (no run.yaml)")
-    path = run.read_path()
+    view = RunView(run_dir)
+    path = view.path
     if step is not None:
         steps = {s["step"]: s for s in path.get("steps", [])}
         if step not in steps:
             raise UserError(f"{run_dir} has no path step {step}; steps: {', '.join(map(str, steps)) or 'none'}")
         return X3DConfig.from_dict(steps[step]["config"])
     if best_under_gflops is not None:
-        scores = config_scores(load_run(run_dir))  # each config once, scored at its highest rung
+        scores = view.scores  # each config once, scored at its highest rung
         ok = scores[scores["gflops"] <= best_under_gflops]
         if ok.empty or "config" not in ok:
             raise UserError(f"no trained config at or under {best_under_gflops:g} GFLOPs in {run_dir}")
@@ -103,7 +102,7 @@ def run_provenance(run_dir: str | Path, *, step: int | None = None,
     final = step is None and best_under_gflops is None
     exported = ("the final model" if final else f"path step {step}" if step is not None
                 else f"the best proxy top-1 at or under {best_under_gflops:g} GFLOPs")
-    prov = {"run": str(Path(run_dir).resolve()), "exported": exported, **provenance(run_dir)}
+    prov = {"run": str(Path(run_dir).resolve()), "exported": exported, **RunView(run_dir).provenance()}
     return {k: v for k, v in prov.items() if v is not None and (final or not k.startswith("final_"))}
 
 
@@ -114,7 +113,7 @@ def preset_schedule() -> dict[str, Any] | None:
     except ImportError:
         return None
     try:
-        return load_schedule("kinetics_full").to_dict()
+        return load_schedule("kinetics_full").recipe.to_dict()
     except UserError:
         return None
 

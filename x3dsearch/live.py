@@ -11,6 +11,7 @@ from .search import CEILING_FACTOR, Candidate, SearchResult, Step, estimate_step
 from .config import X3DConfig
 from .cost import count_flops
 from .scores import headline_text, render_scores, split_scores
+from .trial import Init, Status, TrialRecord
 
 __all__ = ["LiveView", "format_duration", "final_text"]
 
@@ -36,14 +37,13 @@ def final_text(final: Mapping[str, Any] | None) -> str:
     return f"\nfull training: {headline_text(final)}" + (f"\n{render_scores(table)}" if table else "")
 
 
-def _trial_tags(record: Mapping[str, Any]) -> str:
+def _trial_tags(record: TrialRecord) -> str:
     """How a finished trial's score came about, e.g. ``  [inherit, 2 ep, seed +1]`` ('' when nothing is known)."""
-    init = record.get("init") or ""
-    tags = [init] if init == "inherit" or init.startswith("scratch:") else []  # plain scratch goes without saying
-    if record.get("rung"):
-        tags.append(f"{record['rung']} ep")
-    if record.get("seed_offset"):
-        tags.append(f"seed +{record['seed_offset']}")
+    tags = [record.init] if record.init in (Init.INHERIT, Init.FALLBACK) else []  # plain scratch goes without saying
+    if record.rung:
+        tags.append(f"{record.rung} ep")
+    if record.seed_offset:
+        tags.append(f"seed +{record.seed_offset}")
     return f"  [{', '.join(tags)}]" if tags else ""
 
 
@@ -103,24 +103,23 @@ class LiveView:
         extra = f", {reused} from the journal" if reused else ""
         self._print(f"[{label}] training {len(candidates)} candidates{extra} (GFLOPs: {costs})")
 
-    def trial_finished(self, candidate: Candidate, record: Mapping[str, Any]) -> None:
-        status = record.get("status", "?")
-        if status == "retried":
-            self._print(f"    {candidate.axis:<11} worker lost, retrying: {record.get('reason', '')}")
+    def trial_finished(self, candidate: Candidate, record: TrialRecord) -> None:
+        status = record.status
+        if status == Status.RETRIED:
+            self._print(f"    {candidate.axis:<11} worker lost, retrying: {record.reason}")
             return
         self._finished += 1
         if candidate in self._pending:
             self._pending.remove(candidate)
-        seconds = float(record.get("seconds") or 0.0)
+        seconds = float(record.seconds or 0.0)
         self._busy += seconds
-        if status == "ok" and seconds > 0:
+        if status == Status.OK and seconds > 0:
             self._trials.append((self._batches, candidate.gflops, seconds))
         if not self._pending and self._first_batch is not None:
             self._measured = (time.time() - self._first_batch, self._busy)
-        top1 = record.get("top1")
-        result = f"top1 {top1:6.1%}" if status == "ok" and top1 is not None else \
-            f"{status}: {record.get('reason', '')}"[:80]
-        if status == "ok" and top1 is not None and (self.best is None or top1 > self.best[1]):
+        top1 = record.top1
+        result = f"top1 {top1:6.1%}" if status == Status.OK and top1 is not None else f"{status}: {record.reason}"[:80]
+        if status == Status.OK and top1 is not None and (self.best is None or top1 > self.best[1]):
             self.best = (f"{candidate.axis}@step{candidate.step}", top1, candidate.gflops)
         self._print(f"    {candidate.axis:<11} {candidate.gflops:8.4f} GFLOPs  {result}{_trial_tags(record)}  "
                     f"{seconds:5.1f}s  ({self._finished}/{len(self._batch)})  "

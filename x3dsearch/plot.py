@@ -27,8 +27,8 @@ from matplotlib.ticker import PercentFormatter
 from .config import X3DConfig, preset, preset_names
 from .cost import count_flops, count_params
 from .errors import UserError
-from .report import config_scores, final_metrics, frontier
-from .rundir import RunDir, load_run
+from .rundir import RunDir
+from .runview import RunView, frontier
 from .scores import Scores, split_scores
 
 __all__ = ["AXIS_COLORS", "plot_runs", "save_plot", "confusion_figure", "run_scores", "save_confusion"]
@@ -62,10 +62,8 @@ def _cost(config: dict[str, Any], metric: str) -> float:
 
 
 def _load(run_dir: str | Path, metric: str, name: str) -> _Run:
-    run = RunDir(run_dir)
-    journal = load_run(run_dir)
-    settings, path = run.settings(), run.read_path()
-    ok = config_scores(journal)
+    view = RunView(run_dir)
+    settings, path, ok = view.settings, view.path, view.scores
     scale = 1.0 if metric == "gflops" else 1e-6
     points = pd.DataFrame({"cost": pd.to_numeric(ok[metric], errors="coerce") * scale,
                            "top1": ok["top1"].astype(float), "axis": ok["axis"]})
@@ -75,7 +73,7 @@ def _load(run_dir: str | Path, metric: str, name: str) -> _Run:
     if contraction:
         outcome = (contraction.get("evaluated") or {}).get(contraction["config_key"]) or {}
         contracted = (_cost(contraction["config"], metric), outcome.get("top1"), contraction["axis"])
-    final = (_cost(path["final"]["config"], metric), final_metrics(run_dir).get("top1")) if path.get("final") else None
+    final = (_cost(path["final"]["config"], metric), view.final.get("top1")) if path.get("final") else None
     data = settings.get("data")
     return _Run(name, settings.get("target_gflops"), Path(data).name if data else "synthetic data",
                 points.dropna(subset=["cost"]), steps, contracted, final)
@@ -273,8 +271,7 @@ def run_scores(run_dir: str | Path, split: str | None = None) -> tuple[Scores, s
 
     ``run_dir`` is a run directory (its ``final/``) or a training's output folder (``train --out``).
     """
-    run = RunDir(run_dir)
-    metrics = final_metrics(run_dir) if run.exists() else {}
+    metrics = RunView(run_dir).final if RunDir(run_dir).exists() else {}
     if not metrics and (Path(run_dir) / "metrics.json").is_file():
         metrics = json.loads((Path(run_dir) / "metrics.json").read_text())
     if not metrics:

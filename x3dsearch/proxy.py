@@ -12,18 +12,17 @@ from __future__ import annotations
 import hashlib
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 
 from .config import X3DConfig
 from .inherit import inherit
-from .schedule import Schedule
+from .recipe import Recipe
+from .trial import Init, TrialJob
 from .train import train
 
-__all__ = ["INIT_MODES", "weights_file", "initial_state", "run_proxy"]
-
-INIT_MODES = ("inherit", "scratch")
+__all__ = ["weights_file", "initial_state", "run_proxy"]
 
 
 def _digest(key: str) -> str:
@@ -37,43 +36,39 @@ def weights_file(weights_dir: str | Path, key: str) -> Path:
 
 
 def initial_state(config: X3DConfig, parent: X3DConfig | None, weights_dir: str | Path | None,
-                  seed: int) -> tuple[dict[str, torch.Tensor] | None, str]:
-    """The weights ``config`` inherits from ``parent`` and a label saying where they came from.
+                  seed: int) -> tuple[dict[str, torch.Tensor] | None, Init]:
+    """The weights ``config`` inherits from ``parent`` and where they came from.
 
-    ``(None, "scratch")`` without a parent; ``(None, "scratch: ...")`` when the parent's weights are
-    missing (its training failed, or the folder is not shared), so the trial still runs.
+    ``(None, SCRATCH)`` without a parent; ``(None, FALLBACK)`` when the parent's weights are missing
+    (its training failed, or the folder is not shared), so the trial still runs.
     """
     if parent is None or weights_dir is None:
-        return None, "scratch"
+        return None, Init.SCRATCH
     source = weights_file(weights_dir, parent.key)
     if not source.is_file():
-        return None, "scratch: parent weights missing"
+        return None, Init.FALLBACK
     state = torch.load(source, map_location="cpu", weights_only=True)
-    return inherit(state, parent, config, seed=seed), "inherit"
+    return inherit(state, parent, config, seed=seed), Init.INHERIT
 
 
-def run_proxy(params: Mapping[str, Any]) -> dict[str, Any]:
-    """Train one candidate (``config``, ``schedule``, ``data``, ``seed``; ``parent``, ``init``, ``weights_dir``).
+def run_proxy(job: TrialJob) -> dict[str, Any]:
+    """Train one candidate as ``job`` asks; the TrainResult as a dict plus ``init`` (how the weights started),
+    ``parent_key`` and ``seconds`` of this call alone.
 
-    With ``stop_epochs`` the training pauses there (a rung) with its checkpoint in ``trials_dir``,
-    and a later call with a larger ``stop_epochs`` continues it. ``seed_offset`` > 0 is a repeat with
-    another seed (its weights are not kept). Returns the TrainResult as a dict plus ``init`` (how the
-    weights started), ``parent_key``, and ``seconds`` of this call alone.
+    With ``stop_epochs`` the training pauses there (a rung) with its checkpoint in ``trials_dir``, and a
+    later job with a larger ``stop_epochs`` continues it. A repeat with another seed keeps no weights.
     """
     started = time.monotonic()
-    config = X3DConfig.from_dict(params["config"])
-    offset = int(params.get("seed_offset") or 0)
-    seed = int(params["seed"]) + offset
-    weights_dir = params.get("weights_dir")
-    parent = X3DConfig.from_dict(params["parent"]) if params.get("parent") else None
-    state, init = initial_state(config, parent if params.get("init") == "inherit" else None, weights_dir, seed)
-    stop = params.get("stop_epochs")
+    config = X3DConfig.from_dict(job.config)
+    seed = job.seed + job.seed_offset
+    parent = X3DConfig.from_dict(job.parent) if job.parent else None
+    state, init = initial_state(config, parent if job.init == Init.INHERIT else None, job.weights_dir, seed)
     trial_dir = None
-    if stop is not None and params.get("trials_dir"):
-        trial_dir = Path(params["trials_dir"]) / f"{_digest(config.key)}-s{offset}"
-    keep = weights_file(weights_dir, config.key) if weights_dir is not None and offset == 0 else None
-    result = train(config, params["data"], Schedule.from_dict(params["schedule"]), seed=seed, progress=False,
-                   threads=max(1, int(params.get("cpus", 1))), init_state=state, weights_out=keep,
-                   out_dir=trial_dir, resume=trial_dir is not None, stop_after_epochs=stop)
-    return dict(result.to_dict(), init=init, parent_key=parent.key if parent else None,
+    if job.stop_epochs is not None and job.trials_dir:
+        trial_dir = Path(job.trials_dir) / f"{_digest(config.key)}-s{job.seed_offset}"
+    keep = weights_file(job.weights_dir, config.key) if job.weights_dir is not None and job.seed_offset == 0 else None
+    result = train(config, job.data, Recipe.from_dict(job.recipe), seed=seed, progress=False,
+                   threads=max(1, int(job.cpus)), init_state=state, weights_out=keep,
+                   out_dir=trial_dir, resume=trial_dir is not None, stop_after_epochs=job.stop_epochs)
+    return dict(result.to_dict(), init=init.value, parent_key=parent.key if parent else None,
                 seconds=time.monotonic() - started)

@@ -1,11 +1,7 @@
 """The report of a run: how its proxy scored, its expansion path, frontier, failures, compute, and what
 the final model gets right per class group (per class on request) on val and the held-out test split.
 
-Everything is read from the run directory (run.yaml, journal.jsonl, path.json,
-final/metrics.json, summary.json) through :func:`x3dsearch.rundir.load_run`, so a report
-can be made while a search is still running, or years later. A config may have several
-journal records (one per rung it reached, seed repeats, retried attempts): its compute is
-the sum of their seconds and its score the one at its highest rung (mean over seeds).
+Everything is read through :class:`x3dsearch.runview.RunView`; this module only lays it out.
 """
 
 from __future__ import annotations
@@ -19,63 +15,15 @@ import pandas as pd
 
 from .config import X3DConfig
 from .cost import count_params
-from .errors import ConfigError, UserError
-from .rundir import RunDir, load_run
-from .schedule import Schedule
+from .errors import UserError
+from .runview import RunView, config_seconds, frontier, numeric_column
 from .scores import headline, headline_text, render_scores, scores_table, split_scores
-from .search import CEILING_FACTOR
+from .trial import Init, Status
 
-__all__ = ["frontier", "numeric_column", "config_seconds", "config_scores", "provenance", "describe_provenance",
-           "run_report", "final_metrics", "describe_final", "render", "REPORT_FORMATS"]
+__all__ = ["describe_provenance", "run_report", "describe_final", "render", "REPORT_FORMATS"]
 
 REPORT_FORMATS = ("table", "csv", "markdown", "json")
 _SECTIONS = ("path", "box", "frontier", "failures", "final")
-_SPENT = ("ok", "diverged", "failed")  # attempts that ran to the end (not lost workers)
-
-
-def frontier(points: pd.DataFrame, cost: str = "gflops", acc: str = "top1") -> pd.DataFrame:
-    """Non-dominated points: each is more accurate than every point that costs as much or less."""
-    ranked = points.dropna(subset=[cost, acc]).sort_values([cost, acc], ascending=[True, False], kind="stable")
-    best_before = ranked[acc].cummax().shift(fill_value=-math.inf)
-    return ranked[ranked[acc] > best_before].reset_index(drop=True)
-
-
-def final_metrics(run_dir: str | Path) -> dict[str, Any]:
-    """``final/metrics.json`` of a run ({} while the final training has not finished), with how its
-    weights started (``init``, ``origin_key``) from ``summary.json``."""
-    run = RunDir(run_dir)
-    path, summary = run.final_dir / "metrics.json", run.path / "summary.json"
-    if not path.is_file():
-        return {}
-    started = (json.loads(summary.read_text()).get("final_metrics") or {}) if summary.is_file() else {}
-    return {**{k: started[k] for k in ("init", "origin_key") if k in started}, **json.loads(path.read_text())}
-
-
-def numeric_column(frame: pd.DataFrame, column: str) -> pd.Series:
-    """A journal column as numbers (NaN where missing, or everywhere for journals older than the column)."""
-    if column not in frame:
-        return pd.Series(math.nan, index=frame.index, dtype=float)
-    return pd.to_numeric(frame[column], errors="coerce")
-
-
-def config_seconds(journal: pd.DataFrame) -> pd.Series:
-    """Proxy seconds spent on each config: the sum over all its records (rungs, seed repeats, attempts)."""
-    return numeric_column(journal, "seconds").fillna(0.0).groupby(journal["config_key"]).sum()
-
-
-def config_scores(journal: pd.DataFrame) -> pd.DataFrame:
-    """One row per config that trained ``ok``: its record at its highest rung, with ``top1`` the mean over
-    that rung's seeds, ``seeds`` their count and ``seconds`` the compute of all its records."""
-    ok = journal[journal["status"] == "ok"]
-    ok = ok.assign(top1=numeric_column(ok, "top1"), rung=numeric_column(ok, "rung"),
-                   seed_offset=numeric_column(ok, "seed_offset").fillna(0)).dropna(subset=["top1"])
-    level = ok["rung"].fillna(0)
-    top = ok[level == level.groupby(ok["config_key"]).transform("max")]
-    by_config = top.groupby("config_key")["top1"]
-    best = top.sort_values("seed_offset", kind="stable").drop_duplicates("config_key").sort_index()
-    keys = best["config_key"]
-    return best.assign(top1=keys.map(by_config.mean()), seeds=keys.map(by_config.size()),
-                       seconds=keys.map(config_seconds(journal))).reset_index(drop=True)
 
 
 def _shape_columns(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -127,10 +75,10 @@ def _path_table(path: Mapping[str, Any], journal: pd.DataFrame, scores: pd.DataF
 def _failures(path: Mapping[str, Any], journal: pd.DataFrame, ceiling: float | None) -> pd.DataFrame:
     """Attempts that did not end ``ok`` and candidates never trained (above the ceiling)."""
     columns = ["step", "axis", "gflops", "status", "attempt", "rung", "reason"]
-    bad = journal[journal["status"] != "ok"].reindex(columns=columns)
-    skipped = [{"step": s["step"], "axis": c["axis"], "gflops": c["gflops"], "status": "skipped", "attempt": 0,
-                "reason": f"above the ceiling ({ceiling:g} GFLOPs), not trained" if ceiling else "not trained"}
-               for s in path.get("steps", []) for c in s.get("candidates", []) if c["status"] == "skipped"]
+    bad = journal[journal["status"] != Status.OK].reindex(columns=columns)
+    skipped = [{"step": s["step"], "axis": c["axis"], "gflops": c["gflops"], "status": Status.SKIPPED.value,
+                "attempt": 0, "reason": f"above the ceiling ({ceiling:g} GFLOPs), not trained" if ceiling else "not trained"}
+               for s in path.get("steps", []) for c in s.get("candidates", []) if c["status"] == Status.SKIPPED]
     frames = [f for f in (bad, pd.DataFrame(skipped, columns=columns)) if not f.empty]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
 
@@ -150,8 +98,8 @@ def _totals(journal: pd.DataFrame, settings: Mapping[str, Any], final: Mapping[s
     final_s = float(final.get("seconds") or 0.0)
     statuses = journal["status"].value_counts().to_dict()
     return {"trials": int(journal["config_key"].nunique()), "attempts": int(len(journal)),
-            "ok": int(statuses.get("ok", 0)),
-            "not_ok": int(len(journal) - statuses.get("ok", 0)),
+            "ok": int(statuses.get(Status.OK, 0)),
+            "not_ok": int(len(journal) - statuses.get(Status.OK, 0)),
             "proxy_hours": proxy_s / 3600, "proxy_cpu_hours": proxy_s * cpus / 3600,
             "proxy_gpu_hours": proxy_s * gpus / 3600, "final_hours": final_s / 3600,
             "final_cpu_hours": final_s * cpus / 3600, "final_gpu_hours": final_s * gpus / 3600,
@@ -169,69 +117,9 @@ def _frontier_table(scores: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([front[columns], pd.DataFrame(shapes)], axis=1)
 
 
-def _ceiling(settings: Mapping[str, Any]) -> float | None:
-    """The run's ceiling in GFLOPs (by default ``CEILING_FACTOR`` times the target, as the search used)."""
-    if settings.get("ceiling_gflops"):
-        return float(settings["ceiling_gflops"])
-    return CEILING_FACTOR * float(settings["target_gflops"]) if settings.get("target_gflops") else None
-
-
-def _place(key: str | None, path: Mapping[str, Any], journal: pd.DataFrame) -> str | None:
-    """Where config ``key`` lies in the search, e.g. ``step 3 (spatial, 4x8 ...)`` or ``the start (...)``."""
-    if key is None:
-        return None
-    for s in path.get("steps", []):
-        if s["config_key"] == key:
-            return f"step {s['step']} ({s['axis']}, {X3DConfig.from_dict(s['config']).short})"
-    records = journal[journal["config_key"] == key]
-    if records.empty:
-        return key
-    first = records.iloc[0]
-    where = "the start" if first["kind"] == "start" else f"{first['axis']} at step {first['step']}"
-    return f"{where} ({X3DConfig.from_dict(first['config']).short})"
-
-
-def _provenance(settings: Mapping[str, Any], journal: pd.DataFrame, path: Mapping[str, Any],
-                final: Mapping[str, Any]) -> dict[str, Any]:
-    """How the run's proxy scores were obtained (schedule, weight init, rungs, close calls) and how the
-    final training started; counts are of configs (each by its first finished training)."""
-    proxy = settings.get("proxy") or {}
-    ladder = list(proxy.get("rungs") or [])
-    rungs = ladder if len(ladder) > 1 else []  # one rung is plain training
-    spent = journal[journal["status"].isin(_SPENT)]
-    inits = spent.drop_duplicates("config_key").get("init", pd.Series(dtype=object)).dropna().astype(str)
-    scores = config_scores(journal)
-    step_top = scores.groupby(["step", "kind"])["rung"].transform("max")  # a step's rungs may stretch
-    repeats = (numeric_column(spent, "seed_offset").fillna(0) > 0).sum()
-    try:  # a run.yaml from another version may not make a valid Schedule: then say nothing about epochs
-        low, high = Schedule.from_dict(proxy).epoch_range() if proxy else (0, 0)
-    except (ConfigError, TypeError):
-        low = high = 0
-    return {"proxy_schedule": proxy.get("name") or settings.get("proxy_schedule"),
-            "proxy_epochs": proxy.get("epochs"), "step_compute": proxy.get("step_compute"),
-            "epochs_under": proxy.get("epochs_under"),
-            "epoch_range": [low, high] if high > low else None,
-            "proxy_init": settings.get("proxy_init", "scratch"),  # runs before inheritance trained from scratch
-            "configs_inherited": int((inits == "inherit").sum()),
-            "configs_from_scratch": int(inits.str.startswith("scratch").sum()),
-            "scratch_fallbacks": int(inits.str.startswith("scratch:").sum()),
-            "rungs": ", ".join(map(str, rungs)) or None, "rung_keep": proxy.get("rung_keep") if rungs else None,
-            "configs_stopped_early": int((scores["rung"] < step_top).sum()) if rungs else None,
-            "close_call": proxy.get("close_call") if proxy.get("close_call_seeds") else None,
-            "close_call_seeds": proxy.get("close_call_seeds") or None, "seed_repeats": int(repeats),
-            "final_init": final.get("init"), "final_origin": _place(final.get("origin_key"), path, journal),
-            "final_origin_key": final.get("origin_key")}
-
-
-def provenance(run_dir: str | Path) -> dict[str, Any]:
-    """How a run's proxy scores were obtained and its final training started (see :func:`describe_provenance`)."""
-    run = RunDir(run_dir)
-    return _provenance(run.settings(), load_run(run_dir), run.read_path(), final_metrics(run_dir))
-
-
 def _init_text(label: str) -> str:
     """``inherit`` -> ``inherited weights``; ``scratch: why`` -> ``scratch (why)``."""
-    if label == "inherit":
+    if label == Init.INHERIT:
         return "inherited weights"
     return label.replace(": ", " (", 1) + ")" if ": " in label else label
 
@@ -251,7 +139,7 @@ def describe_provenance(prov: Mapping[str, Any]) -> list[str]:
     if inherited:
         note = f", {fallbacks} of them as a fallback" if fallbacks else ""
         parts.append(f"weights inherited along the path ({inherited} configs inherited, {scratch} from scratch{note})")
-    elif prov["proxy_init"] == "inherit" and not scratch:  # a journal from before inits were recorded
+    elif prov["proxy_init"] == Init.INHERIT and not scratch:  # a journal from before inits were recorded
         parts.append("weights inherited along the path")
     elif fallbacks:
         parts.append(f"every candidate trained from scratch ({fallbacks} as a fallback)")
@@ -265,7 +153,7 @@ def describe_provenance(prov: Mapping[str, Any]) -> list[str]:
         parts.append(f"close calls (top-1 within {prov['close_call']:g}) re-trained with {seeds} more "
                      f"seed{'s' if seeds > 1 else ''} ({prov['seed_repeats']} repeats)")
     lines = ["proxy: " + "; ".join(parts)]
-    if prov.get("final_init") == "inherit":
+    if prov.get("final_init") == Init.INHERIT:
         lines.append(f"final: trained from the inherited proxy weights of {prov['final_origin']}")
     elif prov.get("final_init"):
         lines.append(f"final: trained from {_init_text(prov['final_init'])}")
@@ -280,15 +168,14 @@ def describe_final(final: Mapping[str, Any]) -> list[str]:
 def run_report(run_dir: str | Path, per_class: bool = False) -> dict[str, Any]:
     """Provenance and totals as dicts; path, box notes, frontier, failures and the final model's per-group (with
     ``per_class`` also per-class) results as DataFrames; the final ``Scores``; from a run directory."""
-    journal = load_run(run_dir)
-    run = RunDir(run_dir)
-    settings, path, final = run.settings(), run.read_path(), final_metrics(run_dir)
-    scores, final_splits = config_scores(journal), split_scores(final)
-    return {"search": _provenance(settings, journal, path, final), "path": _path_table(path, journal, scores),
-            "box": _box_notes(path), "frontier": _frontier_table(scores),
-            "failures": _failures(path, journal, _ceiling(settings)),
+    view = RunView(run_dir)
+    journal, path, final = view.journal, view.path, view.final
+    final_splits = split_scores(final)
+    return {"search": view.provenance(), "path": _path_table(path, journal, view.scores),
+            "box": _box_notes(path), "frontier": _frontier_table(view.scores),
+            "failures": _failures(path, journal, view.ceiling),
             "final": scores_table(final_splits, per_class), "final_scores": final_splits,
-            "final_text": describe_final(final), "totals": _totals(journal, settings, final)}
+            "final_text": describe_final(final), "totals": _totals(journal, view.settings, final)}
 
 
 # -- rendering ------------------------------------------------------------------------

@@ -20,17 +20,17 @@ from .errors import DataError, UserError
 from .live import LiveView
 from .config import X3DConfig
 from .rundir import RunDir, atomic_write
-from .rungs import Rungs, successive_halving
-from .schedule import Schedule, load_schedule
+from .rungs import successive_halving
+from .proxy_policy import ProxyPolicy
+from .recipe import Recipe
+from .schedule import load_schedule
 from .search import (CEILING_FACTOR, LAND_WITHIN, Candidate, Outcome, SearchResult, Step, check_reachable,
                      estimate_steps, memoised, offer, run_search, score_start, take_step)
 from .space import SearchSpace, describe_box, load_space
+from .trial import Init, Status, TrialJob, TrialRecord
 
 __all__ = ["ExpandSettings", "Session", "JournalScorer", "run_expand", "run_step", "plan_text",
            "check_inputs", "path_record"]
-
-_FINAL_STATUSES = ("ok", "diverged", "failed")
-
 
 @dataclass(frozen=True)
 class ExpandSettings:
@@ -42,7 +42,7 @@ class ExpandSettings:
     data: str | None = None
     proxy_schedule: str = "cpu_proxy"
     full_schedule: str = "cpu_full"
-    proxy_init: str = "inherit"
+    proxy_init: str = Init.INHERIT.value
     seed: int = 0
     ceiling_gflops: float | None = None
     evaluate_contractions: bool = False
@@ -96,7 +96,7 @@ def _with_classes(space: SearchSpace, classes: int) -> SearchSpace:
 
 
 def _window_limit(settings: ExpandSettings, root: Path | None,
-                  schedules: Sequence[Schedule]) -> tuple[float | None, str]:
+                  recipes: Sequence[Recipe]) -> tuple[float | None, str]:
     """The longest clip window in seconds and a line saying where it comes from: ``max_window``, else the
     shortest video (``root`` None: the default benchmark's length), at most what the clip cache keeps."""
     from .data import shortest_video
@@ -110,7 +110,7 @@ def _window_limit(settings: ExpandSettings, root: Path | None,
         if probed is None:
             return None, "window limit: none (no video of the data could be probed)"
         seconds, source = probed[0], probed[1] if root is None else f"the shortest video, {probed[1]}"
-        if any(s.cache for s in schedules) and CACHED_SECONDS < seconds:
+        if any(r.cache for r in recipes) and CACHED_SECONDS < seconds:
             seconds, source = CACHED_SECONDS, "what the clip cache keeps of a video"
     return seconds, (f"window limit: {seconds:g} s = {seconds * REFERENCE_FPS:g} source frames at "
                      f"{REFERENCE_FPS:g} fps ({source})")
@@ -146,12 +146,13 @@ def _describe_data(root: Path) -> tuple[int, str]:
     return classes, f"data: {root}, {classes} classes, {counts} videos{note}{held}"
 
 
-def _describe_schedule(arg: str, schedule: Schedule) -> str:
+def _describe_schedule(arg: str, schedule: ProxyPolicy) -> str:
     """A schedule as the dry run shows it: where it came from, its length and optimiser."""
-    videos = "all" if schedule.train_videos is None else schedule.train_videos
+    recipe = schedule.recipe
+    videos = "all" if recipe.train_videos is None else recipe.train_videos
     low, high = schedule.epoch_range()
-    epochs = f"{low}-{high} epochs by step cost" if high > low else f"{schedule.epochs} epochs"
-    return f"{arg} ({epochs} over {videos} train videos, {schedule.optimizer})"
+    epochs = f"{low}-{high} epochs by step cost" if high > low else f"{recipe.epochs} epochs"
+    return f"{arg} ({epochs} over {videos} train videos, {recipe.optimizer})"
 
 
 def check_inputs(settings: ExpandSettings, *, resume: bool = False) -> tuple[SearchSpace, list[str]]:
@@ -170,7 +171,7 @@ def check_inputs(settings: ExpandSettings, *, resume: bool = False) -> tuple[Sea
         classes, data_line = _describe_data(Path(settings.data).expanduser().resolve())
     proxy, full = load_schedule(settings.proxy_schedule), load_schedule(settings.full_schedule)
     data_root = None if settings.data is None else Path(settings.data).expanduser().resolve()
-    seconds, window_line = _window_limit(settings, data_root, (proxy, full))
+    seconds, window_line = _window_limit(settings, data_root, (proxy.recipe, full.recipe))
     space = _fit_window(_with_classes(space, classes), seconds)
     _check_target(settings, space)
     run = RunDir(settings.out)
@@ -222,18 +223,12 @@ def plan_text(settings: ExpandSettings, space: SearchSpace) -> str:
     return "\n".join(lines)
 
 
-def _train_clips(data_root: Path, schedule: Schedule) -> int:
-    """Training clips per epoch of the proxy: the train split, or the schedule's subset of it."""
+def _train_clips(data_root: Path, recipe: Recipe) -> int:
+    """Training clips per epoch of the proxy: the train split, or the recipe's subset of it."""
     from .data import read_split
 
     videos = len(read_split(data_root, "train").videos)
-    return min(videos, schedule.train_videos) if schedule.train_videos else videos
-
-
-def _candidate_record(c: Candidate) -> dict[str, Any]:
-    return {"config_key": c.key, "config": c.config.to_dict(), "step": c.step, "axis": c.axis,
-            "kind": c.kind, "fraction": c.fraction, "gflops": c.gflops, "params": c.params,
-            "parent_key": c.parent.key if c.parent is not None else None}
+    return min(videos, recipe.train_videos) if recipe.train_videos else videos
 
 
 def path_record(result: SearchResult | None, steps: Sequence[Step], target: float) -> dict[str, Any]:
@@ -263,79 +258,75 @@ class JournalScorer:
     """The coordinator's score callback: journal first, Ray for the rest, over the proxy's rungs.
 
     A batch of candidates goes through successive halving (:mod:`x3dsearch.rungs`) when the proxy
-    schedule has rungs, else through one rung of all its epochs. Each (config, rung, seed) trains
+    policy has rungs, else through one rung of all its epochs. Each (config, rung, seed) trains
     once; the journal remembers it for ``--resume``.
     """
 
-    def __init__(self, run: RunDir, dispatcher: Any, view: LiveView, job_base: Mapping[str, Any],
-                 proxy: Schedule, clips: int, start_epochs: int | None = None, close_calls: bool = True) -> None:
-        self.run, self.dispatcher, self.view, self.job_base = run, dispatcher, view, job_base
+    def __init__(self, run: RunDir, dispatcher: Any, view: LiveView, job_base: TrialJob,
+                 proxy: ProxyPolicy, clips: int, start_epochs: int | None = None, close_calls: bool = True) -> None:
+        self.run, self.dispatcher, self.view, self.job_base = run, dispatcher, view, job_base  # data, seed, init
         self.proxy, self.clips = proxy, clips
         self.start_epochs = start_epochs  # the start's proxy epochs when not the schedule's (step --from)
         self.close_calls = close_calls  # a batch is a choice (an expansion step), so its close calls count
-        self.done: dict[tuple[str, int, int], dict[str, Any]] = {}
-        for record in run.records():
-            if record.get("status") in _FINAL_STATUSES:
-                slot = (record["config_key"], record.get("rung") or proxy.epochs, record.get("seed_offset") or 0)
-                self.done[slot] = record
+        self.done: dict[tuple[str, int, int], TrialRecord] = {}
+        for record in map(TrialRecord.from_dict, run.records()):
+            if record.status.final:
+                self.done[(record.config_key, record.rung or proxy.recipe.epochs, record.seed_offset or 0)] = record
 
-    def schedule_for(self, candidate: Candidate) -> Schedule:
-        """The proxy schedule of the candidate's step (epochs by the step's cost), or of the start (``start_epochs``)."""
+    def policy_for(self, candidate: Candidate) -> ProxyPolicy:
+        """The proxy policy of the candidate's step (epochs by the step's cost), or of the start (``start_epochs``)."""
         if candidate.kind == "start":
             return self.proxy.for_start(self.start_epochs)
         cost = 2 * count_flops(candidate.parent) / 1e9 if candidate.parent is not None else candidate.gflops
         return self.proxy.for_step(cost, self.clips)
 
     def __call__(self, candidates: Sequence[Candidate]) -> dict[str, Outcome]:
-        groups: dict[Schedule, list[Candidate]] = {}
+        groups: dict[ProxyPolicy, list[Candidate]] = {}
         for c in candidates:
-            groups.setdefault(self.schedule_for(c), []).append(c)
+            groups.setdefault(self.policy_for(c), []).append(c)
         outcomes: dict[str, Outcome] = {}
-        for schedule, group in groups.items():
-            rungs = Rungs(schedule.rungs or (schedule.epochs,), schedule.rung_keep, schedule.close_call,
-                          schedule.close_call_seeds if self.close_calls else 0)
+        for policy, group in groups.items():
             outcomes.update(successive_halving(
-                group, lambda cands, epochs, offset, s=schedule: self.score_at(cands, s, epochs, offset), rungs))
+                group, lambda cands, epochs, offset, p=policy: self.score_at(cands, p, epochs, offset),
+                policy.ladder(self.close_calls)))
         return outcomes
 
-    def score_at(self, candidates: Sequence[Candidate], schedule: Schedule, epochs: int,
+    def score_at(self, candidates: Sequence[Candidate], policy: ProxyPolicy, epochs: int,
                  offset: int) -> dict[str, Outcome]:
-        """Train each candidate up to ``epochs`` of ``schedule`` (continuing an earlier rung), seed + ``offset``."""
+        """Train each candidate up to ``epochs`` of ``policy`` (continuing an earlier rung), seed + ``offset``."""
         todo = [c for c in candidates if (c.key, epochs, offset) not in self.done]
         self.view.batch_started(todo, len(candidates) - len(todo))
         if todo:
             by_key = {c.key: c for c in todo}
-            rung = {"stop_epochs": epochs, "seed_offset": offset} if schedule.rungs or offset else {}
-            jobs = [dict(self.job_base, key=c.key, config=c.config.to_dict(), schedule=schedule.to_dict(), **rung,
-                         parent=c.parent.to_dict() if c.parent is not None else None) for c in todo]
-            self.dispatcher.run(jobs, lambda job, rec: self._record(by_key[job["key"]], epochs, offset, rec))
+            rung = {"stop_epochs": epochs, "seed_offset": offset} if policy.rungs or offset else {}
+            jobs = [replace(self.job_base, key=c.key, config=c.config.to_dict(), recipe=policy.recipe.to_dict(), **rung,
+                            parent=c.parent.to_dict() if c.parent is not None else None) for c in todo]
+            self.dispatcher.run(jobs, lambda job, rec: self._record(by_key[job.key], epochs, offset, rec))
         return {c.key: _outcome(self.done.get((c.key, epochs, offset))) for c in candidates}
 
     def _record(self, candidate: Candidate, epochs: int, offset: int, metrics: Mapping[str, Any]) -> None:
-        record = _candidate_record(candidate)
-        record.update({
-            "status": metrics.get("status", "failed"), "top1": metrics.get("top1"),
-            "top5": metrics.get("top5"), "seconds": metrics.get("seconds"),
-            "node": metrics.get("node"), "attempt": metrics.get("attempt", 1),
-            "reason": metrics.get("reason", ""), "init": metrics.get("init"), "rung": epochs,
-            "seed_offset": offset, "started": metrics.get("trial_started"),
-            "ended": metrics.get("trial_ended", time.time()),
-            "metrics": {k: v for k, v in metrics.items() if k != "config"},
-        })
-        self.run.append(record)
-        if record["status"] in _FINAL_STATUSES:
+        c = candidate
+        record = TrialRecord(
+            config_key=c.key, config=c.config.to_dict(), step=c.step, axis=c.axis, kind=c.kind, fraction=c.fraction,
+            gflops=c.gflops, params=c.params, parent_key=c.parent.key if c.parent is not None else None,
+            status=Status(metrics.get("status", Status.FAILED)), top1=metrics.get("top1"), top5=metrics.get("top5"),
+            seconds=metrics.get("seconds"), node=metrics.get("node"), attempt=metrics.get("attempt", 1),
+            reason=metrics.get("reason", ""), init=metrics.get("init"), rung=epochs, seed_offset=offset,
+            started=metrics.get("trial_started"), ended=metrics.get("trial_ended", time.time()),
+            metrics={k: v for k, v in metrics.items() if k != "config"})
+        self.run.append(record.to_dict())
+        if record.status.final:
             self.done[(candidate.key, epochs, offset)] = record
         self.view.trial_finished(candidate, record)
 
 
-def _outcome(record: Mapping[str, Any] | None) -> Outcome:
+def _outcome(record: TrialRecord | None) -> Outcome:
     if record is None:
-        return Outcome("failed", reason="trial did not report")
-    top1 = record.get("top1")
-    if record.get("status") == "ok" and (top1 is None or (isinstance(top1, float) and math.isnan(top1))):
-        return Outcome("failed", reason="no accuracy reported")
-    return Outcome(record["status"], top1=top1 if record["status"] == "ok" else None,
-                   reason=record.get("reason") or "")
+        return Outcome(Status.FAILED, reason="trial did not report")
+    top1 = record.top1
+    if record.status is Status.OK and (top1 is None or (isinstance(top1, float) and math.isnan(top1))):
+        return Outcome(Status.FAILED, reason="no accuracy reported")
+    return Outcome(record.status, top1=top1 if record.status is Status.OK else None, reason=record.reason or "")
 
 
 class Session:
@@ -344,7 +335,7 @@ class Session:
     Use as a context manager; ``score`` answers a batch of candidates from the journal or
     by proxy training, ``train_final`` trains one config with the full schedule. ``start``
     replaces the space's start (``step --from``); it then trains as long as a search from the
-    space's own start would have trained it by then (:meth:`Schedule.path_epochs`).
+    space's own start would have trained it by then (:meth:`ProxyPolicy.path_epochs`).
     ``close_calls=False`` (a sampling strategy) never re-trains a batch's close calls. ``expansion``
     refuses, before the run directory is made, a target that expansion inside the space's box cannot reach.
     """
@@ -353,14 +344,13 @@ class Session:
                  trial_fn: Any = None, extra: Mapping[str, Any] | None = None,
                  start: X3DConfig | None = None, close_calls: bool = True, expansion: bool = True) -> None:
         from .dispatch import DispatchOptions, RayDispatcher
-        from .schedule import load_schedule
 
         self.settings = settings
         self.quiet = quiet
         self.data_root = _resolve_data(settings)
         self.proxy = load_schedule(settings.proxy_schedule)
-        self.full = load_schedule(settings.full_schedule)
-        seconds, self.window_line = _window_limit(settings, self.data_root, (self.proxy, self.full))
+        self.full = load_schedule(settings.full_schedule)  # run.yaml keeps the entry; its recipe trains
+        seconds, self.window_line = _window_limit(settings, self.data_root, (self.proxy.recipe, self.full.recipe))
         space = _fit_window(_fit_classes(load_space(settings.space), self.data_root), seconds)
         self.space = space if start is None else _with_classes(replace(space, start=start), space.start.num_classes)
         _check_target(settings, self.space)
@@ -380,10 +370,10 @@ class Session:
                              quiet=quiet)
         self.weights_dir = self.run.path.resolve() / "weights"  # absolute: Ray workers run in their own folders
         self.weights_dir.mkdir(exist_ok=True)
-        job_base = {"data": str(self.data_root), "schedule": self.proxy.to_dict(), "seed": settings.seed,
-                    "init": settings.proxy_init, "weights_dir": str(self.weights_dir),
-                    "trials_dir": str(self.weights_dir.parent / "trials")}
-        clips = _train_clips(self.data_root, self.proxy)
+        job_base = TrialJob(key="", config={}, recipe={}, data=str(self.data_root), seed=settings.seed,
+                            init=Init(settings.proxy_init), weights_dir=str(self.weights_dir),
+                            trials_dir=str(self.weights_dir.parent / "trials"))
+        clips = _train_clips(self.data_root, self.proxy.recipe)
         start_epochs = None if start is None else self.proxy.path_epochs(
             count_flops(space.start) / 1e9, count_flops(self.space.start) / 1e9, clips)
         self.score = JournalScorer(self.run, self.dispatcher, self.view, job_base, self.proxy, clips, start_epochs,
@@ -404,28 +394,23 @@ class Session:
         With ``full_workers`` > 1 it runs on that many Ray Train workers (:mod:`x3dsearch.distributed`).
         It scores val and, where the data has one, the test split (the search selected on val only).
         """
+        from .fit import fit
+        from .workers import WorkerOptions
         from .proxy import initial_state
-        from .train import train
 
-        inherit = self.settings.proxy_init == "inherit" and origin is not None
+        inherit = self.settings.proxy_init == Init.INHERIT and origin is not None
         state, init = initial_state(config, origin if inherit else None, self.weights_dir, self.settings.seed)
         source = f"from the proxy weights of {origin.short}" if state is not None and origin else init
         s = self.settings
-        workers = f" on {s.full_workers} Ray Train workers" if s.full_workers > 1 else ""
+        on = f" on {s.full_workers} Ray Train workers" if s.full_workers > 1 else ""
         self.view.message(f"final training of {config.short} ({count_flops(config) / 1e9:.3f} GFLOPs) "
-                          f"with schedule {self.full.name}, {source}{workers} -> {self.run.final_dir}")
+                          f"with schedule {self.full.recipe.name}, {source}{on} -> {self.run.final_dir}")
         self.run.final_dir.mkdir(parents=True, exist_ok=True)
         config.to_yaml(self.run.final_dir / "config.yaml")
-        if s.full_workers > 1:
-            from .distributed import WorkerOptions, train_distributed
-
-            options = WorkerOptions(s.full_workers, s.address, s.cpus_per_trial, s.gpus_per_trial, s.storage,
-                                    s.max_failures)
-            result = train_distributed(config, self.data_root, self.full, s.seed, out_dir=self.run.final_dir,
-                                       options=options, init_state=state, progress=not self.quiet, test_split=True)
-        else:
-            result = train(config, str(self.data_root), self.full, seed=s.seed, out_dir=self.run.final_dir,
-                           resume=True, progress=not self.quiet, init_state=state, test_split=True)
+        workers = WorkerOptions(s.full_workers, s.address, s.cpus_per_trial, s.gpus_per_trial, s.storage,
+                                s.max_failures)
+        result = fit(config, str(self.data_root), self.full.recipe, s.seed, out_dir=self.run.final_dir, workers=workers,
+                     init_state=state, progress=not self.quiet, test_split=True)
         return dict(result.to_dict(), init=init, origin_key=origin.key if state is not None and origin else None)
 
 
@@ -448,7 +433,7 @@ def run_expand(settings: ExpandSettings, *, resume: bool = False, quiet: bool = 
         result = run_search(session.space, settings.target_gflops, session.score,
                             ceiling_gflops=settings.ceiling(),
                             evaluate_contractions=settings.evaluate_contractions,
-                            land_within=settings.land_within, train_start=settings.proxy_init == "inherit",
+                            land_within=settings.land_within, train_start=settings.proxy_init == Init.INHERIT,
                             on_step=_on_step)
     search_seconds = time.time() - t0
     record = path_record(result, steps, settings.target_gflops)
@@ -470,7 +455,7 @@ def run_step(settings: ExpandSettings, base: X3DConfig, *, resume: bool = False,
     """One expansion step from ``base``, taken as ``expand`` takes a step: the candidates' scores and the choice.
 
     With ``proxy_init="inherit"`` the base is first trained from scratch for as many proxy epochs as
-    a search from the space's start would have trained it by then (:meth:`Schedule.path_epochs`),
+    a search from the space's start would have trained it by then (:meth:`ProxyPolicy.path_epochs`),
     and every candidate inherits its weights. Nothing is skipped for cost.
     Returns ``{"base", "candidates": [{"axis", "gflops", "top1", ...}], "chosen", ...}``.
     """
@@ -479,17 +464,17 @@ def run_step(settings: ExpandSettings, base: X3DConfig, *, resume: bool = False,
     t0 = time.time()
     with session:
         score = memoised(session.score)
-        if settings.proxy_init == "inherit":
+        if settings.proxy_init == Init.INHERIT:
             score_start(start, score)
         step = take_step(start, 1, session.space, score)
     assert step is not None  # no ceiling: every candidate is scored
     seconds: dict[str, float] = {}  # every trial of a config counts: rungs and repeats record their own time
     for r in session.run.records():
         seconds[r["config_key"]] = seconds.get(r["config_key"], 0.0) + (r.get("seconds") or 0.0)
-    summary = {"base": start.to_dict(), "init": settings.proxy_init, "schedule": session.proxy.name,
+    summary = {"base": start.to_dict(), "init": settings.proxy_init, "schedule": session.proxy.recipe.name,
                "seed": settings.seed, "run_dir": str(session.run.path), "wall_seconds": time.time() - t0,
-               "base_seconds": seconds.get(start.key, 0.0) if settings.proxy_init == "inherit" else 0.0,
-               "base_epochs": session.score.start_epochs if settings.proxy_init == "inherit" else 0,
+               "base_seconds": seconds.get(start.key, 0.0) if settings.proxy_init == Init.INHERIT else 0.0,
+               "base_epochs": session.score.start_epochs if settings.proxy_init == Init.INHERIT else 0,
                "candidates": [{"axis": c.axis, "gflops": c.gflops, "top1": step.outcomes[c.key].top1,
                                "status": step.outcomes[c.key].status, "seconds": seconds.get(c.key)}
                               for c in step.candidates],

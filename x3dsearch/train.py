@@ -1,6 +1,6 @@
 """One training loop for every fidelity: proxy trainings of the search and the final training.
 
-:func:`train` trains ``build_model(config)`` with a :class:`~x3dsearch.schedule.Schedule`
+:func:`train` trains ``build_model(config)`` with a :class:`~x3dsearch.recipe.Recipe`
 (SGD with momentum or, for short proxies, AdamW; linear warm-up then cosine learning rate per
 step; weight decay off BN and biases; optional label smoothing; optional precise BN), evaluates with multi-view
 testing on val (and on test when asked) and returns a :class:`TrainResult`. With ``out_dir`` it checkpoints every
@@ -38,7 +38,8 @@ from .heap import keep_freed_memory
 from .model import build_model
 from .progress import Progress, progress
 from .rundir import atomic_write
-from .schedule import Schedule, load_schedule
+from .faults import nan_loss_now
+from .recipe import Recipe
 from .scores import Scores
 
 __all__ = ["TrainResult", "Parallel", "train", "evaluate_weights", "resolve_threads", "checkpoint_identity",
@@ -71,7 +72,7 @@ class TrainResult:
     threads: int = 1
     seed: int = 0
     config: dict[str, Any] = field(default_factory=dict)
-    schedule: str = ""
+    schedule: str = ""  # the recipe's name
     train_crop: int = 0
     skipped: tuple[tuple[str, str], ...] = ()
     stopped_early: bool = False
@@ -156,9 +157,9 @@ class Parallel:
         return FileCheckpoints(out_dir) if out_dir is not None else None
 
 
-def checkpoint_identity(config: X3DConfig, schedule: Schedule, seed: int) -> dict[str, Any]:
+def checkpoint_identity(config: X3DConfig, recipe: Recipe, seed: int) -> dict[str, Any]:
     """What a checkpoint must have been written for to be resumed by a run."""
-    return {"config": config.to_dict(), "schedule": schedule.to_dict(), "seed": seed}
+    return {"config": config.to_dict(), "schedule": recipe.to_dict(), "seed": seed}
 
 
 def resolve_threads(threads: int | None = None) -> int:
@@ -181,21 +182,21 @@ def resolve_threads(threads: int | None = None) -> int:
     return os.cpu_count() or 1
 
 
-def train(config: X3DConfig, data: str | Path | tuple[Dataset, ...], schedule: Schedule | str,
+def train(config: X3DConfig, data: str | Path | tuple[Dataset, ...], recipe: Recipe,
           seed: int = 0, *, out_dir: str | Path | None = None, resume: bool = False,
           progress: bool = False, device: str | torch.device | None = None, threads: int | None = None,
           on_epoch: EpochCallback | None = None,
           init_state: Mapping[str, torch.Tensor] | None = None,
           weights_out: str | Path | None = None, stop_after_epochs: int | None = None,
           parallel: Parallel | None = None, test_split: bool = False) -> TrainResult:
-    """Train and evaluate ``config`` on ``data`` (a dataset root or a (train, val[, test]) tuple) with ``schedule``.
+    """Train and evaluate ``config`` on ``data`` (a dataset root or a (train, val[, test]) tuple) with ``recipe``.
 
     With ``out_dir``, a checkpoint is written there after every epoch and ``metrics.json``,
     ``model.pt`` and ``config.yaml`` at the end; ``resume=True`` continues from the checkpoint
     and ends with the same metrics as an uninterrupted run. ``init_state`` starts from those
     weights (e.g. inherited from a parent) instead of a fresh initialisation; ``weights_out`` keeps
-    the trained state dict in that file. ``stop_after_epochs`` pauses the schedule after that many
-    epochs (its learning rate still follows all ``schedule.epochs``) and evaluates: a later call with
+    the trained state dict in that file. ``stop_after_epochs`` pauses the recipe after that many
+    epochs (its learning rate still follows all ``recipe.epochs``) and evaluates: a later call with
     ``resume=True`` and a larger value continues it, as successive halving's rungs do. Errors
     inside the run come back as ``status="failed"`` (only KeyboardInterrupt propagates). ``parallel``
     makes this process one worker of a distributed training (see :class:`Parallel`). On CPU the
@@ -203,11 +204,10 @@ def train(config: X3DConfig, data: str | Path | tuple[Dataset, ...], schedule: S
     ``test_split`` also scores the test split, when the data has one (a final training; a search
     selects on val only).
     """
-    schedule = load_schedule(schedule)
     device = torch.device(device) if device is not None else _default_device()
     if device.type == "cpu":
         keep_freed_memory()  # each step reuses its pages instead of faulting them in again
-    run = _Run(config, schedule, seed, out_dir=Path(out_dir) if out_dir is not None else None, device=device,
+    run = _Run(config, recipe, seed, out_dir=Path(out_dir) if out_dir is not None else None, device=device,
                threads=resolve_threads(threads), progress=progress, on_epoch=on_epoch, init_state=init_state,
                weights_out=Path(weights_out) if weights_out is not None else None,
                stop_after_epochs=stop_after_epochs, parallel=parallel or Parallel(), test_split=test_split)
@@ -239,18 +239,18 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def _optimizer(model: nn.Module, schedule: Schedule, workers: int) -> torch.optim.Optimizer:
+def _optimizer(model: nn.Module, recipe: Recipe, workers: int) -> torch.optim.Optimizer:
     """SGD with momentum (the paper's recipe) or AdamW, at the peak LR scaled to the global batch.
 
     On CPU the fused kernel: PyTorch's default there loops over the parameters in Python, several small
     ops each (AdamW: 1.31x the whole X2D proxy step, 1.07x XS; docs/performance-batch.md).
     """
-    groups = _param_groups(model, schedule.weight_decay)
-    lr = schedule.lr() * workers
+    groups = _param_groups(model, recipe.weight_decay)
+    lr = recipe.lr() * workers
     fused = True if next(model.parameters()).device.type == "cpu" else None
-    if schedule.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, betas=(schedule.momentum, 0.999), fused=fused)
-    return torch.optim.SGD(groups, lr=lr, momentum=schedule.momentum, fused=fused)
+    if recipe.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, betas=(recipe.momentum, 0.999), fused=fused)
+    return torch.optim.SGD(groups, lr=lr, momentum=recipe.momentum, fused=fused)
 
 
 def _lr_factor(step: int, total: int, warmup: int) -> float:
@@ -259,20 +259,20 @@ def _lr_factor(step: int, total: int, warmup: int) -> float:
     return cosine * min(1.0, (step + 1) / warmup) if warmup > 0 else cosine
 
 
-def _eval_set(data: str | Path, config: X3DConfig, schedule: Schedule, split: str, seed: int) -> Dataset:
-    """A split of a dataset root as the schedule scores it: its input size and views (val: its ``val_videos``)."""
+def _eval_set(data: str | Path, config: X3DConfig, recipe: Recipe, split: str, seed: int) -> Dataset:
+    """A split of a dataset root as the recipe scores it: its input size and views (val: its ``val_videos``)."""
     from .data import VideoDataset
 
-    return VideoDataset(data, config.replace(crop=schedule.train_crop(config)), split=split,
-                        cache_dir=schedule.cache or None, views=schedule.eval_views,
-                        max_videos=schedule.val_videos if split == "val" else None, seed=seed)
+    return VideoDataset(data, config.replace(crop=recipe.train_crop(config)), split=split,
+                        cache_dir=recipe.cache or None, views=recipe.eval_views,
+                        max_videos=recipe.val_videos if split == "val" else None, seed=seed)
 
 
-def _open_datasets(data: str | Path | tuple[Dataset, ...], config: X3DConfig, schedule: Schedule, seed: int,
+def _open_datasets(data: str | Path | tuple[Dataset, ...], config: X3DConfig, recipe: Recipe, seed: int,
                    test_split: bool) -> tuple[Dataset, dict[str, Dataset]]:
     """The training set and the sets to score ({"val": ..., "test": ... when asked and present}).
 
-    Datasets are taken as given, or opened as ``VideoDataset``s of a root at the schedule's input size.
+    Datasets are taken as given, or opened as ``VideoDataset``s of a root at the recipe's input size.
     """
     if isinstance(data, (tuple, list)):
         if len(data) not in (2, 3):
@@ -280,10 +280,10 @@ def _open_datasets(data: str | Path | tuple[Dataset, ...], config: X3DConfig, sc
         return data[0], dict(zip(("val", "test"), data[1:3 if test_split else 2]))
     from .data import VideoDataset
 
-    train_set = VideoDataset(data, config.replace(crop=schedule.train_crop(config)), split="train",
-                             cache_dir=schedule.cache or None, max_videos=schedule.train_videos, seed=seed)
+    train_set = VideoDataset(data, config.replace(crop=recipe.train_crop(config)), split="train",
+                             cache_dir=recipe.cache or None, max_videos=recipe.train_videos, seed=seed)
     splits = ("val", "test") if test_split and (Path(data) / "test.csv").is_file() else ("val",)
-    scored = {split: _eval_set(data, config, schedule, split, seed) for split in splits}
+    scored = {split: _eval_set(data, config, recipe, split, seed) for split in splits}
     classes = getattr(train_set, "num_classes", 0)
     if classes > config.num_classes:
         raise ConfigError(f"the data has {classes} classes but the config only {config.num_classes}")
@@ -292,34 +292,33 @@ def _open_datasets(data: str | Path | tuple[Dataset, ...], config: X3DConfig, sc
     return train_set, scored
 
 
-def _views(schedule: Schedule) -> int:
-    """Views per video of the schedule's testing."""
-    return schedule.eval_views[0] * schedule.eval_views[1]
+def _views(recipe: Recipe) -> int:
+    """Views per video of the recipe's testing."""
+    return recipe.eval_views[0] * recipe.eval_views[1]
 
 
 def _test(model: nn.Module, train_set: Dataset, scored: Mapping[str, Dataset], feed: Feed,
-          schedule: Schedule) -> dict[str, Scores]:
-    """Precise BN (when the schedule asks), then each split's scores over the schedule's views."""
-    if schedule.precise_bn_clips:
-        precise_bn(model, train_set, feed, schedule.batch_size, schedule.precise_bn_clips, schedule.epochs)
-    return {split: score_views(model, dataset, feed, schedule.batch_size, _views(schedule), split)
+          recipe: Recipe) -> dict[str, Scores]:
+    """Precise BN (when the recipe asks), then each split's scores over the recipe's views."""
+    if recipe.precise_bn_clips:
+        precise_bn(model, train_set, feed, recipe.batch_size, recipe.precise_bn_clips, recipe.epochs)
+    return {split: score_views(model, dataset, feed, recipe.batch_size, _views(recipe), split)
             for split, dataset in scored.items()}
 
 
 def evaluate_weights(config: X3DConfig, state: Mapping[str, torch.Tensor], data: str | Path,
-                     schedule: Schedule | str, split: str = "val", seed: int = 0, threads: int | None = None) -> Scores:
+                     recipe: Recipe, split: str = "val", seed: int = 0, threads: int | None = None) -> Scores:
     """Score saved weights on one split of ``data`` as ``train`` scores its result (input size, views, subset)."""
-    schedule = load_schedule(schedule)
     device = _default_device()
-    dataset = _eval_set(data, config, schedule, split, seed)
+    dataset = _eval_set(data, config, recipe, split, seed)
     model = build_model(config)
     model.load_state_dict(state)
     model = model.to(device)
-    if schedule.channels_last:
+    if recipe.channels_last:
         model = model.to(memory_format=torch.channels_last_3d)
     with _torch_settings(resolve_threads(threads), device):
-        return score_views(model, dataset, _feed(schedule, seed, device, None), schedule.batch_size,
-                           _views(schedule), split)
+        return score_views(model, dataset, _feed(recipe, seed, device, None), recipe.batch_size,
+                           _views(recipe), split)
 
 
 def _native_cpu_bf16() -> bool:
@@ -338,10 +337,10 @@ def _bf16(precision: str, device: torch.device) -> bool:
     return precision == "bf16"
 
 
-def _feed(schedule: Schedule, seed: int, device: torch.device, start_method: str | None) -> Feed:
-    """How batches reach the model: bf16 autocast when the schedule asks and the device can (:func:`_bf16`)."""
-    bf16 = _bf16(schedule.precision, device)
-    return Feed(seed, schedule.num_workers, device, schedule.channels_last,
+def _feed(recipe: Recipe, seed: int, device: torch.device, start_method: str | None) -> Feed:
+    """How batches reach the model: bf16 autocast when the recipe asks and the device can (:func:`_bf16`)."""
+    bf16 = _bf16(recipe.precision, device)
+    return Feed(seed, recipe.num_workers, device, recipe.channels_last,
                 torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext(),
                 start_method=start_method)
 
@@ -364,25 +363,25 @@ def _torch_settings(threads: int, device: torch.device) -> Iterator[None]:
 class _Run:
     """One training run: builds model and optimiser, runs epochs, keeps the result bookkeeping."""
 
-    def __init__(self, config: X3DConfig, schedule: Schedule, seed: int, *, out_dir: Path | None,
+    def __init__(self, config: X3DConfig, recipe: Recipe, seed: int, *, out_dir: Path | None,
                  device: torch.device, threads: int, progress: bool, on_epoch: EpochCallback | None,
                  init_state: Mapping[str, torch.Tensor] | None = None, weights_out: Path | None = None,
                  stop_after_epochs: int | None = None, parallel: Parallel, test_split: bool = False) -> None:
-        self.config, self.schedule, self.seed, self.parallel = config, schedule, seed, parallel
+        self.config, self.recipe, self.seed, self.parallel = config, recipe, seed, parallel
         self.test_split = test_split
-        self.weights_out, self.stop = weights_out, stop_after_epochs or schedule.epochs
+        self.weights_out, self.stop = weights_out, stop_after_epochs or recipe.epochs
         self.out_dir, self.device, self.threads = out_dir, device, threads
         self.progress, self.on_epoch, self.init_state = progress and parallel.chief, on_epoch, init_state
-        self.checkpoints = _Checkpoints(parallel.store(out_dir), checkpoint_identity(config, schedule, seed), device)
-        self.train_crop = schedule.train_crop(config)
-        self.feed = _feed(schedule, seed, device, parallel.loader_start)
+        self.checkpoints = _Checkpoints(parallel.store(out_dir), checkpoint_identity(config, recipe, seed), device)
+        self.train_crop = recipe.train_crop(config)
+        self.feed = _feed(recipe, seed, device, parallel.loader_start)
         self.state = _State()
         self.skipped: tuple[tuple[str, str], ...] = ()
         self.started = time.monotonic()
         self.wall_before = 0.0
 
     def load_checkpoint(self) -> dict[str, Any] | None:
-        """The stored checkpoint if any; one made for another config/schedule/seed is an error."""
+        """The stored checkpoint if any; one made for another config/recipe/seed is an error."""
         return self.checkpoints.load()
 
     def execute(self, data: str | Path | tuple[Dataset, ...], checkpoint: dict[str, Any] | None) -> TrainResult:
@@ -409,9 +408,9 @@ class _Run:
             seconds=self._seconds(),
             clips_per_s=s.clips_seen / s.train_seconds if s.train_seconds > 0 else 0.0,
             peak_memory_mb=_peak_memory_mb(self.device), device=str(self.device), threads=self.threads,
-            seed=self.seed, config=self.config.to_dict(), schedule=self.schedule.name,
+            seed=self.seed, config=self.config.to_dict(), schedule=self.recipe.name,
             train_crop=self.train_crop, skipped=self.skipped, stopped_early=s.stopped_early,
-            world_size=self.parallel.world_size, global_batch=self.schedule.batch_size * self.parallel.world_size,
+            world_size=self.parallel.world_size, global_batch=self.recipe.batch_size * self.parallel.world_size,
             **fields)
 
     def _seconds(self) -> float:
@@ -421,15 +420,15 @@ class _Run:
     def _train_and_evaluate(self, data: str | Path | tuple[Dataset, ...],
                             checkpoint: dict[str, Any] | None) -> dict[str, Scores]:
         _seed_everything(self.seed)
-        schedule = self.schedule
-        train_set, scored = _open_datasets(data, self.config, schedule, self.seed, self.test_split)
+        recipe = self.recipe
+        train_set, scored = _open_datasets(data, self.config, recipe, self.seed, self.test_split)
         self.skipped = tuple(tuple(s) for d in (train_set, *scored.values()) for s in getattr(d, "skipped", ()))
-        parts = _Parts.build(self.config, schedule, len(train_set), self.device, self.init_state, self.parallel)
+        parts = _Parts.build(self.config, recipe, len(train_set), self.device, self.init_state, self.parallel)
         if checkpoint is not None:
             self.state = self.checkpoints.restore(parts, checkpoint)
             self.wall_before = self.state.wall_seconds
         feed = dataclasses.replace(self.feed, sampler=self.parallel.sampler)
-        epochs = _Epochs(self.state, schedule, feed, parts, self._seconds, self.parallel)
+        epochs = _Epochs(self.state, recipe, feed, parts, self._seconds, self.parallel)
         bar = progress(total=parts.total_steps, initial=self.state.step, unit="step", enabled=self.progress)
         try:
             while not self.state.done and self.state.epoch < self.stop:
@@ -443,7 +442,7 @@ class _Run:
             bar.close()
         if not self.parallel.chief:
             return {}
-        scores = _test(parts.model, train_set, scored, self.feed, schedule)
+        scores = _test(parts.model, train_set, scored, self.feed, recipe)
         _save_outputs(parts.model, self.config, self.weights_out, self.out_dir)
         return scores
 
@@ -494,9 +493,9 @@ class _Parts:
     total_steps: int
 
     @classmethod
-    def build(cls, config: X3DConfig, schedule: Schedule, train_clips: int, device: torch.device,
+    def build(cls, config: X3DConfig, recipe: Recipe, train_clips: int, device: torch.device,
               init_state: Mapping[str, torch.Tensor] | None, parallel: Parallel) -> "_Parts":
-        """A fresh (or ``init_state``-initialised) model on ``device`` with its optimiser and schedule.
+        """A fresh (or ``init_state``-initialised) model on ``device`` with its optimiser and recipe.
 
         Each of the ``parallel.world_size`` processes steps through its share of ``train_clips``.
         """
@@ -504,12 +503,12 @@ class _Parts:
         if init_state is not None:
             model.load_state_dict(init_state)
         model = model.to(device)
-        if schedule.channels_last:
+        if recipe.channels_last:
             model = model.to(memory_format=torch.channels_last_3d)
-        optimizer = _optimizer(model, schedule, parallel.world_size)
-        steps_per_epoch = math.ceil(math.ceil(train_clips / parallel.world_size) / schedule.batch_size)
-        total = steps_per_epoch * schedule.epochs
-        warmup = round(schedule.warmup_epochs * steps_per_epoch)
+        optimizer = _optimizer(model, recipe, parallel.world_size)
+        steps_per_epoch = math.ceil(math.ceil(train_clips / parallel.world_size) / recipe.batch_size)
+        total = steps_per_epoch * recipe.epochs
+        warmup = round(recipe.warmup_epochs * steps_per_epoch)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _lr_factor(step, total, warmup))
         return cls(model, parallel.wrap(model), optimizer, scheduler, total)
 
@@ -526,20 +525,20 @@ class _Parts:
 class _Epochs:
     """The epoch loop: optimisation steps, divergence checks, the time budget and progress."""
 
-    def __init__(self, state: _State, schedule: Schedule, feed: Feed, parts: _Parts,
+    def __init__(self, state: _State, recipe: Recipe, feed: Feed, parts: _Parts,
                  seconds: Callable[[], float], parallel: Parallel) -> None:
-        self.state, self.schedule, self.feed, self.parts, self.seconds = state, schedule, feed, parts, seconds
+        self.state, self.recipe, self.feed, self.parts, self.seconds = state, recipe, feed, parts, seconds
         self.parallel = parallel
 
     def run(self, train_set: Dataset, bar: Progress | None) -> None:
         """One epoch (or its rest, up to the time budget); updates the shared state."""
-        state, schedule = self.state, self.schedule
+        state, recipe = self.state, self.recipe
         self.parts.net.train()
         if bar is not None:
-            bar.set_description(f"epoch {state.epoch + 1}/{schedule.epochs}")
+            bar.set_description(f"epoch {state.epoch + 1}/{recipe.epochs}")
         total_loss, batches = 0.0, 0
         tick = time.monotonic()
-        for clips, labels in self.feed.loader(train_set, schedule.batch_size, True, state.epoch):
+        for clips, labels in self.feed.loader(train_set, recipe.batch_size, True, state.epoch):
             value = self._step(clips, labels)
             state.clips_seen += len(labels) * self.parallel.world_size
             total_loss += value
@@ -550,24 +549,24 @@ class _Epochs:
                 bar.update(1)
                 bar.set_postfix(loss=f"{value:.3f}", clips_s=f"{state.clips_seen / max(elapsed, 1e-9):.1f}",
                                 refresh=False)
-            if schedule.time_budget_s is not None and \
-                    self.parallel.any(state.train_seconds + now - tick > schedule.time_budget_s):
+            if recipe.time_budget_s is not None and \
+                    self.parallel.any(state.train_seconds + now - tick > recipe.time_budget_s):
                 state.stopped_early = True
                 break
         state.train_seconds += time.monotonic() - tick
         state.epoch_losses.append(total_loss / max(1, batches))
         state.epoch += 1
-        state.done = state.stopped_early or state.epoch >= schedule.epochs
+        state.done = state.stopped_early or state.epoch >= recipe.epochs
         state.wall_seconds = self.seconds()
 
     def _step(self, clips: torch.Tensor, labels: torch.Tensor) -> float:
         """One optimisation step; returns the batch loss, raises :class:`_Diverged` on NaN or explosion."""
-        state, schedule, parts = self.state, self.schedule, self.parts
+        state, recipe, parts = self.state, self.recipe, self.parts
         clips, labels = self.feed.to_device(clips), labels.to(self.feed.device, non_blocking=True)
         with self.feed.autocast:
             logits = parts.net(clips)
-        loss = F.cross_entropy(logits.float(), labels, label_smoothing=schedule.label_smoothing)
-        if state.step == schedule.debug_nan_step:
+        loss = F.cross_entropy(logits.float(), labels, label_smoothing=recipe.label_smoothing)
+        if nan_loss_now(state.step):
             loss = loss * float("nan")
         value = self.parallel.mean(loss)
         if state.first_loss is None:
