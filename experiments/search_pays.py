@@ -55,10 +55,13 @@ from x3dsearch.dispatch import DispatchOptions, RayDispatcher
 from x3dsearch.export import select_config
 from x3dsearch.model import build_model
 from x3dsearch.optuna_search import run_optuna
-from x3dsearch.report import _markdown_table, config_scores
+from x3dsearch.report import _markdown_table
+from x3dsearch.runview import config_scores
 from x3dsearch.rundir import RunDir, load_run
 from x3dsearch.runner import ExpandSettings, run_expand
-from x3dsearch.schedule import Schedule, load_schedule
+from x3dsearch.proxy_policy import ProxyPolicy
+from x3dsearch.recipe import Recipe
+from x3dsearch.schedule import load_schedule
 from x3dsearch.train import METRICS, TrainResult, train
 
 SAMPLERS = {"optuna": "tpe", "random": "random"}  # row name -> Optuna sampler
@@ -92,7 +95,7 @@ class Plan:
         return "" if self.proxy_schedule == "cpu_proxy" else f"+{Path(self.proxy_schedule).stem}"
 
     @property
-    def full(self) -> Schedule:
+    def full(self) -> ProxyPolicy:
         return load_schedule(self.full_schedule)
 
     def settings(self, run: str, target: float, seed: int) -> ExpandSettings:
@@ -186,18 +189,19 @@ def train_once(plan: Plan, config: X3DConfig, seed: int) -> TrainResult:
     """Full training of ``config`` with ``seed`` in ``OUT/train``; a finished one is read back, an
     interrupted one resumes from its checkpoint (one folder per config, schedule and seed)."""
     full = plan.full
-    digest = hashlib.sha1((config.key + json.dumps(full.to_dict(), sort_keys=True)).encode()).hexdigest()[:12]
+    recorded = dict(full.to_dict(), debug_nan_step=None)  # the mapping as hashed before the recipe/policy split
+    digest = hashlib.sha1((config.key + json.dumps(recorded, sort_keys=True)).encode()).hexdigest()[:12]
     out = plan.out / "train" / f"{digest}-seed{seed}"
     if (out / METRICS).is_file():
         result = TrainResult.from_dict(json.loads((out / METRICS).read_text()))
         if result.status in _KEPT:
             return result
-    return train(config, str(plan.data), full, seed=seed, threads=plan.threads, out_dir=out, resume=True,
+    return train(config, str(plan.data), full.recipe, seed=seed, threads=plan.threads, out_dir=out, resume=True,
                  test_split=True)
 
 
 @lru_cache(maxsize=None)
-def latency_ms(config: X3DConfig, schedule: Schedule) -> float:
+def latency_ms(config: X3DConfig, schedule: Recipe) -> float:
     """Median milliseconds of one eval forward pass of ``build_model(config)`` on one clip at the
     schedule's training input size, one thread, in the schedule's memory layout."""
     side = schedule.train_crop(config)
@@ -245,7 +249,7 @@ def _train_job(plan: Plan, job: TrainJob) -> dict[str, Any]:
                 test_top5=test.get("top5"), test_per_group=json.dumps(test.get("per_group", {}), sort_keys=True),
                 gflops=count_flops(job.config) / 1e9, params=count_params(job.config),
                 train_clips_per_s=result.clips_per_s, train_s=result.seconds, epochs=len(result.epoch_losses),
-                stopped_early=result.stopped_early, latency_ms=latency_ms(job.config, plan.full),
+                stopped_early=result.stopped_early, latency_ms=latency_ms(job.config, plan.full.recipe),
                 config=job.config.to_json(), reason=result.reason)
 
 
