@@ -22,12 +22,13 @@ from x3dsearch.config import X3DConfig
 from x3dsearch.cost import count_flops
 from x3dsearch.live import LiveView
 from x3dsearch.model import build_model
-from x3dsearch.report import config_scores, describe_provenance, frontier, render, run_report
+from x3dsearch.report import describe_provenance, render, run_report
 from x3dsearch.rundir import RunDir, load_run
 from x3dsearch.proxy_policy import ProxyPolicy
 from x3dsearch.recipe import Recipe
 from x3dsearch.scores import Scores
 from x3dsearch.runner import ExpandSettings, JournalScorer, path_record
+from x3dsearch.runview import config_scores, frontier
 from x3dsearch.search import run_search
 from x3dsearch.space import load_space
 from x3dsearch.trial import TrialJob
