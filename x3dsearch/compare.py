@@ -21,7 +21,7 @@ import pandas as pd
 from .errors import UserError
 from .runview import RunView, config_scores, frontier as pareto, numeric_column
 from .scores import headline
-from .trial import SPENT, Status
+from .trial import SPENT
 
 __all__ = ["proxy_trials", "anytime_curve", "best_at", "frontier", "compare_table", "plot_compare",
            "compare_runs"]
@@ -36,22 +36,10 @@ def proxy_trials(journal: pd.DataFrame, cpus_per_trial: float) -> pd.DataFrame:
 
 
 def anytime_curve(trials: pd.DataFrame, target_gflops: float, tolerance: float = 0.0) -> pd.DataFrame:
-    """``cumulative`` compute against the best top-1 so far at cost <= target (NaN before any).
-
-    A config counts with its latest score: a higher rung replaces its lower ones, seeds at one rung average.
-    """
-    under = (trials["status"] == Status.OK) & (trials["gflops"] <= target_gflops * (1 + tolerance))
-    scores = trials["top1"].where(under).astype(float)
-    held: dict[str, tuple[float, list[float]]] = {}  # config key -> (rung, top-1 of each seed there)
-    best = []
-    for key, rung, top1 in zip(trials["config_key"], numeric_column(trials, "rung").fillna(0), scores):
-        if not math.isnan(top1):
-            level, seeds = held.get(key, (-math.inf, []))
-            if rung > level:
-                held[key] = (rung, [top1])
-            elif rung == level:
-                seeds.append(top1)
-        best.append(max((sum(s) / len(s) for _, s in held.values()), default=math.nan))
+    """``cumulative`` compute against the best top-1 so far at cost <= target (NaN before any): after each
+    trial, every config under the target scored by :func:`~x3dsearch.runview.config_scores` on the trials so far."""
+    under = trials[trials["gflops"] <= target_gflops * (1 + tolerance)]
+    best = [config_scores(under.loc[:end])["top1"].max() for end in trials.index]
     return pd.DataFrame({"cumulative": trials["cumulative"], "best_top1": best})
 
 
