@@ -1,35 +1,9 @@
 """Full training across machines: the one training loop of :mod:`x3dsearch.train` on Ray Train workers (DDP).
 
-:func:`train_distributed` runs :func:`x3dsearch.train.train` in every worker of a Ray Train
-``TorchTrainer``, with a :class:`_Worker` (a :class:`~x3dsearch.train.Parallel`) that makes the
-loop one process of PyTorch DistributedDataParallel (gloo on CPU, nccl on GPU):
-
-* Batch and learning rate: the schedule's ``batch_size`` is per worker, so a step sees the global
-  batch ``workers x batch_size`` and the learning rate scales linearly with it, ``base_lr x workers
-  x batch_size / ref_batch_size``. To keep a schedule's global batch on N workers, divide its
-  ``batch_size`` by N.
-* Data: each epoch every worker reads its shard of the training set (a ``DistributedSampler`` over
-  the loop's (seed, epoch) permutation: with one worker it is exactly the single-process order).
-  The step loss is averaged over the workers, so all of them see the same number: the epoch losses
-  are those of the global batch and a divergence stops every worker at the same step; the time
-  budget (``time_budget_s``) stops all of them after the first step at which one is over it.
-* BatchNorm: SyncBatchNorm on GPU workers, each worker's own batch on CPU. Synchronising matters
-  when the per-worker batch is small (a few clips give noisy statistics), but torch's SyncBatchNorm
-  only runs on GPU tensors; on CPU a worker normalises its batch as a single process with that batch
-  size would. The synchronised modules belong to a copy of the network that shares every parameter
-  and buffer with the model, so the model that is tested and saved keeps plain BatchNorm;
-  channels-last memory and the fast channelwise conv (a CPU kernel, :mod:`x3dsearch.fastconv`) are
-  untouched, and DDP does not broadcast buffers: only rank 0's are tested.
-* Testing: precise BN (when the schedule asks) and the multi-view test run once, on rank 0, over the
-  whole training and validation sets: the same kind of number a single process reports.
-* Loader workers (the schedule's ``num_workers``) start from a fork server: forking a Ray worker
-  copies the locks its threads hold and can deadlock, as Ray Train's documentation warns.
-* Checkpoints: after every epoch rank 0 reports the loop's checkpoint through ``ray.train.report``
-  and Ray Train copies it to the storage (default: the output folder; on a cluster it must be shared).
-  A worker that dies is replaced and every worker continues from the last checkpoint, up to
-  ``max_failures`` times; the same call after the driver died continues from it too. At the end
-  rank 0 reports ``metrics.json``, ``model.pt`` and ``config.yaml`` with the last checkpoint, and the
-  driver copies them into the output folder.
+:func:`train_distributed` runs :func:`x3dsearch.train.train` in every worker of a Ray Train ``TorchTrainer``,
+with a :class:`_Worker` (a :class:`~x3dsearch.train.Parallel`) that makes the loop one process of PyTorch
+DistributedDataParallel (gloo on CPU, nccl on GPU). A recipe's ``batch_size`` is per worker. How batches,
+shards, BatchNorm, testing, loader workers and checkpoints behave, and why: ``docs/training.md``.
 """
 
 from __future__ import annotations

@@ -160,11 +160,8 @@ class LiveView:
     def _fit(self) -> tuple[float, float] | None:
         """(start-up seconds, seconds per GFLOP) of a trial, fitted on the latest three batches' trials.
 
-        None while those trials are start-up bound: the rate must be positive and account for at
-        least half of the costliest trial's time, or it is noise on a constant. None too while the
-        costliest trial is under 1/16 of the target: tiny networks are bound by per-operation
-        overhead (their time follows depth, not GFLOPs), so their slope extrapolated over 100x
-        predicted hours for a 14-minute run.
+        None while those trials are start-up bound (the rate must be positive and account for at least half
+        of the costliest trial's time) or the costliest is under 1/16 of the target (docs/search.md, "The ETA").
         """
         recent = [(g, s) for batch, g, s in self._trials if batch >= self._batches - 2]
         gflops = [g for g, _ in recent]
