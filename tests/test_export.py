@@ -12,8 +12,9 @@ from x3dsearch.cli import main
 from x3dsearch.config import X3DConfig, preset
 from x3dsearch.cost import count_flops, count_params
 from x3dsearch.errors import ConfigError
-from x3dsearch.export import (CREATE_X3D_SIGNATURE, export, export_config, from_pyslowfast, select_config,
-                              to_pyslowfast, to_pytorchvideo)
+from x3dsearch.export import export, export_config, select_config
+from x3dsearch.pyslowfast_format import from_pyslowfast, to_pyslowfast
+from x3dsearch.pytorchvideo_format import CREATE_X3D_SIGNATURE, to_pytorchvideo
 from x3dsearch.model import build_model
 from x3dsearch.schedule import load_schedule
 
