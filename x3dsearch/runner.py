@@ -29,7 +29,7 @@ from .search import (CEILING_FACTOR, LAND_WITHIN, Candidate, Outcome, SearchResu
 from .space import SearchSpace, describe_box, load_space
 from .trial import Init, Status, TrialJob, TrialRecord
 
-__all__ = ["ExpandSettings", "Session", "JournalScorer", "run_expand", "run_step", "plan_text",
+__all__ = ["ExpandSettings", "ceiling_of", "Session", "JournalScorer", "run_expand", "run_step", "plan_text",
            "check_inputs", "path_record"]
 
 @dataclass(frozen=True)
@@ -58,8 +58,13 @@ class ExpandSettings:
     max_window: float | None = None  # seconds a clip may span; None: the shortest video the data lists
 
     def ceiling(self) -> float:
-        """The ceiling in GFLOPs; by default ``CEILING_FACTOR`` times the target."""
-        return self.ceiling_gflops if self.ceiling_gflops is not None else CEILING_FACTOR * self.target_gflops
+        """The ceiling in GFLOPs (:func:`ceiling_of`)."""
+        return ceiling_of(self.target_gflops, self.ceiling_gflops)
+
+
+def ceiling_of(target_gflops: float, ceiling_gflops: float | None) -> float:
+    """A search's ceiling in GFLOPs: the one given, by default ``CEILING_FACTOR`` times the target."""
+    return ceiling_gflops if ceiling_gflops is not None else CEILING_FACTOR * target_gflops
 
 
 def _check_data(root: Path) -> None:

@@ -19,7 +19,7 @@ from .config import X3DConfig
 from .errors import ConfigError
 from .proxy_policy import ProxyPolicy
 from .rundir import RunDir, load_run
-from .search import CEILING_FACTOR
+from .runner import ceiling_of
 from .trial import SPENT, Init, Status
 
 __all__ = ["RunView", "frontier", "numeric_column", "config_seconds", "config_scores"]
@@ -43,11 +43,9 @@ class RunView:
 
     @property
     def ceiling(self) -> float | None:
-        """The run's ceiling in GFLOPs (by default ``CEILING_FACTOR`` times the target, as the search used)."""
-        if self.settings.get("ceiling_gflops"):
-            return float(self.settings["ceiling_gflops"])
-        target = self.settings.get("target_gflops")
-        return CEILING_FACTOR * float(target) if target else None
+        """The ceiling in GFLOPs the search used (None for a run.yaml without a target)."""
+        target, ceiling = self.settings.get("target_gflops"), self.settings.get("ceiling_gflops")
+        return ceiling_of(float(target), float(ceiling) if ceiling else None) if target else None
 
     def provenance(self) -> dict[str, Any]:
         """How the run's proxy scores were obtained (schedule, weight init, rungs, close calls) and how the
