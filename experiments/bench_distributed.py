@@ -121,8 +121,8 @@ def main() -> None:
     if args.batch % 2:
         parser.error("--batch must be even: it is split over two workers")
     data = Path(args.data or default_dataset())
-    schedule = load_schedule(args.schedule).recipe.replace(epochs=args.epochs, batch_size=args.batch, time_budget_s=None,
-                                                    eval_views=tuple(args.views))
+    schedule = load_schedule(args.schedule).recipe.replace(epochs=args.epochs, batch_size=args.batch,
+                                                           time_budget_s=None, eval_views=tuple(args.views))
     config = preset(args.preset, num_classes=12)
     print(f"{config.short}, {schedule.name} for {args.epochs} epochs at {schedule.train_crop(config)} px on {data}, "
           f"{os.cpu_count()} CPUs", file=sys.stderr)

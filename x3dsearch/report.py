@@ -76,8 +76,9 @@ def _failures(path: Mapping[str, Any], journal: pd.DataFrame, ceiling: float | N
     """Attempts that did not end ``ok`` and candidates never trained (above the ceiling)."""
     columns = ["step", "axis", "gflops", "status", "attempt", "rung", "reason"]
     bad = journal[journal["status"] != Status.OK].reindex(columns=columns)
+    reason = f"above the ceiling ({ceiling:g} GFLOPs), not trained" if ceiling else "not trained"
     skipped = [{"step": s["step"], "axis": c["axis"], "gflops": c["gflops"], "status": Status.SKIPPED.value,
-                "attempt": 0, "reason": f"above the ceiling ({ceiling:g} GFLOPs), not trained" if ceiling else "not trained"}
+                "attempt": 0, "reason": reason}
                for s in path.get("steps", []) for c in s.get("candidates", []) if c["status"] == Status.SKIPPED]
     frames = [f for f in (bad, pd.DataFrame(skipped, columns=columns)) if not f.empty]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
