@@ -20,6 +20,7 @@ import pandas as pd
 from .config import X3DConfig
 from .cost import count_params
 from .errors import ConfigError, UserError
+from .latency import Timing, latencies, run_latencies
 from .rundir import RunDir, load_run
 from .schedule import Schedule
 from .scores import headline, headline_text, render_scores, scores_table, split_scores
@@ -113,23 +114,34 @@ def _path_rows(path: Mapping[str, Any], scores: pd.DataFrame) -> list[tuple[str,
     return rows
 
 
-def _path_table(path: Mapping[str, Any], journal: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
-    """The path, one row per model, with how its score was obtained (rung, seeds, init) and its compute."""
+def _with_latency(table: pd.DataFrame, keys: pd.Series | list[str], timings: Mapping[str, Timing]) -> pd.DataFrame:
+    """``table`` with each row's measured ``ms`` per clip beside its ``gflops``, for a latency-costed run."""
+    if not timings:
+        return table
+    out = table.copy()
+    out.insert(list(out.columns).index("gflops") + 1, "ms", latencies(keys, timings))
+    return out
+
+
+def _path_table(path: Mapping[str, Any], journal: pd.DataFrame, scores: pd.DataFrame,
+                timings: Mapping[str, Timing]) -> pd.DataFrame:
+    """The path, one row per model, with how its score was obtained (rung, seeds, init), its compute and
+    (a latency-costed run) its measured latency."""
     seconds = config_seconds(journal)
     inits = dict(zip(scores["config_key"], scores["init"])) if "init" in scores else {}
-    rows = [dict(row, init=inits.get(key) or "", seconds=seconds.get(key, math.nan))
-            for key, row in _path_rows(path, scores)]
+    keyed = _path_rows(path, scores)
+    rows = [dict(row, init=inits.get(key) or "", seconds=seconds.get(key, math.nan)) for key, row in keyed]
     columns = ["step", "axis", "frames x stride", "crop", "γw", "γb", "γd", "gflops", "params", "top1", "rung",
                "seeds", "init", "seconds"]
-    return pd.DataFrame(rows, columns=columns)
+    return _with_latency(pd.DataFrame(rows, columns=columns), [key for key, _ in keyed], timings)
 
 
-def _failures(path: Mapping[str, Any], journal: pd.DataFrame, ceiling: float | None) -> pd.DataFrame:
+def _failures(path: Mapping[str, Any], journal: pd.DataFrame, ceiling: str | None) -> pd.DataFrame:
     """Attempts that did not end ``ok`` and candidates never trained (above the ceiling)."""
     columns = ["step", "axis", "gflops", "status", "attempt", "rung", "reason"]
     bad = journal[journal["status"] != "ok"].reindex(columns=columns)
     skipped = [{"step": s["step"], "axis": c["axis"], "gflops": c["gflops"], "status": "skipped", "attempt": 0,
-                "reason": f"above the ceiling ({ceiling:g} GFLOPs), not trained" if ceiling else "not trained"}
+                "reason": f"above the ceiling ({ceiling}), not trained" if ceiling else "not trained"}
                for s in path.get("steps", []) for c in s.get("candidates", []) if c["status"] == "skipped"]
     frames = [f for f in (bad, pd.DataFrame(skipped, columns=columns)) if not f.empty]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
@@ -156,24 +168,32 @@ def _totals(journal: pd.DataFrame, settings: Mapping[str, Any], final: Mapping[s
             "proxy_gpu_hours": proxy_s * gpus / 3600, "final_hours": final_s / 3600,
             "final_cpu_hours": final_s * cpus / 3600, "final_gpu_hours": final_s * gpus / 3600,
             "final_top1": headline(final)[0], "final_split": headline(final)[1] if final else None,
-            "final_val_top1": final.get("top1"), "target_gflops": settings.get("target_gflops")}
+            "final_val_top1": final.get("top1"), "target_gflops": settings.get("target_gflops"),
+            **({"target_ms": settings["target_ms"], "latency_device": settings.get("latency_device"),
+                "latency_batch": settings.get("latency_batch"), "latency_threads": settings.get("latency_threads")}
+               if settings.get("target_ms") is not None else {})}
 
 
-def _frontier_table(scores: pd.DataFrame) -> pd.DataFrame:
-    """The frontier of trained configs (scores at their highest rung) with each config's shape."""
-    columns = ["step", "axis", "kind", "gflops", "params", "top1", "rung", "seeds"]
+def _frontier_table(scores: pd.DataFrame, timings: Mapping[str, Timing]) -> pd.DataFrame:
+    """The frontier of trained configs (scores at their highest rung) with each config's shape; for a
+    latency-costed run the frontier in measured ms, GFLOPs beside."""
+    columns = ["step", "axis", "kind", "gflops", *(["ms"] if timings else []), "params", "top1", "rung", "seeds"]
     if scores.empty:
         return pd.DataFrame(columns=columns)
-    front = frontier(scores)
+    front = frontier(_with_latency(scores, scores["config_key"], timings), "ms" if timings else "gflops")
     shapes = [_shape_columns(c) if isinstance(c, Mapping) else {} for c in front.get("config", [{}] * len(front))]
     return pd.concat([front[columns], pd.DataFrame(shapes)], axis=1)
 
 
-def _ceiling(settings: Mapping[str, Any]) -> float | None:
-    """The run's ceiling in GFLOPs (by default ``CEILING_FACTOR`` times the target, as the search used)."""
+def _ceiling(settings: Mapping[str, Any]) -> str | None:
+    """The run's ceiling with its unit, e.g. ``0.2 GFLOPs`` or ``40 ms`` (by default ``CEILING_FACTOR`` times the
+    target, as the search used)."""
     if settings.get("ceiling_gflops"):
-        return float(settings["ceiling_gflops"])
-    return CEILING_FACTOR * float(settings["target_gflops"]) if settings.get("target_gflops") else None
+        return f"{float(settings['ceiling_gflops']):g} GFLOPs"
+    for key, unit in (("target_ms", "ms"), ("target_gflops", "GFLOPs")):
+        if settings.get(key):
+            return f"{CEILING_FACTOR * float(settings[key]):g} {unit}"
+    return None
 
 
 def _place(key: str | None, path: Mapping[str, Any], journal: pd.DataFrame) -> str | None:
@@ -283,9 +303,10 @@ def run_report(run_dir: str | Path, per_class: bool = False) -> dict[str, Any]:
     journal = load_run(run_dir)
     run = RunDir(run_dir)
     settings, path, final = run.settings(), run.read_path(), final_metrics(run_dir)
-    scores, final_splits = config_scores(journal), split_scores(final)
-    return {"search": _provenance(settings, journal, path, final), "path": _path_table(path, journal, scores),
-            "box": _box_notes(path), "frontier": _frontier_table(scores),
+    scores, final_splits, timings = config_scores(journal), split_scores(final), run_latencies(run_dir)
+    return {"search": _provenance(settings, journal, path, final),
+            "path": _path_table(path, journal, scores, timings),
+            "box": _box_notes(path), "frontier": _frontier_table(scores, timings),
             "failures": _failures(path, journal, _ceiling(settings)),
             "final": scores_table(final_splits, per_class), "final_scores": final_splits,
             "final_text": describe_final(final), "totals": _totals(journal, settings, final)}
