@@ -114,12 +114,13 @@ def test_latency_command_times_once_then_reads_the_table(tmp_path, monkeypatch: 
 
 
 def test_latency_sample_fits_and_cross_validates(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from x3dsearch.optuna_search import sample_configs
     from x3dsearch.space import load_space
 
     truth = np.array([2.0, 30.0, 0.4, 1.5])
     monkeypatch.setattr(latency, "measure", lambda config, **kw: _timing(config, float(features(config) @ truth)))
     # Optuna's seeded random sampler draws the same 12 configs everywhere; exact data again (condition ~700)
-    summary = latency.check_predictor(load_space(), 12, 2.0, LatencyTable(tmp_path / "t.csv"))
+    summary = latency.check_predictor(sample_configs(load_space(), 12, 2.0), LatencyTable(tmp_path / "t.csv"))
     assert summary["configs"] == 12 and summary["median_error"] < 1e-6
     assert summary["coefficients"] == pytest.approx(list(truth), rel=1e-6)
     assert "held-out error (5-fold): median 0.0%" in latency.describe_check(summary)

@@ -121,7 +121,7 @@ def _simulate(clock: _Clock, target: float,
         median = sorted(candidates, key=lambda c: c.gflops)[len(candidates) // 2]
         return {c.key: Outcome("ok", top1=0.6 if c is median else 0.5) for c in candidates}
 
-    run_search(space, target, score, ceiling_gflops=CEILING_FACTOR * target, on_step=view.step_done, **options)
+    run_search(space, target, score, ceiling=CEILING_FACTOR * target, on_step=view.step_done, **options)
     return trials, clock.now
 
 
@@ -208,7 +208,7 @@ def test_summary_ends_with_the_final_models_top1_per_group(clock: _Clock) -> Non
     final = {"status": "ok", "top1": val.top1, "top5": 1.0, "val": val.to_dict(), "test": test.to_dict()}
     space = load_space("x3d_kinetics")
     view = LiveView(0.02, space.start, 1, stream=io.StringIO())
-    result = run_search(space, 0.02, _stub_score, ceiling_gflops=CEILING_FACTOR * 0.02)
+    result = run_search(space, 0.02, _stub_score, ceiling=CEILING_FACTOR * 0.02)
     lines = view.summary(result, final).splitlines()
     at = lines.index("full training: top-1 66.7% on the held-out test split (12 videos); 75.0% on val, the split "
                      "the search selected on")

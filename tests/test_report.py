@@ -84,26 +84,31 @@ FINAL_SCORES = {
 
 def make_run(root: Path, name: str = "run", target: float = 0.1, final: bool = True, cpus: float = 2.0,
              data: str | None = None, proxy: ProxyPolicy = ONE_RUNG, init: str = "scratch", ceiling: float = 2.0,
-             splits: tuple[str, ...] = ("val", "test")) -> Path:
+             splits: tuple[str, ...] = ("val", "test"), latency: bool = False) -> Path:
     """A finished expand run (journal, path.json, run.yaml, optional final/ and summary.json) without training.
 
     ``proxy`` brings its rungs and close calls; ``init="inherit"`` trains the start first and every
     candidate and the final training inherit, as ``--proxy-init inherit`` does. ``ceiling`` is in targets.
     The final metrics hold ``FINAL_SCORES`` of ``splits`` (none: metrics written before per-class results).
+    With ``latency`` the target is in ms per clip, as ``--target-ms`` gives it (patch ``latency.measure``).
     """
     out = root / name
     space = load_space("x3d_kinetics")
-    settings = ExpandSettings(target_gflops=target, out=str(out), data=data, cpus_per_trial=cpus,
-                              ceiling_gflops=ceiling * target, proxy_init=init)
+    settings = ExpandSettings(target_gflops=None if latency else target, out=str(out), data=data, cpus_per_trial=cpus,
+                              ceiling_gflops=None if latency else ceiling * target, proxy_init=init,
+                              target_ms=target if latency else None)
     run = RunDir(out)
-    run.create(dict(asdict(settings), space_resolved=space.to_dict(), proxy=proxy.to_dict(), full=FULL_SCHEDULE),
-               resume=False)
-    scorer = JournalScorer(run, _Dispatcher(), LiveView(target, space.start, 1, quiet=True, stream=io.StringIO()),
-                           TrialJob(key="", config={}, recipe={}, data="", seed=0, init=init), proxy, 384)
+    cost = settings.cost(out)
+    run.create(dict(asdict(settings), cost=cost.name, space_resolved=space.to_dict(), proxy=proxy.to_dict(),
+                    full=FULL_SCHEDULE), resume=False)
+    view = LiveView(settings.target_gflops, space.start, 1, quiet=True, stream=io.StringIO(),
+                    target_text=settings.budget_text())
+    scorer = JournalScorer(run, _Dispatcher(), view, TrialJob(key="", config={}, recipe={}, data="", seed=0, init=init),
+                           proxy, 384)
     steps = []
-    result = run_search(space, target, scorer, ceiling_gflops=settings.ceiling(), on_step=steps.append,
+    result = run_search(space, target, scorer, cost=cost, ceiling=settings.ceiling(), on_step=steps.append,
                         train_start=init == "inherit")
-    run.write_path(path_record(result, steps, target))
+    run.write_path(path_record(result, steps, target, cost))
     if final:
         run.final_dir.mkdir()
         result.final.to_yaml(run.final_dir / "config.yaml")

@@ -134,7 +134,7 @@ def test_evaluated_contractions_pick_best_proxy():
 
 def test_ceiling_skips_without_training():
     scorer = StubScorer(lambda c: Outcome("ok", top1=c.depth))
-    result = run_search(SPACE, 0.05, scorer, ceiling_gflops=0.1)
+    result = run_search(SPACE, 0.05, scorer, ceiling=0.1)
     asked = set(scorer.calls)
     skipped = [c for s in result.steps for c in s.candidates if s.outcomes[c.key].status == "skipped"]
     assert skipped and all(c.gflops > 0.1 and c.key not in asked for c in skipped)
@@ -143,7 +143,7 @@ def test_ceiling_skips_without_training():
 
 def test_step_entirely_above_ceiling_contracts_from_base():
     scorer = StubScorer(lambda c: Outcome("ok", top1=c.depth))
-    result = run_search(SPACE, 0.05, scorer, ceiling_gflops=0.06)
+    result = run_search(SPACE, 0.05, scorer, ceiling=0.06)
     assert result.contraction is not None and len(result.contraction.evaluated) >= 2
     assert result.contraction.config.key in scorer.calls
     assert abs(result.final_gflops - 0.05) / 0.05 < 0.05
@@ -216,7 +216,7 @@ def _inside(config, space):
 @pytest.mark.parametrize("land_within", [1.0, 2 ** 0.5])
 def test_expansion_never_leaves_the_box_and_still_lands_on_6_gflops(name, land_within):
     scorer = StubScorer(lambda c: Outcome("ok", top1=float(SCORERS[name](c))))
-    result = run_search(BOX, 6.0, scorer, train_start=True, land_within=land_within, ceiling_gflops=12)
+    result = run_search(BOX, 6.0, scorer, train_start=True, land_within=land_within, ceiling=12)
     offered = [c.config for step in result.steps for c in step.candidates] + [result.final]
     assert all(_inside(config, BOX) for config in offered)
     assert abs(result.final_gflops - 6) / 6 < 0.05

@@ -140,6 +140,16 @@ def _add_target(target: _Target, help: str, required: bool = False) -> None:
     target.add_argument("--target-gflops", type=float, required=required, metavar="G", help=help)
 
 
+def _add_timing(target: _Target, prefix: str = "") -> None:
+    """``--device``, ``--batch``, ``--threads`` (``prefix`` e.g. ``latency-``): how a latency is measured."""
+    target.add_argument(f"--{prefix}device", choices=("cpu", "cuda"), default="cpu",
+                        help="where latency is measured (default: %(default)s)")
+    target.add_argument(f"--{prefix}batch", type=int, default=1, metavar="N",
+                        help="clips per timed pass (default: %(default)s)")
+    target.add_argument(f"--{prefix}threads", type=int, default=1, metavar="N",
+                        help="intra-op threads of the timed passes (default: %(default)s)")
+
+
 def _add_format(target: _Target, choices: Sequence[str], help: str, default: str | None = None,
                 metavar: str | None = None) -> None:
     """``--format``: one of ``choices`` (required when there is no default; ``metavar`` may list fewer)."""
@@ -166,11 +176,15 @@ def _add_runs(target: _Target, help: str) -> None:
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
-    """What a search is: target, run directory, data, space, schedules, seed."""
-    _add_target(p, required=True,
-                help="the budget in GFLOPs (conv+linear MACs per clip): expand stops once a model costs "
-                     "at least G; optuna and random keep every trained model at or under G")
-    _add_output(p, "run directory (default: runs/<strategy>-<target>g-seed<seed>)", metavar="RUN_DIR")
+    """What a search is: target (FLOPs or latency), run directory, data, space, schedules, seed."""
+    budget = p.add_mutually_exclusive_group(required=True)
+    _add_target(budget, help="the budget in GFLOPs (conv+linear MACs per clip): expand stops once a model costs "
+                             "at least G; optuna and random keep every trained model at or under G")
+    budget.add_argument("--target-ms", type=float, metavar="MS",
+                        help="the budget as measured inference latency in ms per clip instead (BatchNorm folded, "
+                             "as 'x3dsearch latency' times it, on this machine; --latency-*): each network is "
+                             "timed once and kept in RUN_DIR/latency.csv and the cache's latency.csv")
+    _add_output(p, "run directory (default: runs/<strategy>-<target>g-seed<seed>, or <target>ms)", metavar="RUN_DIR")
     _add_resume(p, "continue the run in --output (or start it there if it is new): finished trials are read "
                    "from its journal, not re-run")
     _add_data(p)
@@ -185,6 +199,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-final-training", dest="final_training", action="store_false",
                    help="stop after the search and contraction")
     _add_seed(p, "seed of every training")
+    _add_timing(p.add_argument_group("latency (with --target-ms)"), "latency-")
 
 
 def _add_expansion_options(p: argparse.ArgumentParser, shown: bool) -> None:
@@ -303,19 +318,27 @@ def _settings_from_args(args: argparse.Namespace, strategy: str) -> "ExpandSetti
     """The run settings shared by every search strategy, from the common flags."""
     from .runner import ExpandSettings
 
-    if args.target_gflops <= 0:
-        raise UserError("--target-gflops must be positive")
+    flag, target = ("--target-ms", args.target_ms) if args.target_ms is not None else ("--target-gflops",
+                                                                                       args.target_gflops)
+    if not target > 0:
+        raise UserError(f"{flag} must be positive")
+    if args.target_ms is not None and args.ceiling_gflops is not None:
+        raise UserError("--ceiling-gflops is a FLOP ceiling; with --target-ms the ceiling is 2x the target")
+    if args.latency_batch < 1 or args.latency_threads < 1:
+        raise UserError("--latency-batch and --latency-threads must be positive")
     if args.full_workers is not None and args.full_workers < 1:
         raise UserError("--full-workers must be positive")
     check_land_within(args.land_within)
-    out = args.output or f"runs/{strategy}-{args.target_gflops:g}g-seed{args.seed}"
+    unit = "g" if args.target_ms is None else "ms"
+    out = args.output or f"runs/{strategy}-{target:g}{unit}-seed{args.seed}"
     return ExpandSettings(
         target_gflops=args.target_gflops, out=out, space=args.space, data=args.data,
         proxy_schedule=args.proxy_schedule, proxy_init=args.proxy_init, full_schedule=args.full_schedule,
         seed=args.seed, ceiling_gflops=args.ceiling_gflops, evaluate_contractions=args.evaluate_contractions,
         land_within=args.land_within if strategy == "expand" else 1.0,  # sampling strategies never land
         final_training=args.final_training, full_workers=args.full_workers, max_window=_check_max_window(args),
-        **_dispatch_fields(args))
+        target_ms=args.target_ms, latency_device=args.latency_device, latency_batch=args.latency_batch,
+        latency_threads=args.latency_threads, **_dispatch_fields(args))
 
 
 def _checked_space(settings: "ExpandSettings", resume: bool) -> "SearchSpace":
@@ -417,6 +440,7 @@ def _add_expand(sub: Any) -> None:
         "  x3dsearch expand --target-gflops 6                  # synthetic data, local Ray, CPU\n"
         "  x3dsearch expand --target-gflops 6 --dry-run        # planned steps and costs only\n"
         "  x3dsearch expand --target-gflops 6 -o runs/a --resume   # continue after Ctrl-C\n"
+        "  x3dsearch expand --target-ms 40                     # a latency budget, timed on this machine\n"
         "  x3dsearch expand --target-gflops 2 --data /data/kinetics400 --address head:6379 \\\n"
         "      --proxy-schedule kinetics_proxy --full-schedule kinetics_full --gpus-per-trial 1 \\\n"
         "      --storage /shared/runs\n"
@@ -802,8 +826,9 @@ def _add_plot(sub: Any) -> None:
                  "folder of 'x3dsearch train'")
     _add_output(p, "image file; .png, .svg or .pdf (default: frontier.png, with --confusion confusion.png)",
                 required=False)
-    p.add_argument("--metric", choices=("gflops", "params"), default="gflops",
-                   help="cost axis (default: %(default)s)")
+    p.add_argument("--metric", choices=("gflops", "params", "ms"),
+                   help="cost axis; ms: measured latency, with a GFLOPs panel beside it (default: ms for runs "
+                        "searched under --target-ms, else gflops)")
     group = p.add_argument_group("the final model's confusion matrix")
     group.add_argument("--confusion", action="store_true",
                        help="plot the final model's confusion matrix instead: rows are true classes in percent of "
@@ -888,9 +913,7 @@ def _add_latency(sub: Any) -> None:
     p.add_argument("--max-gflops", type=float, default=6.0, metavar="G",
                    help="with --sample: only configs up to this cost (default: %(default)s)")
     _add_space(p)
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to run (default: %(default)s)")
-    p.add_argument("--batch", type=int, default=1, metavar="N", help="clips per pass (default: %(default)s)")
-    p.add_argument("--threads", type=int, default=1, metavar="N", help="intra-op threads (default: %(default)s)")
+    _add_timing(p)
     p.add_argument("--repeats", type=int, default=10, metavar="N", help="timed passes (default: %(default)s)")
     p.add_argument("--fresh", action="store_true", help="time again even if the table has this config")
     _add_json(p)
@@ -899,12 +922,14 @@ def _add_latency(sub: Any) -> None:
 def _cmd_latency(args: argparse.Namespace) -> int:
     """Print one timing, or time a sample and print the latency model's held-out error."""
     from . import latency
+    from .optuna_search import sample_configs
     from .space import load_space
 
     table = latency.LatencyTable()
     options = {"device": args.device, "batch": args.batch, "threads": args.threads, "repeats": args.repeats}
     if args.sample is not None:
-        summary = latency.check_predictor(load_space(args.space), args.sample, args.max_gflops, table, **options)
+        configs = sample_configs(load_space(args.space), args.sample, args.max_gflops)
+        summary = latency.check_predictor(configs, table, **options)
         print(json.dumps(summary, indent=2) if args.json else latency.describe_check(summary))
         return 0
     config = _config_from_args(args, default="XS")

@@ -120,6 +120,9 @@ def compare_runs(run_dirs: Sequence[str | Path], out: str | Path = "compare.png"
         strategies[name] = settings.get("strategy", "expand")
         finals[name] = view.final
         targets.add(settings.get("target_gflops"))
+        if target_gflops is None and settings.get("target_ms") is not None:
+            raise UserError(f"{run_dir} was searched under a latency target ({settings['target_ms']:g} ms); compare "
+                            f"ranks runs under a FLOP budget: pass --target-gflops")
     if target_gflops is None:
         if len(targets) != 1:
             raise UserError(f"the runs have different targets ({', '.join(map(str, sorted(targets)))}); "

@@ -1,4 +1,4 @@
-"""The cost model C(X): closed-form multiply-adds and parameters of a config.
+"""The cost model C(X): closed-form multiply-adds and parameters of a config, and the cost a search spends.
 
 Counts one multiply-add as one FLOP over conv and linear layers for one clip at the
 config's own input size (BatchNorm folds into the conv at inference and is excluded),
@@ -7,9 +7,12 @@ which is what fvcore's conv+linear count gives on :func:`x3dsearch.build_model`.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Protocol
+
 from .config import X3DConfig, round_width, stage_layout
 
-__all__ = ["count_flops", "count_params", "cost_breakdown", "channelwise_flops"]
+__all__ = ["count_flops", "count_params", "cost_breakdown", "channelwise_flops", "Cost", "FlopCost", "FLOPS"]
 
 
 def _out(size: int, stride: int) -> int:
@@ -76,3 +79,36 @@ def count_flops(config: X3DConfig, frames: int | None = None, crop: int | None =
 def count_params(config: X3DConfig) -> int:
     """Number of parameters of ``build_model(config)`` (independent of the input size)."""
     return sum(params for _, params in cost_breakdown(config).values())
+
+
+class Cost(Protocol):
+    """C(X) as a search spends it: ``of`` in base units (FLOPs, or ms), ``per_unit`` of them per shown ``unit``.
+
+    ``estimate`` is what the cost says without measuring (for FLOPs the same), for checks made before a run.
+    """
+
+    name: str
+    unit: str
+    per_unit: float
+
+    def of(self, config: X3DConfig) -> float: ...
+
+    def estimate(self, config: X3DConfig) -> float: ...
+
+
+@dataclass(frozen=True)
+class FlopCost:
+    """The default cost: exact multiply-adds per clip (:func:`count_flops`), shown in GFLOPs."""
+
+    name: str = "flops"
+    unit: str = "GFLOPs"
+    per_unit: float = 1e9
+
+    def of(self, config: X3DConfig) -> float:
+        return count_flops(config)
+
+    def estimate(self, config: X3DConfig) -> float:
+        return count_flops(config)
+
+
+FLOPS = FlopCost()

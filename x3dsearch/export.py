@@ -25,6 +25,7 @@ import yaml
 from .config import X3DConfig, preset
 from .cost import count_flops
 from .errors import UserError
+from .latency import latency_provenance
 from .pyslowfast_format import to_pyslowfast
 from .pytorchvideo_format import to_pytorchvideo
 from .report import describe_provenance
@@ -87,6 +88,10 @@ def preset_schedule() -> dict[str, Any] | None:
 def _header(config: X3DConfig, warnings: list[str], search: Mapping[str, Any] | None) -> str:
     """Comment lines naming the export, the search that found it (when from a run) and the warnings."""
     lines = [f"# exported by x3dsearch: {config.short}, {count_flops(config) / 1e9:.4g} GFLOPs"]
+    if search and "latency_ms" in search:
+        lines[0] += (f", {search['latency_ms']:.4g} ms per clip measured on {search['latency_device_name']} "
+                     f"({search['latency_device']}, batch {search['latency_batch']}, {search['latency_threads']} "
+                     f"thread{'s' if search['latency_threads'] > 1 else ''})")
     if search:
         lines += [f"# from {search['exported']} of the search in {search['run']}"]
         lines += [f"# {line}" for line in describe_provenance(search)]
@@ -158,6 +163,7 @@ def export(fmt: str, out: str | Path, *, run_dir: str | Path | None = None, mode
         trained = RunDir(run_dir).final_dir / "model.pt"
         if fmt == "x3dsearch" and step is None and best_under_gflops is None and trained.is_file():
             weights = trained
-        search = run_provenance(run_dir, step=step, best_under_gflops=best_under_gflops)
+        search = {**run_provenance(run_dir, step=step, best_under_gflops=best_under_gflops),
+                  **latency_provenance(run_dir, config)}
     warnings = export_config(config, fmt, out, schedule=schedule, weights=weights, force=force, search=search)
     return config, warnings, Path(out).with_suffix(".pt") if weights else None

@@ -5,7 +5,8 @@ arithmetic per byte moved. :func:`measure` times the network as it would be depl
 folded, channels-last with the fast kernels, ``inference_mode``); :class:`LatencyTable` keeps each
 timing in a CSV under the cache folder, keyed by (config, device model, batch, threads), so that a
 config is timed once per machine; :func:`fit` fits a :class:`LatencyModel` on that table for the
-configs not yet timed, and :func:`held_out_errors` says how far off it is.
+configs not yet timed, and :func:`held_out_errors` says how far off it is. :class:`LatencyCost` is that
+latency as a search's cost C(X) (:class:`x3dsearch.cost.Cost`): each network timed once, then read back.
 """
 
 from __future__ import annotations
@@ -16,25 +17,24 @@ import math
 import platform
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
 
-from .config import X3DConfig, stage_layout
+from .config import X3DConfig, round_width, stage_layout
 from .cost import channelwise_flops, count_flops
 from .data.cache import cache_root
 from .errors import ConfigError
 from .model import build_model, fold_batchnorm
 from .progress import progress
 
-if TYPE_CHECKING:
-    from .space import SearchSpace
-
 __all__ = ["Timing", "device_name", "measure", "LatencyTable", "LatencyModel", "features", "fit",
-           "held_out_errors", "sample_configs", "describe", "check_predictor", "describe_check", "TABLE_NAME"]
+           "held_out_errors", "describe", "check_predictor", "describe_check", "TABLE_NAME",
+           "network_key", "LatencyCost", "latency_cost", "run_latencies", "latencies",
+           "latency_provenance"]
 
 TABLE_NAME = "latency.csv"
 Clock = Callable[[], float]
@@ -126,22 +126,27 @@ class LatencyTable:
     def __init__(self, path: str | Path | None = None) -> None:
         self.path = Path(path) if path is not None else cache_root() / TABLE_NAME
 
-    def timings(self, device: str = "cpu", batch: int = 1, threads: int = 1) -> list[Timing]:
-        """Every timing on this machine's device model with that batch and thread count (the latest per config)."""
+    def rows(self) -> list[Timing]:
+        """Every timing in the file, oldest first, whatever the device."""
         if not self.path.is_file():
             return []
-        name, latest = device_name(device), {}
+        out = []
         with self.path.open(newline="") as handle:
             for row in csv.DictReader(handle):
                 try:
-                    timing = Timing(row["config"], row["device"], row["device_name"], int(row["batch"]),
-                                    int(row["threads"]), float(row["ms"]), float(row["fastest_ms"]),
-                                    float(row["slowest_ms"]), int(row["repeats"]), float(row["q1_ms"]),
-                                    float(row["q3_ms"]))
+                    out.append(Timing(row["config"], row["device"], row["device_name"], int(row["batch"]),
+                                      int(row["threads"]), float(row["ms"]), float(row["fastest_ms"]),
+                                      float(row["slowest_ms"]), int(row["repeats"]), float(row["q1_ms"]),
+                                      float(row["q3_ms"])))
                 except (KeyError, TypeError, ValueError):
                     continue  # a line cut short by a crash
-                if (timing.device, timing.device_name, timing.batch, timing.threads) == (device, name, batch, threads):
-                    latest[timing.config] = timing
+        return out
+
+    def timings(self, device: str = "cpu", batch: int = 1, threads: int = 1) -> list[Timing]:
+        """Every timing on this machine's device model with that batch and thread count (the latest per config)."""
+        name = device_name(device)
+        latest = {t.config: t for t in self.rows()
+                  if (t.device, t.device_name, t.batch, t.threads) == (device, name, batch, threads)}
         return list(latest.values())
 
     def lookup(self, config: X3DConfig, device: str = "cpu", batch: int = 1, threads: int = 1) -> Timing | None:
@@ -208,23 +213,6 @@ def held_out_errors(timings: Sequence[Timing], folds: int = 5, seed: int = 0) ->
     return errors
 
 
-def sample_configs(space: "SearchSpace", count: int, max_gflops: float, seed: int = 0) -> list[X3DConfig]:
-    """``count`` configs drawn by Optuna's random sampler from the space's box, each at most ``max_gflops``."""
-    import optuna
-
-    from .optuna_search import feasible_bounds, propose
-
-    bounds = feasible_bounds(space, max_gflops)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
-    configs: list[X3DConfig] = []
-    while len(configs) < count:
-        config = propose(study.ask(), space, bounds)
-        if count_flops(config) <= max_gflops * 1e9 and config not in configs:
-            configs.append(config)
-    return configs
-
-
 def describe(timing: Timing, name: str) -> str:
     """One line: the median per clip, the range over the repeats, and where it was measured."""
     thread_word = "thread" if timing.threads == 1 else "threads"
@@ -233,10 +221,9 @@ def describe(timing: Timing, name: str) -> str:
             f"batch {timing.batch}, {timing.threads} {thread_word}")
 
 
-def check_predictor(space: "SearchSpace", count: int, max_gflops: float, table: LatencyTable, *,
-                    device: str = "cpu", batch: int = 1, threads: int = 1, repeats: int = 10) -> dict[str, object]:
-    """Time ``count`` sampled configs (those in ``table`` are reused), fit on the whole table, cross-validate."""
-    configs = sample_configs(space, count, max_gflops)
+def check_predictor(configs: Sequence[X3DConfig], table: LatencyTable, *, device: str = "cpu", batch: int = 1,
+                    threads: int = 1, repeats: int = 10) -> dict[str, object]:
+    """Time ``configs`` (those in ``table`` are reused), fit on the whole table, cross-validate."""
     for config in progress(configs, desc="timing", unit="config"):
         table.timed(config, device, batch, threads, repeats=repeats)
     timings = table.timings(device, batch, threads)
@@ -254,3 +241,85 @@ def describe_check(summary: Mapping[str, Any]) -> str:
             f"+ {c:.3g} x blocks + {d:.3g}\n"
             f"held-out error (5-fold): median {summary['median_error']:.1%}, "
             f"90th percentile {summary['p90_error']:.1%}")
+
+
+def network_key(config: X3DConfig) -> str:
+    """What a config's latency depends on: the network and its input (not the stride, nor factor digits that round
+    away), so that two configs building the same network share one timing."""
+    layout = stage_layout(config)
+    return json.dumps([config.frames, config.crop, round_width(config.stem_width, config.width), layout,
+                       int(config.bottleneck * layout[-1][1]), config.head_width, config.num_classes, config.se_ratio])
+
+
+@dataclass(frozen=True)
+class LatencyCost:
+    """C(X) as measured milliseconds per clip (a :class:`x3dsearch.cost.Cost`): a network's stored timing, else
+    one :func:`measure`, stored in every table. The first table (a run's own) also gets the timings found in
+    the others, so it holds every latency the run decided on and a resume reads the same ones back.
+    """
+
+    tables: tuple[LatencyTable, ...]
+    device: str = "cpu"
+    batch: int = 1
+    threads: int = 1
+    repeats: int = 10
+    name: str = "latency"
+    unit: str = "ms"
+    per_unit: float = 1.0
+    _known: dict[str, tuple[int, Timing]] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        for index in reversed(range(len(self.tables))):  # the first table wins
+            for timing in self.tables[index].timings(self.device, self.batch, self.threads):
+                self._known[network_key(timing.x3d)] = (index, timing)
+
+    def timing(self, config: X3DConfig) -> Timing:
+        """The timing of ``config``'s network: stored, or measured now and stored."""
+        key = network_key(config)
+        index, timing = self._known.get(key, (None, None))
+        if timing is None:
+            timing = measure(config, device=self.device, batch=self.batch, threads=self.threads,
+                             repeats=self.repeats)
+            for table in self.tables:
+                table.add(timing)
+        elif index != 0:
+            self.tables[0].add(timing)
+        self._known[key] = (0, timing)
+        return timing
+
+    def of(self, config: X3DConfig) -> float:
+        return self.timing(config).ms
+
+    def estimate(self, config: X3DConfig) -> float:
+        """The stored timing, else the latency model fitted on the stored ones (measured while fewer than 4)."""
+        stored = self._known.get(network_key(config))
+        if stored is not None or len(self._known) < 4:
+            return self.of(config)
+        return fit([timing for _, timing in self._known.values()]).predict(config)
+
+
+def latency_cost(run_dir: str | Path | None, device: str = "cpu", batch: int = 1, threads: int = 1) -> LatencyCost:
+    """The latency cost of a run: its own ``RUN_DIR/latency.csv`` first (none for a dry run), then the cache's."""
+    own = () if run_dir is None else (LatencyTable(Path(run_dir) / TABLE_NAME),)
+    return LatencyCost((*own, LatencyTable()), device, batch, threads)
+
+
+def run_latencies(run_dir: str | Path) -> dict[str, Timing]:
+    """The timings a latency-costed run decided on, by :func:`network_key` (empty for a FLOP-costed run)."""
+    return {network_key(t.x3d): t for t in LatencyTable(Path(run_dir) / TABLE_NAME).rows()}
+
+
+def latencies(config_keys: Iterable[str], timings: Mapping[str, Timing]) -> list[float]:
+    """Measured ms per clip of each config key (JSON, as the journal keeps it) in ``timings``; NaN where untimed."""
+    found = (timings.get(network_key(X3DConfig.from_dict(json.loads(key)))) for key in config_keys)
+    return [math.nan if timing is None else timing.ms for timing in found]
+
+
+def latency_provenance(run_dir: str | Path, config: X3DConfig) -> dict[str, Any]:
+    """``config``'s latency as a latency-costed run measured it, and on what (empty if the run has no timing)."""
+    timing = run_latencies(run_dir).get(network_key(config))
+    if timing is None:
+        return {}
+    return {"latency_ms": timing.ms, "latency_spread": timing.spread, "latency_device": timing.device,
+            "latency_device_name": timing.device_name, "latency_batch": timing.batch,
+            "latency_threads": timing.threads}

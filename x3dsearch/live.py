@@ -67,14 +67,16 @@ def _step_text(step: Step) -> str:
 class LiveView:
     """Prints progress of a search; silent when ``quiet``."""
 
-    def __init__(self, target_gflops: float, start: X3DConfig, concurrency: int, quiet: bool = False,
-                 stream: TextIO | None = None) -> None:
+    def __init__(self, target_gflops: float | None, start: X3DConfig, concurrency: int, quiet: bool = False,
+                 stream: TextIO | None = None, target_text: str | None = None) -> None:
+        """``target_gflops`` None (a latency budget, ``target_text``): no planned step count and no ETA."""
         self.target = target_gflops
+        self.target_text = target_text or f"{target_gflops:g}"
         self.quiet = quiet
         self.stream = stream  # None: the current sys.stderr (Tune pickles this view; a bound capture stream would not pickle)
         self.concurrency = max(1, concurrency)
         self.started = time.time()
-        self.planned = estimate_steps(start, target_gflops)
+        self.planned = 0 if target_gflops is None else estimate_steps(start, target_gflops)
         self._base = count_flops(start) / 1e9  # GFLOPs of the model the current step expands
         self.best: tuple[str, float, float] | None = None
         self._trials: list[tuple[int, float, float]] = []  # (batch number, GFLOPs, seconds) of ok trials
@@ -98,7 +100,8 @@ class LiveView:
         if self._first_batch is None:
             self._first_batch = time.time()
         c = candidates[0]
-        label = "contraction" if c.kind == "contract" else f"step {c.step}/~{max(self.planned, c.step)}"
+        planned = f"/~{max(self.planned, c.step)}" if self.planned else ""  # none planned under a latency budget
+        label = "contraction" if c.kind == "contract" else f"step {c.step}{planned}"
         costs = ", ".join(f"{x.axis} {x.gflops:.3g}" for x in candidates)
         extra = f", {reused} from the journal" if reused else ""
         self._print(f"[{label}] training {len(candidates)} candidates{extra} (GFLOPs: {costs})")
@@ -142,7 +145,7 @@ class LiveView:
         of this step wins. None for Optuna batches (the view does not know the trial count) and
         until the trial time is fitted.
         """
-        if self._measured is None or not self._batch or self._batch[0].kind == "optuna":
+        if self._measured is None or not self._batch or self._batch[0].kind == "optuna" or self.target is None:
             return None
         fit = self._fit()
         if fit is None:
@@ -209,5 +212,7 @@ class LiveView:
             row("land" if c.kind == "land" else "c", f"{c.axis}x{c.fraction:.2f}", c.config,
                 ev.top1 if ev and ev.usable else None)
         text = "\n".join(lines)
-        text += f"\nfinal: {result.final.short}, {result.final_gflops:.3f} GFLOPs (target {self.target:g})"
+        cost = result.cost
+        measured = "" if cost.name == "flops" else f", {cost.of(result.final) / cost.per_unit:.4g} {cost.unit}"
+        text += f"\nfinal: {result.final.short}, {result.final_gflops:.3f} GFLOPs{measured} (target {self.target_text})"
         return text + f"; wall time {format_duration(time.time() - self.started)}" + final_text(final)

@@ -1,13 +1,14 @@
-"""A second search strategy: Optuna samples the six axes in a box, a FLOP budget constrains it.
+"""A second search strategy: Optuna samples the six axes in a box, a FLOP (or latency) budget constrains it.
 
-Every proposal is costed analytically with :func:`~x3dsearch.cost.count_flops` before
-anything runs: one above the target is told to the study as ``PRUNED`` with a positive
-``gflops_over_target`` constraint (Optuna's feasibility-aware samplers learn from it) and
-never reaches training, nor counts toward ``trials``; so is one whose window (frames x stride)
-is longer than the space's ``max_window`` (the data's shortest video), with a positive
-``window_over_videos``. The box is first cut to the part that can hold a feasible config
-(each upper bound with every other field at its lower bound), which matters for small
-targets; what remains is rejected at ~1 ms a proposal.
+Every proposal is costed with the run's cost (:func:`~x3dsearch.cost.count_flops` by default, or its
+measured latency, :class:`~x3dsearch.latency.LatencyCost`) before anything trains: one above the target
+is told to the study as ``PRUNED`` with a positive ``gflops_over_target`` (``ms_over_target``)
+constraint (Optuna's feasibility-aware samplers learn from it) and never reaches training, nor counts
+toward ``trials``; so is one whose window (frames x stride) is longer than the space's ``max_window``
+(the data's shortest video), with a positive ``window_over_videos``. The box is first cut to the part
+that can hold a feasible config (each upper bound with every other field at its lower bound; for
+latency, by the latency model's estimate), which matters for small targets; what remains is rejected
+at ~1 ms a proposal (for latency, after timing it once).
 
 Feasible proposals are batched ``concurrency`` at a time into one ``Session.score`` call,
 so Ray trains them in parallel and the run directory's journal records each
@@ -31,7 +32,7 @@ import optuna
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 from .config import X3DConfig
-from .cost import count_flops
+from .cost import FLOPS, Cost, count_flops
 from .errors import SearchError, UserError
 from .live import final_text
 from .rundir import atomic_write
@@ -39,11 +40,11 @@ from .runner import ExpandSettings, Session, path_record
 from .search import Candidate, Outcome
 from .space import SearchSpace, window, window_limit_text
 
-__all__ = ["SAMPLERS", "strategy_name", "feasible_bounds", "propose", "run_optuna", "optuna_plan", "STUDY_FILE"]
+__all__ = ["SAMPLERS", "strategy_name", "feasible_bounds", "propose", "sample_configs", "run_optuna", "optuna_plan",
+           "STUDY_FILE"]
 
 SAMPLERS = ("tpe", "nsga2", "random")
 STUDY_FILE = "optuna.db"
-_CONSTRAINT = "gflops_over_target"
 _WINDOW_CONSTRAINT = "window_over_videos"
 _INTEGER = ("frames", "stride", "crop")
 _MAX_REJECTIONS = 5000  # consecutive cost-model rejections before giving up (each costs ~1 ms)
@@ -55,12 +56,17 @@ def _space_bounds(space: SearchSpace) -> Mapping[str, tuple[float, float]]:
     return space.bounds
 
 
-def _corner_flops(space: SearchSpace, bounds: Mapping[str, tuple[float, float]], **values: float) -> int:
-    """Cost of the start config with every bounded field at its lower bound, except ``values``."""
-    return count_flops(space.start.replace(**{name: values.get(name, low) for name, (low, _) in bounds.items()}))
+def _corner_cost(space: SearchSpace, bounds: Mapping[str, tuple[float, float]], cost: Cost, **values: float) -> float:
+    """Estimated cost of the start config with every bounded field at its lower bound, except ``values``."""
+    return cost.estimate(space.start.replace(**{name: values.get(name, low) for name, (low, _) in bounds.items()}))
 
 
-def feasible_bounds(space: SearchSpace, target_gflops: float) -> dict[str, tuple[float, float]]:
+def _attr(cost: Cost) -> str:
+    """The trial attribute (and metric) holding a trial's cost in the target's unit: ``gflops`` or ``ms``."""
+    return "gflops" if cost.name == "flops" else cost.unit
+
+
+def feasible_bounds(space: SearchSpace, target: float, cost: Cost = FLOPS) -> dict[str, tuple[float, float]]:
     """The space's box with each upper bound cut to the largest value that can fit the target and the window.
 
     Cost grows with every field but the stride, so a value that is over the target with
@@ -68,26 +74,26 @@ def feasible_bounds(space: SearchSpace, target_gflops: float) -> dict[str, tuple
     Likewise frames (stride) over ``max_window`` at the lowest stride (frames) never fit.
     """
     bounds = _space_bounds(space)
-    target = target_gflops * 1e9
-    cheapest = _corner_flops(space, bounds)
-    if cheapest > target:
-        raise UserError(f"target {target_gflops:g} GFLOPs is below the cheapest config in the bounds of "
-                        f"{space.name} ({cheapest / 1e9:.4f} GFLOPs)")
+    goal = target * cost.per_unit
+    cheapest = _corner_cost(space, bounds, cost)
+    if cheapest > goal:
+        raise UserError(f"target {target:g} {cost.unit} is below the cheapest config in the bounds of "
+                        f"{space.name} ({cheapest / cost.per_unit:.4f} {cost.unit})")
     out: dict[str, tuple[float, float]] = {}
     for name, (low, high) in bounds.items():
-        if name == "stride" or _corner_flops(space, bounds, **{name: high}) <= target:
+        if name == "stride" or _corner_cost(space, bounds, cost, **{name: high}) <= goal:
             out[name] = (low, high)
         elif name in _INTEGER:
             step = space.crop_multiple if name == "crop" else 1
             top = low
-            while top + step <= high and _corner_flops(space, bounds, **{name: top + step}) <= target:
+            while top + step <= high and _corner_cost(space, bounds, cost, **{name: top + step}) <= goal:
                 top += step
             out[name] = (low, top)
         else:
             lo, hi = float(low), float(high)
             for _ in range(40):
                 mid = (lo + hi) / 2
-                lo, hi = (mid, hi) if _corner_flops(space, bounds, **{name: mid}) <= target else (lo, mid)
+                lo, hi = (mid, hi) if _corner_cost(space, bounds, cost, **{name: mid}) <= goal else (lo, mid)
             out[name] = (low, lo)
     if space.max_window is not None:
         for name, other in (("frames", "stride"), ("stride", "frames")):
@@ -112,6 +118,19 @@ def propose(trial: Trial, space: SearchSpace, bounds: Mapping[str, tuple[float, 
         else:
             values[name] = trial.suggest_float(name, low, high, log=True)
     return space.start.replace(**values)
+
+
+def sample_configs(space: SearchSpace, count: int, max_gflops: float, seed: int = 0) -> list[X3DConfig]:
+    """``count`` configs drawn by Optuna's random sampler from the space's box, each at most ``max_gflops``."""
+    bounds = feasible_bounds(space, max_gflops)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    configs: list[X3DConfig] = []
+    while len(configs) < count:
+        config = propose(study.ask(), space, bounds)
+        if count_flops(config) <= max_gflops * 1e9 and config not in configs:
+            configs.append(config)
+    return configs
 
 
 def _sampler(name: str, seed: int, trials: int, batch: int) -> optuna.samplers.BaseSampler:
@@ -141,20 +160,20 @@ def _trained(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)))
 
 
-def _best(study: optuna.Study) -> FrozenTrial | None:
+def _best(study: optuna.Study, cost: Cost) -> FrozenTrial | None:
     """Highest proxy top-1 among feasible finished trials; ties go to the cheaper config."""
     done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
             if all(v <= 0 for v in t.constraints.values())]
-    return min(done, key=lambda t: (-t.values[0], t.user_attrs["gflops"], t.number), default=None)
+    return min(done, key=lambda t: (-t.values[0], t.user_attrs[_attr(cost)], t.number), default=None)
 
 
-def _final_record(best: FrozenTrial | None, target: float, strategy: str) -> dict[str, Any]:
-    data = path_record(None, [], target)
+def _final_record(best: FrozenTrial | None, target: float, strategy: str, cost: Cost) -> dict[str, Any]:
+    data = path_record(None, [], target, cost)
     data["strategy"] = strategy
     if best is not None:
         config = X3DConfig.from_dict(best.user_attrs["config"])
         data["final"] = {"config": config.to_dict(), "config_key": config.key, "gflops": count_flops(config) / 1e9,
-                         "top1": best.values[0], "trial": best.number}
+                         "top1": best.values[0], "trial": best.number, _attr(cost): best.user_attrs[_attr(cost)]}
     return data
 
 
@@ -164,24 +183,25 @@ class _Search:
     def __init__(self, session: Session, study: optuna.Study, sampler: str,
                  bounds: Mapping[str, tuple[float, float]]) -> None:
         self.session, self.study, self.sampler, self.bounds = session, study, sampler, bounds
-        self.target = session.settings.target_gflops
+        self.target, self.cost = session.settings.target, session.cost
 
     def ask_feasible(self) -> tuple[Trial, Candidate]:
         """Ask until the cost model accepts a proposal; rejected ones are told PRUNED at once."""
         for _ in range(_MAX_REJECTIONS):
             trial = self.study.ask()
             config = propose(trial, self.session.space, self.bounds)
-            gflops = count_flops(config) / 1e9
-            trial.set_user_attr("config", config.to_dict())
-            trial.set_user_attr("gflops", gflops)
-            trial.set_constraint(_CONSTRAINT, gflops - self.target)
+            spent = self.cost.of(config) / self.cost.per_unit
+            for name, value in {"config": config.to_dict(), "gflops": count_flops(config) / 1e9,
+                                _attr(self.cost): spent}.items():
+                trial.set_user_attr(name, value)
+            trial.set_constraint(f"{_attr(self.cost)}_over_target", spent - self.target)
             over = 0.0 if self.session.space.max_window is None else window(config) - self.session.space.max_window
             trial.set_constraint(_WINDOW_CONSTRAINT, over)
-            if gflops <= self.target and over <= 0:
+            if spent <= self.target and over <= 0:
                 return trial, Candidate(trial.number, "optuna", config, kind="optuna")
             self.study.tell(trial, state=TrialState.PRUNED)
-        raise SearchError(f"{_MAX_REJECTIONS} proposals in a row were above {self.target:g} GFLOPs or longer than "
-                          f"the videos; narrow the bounds of the search space")
+        raise SearchError(f"{_MAX_REJECTIONS} proposals in a row were above {self.target:g} {self.cost.unit} or "
+                          f"longer than the videos; narrow the bounds of the search space")
 
     def score(self, batch: Sequence[tuple[int, Candidate]]) -> None:
         """Proxy-train (or read from the journal) a batch and tell the study each outcome."""
@@ -189,10 +209,12 @@ class _Search:
         for number, candidate in batch:
             outcome = outcomes.get(candidate.key, Outcome("failed", reason="no result"))
             if outcome.usable:
-                self.study.tell(number, _values(self.sampler, float(outcome.top1), candidate.gflops))
+                self.study.tell(number, _values(self.sampler, float(outcome.top1),
+                                                self.cost.of(candidate.config) / self.cost.per_unit))
             else:
                 self.study.tell(number, state=TrialState.FAIL)
-        self.session.run.write_path(_final_record(_best(self.study), self.target, strategy_name(self.sampler)))
+        self.session.run.write_path(_final_record(_best(self.study, self.cost), self.target,
+                                                  strategy_name(self.sampler), self.cost))
 
     def stale(self) -> list[tuple[int, Candidate]]:
         """Accepted trials an interruption left RUNNING; the others are closed as they would have been."""
@@ -200,7 +222,7 @@ class _Search:
         for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             if "config" not in t.user_attrs:
                 self.study.tell(t.number, state=TrialState.FAIL)
-            elif t.user_attrs["gflops"] > self.target or any(v > 0 for v in t.constraints.values()):
+            elif t.user_attrs[_attr(self.cost)] > self.target or any(v > 0 for v in t.constraints.values()):
                 self.study.tell(t.number, state=TrialState.PRUNED)
             else:
                 config = X3DConfig.from_dict(t.user_attrs["config"])
@@ -234,9 +256,9 @@ def _table(study: optuna.Study, rows: int = 10) -> str:
 
 def optuna_plan(settings: ExpandSettings, space: SearchSpace, trials: int, sampler: str) -> str:
     """What ``--dry-run`` prints: the box the sampler draws from and the budget."""
-    bounds = feasible_bounds(space, settings.target_gflops)
+    bounds = feasible_bounds(space, settings.target, settings.cost(None))
     lines = [f"search space {space.name}: start {space.start.short}, optuna sampler {sampler}, "
-             f"{trials} proxy trainings at <= {settings.target_gflops:g} GFLOPs",
+             f"{trials} proxy trainings at <= {settings.budget_text()}",
              f"{'field':<11}{'bounds':>16}{'feasible box':>16}"]
     for name, (low, high) in bounds.items():
         full = _space_bounds(space)[name]
@@ -253,11 +275,12 @@ def run_optuna(settings: ExpandSettings, trials: int, *, sampler: str = "tpe", r
         raise UserError("--trials must be at least 1")
     if sampler not in SAMPLERS:
         raise UserError(f"unknown sampler {sampler!r}; choose from {', '.join(SAMPLERS)}")
-    study_name = f"x3dsearch-{settings.space}-{settings.target_gflops:g}g-seed{settings.seed}-{sampler}"
+    unit = "g" if settings.target_ms is None else "ms"
+    study_name = f"x3dsearch-{settings.space}-{settings.target:g}{unit}-seed{settings.seed}-{sampler}"
     # a batch of samples is not a choice between them: no close-call repeats (the study keeps every score)
     session = Session(settings, resume=resume, quiet=quiet, trial_fn=trial_fn, close_calls=False, expansion=False,
                       extra={"strategy": strategy_name(sampler), "sampler": sampler, "study_name": study_name})
-    bounds = feasible_bounds(session.space, settings.target_gflops)
+    bounds = feasible_bounds(session.space, settings.target, session.cost)
     batch_size = session.view.concurrency
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(storage=f"sqlite:///{(session.run.path / STUDY_FILE).resolve()}",
@@ -268,27 +291,27 @@ def run_optuna(settings: ExpandSettings, trials: int, *, sampler: str = "tpe", r
         study.sampler = _sampler(sampler, settings.seed + len(study.trials), trials, batch_size)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study.set_metric_names(["proxy_top1", "gflops"][:len(_directions(sampler))])
+        study.set_metric_names(["proxy_top1", _attr(session.cost)][:len(_directions(sampler))])
     study.set_user_attr("bounds", {n: list(b) for n, b in bounds.items()})
     search = _Search(session, study, sampler, bounds)
     t0 = time.time()
     with session:
         session.view.message(f"x3dsearch: optuna ({sampler}) on {session.space.name}, {trials} proxy trainings "
-                             f"at <= {settings.target_gflops:g} GFLOPs -> {session.run.path} "
+                             f"at <= {settings.budget_text()} -> {session.run.path} "
                              f"(dashboard: optuna-dashboard sqlite:///{session.run.path / STUDY_FILE}); "
                              f"{session.window_line}")
         search.run(trials, batch_size)
-    best = _best(study)
+    best = _best(study, session.cost)
     if best is None:
         raise SearchError("no proxy training under the target succeeded; nothing to train")
-    record = _final_record(best, settings.target_gflops, strategy_name(sampler))
+    record = _final_record(best, settings.target, strategy_name(sampler), session.cost)
     session.run.write_path(record)
     final_config = X3DConfig.from_dict(best.user_attrs["config"])
     final_metrics = session.train_final(final_config) if settings.final_training else None
     table = _table(study) + final_text(final_metrics)
     summary = {"run_dir": str(session.run.path), "strategy": strategy_name(sampler), "sampler": sampler,
-               "target_gflops": settings.target_gflops, "final": record["final"], "final_metrics": final_metrics,
-               "search_seconds": time.time() - t0, "trials": _trained(study),
+               "target_gflops": settings.target_gflops, "target_ms": settings.target_ms, "final": record["final"],
+               "final_metrics": final_metrics, "search_seconds": time.time() - t0, "trials": _trained(study),
                "rejected": len(study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))),
                "study": str(session.run.path / STUDY_FILE), "study_name": study_name, "table": table}
     atomic_write(session.run.path / "summary.json", json.dumps(summary, indent=2))

@@ -27,6 +27,7 @@ from matplotlib.ticker import PercentFormatter
 from .config import X3DConfig, preset, preset_names
 from .cost import count_flops, count_params
 from .errors import UserError
+from .latency import latencies, run_latencies
 from .rundir import RunDir
 from .runview import RunView, frontier
 from .scores import Scores, split_scores
@@ -39,7 +40,8 @@ _OTHER_COLOR = "#7f7f7f"
 _RUN_MARKERS = "os^Dv<>p"
 _PATH_COLORS = ("#222222", "#b2182b", "#2166ac", "#1b7837", "#762a83", "#e08214")
 _METRICS = {"gflops": ("GFLOPs", "GFLOPs (multiply-adds per clip, log scale)"),
-            "params": ("params (M)", "parameters (millions, log scale)")}
+            "params": ("params (M)", "parameters (millions, log scale)"),
+            "ms": ("ms", "measured latency (ms per clip, log scale)")}  # a latency-costed run's; GFLOPs beside
 _SUFFIXES = (".png", ".svg", ".pdf")
 
 
@@ -56,27 +58,34 @@ class _Run:
     final: tuple[float, float | None] | None  # cost, full-training top1
 
 
-def _cost(config: dict[str, Any], metric: str) -> float:
-    c = X3DConfig.from_dict(config)
-    return count_flops(c) / 1e9 if metric == "gflops" else count_params(c) / 1e6
-
-
 def _load(run_dir: str | Path, metric: str, name: str) -> _Run:
     view = RunView(run_dir)
-    settings, path, ok = view.settings, view.path, view.scores
-    scale = 1.0 if metric == "gflops" else 1e-6
-    points = pd.DataFrame({"cost": pd.to_numeric(ok[metric], errors="coerce") * scale,
-                           "top1": ok["top1"].astype(float), "axis": ok["axis"]})
-    steps = [(_cost(s["config"], metric), s["top1"], s["axis"]) for s in path.get("steps", [])]
+    settings, path, ok, timings = view.settings, view.path, view.scores, view.timings
+    if metric == "ms" and not timings:
+        raise UserError(f"{run_dir} was not searched under latency (no latency.csv); --metric ms needs a run "
+                        f"made with --target-ms")
+
+    def cost(config: dict[str, Any]) -> float:
+        c = X3DConfig.from_dict(config)
+        if metric == "ms":
+            return latencies([c.key], timings)[0]
+        return count_flops(c) / 1e9 if metric == "gflops" else count_params(c) / 1e6
+
+    if metric == "ms":
+        costs = pd.Series(latencies(ok["config_key"], timings), index=ok.index, dtype=float)
+    else:
+        costs = pd.to_numeric(ok[metric], errors="coerce") * (1.0 if metric == "gflops" else 1e-6)
+    points = pd.DataFrame({"cost": costs, "top1": ok["top1"].astype(float), "axis": ok["axis"]})
+    steps = [(cost(s["config"]), s["top1"], s["axis"]) for s in path.get("steps", [])]
     contraction = path.get("contraction")
     contracted = None
     if contraction:
         outcome = (contraction.get("evaluated") or {}).get(contraction["config_key"]) or {}
-        contracted = (_cost(contraction["config"], metric), outcome.get("top1"), contraction["axis"])
-    final = (_cost(path["final"]["config"], metric), view.final.get("top1")) if path.get("final") else None
+        contracted = (cost(contraction["config"]), outcome.get("top1"), contraction["axis"])
+    final = (cost(path["final"]["config"]), view.final.get("top1")) if path.get("final") else None
     data = settings.get("data")
-    return _Run(name, settings.get("target_gflops"), Path(data).name if data else "synthetic data",
-                points.dropna(subset=["cost"]), steps, contracted, final)
+    return _Run(name, settings.get("target_ms" if metric == "ms" else "target_gflops"),
+                Path(data).name if data else "synthetic data", points.dropna(subset=["cost"]), steps, contracted, final)
 
 
 def _names(run_dirs: Sequence[str | Path]) -> list[str]:
@@ -142,16 +151,26 @@ def _draw_presets(ax: Any, metric: str, low: float, high: float) -> None:
                         fontsize=7, color="0.45")
 
 
-def plot_runs(run_dirs: Sequence[str | Path], metric: str = "gflops") -> Figure:
-    """The accuracy/cost figure of one or more runs (overlaid), as a matplotlib Figure."""
+def plot_runs(run_dirs: Sequence[str | Path], metric: str | None = None) -> Figure:
+    """The accuracy/cost figure of one or more runs (overlaid), as a matplotlib Figure; for ``ms`` (measured
+    latency; the default when every run was searched under latency) a second panel beside it in GFLOPs."""
+    metric = metric or ("ms" if run_dirs and all(run_latencies(r) for r in run_dirs) else "gflops")
     if metric not in _METRICS:
         raise UserError(f"unknown metric {metric!r}; choose from {', '.join(_METRICS)}")
     if not run_dirs:
         raise UserError("give at least one run directory")
-    runs = [_load(r, metric, n) for r, n in zip(run_dirs, _names(run_dirs))]
-    fig = Figure(figsize=(9.5, 6.2), dpi=150)
+    metrics = [metric, "gflops"] if metric == "ms" else [metric]
+    fig = Figure(figsize=(9.5 * len(metrics), 6.2), dpi=150)
     FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
+    for i, shown in enumerate(metrics):
+        _draw_runs(fig.add_subplot(1, len(metrics), i + 1),
+                   [_load(r, shown, n) for r, n in zip(run_dirs, _names(run_dirs))], shown)
+    fig.tight_layout()
+    return fig
+
+
+def _draw_runs(ax: Any, runs: Sequence[_Run], metric: str) -> None:
+    """Points, frontiers, paths, finals, presets and targets of ``runs`` on ``ax``, costs in ``metric``."""
     ax.set_xscale("log")
     run_handles = []
     for i, run in enumerate(runs):
@@ -169,8 +188,9 @@ def plot_runs(run_dirs: Sequence[str | Path], metric: str = "gflops") -> Figure:
     costs = pd.concat([r.points["cost"] for r in runs] + [pd.Series([r.final[0] for r in runs if r.final])])
     if costs.empty:
         raise UserError(f"no trained configs to plot in {', '.join(r.name for r in runs)}")
-    _draw_presets(ax, metric, float(costs.min()), float(costs.max()))
-    if metric == "gflops":
+    if metric != "ms":  # the presets' latency is not in a run's table
+        _draw_presets(ax, metric, float(costs.min()), float(costs.max()))
+    if metric != "params":
         for target in sorted({r.target for r in runs if r.target}):
             ax.axvline(target, color="0.3", lw=0.8, ls="-.", zorder=1, gid=f"target:{target:g}")
     tops = pd.concat([r.points["top1"] for r in runs])
@@ -181,7 +201,8 @@ def plot_runs(run_dirs: Sequence[str | Path], metric: str = "gflops") -> Figure:
     ax.set_ylabel("top-1 accuracy (proxy training; ★ full training)")
     targets = ", ".join(f"{t:g}" for t in sorted({r.target for r in runs if r.target}))
     datas = ", ".join(sorted({r.data for r in runs}))
-    ax.set_title(f"X3D progressive expansion to {targets} GFLOPs on {datas}", fontsize=11)
+    budget = f" to {targets} {'ms per clip' if metric == 'ms' else 'GFLOPs'}" if targets else ""
+    ax.set_title(f"X3D progressive expansion{budget} on {datas}", fontsize=11)
     ax.grid(alpha=0.25, which="both")
     present = [a for a in AXIS_COLORS if any((r.points["axis"] == a).any() for r in runs)]
     others = sorted({str(a) for r in runs for a in r.points["axis"]} - set(AXIS_COLORS))
@@ -195,8 +216,6 @@ def plot_runs(run_dirs: Sequence[str | Path], metric: str = "gflops") -> Figure:
     ax.add_artist(axis_legend)
     ax.legend(handles=run_handles + extra, title="run", loc="upper left", fontsize=7, title_fontsize=8,
               framealpha=0.85)
-    fig.tight_layout()
-    return fig
 
 
 def _save(fig: Figure, out: str | Path) -> Path:
@@ -212,7 +231,7 @@ def _check_suffix(out: str | Path) -> None:
         raise UserError(f"plot file must end in {', '.join(_SUFFIXES)}, got {Path(out).name}")
 
 
-def save_plot(run_dirs: Sequence[str | Path], out: str | Path, metric: str = "gflops") -> Path:
+def save_plot(run_dirs: Sequence[str | Path], out: str | Path, metric: str | None = None) -> Path:
     """Draw :func:`plot_runs` and save it in the format of ``out``'s extension (.png, .svg, .pdf)."""
     _check_suffix(out)
     return _save(plot_runs(run_dirs, metric), out)

@@ -16,6 +16,7 @@ import pandas as pd
 from .config import X3DConfig
 from .cost import count_params
 from .errors import UserError
+from .latency import Timing, latencies
 from .runview import RunView, config_seconds, frontier, numeric_column
 from .scores import headline, headline_text, render_scores, scores_table, split_scores
 from .trial import Init, Status
@@ -61,22 +62,33 @@ def _path_rows(path: Mapping[str, Any], scores: pd.DataFrame) -> list[tuple[str,
     return rows
 
 
-def _path_table(path: Mapping[str, Any], journal: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
-    """The path, one row per model, with how its score was obtained (rung, seeds, init) and its compute."""
+def _with_latency(table: pd.DataFrame, keys: pd.Series | list[str], timings: Mapping[str, Timing]) -> pd.DataFrame:
+    """``table`` with each row's measured ``ms`` per clip beside its ``gflops``, for a latency-costed run."""
+    if not timings:
+        return table
+    out = table.copy()
+    out.insert(list(out.columns).index("gflops") + 1, "ms", latencies(keys, timings))
+    return out
+
+
+def _path_table(path: Mapping[str, Any], journal: pd.DataFrame, scores: pd.DataFrame,
+                timings: Mapping[str, Timing]) -> pd.DataFrame:
+    """The path, one row per model, with how its score was obtained (rung, seeds, init), its compute and
+    (a latency-costed run) its measured latency."""
     seconds = config_seconds(journal)
     inits = dict(zip(scores["config_key"], scores["init"])) if "init" in scores else {}
-    rows = [dict(row, init=inits.get(key) or "", seconds=seconds.get(key, math.nan))
-            for key, row in _path_rows(path, scores)]
+    keyed = _path_rows(path, scores)
+    rows = [dict(row, init=inits.get(key) or "", seconds=seconds.get(key, math.nan)) for key, row in keyed]
     columns = ["step", "axis", "frames x stride", "crop", "γw", "γb", "γd", "gflops", "params", "top1", "rung",
                "seeds", "init", "seconds"]
-    return pd.DataFrame(rows, columns=columns)
+    return _with_latency(pd.DataFrame(rows, columns=columns), [key for key, _ in keyed], timings)
 
 
-def _failures(path: Mapping[str, Any], journal: pd.DataFrame, ceiling: float | None) -> pd.DataFrame:
+def _failures(path: Mapping[str, Any], journal: pd.DataFrame, ceiling: str | None) -> pd.DataFrame:
     """Attempts that did not end ``ok`` and candidates never trained (above the ceiling)."""
     columns = ["step", "axis", "gflops", "status", "attempt", "rung", "reason"]
     bad = journal[journal["status"] != Status.OK].reindex(columns=columns)
-    reason = f"above the ceiling ({ceiling:g} GFLOPs), not trained" if ceiling else "not trained"
+    reason = f"above the ceiling ({ceiling}), not trained" if ceiling else "not trained"
     skipped = [{"step": s["step"], "axis": c["axis"], "gflops": c["gflops"], "status": Status.SKIPPED.value,
                 "attempt": 0, "reason": reason}
                for s in path.get("steps", []) for c in s.get("candidates", []) if c["status"] == Status.SKIPPED]
@@ -105,15 +117,19 @@ def _totals(journal: pd.DataFrame, settings: Mapping[str, Any], final: Mapping[s
             "proxy_gpu_hours": proxy_s * gpus / 3600, "final_hours": final_s / 3600,
             "final_cpu_hours": final_s * cpus / 3600, "final_gpu_hours": final_s * gpus / 3600,
             "final_top1": headline(final)[0], "final_split": headline(final)[1] if final else None,
-            "final_val_top1": final.get("top1"), "target_gflops": settings.get("target_gflops")}
+            "final_val_top1": final.get("top1"), "target_gflops": settings.get("target_gflops"),
+            **({"target_ms": settings["target_ms"], "latency_device": settings.get("latency_device"),
+                "latency_batch": settings.get("latency_batch"), "latency_threads": settings.get("latency_threads")}
+               if settings.get("target_ms") is not None else {})}
 
 
-def _frontier_table(scores: pd.DataFrame) -> pd.DataFrame:
-    """The frontier of trained configs (scores at their highest rung) with each config's shape."""
-    columns = ["step", "axis", "kind", "gflops", "params", "top1", "rung", "seeds"]
+def _frontier_table(scores: pd.DataFrame, timings: Mapping[str, Timing]) -> pd.DataFrame:
+    """The frontier of trained configs (scores at their highest rung) with each config's shape; for a
+    latency-costed run the frontier in measured ms, GFLOPs beside."""
+    columns = ["step", "axis", "kind", "gflops", *(["ms"] if timings else []), "params", "top1", "rung", "seeds"]
     if scores.empty:
         return pd.DataFrame(columns=columns)
-    front = frontier(scores)
+    front = frontier(_with_latency(scores, scores["config_key"], timings), "ms" if timings else "gflops")
     shapes = [_shape_columns(c) if isinstance(c, Mapping) else {} for c in front.get("config", [{}] * len(front))]
     return pd.concat([front[columns], pd.DataFrame(shapes)], axis=1)
 
@@ -170,10 +186,10 @@ def run_report(run_dir: str | Path, per_class: bool = False) -> dict[str, Any]:
     """Provenance and totals as dicts; path, box notes, frontier, failures and the final model's per-group (with
     ``per_class`` also per-class) results as DataFrames; the final ``Scores``; from a run directory."""
     view = RunView(run_dir)
-    journal, path, final = view.journal, view.path, view.final
+    journal, path, final, timings = view.journal, view.path, view.final, view.timings
     final_splits = split_scores(final)
-    return {"search": view.provenance(), "path": _path_table(path, journal, view.scores),
-            "box": _box_notes(path), "frontier": _frontier_table(view.scores),
+    return {"search": view.provenance(), "path": _path_table(path, journal, view.scores, timings),
+            "box": _box_notes(path), "frontier": _frontier_table(view.scores, timings),
             "failures": _failures(path, journal, view.ceiling),
             "final": scores_table(final_splits, per_class), "final_scores": final_splits,
             "final_text": describe_final(final), "totals": _totals(journal, view.settings, final)}

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from .cost import count_flops
+from .cost import FLOPS, Cost, count_flops
 from .errors import DataError, UserError
 from .live import LiveView
 from .config import X3DConfig
@@ -36,7 +36,7 @@ __all__ = ["ExpandSettings", "ceiling_of", "Session", "JournalScorer", "run_expa
 class ExpandSettings:
     """Everything a search run depends on; stored in ``run.yaml``."""
 
-    target_gflops: float
+    target_gflops: float | None  # None when the budget is latency (target_ms)
     out: str
     space: str = "x3d_kinetics"
     data: str | None = None
@@ -56,15 +56,42 @@ class ExpandSettings:
     max_failures: int = 2
     full_workers: int = 1
     max_window: float | None = None  # seconds a clip may span; None: the shortest video the data lists
+    target_ms: float | None = None  # a latency budget instead: ms per clip, measured as latency_* say
+    latency_device: str = "cpu"
+    latency_batch: int = 1
+    latency_threads: int = 1
+
+    @property
+    def target(self) -> float:
+        """The budget in its cost's unit: ms per clip when latency-costed, else GFLOPs."""
+        target = self.target_gflops if self.target_ms is None else self.target_ms
+        if target is None:
+            raise UserError("a run needs a target: --target-gflops or --target-ms")
+        return target
 
     def ceiling(self) -> float:
-        """The ceiling in GFLOPs (:func:`ceiling_of`)."""
-        return ceiling_of(self.target_gflops, self.ceiling_gflops)
+        """The ceiling in the target's unit (:func:`ceiling_of`)."""
+        return ceiling_of(self.target, self.ceiling_gflops)
+
+    def cost(self, run_dir: str | Path | None) -> Cost:
+        """C(X) of the run: exact FLOPs, or with ``target_ms`` latency timed into ``run_dir``'s table and the cache's."""
+        if self.target_ms is None:
+            return FLOPS
+        from .latency import latency_cost
+
+        return latency_cost(run_dir, self.latency_device, self.latency_batch, self.latency_threads)
+
+    def budget_text(self) -> str:
+        """The target as words, e.g. ``6 GFLOPs`` or ``40 ms per clip (cpu, batch 1, 1 thread)``."""
+        if self.target_ms is None:
+            return f"{self.target:g} GFLOPs"
+        return (f"{self.target_ms:g} ms per clip ({self.latency_device}, batch {self.latency_batch}, "
+                f"{self.latency_threads} thread{'s' if self.latency_threads > 1 else ''})")
 
 
-def ceiling_of(target_gflops: float, ceiling_gflops: float | None) -> float:
-    """A search's ceiling in GFLOPs: the one given, by default ``CEILING_FACTOR`` times the target."""
-    return ceiling_gflops if ceiling_gflops is not None else CEILING_FACTOR * target_gflops
+def ceiling_of(target: float, ceiling: float | None) -> float:
+    """A search's ceiling in its target's unit: the one given, by default ``CEILING_FACTOR`` times the target."""
+    return ceiling if ceiling is not None else CEILING_FACTOR * target
 
 
 def _check_data(root: Path) -> None:
@@ -178,7 +205,7 @@ def check_inputs(settings: ExpandSettings, *, resume: bool = False) -> tuple[Sea
     data_root = None if settings.data is None else Path(settings.data).expanduser().resolve()
     seconds, window_line = _window_limit(settings, data_root, (proxy.recipe, full.recipe))
     space = _fit_window(_with_classes(space, classes), seconds)
-    _check_target(settings, space)
+    _check_target(settings, space, settings.cost(None))
     run = RunDir(settings.out)
     if run.exists() and not resume:
         raise UserError(f"{run.path} already holds a run; pass --resume to continue it or choose another -o/--output")
@@ -190,10 +217,10 @@ def check_inputs(settings: ExpandSettings, *, resume: bool = False) -> tuple[Sea
                    f"run directory: {run.path} ({state})"]
 
 
-def _check_target(settings: ExpandSettings, space: SearchSpace) -> None:
-    if count_flops(space.start) >= settings.target_gflops * 1e9:
-        raise UserError(f"target {settings.target_gflops:g} GFLOPs is not above the start's cost "
-                        f"({count_flops(space.start) / 1e9:.4f} GFLOPs)")
+def _check_target(settings: ExpandSettings, space: SearchSpace, cost: Cost) -> None:
+    if cost.estimate(space.start) >= settings.target * cost.per_unit:
+        raise UserError(f"target {settings.target:g} {cost.unit} is not above the start's cost "
+                        f"({cost.estimate(space.start) / cost.per_unit:.4f} {cost.unit})")
 
 
 def _landing_text(land_within: float) -> str:
@@ -203,13 +230,14 @@ def _landing_text(land_within: float) -> str:
 
 def plan_text(settings: ExpandSettings, space: SearchSpace) -> str:
     """What ``--dry-run`` prints: the space, its box, the first step's candidates and the expected size."""
-    _check_target(settings, space)
-    check_reachable(space, settings.target_gflops)
+    cost = settings.cost(None)
+    _check_target(settings, space, cost)
+    check_reachable(space, settings.target, cost)
     start = space.start
-    steps = estimate_steps(start, settings.target_gflops)
+    steps = estimate_steps(start, settings.target, cost)
     lines = [f"search space {space.name}: start {start.short} ({count_flops(start) / 1e9:.4f} GFLOPs), "
              f"axes {', '.join(space.axes)}",
-             f"target {settings.target_gflops:g} GFLOPs, ceiling {settings.ceiling():g} GFLOPs: "
+             f"target {settings.target:g} {cost.unit}, ceiling {settings.ceiling():g} {cost.unit}: "
              f"about {steps} steps x {len(space.axes)} candidates = ~{steps * len(space.axes)} proxy trainings "
              f"(fewer after memoisation), then a partial step onto the target "
              f"({_landing_text(settings.land_within)}) and the final training",
@@ -220,11 +248,11 @@ def plan_text(settings: ExpandSettings, space: SearchSpace) -> str:
     for c in candidates:
         lines.append(f"  {c.axis:<11} {c.config.short:<28} {c.gflops:8.4f} GFLOPs  {c.params:>10,} params")
     lines += [f"  {axis:<11} {note}" for axis, note in notes.items()]
-    cost, k = count_flops(start), 0
-    while cost < settings.target_gflops * 1e9:
+    spent, k = cost.estimate(start), 0
+    while spent < settings.target * cost.per_unit:
         k += 1
-        cost *= 2
-        lines.append(f"  step {k:>2}: candidates ~{cost / 1e9:.3g} GFLOPs")
+        spent *= 2
+        lines.append(f"  step {k:>2}: candidates ~{spent / cost.per_unit:.3g} {cost.unit}")
     return "\n".join(lines)
 
 
@@ -236,9 +264,12 @@ def _train_clips(data_root: Path, recipe: Recipe) -> int:
     return min(videos, recipe.train_videos) if recipe.train_videos else videos
 
 
-def path_record(result: SearchResult | None, steps: Sequence[Step], target: float) -> dict[str, Any]:
-    """The path as JSON-able data (written to ``path.json`` after every step)."""
-    data: dict[str, Any] = {"target_gflops": target, "steps": [], "contraction": None, "final": None}
+def path_record(result: SearchResult | None, steps: Sequence[Step], target: float,
+                cost: Cost = FLOPS) -> dict[str, Any]:
+    """The path as JSON-able data (written to ``path.json`` after every step); ``target`` in ``cost``'s unit."""
+    latency = cost.name == "latency"
+    data: dict[str, Any] = {"target_ms" if latency else "target_gflops": target, "steps": [], "contraction": None,
+                            "final": None}
     for s in steps:
         data["steps"].append({
             "step": s.index, "axis": s.chosen.axis, "config": s.chosen.config.to_dict(),
@@ -255,7 +286,7 @@ def path_record(result: SearchResult | None, steps: Sequence[Step], target: floa
                                    "config_key": c.config.key, "gflops": c.gflops,
                                    "evaluated": {k: asdict(o) for k, o in c.evaluated.items()}}
         data["final"] = {"config": result.final.to_dict(), "config_key": result.final.key,
-                         "gflops": result.final_gflops}
+                         "gflops": result.final_gflops, **({"ms": cost.of(result.final)} if latency else {})}
     return data
 
 
@@ -358,13 +389,15 @@ class Session:
         seconds, self.window_line = _window_limit(settings, self.data_root, (self.proxy.recipe, self.full.recipe))
         space = _fit_window(_fit_classes(load_space(settings.space), self.data_root), seconds)
         self.space = space if start is None else _with_classes(replace(space, start=start), space.start.num_classes)
-        _check_target(settings, self.space)
+        checks = settings.cost(None)  # nothing is written into the run directory before it is made
+        _check_target(settings, self.space, checks)
         if expansion:
-            check_reachable(self.space, settings.target_gflops)
+            check_reachable(self.space, settings.target, checks)
         self.run = RunDir(settings.out)
-        resolved = dict(asdict(settings), **(extra or {}), space_resolved=self.space.to_dict(),
+        resolved = dict(asdict(settings), **(extra or {}), cost=checks.name, space_resolved=self.space.to_dict(),
                         proxy=self.proxy.to_dict(), full=self.full.to_dict())
         self.run.create(resolved, resume=resume)
+        self.cost = settings.cost(self.run.path)
         options = DispatchOptions(address=settings.address, cpus_per_trial=settings.cpus_per_trial,
                                   gpus_per_trial=settings.gpus_per_trial,
                                   max_concurrent=settings.max_concurrent, storage=settings.storage,
@@ -372,7 +405,7 @@ class Session:
         self.dispatcher = RayDispatcher(options, self.run.path / "ray",
                                         **({"trial_fn": trial_fn} if trial_fn else {}))
         self.view = LiveView(settings.target_gflops, self.space.start, concurrency=_concurrency(options),
-                             quiet=quiet)
+                             quiet=quiet, target_text=settings.budget_text())
         self.weights_dir = self.run.path.resolve() / "weights"  # absolute: Ray workers run in their own folders
         self.weights_dir.mkdir(exist_ok=True)
         job_base = TrialJob(key="", config={}, recipe={}, data=str(self.data_root), seed=settings.seed,
@@ -428,24 +461,24 @@ def run_expand(settings: ExpandSettings, *, resume: bool = False, quiet: bool = 
 
     def _on_step(step: Step) -> None:
         steps.append(step)
-        run.write_path(path_record(None, steps, settings.target_gflops))
+        run.write_path(path_record(None, steps, settings.target, session.cost))
         view.step_done(step)
 
     t0 = time.time()
     with session:
-        view.message(f"x3dsearch: searching {session.space.name} up to {settings.target_gflops:g} GFLOPs "
+        view.message(f"x3dsearch: searching {session.space.name} up to {settings.budget_text()} "
                      f"on {session.data_root} -> {run.path}; {session.window_line}")
-        result = run_search(session.space, settings.target_gflops, session.score,
-                            ceiling_gflops=settings.ceiling(),
+        result = run_search(session.space, settings.target, session.score, cost=session.cost,
+                            ceiling=settings.ceiling(),
                             evaluate_contractions=settings.evaluate_contractions,
                             land_within=settings.land_within, train_start=settings.proxy_init == Init.INHERIT,
                             on_step=_on_step)
     search_seconds = time.time() - t0
-    record = path_record(result, steps, settings.target_gflops)
+    record = path_record(result, steps, settings.target, session.cost)
     run.write_path(record)
     final_metrics = session.train_final(result.final, result.origin) if settings.final_training else None
     summary_text = view.summary(result, final_metrics)
-    summary = {"run_dir": str(run.path), "target_gflops": settings.target_gflops,
+    summary = {"run_dir": str(run.path), "target_gflops": settings.target_gflops, "target_ms": settings.target_ms,
                "final": record["final"], "final_metrics": final_metrics, "search_seconds": search_seconds,
                "path": [{"step": s.index, "axis": s.chosen.axis, "gflops": s.chosen.gflops,
                          "top1": s.outcomes[s.chosen.key].top1} for s in steps],

@@ -17,12 +17,13 @@ import pandas as pd
 
 from .config import X3DConfig
 from .errors import ConfigError
+from .latency import Timing, run_latencies
 from .proxy_policy import ProxyPolicy
 from .rundir import RunDir, load_run
 from .runner import ceiling_of
 from .trial import SPENT, Init, Status
 
-__all__ = ["RunView", "frontier", "numeric_column", "config_seconds", "config_scores"]
+__all__ = ["RunView", "ceiling_text", "frontier", "numeric_column", "config_seconds", "config_scores"]
 
 
 class RunView:
@@ -41,16 +42,30 @@ class RunView:
         """Every config that trained ok, scored by :func:`config_scores`."""
         return config_scores(self.journal)
 
+    @cached_property
+    def timings(self) -> dict[str, Timing]:
+        """Measured latency per config key of a run searched under latency ({} for a FLOP-costed run)."""
+        return run_latencies(self.dir)
+
     @property
-    def ceiling(self) -> float | None:
-        """The ceiling in GFLOPs the search used (None for a run.yaml without a target)."""
-        target, ceiling = self.settings.get("target_gflops"), self.settings.get("ceiling_gflops")
-        return ceiling_of(float(target), float(ceiling) if ceiling else None) if target else None
+    def ceiling(self) -> str | None:
+        """The ceiling the search used with its unit (:func:`ceiling_text`)."""
+        return ceiling_text(self.settings)
 
     def provenance(self) -> dict[str, Any]:
         """How the run's proxy scores were obtained (schedule, weight init, rungs, close calls) and how the
         final training started; counts are of configs (each by its first finished training)."""
         return _provenance(self.settings, self.journal, self.path, self.final, self.scores)
+
+
+def ceiling_text(settings: Mapping[str, Any]) -> str | None:
+    """A run's ceiling with its unit, e.g. ``4 GFLOPs`` or ``40 ms``, from its run.yaml settings (None without
+    a target or ceiling)."""
+    ceiling = settings.get("ceiling_gflops")
+    for key, unit in (("target_ms", "ms"), ("target_gflops", "GFLOPs")):
+        if settings.get(key):
+            return f"{ceiling_of(float(settings[key]), float(ceiling) if ceiling else None):g} {unit}"
+    return f"{float(ceiling):g} GFLOPs" if ceiling else None
 
 
 def _final_metrics(run: RunDir) -> dict[str, Any]:

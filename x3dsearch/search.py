@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
 from .config import X3DConfig
-from .cost import count_flops, count_params
+from .cost import FLOPS, Cost, count_flops, count_params
 from .errors import ConfigError, SearchError
 from .space import DISCRETE_FIELDS, SearchSpace, bounded_step, box_top, crossed_bound, expand
 
@@ -91,7 +91,7 @@ class Contraction:
     fraction: float
     config: X3DConfig
     gflops: float
-    target_gflops: float
+    target: float  # in the search cost's unit (GFLOPs by default)
     evaluated: Mapping[str, Outcome] = field(default_factory=dict)
     base: X3DConfig | None = None  # the config the partial step starts from
     kind: str = "contract"  # "contract": back from a full step past the target; "land": on from under it
@@ -105,7 +105,8 @@ class SearchResult:
     steps: tuple[Step, ...]
     contraction: Contraction | None
     final: X3DConfig
-    target_gflops: float
+    target: float  # in the unit of ``cost``
+    cost: Cost = FLOPS
 
     @property
     def origin(self) -> X3DConfig:
@@ -147,26 +148,27 @@ def step_candidates(base: X3DConfig, space: SearchSpace, step: int) -> list[Cand
     return offer(base, space, step)[0]
 
 
-def check_reachable(space: SearchSpace, target_gflops: float) -> None:
-    """A one-line SearchError when stepping every axis up to the box's bounds stays under the target."""
-    top = box_top(space, target_gflops * 1e9)
-    if count_flops(top) < target_gflops * 1e9:
-        raise SearchError(f"target {target_gflops:g} GFLOPs is out of reach: expansion inside the box of "
-                          f"{space.name} tops out at {count_flops(top) / 1e9:.4g} GFLOPs ({top.short}); "
-                          f"widen its bounds or --max-window, or lower the target")
+def check_reachable(space: SearchSpace, target: float, cost: Cost = FLOPS) -> None:
+    """A one-line SearchError when stepping every axis up to the box's bounds stays under the target
+    (in ``cost``'s unit, judged by its estimate)."""
+    top = box_top(space, target * cost.per_unit, cost.estimate)
+    if cost.estimate(top) < target * cost.per_unit:
+        raise SearchError(f"target {target:g} {cost.unit} is out of reach: expansion inside the box of "
+                          f"{space.name} tops out at {cost.estimate(top) / cost.per_unit:.4g} {cost.unit} "
+                          f"({top.short}); widen its bounds or --max-window, or lower the target")
 
 
-def choose(candidates: Sequence[Candidate], outcomes: Mapping[str, Outcome]) -> Candidate | None:
+def choose(candidates: Sequence[Candidate], outcomes: Mapping[str, Outcome], cost: Cost = FLOPS) -> Candidate | None:
     """Highest proxy top-1 at the highest rung reached; ties go to the cheaper config, then the earlier axis."""
     usable = [c for c in candidates if outcomes.get(c.key, Outcome("missing")).usable]
     if not usable:
         return None
     order = {id(c): i for i, c in enumerate(candidates)}
     return min(usable, key=lambda c: (-(outcomes[c.key].epochs or 0), -outcomes[c.key].top1,
-                                      count_flops(c.config), order[id(c)]))
+                                      cost.of(c.config), order[id(c)]))
 
 
-def _bracket(base: X3DConfig, axis: str, target_flops: float, space: SearchSpace,
+def _bracket(base: X3DConfig, axis: str, target_flops: float, space: SearchSpace, cost: Cost,
              iterations: int = 40) -> tuple[tuple[X3DConfig, float] | None, tuple[X3DConfig, float]]:
     """The partial steps of ``axis`` just at/under and just over the target: ((config, fraction) or None, ...).
 
@@ -181,30 +183,31 @@ def _bracket(base: X3DConfig, axis: str, target_flops: float, space: SearchSpace
     for _ in range(iterations if reach > 0 else 0):
         mid = (lo + hi) / 2
         config = expand(base, axis, fraction=mid, space=space)
-        flops = count_flops(config)
+        flops = cost.of(config)
         if flops <= target_flops and crossed_bound(base, config, space) is None:
             lo = mid
-            under = (config, mid) if flops > count_flops(base) else under  # a step that adds no cost is none
+            under = (config, mid) if flops > cost.of(base) else under  # a step that adds no cost is none
         else:
             hi, above = mid, (config, mid)
     return under, above
 
 
 def _closest(under: tuple[X3DConfig, float] | None, above: tuple[X3DConfig, float],
-             target_flops: float) -> tuple[X3DConfig, float]:
-    if under is None or abs(count_flops(above[0]) - target_flops) < abs(target_flops - count_flops(under[0])):
+             target_flops: float, cost: Cost) -> tuple[X3DConfig, float]:
+    if under is None or abs(cost.of(above[0]) - target_flops) < abs(target_flops - cost.of(under[0])):
         return above
     return under
 
 
 def contract(base: X3DConfig, axis: str, target_flops: float, space: SearchSpace,
-             iterations: int = 40) -> tuple[X3DConfig, float]:
-    """Partial step of ``axis`` from ``base`` whose cost is closest to ``target_flops``: (config, fraction)."""
-    return _closest(*_bracket(base, axis, target_flops, space, iterations), target_flops)
+             iterations: int = 40, cost: Cost = FLOPS) -> tuple[X3DConfig, float]:
+    """Partial step of ``axis`` from ``base`` whose cost is closest to ``target_flops`` (in ``cost.of``'s base
+    units): (config, fraction)."""
+    return _closest(*_bracket(base, axis, target_flops, space, cost, iterations), target_flops, cost)
 
 
 def land(base: X3DConfig, axis: str, target_flops: float, space: SearchSpace,
-         tolerance: float = LANDING_TOLERANCE) -> tuple[X3DConfig, str, float]:
+         tolerance: float = LANDING_TOLERANCE, cost: Cost = FLOPS) -> tuple[X3DConfig, str, float]:
     """Contract ``axis`` onto the target; if rounding or a bound misses it by more than ``tolerance``, top up.
 
     Frames and crop change the cost in jumps (feature maps halve with rounding at every stride-2
@@ -213,31 +216,33 @@ def land(base: X3DConfig, axis: str, target_flops: float, space: SearchSpace,
     (e.g. bottleneck) fills the rest. Returns the config, the axis label (``"spatial+bottleneck"``
     when topped up, the filling axis alone when ``axis`` could not move) and the first axis' step fraction.
     """
-    under, above = _bracket(base, axis, target_flops, space)
-    if under is None and count_flops(above[0]) <= target_flops:
+    under, above = _bracket(base, axis, target_flops, space, cost)
+    if under is None and cost.of(above[0]) <= target_flops:
         under = above  # the box stops the axis under the target
-    config, fraction = _closest(under, above, target_flops)
-    if abs(count_flops(config) - target_flops) <= tolerance * target_flops:
+    config, fraction = _closest(under, above, target_flops, cost)
+    if abs(cost.of(config) - target_flops) <= tolerance * target_flops:
         return config, axis, fraction
     start, start_fraction = under or (base, 0.0)
     fills = [a for a, fields in space.axes.items()
              if a != axis and not any(name in DISCRETE_FIELDS for name in fields)]
-    options = [(*contract(start, a, target_flops, space), a) for a in fills]
+    options = [(*contract(start, a, target_flops, space, cost=cost), a) for a in fills]
     best, fill_fraction, fill = min([*options, (config, fraction, "")],
-                                    key=lambda o: abs(count_flops(o[0]) - target_flops))
+                                    key=lambda o: abs(cost.of(o[0]) - target_flops))
     if not fill:
         return config, axis, fraction
     return (best, fill, fill_fraction) if start == base else (best, f"{axis}+{fill}", start_fraction)
 
 
-def estimate_steps(start: X3DConfig, target_gflops: float) -> int:
-    """Rough number of doubling steps from ``start`` to the target (for progress display)."""
-    ratio = target_gflops * 1e9 / count_flops(start)
+def estimate_steps(start: X3DConfig, target: float, cost: Cost = FLOPS) -> int:
+    """Rough number of doubling steps from ``start`` to the target, in ``cost``'s unit (for progress display)."""
+    ratio = target * cost.per_unit / cost.estimate(start)
     return max(1, math.ceil(math.log2(ratio))) if ratio > 1 else 0
 
 
-def memoised(score: ScoreFn, ceiling_flops: float = math.inf) -> Callable[[Sequence[Candidate]], dict[str, Outcome]]:
-    """``score`` that never asks twice for a config and skips configs above ``ceiling_flops`` untrained."""
+def memoised(score: ScoreFn, ceiling_flops: float = math.inf,
+             cost: Cost = FLOPS) -> Callable[[Sequence[Candidate]], dict[str, Outcome]]:
+    """``score`` that never asks twice for a config and skips configs above ``ceiling_flops`` (in ``cost.of``'s
+    base units) untrained."""
     memo: dict[str, Outcome] = {}
 
     def _score(candidates: Sequence[Candidate]) -> dict[str, Outcome]:
@@ -245,8 +250,9 @@ def memoised(score: ScoreFn, ceiling_flops: float = math.inf) -> Callable[[Seque
         for c in candidates:
             if c.key in memo or c.key in queued:
                 continue
-            if count_flops(c.config) > ceiling_flops:
-                memo[c.key] = Outcome("skipped", reason=f"{c.gflops:.3g} GFLOPs above the ceiling")
+            if cost.of(c.config) > ceiling_flops:
+                memo[c.key] = Outcome("skipped", reason=f"{cost.of(c.config) / cost.per_unit:.3g} {cost.unit} "
+                                                        f"above the ceiling")
             else:
                 todo.append(c)
                 queued.add(c.key)
@@ -267,7 +273,7 @@ def score_start(start: X3DConfig, score: ScoreFn) -> Outcome:
     return outcome
 
 
-def take_step(base: X3DConfig, index: int, space: SearchSpace, score: ScoreFn) -> Step | None:
+def take_step(base: X3DConfig, index: int, space: SearchSpace, score: ScoreFn, cost: Cost = FLOPS) -> Step | None:
     """Score every one-step expansion of ``base`` inside the box and keep the best; None when all are above
     the ceiling. A SearchError when no axis can step (every one at its bound)."""
     candidates, notes = offer(base, space, index)
@@ -277,7 +283,7 @@ def take_step(base: X3DConfig, index: int, space: SearchSpace, score: ScoreFn) -
     outcomes = score(candidates)
     if all(outcomes[c.key].status == "skipped" for c in candidates):
         return None
-    chosen = choose(candidates, outcomes)
+    chosen = choose(candidates, outcomes, cost)
     if chosen is None:
         reasons = "; ".join(f"{c.axis}: {outcomes[c.key].status} {outcomes[c.key].reason}".strip()
                             for c in candidates)
@@ -292,15 +298,16 @@ def check_land_within(land_within: float) -> None:
                           f"got {land_within:g}")
 
 
-def run_search(space: SearchSpace, target_gflops: float, score: ScoreFn, *,
-               ceiling_gflops: float | None = None, evaluate_contractions: bool = False,
+def run_search(space: SearchSpace, target: float, score: ScoreFn, *, cost: Cost = FLOPS,
+               ceiling: float | None = None, evaluate_contractions: bool = False,
                max_steps: int = 30, train_start: bool = False, land_within: float = 1.0,
                on_step: Callable[[Step], None] | None = None) -> SearchResult:
     """Forward expansion from the space's start until C(X) >= target, then contraction.
 
-    Every step stays inside the space's box (:func:`offer`); a target the box cannot reach is a
-    one-line SearchError before anything is scored.
-    Candidates above ``ceiling_gflops`` are skipped without training. With
+    C is ``cost`` (exact FLOPs by default, or e.g. measured latency); ``target`` and ``ceiling`` are in
+    its unit (GFLOPs by default). Every step stays inside the space's box (:func:`offer`); a target the
+    box cannot reach is a one-line SearchError before anything is scored.
+    Candidates above ``ceiling`` are skipped without training. With
     ``evaluate_contractions`` every axis that can reach the target is contracted onto it
     and the proxy picks among them; otherwise the last-expanded axis is contracted. With
     ``train_start`` the start is scored first (step 0), so that step 1 can inherit its weights.
@@ -311,60 +318,64 @@ def run_search(space: SearchSpace, target_gflops: float, score: ScoreFn, *,
     """
     check_land_within(land_within)
     start = space.start
-    target = target_gflops * 1e9
-    if count_flops(start) >= target:
-        raise ConfigError(f"target {target_gflops:g} GFLOPs is not above the start's cost "
-                          f"{count_flops(start) / 1e9:.4f} GFLOPs")
-    check_reachable(space, target_gflops)
-    ceiling = math.inf if ceiling_gflops is None else ceiling_gflops * 1e9
-    _score = memoised(score, ceiling)
+    goal = target * cost.per_unit
+    if cost.of(start) >= goal:
+        raise ConfigError(f"target {target:g} {cost.unit} is not above the start's cost "
+                          f"{cost.of(start) / cost.per_unit:.4f} {cost.unit}")
+    check_reachable(space, target, cost)
+    _score = memoised(score, math.inf if ceiling is None else ceiling * cost.per_unit, cost)
     if train_start:
         score_start(start, _score)
     current, steps, contraction = start, [], None
-    while count_flops(current) < target:
-        if steps and count_flops(current) * land_within > target:
+
+    def result(final: X3DConfig) -> SearchResult:
+        return SearchResult(start, tuple(steps), contraction, final, target, cost)
+
+    while cost.of(current) < goal:
+        if steps and cost.of(current) * land_within > goal:
             axes = [steps[-1].chosen.axis]  # at its bound, land() tops up with another axis
             if evaluate_contractions:
                 axes += [c.axis for c in step_candidates(current, space, len(steps) + 1) if c.axis != axes[0]]
-            contraction = _contract(current, len(steps) + 1, axes, space, target, evaluate_contractions, _score,
-                                    "land")
-            return SearchResult(start, tuple(steps), contraction, contraction.config, target_gflops)
+            contraction = _contract(current, len(steps) + 1, axes, space, goal, evaluate_contractions, _score,
+                                    cost, "land")
+            return result(contraction.config)
         if len(steps) >= max_steps:
-            raise ConfigError(f"no convergence to {target_gflops:g} GFLOPs within {max_steps} steps")
-        step = take_step(current, len(steps) + 1, space, _score)
+            raise ConfigError(f"no convergence to {target:g} {cost.unit} within {max_steps} steps")
+        step = take_step(current, len(steps) + 1, space, _score, cost)
         if step is None:
             # every full step is above the ceiling: land on the target by partial steps instead
             axes = [c.axis for c in step_candidates(current, space, len(steps) + 1)]
-            contraction = _contract(current, len(steps) + 1, axes, space, target, True, _score, "land")
-            return SearchResult(start, tuple(steps), contraction, contraction.config, target_gflops)
+            contraction = _contract(current, len(steps) + 1, axes, space, goal, True, _score, cost, "land")
+            return result(contraction.config)
         steps.append(step)
         if on_step is not None:
             on_step(step)
         current = step.chosen.config
 
-    if count_flops(current) > target:
+    if cost.of(current) > goal:
         last = steps[-1]
         axes = [last.chosen.axis]
         if evaluate_contractions:
             axes += [c.axis for c in last.candidates
-                     if c.axis != last.chosen.axis and count_flops(c.config) >= target]
-        contraction = _contract(last.base, last.index, axes, space, target, evaluate_contractions, _score)
+                     if c.axis != last.chosen.axis and cost.of(c.config) >= goal]
+        contraction = _contract(last.base, last.index, axes, space, goal, evaluate_contractions, _score, cost)
         current = contraction.config
-    return SearchResult(start, tuple(steps), contraction, current, target_gflops)
+    return result(current)
 
 
 def _contract(base: X3DConfig, step: int, axes: Sequence[str], space: SearchSpace, target: float,
-              evaluate: bool, score: Callable[[Sequence[Candidate]], dict[str, Outcome]],
+              evaluate: bool, score: Callable[[Sequence[Candidate]], dict[str, Outcome]], cost: Cost,
               kind: str = "contract") -> Contraction:
-    """Partial steps of ``axes`` from ``base`` onto the target; the first unless evaluated."""
+    """Partial steps of ``axes`` from ``base`` onto the target (in ``cost.of``'s base units); the first unless
+    evaluated."""
     options = []
     for axis in axes:
-        config, label, fraction = land(base, axis, target, space)
+        config, label, fraction = land(base, axis, target, space, cost=cost)
         options.append(Candidate(step, label, config, kind="contract", fraction=fraction, parent=base))
     evaluated: Mapping[str, Outcome] = {}
     chosen = options[0]
     if evaluate:
         evaluated = score(options)
-        chosen = choose(options, evaluated) or options[0]
+        chosen = choose(options, evaluated, cost) or options[0]
     return Contraction(chosen.axis, chosen.fraction, chosen.config, count_flops(chosen.config) / 1e9,
-                       target / 1e9, evaluated, base, kind)
+                       target / cost.per_unit, evaluated, base, kind)

@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import yaml
 
@@ -207,11 +207,11 @@ def bounded_step(base: X3DConfig, axis: str, space: SearchSpace,
     return config, lo, bound
 
 
-def box_top(space: SearchSpace, enough_flops: float) -> X3DConfig:
+def box_top(space: SearchSpace, enough: float, cost: Callable[[X3DConfig], float] = count_flops) -> X3DConfig:
     """The config reached from the space's start by stepping every axis in turn up to its bounds, stopping
-    as soon as it costs ``enough_flops`` (a space without bounds grows for ever)."""
+    as soon as it costs ``enough`` by ``cost`` (FLOPs by default; a space without bounds grows for ever)."""
     config, moved = space.start, True
-    while moved and count_flops(config) < enough_flops:
+    while moved and cost(config) < enough:
         moved = False
         for axis in space.axes:
             step, fraction, _ = bounded_step(config, axis, space)
