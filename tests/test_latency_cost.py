@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import zlib
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 from x3dsearch import latency
 from x3dsearch.config import X3DConfig, preset
 from x3dsearch.cost import FLOPS, count_flops
+from x3dsearch.runview import config_scores
 from x3dsearch.latency import LatencyCost, LatencyTable, Timing, features, latency_cost, network_key
 from x3dsearch.search import LANDING_TOLERANCE, Outcome, choose, run_search, step_candidates
 from x3dsearch.space import load_space
@@ -237,14 +239,29 @@ def test_dry_run_plans_under_a_latency_target(tmp_path, timer: FakeTimer, capsys
     assert len(LatencyTable().rows()) == len(timer.timed)
 
 
-def test_compare_asks_for_a_flop_budget_for_a_latency_run(latency_run, tmp_path) -> None:
+def test_compare_ranks_latency_runs_under_their_ms_target_or_a_flop_budget(latency_run, tmp_path) -> None:
+    from test_report import make_run
+
     from x3dsearch.compare import compare_runs
     from x3dsearch.errors import UserError
+    from x3dsearch.rundir import load_run
 
-    with pytest.raises(UserError, match=r"searched under a latency target \(40 ms\).*pass --target-gflops"):
-        compare_runs([latency_run], out=tmp_path / "c.png")
-    table, _ = compare_runs([latency_run], out=tmp_path / "c.png", target_gflops=1.0)
-    assert len(table) == 1
+    ms, _ = compare_runs([latency_run], out=tmp_path / "c.png")  # the run's own 40-ms target
+    scores = config_scores(load_run(latency_run))
+    under = [top1 for key, top1 in zip(scores["config_key"], scores["top1"])
+             if fake_ms(X3DConfig.from_dict(json.loads(key))) <= 40.0 * 1.01]
+    assert ms["best_top1_final"].iloc[0] == pytest.approx(max(under))
+    tight, _ = compare_runs([latency_run], out=tmp_path / "c.png", target_ms=5.0)
+    assert tight["best_top1_final"].iloc[0] < ms["best_top1_final"].iloc[0]
+    flops, _ = compare_runs([latency_run], out=tmp_path / "c.png", target_gflops=1.0)
+    assert len(flops) == 1
+    flop_run = make_run(tmp_path, "flops", target=0.1)
+    with pytest.raises(UserError, match="searched under latency and the others under FLOPs"):
+        compare_runs([latency_run, flop_run], out=tmp_path / "c.png")
+    with pytest.raises(UserError, match="flops was not searched under latency"):
+        compare_runs([latency_run, flop_run], out=tmp_path / "c.png", target_ms=40.0)
+    mixed, _ = compare_runs([latency_run, flop_run], out=tmp_path / "c.png", target_gflops=0.1)
+    assert list(mixed["run"]) == ["lat", "flops"]
 
 
 def test_report_names_the_ceiling_in_the_targets_unit() -> None:

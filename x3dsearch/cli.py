@@ -140,6 +140,11 @@ def _add_target(target: _Target, help: str, required: bool = False) -> None:
     target.add_argument("--target-gflops", type=float, required=required, metavar="G", help=help)
 
 
+def _add_target_ms(target: _Target, help: str) -> None:
+    """``--target-ms MS``: a latency budget."""
+    target.add_argument("--target-ms", type=float, metavar="MS", help=help)
+
+
 def _add_timing(target: _Target, prefix: str = "") -> None:
     """``--device``, ``--batch``, ``--threads`` (``prefix`` e.g. ``latency-``): how a latency is measured."""
     target.add_argument(f"--{prefix}device", choices=("cpu", "cuda"), default="cpu",
@@ -180,10 +185,9 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     budget = p.add_mutually_exclusive_group(required=True)
     _add_target(budget, help="the budget in GFLOPs (conv+linear MACs per clip): expand stops once a model costs "
                              "at least G; optuna and random keep every trained model at or under G")
-    budget.add_argument("--target-ms", type=float, metavar="MS",
-                        help="the budget as measured inference latency in ms per clip instead (BatchNorm folded, "
-                             "as 'x3dsearch latency' times it, on this machine; --latency-*): each network is "
-                             "timed once and kept in RUN_DIR/latency.csv and the cache's latency.csv")
+    _add_target_ms(budget, "the budget as measured inference latency in ms per clip instead (BatchNorm folded, as "
+                           "'x3dsearch latency' times it, on this machine; --latency-*): each network is timed once "
+                           "and kept in RUN_DIR/latency.csv and the cache's latency.csv")
     _add_output(p, "run directory (default: runs/<strategy>-<target>g-seed<seed>, or <target>ms)", metavar="RUN_DIR")
     _add_resume(p, "continue the run in --output (or start it there if it is new): finished trials are read "
                    "from its journal, not re-run")
@@ -587,10 +591,13 @@ def _add_compare(sub: Any) -> None:
         "compare search runs at equal proxy compute: anytime curves, frontiers, a table",
         "For each run directory: best proxy top-1 under the target against cumulative proxy compute (journal "
         "seconds x cpus_per_trial), the best under the target at the smallest budget all runs reached, and the "
-        "top-1/GFLOPs frontier of everything trained.")
+        "top-1/GFLOPs frontier of everything trained. Runs searched under latency compare in measured ms per clip "
+        "(each run's latency.csv), with the GFLOPs frontier beside.")
     _add_runs(p, "run directories (expand or optuna)")
     _add_output(p, "plot file", default="compare.png")
-    _add_target(p, "budget to compare under (default: the runs' common target)")
+    _add_target(p, "FLOP budget to compare under (default: the runs' common target)")
+    _add_target_ms(p, "latency budget (ms per clip) to compare runs searched under latency, each trial costed by "
+                      "its run's measured latency (default for such runs: their common --target-ms)")
     p.add_argument("--tolerance", type=float, default=0.01,
                    help="relative slack over the target, as contraction lands near it (default: %(default)s)")
     _add_json(p, "print the table as JSON")
@@ -601,7 +608,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from .compare import compare_runs
 
     table, plot = compare_runs(args.runs, out=args.output, target_gflops=args.target_gflops,
-                               tolerance=args.tolerance)
+                               tolerance=args.tolerance, target_ms=args.target_ms)
     if args.json:
         print(table.to_json(orient="records", indent=2))
     else:
