@@ -124,3 +124,41 @@ def test_latency_sample_fits_and_cross_validates(tmp_path, monkeypatch: pytest.M
     assert summary["configs"] == 12 and summary["median_error"] < 1e-6
     assert summary["coefficients"] == pytest.approx(list(truth), rel=1e-6)
     assert "held-out error (5-fold): median 0.0%" in latency.describe_check(summary)
+
+
+def test_a_ray_node_needs_a_cluster_address(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ray
+
+    from x3dsearch.errors import UserError
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert not ray.is_initialized()
+    with pytest.raises(UserError, match="needs a cluster: pass --address"):
+        latency.RayNode("deploy").measure(TINY)
+
+
+def test_a_ray_node_times_where_its_resource_is(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+    import tempfile
+
+    import ray
+
+    from x3dsearch.errors import UserError
+
+    ray_tmp = tempfile.mkdtemp(prefix="x3l", dir="/tmp")  # Ray's socket paths are length-limited
+    monkeypatch.setenv("RAY_TMPDIR", ray_tmp)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    ray.init(num_cpus=1, resources={"deploy": 1}, include_dashboard=False, log_to_driver=False,
+             configure_logging=False)
+    try:
+        cost = latency.LatencyCost((LatencyTable(tmp_path / "latency.csv"),), node=latency.RayNode("deploy"),
+                                   repeats=2)
+        ms = cost.of(TINY)
+        (row,) = LatencyTable(tmp_path / "latency.csv").rows()
+        assert ms > 0 and row.ms == ms and row.repeats == 2 and row.device_name == latency.device_name()
+        assert cost.of(TINY) == ms  # read back, not timed again
+        with pytest.raises(UserError, match="no node of the Ray cluster offers the resource 'gpu-box'"):
+            latency.LatencyCost((LatencyTable(tmp_path / "other.csv"),), node=latency.RayNode("gpu-box"))
+    finally:
+        ray.shutdown()
+        shutil.rmtree(ray_tmp, ignore_errors=True)

@@ -153,6 +153,10 @@ def _add_timing(target: _Target, prefix: str = "") -> None:
                         help="clips per timed pass (default: %(default)s)")
     target.add_argument(f"--{prefix}threads", type=int, default=1, metavar="N",
                         help="intra-op threads of the timed passes (default: %(default)s)")
+    target.add_argument(f"--{prefix}node", metavar="RESOURCE",
+                        help="time on the Ray cluster node that offers this custom resource (the deployment device; "
+                             "start it with ray start --resources='{\"RESOURCE\": 1}') instead of on this machine; "
+                             "needs --address")
 
 
 def _add_format(target: _Target, choices: Sequence[str], help: str, default: str | None = None,
@@ -342,7 +346,7 @@ def _settings_from_args(args: argparse.Namespace, strategy: str) -> "ExpandSetti
         land_within=args.land_within if strategy == "expand" else 1.0,  # sampling strategies never land
         final_training=args.final_training, full_workers=args.full_workers, max_window=_check_max_window(args),
         target_ms=args.target_ms, latency_device=args.latency_device, latency_batch=args.latency_batch,
-        latency_threads=args.latency_threads, **_dispatch_fields(args))
+        latency_threads=args.latency_threads, latency_node=args.latency_node, **_dispatch_fields(args))
 
 
 def _checked_space(settings: "ExpandSettings", resume: bool) -> "SearchSpace":
@@ -913,7 +917,8 @@ def _add_latency(sub: Any) -> None:
         "random configs of the space's bounds and reports how well a latency model fitted on the table "
         "predicts configs it was not fitted on.",
         epilog="examples:\n  x3dsearch latency --preset XS\n  x3dsearch latency --config found.yaml --threads 2 --json\n"
-               "  x3dsearch latency --sample 40 --max-gflops 6")
+               "  x3dsearch latency --sample 40 --max-gflops 6\n"
+               "  x3dsearch latency --preset S --node jetson --address HEAD:6379   # on the cluster's 'jetson' node")
     source = _add_model(p, "the model (default: preset XS)")
     source.add_argument("--sample", type=int, metavar="N",
                         help="time N random configs of the space's bounds, then fit and check the latency model")
@@ -921,6 +926,7 @@ def _add_latency(sub: Any) -> None:
                    help="with --sample: only configs up to this cost (default: %(default)s)")
     _add_space(p)
     _add_timing(p)
+    _add_address(p)
     p.add_argument("--repeats", type=int, default=10, metavar="N", help="timed passes (default: %(default)s)")
     p.add_argument("--fresh", action="store_true", help="time again even if the table has this config")
     _add_json(p)
@@ -933,7 +939,9 @@ def _cmd_latency(args: argparse.Namespace) -> int:
     from .space import load_space
 
     table = latency.LatencyTable()
-    options = {"device": args.device, "batch": args.batch, "threads": args.threads, "repeats": args.repeats}
+    node = latency.RayNode(args.node, args.address) if args.node else None
+    options = {"device": args.device, "batch": args.batch, "threads": args.threads, "repeats": args.repeats,
+               "node": node}
     if args.sample is not None:
         configs = sample_configs(load_space(args.space), args.sample, args.max_gflops)
         summary = latency.check_predictor(configs, table, **options)

@@ -7,6 +7,8 @@ timing in a CSV under the cache folder, keyed by (config, device model, batch, t
 config is timed once per machine; :func:`fit` fits a :class:`LatencyModel` on that table for the
 configs not yet timed, and :func:`held_out_errors` says how far off it is. :class:`LatencyCost` is that
 latency as a search's cost C(X) (:class:`x3dsearch.cost.Cost`): each network timed once, then read back.
+With a :class:`RayNode` the timings run on the cluster node that offers a named resource (the deployment
+device) instead of the machine that runs the search.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import platform
 import time
 from contextlib import contextmanager
@@ -27,11 +30,11 @@ import torch
 from .config import X3DConfig, round_width, stage_layout
 from .cost import channelwise_flops, count_flops
 from .data.cache import cache_root
-from .errors import ConfigError
+from .errors import ConfigError, UserError
 from .model import build_model, fold_batchnorm
 from .progress import progress
 
-__all__ = ["Timing", "device_name", "measure", "LatencyTable", "LatencyModel", "features", "fit",
+__all__ = ["Timing", "device_name", "measure", "RayNode", "LatencyTable", "LatencyModel", "features", "fit",
            "held_out_errors", "describe", "check_predictor", "describe_check", "TABLE_NAME",
            "network_key", "LatencyCost", "latency_cost", "run_latencies", "latencies",
            "latency_provenance"]
@@ -118,6 +121,38 @@ def measure(config: X3DConfig, *, device: str = "cpu", batch: int = 1, threads: 
                   max(times), repeats, float(q1), float(q3))
 
 
+@dataclass(frozen=True)
+class RayNode:
+    """Where timings run: the Ray node offering custom ``resource`` (``ray start --resources='{"NAME": 1}'``),
+    one timing at a time, on the cluster at ``address`` (or RAY_ADDRESS) unless Ray is already connected."""
+
+    resource: str
+    address: str | None = None
+
+    def measure(self, config: X3DConfig, **options: Any) -> Timing:
+        """:func:`measure` on the node."""
+        return self._call(measure, config, **options)
+
+    def device_name(self, device: str = "cpu") -> str:
+        """:func:`device_name` of the node."""
+        return self._call(device_name, device)
+
+    def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        import ray
+
+        if not ray.is_initialized():
+            address = self.address or os.environ.get("RAY_ADDRESS")
+            if not address:
+                raise UserError(f"timing on the Ray node with resource {self.resource!r} needs a cluster: "
+                                f"pass --address HOST:PORT (or set RAY_ADDRESS)")
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        if ray.cluster_resources().get(self.resource, 0) < 1:
+            raise UserError(f"no node of the Ray cluster offers the resource {self.resource!r}; start the "
+                            f"deployment node with: ray start --address ... --resources='{{\"{self.resource}\": 1}}'")
+        task = ray.remote(fn).options(num_cpus=0, resources={self.resource: 1}, max_retries=0)
+        return ray.get(task.remote(*args, **kwargs))
+
+
 class LatencyTable:
     """Timings kept in one CSV file (by default ``latency.csv`` in the cache folder), appended as they come."""
 
@@ -142,16 +177,19 @@ class LatencyTable:
                     continue  # a line cut short by a crash
         return out
 
-    def timings(self, device: str = "cpu", batch: int = 1, threads: int = 1) -> list[Timing]:
-        """Every timing on this machine's device model with that batch and thread count (the latest per config)."""
-        name = device_name(device)
+    def timings(self, device: str = "cpu", batch: int = 1, threads: int = 1, node: RayNode | None = None
+                ) -> list[Timing]:
+        """Every timing on this machine's (or ``node``'s) device model with that batch and thread count (the latest
+        per config)."""
+        name = node.device_name(device) if node else device_name(device)
         latest = {t.config: t for t in self.rows()
                   if (t.device, t.device_name, t.batch, t.threads) == (device, name, batch, threads)}
         return list(latest.values())
 
-    def lookup(self, config: X3DConfig, device: str = "cpu", batch: int = 1, threads: int = 1) -> Timing | None:
-        """The stored timing of ``config``, if this machine has one."""
-        return next((t for t in self.timings(device, batch, threads) if t.config == config.key), None)
+    def lookup(self, config: X3DConfig, device: str = "cpu", batch: int = 1, threads: int = 1,
+               node: RayNode | None = None) -> Timing | None:
+        """The stored timing of ``config``, if this machine (or ``node``) has one."""
+        return next((t for t in self.timings(device, batch, threads, node) if t.config == config.key), None)
 
     def add(self, timing: Timing) -> None:
         """Append one timing (one line, so a crash loses at most the line being written)."""
@@ -164,11 +202,13 @@ class LatencyTable:
             writer.writerow(asdict(timing))
 
     def timed(self, config: X3DConfig, device: str = "cpu", batch: int = 1, threads: int = 1, fresh: bool = False,
-              **measure_options: float) -> Timing:
-        """The stored timing of ``config``, or (none stored, or ``fresh``) a new measurement that is stored."""
-        timing = None if fresh else self.lookup(config, device, batch, threads)
+              node: RayNode | None = None, **measure_options: float) -> Timing:
+        """The stored timing of ``config``, or (none stored, or ``fresh``) a new measurement, on ``node`` if given,
+        that is stored."""
+        timing = None if fresh else self.lookup(config, device, batch, threads, node)
         if timing is None:
-            timing = measure(config, device=device, batch=batch, threads=threads, **measure_options)
+            timer = node.measure if node else measure
+            timing = timer(config, device=device, batch=batch, threads=threads, **measure_options)
             self.add(timing)
         return timing
 
@@ -222,11 +262,11 @@ def describe(timing: Timing, name: str) -> str:
 
 
 def check_predictor(configs: Sequence[X3DConfig], table: LatencyTable, *, device: str = "cpu", batch: int = 1,
-                    threads: int = 1, repeats: int = 10) -> dict[str, object]:
+                    threads: int = 1, repeats: int = 10, node: RayNode | None = None) -> dict[str, object]:
     """Time ``configs`` (those in ``table`` are reused), fit on the whole table, cross-validate."""
     for config in progress(configs, desc="timing", unit="config"):
-        table.timed(config, device, batch, threads, repeats=repeats)
-    timings = table.timings(device, batch, threads)
+        table.timed(config, device, batch, threads, node=node, repeats=repeats)
+    timings = table.timings(device, batch, threads, node)
     errors = held_out_errors(timings)
     return {"configs": len(timings), "device_name": timings[0].device_name, "table": str(table.path),
             "coefficients": list(fit(timings).coefficients), "median_error": float(np.median(errors)),
@@ -263,6 +303,7 @@ class LatencyCost:
     batch: int = 1
     threads: int = 1
     repeats: int = 10
+    node: RayNode | None = None  # time on this Ray node instead of here
     name: str = "latency"
     unit: str = "ms"
     per_unit: float = 1.0
@@ -270,7 +311,7 @@ class LatencyCost:
 
     def __post_init__(self) -> None:
         for index in reversed(range(len(self.tables))):  # the first table wins
-            for timing in self.tables[index].timings(self.device, self.batch, self.threads):
+            for timing in self.tables[index].timings(self.device, self.batch, self.threads, self.node):
                 self._known[network_key(timing.x3d)] = (index, timing)
 
     def timing(self, config: X3DConfig) -> Timing:
@@ -278,8 +319,8 @@ class LatencyCost:
         key = network_key(config)
         index, timing = self._known.get(key, (None, None))
         if timing is None:
-            timing = measure(config, device=self.device, batch=self.batch, threads=self.threads,
-                             repeats=self.repeats)
+            timer = self.node.measure if self.node else measure
+            timing = timer(config, device=self.device, batch=self.batch, threads=self.threads, repeats=self.repeats)
             for table in self.tables:
                 table.add(timing)
         elif index != 0:
@@ -298,10 +339,11 @@ class LatencyCost:
         return fit([timing for _, timing in self._known.values()]).predict(config)
 
 
-def latency_cost(run_dir: str | Path | None, device: str = "cpu", batch: int = 1, threads: int = 1) -> LatencyCost:
+def latency_cost(run_dir: str | Path | None, device: str = "cpu", batch: int = 1, threads: int = 1,
+                 node: RayNode | None = None) -> LatencyCost:
     """The latency cost of a run: its own ``RUN_DIR/latency.csv`` first (none for a dry run), then the cache's."""
     own = () if run_dir is None else (LatencyTable(Path(run_dir) / TABLE_NAME),)
-    return LatencyCost((*own, LatencyTable()), device, batch, threads)
+    return LatencyCost((*own, LatencyTable()), device, batch, threads, node=node)
 
 
 def run_latencies(run_dir: str | Path) -> dict[str, Timing]:

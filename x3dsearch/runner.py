@@ -60,6 +60,7 @@ class ExpandSettings:
     latency_device: str = "cpu"
     latency_batch: int = 1
     latency_threads: int = 1
+    latency_node: str | None = None  # a Ray custom resource: time on the node offering it (the deployment device)
 
     @property
     def target(self) -> float:
@@ -77,15 +78,17 @@ class ExpandSettings:
         """C(X) of the run: exact FLOPs, or with ``target_ms`` latency timed into ``run_dir``'s table and the cache's."""
         if self.target_ms is None:
             return FLOPS
-        from .latency import latency_cost
+        from .latency import RayNode, latency_cost
 
-        return latency_cost(run_dir, self.latency_device, self.latency_batch, self.latency_threads)
+        node = RayNode(self.latency_node, self.address) if self.latency_node else None
+        return latency_cost(run_dir, self.latency_device, self.latency_batch, self.latency_threads, node)
 
     def budget_text(self) -> str:
         """The target as words, e.g. ``6 GFLOPs`` or ``40 ms per clip (cpu, batch 1, 1 thread)``."""
         if self.target_ms is None:
             return f"{self.target:g} GFLOPs"
-        return (f"{self.target_ms:g} ms per clip ({self.latency_device}, batch {self.latency_batch}, "
+        node = f" on the Ray node offering {self.latency_node!r}" if self.latency_node else ""
+        return (f"{self.target_ms:g} ms per clip ({self.latency_device}{node}, batch {self.latency_batch}, "
                 f"{self.latency_threads} thread{'s' if self.latency_threads > 1 else ''})")
 
 
