@@ -219,3 +219,40 @@ def test_summary_ends_with_the_final_models_top1_per_group(clock: _Clock) -> Non
     old = live.final_text({"status": "ok", "top1": 0.5})  # metrics from before per-class results: no table
     assert old == "\nfull training: top-1 50.0% on val, the split the search selected on (its metrics predate test " \
                   "splits): not a held-out number"
+
+
+class _MsCost:
+    """A latency cost where ms per clip is ``ms_per_gflop`` x GFLOPs (the view only reads ``of``)."""
+
+    name, unit, per_unit = "latency", "ms", 1.0
+
+    def __init__(self, ms_per_gflop: float) -> None:
+        self.ms_per_gflop = ms_per_gflop
+
+    def of(self, config: X3DConfig) -> float:
+        from x3dsearch.cost import count_flops
+
+        return self.ms_per_gflop * count_flops(config) / 1e9
+
+
+def test_under_a_latency_target_steps_and_eta_aim_at_the_gflops_its_ms_make(clock: _Clock) -> None:
+    stream, base = io.StringIO(), preset("X2D")
+    cost = _MsCost(100.0)  # so a 20-ms target is 0.2 GFLOPs
+    view = LiveView(None, base, concurrency=1, stream=stream, target_text="20 ms per clip", latency=(cost, 20.0))
+    assert view.target == pytest.approx(0.2) and view.planned == live.estimate_steps(base, 0.2)
+    flops = LiveView(0.2, base, concurrency=1, stream=io.StringIO())
+    batches = [[Candidate(1, axis, preset("X2D", crop=crop, frames=frames), parent=base)
+                for axis, crop, frames in (("spatial", 160, 1), ("fast", 112, 2), ("temporal", 112, 3))]]
+    for view_ in (view, flops):
+        for batch in batches:
+            view_.batch_started(batch, 0)
+            for candidate in batch:
+                clock.now += 1000.0 * candidate.gflops
+                view_.trial_finished(candidate, _record(candidate, status="ok", top1=0.5,
+                                                        seconds=1000.0 * candidate.gflops))
+    assert flops._eta() is not None and view._eta() == pytest.approx(flops._eta())  # the same ETA as under the FLOP target the ms make
+    chosen = batches[0][0]
+    view.step_done(Step(1, base, tuple(batches[0]), {c.key: Outcome("ok", 0.5) for c in batches[0]}, chosen))
+    assert f"GFLOPs, {cost.of(chosen.config):.3g} ms (" in stream.getvalue().splitlines()[-1]
+    slower = LiveView(None, base, concurrency=1, stream=io.StringIO(), latency=(_MsCost(200.0), 20.0))
+    assert slower.target == pytest.approx(0.1)  # twice the ms per GFLOP: half the GFLOPs

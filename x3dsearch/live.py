@@ -9,7 +9,7 @@ from typing import Any, Mapping, Sequence, TextIO
 
 from .search import CEILING_FACTOR, Candidate, SearchResult, Step, estimate_steps
 from .config import X3DConfig
-from .cost import count_flops
+from .cost import Cost, count_flops
 from .scores import headline_text, render_scores, split_scores
 from .trial import Init, Status, TrialRecord
 
@@ -47,9 +47,10 @@ def _trial_tags(record: TrialRecord) -> str:
     return f"  [{', '.join(tags)}]" if tags else ""
 
 
-def _step_text(step: Step) -> str:
+def _step_text(step: Step, measured: str = "") -> str:
     """The line that announces a step's winner: its score, how it was obtained, and who stopped at a lower rung;
-    then, if the space's box shaped the step, a line naming each axis it cut, left out or merged."""
+    then, if the space's box shaped the step, a line naming each axis it cut, left out or merged. ``measured``
+    follows the GFLOPs (e.g. ``, 18.1 ms``)."""
     outcome = step.outcomes[step.chosen.key]
     how = f" after {outcome.epochs} ep" if outcome.epochs else ""
     if outcome.seeds > 1:
@@ -58,7 +59,7 @@ def _step_text(step: Step) -> str:
                if step.outcomes[c.key].usable and (step.outcomes[c.key].epochs or 0) < (outcome.epochs or 0)]
     lower = f"; stopped at a lower rung: {', '.join(stopped)}" if stopped else ""
     text = (f"  -> step {step.index}: {step.chosen.axis} wins with top1 {outcome.top1:.1%}{how} at "
-            f"{step.chosen.gflops:.4f} GFLOPs ({step.chosen.config.short}){lower}")
+            f"{step.chosen.gflops:.4f} GFLOPs{measured} ({step.chosen.config.short}){lower}")
     if step.notes:
         text += "\n     box: " + "; ".join(f"{axis} {note}" for axis, note in step.notes.items())
     return text
@@ -68,15 +69,18 @@ class LiveView:
     """Prints progress of a search; silent when ``quiet``."""
 
     def __init__(self, target_gflops: float | None, start: X3DConfig, concurrency: int, quiet: bool = False,
-                 stream: TextIO | None = None, target_text: str | None = None) -> None:
-        """``target_gflops`` None (a latency budget, ``target_text``): no planned step count and no ETA."""
-        self.target = target_gflops
-        self.target_text = target_text or f"{target_gflops:g}"
+                 stream: TextIO | None = None, target_text: str | None = None,
+                 latency: tuple[Cost, float] | None = None) -> None:
+        """``latency`` (its cost, the target in ms) instead of ``target_gflops``: the planned steps and the ETA
+        aim at the GFLOPs the target's ms make at the current model's measured ms per GFLOP, re-read each step."""
+        self._latency = latency
+        self.target = target_gflops if latency is None else self._gflops_at_target(start)
+        self.target_text = target_text or (f"{target_gflops:g}" if latency is None else f"{latency[1]:g} ms")
         self.quiet = quiet
         self.stream = stream  # None: the current sys.stderr (Tune pickles this view; a bound capture stream would not pickle)
         self.concurrency = max(1, concurrency)
         self.started = time.time()
-        self.planned = 0 if target_gflops is None else estimate_steps(start, target_gflops)
+        self.planned = 0 if self.target is None else estimate_steps(start, self.target)
         self._base = count_flops(start) / 1e9  # GFLOPs of the model the current step expands
         self.best: tuple[str, float, float] | None = None
         self._trials: list[tuple[int, float, float]] = []  # (batch number, GFLOPs, seconds) of ok trials
@@ -130,7 +134,18 @@ class LiveView:
 
     def step_done(self, step: Step) -> None:
         self._base = step.chosen.gflops
-        self._print(_step_text(step))
+        if self._latency is None:
+            self._print(_step_text(step))
+            return
+        cost = self._latency[0]
+        self.target = self._gflops_at_target(step.chosen.config)
+        self.planned = step.index + estimate_steps(step.chosen.config, self.target)
+        self._print(_step_text(step, f", {cost.of(step.chosen.config) / cost.per_unit:.3g} {cost.unit}"))
+
+    def _gflops_at_target(self, config: X3DConfig) -> float:
+        """The GFLOPs a latency target amounts to at ``config``'s measured ms per GFLOP."""
+        cost, target = self._latency
+        return count_flops(config) / 1e9 * target / (cost.of(config) / cost.per_unit)
 
     def _eta_text(self) -> str:
         """The ETA as printed: ``~4m30s``, or ``?`` while the run has not measured enough."""

@@ -408,7 +408,8 @@ class Session:
         self.dispatcher = RayDispatcher(options, self.run.path / "ray",
                                         **({"trial_fn": trial_fn} if trial_fn else {}))
         self.view = LiveView(settings.target_gflops, self.space.start, concurrency=_concurrency(options),
-                             quiet=quiet, target_text=settings.budget_text())
+                             quiet=quiet, target_text=settings.budget_text(),
+                             latency=None if settings.target_ms is None else (self.cost, settings.target_ms))
         self.weights_dir = self.run.path.resolve() / "weights"  # absolute: Ray workers run in their own folders
         self.weights_dir.mkdir(exist_ok=True)
         job_base = TrialJob(key="", config={}, recipe={}, data=str(self.data_root), seed=settings.seed,
