@@ -11,7 +11,7 @@ import ray
 import ray.cloudpickle
 
 from x3dsearch import dispatch
-from x3dsearch.dispatch import (_TOKEN_SETUP_LOGGER, DispatchOptions, RayDispatcher, _check_address,
+from x3dsearch.dispatch import (_TOKEN_SETUP_LOGGER, DispatchOptions, RayDispatcher, check_address,
                                 _not_token_banner, _token_banner_hidden)
 from x3dsearch.errors import UserError
 from x3dsearch.trial import TrialJob
@@ -87,7 +87,7 @@ def test_dead_worker_without_retries_is_failed(local_ray, tmp_path):
 @pytest.mark.parametrize("address", ["127.0.0.1:1", "nonsense", "ray://127.0.0.1:1"])
 def test_unreachable_address_is_one_line_error(address):
     with pytest.raises(UserError) as err:
-        _check_address(address)
+        check_address(address)
     assert "\n" not in str(err.value)
 
 
@@ -125,7 +125,7 @@ def test_banner_filter_applies_to_the_private_local_ray_only(monkeypatch, tmp_pa
     filtering = []
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.setattr(dispatch.ray, "is_initialized", lambda: False)
-    monkeypatch.setattr(dispatch, "_check_address", lambda address: None)
+    monkeypatch.setattr(dispatch, "check_address", lambda address: None)
     monkeypatch.setattr(dispatch.ray, "init", lambda **kwargs: filtering.append(
         (kwargs["address"], _not_token_banner in logging.getLogger(_TOKEN_SETUP_LOGGER).filters)))
     RayDispatcher(DispatchOptions(address=address), tmp_path).start()

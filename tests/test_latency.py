@@ -132,9 +132,12 @@ def test_a_ray_node_needs_a_cluster_address(monkeypatch: pytest.MonkeyPatch) -> 
     from x3dsearch.errors import UserError
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    assert not ray.is_initialized()
+    if ray.is_initialized():  # another test's Ray: this one asks about a fresh process
+        pytest.skip("Ray already runs in this process")
     with pytest.raises(UserError, match="needs a cluster: pass --address"):
         latency.RayNode("deploy").measure(TINY)
+    with pytest.raises(UserError, match="not HOST:PORT"):
+        latency.RayNode("deploy", address="nowhere").measure(TINY)
 
 
 def test_a_ray_node_times_where_its_resource_is(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -151,14 +154,26 @@ def test_a_ray_node_times_where_its_resource_is(tmp_path, monkeypatch: pytest.Mo
     ray.init(num_cpus=1, resources={"deploy": 1}, include_dashboard=False, log_to_driver=False,
              configure_logging=False)
     try:
+        here = []
+        real = latency.measure
+
+        def counted(*args, **kwargs):  # shipped to the node by value: only a call in this process counts here
+            here.append(1)
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(latency, "measure", counted)
         cost = latency.LatencyCost((LatencyTable(tmp_path / "latency.csv"),), node=latency.RayNode("deploy"),
                                    repeats=2)
         ms = cost.of(TINY)
+        assert here == []  # timed in a Ray task, not in this process
         (row,) = LatencyTable(tmp_path / "latency.csv").rows()
         assert ms > 0 and row.ms == ms and row.repeats == 2 and row.device_name == latency.device_name()
         assert cost.of(TINY) == ms  # read back, not timed again
         with pytest.raises(UserError, match="no node of the Ray cluster offers the resource 'gpu-box'"):
             latency.LatencyCost((LatencyTable(tmp_path / "other.csv"),), node=latency.RayNode("gpu-box"))
+        with pytest.raises(UserError) as failed:  # the node's own error comes back as the one line it is
+            latency.RayNode("deploy").measure(TINY, batch=0)
+        assert str(failed.value) == "batch, threads and repeats must be positive, warmup not negative"
     finally:
         ray.shutdown()
         shutil.rmtree(ray_tmp, ignore_errors=True)

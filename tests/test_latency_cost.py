@@ -76,11 +76,11 @@ def test_each_network_is_timed_once_and_kept_in_the_run_and_cache_tables(tmp_pat
     assert [t.x3d for t in LatencyTable(tmp_path / "other" / latency.TABLE_NAME).rows()] == [xs]
 
 
-def test_estimate_measures_until_four_are_timed_then_predicts(tmp_path, timer: FakeTimer) -> None:
+def test_estimate_measures_until_twelve_are_timed_then_predicts(tmp_path, timer: FakeTimer) -> None:
     cost = latency_cost(tmp_path / "run")
     rng = np.random.default_rng(0)
     configs = [preset("X2D", num_classes=12, frames=int(rng.integers(1, 9)), width=float(rng.uniform(1, 3)),
-                      bottleneck=float(rng.uniform(1, 3)), depth=float(rng.uniform(1, 3))) for _ in range(4)]
+                      bottleneck=float(rng.uniform(1, 3)), depth=float(rng.uniform(1, 3))) for _ in range(12)]
     for config in configs:
         assert cost.estimate(config) == pytest.approx(fake_ms(config))
     assert timer.timed == configs
@@ -261,7 +261,60 @@ def test_compare_ranks_latency_runs_under_their_ms_target_or_a_flop_budget(laten
     with pytest.raises(UserError, match="flops was not searched under latency"):
         compare_runs([latency_run, flop_run], out=tmp_path / "c.png", target_ms=40.0)
     mixed, _ = compare_runs([latency_run, flop_run], out=tmp_path / "c.png", target_gflops=0.1)
-    assert list(mixed["run"]) == ["lat", "flops"]
+    assert list(mixed["run"]) == ["lat", "flops"] and set(mixed["budget"]) == {"0.1 GFLOPs"}
+    assert list(ms["budget"]) == ["40 ms per clip"]
+
+
+def test_compare_refuses_latency_runs_timed_on_other_nodes(latency_run, tmp_path) -> None:
+    import shutil
+
+    import yaml
+
+    from x3dsearch.compare import compare_runs
+    from x3dsearch.errors import UserError
+
+    other = tmp_path / "on-node"
+    shutil.copytree(latency_run, other)
+    settings = yaml.safe_load((other / "run.yaml").read_text())
+    (other / "run.yaml").write_text(yaml.safe_dump(dict(settings, latency_node="jetson")))
+    with pytest.raises(UserError, match="timed latency differently"):
+        compare_runs([latency_run, other], out=tmp_path / "c.png")
+    assert len(compare_runs([latency_run, latency_run], out=tmp_path / "c.png")[0]) == 2
+
+
+def test_a_latency_target_comes_without_a_flop_target_or_ceiling(tmp_path) -> None:
+    from x3dsearch.errors import UserError
+    from x3dsearch.runner import ExpandSettings
+
+    for extra in ({"target_gflops": 1.0}, {"ceiling_gflops": 4.0}):
+        with pytest.raises(UserError, match="comes alone"):
+            ExpandSettings(out=str(tmp_path / "run"), target_ms=20.0, **{"target_gflops": None, **extra})
+
+
+def test_latency_options_need_a_latency_target(tmp_path, capsys) -> None:
+    from x3dsearch.cli import main
+
+    code = main(["expand", "--target-gflops", "1", "--latency-node", "jetson", "--latency-threads", "2",
+                 "-o", str(tmp_path / "run"), "--dry-run"])
+    assert code == 2
+    assert capsys.readouterr().err.strip() == ("x3dsearch expand: error: --latency-threads, --latency-node only "
+                                               "apply with --target-ms (a latency budget)")
+
+
+def test_a_run_from_before_latency_nodes_does_not_resume_on_a_node(tmp_path) -> None:
+    from dataclasses import asdict
+
+    from x3dsearch.errors import UserError
+    from x3dsearch.rundir import RunDir
+    from x3dsearch.runner import ExpandSettings
+
+    settings = ExpandSettings(target_gflops=None, out=str(tmp_path / "run"), target_ms=20.0)
+    recorded = {k: v for k, v in asdict(settings).items() if k != "latency_node"}  # a run.yaml of the latency branch
+    run = RunDir(settings.out)
+    run.create(dict(recorded, cost="latency"), resume=False)
+    run.create(dict(asdict(settings), cost="latency"), resume=True)
+    with pytest.raises(UserError, match="--resume with different latency_node"):
+        run.create(dict(asdict(settings), cost="latency", latency_node="jetson"), resume=True)
 
 
 def test_report_names_the_ceiling_in_the_targets_unit() -> None:

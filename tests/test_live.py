@@ -256,3 +256,22 @@ def test_under_a_latency_target_steps_and_eta_aim_at_the_gflops_its_ms_make(cloc
     assert f"GFLOPs, {cost.of(chosen.config):.3g} ms (" in stream.getvalue().splitlines()[-1]
     slower = LiveView(None, base, concurrency=1, stream=io.StringIO(), latency=(_MsCost(200.0), 20.0))
     assert slower.target == pytest.approx(0.1)  # twice the ms per GFLOP: half the GFLOPs
+
+
+class _SlowerWhenLarger(_MsCost):
+    """ms per GFLOP grows with the model, as channelwise work does: ``ms_per_gflop`` x GFLOPs^1.5."""
+
+    def of(self, config: X3DConfig) -> float:
+        return super().of(config) ** 1.5 / self.ms_per_gflop ** 0.5
+
+
+def test_under_a_latency_target_the_plan_is_re_read_after_each_step() -> None:
+    base, stream = preset("X2D"), io.StringIO()
+    cost = _SlowerWhenLarger(100.0)
+    view = LiveView(None, base, concurrency=1, stream=stream, latency=(cost, 20.0))
+    before = (view.target, view.planned)
+    chosen = Candidate(1, "spatial", preset("X2D", crop=224), parent=base)
+    view.step_done(Step(1, base, (chosen,), {chosen.key: Outcome("ok", 0.5)}, chosen))
+    gflops = chosen.gflops
+    assert view.target == pytest.approx(gflops * 20.0 / cost.of(chosen.config)) and view.target < before[0]
+    assert view.planned == 1 + live.estimate_steps(chosen.config, view.target) and view.planned < before[1]

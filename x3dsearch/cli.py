@@ -155,8 +155,9 @@ def _add_timing(target: _Target, prefix: str = "") -> None:
                         help="intra-op threads of the timed passes (default: %(default)s)")
     target.add_argument(f"--{prefix}node", metavar="RESOURCE",
                         help="time on the Ray cluster node that offers this custom resource (the deployment device; "
-                             "start it with ray start --resources='{\"RESOURCE\": 1}') instead of on this machine; "
-                             "needs --address")
+                             "start it with ray start --address HEAD --num-cpus=0 --num-gpus=0 "
+                             "--resources='{\"RESOURCE\": 1}', so that no trial runs there) instead of on this "
+                             "machine; needs --address")
 
 
 def _add_format(target: _Target, choices: Sequence[str], help: str, default: str | None = None,
@@ -190,8 +191,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     _add_target(budget, help="the budget in GFLOPs (conv+linear MACs per clip): expand stops once a model costs "
                              "at least G; optuna and random keep every trained model at or under G")
     _add_target_ms(budget, "the budget as measured inference latency in ms per clip instead (BatchNorm folded, as "
-                           "'x3dsearch latency' times it, on this machine; --latency-*): each network is timed once "
-                           "and kept in RUN_DIR/latency.csv and the cache's latency.csv")
+                           "'x3dsearch latency' times it, on this machine or on --latency-node; --latency-*): each "
+                           "network is timed once and kept in RUN_DIR/latency.csv and the cache's latency.csv")
     _add_output(p, "run directory (default: runs/<strategy>-<target>g-seed<seed>, or <target>ms)", metavar="RUN_DIR")
     _add_resume(p, "continue the run in --output (or start it there if it is new): finished trials are read "
                    "from its journal, not re-run")
@@ -334,6 +335,11 @@ def _settings_from_args(args: argparse.Namespace, strategy: str) -> "ExpandSetti
         raise UserError("--ceiling-gflops is a FLOP ceiling; with --target-ms the ceiling is 2x the target")
     if args.latency_batch < 1 or args.latency_threads < 1:
         raise UserError("--latency-batch and --latency-threads must be positive")
+    latency_options = [f"--latency-{name}" for name, default in (("device", "cpu"), ("batch", 1), ("threads", 1),
+                                                                 ("node", None))
+                       if getattr(args, f"latency_{name}") != default]
+    if args.target_ms is None and latency_options:
+        raise UserError(f"{', '.join(latency_options)} only apply with --target-ms (a latency budget)")
     if args.full_workers is not None and args.full_workers < 1:
         raise UserError("--full-workers must be positive")
     check_land_within(args.land_within)
@@ -909,7 +915,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _add_latency(sub: Any) -> None:
     """``latency``: one model's measured latency, or a sample of the space's box and the predictor's error."""
     p = _command(
-        sub, "latency", _cmd_latency, "measured inference latency of a preset or config on this machine",
+        sub, "latency", _cmd_latency, "measured inference latency of a preset or config, on this machine or a Ray node",
         "Times the network as it is deployed (BatchNorm folded, channels-last with the fast kernels, "
         "inference_mode): warm-up passes, then the median of the repeats, per clip, with the range over them. "
         "Each timing is kept per (config, device model, batch, threads) in latency.csv in the cache folder "

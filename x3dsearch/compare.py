@@ -30,7 +30,7 @@ __all__ = ["proxy_trials", "anytime_curve", "best_at", "frontier", "compare_tabl
            "compare_runs"]
 
 _UNITS = {"gflops": "GFLOPs", "ms": "ms per clip"}
-_TIMING = ("latency_device", "latency_batch", "latency_threads")
+_TIMING = ("latency_device", "latency_batch", "latency_threads", "latency_node")
 
 
 def proxy_trials(journal: pd.DataFrame, cpus_per_trial: float) -> pd.DataFrame:
@@ -73,7 +73,8 @@ def compare_table(runs: Mapping[str, pd.DataFrame], strategies: Mapping[str, str
         curve = curves[name]
         final = (finals or {}).get(name) or {}
         final_top1, final_split = headline(final)
-        rows.append({"run": name, "strategy": strategies[name], "trials": len(trials),
+        rows.append({"run": name, "strategy": strategies[name], "budget": f"{target:g} {_UNITS[cost]}",
+                     "trials": len(trials),
                      "configs": trials["config_key"].nunique(),
                      "compute_s": float(trials["compute"].sum()), "common_budget_s": common,
                      "best_top1_at_common": best_at(curve, common),
@@ -155,9 +156,10 @@ def _budget(views: Mapping[str, RunView], target_gflops: float | None,
             raise UserError(f"{', '.join(untimed)} was not searched under latency (no latency.csv); compare it "
                             f"under a FLOP budget with --target-gflops")
         how = {tuple(view.settings.get(k) for k in _TIMING) for view in views.values()}
-        if len(how) != 1:
-            raise UserError("the runs timed latency differently (device, batch or threads); compare them under "
-                            "a FLOP budget with --target-gflops")
+        machines = {t.device_name for view in views.values() for t in view.timings.values()}
+        if len(how) != 1 or len(machines) != 1:
+            raise UserError("the runs timed latency differently (device model, node, batch or threads); compare "
+                            "them under a FLOP budget with --target-gflops")
         return "ms", target_ms if target_ms is not None else _common(views, "target_ms", "--target-ms")
     return "gflops", target_gflops if target_gflops is not None else _common(views, "target_gflops", "--target-gflops")
 

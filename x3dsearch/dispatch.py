@@ -27,7 +27,7 @@ from .errors import UserError
 from .faults import kill_once
 from .trial import TrialJob
 
-__all__ = ["DispatchOptions", "RayDispatcher", "TrialFn", "proxy_trial"]
+__all__ = ["DispatchOptions", "RayDispatcher", "TrialFn", "proxy_trial", "check_address"]
 
 TrialFn = Callable[[TrialJob], dict[str, Any]]
 _NESTED = "nested_json"  # the key that carries a trial's list and dict metrics through Tune
@@ -79,7 +79,7 @@ def _unpacked(result: Mapping[str, Any]) -> dict[str, Any]:
     return record
 
 
-def _check_address(address: str) -> None:
+def check_address(address: str) -> None:
     """Fail fast with one line when a HOST:PORT cluster address does not answer."""
     if address in ("auto", "local") or address.startswith("ray://"):
         target = address[len("ray://"):] if address.startswith("ray://") else None
@@ -139,7 +139,7 @@ class RayDispatcher:
         kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
                                   "configure_logging": False}
         if address:
-            _check_address(address)
+            check_address(address)
             ray.init(address=address, **kwargs)
         else:
             # address="local": always a new Ray, even if a `ray start` cluster runs on this machine

@@ -25,7 +25,7 @@ import yaml
 from .config import X3DConfig, preset
 from .cost import count_flops
 from .errors import UserError
-from .latency import latency_provenance
+from .latency import latency_provenance, thread_count
 from .pyslowfast_format import to_pyslowfast
 from .pytorchvideo_format import to_pytorchvideo
 from .report import describe_provenance
@@ -90,8 +90,8 @@ def _header(config: X3DConfig, warnings: list[str], search: Mapping[str, Any] | 
     lines = [f"# exported by x3dsearch: {config.short}, {count_flops(config) / 1e9:.4g} GFLOPs"]
     if search and "latency_ms" in search:
         lines[0] += (f", {search['latency_ms']:.4g} ms per clip measured on {search['latency_device_name']} "
-                     f"({search['latency_device']}, batch {search['latency_batch']}, {search['latency_threads']} "
-                     f"thread{'s' if search['latency_threads'] > 1 else ''})")
+                     f"({search['latency_device']}, batch {search['latency_batch']}, "
+                     f"{thread_count(search['latency_threads'])})")
     if search:
         lines += [f"# from {search['exported']} of the search in {search['run']}"]
         lines += [f"# {line}" for line in describe_provenance(search)]

@@ -14,6 +14,7 @@ device) instead of the machine that runs the search.
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import math
 import os
@@ -36,10 +37,11 @@ from .progress import progress
 
 __all__ = ["Timing", "device_name", "measure", "RayNode", "LatencyTable", "LatencyModel", "features", "fit",
            "held_out_errors", "describe", "check_predictor", "describe_check", "TABLE_NAME",
-           "network_key", "LatencyCost", "latency_cost", "run_latencies", "latencies",
+           "network_key", "thread_count", "LatencyCost", "latency_cost", "run_latencies", "latencies",
            "latency_provenance"]
 
 TABLE_NAME = "latency.csv"
+_PREDICT_AFTER = 12  # timings stored before the predictor stands in for a measurement: three per feature
 Clock = Callable[[], float]
 
 
@@ -134,23 +136,47 @@ class RayNode:
         return self._call(measure, config, **options)
 
     def device_name(self, device: str = "cpu") -> str:
-        """:func:`device_name` of the node."""
-        return self._call(device_name, device)
+        """:func:`device_name` of the node (asked once per process)."""
+        return _node_device_name(self, device)
 
     def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         import ray
+
+        from .dispatch import check_address
 
         if not ray.is_initialized():
             address = self.address or os.environ.get("RAY_ADDRESS")
             if not address:
                 raise UserError(f"timing on the Ray node with resource {self.resource!r} needs a cluster: "
                                 f"pass --address HOST:PORT (or set RAY_ADDRESS)")
+            check_address(address)
             ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
         if ray.cluster_resources().get(self.resource, 0) < 1:
             raise UserError(f"no node of the Ray cluster offers the resource {self.resource!r}; start the "
-                            f"deployment node with: ray start --address ... --resources='{{\"{self.resource}\": 1}}'")
+                            f"deployment node with: ray start --address ... --num-cpus=0 --num-gpus=0 "
+                            f"--resources='{{\"{self.resource}\": 1}}'")
         task = ray.remote(fn).options(num_cpus=0, resources={self.resource: 1}, max_retries=0)
-        return ray.get(task.remote(*args, **kwargs))
+        try:
+            return ray.get(task.remote(*args, **kwargs))
+        except ray.exceptions.RayTaskError as err:  # the node's own error, as one line
+            cause = err.cause
+            raise (cause if isinstance(cause, UserError)
+                   else UserError(f"timing on the node offering {self.resource!r} failed: {cause}")) from None
+
+
+@functools.lru_cache(maxsize=None)
+def _node_device_name(node: RayNode, device: str) -> str:
+    return node._call(device_name, device)
+
+
+def _timer(node: RayNode | None) -> Callable[..., Timing]:
+    """:func:`measure` here, or on ``node``."""
+    return node.measure if node else measure
+
+
+def thread_count(threads: int) -> str:
+    """``1 thread``, ``2 threads``."""
+    return f"{threads} thread{'s' if threads != 1 else ''}"
 
 
 class LatencyTable:
@@ -207,8 +233,7 @@ class LatencyTable:
         that is stored."""
         timing = None if fresh else self.lookup(config, device, batch, threads, node)
         if timing is None:
-            timer = node.measure if node else measure
-            timing = timer(config, device=device, batch=batch, threads=threads, **measure_options)
+            timing = _timer(node)(config, device=device, batch=batch, threads=threads, **measure_options)
             self.add(timing)
         return timing
 
@@ -255,10 +280,9 @@ def held_out_errors(timings: Sequence[Timing], folds: int = 5, seed: int = 0) ->
 
 def describe(timing: Timing, name: str) -> str:
     """One line: the median per clip, the range over the repeats, and where it was measured."""
-    thread_word = "thread" if timing.threads == 1 else "threads"
     return (f"{name}: {timing.ms:.2f} ms per clip (median of {timing.repeats}, ±{timing.spread:.1%} between "
             f"quartiles; fastest {timing.fastest_ms:.2f}, slowest {timing.slowest_ms:.2f}) on {timing.device_name}, "
-            f"batch {timing.batch}, {timing.threads} {thread_word}")
+            f"batch {timing.batch}, {thread_count(timing.threads)}")
 
 
 def check_predictor(configs: Sequence[X3DConfig], table: LatencyTable, *, device: str = "cpu", batch: int = 1,
@@ -319,8 +343,8 @@ class LatencyCost:
         key = network_key(config)
         index, timing = self._known.get(key, (None, None))
         if timing is None:
-            timer = self.node.measure if self.node else measure
-            timing = timer(config, device=self.device, batch=self.batch, threads=self.threads, repeats=self.repeats)
+            timing = _timer(self.node)(config, device=self.device, batch=self.batch, threads=self.threads,
+                                       repeats=self.repeats)
             for table in self.tables:
                 table.add(timing)
         elif index != 0:
@@ -332,9 +356,10 @@ class LatencyCost:
         return self.timing(config).ms
 
     def estimate(self, config: X3DConfig) -> float:
-        """The stored timing, else the latency model fitted on the stored ones (measured while fewer than 4)."""
+        """The stored timing, else the latency model fitted on the stored ones (measured while fewer than
+        ``_PREDICT_AFTER``: a fit on as many timings as features would follow their noise)."""
         stored = self._known.get(network_key(config))
-        if stored is not None or len(self._known) < 4:
+        if stored is not None or len(self._known) < _PREDICT_AFTER:
             return self.of(config)
         return fit([timing for _, timing in self._known.values()]).predict(config)
 

@@ -104,7 +104,7 @@ class LiveView:
         if self._first_batch is None:
             self._first_batch = time.time()
         c = candidates[0]
-        planned = f"/~{max(self.planned, c.step)}" if self.planned else ""  # none planned under a latency budget
+        planned = f"/~{max(self.planned, c.step)}" if self.planned else ""
         label = "contraction" if c.kind == "contract" else f"step {c.step}{planned}"
         costs = ", ".join(f"{x.axis} {x.gflops:.3g}" for x in candidates)
         extra = f", {reused} from the journal" if reused else ""

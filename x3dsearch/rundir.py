@@ -129,7 +129,7 @@ def _comparable(value: Any) -> Any:
 
 
 # settings added after runs were recorded without them: the value those runs used
-_BEFORE_RECORDED = {"land_within": 1.0}
+_BEFORE_RECORDED = {"land_within": 1.0, "cost": "flops", "target_ms": None, "latency_node": None}
 # settings whose absence marks a run recorded under rules this version no longer follows
 _NOT_RESUMABLE_WITHOUT = {"max_window": "before searches kept to the space's bounds and to windows the videos "
                                         "hold (and before partial steps kept their window)"}

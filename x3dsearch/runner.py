@@ -62,6 +62,11 @@ class ExpandSettings:
     latency_threads: int = 1
     latency_node: str | None = None  # a Ray custom resource: time on the node offering it (the deployment device)
 
+    def __post_init__(self) -> None:
+        if self.target_ms is not None and (self.target_gflops is not None or self.ceiling_gflops is not None):
+            raise UserError("a latency target (target_ms) comes alone: no target_gflops, and no ceiling_gflops "
+                            "(its ceiling is 2x the target in ms)")
+
     @property
     def target(self) -> float:
         """The budget in its cost's unit: ms per clip when latency-costed, else GFLOPs."""
@@ -87,9 +92,11 @@ class ExpandSettings:
         """The target as words, e.g. ``6 GFLOPs`` or ``40 ms per clip (cpu, batch 1, 1 thread)``."""
         if self.target_ms is None:
             return f"{self.target:g} GFLOPs"
+        from .latency import thread_count
+
         node = f" on the Ray node offering {self.latency_node!r}" if self.latency_node else ""
         return (f"{self.target_ms:g} ms per clip ({self.latency_device}{node}, batch {self.latency_batch}, "
-                f"{self.latency_threads} thread{'s' if self.latency_threads > 1 else ''})")
+                f"{thread_count(self.latency_threads)})")
 
 
 def ceiling_of(target: float, ceiling: float | None) -> float:
