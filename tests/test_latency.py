@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 import pytest
@@ -41,9 +42,10 @@ def test_one_real_timing_is_positive_and_ordered() -> None:
     assert 0 < timing.fastest_ms <= timing.ms <= timing.slowest_ms
 
 
-def _timing(config, ms: float, batch: int = 1, threads: int = 1) -> Timing:
+def _timing(config, ms: float, batch: int = 1, threads: int = 1, reference_ms: float = 40.0) -> Timing:
+    """A timing of ``config`` scaled to a calibration of the reference at ``reference_ms`` (NaN: unscaled)."""
     return Timing(config.key, "cpu", latency.device_name(), batch, threads, ms, ms * 0.9, ms * 1.1, 5, ms * 0.95,
-                  ms * 1.05)
+                  ms * 1.05, reference_ms, ms)
 
 
 def test_table_keeps_timings_per_config_batch_and_threads(tmp_path) -> None:
@@ -58,13 +60,52 @@ def test_table_keeps_timings_per_config_batch_and_threads(tmp_path) -> None:
     assert table.lookup(TINY, threads=2) is None and len(table.timings()) == 1
 
 
-def test_table_times_each_config_once(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_each_config_is_timed_once_against_the_reference_timed_first(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
-    monkeypatch.setattr(latency, "measure", lambda config, **kw: calls.append(config) or _timing(config, 4.0))
+
+    def fake(config, repeats=10, reference=None, **kw):
+        calls.append((config, repeats, reference))
+        return _timing(config, 40.0 if reference is None else 4.0, reference_ms=math.nan if reference is None
+                       else reference.ms)
+
+    monkeypatch.setattr(latency, "measure", fake)
     table = LatencyTable(tmp_path / "latency.csv")
-    first, second = table.timed(TINY), table.timed(TINY)
-    assert first == second and calls == [TINY]
+    cost = latency.LatencyCost((table,))
+    first, second = cost.timing(TINY), cost.timing(TINY)
+    calibration = table.lookup(latency.REFERENCE)
+    assert first == second and [(c, r) for c, r, _ in calls] == [(latency.REFERENCE, 50), (TINY, 10)]
+    assert calls[1][2].config == calibration.config and first.reference_ms == calibration.ms == 40.0
     assert LatencyTable(tmp_path / "latency.csv").lookup(TINY).ms == 4.0
+    cost.timing(TINY, fresh=True)  # timed again, against the stored calibration
+    assert [c for c, _, _ in calls] == [latency.REFERENCE, TINY, TINY]
+
+
+def test_timings_follow_the_latest_calibration_and_leave_out_unscaled_ones(tmp_path) -> None:
+    table = LatencyTable(tmp_path / "latency.csv")
+    other = TINY.replace(crop=48)
+    table.add(_timing(latency.REFERENCE, 40.0, reference_ms=math.nan))
+    table.add(_timing(TINY, 4.0, reference_ms=40.0))
+    table.add(_timing(other, 6.0, reference_ms=math.nan))  # from before timings were scaled
+    assert {t.config: t.ms for t in table.timings()} == {latency.REFERENCE.key: 40.0, TINY.key: 4.0}
+    table.add(_timing(latency.REFERENCE, 50.0, reference_ms=math.nan))  # a new calibration: 25% slower
+    rescaled = {t.config: t for t in table.timings()}
+    assert rescaled[TINY.key].ms == pytest.approx(5.0) and rescaled[TINY.key].reference_ms == 50.0
+
+
+def test_a_table_with_older_columns_is_rewritten_before_a_row_is_added(tmp_path) -> None:
+    path = tmp_path / "latency.csv"
+    old = _timing(TINY, 4.0)
+    columns = ["config", "device", "device_name", "batch", "threads", "ms", "fastest_ms", "slowest_ms", "repeats",
+               "q1_ms", "q3_ms"]
+    path.write_text(",".join(columns) + "\n" + ",".join(f'"{v}"' if k == "config" else str(v) for k, v in
+                    ((k, getattr(old, k).replace('"', '""') if k == "config" else getattr(old, k))
+                     for k in columns)) + "\n")
+    table = LatencyTable(path)
+    (read,) = table.rows()
+    assert read.ms == 4.0 and math.isnan(read.reference_ms)
+    table.add(_timing(latency.REFERENCE, 40.0, reference_ms=math.nan))
+    assert path.read_text().splitlines()[0].split(",")[-2:] == ["reference_ms", "raw_ms"]
+    assert [t.ms for t in LatencyTable(path).rows()] == [4.0, 40.0]
 
 
 def _configs(n: int) -> list:
@@ -110,7 +151,8 @@ def test_latency_command_times_once_then_reads_the_table(tmp_path, monkeypatch: 
     assert first["config"] == TINY.to_dict() and first["repeats"] == 2 and first["ms"] > 0
     assert main(["latency", "--config", str(config)]) == 0  # from the table: the same numbers
     assert f"{first['ms']:.2f} ms per clip (median of 2, ±" in capsys.readouterr().out
-    assert len(LatencyTable(tmp_path / latency.TABLE_NAME).timings()) == 1
+    timings = LatencyTable(tmp_path / latency.TABLE_NAME).timings()
+    assert [t.x3d for t in timings] == [latency.REFERENCE, TINY] and timings[1].reference_ms == timings[0].ms
 
 
 def test_latency_sample_fits_and_cross_validates(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -118,10 +160,11 @@ def test_latency_sample_fits_and_cross_validates(tmp_path, monkeypatch: pytest.M
     from x3dsearch.space import load_space
 
     truth = np.array([2.0, 30.0, 0.4, 1.5])
-    monkeypatch.setattr(latency, "measure", lambda config, **kw: _timing(config, float(features(config) @ truth)))
+    monkeypatch.setattr(latency, "measure", lambda config, reference=None, **kw: _timing(
+        config, float(features(config) @ truth), reference_ms=math.nan if reference is None else reference.ms))
     # Optuna's seeded random sampler draws the same 12 configs everywhere; exact data again (condition ~700)
     summary = latency.check_predictor(sample_configs(load_space(), 12, 2.0), LatencyTable(tmp_path / "t.csv"))
-    assert summary["configs"] == 12 and summary["median_error"] < 1e-6
+    assert summary["configs"] == 13 and summary["median_error"] < 1e-6  # the 12 and the reference
     assert summary["coefficients"] == pytest.approx(list(truth), rel=1e-6)
     assert "held-out error (5-fold): median 0.0%" in latency.describe_check(summary)
 
@@ -166,7 +209,8 @@ def test_a_ray_node_times_where_its_resource_is(tmp_path, monkeypatch: pytest.Mo
                                    repeats=2)
         ms = cost.of(TINY)
         assert here == []  # timed in a Ray task, not in this process
-        (row,) = LatencyTable(tmp_path / "latency.csv").rows()
+        calibration, row = LatencyTable(tmp_path / "latency.csv").rows()
+        assert calibration.x3d == latency.REFERENCE and row.reference_ms == calibration.ms
         assert ms > 0 and row.ms == ms and row.repeats == 2 and row.device_name == latency.device_name()
         assert cost.of(TINY) == ms  # read back, not timed again
         with pytest.raises(UserError, match="no node of the Ray cluster offers the resource 'gpu-box'"):

@@ -33,11 +33,12 @@ class FakeTimer:
         self.timed: list[X3DConfig] = []
 
     def __call__(self, config: X3DConfig, *, device: str = "cpu", batch: int = 1, threads: int = 1,
-                 repeats: int = 10) -> Timing:
+                 repeats: int = 10, reference: Timing | None = None) -> Timing:
         self.timed.append(config)
         ms = fake_ms(config)
+        scaled = {} if reference is None else {"reference_ms": reference.ms, "raw_ms": ms}
         return Timing(config.key, device, latency.device_name(device), batch, threads, ms, 0.9 * ms, 1.2 * ms,
-                      repeats, 0.95 * ms, 1.05 * ms)
+                      repeats, 0.95 * ms, 1.05 * ms, **scaled)
 
 
 @pytest.fixture
@@ -67,12 +68,13 @@ def test_each_network_is_timed_once_and_kept_in_the_run_and_cache_tables(tmp_pat
     xs = preset("XS", num_classes=12)
     assert cost.of(xs) == cost.of(xs) == pytest.approx(fake_ms(xs))
     assert cost.of(xs.replace(stride=2)) == cost.of(xs)  # another stride samples the video, same network
-    assert timer.timed == [xs] and network_key(xs.replace(stride=2)) == network_key(xs)
-    assert [t.x3d for t in LatencyTable(tmp_path / "run" / latency.TABLE_NAME).rows()] == [xs]
-    assert [t.x3d for t in LatencyTable().rows()] == [xs]
-    # a resumed run reads its own table; another run finds the timing in the cache and keeps a copy
+    ref = latency.REFERENCE  # the calibration, timed first
+    assert timer.timed == [ref, xs] and network_key(xs.replace(stride=2)) == network_key(xs)
+    assert [t.x3d for t in LatencyTable(tmp_path / "run" / latency.TABLE_NAME).rows()] == [ref, xs]
+    assert [t.x3d for t in LatencyTable().rows()] == [ref, xs]
+    # a resumed run reads its own table; another run finds the timings in the cache and keeps a copy
     assert latency_cost(tmp_path / "run").of(xs) == cost.of(xs)
-    assert latency_cost(tmp_path / "other").of(xs) == cost.of(xs) and timer.timed == [xs]
+    assert latency_cost(tmp_path / "other").of(xs) == cost.of(xs) and timer.timed == [ref, xs]
     assert [t.x3d for t in LatencyTable(tmp_path / "other" / latency.TABLE_NAME).rows()] == [xs]
 
 
@@ -80,13 +82,13 @@ def test_estimate_measures_until_twelve_are_timed_then_predicts(tmp_path, timer:
     cost = latency_cost(tmp_path / "run")
     rng = np.random.default_rng(0)
     configs = [preset("X2D", num_classes=12, frames=int(rng.integers(1, 9)), width=float(rng.uniform(1, 3)),
-                      bottleneck=float(rng.uniform(1, 3)), depth=float(rng.uniform(1, 3))) for _ in range(12)]
+                      bottleneck=float(rng.uniform(1, 3)), depth=float(rng.uniform(1, 3))) for _ in range(11)]
     for config in configs:
         assert cost.estimate(config) == pytest.approx(fake_ms(config))
-    assert timer.timed == configs
+    assert timer.timed == [latency.REFERENCE, *configs]  # twelve timings with the calibration
     unseen = preset("L", num_classes=12)
     assert cost.estimate(unseen) == pytest.approx(fake_ms(unseen), rel=1e-6)  # exact data: the model is TRUTH
-    assert timer.timed == configs
+    assert timer.timed == [latency.REFERENCE, *configs]
 
 
 def test_ties_go_to_the_faster_config_not_the_one_with_fewer_flops(tmp_path, timer: FakeTimer) -> None:

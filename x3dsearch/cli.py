@@ -955,7 +955,8 @@ def _cmd_latency(args: argparse.Namespace) -> int:
         return 0
     config = _config_from_args(args, default="XS")
     assert config is not None  # a default is given
-    timing = table.timed(config, fresh=args.fresh, **options)
+    timing = latency.LatencyCost((table,), args.device, args.batch, args.threads, args.repeats, node).timing(
+        config, fresh=args.fresh)
     print(json.dumps(timing.to_dict(), indent=2) if args.json
           else latency.describe(timing, f"{args.preset or args.config or 'XS'} {config.short}"))
     return 0

@@ -21,6 +21,7 @@ import os
 import platform
 import time
 from contextlib import contextmanager
+import dataclasses
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
@@ -28,7 +29,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 import torch
 
-from .config import X3DConfig, round_width, stage_layout
+from .config import X3DConfig, preset, round_width, stage_layout
 from .cost import channelwise_flops, count_flops
 from .data.cache import cache_root
 from .errors import ConfigError, UserError
@@ -41,6 +42,8 @@ __all__ = ["Timing", "device_name", "measure", "RayNode", "LatencyTable", "Laten
            "latency_provenance"]
 
 TABLE_NAME = "latency.csv"
+REFERENCE = preset("XS")  # every timing alternates its passes with this network's (docs/latency.md, "Timing against
+_CALIBRATION_REPEATS = 50  # a reference"); passes of the reference's own timing, the calibration the rest scale to
 _PREDICT_AFTER = 12  # timings stored before the predictor stands in for a measurement: three per feature
 Clock = Callable[[], float]
 
@@ -60,6 +63,8 @@ class Timing:
     repeats: int
     q1_ms: float = math.nan  # the quartiles over the repeats
     q3_ms: float = math.nan
+    reference_ms: float = math.nan  # the calibrated ms of REFERENCE the passes were scaled to (NaN: unscaled)
+    raw_ms: float = math.nan  # the median of the unscaled passes (NaN: unscaled, then ``ms`` is it)
 
     @property
     def spread(self) -> float:
@@ -99,28 +104,38 @@ def _threads(threads: int) -> Iterator[None]:
 
 
 def measure(config: X3DConfig, *, device: str = "cpu", batch: int = 1, threads: int = 1, warmup: int = 3,
-            repeats: int = 10, clock: Clock = time.perf_counter) -> Timing:
-    """Time ``config``'s inference on ``batch`` clips of its own size: ``warmup`` passes, then ``repeats``."""
+            repeats: int = 10, clock: Clock = time.perf_counter, reference: Timing | None = None) -> Timing:
+    """Time ``config``'s inference on ``batch`` clips of its own size: ``warmup`` passes, then ``repeats``.
+
+    With ``reference`` (the calibrated timing of another network) each pass alternates with one of that
+    network and is scaled by the reference's calibrated ms over its pass beside it, so that a machine slowed
+    for a while (a shared or virtual one) slows both and the scaled times keep to the calibrated speed.
+    """
     if device not in ("cpu", "cuda") or (device == "cuda" and not torch.cuda.is_available()):
         raise ConfigError(f"device must be cpu or cuda (with a GPU present), got {device!r}")
     if batch < 1 or threads < 1 or repeats < 1 or warmup < 0:
         raise ConfigError("batch, threads and repeats must be positive, warmup not negative")
-    model = fold_batchnorm(build_model(config)).to(device)
-    clip = torch.randn(batch, 3, config.frames, config.crop, config.crop, device=device)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    times = []
+    networks = [config] if reference is None else [config, reference.x3d]
+    runs = [(fold_batchnorm(build_model(c)).to(device), torch.randn(batch, 3, c.frames, c.crop, c.crop, device=device))
+            for c in networks]
+    times: list[list[float]] = [[] for _ in runs]
     with _threads(threads), torch.inference_mode():
-        for _ in range(warmup):
-            model(clip)
+        for model, clip in runs:
+            for _ in range(warmup):
+                model(clip)
         for _ in range(repeats):
-            sync()
-            start = clock()
-            model(clip)
-            sync()
-            times.append((clock() - start) * 1e3 / batch)
-    q1, median, q3 = np.percentile(times, [25, 50, 75])
-    return Timing(config.to_json(), device, device_name(device), batch, threads, float(median), min(times),
-                  max(times), repeats, float(q1), float(q3))
+            for (model, clip), passes in zip(runs, times):
+                sync()
+                start = clock()
+                model(clip)
+                sync()
+                passes.append((clock() - start) * 1e3 / batch)
+    scaled = times[0] if reference is None else [c * reference.ms / r for c, r in zip(*times)]
+    q1, median, q3 = np.percentile(scaled, [25, 50, 75])
+    extra = {} if reference is None else {"reference_ms": reference.ms, "raw_ms": float(np.median(times[0]))}
+    return Timing(config.to_json(), device, device_name(device), batch, threads, float(median), min(scaled),
+                  max(scaled), repeats, float(q1), float(q3), **extra)
 
 
 @dataclass(frozen=True)
@@ -198,19 +213,26 @@ class LatencyTable:
                     out.append(Timing(row["config"], row["device"], row["device_name"], int(row["batch"]),
                                       int(row["threads"]), float(row["ms"]), float(row["fastest_ms"]),
                                       float(row["slowest_ms"]), int(row["repeats"]), float(row["q1_ms"]),
-                                      float(row["q3_ms"])))
+                                      float(row["q3_ms"]), float(row.get("reference_ms") or math.nan),
+                                      float(row.get("raw_ms") or math.nan)))
                 except (KeyError, TypeError, ValueError):
                     continue  # a line cut short by a crash
         return out
 
     def timings(self, device: str = "cpu", batch: int = 1, threads: int = 1, node: RayNode | None = None
                 ) -> list[Timing]:
-        """Every timing on this machine's (or ``node``'s) device model with that batch and thread count (the latest
-        per config)."""
+        """Every timing on this machine's (or ``node``'s) device model with that batch and thread count, the latest
+        per config; those scaled to another calibration of :data:`REFERENCE` than the latest are rescaled to it,
+        and unscaled timings of other networks (made before timings were scaled) are left out."""
         name = node.device_name(device) if node else device_name(device)
         latest = {t.config: t for t in self.rows()
                   if (t.device, t.device_name, t.batch, t.threads) == (device, name, batch, threads)}
-        return list(latest.values())
+        calibration = next((t for t in latest.values() if network_key(t.x3d) == network_key(REFERENCE)), None)
+        kept = [t for t in latest.values() if t is calibration or not math.isnan(t.reference_ms)]
+        if calibration is None:
+            return kept
+        return [t if t is calibration or t.reference_ms == calibration.ms else _rescaled(t, calibration.ms)
+                for t in kept]
 
     def lookup(self, config: X3DConfig, device: str = "cpu", batch: int = 1, threads: int = 1,
                node: RayNode | None = None) -> Timing | None:
@@ -218,8 +240,17 @@ class LatencyTable:
         return next((t for t in self.timings(device, batch, threads, node) if t.config == config.key), None)
 
     def add(self, timing: Timing) -> None:
-        """Append one timing (one line, so a crash loses at most the line being written)."""
+        """Append one timing (one line, so a crash loses at most the line being written); a file with the
+        columns of an older version is rewritten with today's first."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.is_file():
+            with self.path.open(newline="") as handle:
+                header = next(csv.reader(handle), [])
+            if header != self._FIELDS:
+                rows = self.rows()
+                self.path.unlink()
+                for row in rows:
+                    self.add(row)
         new = not self.path.is_file()
         with self.path.open("a", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=self._FIELDS)
@@ -227,15 +258,13 @@ class LatencyTable:
                 writer.writeheader()
             writer.writerow(asdict(timing))
 
-    def timed(self, config: X3DConfig, device: str = "cpu", batch: int = 1, threads: int = 1, fresh: bool = False,
-              node: RayNode | None = None, **measure_options: float) -> Timing:
-        """The stored timing of ``config``, or (none stored, or ``fresh``) a new measurement, on ``node`` if given,
-        that is stored."""
-        timing = None if fresh else self.lookup(config, device, batch, threads, node)
-        if timing is None:
-            timing = _timer(node)(config, device=device, batch=batch, threads=threads, **measure_options)
-            self.add(timing)
-        return timing
+
+def _rescaled(timing: Timing, reference_ms: float) -> Timing:
+    """``timing`` scaled to another calibration of the reference network."""
+    k = reference_ms / timing.reference_ms
+    return dataclasses.replace(timing, ms=timing.ms * k, fastest_ms=timing.fastest_ms * k,
+                               slowest_ms=timing.slowest_ms * k, q1_ms=timing.q1_ms * k, q3_ms=timing.q3_ms * k,
+                               reference_ms=reference_ms)
 
 
 def features(config: X3DConfig) -> np.ndarray:
@@ -279,17 +308,21 @@ def held_out_errors(timings: Sequence[Timing], folds: int = 5, seed: int = 0) ->
 
 
 def describe(timing: Timing, name: str) -> str:
-    """One line: the median per clip, the range over the repeats, and where it was measured."""
+    """One line: the median per clip, the range over the repeats, where it was measured and what it was scaled to."""
+    scaled = ("" if math.isnan(timing.reference_ms) else
+              f"; scaled to the reference {REFERENCE.short} at {timing.reference_ms:.2f} ms, unscaled "
+              f"{timing.raw_ms:.2f}")
     return (f"{name}: {timing.ms:.2f} ms per clip (median of {timing.repeats}, ±{timing.spread:.1%} between "
-            f"quartiles; fastest {timing.fastest_ms:.2f}, slowest {timing.slowest_ms:.2f}) on {timing.device_name}, "
-            f"batch {timing.batch}, {thread_count(timing.threads)}")
+            f"quartiles; fastest {timing.fastest_ms:.2f}, slowest {timing.slowest_ms:.2f}{scaled}) on "
+            f"{timing.device_name}, batch {timing.batch}, {thread_count(timing.threads)}")
 
 
 def check_predictor(configs: Sequence[X3DConfig], table: LatencyTable, *, device: str = "cpu", batch: int = 1,
                     threads: int = 1, repeats: int = 10, node: RayNode | None = None) -> dict[str, object]:
     """Time ``configs`` (those in ``table`` are reused), fit on the whole table, cross-validate."""
+    cost = LatencyCost((table,), device, batch, threads, repeats, node)
     for config in progress(configs, desc="timing", unit="config"):
-        table.timed(config, device, batch, threads, node=node, repeats=repeats)
+        cost.timing(config)
     timings = table.timings(device, batch, threads, node)
     errors = held_out_errors(timings)
     return {"configs": len(timings), "device_name": timings[0].device_name, "table": str(table.path),
@@ -318,8 +351,9 @@ def network_key(config: X3DConfig) -> str:
 @dataclass(frozen=True)
 class LatencyCost:
     """C(X) as measured milliseconds per clip (a :class:`x3dsearch.cost.Cost`): a network's stored timing, else
-    one :func:`measure`, stored in every table. The first table (a run's own) also gets the timings found in
-    the others, so it holds every latency the run decided on and a resume reads the same ones back.
+    one :func:`measure` against the calibration (the stored timing of :data:`REFERENCE`, timed first with
+    more passes), stored in every table. The first table (a run's own) also gets the timings found in the
+    others, so it holds every latency the run decided on and a resume reads the same ones back.
     """
 
     tables: tuple[LatencyTable, ...]
@@ -338,13 +372,16 @@ class LatencyCost:
             for timing in self.tables[index].timings(self.device, self.batch, self.threads, self.node):
                 self._known[network_key(timing.x3d)] = (index, timing)
 
-    def timing(self, config: X3DConfig) -> Timing:
-        """The timing of ``config``'s network: stored, or measured now and stored."""
+    def timing(self, config: X3DConfig, fresh: bool = False) -> Timing:
+        """The timing of ``config``'s network: stored, or (none stored, or ``fresh``) measured now and stored."""
         key = network_key(config)
-        index, timing = self._known.get(key, (None, None))
+        index, timing = (None, None) if fresh else self._known.get(key, (None, None))
         if timing is None:
+            calibrating = key == network_key(REFERENCE)
+            reference = None if calibrating else self.timing(REFERENCE)
+            repeats = _CALIBRATION_REPEATS if calibrating and not fresh else self.repeats
             timing = _timer(self.node)(config, device=self.device, batch=self.batch, threads=self.threads,
-                                       repeats=self.repeats)
+                                       repeats=repeats, reference=reference)
             for table in self.tables:
                 table.add(timing)
         elif index != 0:
