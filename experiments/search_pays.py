@@ -19,6 +19,12 @@ searches (search seeds) of each search's mean over training seeds, with its stan
 searches (over training seeds for a single search). Re-running skips rows already in the CSV and resumes search runs
 from their journals and trainings from their checkpoints.
 
+With ``--pipeline`` each expansion search also gets the row a user cares about (kind ``pipeline``): expansion's
+own run, its search followed by the final training from the inherited proxy weights as ``x3dsearch expand``
+does it (in the search's run directory, training seed = search seed), against the best preset trained from
+scratch for as many CPU-seconds (search plus final training; its epochs scaled by the preset's CPU-seconds
+per epoch in its own rows).
+
     .venv/bin/python experiments/search_pays.py      # many CPU-hours on 2 cores: run it in the background
 
 A tiny end-to-end check (minutes): a 12-class ``make_synthetic(root, videos_per_class=2,
@@ -44,6 +50,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable
 
+import os
+from dataclasses import replace
+
 import pandas as pd
 import torch
 
@@ -56,7 +65,7 @@ from x3dsearch.export import select_config
 from x3dsearch.model import build_model
 from x3dsearch.optuna_search import run_optuna
 from x3dsearch.report import _markdown_table
-from x3dsearch.runview import config_scores
+from x3dsearch.runview import RunView, config_scores
 from x3dsearch.rundir import RunDir, load_run
 from x3dsearch.runner import ExpandSettings, run_expand
 from x3dsearch.proxy_policy import ProxyPolicy
@@ -185,10 +194,13 @@ def baseline_presets(target: float, classes: int, names: Iterable[str] | None) -
     return [(pick, fitted[pick])]
 
 
-def train_once(plan: Plan, config: X3DConfig, seed: int) -> TrainResult:
-    """Full training of ``config`` with ``seed`` in ``OUT/train``; a finished one is read back, an
-    interrupted one resumes from its checkpoint (one folder per config, schedule and seed)."""
+def train_once(plan: Plan, config: X3DConfig, seed: int, epochs: int | None = None) -> TrainResult:
+    """Full training of ``config`` with ``seed`` (and ``epochs`` instead of the schedule's) in ``OUT/train``; a
+    finished one is read back, an interrupted one resumes from its checkpoint (one folder per config, schedule
+    and seed)."""
     full = plan.full
+    if epochs is not None:
+        full = replace(full, recipe=replace(full.recipe, epochs=epochs))
     recorded = dict(full.to_dict(), debug_nan_step=None)  # the mapping as hashed before the recipe/policy split
     digest = hashlib.sha1((config.key + json.dumps(recorded, sort_keys=True)).encode()).hexdigest()[:12]
     out = plan.out / "train" / f"{digest}-seed{seed}"
@@ -198,6 +210,17 @@ def train_once(plan: Plan, config: X3DConfig, seed: int) -> TrainResult:
             return result
     return train(config, str(plan.data), full.recipe, seed=seed, threads=plan.threads, out_dir=out, resume=True,
                  test_split=True)
+
+
+def own_final(plan: Plan, run_dir: Path, target: float, seed: int) -> TrainResult:
+    """Expansion's own final training: the search in ``run_dir`` resumed with its final training, which starts
+    from the inherited proxy weights as ``x3dsearch expand`` does (on ``plan.threads`` threads)."""
+    os.environ["OMP_NUM_THREADS"] = str(plan.threads)  # the final training's threads, read by resolve_threads
+    view = RunView(run_dir)
+    if not view.final:
+        run_expand(replace(plan.settings(run_dir.name, target, seed), final_training=True), resume=True, quiet=True)
+        view = RunView(run_dir)
+    return TrainResult.from_dict({k: v for k, v in view.final.items() if k not in ("init", "origin_key")})
 
 
 @lru_cache(maxsize=None)
@@ -239,11 +262,14 @@ class TrainJob:
     config: X3DConfig
     seed: int
     row: dict[str, Any]
+    epochs: int | None = None  # instead of the full schedule's
+    run_dir: Path | None = None  # expansion's own final training in this search's run directory instead
 
 
 def _train_job(plan: Plan, job: TrainJob) -> dict[str, Any]:
     """Train one job (in a worker process) and return its CSV row."""
-    result = train_once(plan, job.config, job.seed)
+    result = (train_once(plan, job.config, job.seed, job.epochs) if job.run_dir is None
+              else own_final(plan, job.run_dir, job.row["target_gflops"], job.seed))
     test = result.test.to_dict() if result.test is not None else {}
     return dict(job.row, seed=job.seed, status=result.status, val_top1=result.top1, test_top1=test.get("top1"),
                 test_top5=test.get("top5"), test_per_group=json.dumps(test.get("per_group", {}), sort_keys=True),
@@ -273,6 +299,30 @@ def train_all(plan: Plan, results: Path, jobs: list[TrainJob]) -> None:
 def jobs_for(config: X3DConfig, seeds: Iterable[int], done: set[tuple[str, int]], **row: Any) -> list[TrainJob]:
     """One job per training seed of ``config`` whose row is not yet ``done``."""
     return [TrainJob(config, seed, row) for seed in seeds if (row["run"], seed) not in done]
+
+
+def pipeline_jobs(plan: Plan, results: Path, target: float, seed: int, budget: Found,
+                  baseline: tuple[str, X3DConfig]) -> list[TrainJob]:
+    """Expansion's own run (search, then its final training) and, once that has ended, the baseline preset from
+    scratch for the same CPU-seconds: each job whose row is not in ``results`` yet."""
+    done, table = completed(results), pd.read_csv(results) if results.is_file() else pd.DataFrame(columns=COLUMNS)
+    name, config = baseline
+    expand_dir = plan.out / run_name("expand" + plan.label, target, seed)
+    own = run_name("pipeline-expand" + plan.label, target, seed)
+    row = dict(kind="pipeline", target_gflops=target, search_seed=seed, proxy_cpu_s=budget.proxy_cpu_s,
+               proxy_trainings=budget.trainings, proxy_top1=budget.proxy_top1)
+    if (own, seed) not in done:
+        return [TrainJob(budget.config, seed, dict(row, name="expand" + plan.label, run=own), run_dir=expand_dir)]
+    spent = table[(table["run"] == own) & (table["seed"] == seed)].iloc[-1]
+    total = budget.proxy_cpu_s + float(spent["train_s"]) * plan.threads
+    runs = table[(table["kind"] == "preset") & (table["name"] == name) & table["status"].isin(_KEPT)]
+    per_epoch = float((runs["train_s"] / runs["epochs"]).median()) * plan.threads
+    epochs = max(1, round(total / per_epoch))
+    same = run_name(f"pipeline-{name}", target, seed)
+    if (same, seed) in done:
+        return []
+    return [TrainJob(config, seed, dict(row, name=f"{name} same CPU-s", run=same, proxy_cpu_s=0.0,
+                                        proxy_trainings=0, proxy_top1=None), epochs=epochs)]
 
 
 def _groups(table: pd.DataFrame) -> list[str]:
@@ -396,6 +446,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="the searches to run (expand always runs: it sets the others' compute)")
     parser.add_argument("--cpus-per-trial", type=float, default=1.0)
     parser.add_argument("--max-concurrent", type=int)
+    parser.add_argument("--pipeline", action="store_true",
+                        help="also expansion's own run (search, then its final training from the inherited weights) "
+                             "against the best preset from scratch for the same CPU-seconds, per search seed")
     parser.add_argument("--out", type=Path, default=Path("runs/search_pays"), help="runs folder")
     parser.add_argument("--results", type=Path, default=Path("experiments/results/search_pays.csv"))
     return parser
@@ -415,7 +468,7 @@ def run_target(plan: Plan, args: argparse.Namespace, target: float, classes: int
         expand_dir = plan.out / run_name("expand" + plan.label, target, seed)
         missing = [name for name in args.strategies
                    if any((run_name(name + plan.label, target, seed), t) not in done for t in args.train_seeds)]
-        if not missing:
+        if not missing and not args.pipeline:
             continue
         if not RunDir(expand_dir).read_path().get("final"):  # expand has not finished
             ray.start()
@@ -437,6 +490,10 @@ def run_target(plan: Plan, args: argparse.Namespace, target: float, classes: int
                              search_seed=seed, run=run_name(name, target, seed), proxy_cpu_s=found.proxy_cpu_s,
                              proxy_trainings=found.trainings, proxy_top1=found.proxy_top1)
         train_all(plan, args.results, jobs)
+        if args.pipeline:
+            baseline = baseline_presets(target, classes, None)[0]
+            for _ in range(2):  # expansion's own run first, then the preset for its CPU-seconds
+                train_all(plan, args.results, pipeline_jobs(plan, args.results, target, seed, budget, baseline))
 
 
 def main(argv: list[str] | None = None) -> int:

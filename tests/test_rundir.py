@@ -41,3 +41,11 @@ def test_a_run_recorded_before_the_box_is_refused_in_one_line(tmp_path: Path) ->
     run = RunDir(tmp_path / "new")
     run.create({"seed": 0, "max_window": None}, resume=False)
     run.create({"seed": 0, "max_window": None}, resume=True)
+
+
+def test_a_search_run_without_its_final_training_resumes_with_it(tmp_path: Path) -> None:
+    run = RunDir(tmp_path / "run")
+    run.create({"target_gflops": 2.0, "final_training": False}, resume=False)
+    run.create({"target_gflops": 2.0, "final_training": True}, resume=True)  # train the found model later
+    with pytest.raises(UserError, match="--resume with different target_gflops"):
+        run.create({"target_gflops": 3.0, "final_training": True}, resume=True)

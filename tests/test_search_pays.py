@@ -91,3 +91,27 @@ def test_a_labelled_expansion_is_compared_with_the_samplers_of_its_own_proxy():
     diffs = search_pays.differences(summary)
     assert list(diffs["minus"]) == ["best preset (S)", "random+sh"]
     assert diffs["top1_diff"].tolist() == pytest.approx([0.10, 0.05])
+
+
+def test_the_pipeline_row_trains_expansions_own_run_then_the_preset_for_its_cpu_seconds(tmp_path):
+    from x3dsearch.config import preset
+
+    results = tmp_path / "rows.csv"
+    plan = search_pays.Plan(tmp_path / "data", "x3d_kinetics", "cpu_proxy", "cpu_full", tmp_path / "runs", 1, 1.0,
+                            None)
+    s = preset("S", num_classes=12)
+    rows = [dict(kind="preset", name="S", run="preset-S-2g", seed=seed, status="ok", train_s=train_s, epochs=8)
+            for seed, train_s in ((0, 96.0), (1, 100.0), (2, 200.0))]  # a median of 12.5 CPU-s per epoch
+    pd.DataFrame(rows, columns=search_pays.COLUMNS).to_csv(results, index=False)
+    found = search_pays.Found(preset("XS", num_classes=12), 0.4, 200.0, 30)
+    (own,) = search_pays.pipeline_jobs(plan, results, 2.0, 1, found, ("S", s))
+    assert own.run_dir == tmp_path / "runs" / "expand-2g-seed1" and own.epochs is None and own.seed == 1
+    assert (own.row["kind"], own.row["name"], own.row["run"]) == ("pipeline", "expand", "pipeline-expand-2g-seed1")
+    finished = dict(own.row, seed=1, status="ok", train_s=50.0, epochs=8)
+    pd.DataFrame([finished], columns=search_pays.COLUMNS).to_csv(results, mode="a", header=False, index=False)
+    (same,) = search_pays.pipeline_jobs(plan, results, 2.0, 1, found, ("S", s))
+    assert same.config == s and same.run_dir is None and same.epochs == 20  # (200 + 50) / 12.5 CPU-s
+    assert (same.row["name"], same.row["run"], same.row["proxy_cpu_s"]) == ("S same CPU-s", "pipeline-S-2g-seed1", 0)
+    pd.DataFrame([dict(same.row, seed=1, status="ok", train_s=250.0, epochs=20)],
+                 columns=search_pays.COLUMNS).to_csv(results, mode="a", header=False, index=False)
+    assert search_pays.pipeline_jobs(plan, results, 2.0, 1, found, ("S", s)) == []

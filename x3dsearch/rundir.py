@@ -133,7 +133,7 @@ _BEFORE_RECORDED = {"land_within": 1.0, "cost": "flops", "target_ms": None, "lat
 # settings whose absence marks a run recorded under rules this version no longer follows
 _NOT_RESUMABLE_WITHOUT = {"max_window": "before searches kept to the space's bounds and to windows the videos "
                                         "hold (and before partial steps kept their window)"}
-_RESUMABLE_CHANGES = {"max_concurrent", "cpus_per_trial", "gpus_per_trial", "address", "storage",
+_RESUMABLE_CHANGES = {"max_concurrent", "cpus_per_trial", "gpus_per_trial", "address", "storage", "final_training",
                       "quiet", "json", "resume"}
 
 
