@@ -78,16 +78,20 @@ def test_each_config_is_timed_once_against_the_reference_timed_first(tmp_path, m
     assert LatencyTable(tmp_path / "latency.csv").lookup(TINY).ms == 4.0
     cost.timing(TINY, fresh=True)  # timed again, against the stored calibration
     assert [c for c, _, _ in calls] == [latency.REFERENCE, TINY, TINY]
+    cost.timing(latency.REFERENCE.replace(stride=3), fresh=True)  # the reference's network: a new calibration
+    assert calls[-1][:2] == (latency.REFERENCE, 50)
 
 
 def test_timings_follow_the_latest_calibration_and_leave_out_unscaled_ones(tmp_path) -> None:
     table = LatencyTable(tmp_path / "latency.csv")
     other = TINY.replace(crop=48)
-    table.add(_timing(latency.REFERENCE, 40.0, reference_ms=math.nan))
+    table.add(_timing(latency.REFERENCE, 30.0, reference_ms=math.nan))  # an unscaled XS: not a calibration
+    assert table.timings() == []
+    table.add(_timing(latency.REFERENCE, 40.0, reference_ms=40.0))  # a calibration is scaled to itself
     table.add(_timing(TINY, 4.0, reference_ms=40.0))
     table.add(_timing(other, 6.0, reference_ms=math.nan))  # from before timings were scaled
     assert {t.config: t.ms for t in table.timings()} == {latency.REFERENCE.key: 40.0, TINY.key: 4.0}
-    table.add(_timing(latency.REFERENCE, 50.0, reference_ms=math.nan))  # a new calibration: 25% slower
+    table.add(_timing(latency.REFERENCE, 50.0, reference_ms=50.0))  # a new calibration: 25% slower
     rescaled = {t.config: t for t in table.timings()}
     assert rescaled[TINY.key].ms == pytest.approx(5.0) and rescaled[TINY.key].reference_ms == 50.0
 
@@ -105,6 +109,9 @@ def test_a_table_with_older_columns_is_rewritten_before_a_row_is_added(tmp_path)
     assert read.ms == 4.0 and math.isnan(read.reference_ms)
     table.add(_timing(latency.REFERENCE, 40.0, reference_ms=math.nan))
     assert path.read_text().splitlines()[0].split(",")[-2:] == ["reference_ms", "raw_ms"]
+    assert [t.ms for t in LatencyTable(path).rows()] == [4.0, 40.0]
+    with path.open("a") as handle:  # a line cut short inside the new columns is no timing
+        handle.write(path.read_text().splitlines()[-1].rsplit(",", 2)[0] + ",4\n")
     assert [t.ms for t in LatencyTable(path).rows()] == [4.0, 40.0]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import zlib
 
@@ -75,7 +76,23 @@ def test_each_network_is_timed_once_and_kept_in_the_run_and_cache_tables(tmp_pat
     # a resumed run reads its own table; another run finds the timings in the cache and keeps a copy
     assert latency_cost(tmp_path / "run").of(xs) == cost.of(xs)
     assert latency_cost(tmp_path / "other").of(xs) == cost.of(xs) and timer.timed == [ref, xs]
-    assert [t.x3d for t in LatencyTable(tmp_path / "other" / latency.TABLE_NAME).rows()] == [xs]
+    # with the calibration its copy is scaled to, first
+    assert [t.x3d for t in LatencyTable(tmp_path / "other" / latency.TABLE_NAME).rows()] == [ref, xs]
+
+
+def test_a_run_keeps_one_scale_when_the_cache_is_calibrated_again(tmp_path, timer: FakeTimer) -> None:
+    """A cache calibrated again after a run began: the run reads the cache's newer timings on its own scale."""
+    ref, a, b = latency.REFERENCE, preset("XS", num_classes=12), preset("S", num_classes=12)
+    run = latency_cost(tmp_path / "run")
+    ms_a = run.of(a)  # the run and the cache calibrate at fake_ms(ref)
+    slower = dataclasses.replace(run.timing(ref), ms=2 * fake_ms(ref), reference_ms=2 * fake_ms(ref))
+    LatencyTable().add(slower)  # the cache calibrated again, twice as slow
+    LatencyTable().add(dataclasses.replace(timer(b, reference=slower), ms=2 * fake_ms(b),
+                                           reference_ms=slower.ms))  # b timed on the new scale
+    resumed = latency_cost(tmp_path / "run")
+    assert resumed.of(a) == ms_a and resumed.of(b) == pytest.approx(fake_ms(b))  # on the run's scale
+    again = latency_cost(tmp_path / "run")  # the copy of b in the run's table reads back the same
+    assert again.of(b) == pytest.approx(resumed.of(b)) and again.of(ref) == fake_ms(ref)
 
 
 def test_estimate_measures_until_twelve_are_timed_then_predicts(tmp_path, timer: FakeTimer) -> None:
@@ -281,6 +298,13 @@ def test_compare_refuses_latency_runs_timed_on_other_nodes(latency_run, tmp_path
     (other / "run.yaml").write_text(yaml.safe_dump(dict(settings, latency_node="jetson")))
     with pytest.raises(UserError, match="timed latency differently"):
         compare_runs([latency_run, other], out=tmp_path / "c.png")
+    recalibrated = tmp_path / "recalibrated"
+    shutil.copytree(latency_run, recalibrated)
+    table = LatencyTable(recalibrated / latency.TABLE_NAME)
+    (calibration,) = [t for t in table.rows() if t.x3d == latency.REFERENCE]
+    table.add(dataclasses.replace(calibration, ms=2 * calibration.ms, reference_ms=2 * calibration.ms))
+    with pytest.raises(UserError, match="calibration of the reference network"):
+        compare_runs([latency_run, recalibrated], out=tmp_path / "c.png")
     assert len(compare_runs([latency_run, latency_run], out=tmp_path / "c.png")[0]) == 2
 
 

@@ -156,10 +156,10 @@ def _budget(views: Mapping[str, RunView], target_gflops: float | None,
             raise UserError(f"{', '.join(untimed)} was not searched under latency (no latency.csv); compare it "
                             f"under a FLOP budget with --target-gflops")
         how = {tuple(view.settings.get(k) for k in _TIMING) for view in views.values()}
-        machines = {t.device_name for view in views.values() for t in view.timings.values()}
+        machines = {(t.device_name, t.reference_ms) for view in views.values() for t in view.timings.values()}
         if len(how) != 1 or len(machines) != 1:
-            raise UserError("the runs timed latency differently (device model, node, batch or threads); compare "
-                            "them under a FLOP budget with --target-gflops")
+            raise UserError("the runs timed latency differently (device model, node, batch, threads or calibration "
+                            "of the reference network); compare them under a FLOP budget with --target-gflops")
         return "ms", target_ms if target_ms is not None else _common(views, "target_ms", "--target-ms")
     return "gflops", target_gflops if target_gflops is not None else _common(views, "target_gflops", "--target-gflops")
 

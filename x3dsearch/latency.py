@@ -22,6 +22,8 @@ import platform
 import time
 from contextlib import contextmanager
 import dataclasses
+import fcntl
+import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
@@ -208,15 +210,18 @@ class LatencyTable:
             return []
         out = []
         with self.path.open(newline="") as handle:
-            for row in csv.DictReader(handle):
-                try:
+            reader = csv.DictReader(handle)
+            for row in reader:
+                if None in row.values():
+                    continue  # a line cut short by a crash
+                try:  # files of an older version lack the last columns: unscaled
                     out.append(Timing(row["config"], row["device"], row["device_name"], int(row["batch"]),
                                       int(row["threads"]), float(row["ms"]), float(row["fastest_ms"]),
                                       float(row["slowest_ms"]), int(row["repeats"]), float(row["q1_ms"]),
-                                      float(row["q3_ms"]), float(row.get("reference_ms") or math.nan),
-                                      float(row.get("raw_ms") or math.nan)))
+                                      float(row["q3_ms"]), float(row.get("reference_ms", math.nan)),
+                                      float(row.get("raw_ms", math.nan))))
                 except (KeyError, TypeError, ValueError):
-                    continue  # a line cut short by a crash
+                    continue
         return out
 
     def timings(self, device: str = "cpu", batch: int = 1, threads: int = 1, node: RayNode | None = None
@@ -225,14 +230,8 @@ class LatencyTable:
         per config; those scaled to another calibration of :data:`REFERENCE` than the latest are rescaled to it,
         and unscaled timings of other networks (made before timings were scaled) are left out."""
         name = node.device_name(device) if node else device_name(device)
-        latest = {t.config: t for t in self.rows()
-                  if (t.device, t.device_name, t.batch, t.threads) == (device, name, batch, threads)}
-        calibration = next((t for t in latest.values() if network_key(t.x3d) == network_key(REFERENCE)), None)
-        kept = [t for t in latest.values() if t is calibration or not math.isnan(t.reference_ms)]
-        if calibration is None:
-            return kept
-        return [t if t is calibration or t.reference_ms == calibration.ms else _rescaled(t, calibration.ms)
-                for t in kept]
+        return on_one_scale(t for t in self.rows()
+                            if (t.device, t.device_name, t.batch, t.threads) == (device, name, batch, threads))
 
     def lookup(self, config: X3DConfig, device: str = "cpu", batch: int = 1, threads: int = 1,
                node: RayNode | None = None) -> Timing | None:
@@ -240,23 +239,49 @@ class LatencyTable:
         return next((t for t in self.timings(device, batch, threads, node) if t.config == config.key), None)
 
     def add(self, timing: Timing) -> None:
-        """Append one timing (one line, so a crash loses at most the line being written); a file with the
-        columns of an older version is rewritten with today's first."""
+        """Append one timing (one line, so a crash loses at most the line being written), under a lock shared
+        with other processes; a file with the columns of an older version is first rewritten with today's."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.path.is_file():
-            with self.path.open(newline="") as handle:
-                header = next(csv.reader(handle), [])
-            if header != self._FIELDS:
-                rows = self.rows()
-                self.path.unlink()
-                for row in rows:
-                    self.add(row)
-        new = not self.path.is_file()
-        with self.path.open("a", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=self._FIELDS)
-            if new:
-                writer.writeheader()
-            writer.writerow(asdict(timing))
+        with open(self.path.with_name(self.path.name + ".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if self.path.is_file():
+                self._upgrade()
+            new = not self.path.is_file()
+            with self.path.open("a", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=self._FIELDS)
+                if new:
+                    writer.writeheader()
+                writer.writerow(asdict(timing))
+
+    def _upgrade(self) -> None:
+        """Rewrite a file with older columns under today's header (missing values blank, read as NaN), atomically."""
+        with self.path.open(newline="") as handle:
+            reader = csv.DictReader(handle)
+            if reader.fieldnames == self._FIELDS:
+                return
+            rows = list(reader)
+        fd, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=self.path.name, suffix=".tmp")
+        with os.fdopen(fd, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=self._FIELDS, restval="nan", extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows({k: v for k, v in row.items() if k is not None} for row in rows)
+        os.replace(temporary, self.path)
+
+
+def _is_calibration(timing: Timing) -> bool:
+    """A calibration: :data:`REFERENCE`'s own timing, marked as scaled to itself."""
+    return timing.config == REFERENCE.key and timing.reference_ms == timing.ms
+
+
+def on_one_scale(timings: Iterable[Timing]) -> list[Timing]:
+    """The latest of ``timings`` per config on one scale: the latest calibration first, then every scaled timing
+    rescaled to it (unscaled timings, from before timings were scaled, left out)."""
+    latest = list({t.config: t for t in timings}.values())
+    calibration = next((t for t in latest if _is_calibration(t)), None)
+    scaled = [t for t in latest if not math.isnan(t.reference_ms) and not _is_calibration(t)]
+    if calibration is None:
+        return scaled
+    return [calibration, *(t if t.reference_ms == calibration.ms else _rescaled(t, calibration.ms) for t in scaled)]
 
 
 def _rescaled(timing: Timing, reference_ms: float) -> Timing:
@@ -368,23 +393,42 @@ class LatencyCost:
     _known: dict[str, tuple[int, Timing]] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
+        found = [table.timings(self.device, self.batch, self.threads, self.node) for table in self.tables]
         for index in reversed(range(len(self.tables))):  # the first table wins
-            for timing in self.tables[index].timings(self.device, self.batch, self.threads, self.node):
+            for timing in found[index]:
                 self._known[network_key(timing.x3d)] = (index, timing)
+        calibration = next((rows[0] for rows in found if rows and _is_calibration(rows[0])), None)
+        if calibration is not None:  # one scale for the whole run: the first table's calibration, else the cache's
+            self._adopt(calibration, next(i for i, rows in enumerate(found) if rows and rows[0] is calibration))
+
+    def _adopt(self, calibration: Timing, index: int) -> None:
+        """Make ``calibration`` the one every known timing is scaled to."""
+        for key, (at, timing) in self._known.items():
+            if not _is_calibration(timing) and timing.reference_ms != calibration.ms:
+                self._known[key] = (at, _rescaled(timing, calibration.ms))
+        self._known[network_key(REFERENCE)] = (index, calibration)
 
     def timing(self, config: X3DConfig, fresh: bool = False) -> Timing:
-        """The timing of ``config``'s network: stored, or (none stored, or ``fresh``) measured now and stored."""
+        """The timing of ``config``'s network: stored, or (none stored, or ``fresh``) measured now and stored.
+        Another config of the reference's network is the calibration itself."""
         key = network_key(config)
+        if key == network_key(REFERENCE) and config.key != REFERENCE.key:
+            return self.timing(REFERENCE, fresh)
         index, timing = (None, None) if fresh else self._known.get(key, (None, None))
         if timing is None:
-            calibrating = key == network_key(REFERENCE)
-            reference = None if calibrating else self.timing(REFERENCE)
-            repeats = _CALIBRATION_REPEATS if calibrating and not fresh else self.repeats
-            timing = _timer(self.node)(config, device=self.device, batch=self.batch, threads=self.threads,
-                                       repeats=repeats, reference=reference)
+            if config.key == REFERENCE.key:  # a calibration: unscaled, marked as scaled to itself
+                timing = _timer(self.node)(config, device=self.device, batch=self.batch, threads=self.threads,
+                                           repeats=max(_CALIBRATION_REPEATS, self.repeats))
+                timing = dataclasses.replace(timing, reference_ms=timing.ms, raw_ms=timing.ms)
+                self._adopt(timing, 0)
+            else:
+                timing = _timer(self.node)(config, device=self.device, batch=self.batch, threads=self.threads,
+                                           repeats=self.repeats, reference=self.timing(REFERENCE))
             for table in self.tables:
                 table.add(timing)
         elif index != 0:
+            if key != network_key(REFERENCE):
+                self.timing(REFERENCE)  # the run's table holds the calibration its copies are scaled to
             self.tables[0].add(timing)
         self._known[key] = (0, timing)
         return timing
@@ -409,8 +453,9 @@ def latency_cost(run_dir: str | Path | None, device: str = "cpu", batch: int = 1
 
 
 def run_latencies(run_dir: str | Path) -> dict[str, Timing]:
-    """The timings a latency-costed run decided on, by :func:`network_key` (empty for a FLOP-costed run)."""
-    return {network_key(t.x3d): t for t in LatencyTable(Path(run_dir) / TABLE_NAME).rows()}
+    """The timings a latency-costed run decided on, on its calibration's scale, by :func:`network_key` (empty for a
+    FLOP-costed run)."""
+    return {network_key(t.x3d): t for t in on_one_scale(LatencyTable(Path(run_dir) / TABLE_NAME).rows())}
 
 
 def latencies(config_keys: Iterable[str], timings: Mapping[str, Timing]) -> list[float]:
