@@ -23,9 +23,8 @@ from .trial import Init
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from .runner import ExpandSettings
     from .recipe import Recipe
-    from .space import SearchSpace
+    from .runspec import ExpandSettings, RunSpec
 
 __all__ = ["main", "build_parser"]
 
@@ -316,7 +315,7 @@ def _dispatch_fields(args: argparse.Namespace) -> dict[str, Any]:
 
 def _settings_from_args(args: argparse.Namespace, strategy: str) -> "ExpandSettings":
     """The run settings shared by every search strategy, from the common flags."""
-    from .runner import ExpandSettings
+    from .runspec import ExpandSettings
 
     flag, target = ("--target-ms", args.target_ms) if args.target_ms is not None else ("--target-gflops",
                                                                                        args.target_gflops)
@@ -341,13 +340,14 @@ def _settings_from_args(args: argparse.Namespace, strategy: str) -> "ExpandSetti
         latency_threads=args.latency_threads, **_dispatch_fields(args))
 
 
-def _checked_space(settings: "ExpandSettings", resume: bool) -> "SearchSpace":
-    """For --dry-run: read every input the run would, print what was found; the space fitted to the data."""
-    from .runner import check_inputs
+def _resolved(args: argparse.Namespace, settings: "ExpandSettings") -> "RunSpec":
+    """The run resolved once; with --dry-run, without rendering the default data and with what was found printed."""
+    from .runspec import resolve
 
-    space, found = check_inputs(settings, resume=resume)
-    print("\n".join(found))
-    return space
+    spec = resolve(settings, dry_run=args.dry_run)
+    if args.dry_run:
+        print("\n".join(spec.describe(resume=args.resume)))
+    return spec
 
 
 def _print_summary(args: argparse.Namespace, summary: dict) -> None:
@@ -452,11 +452,11 @@ def _cmd_expand(args: argparse.Namespace) -> int:
     """Run (or with --dry-run, plan) a progressive expansion."""
     from .runner import plan_text, run_expand
 
-    settings = _settings_from_args(args, "expand")
+    spec = _resolved(args, _settings_from_args(args, "expand"))
     if args.dry_run:
-        print(plan_text(settings, _checked_space(settings, args.resume)))
+        print(plan_text(spec))
         return 0
-    _print_summary(args, run_expand(settings, resume=args.resume, quiet=args.quiet))
+    _print_summary(args, run_expand(spec, resume=args.resume, quiet=args.quiet))
     return 0
 
 
@@ -495,13 +495,15 @@ def _cmd_step(args: argparse.Namespace) -> int:
     import shutil
     import tempfile
 
-    from .runner import ExpandSettings, run_step
+    from .runner import run_step
+    from .runspec import ExpandSettings, resolve
     from .search import step_candidates
     from .space import load_space
 
     base = _config_from_args(args)
     assert base is not None  # the parser requires a model
-    top = max((c.gflops for c in step_candidates(base, load_space(args.space), 1)), default=None)
+    space = load_space(args.space)
+    top = max((c.gflops for c in step_candidates(base, space, 1)), default=None)
     if top is None:
         raise UserError(f"{base.short} sits at the bounds of every axis of the space; no step to take")
     dispatch = _dispatch_fields(args)
@@ -511,7 +513,7 @@ def _cmd_step(args: argparse.Namespace) -> int:
         proxy_init=args.proxy_init, seed=args.seed, final_training=False, max_window=_check_max_window(args),
         **dispatch)
     try:
-        step = run_step(settings, base, resume=args.resume, quiet=args.quiet or args.json)
+        step = run_step(resolve(settings, space=space), base, resume=args.resume, quiet=args.quiet or args.json)
     finally:
         if args.output is None:
             shutil.rmtree(out, ignore_errors=True)
@@ -571,11 +573,11 @@ def _cmd_search(args: argparse.Namespace) -> int:
     if args.trials < 1:
         raise UserError("--trials must be at least 1")
     sampler = "random" if args.strategy == "random" else args.sampler
-    settings = _settings_from_args(args, "random" if sampler == "random" else f"optuna-{sampler}")
+    spec = _resolved(args, _settings_from_args(args, "random" if sampler == "random" else f"optuna-{sampler}"))
     if args.dry_run:
-        print(optuna_plan(settings, _checked_space(settings, args.resume), args.trials, sampler))
+        print(optuna_plan(spec, args.trials, sampler))
         return 0
-    _print_summary(args, run_optuna(settings, args.trials, sampler=sampler, resume=args.resume,
+    _print_summary(args, run_optuna(spec, args.trials, sampler=sampler, resume=args.resume,
                                     quiet=args.quiet))
     return 0
 
