@@ -882,15 +882,17 @@ def _add_export(sub: Any) -> None:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    """Write the chosen config in the chosen format; print what was written."""
+    """Write the chosen config in the chosen format (a preset or config with kinetics_full as its training); print
+    what was written."""
     from .export import describe, export
+    from .schedule import load_schedule
 
     model = _config_from_args(args)
     if args.final and model is not None:
         raise UserError("--final chooses from a RUN_DIR, not a --preset or --config")
-    config, warnings, weights = export(args.format, args.output, run_dir=args.run, model=model,
-                                       step=args.step, best_under_gflops=args.best_under_gflops,
-                                       force=args.force)
+    recipe = load_schedule("kinetics_full").recipe.to_dict() if model is not None else None
+    config, warnings, weights = export(args.format, args.output, run_dir=args.run, model=model, step=args.step,
+                                       best_under_gflops=args.best_under_gflops, force=args.force, recipe=recipe)
     for warning in warnings:
         print(f"x3dsearch export: warning: {warning}", file=sys.stderr)
     print(f"{args.output}: {describe(config)} as {args.format}" + (f", weights in {weights}" if weights else ""))
