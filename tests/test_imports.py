@@ -14,7 +14,7 @@ import pytest
 PACKAGE = "x3dsearch"
 LOADERS = ("load_schedule", "load_space")
 # what may read a space or a schedule by name: the CLI's handlers, the run spec's resolution, the loaders' modules
-BOUNDARY = {f"{PACKAGE}.cli", f"{PACKAGE}.runspec", f"{PACKAGE}.schedule", f"{PACKAGE}.space"}
+BOUNDARY = {f"{PACKAGE}.commands", f"{PACKAGE}.runspec", f"{PACKAGE}.schedule", f"{PACKAGE}.space"}
 
 
 def package_modules(name: str, folder: Path) -> dict[str, Path]:

@@ -40,6 +40,7 @@ from .runner import Session, path_record
 from .runspec import ExpandSettings, RunSpec, as_spec
 from .search import Candidate, Outcome
 from .space import SearchSpace, window, window_limit_text
+from .tables import config_table
 
 __all__ = ["SAMPLERS", "strategy_name", "feasible_bounds", "propose", "sample_configs", "run_optuna", "optuna_plan",
            "STUDY_FILE"]
@@ -246,13 +247,8 @@ class _Search:
 def _table(study: optuna.Study, rows: int = 10) -> str:
     done = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)),
                   key=lambda t: -t.values[0])[:rows]
-    lines = [f"{'trial':>5}  {'frames x stride':>15}{'crop':>6}{'γw':>7}{'γb':>7}{'γd':>7}{'GFLOPs':>10}"
-             f"{'proxy top1':>12}"]
-    for t in done:
-        c = X3DConfig.from_dict(t.user_attrs["config"])
-        lines.append(f"{t.number:>5}  {f'{c.frames}x{c.stride}':>15}{c.crop:>6}{c.width:>7.3g}"
-                     f"{c.bottleneck:>7.3g}{c.depth:>7.3g}{t.user_attrs['gflops']:>10.4f}{t.values[0]:>12.1%}")
-    return "\n".join(lines)
+    return config_table(f"{'trial':>5} ", ((f"{t.number:>5} ", X3DConfig.from_dict(t.user_attrs["config"]),
+                                            t.user_attrs["gflops"], f"{t.values[0]:.1%}") for t in done))
 
 
 def optuna_plan(spec: RunSpec, trials: int, sampler: str) -> str:
