@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from x3dsearch import cli
+from x3dsearch import cli, commands
 from x3dsearch.cli import build_parser, main
+from x3dsearch.config import preset
 from x3dsearch.data import make_synthetic
 from x3dsearch.data.synthetic import CLASSES
 from x3dsearch.rundir import RunDir
@@ -240,15 +241,15 @@ def test_old_spellings_still_parse(old, new):
     if old[0] == "report":  # the two spellings of JSON output differ in the namespace, not in the result
         assert (old_args["format"], new_args["json"]) == ("json", True)
     elif old[0] == "step":
-        assert cli._config_from_args(parser.parse_args(old)) == cli._config_from_args(parser.parse_args(new))
+        assert commands.model_from_args(parser.parse_args(old)) == commands.model_from_args(parser.parse_args(new))
     else:
         assert old_args == new_args
 
 
 def test_step_from_reads_a_config_file(tmp_path):
     path = tmp_path / "m.yaml"
-    cli.preset("S").to_yaml(path)
-    assert cli._config_from_args(build_parser().parse_args(["step", "--from", str(path)])) == cli.preset("S")
+    preset("S").to_yaml(path)
+    assert commands.model_from_args(build_parser().parse_args(["step", "--from", str(path)])) == preset("S")
 
 
 def test_one_model_at_a_time(capsys):
@@ -313,3 +314,10 @@ def test_dry_run_of_expand_names_axes_the_box_cuts_and_an_unreachable_target(cap
     code, out, err = _dry_run(capsys, "expand", "--target-gflops", "200", "--data", str(tiny_data),
                               "--out", str(tmp_path / "run"))
     assert _one_line_error(code, err, "target 200 GFLOPs is out of reach", "tops out at") and out.count("\n") == 4
+
+
+def test_every_subcommand_is_handled_in_commands():
+    parser = build_parser()
+    subcommands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    for name, sub in subcommands.items():
+        assert sub.get_default("handler").__module__ == commands.__name__, name

@@ -36,7 +36,8 @@ from x3dsearch.data import make_synthetic
 from x3dsearch.distributed import _Shard, _sync_bn_copy, _Worker, train_distributed
 from x3dsearch.evaluate import Feed
 from x3dsearch.model import build_model
-from x3dsearch.runner import ExpandSettings, Session
+from x3dsearch.runner import Session
+from x3dsearch.runspec import ExpandSettings, resolve
 from x3dsearch.faults import KILL_WORKER_ONCE_ENV
 from x3dsearch.workers import WorkerOptions
 from x3dsearch.schedule import load_schedule
@@ -113,7 +114,7 @@ def two_workers(local_ray: None, bench: Path, tmp_path_factory: pytest.TempPathF
                               full_schedule=str(bench / "loaders.yaml"), full_workers=2)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(KILL_WORKER_ONCE_ENV, str(root / "killed"))
-        metrics = Session(settings, quiet=True).train_final(CONFIG)
+        metrics = Session(resolve(settings), quiet=True).train_final(CONFIG)
     assert metrics["status"] == "ok", metrics["reason"]
     return root / "run" / "final", root / "killed"
 

@@ -18,7 +18,7 @@ from x3dsearch.config import preset
 from x3dsearch.data import make_synthetic
 from x3dsearch.evaluate import Feed, score_views
 from x3dsearch.rundir import RunDir
-from x3dsearch.runner import ExpandSettings
+from x3dsearch.runspec import ExpandSettings
 from x3dsearch.recipe import Recipe
 from x3dsearch.train import train
 

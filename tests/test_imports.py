@@ -1,4 +1,5 @@
-"""The package's module import graph has no cycles: read from the source with ast, nothing imported."""
+"""The package's module import graph has no cycles, and only the boundary reads a search space or a schedule by
+name: both read from the source with ast, nothing imported."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ from typing import Iterable, Mapping
 import pytest
 
 PACKAGE = "x3dsearch"
+LOADERS = ("load_schedule", "load_space")
+# what may read a space or a schedule by name: the CLI's handlers, the run spec's resolution, the loaders' modules
+BOUNDARY = {f"{PACKAGE}.commands", f"{PACKAGE}.runspec", f"{PACKAGE}.schedule", f"{PACKAGE}.space"}
 
 
 def package_modules(name: str, folder: Path) -> dict[str, Path]:
@@ -77,6 +81,19 @@ def find_cycle(graph: Mapping[str, Iterable[str]]) -> list[str] | None:
     return None
 
 
+def loader_uses(modules: Mapping[str, Path]) -> dict[str, list[int]]:
+    """Lines where each module calls, imports or names a loader (``load_space``, ``schedule.load_schedule``, ...)."""
+    uses: dict[str, list[int]] = {}
+    for name, path in modules.items():
+        lines = sorted({node.lineno for node in ast.walk(ast.parse(path.read_text(), str(path)))
+                        if isinstance(node, ast.Name) and node.id in LOADERS
+                        or isinstance(node, ast.Attribute) and node.attr in LOADERS
+                        or isinstance(node, ast.ImportFrom) and any(a.name in LOADERS for a in node.names)})
+        if lines:
+            uses[name] = lines
+    return uses
+
+
 @pytest.fixture
 def old_layout(tmp_path: Path) -> dict[str, Path]:
     """A throwaway package ``pkg`` with the two cycles issue 17 removed, written with every kind of import.
@@ -130,3 +147,22 @@ def test_the_cycles_issue_17_removed_are_found(old_layout: dict[str, Path]) -> N
     assert find_cycle(graph) == ["pkg.data.cache", "pkg.data.kinetics", "pkg.data.cache"]
     graph["pkg.data.cache"].clear()
     assert find_cycle(graph) is None
+
+
+def test_only_the_boundary_reads_spaces_and_schedules_by_name() -> None:
+    spec = importlib.util.find_spec(PACKAGE)
+    assert spec is not None and spec.origin is not None
+    modules = package_modules(PACKAGE, Path(spec.origin).parent)
+    assert BOUNDARY <= set(modules)
+    outside = {name: lines for name, lines in loader_uses(modules).items() if name not in BOUNDARY}
+    assert outside == {}, f"load_schedule/load_space outside {sorted(BOUNDARY)} (module: lines): {outside}"
+
+
+def test_loader_uses_finds_calls_imports_and_aliases(tmp_path: Path) -> None:
+    files = {"__init__.py": "", "a.py": "from .schedule import load_schedule as named\n\nnamed('x')\n",
+             "b.py": "from . import space\n\n\ndef f():\n    return space.load_space('y')\n",
+             "c.py": "def load():\n    return 'load_space'\n"}
+    for relative, source in files.items():
+        (tmp_path / "pkg").mkdir(exist_ok=True)
+        (tmp_path / "pkg" / relative).write_text(source)
+    assert loader_uses(package_modules("pkg", tmp_path / "pkg")) == {"pkg.a": [1], "pkg.b": [5]}

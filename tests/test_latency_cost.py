@@ -356,7 +356,7 @@ def test_a_resume_keeps_the_cost_kind_and_the_latency_settings(tmp_path) -> None
 
     from x3dsearch.errors import UserError
     from x3dsearch.rundir import RunDir
-    from x3dsearch.runner import ExpandSettings
+    from x3dsearch.runspec import ExpandSettings
 
     latency_run = ExpandSettings(target_gflops=None, out=str(tmp_path / "run"), target_ms=20.0)
     run = RunDir(latency_run.out)

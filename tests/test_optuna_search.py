@@ -16,7 +16,7 @@ from x3dsearch.cost import count_flops
 from x3dsearch.errors import ConfigError, UserError
 from x3dsearch.optuna_search import STUDY_FILE, feasible_bounds, run_optuna
 from x3dsearch.rundir import load_run
-from x3dsearch.runner import ExpandSettings
+from x3dsearch.runspec import ExpandSettings
 from x3dsearch.space import SearchSpace, load_space
 
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])

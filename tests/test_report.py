@@ -27,7 +27,8 @@ from x3dsearch.rundir import RunDir, load_run
 from x3dsearch.proxy_policy import ProxyPolicy
 from x3dsearch.recipe import Recipe
 from x3dsearch.scores import Scores
-from x3dsearch.runner import ExpandSettings, JournalScorer, path_record
+from x3dsearch.runner import JournalScorer, path_record
+from x3dsearch.runspec import ExpandSettings
 from x3dsearch.runview import config_scores, frontier
 from x3dsearch.search import run_search
 from x3dsearch.space import load_space
@@ -98,15 +99,15 @@ def make_run(root: Path, name: str = "run", target: float = 0.1, final: bool = T
                               ceiling_gflops=None if latency else ceiling * target, proxy_init=init,
                               target_ms=target if latency else None)
     run = RunDir(out)
-    cost = settings.cost(out)
+    cost = settings.budget.cost(out)
     run.create(dict(asdict(settings), cost=cost.name, space_resolved=space.to_dict(), proxy=proxy.to_dict(),
                     full=FULL_SCHEDULE), resume=False)
     view = LiveView(settings.target_gflops, space.start, 1, quiet=True, stream=io.StringIO(),
-                    target_text=settings.budget_text())
+                    target_text=settings.budget.text())
     scorer = JournalScorer(run, _Dispatcher(), view, TrialJob(key="", config={}, recipe={}, data="", seed=0, init=init),
                            proxy, 384)
     steps = []
-    result = run_search(space, target, scorer, cost=cost, ceiling=settings.ceiling(), on_step=steps.append,
+    result = run_search(space, target, scorer, cost=cost, ceiling=settings.budget.ceiling(), on_step=steps.append,
                         train_start=init == "inherit")
     run.write_path(path_record(result, steps, target, cost))
     if final:

@@ -35,7 +35,8 @@ from x3dsearch.data import make_synthetic
 from x3dsearch.dispatch import proxy_trial
 from x3dsearch.faults import KILL_ONCE_ENV, nan_loss_at
 from x3dsearch.rundir import RunDir, load_run
-from x3dsearch.runner import ExpandSettings, Session, run_expand
+from x3dsearch.runner import Session, run_expand
+from x3dsearch.runspec import ExpandSettings, resolve
 from x3dsearch.space import load_space
 from x3dsearch.trial import TrialJob
 
@@ -321,7 +322,7 @@ def test_candidates_get_the_data_s_class_count(bench: Bench, tmp_path: Path) -> 
     # a space written for Kinetics-400 searching a 3-class dataset: every classifier gets 3 outputs
     space = tmp_path / "space400.yaml"
     space.write_text(yaml.safe_dump(dict(SPACE, start=dict(SPACE["start"], num_classes=400))))
-    session = Session(bench.settings(tmp_path / "run", space=str(space)))
+    session = Session(resolve(bench.settings(tmp_path / "run", space=str(space))))
     assert session.space.start.num_classes == 3
     assert RunDir(tmp_path / "run").settings()["space_resolved"]["start"]["num_classes"] == 3
 
@@ -330,6 +331,6 @@ def test_weights_folder_is_absolute_for_a_relative_run_directory(bench: Bench, t
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     # Ray workers run in their own folders: a relative RUN_DIR/weights would be a different folder there
     monkeypatch.chdir(tmp_path)
-    session = Session(bench.settings(Path("relative-run")))
+    session = Session(resolve(bench.settings(Path("relative-run"))))
     assert session.weights_dir.is_absolute() and session.weights_dir == (tmp_path / "relative-run" / "weights")
     assert session.weights_dir.is_dir()

@@ -1,31 +1,23 @@
-"""The ``x3dsearch`` command line: one subcommand per job, user mistakes as one-line errors.
+"""The ``x3dsearch`` command line: it parses the arguments and calls the subcommand's handler in
+:mod:`x3dsearch.commands`; a user's mistake is printed as a one-line error.
 
-Each subcommand has an ``_add_<name>`` function that declares its arguments, placed beside its
-``_cmd_<name>`` handler; options that several subcommands share are declared once, in the
-``_add_*`` helpers below, so every option string is written in one place only.
+Each subcommand has an ``_add_<name>`` function that declares its arguments and names its handler;
+options that several subcommands share are declared once, in the ``_add_*`` helpers below, so every
+option string is written in one place only.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import textwrap
-from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
+from typing import Any, Callable, Literal, Sequence
 
-from . import __version__
-from .config import X3DConfig, preset, preset_names
-from .cost import cost_breakdown, count_flops, count_params
+from . import __version__, commands
+from .config import preset_names
 from .errors import UserError
-from .search import LAND_WITHIN, check_land_within
+from .search import LAND_WITHIN
 from .trial import Init
-
-if TYPE_CHECKING:
-    from pathlib import Path
-
-    from .runner import ExpandSettings
-    from .recipe import Recipe
-    from .space import SearchSpace
 
 __all__ = ["main", "build_parser"]
 
@@ -80,13 +72,6 @@ def _add_max_window(target: _Target) -> None:
                              "probing a large dataset)")
 
 
-def _check_max_window(args: argparse.Namespace) -> float | None:
-    """``--max-window``, which must be positive when given."""
-    if args.max_window is not None and not args.max_window > 0:
-        raise UserError("--max-window must be a positive number of seconds")
-    return args.max_window
-
-
 def _add_schedule(target: _Target, flag: str, default: str | None, role: str,
                   kind: Literal["proxy", "full"] | None = None, default_help: str = "%(default)s") -> None:
     """A schedule option taking a shipped name (those of ``kind``: proxy, full or any) or a YAML file."""
@@ -114,20 +99,6 @@ def _add_output(p: argparse.ArgumentParser, help: str, metavar: str = "FILE", de
     group.add_argument("-o", "--output", metavar=metavar, default=default, help=help)
     group.add_argument("--out", dest="output", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return group
-
-
-def _data_root(data: str | None) -> "Path":
-    """The folder of ``--data``, or the synthetic benchmark (generated on first use)."""
-    from pathlib import Path
-
-    if data is None:
-        from .data import default_dataset
-
-        return Path(default_dataset())
-    root = Path(data).expanduser()
-    if not root.exists():
-        raise UserError(f"data folder not found: {root}")
-    return root
 
 
 def _add_resume(target: _Target, help: str) -> None:
@@ -312,140 +283,30 @@ def _add_search_options(p: argparse.ArgumentParser, expansion_shown: bool) -> No
     _add_output_options(p)
 
 
-def _dispatch_fields(args: argparse.Namespace) -> dict[str, Any]:
-    """The Ray dispatch settings of ``expand``, ``search`` and ``step``, validated."""
-    for flag in ("cpus_per_worker", "max_concurrent", "max_failures"):
-        value = getattr(args, flag)
-        if value is not None and value < (0 if flag == "max_failures" else 1e-9):
-            raise UserError(f"--{flag.replace('_', '-')} must be positive")
-    return {"address": args.address, "storage": args.storage, "cpus_per_trial": args.cpus_per_worker,
-            "gpus_per_trial": args.gpus_per_worker, "max_concurrent": args.max_concurrent,
-            "max_failures": args.max_failures}
-
-
-def _settings_from_args(args: argparse.Namespace, strategy: str) -> "ExpandSettings":
-    """The run settings shared by every search strategy, from the common flags."""
-    from .runner import ExpandSettings
-
-    flag, target = ("--target-ms", args.target_ms) if args.target_ms is not None else ("--target-gflops",
-                                                                                       args.target_gflops)
-    if not target > 0:
-        raise UserError(f"{flag} must be positive")
-    if args.target_ms is not None and args.ceiling_gflops is not None:
-        raise UserError("--ceiling-gflops is a FLOP ceiling; with --target-ms the ceiling is 2x the target")
-    if args.latency_batch < 1 or args.latency_threads < 1:
-        raise UserError("--latency-batch and --latency-threads must be positive")
-    latency_options = [f"--latency-{name}" for name, default in (("device", "cpu"), ("batch", 1), ("threads", 1),
-                                                                 ("node", None))
-                       if getattr(args, f"latency_{name}") != default]
-    if args.target_ms is None and latency_options:
-        raise UserError(f"{', '.join(latency_options)} only apply with --target-ms (a latency budget)")
-    if args.full_workers is not None and args.full_workers < 1:
-        raise UserError("--full-workers must be positive")
-    check_land_within(args.land_within)
-    unit = "g" if args.target_ms is None else "ms"
-    out = args.output or f"runs/{strategy}-{target:g}{unit}-seed{args.seed}"
-    return ExpandSettings(
-        target_gflops=args.target_gflops, out=out, space=args.space, data=args.data,
-        proxy_schedule=args.proxy_schedule, proxy_init=args.proxy_init, full_schedule=args.full_schedule,
-        seed=args.seed, ceiling_gflops=args.ceiling_gflops, evaluate_contractions=args.evaluate_contractions,
-        land_within=args.land_within if strategy == "expand" else 1.0,  # sampling strategies never land
-        final_training=args.final_training, full_workers=args.full_workers, max_window=_check_max_window(args),
-        target_ms=args.target_ms, latency_device=args.latency_device, latency_batch=args.latency_batch,
-        latency_threads=args.latency_threads, latency_node=args.latency_node, **_dispatch_fields(args))
-
-
-def _checked_space(settings: "ExpandSettings", resume: bool) -> "SearchSpace":
-    """For --dry-run: read every input the run would, print what was found; the space fitted to the data."""
-    from .runner import check_inputs
-
-    space, found = check_inputs(settings, resume=resume)
-    print("\n".join(found))
-    return space
-
-
-def _print_summary(args: argparse.Namespace, summary: dict) -> None:
-    """The end-of-run summary: JSON with --json, the table unless --quiet."""
-    if args.json:
-        print(json.dumps({k: v for k, v in summary.items() if k != "table"}, indent=2))
-    elif not args.quiet:
-        print(summary["table"])
-
-
-# -- subcommands: each _add_<name> beside its _cmd_<name> ----------------------------------------
-
-
-def _config_from_args(args: argparse.Namespace, default: str | None = None) -> X3DConfig | None:
-    """The model of ``--preset`` or ``--config`` (or step's old ``--from NAME|FILE``), else preset ``default``."""
-    if args.config:
-        return X3DConfig.from_yaml(args.config)
-    name, base = args.preset or default, getattr(args, "base", None)
-    if base:
-        if base.upper() not in {n.upper() for n in preset_names()}:
-            return X3DConfig.from_yaml(base)
-        name = base
-    return preset(name) if name else None
+# -- subcommands: each _add_<name> names its handler in commands.py --------------------------------
 
 
 def _add_flops(sub: Any) -> None:
     """``flops``: a preset or a config file, and --json."""
-    p = _command(sub, "flops", _cmd_flops, "cost of a preset or config: GFLOPs, params, per-stage breakdown",
+    p = _command(sub, "flops", commands.flops, "cost of a preset or config: GFLOPs, params, per-stage breakdown",
                  "Closed-form multiply-adds (conv + linear, 1 MAC = 1 FLOP) and parameters of one clip at the "
                  "config's own frames and crop.")
     _add_model(p, "the model (default: preset X2D)")
     _add_json(p)
 
 
-def _cmd_flops(args: argparse.Namespace) -> int:
-    """Print the cost of one model, in total and per part."""
-    config = _config_from_args(args, default="X2D")
-    parts = cost_breakdown(config)
-    total_flops, total_params = count_flops(config), count_params(config)
-    if args.json:
-        print(json.dumps({"config": config.to_dict(), "flops": total_flops, "gflops": total_flops / 1e9,
-                          "params": total_params,
-                          "parts": {k: {"flops": f, "params": p} for k, (f, p) in parts.items()}},
-                         indent=2))
-        return 0
-    print(f"{config.short}  ({config.frames} frames x stride {config.stride}, {config.crop}x{config.crop}, "
-          f"{config.num_classes} classes)")
-    print(f"{'part':<6} {'GFLOPs':>10} {'share':>7} {'params':>12}")
-    for name, (flops, params) in parts.items():
-        print(f"{name:<6} {flops / 1e9:>10.4f} {flops / total_flops:>7.1%} {params:>12,}")
-    print(f"{'total':<6} {total_flops / 1e9:>10.4f} {'':>7} {total_params:>12,}")
-    return 0
-
-
 def _add_presets(sub: Any) -> None:
     """``presets``: only --json."""
-    p = _command(sub, "presets", _cmd_presets, "table of the X3D presets (X2D, XS, S, M, L, XL)",
+    p = _command(sub, "presets", commands.presets, "table of the X3D presets (X2D, XS, S, M, L, XL)",
                  "The X3D presets of the paper: input (frames x stride, crop), the width, bottleneck and "
                  "depth factors, and their GFLOPs and parameters.")
     _add_json(p)
 
 
-def _cmd_presets(args: argparse.Namespace) -> int:
-    """Print the presets as a table or JSON."""
-    rows = []
-    for name in preset_names():
-        c = preset(name)
-        rows.append({"preset": name, "frames_x_stride": f"{c.frames}x{c.stride}", "crop": c.crop,
-                     "width": c.width, "bottleneck": c.bottleneck, "depth": c.depth,
-                     "gflops": round(count_flops(c) / 1e9, 4), "params": count_params(c)})
-    if args.json:
-        print(json.dumps(rows, indent=2))
-        return 0
-    print(f"{'preset':<7}{'frames x stride':>16}{'crop':>6}{'γw':>6}{'γb':>6}{'γd':>6}{'GFLOPs':>10}{'params':>12}")
-    for r in rows:
-        print(f"{r['preset']:<7}{r['frames_x_stride']:>16}{r['crop']:>6}{r['width']:>6g}{r['bottleneck']:>6g}"
-              f"{r['depth']:>6g}{r['gflops']:>10.3f}{r['params']:>12,}")
-    return 0
-
-
 def _add_expand(sub: Any) -> None:
     """``expand``: the shared search options."""
     p = _command(
-        sub, "expand", _cmd_expand, "progressive expansion from X2D to a FLOP target (the X3D search)",
+        sub, "expand", commands.expand, "progressive expansion from X2D to a FLOP target (the X3D search)",
         "Forward expansion: from the search space's start (X2D), expand each axis by one step, train every "
         "candidate briefly (proxy schedule, as Ray Tune trials), keep the most accurate, repeat until the cost "
         "reaches the target. Backward contraction then shrinks the last step onto the target, and the chosen "
@@ -462,22 +323,10 @@ def _add_expand(sub: Any) -> None:
     _add_search_options(p, expansion_shown=True)
 
 
-def _cmd_expand(args: argparse.Namespace) -> int:
-    """Run (or with --dry-run, plan) a progressive expansion."""
-    from .runner import plan_text, run_expand
-
-    settings = _settings_from_args(args, "expand")
-    if args.dry_run:
-        print(plan_text(settings, _checked_space(settings, args.resume)))
-        return 0
-    _print_summary(args, run_expand(settings, resume=args.resume, quiet=args.quiet))
-    return 0
-
-
 def _add_step(sub: Any) -> None:
     """``step``: the base config, the proxy options, dispatch, --json."""
     p = _command(
-        sub, "step", _cmd_step, "one expansion step from a model: each axis' proxy score and the choice",
+        sub, "step", commands.step, "one expansion step from a model: each axis' proxy score and the choice",
         "Where would the search go from my model? Takes one forward-expansion step from the model exactly as "
         "'expand' takes a step (same proxy schedule and mechanisms): with --proxy-init inherit the base is "
         "first trained from scratch for as many proxy epochs as a search from the space's start would have "
@@ -504,48 +353,10 @@ def _add_step(sub: Any) -> None:
     _add_json(p, "print the step as one JSON object on stdout")
 
 
-def _cmd_step(args: argparse.Namespace) -> int:
-    """Take one step from ``--from`` and print the candidates' scores and the choice."""
-    import shutil
-    import tempfile
-
-    from .runner import ExpandSettings, run_step
-    from .search import step_candidates
-    from .space import load_space
-
-    base = _config_from_args(args)
-    assert base is not None  # the parser requires a model
-    top = max((c.gflops for c in step_candidates(base, load_space(args.space), 1)), default=None)
-    if top is None:
-        raise UserError(f"{base.short} sits at the bounds of every axis of the space; no step to take")
-    dispatch = _dispatch_fields(args)
-    out = args.output or tempfile.mkdtemp(prefix="x3dsearch-step-")
-    settings = ExpandSettings(
-        target_gflops=top, out=out, space=args.space, data=args.data, proxy_schedule=args.proxy_schedule,
-        proxy_init=args.proxy_init, seed=args.seed, final_training=False, max_window=_check_max_window(args),
-        **dispatch)
-    try:
-        step = run_step(settings, base, resume=args.resume, quiet=args.quiet or args.json)
-    finally:
-        if args.output is None:
-            shutil.rmtree(out, ignore_errors=True)
-    if args.json:
-        print(json.dumps(step, indent=2))
-        return 0
-    trained = f", base trained {step['base_epochs']} epochs" if step["base_epochs"] else ""
-    print(f"step from {X3DConfig.from_dict(step['base']).short} (proxy {step['schedule']}, init {step['init']}"
-          f"{trained}, seed {step['seed']}):")
-    for c in step["candidates"]:
-        score = f"{c['top1']:.1%}" if c["top1"] is not None else c["status"]
-        mark = "  <- chosen" if c["axis"] == step["chosen"] else ""
-        print(f"  {c['axis']:<11} {c['gflops']:8.4f} GFLOPs  top-1 {score:>7}{mark}")
-    return 0
-
-
 def _add_search(sub: Any) -> None:
     """``search``: strategy, trials and sampler, then the shared search options."""
     p = _command(
-        sub, "search", _cmd_search,
+        sub, "search", commands.search,
         "search with a chosen strategy: optuna (TPE / NSGA-II under a FLOP budget) or expand",
         "--strategy optuna: Optuna samples frames, stride, crop, width, bottleneck and depth within the search "
         "space's 'bounds:' and maximises proxy top-1 at cost <= the target (tpe), or trades top-1 against "
@@ -574,30 +385,10 @@ def _add_search(sub: Any) -> None:
     _add_search_options(p, expansion_shown=False)
 
 
-def _cmd_search(args: argparse.Namespace) -> int:
-    """Run (or plan) a search with the chosen strategy."""
-    if args.strategy == "expand":
-        return _cmd_expand(args)
-    from .optuna_search import optuna_plan, run_optuna
-
-    if args.trials is None:
-        raise UserError(f"--trials is required with --strategy {args.strategy}")
-    if args.trials < 1:
-        raise UserError("--trials must be at least 1")
-    sampler = "random" if args.strategy == "random" else args.sampler
-    settings = _settings_from_args(args, "random" if sampler == "random" else f"optuna-{sampler}")
-    if args.dry_run:
-        print(optuna_plan(settings, _checked_space(settings, args.resume), args.trials, sampler))
-        return 0
-    _print_summary(args, run_optuna(settings, args.trials, sampler=sampler, resume=args.resume,
-                                    quiet=args.quiet))
-    return 0
-
-
 def _add_compare(sub: Any) -> None:
     """``compare``: run directories, target, tolerance, plot file."""
     p = _command(
-        sub, "compare", _cmd_compare,
+        sub, "compare", commands.compare,
         "compare search runs at equal proxy compute: anytime curves, frontiers, a table",
         "For each run directory: best proxy top-1 under the target against cumulative proxy compute (journal "
         "seconds x cpus_per_trial), the best under the target at the smallest budget all runs reached, and the "
@@ -613,24 +404,10 @@ def _add_compare(sub: Any) -> None:
     _add_json(p, "print the table as JSON")
 
 
-def _cmd_compare(args: argparse.Namespace) -> int:
-    """Print the comparison table and write its plot."""
-    from .compare import compare_runs
-
-    table, plot = compare_runs(args.runs, out=args.output, target_gflops=args.target_gflops,
-                               tolerance=args.tolerance, target_ms=args.target_ms)
-    if args.json:
-        print(table.to_json(orient="records", indent=2))
-    else:
-        print(table.to_string(index=False))
-        print(f"plot: {plot}", file=sys.stderr)
-    return 0
-
-
 def _add_train(sub: Any) -> None:
     """``train``: model, data, schedule, epochs, seed, run directory; workers and where they run."""
     p = _command(
-        sub, "train", _cmd_train, "train one model with a schedule (final training); resumable",
+        sub, "train", commands.train, "train one model with a schedule (final training); resumable",
         "Train a preset or config with a schedule, checkpointing RUN_DIR/checkpoint.pt every epoch, then test with "
         "the schedule's K temporal x S spatial views. Writes metrics.json, model.pt and config.yaml in --output. Run "
         "the same command again after a kill to continue from the last checkpoint (it resumes automatically and "
@@ -665,73 +442,10 @@ def _add_train(sub: Any) -> None:
     _add_max_failures(group, "restarts from the last checkpoint after a worker or node died")
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
-    """Train one config (resuming from its checkpoint) and print its test accuracy."""
-    from pathlib import Path
-
-    from .fit import fit
-    from .workers import WorkerOptions
-    from .schedule import load_schedule
-
-    config = _config_from_args(args)
-    assert config is not None  # the parser requires a model
-    schedule = load_schedule(args.schedule).recipe
-    if args.epochs is not None:
-        schedule = schedule.replace(epochs=args.epochs)
-    data = _data_root(args.data)
-    if args.workers < 1:
-        raise UserError("--workers must be at least 1")
-    out = Path(args.output)
-    (_resuming_with_workers if args.workers > 1 else _resuming_alone)(args, out, schedule)
-    workers = WorkerOptions(workers=args.workers, address=args.address, cpus_per_worker=args.cpus_per_worker,
-                            gpus_per_worker=args.gpus_per_worker, storage=args.storage, max_failures=args.max_failures)
-    result = fit(config, data, schedule, args.seed, out_dir=out, workers=workers, progress=True, test_split=True)
-    if args.json:
-        print(json.dumps(result.to_dict(), indent=2))
-    if result.status != "ok":
-        print(f"x3dsearch train: {result.status}: {result.reason}", file=sys.stderr)
-        return 1
-    if args.json:
-        return 0
-    workers = f", {result.world_size} workers x batch {schedule.batch_size}" if result.world_size > 1 else ""
-    test = f", test top1 {result.test.top1:.1%}" if result.test else ", no test split"
-    print(f"{config.short}: val top1 {result.top1:.1%} top5 {result.top5:.1%}{test} ({schedule.eval_views[0]}x"
-          f"{schedule.eval_views[1]} views, trained at {result.train_crop}px, {result.clips_seen} clips{workers}, "
-          f"{result.seconds:.0f}s{', stopped at the time budget' if result.stopped_early else ''}) -> {out}")
-    return 0
-
-
-def _resuming_alone(args: argparse.Namespace, out: "Path", schedule: "Recipe") -> None:
-    """Before ``train`` in this process (``--workers 1``): refuse worker options, say when it resumes."""
-    from .train import CHECKPOINT
-
-    given = [flag for flag, value in (("--address", args.address), ("--storage", args.storage),
-                                      ("--cpus-per-worker", args.cpus_per_worker != 1.0),
-                                      ("--gpus-per-worker", args.gpus_per_worker != 0.0)) if value]
-    if given:
-        raise UserError(f"{', '.join(given)} only apply with --workers 2 or more")
-    if (out / CHECKPOINT).is_file() and not args.resume:
-        print(f"x3dsearch train: resuming from {out / CHECKPOINT} (use a new --output to start over)",
-              file=sys.stderr)
-
-
-def _resuming_with_workers(args: argparse.Namespace, out: "Path", schedule: "Recipe") -> None:
-    """Before ``train`` on ``--workers`` Ray Train workers: say when it resumes from the last checkpoint, and how
-    it runs."""
-    from .distributed import last_checkpoint, run_location
-
-    storage, name = run_location(out, args.storage)
-    if not args.resume and last_checkpoint(storage, name) is not None:
-        print(f"x3dsearch train: resuming from the last checkpoint in {storage}/{name} (use a new --output to start "
-              f"over)", file=sys.stderr)
-    print(f"x3dsearch train: {args.workers} Ray Train workers x batch {schedule.batch_size} "
-          f"({args.cpus_per_worker:g} CPUs, {args.gpus_per_worker:g} GPUs each) -> {out}", file=sys.stderr)
-
-
 def _add_evaluate(sub: Any) -> None:
     """``evaluate``: a run or a model file with its config, the split, data, per-class rows, --json."""
     p = _command(
-        sub, "evaluate", _cmd_evaluate, "score a run's final model or a model file on val or test, per group and class",
+        sub, "evaluate", commands.evaluate, "score a run's final model or a model file on val or test, per group and class",
         "Top-1 and top-5 of a trained model over one split, per class group (as the data's groups.json declares "
         "them) and, with --per-class, per class: scored as its training scored it (the schedule's views and "
         "input size). RUN_DIR: the run's final model (final/model.pt and final/config.yaml) with the run's full "
@@ -751,66 +465,10 @@ def _add_evaluate(sub: Any) -> None:
     _add_json(p)
 
 
-def _evaluated_model(args: argparse.Namespace) -> tuple[X3DConfig, "Path", "Recipe", str | None, int]:
-    """What ``evaluate`` scores: config, weights file, schedule, data (None: default) and seed."""
-    from pathlib import Path
-
-    from .rundir import RunDir
-    from .proxy_policy import ProxyPolicy
-    from .schedule import load_schedule
-
-    if (args.run is None) == (args.weights is None):
-        raise UserError("give a RUN_DIR or --weights FILE with --config FILE, not both")
-    if args.run is not None:
-        run = RunDir(args.run)
-        if not run.exists():
-            raise UserError(f"{args.run} is not a run directory (no run.yaml)")
-        weights, settings = run.final_dir / "model.pt", run.settings()
-        if not weights.is_file():
-            raise UserError(f"{args.run} has no final model ({weights} is missing: its final training has not run)")
-        schedule = (load_schedule(args.schedule) if args.schedule else ProxyPolicy.from_dict(settings["full"])).recipe
-        return (X3DConfig.from_yaml(run.final_dir / "config.yaml"), weights, schedule,
-                args.data or settings.get("data"), int(settings.get("seed") or 0))
-    if args.config is None and args.preset is None:
-        raise UserError("--weights needs the model's --config (or --preset)")
-    weights = Path(args.weights)
-    if not weights.is_file():
-        raise UserError(f"model file not found: {weights}")
-    return _config_from_args(args), weights, load_schedule(args.schedule or "cpu_full").recipe, args.data, 0
-
-
-def _cmd_evaluate(args: argparse.Namespace) -> int:
-    """Score the model on the split; print the per-group (and per-class) table or JSON."""
-    import torch
-
-    from .scores import render_scores
-    from .train import evaluate_weights
-
-    config, weights, schedule, data, seed = _evaluated_model(args)
-    root = _data_root(data)
-    try:
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, ValueError) as err:
-        raise UserError(f"{weights}: not a model file ({type(err).__name__})") from None
-    try:
-        scores = evaluate_weights(config, state, root, schedule, args.split, seed)
-    except RuntimeError as err:  # load_state_dict: the weights belong to another config
-        raise UserError(f"{weights} does not fit {config.short}: {str(err).splitlines()[0]}") from None
-    if args.json:
-        print(json.dumps({"config": config.to_dict(), "weights": str(weights), "schedule": schedule.name,
-                          "data": str(root), **scores.to_dict()}, indent=2))
-        return 0
-    print(f"{config.short} ({count_flops(config) / 1e9:.4g} GFLOPs) on {args.split} of {root}: "
-          f"{schedule.eval_views[0]}x{schedule.eval_views[1]} views at {schedule.train_crop(config)} px, "
-          f"top-1 {scores.top1:.1%}, top-5 {scores.top5:.1%}")
-    print(render_scores([scores], args.per_class))
-    return 0
-
-
 def _add_report(sub: Any) -> None:
     """``report``: a run directory and the output format."""
     p = _command(
-        sub, "report", _cmd_report, "tables of a run: path, frontier, failures, compute totals",
+        sub, "report", commands.report, "tables of a run: path, frontier, failures, compute totals",
         "The expansion path (axis, shape, GFLOPs, params, proxy top-1, trial time), the top-1/GFLOPs frontier "
         "of every trained config, failed/retried/skipped trials with their reasons, the final model's top-1 per "
         "class group on val and test (the held-out number where the data has a test split), and the CPU/GPU-hours "
@@ -824,18 +482,10 @@ def _add_report(sub: Any) -> None:
     _add_per_class(p, "the final model's top-1 for every class too, not only per class group")
 
 
-def _cmd_report(args: argparse.Namespace) -> int:
-    """Print the report of one run."""
-    from .report import render, run_report
-
-    print(render(run_report(args.run, per_class=args.per_class), "json" if args.json else args.format), end="")
-    return 0
-
-
 def _add_plot(sub: Any) -> None:
     """``plot``: run directories, image file, cost axis."""
     p = _command(
-        sub, "plot", _cmd_plot, "accuracy/cost plot of runs: candidates, frontier, expansion path, presets",
+        sub, "plot", commands.plot, "accuracy/cost plot of runs: candidates, frontier, expansion path, presets",
         "Proxy top-1 of every trained candidate against GFLOPs (log scale), coloured by the axis that produced "
         "it; the frontier as a step line; the expansion path as arrows labelled with the chosen axis; the "
         "contraction and the final model's full-training accuracy (star); the presets' costs for reference.")
@@ -853,25 +503,10 @@ def _add_plot(sub: Any) -> None:
     _add_split(group, "the split of --confusion (default: test where the final training scored one, else val)")
 
 
-def _cmd_plot(args: argparse.Namespace) -> int:
-    """Write the plot (or the final model's confusion matrix) and print its path."""
-    from .plot import save_confusion, save_plot
-
-    if args.split and not args.confusion:
-        raise UserError("--split chooses the split of --confusion")
-    if not args.confusion:
-        print(save_plot(args.runs, args.output or "frontier.png", metric=args.metric))
-        return 0
-    if len(args.runs) != 1:
-        raise UserError("--confusion plots one run's final model; give one RUN_DIR")
-    print(save_confusion(args.runs[0], args.output or "confusion.png", split=args.split))
-    return 0
-
-
 def _add_export(sub: Any) -> None:
     """``export``: which config (run step, budget, final or preset), format and file."""
     p = _command(
-        sub, "export", _cmd_export,
+        sub, "export", commands.export,
         "write a found config (or a preset) for x3dsearch, PySlowFast or pytorchvideo",
         "x3dsearch: our config YAML (plus RUN_DIR/final/model.pt beside it as FILE.pt for the final model). "
         "pyslowfast: a MODEL.ARCH x3d config with the run's full schedule as SOLVER. pytorchvideo: JSON keyword "
@@ -896,26 +531,10 @@ def _add_export(sub: Any) -> None:
                    help="write the nearest expressible config when the target cannot build this one exactly")
 
 
-def _cmd_export(args: argparse.Namespace) -> int:
-    """Write the chosen config in the chosen format; print what was written."""
-    from .export import describe, export
-
-    model = _config_from_args(args)
-    if args.final and model is not None:
-        raise UserError("--final chooses from a RUN_DIR, not a --preset or --config")
-    config, warnings, weights = export(args.format, args.output, run_dir=args.run, model=model,
-                                       step=args.step, best_under_gflops=args.best_under_gflops,
-                                       force=args.force)
-    for warning in warnings:
-        print(f"x3dsearch export: warning: {warning}", file=sys.stderr)
-    print(f"{args.output}: {describe(config)} as {args.format}" + (f", weights in {weights}" if weights else ""))
-    return 0
-
-
 def _add_latency(sub: Any) -> None:
     """``latency``: one model's measured latency, or a sample of the space's box and the predictor's error."""
     p = _command(
-        sub, "latency", _cmd_latency, "measured inference latency of a preset or config, on this machine or a Ray node",
+        sub, "latency", commands.latency, "measured inference latency of a preset or config, on this machine or a Ray node",
         "Times the network as it is deployed (BatchNorm folded, channels-last with the fast kernels, "
         "inference_mode): warm-up passes, then the median of the repeats, per clip, with the range over them. "
         "Each timing is kept per (config, device model, batch, threads) in latency.csv in the cache folder "
@@ -938,34 +557,10 @@ def _add_latency(sub: Any) -> None:
     _add_json(p)
 
 
-def _cmd_latency(args: argparse.Namespace) -> int:
-    """Print one timing, or time a sample and print the latency model's held-out error."""
-    from . import latency
-    from .optuna_search import sample_configs
-    from .space import load_space
-
-    table = latency.LatencyTable()
-    node = latency.RayNode(args.node, args.address) if args.node else None
-    options = {"device": args.device, "batch": args.batch, "threads": args.threads, "repeats": args.repeats,
-               "node": node}
-    if args.sample is not None:
-        configs = sample_configs(load_space(args.space), args.sample, args.max_gflops)
-        summary = latency.check_predictor(configs, table, **options)
-        print(json.dumps(summary, indent=2) if args.json else latency.describe_check(summary))
-        return 0
-    config = _config_from_args(args, default="XS")
-    assert config is not None  # a default is given
-    timing = latency.LatencyCost((table,), args.device, args.batch, args.threads, args.repeats, node).timing(
-        config, fresh=args.fresh)
-    print(json.dumps(timing.to_dict(), indent=2) if args.json
-          else latency.describe(timing, f"{args.preset or args.config or 'XS'} {config.short}"))
-    return 0
-
-
 def _add_make_data(sub: Any) -> None:
     """``make-data``: output folder, seed, size."""
     p = _command(
-        sub, "make-data", _cmd_make_data, "write the synthetic video benchmark (Kinetics layout, H.264 videos)",
+        sub, "make-data", commands.make_data, "write the synthetic video benchmark (Kinetics layout, H.264 videos)",
         "Render the synthetic benchmark: 12 classes in 3 groups that need spatial detail, frame rate or long "
         "clips to tell apart (design in the generated README.md), as H.264 MP4 with train.csv, val.csv, "
         "test.csv (held out: each split has its own seeds), classes.txt and groups.json. The same seed renders the "
@@ -985,16 +580,6 @@ def _add_make_data(sub: Any) -> None:
                    help="test videos per class; 0 writes no test split (default: as many as val)")
     p.add_argument("--size", choices=("small", "medium"), default="small",
                    help="small: 64x64 px, medium: 128x128 px; 30 fps, 4 s (default: %(default)s)")
-
-
-def _cmd_make_data(args: argparse.Namespace) -> int:
-    """Render the benchmark and print its folder."""
-    from .data import make_synthetic
-
-    out = make_synthetic(args.output, seed=args.seed, videos_per_class=args.videos_per_class, size=args.size,
-                         val_per_class=args.val_per_class, test_per_class=args.test_per_class)
-    print(out)
-    return 0
 
 
 _SUBCOMMANDS: tuple[Callable[[Any], None], ...] = (

@@ -14,7 +14,7 @@ import os
 import socket
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
@@ -26,24 +26,12 @@ from ray import tune  # noqa: E402
 from .errors import UserError
 from .faults import kill_once
 from .trial import TrialJob
+from .workers import DispatchOptions
 
 __all__ = ["DispatchOptions", "RayDispatcher", "TrialFn", "proxy_trial", "check_address"]
 
 TrialFn = Callable[[TrialJob], dict[str, Any]]
 _NESTED = "nested_json"  # the key that carries a trial's list and dict metrics through Tune
-
-
-@dataclass(frozen=True)
-class DispatchOptions:
-    """Where and how trials run; ``address=None`` starts a local Ray on this machine."""
-
-    address: str | None = None
-    cpus_per_trial: float = 1.0
-    gpus_per_trial: float = 0.0
-    max_concurrent: int | None = None
-    storage: str | None = None
-    max_failures: int = 2
-    num_cpus: int | None = None
 
 
 def proxy_trial(job: TrialJob) -> dict[str, Any]:

@@ -32,7 +32,7 @@ from .report import describe_provenance
 from .rundir import RunDir
 from .runview import RunView
 
-__all__ = ["FORMATS", "select_config", "export_config", "run_provenance", "preset_schedule", "describe", "export"]
+__all__ = ["FORMATS", "select_config", "export_config", "run_provenance", "describe", "export"]
 
 FORMATS = ("x3dsearch", "pyslowfast", "pytorchvideo")
 
@@ -70,18 +70,6 @@ def run_provenance(run_dir: str | Path, *, step: int | None = None,
                 else f"the best proxy top-1 at or under {best_under_gflops:g} GFLOPs")
     prov = {"run": str(Path(run_dir).resolve()), "exported": exported, **RunView(run_dir).provenance()}
     return {k: v for k, v in prov.items() if v is not None and (final or not k.startswith("final_"))}
-
-
-def preset_schedule() -> dict[str, Any] | None:
-    """The ``kinetics_full`` schedule as a dict when the schedule module ships it, else None."""
-    try:
-        from .schedule import load_schedule
-    except ImportError:
-        return None
-    try:
-        return load_schedule("kinetics_full").recipe.to_dict()
-    except UserError:
-        return None
 
 
 # -- writing --------------------------------------------------------------------------
@@ -142,12 +130,10 @@ def describe(config: X3DConfig) -> str:
 
 
 def export(fmt: str, out: str | Path, *, run_dir: str | Path | None = None, model: X3DConfig | None = None,
-           step: int | None = None, best_under_gflops: float | None = None,
-           force: bool = False) -> tuple[X3DConfig, list[str], Path | None]:
-    """Export a run's chosen config (final by default) or a given model (a preset or a config file).
-
-    Returns (config, warnings, weights copied).
-    """
+           step: int | None = None, best_under_gflops: float | None = None, force: bool = False,
+           recipe: Mapping[str, Any] | None = None) -> tuple[X3DConfig, list[str], Path | None]:
+    """Export a run's chosen config (final by default, with the run's full schedule) or a given model (a preset or a
+    config file, with ``recipe`` as its training). Returns (config, warnings, weights copied)."""
     if (run_dir is None) == (model is None):
         raise UserError("give either a RUN_DIR or a model (--preset NAME or --config FILE)")
     weights: Path | None = None
@@ -155,7 +141,7 @@ def export(fmt: str, out: str | Path, *, run_dir: str | Path | None = None, mode
     if model is not None:
         if step is not None or best_under_gflops is not None:
             raise UserError("--step and --best-under-gflops choose from a RUN_DIR, not a --preset or --config")
-        config, schedule = model, preset_schedule()
+        config, schedule = model, recipe
     else:
         assert run_dir is not None
         config = select_config(run_dir, step=step, best_under_gflops=best_under_gflops)

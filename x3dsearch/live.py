@@ -11,6 +11,7 @@ from .search import CEILING_FACTOR, Candidate, SearchResult, Step, estimate_step
 from .config import X3DConfig
 from .cost import Cost, count_flops
 from .scores import headline_text, render_scores, split_scores
+from .tables import config_table
 from .trial import Init, Status, TrialRecord
 
 __all__ = ["LiveView", "format_duration", "final_text"]
@@ -207,26 +208,19 @@ class LiveView:
     def summary(self, result: SearchResult, final: Mapping[str, Any] | None) -> str:
         """The path as a table and the final model's top-1 per class group, for the caller to print once (the
         command line prints it on stdout)."""
-        lines = [f"{'step':>4}  {'axis':<22}{'frames x stride':>16}{'crop':>6}{'γw':>7}{'γb':>7}{'γd':>7}"
-                 f"{'GFLOPs':>10}{'proxy top1':>12}"]
-
-        def row(label: str, axis: str, config: X3DConfig, top1: float | None) -> None:
-            acc = f"{top1:.1%}" if top1 is not None else "-"
-            lines.append(f"{label:>4}  {axis:<22}{f'{config.frames}x{config.stride}':>16}{config.crop:>6}"
-                         f"{config.width:>7.3g}{config.bottleneck:>7.3g}{config.depth:>7.3g}"
-                         f"{count_flops(config) / 1e9:>10.4f}{acc:>12}")
-
-        row("0", "start", result.start, None)
+        rows = [("0", "start", result.start, None)]
         for step in result.steps:
             chosen = step.chosen
             axis = chosen.axis if chosen.fraction == 1 else f"{chosen.axis}x{chosen.fraction:.2f}"
-            row(str(step.index), axis, chosen.config, step.outcomes[chosen.key].top1)
+            rows.append((str(step.index), axis, chosen.config, step.outcomes[chosen.key].top1))
         if result.contraction is not None:
             c = result.contraction
             ev = c.evaluated.get(c.config.key)
-            row("land" if c.kind == "land" else "c", f"{c.axis}x{c.fraction:.2f}", c.config,
-                ev.top1 if ev and ev.usable else None)
-        text = "\n".join(lines)
+            rows.append(("land" if c.kind == "land" else "c", f"{c.axis}x{c.fraction:.2f}", c.config,
+                         ev.top1 if ev and ev.usable else None))
+        head = f"{'step':>4}  {'axis':<22}"
+        text = config_table(head, ((f"{label:>4}  {axis:<22}", config, count_flops(config) / 1e9,
+                                    "-" if top1 is None else f"{top1:.1%}") for label, axis, config, top1 in rows))
         cost = result.cost
         measured = "" if cost.name == "flops" else f", {cost.of(result.final) / cost.per_unit:.4g} {cost.unit}"
         text += f"\nfinal: {result.final.short}, {result.final_gflops:.3f} GFLOPs{measured} (target {self.target_text})"

@@ -36,9 +36,11 @@ from .cost import FLOPS, Cost, count_flops
 from .errors import SearchError, UserError
 from .live import final_text
 from .rundir import atomic_write
-from .runner import ExpandSettings, Session, path_record
+from .runner import Session, path_record
+from .runspec import ExpandSettings, RunSpec, as_spec
 from .search import Candidate, Outcome
 from .space import SearchSpace, window, window_limit_text
+from .tables import config_table
 
 __all__ = ["SAMPLERS", "strategy_name", "feasible_bounds", "propose", "sample_configs", "run_optuna", "optuna_plan",
            "STUDY_FILE"]
@@ -183,7 +185,7 @@ class _Search:
     def __init__(self, session: Session, study: optuna.Study, sampler: str,
                  bounds: Mapping[str, tuple[float, float]]) -> None:
         self.session, self.study, self.sampler, self.bounds = session, study, sampler, bounds
-        self.target, self.cost = session.settings.target, session.cost
+        self.target, self.cost = session.spec.budget.target, session.cost
 
     def ask_feasible(self) -> tuple[Trial, Candidate]:
         """Ask until the cost model accepts a proposal; rejected ones are told PRUNED at once."""
@@ -245,20 +247,16 @@ class _Search:
 def _table(study: optuna.Study, rows: int = 10) -> str:
     done = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)),
                   key=lambda t: -t.values[0])[:rows]
-    lines = [f"{'trial':>5}  {'frames x stride':>15}{'crop':>6}{'γw':>7}{'γb':>7}{'γd':>7}{'GFLOPs':>10}"
-             f"{'proxy top1':>12}"]
-    for t in done:
-        c = X3DConfig.from_dict(t.user_attrs["config"])
-        lines.append(f"{t.number:>5}  {f'{c.frames}x{c.stride}':>15}{c.crop:>6}{c.width:>7.3g}"
-                     f"{c.bottleneck:>7.3g}{c.depth:>7.3g}{t.user_attrs['gflops']:>10.4f}{t.values[0]:>12.1%}")
-    return "\n".join(lines)
+    return config_table(f"{'trial':>5} ", ((f"{t.number:>5} ", X3DConfig.from_dict(t.user_attrs["config"]),
+                                            t.user_attrs["gflops"], f"{t.values[0]:.1%}") for t in done))
 
 
-def optuna_plan(settings: ExpandSettings, space: SearchSpace, trials: int, sampler: str) -> str:
+def optuna_plan(spec: RunSpec, trials: int, sampler: str) -> str:
     """What ``--dry-run`` prints: the box the sampler draws from and the budget."""
-    bounds = feasible_bounds(space, settings.target, settings.cost(None))
+    space, budget = spec.space, spec.budget
+    bounds = feasible_bounds(space, budget.target, budget.cost(None))
     lines = [f"search space {space.name}: start {space.start.short}, optuna sampler {sampler}, "
-             f"{trials} proxy trainings at <= {settings.budget_text()}",
+             f"{trials} proxy trainings at <= {budget.text()}",
              f"{'field':<11}{'bounds':>16}{'feasible box':>16}"]
     for name, (low, high) in bounds.items():
         full = _space_bounds(space)[name]
@@ -267,20 +265,22 @@ def optuna_plan(settings: ExpandSettings, space: SearchSpace, trials: int, sampl
     return "\n".join(lines)
 
 
-def run_optuna(settings: ExpandSettings, trials: int, *, sampler: str = "tpe", resume: bool = False,
+def run_optuna(spec: RunSpec | ExpandSettings, trials: int, *, sampler: str = "tpe", resume: bool = False,
                quiet: bool = False, trial_fn: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None
                ) -> dict[str, Any]:
-    """Search with Optuna for ``trials`` proxy trainings, then train the best; returns the summary."""
+    """Search with Optuna for ``trials`` proxy trainings (settings are resolved first), then train the best; returns
+    the summary."""
     if trials < 1:
         raise UserError("--trials must be at least 1")
     if sampler not in SAMPLERS:
         raise UserError(f"unknown sampler {sampler!r}; choose from {', '.join(SAMPLERS)}")
-    unit = "g" if settings.target_ms is None else "ms"
-    study_name = f"x3dsearch-{settings.space}-{settings.target:g}{unit}-seed{settings.seed}-{sampler}"
+    spec = as_spec(spec)
+    settings, budget = spec.request, spec.budget
+    study_name = f"x3dsearch-{settings.space}-{budget.target:g}{budget.unit_suffix}-seed{settings.seed}-{sampler}"
     # a batch of samples is not a choice between them: no close-call repeats (the study keeps every score)
-    session = Session(settings, resume=resume, quiet=quiet, trial_fn=trial_fn, close_calls=False, expansion=False,
+    session = Session(spec, resume=resume, quiet=quiet, trial_fn=trial_fn, close_calls=False, expansion=False,
                       extra={"strategy": strategy_name(sampler), "sampler": sampler, "study_name": study_name})
-    bounds = feasible_bounds(session.space, settings.target, session.cost)
+    bounds = feasible_bounds(session.space, budget.target, session.cost)
     batch_size = session.view.concurrency
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(storage=f"sqlite:///{(session.run.path / STUDY_FILE).resolve()}",
@@ -297,14 +297,14 @@ def run_optuna(settings: ExpandSettings, trials: int, *, sampler: str = "tpe", r
     t0 = time.time()
     with session:
         session.view.message(f"x3dsearch: optuna ({sampler}) on {session.space.name}, {trials} proxy trainings "
-                             f"at <= {settings.budget_text()} -> {session.run.path} "
+                             f"at <= {budget.text()} -> {session.run.path} "
                              f"(dashboard: optuna-dashboard sqlite:///{session.run.path / STUDY_FILE}); "
                              f"{session.window_line}")
         search.run(trials, batch_size)
     best = _best(study, session.cost)
     if best is None:
         raise SearchError("no proxy training under the target succeeded; nothing to train")
-    record = _final_record(best, settings.target, strategy_name(sampler), session.cost)
+    record = _final_record(best, budget.target, strategy_name(sampler), session.cost)
     session.run.write_path(record)
     final_config = X3DConfig.from_dict(best.user_attrs["config"])
     final_metrics = session.train_final(final_config) if settings.final_training else None

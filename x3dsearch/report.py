@@ -19,6 +19,7 @@ from .errors import UserError
 from .latency import Timing, latencies
 from .runview import RunView, config_seconds, frontier, numeric_column
 from .scores import headline, headline_text, render_scores, scores_table, split_scores
+from .tables import SHAPE, shape_columns
 from .trial import Init, Status
 
 __all__ = ["describe_provenance", "run_report", "describe_final", "render", "REPORT_FORMATS"]
@@ -27,10 +28,9 @@ REPORT_FORMATS = ("table", "csv", "markdown", "json")
 _SECTIONS = ("path", "box", "frontier", "failures", "final")
 
 
-def _shape_columns(config: Mapping[str, Any]) -> dict[str, Any]:
-    c = X3DConfig.from_dict(config)
-    return {"frames x stride": f"{c.frames}x{c.stride}", "crop": c.crop, "γw": c.width, "γb": c.bottleneck,
-            "γd": c.depth}
+def _shape(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The shape columns of a config recorded as a mapping (:func:`~x3dsearch.tables.shape_columns`)."""
+    return shape_columns(X3DConfig.from_dict(config))
 
 
 def _number(value: Any) -> float:
@@ -40,14 +40,14 @@ def _number(value: Any) -> float:
 
 def _path_rows(path: Mapping[str, Any], scores: pd.DataFrame) -> list[tuple[str, dict[str, Any]]]:
     """(config key, row) of the trained start, each step's chosen candidate and the contraction."""
-    rows = [(r["config_key"], {"step": "0", "axis": "start", **_shape_columns(r["config"]), "gflops": r["gflops"],
+    rows = [(r["config_key"], {"step": "0", "axis": "start", **_shape(r["config"]), "gflops": r["gflops"],
                                "params": r["params"], "top1": r["top1"], "rung": r["rung"], "seeds": r["seeds"]})
             for _, r in scores[scores["kind"] == "start"].iterrows()]
     for s in path.get("steps", []):
         chosen = next((c for c in s.get("candidates", []) if c["config_key"] == s["config_key"]), {})
         fraction = s.get("fraction", 1.0)  # path.json files before bounded steps had full steps only
         axis = s["axis"] if fraction == 1 else f"{s['axis']}x{fraction:.2f}"
-        rows.append((s["config_key"], {"step": str(s["step"]), "axis": axis, **_shape_columns(s["config"]),
+        rows.append((s["config_key"], {"step": str(s["step"]), "axis": axis, **_shape(s["config"]),
                                        "gflops": s["gflops"], "params": s["params"], "top1": s.get("top1"),
                                        "rung": _number(chosen.get("rung")), "seeds": _number(chosen.get("seeds"))}))
     contraction = path.get("contraction")
@@ -55,7 +55,7 @@ def _path_rows(path: Mapping[str, Any], scores: pd.DataFrame) -> list[tuple[str,
         outcome = (contraction.get("evaluated") or {}).get(contraction["config_key"]) or {}
         rows.append((contraction["config_key"], {
             "step": contraction.get("kind", "contract"), "axis": contraction["axis"],
-            **_shape_columns(contraction["config"]),
+            **_shape(contraction["config"]),
             "gflops": contraction["gflops"], "params": count_params(X3DConfig.from_dict(contraction["config"])),
             "top1": outcome.get("top1"), "rung": _number(outcome.get("epochs")),
             "seeds": _number(outcome.get("seeds"))}))
@@ -79,8 +79,7 @@ def _path_table(path: Mapping[str, Any], journal: pd.DataFrame, scores: pd.DataF
     inits = dict(zip(scores["config_key"], scores["init"])) if "init" in scores else {}
     keyed = _path_rows(path, scores)
     rows = [dict(row, init=inits.get(key) or "", seconds=seconds.get(key, math.nan)) for key, row in keyed]
-    columns = ["step", "axis", "frames x stride", "crop", "γw", "γb", "γd", "gflops", "params", "top1", "rung",
-               "seeds", "init", "seconds"]
+    columns = ["step", "axis", *SHAPE, "gflops", "params", "top1", "rung", "seeds", "init", "seconds"]
     return _with_latency(pd.DataFrame(rows, columns=columns), [key for key, _ in keyed], timings)
 
 
@@ -130,7 +129,7 @@ def _frontier_table(scores: pd.DataFrame, timings: Mapping[str, Timing]) -> pd.D
     if scores.empty:
         return pd.DataFrame(columns=columns)
     front = frontier(_with_latency(scores, scores["config_key"], timings), "ms" if timings else "gflops")
-    shapes = [_shape_columns(c) if isinstance(c, Mapping) else {} for c in front.get("config", [{}] * len(front))]
+    shapes = [_shape(c) if isinstance(c, Mapping) else {} for c in front.get("config", [{}] * len(front))]
     return pd.concat([front[columns], pd.DataFrame(shapes)], axis=1)
 
 

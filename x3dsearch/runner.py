@@ -11,246 +11,41 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, replace
-from pathlib import Path
+from dataclasses import asdict, replace
 from typing import Any, Mapping, Sequence
 
 from .cost import FLOPS, Cost, count_flops
-from .errors import DataError, UserError
 from .live import LiveView
 from .config import X3DConfig
 from .rundir import RunDir, atomic_write
 from .rungs import successive_halving
 from .proxy_policy import ProxyPolicy
-from .recipe import Recipe
-from .schedule import load_schedule
-from .search import (CEILING_FACTOR, LAND_WITHIN, Candidate, Outcome, SearchResult, Step, check_reachable,
-                     estimate_steps, memoised, offer, run_search, score_start, take_step)
-from .space import SearchSpace, describe_box, load_space
+from .runspec import ExpandSettings, RunSpec, as_spec
+from .search import (Candidate, Outcome, SearchResult, Step, check_reachable, estimate_steps, memoised, offer,
+                     run_search, score_start, take_step)
+from .space import describe_box
 from .trial import Init, Status, TrialJob, TrialRecord
 
-__all__ = ["ExpandSettings", "ceiling_of", "Session", "JournalScorer", "run_expand", "run_step", "plan_text",
-           "check_inputs", "path_record"]
-
-@dataclass(frozen=True)
-class ExpandSettings:
-    """Everything a search run depends on; stored in ``run.yaml``."""
-
-    target_gflops: float | None  # None when the budget is latency (target_ms)
-    out: str
-    space: str = "x3d_kinetics"
-    data: str | None = None
-    proxy_schedule: str = "cpu_proxy"
-    full_schedule: str = "cpu_full"
-    proxy_init: str = Init.INHERIT.value
-    seed: int = 0
-    ceiling_gflops: float | None = None
-    evaluate_contractions: bool = False
-    land_within: float = LAND_WITHIN
-    final_training: bool = True
-    address: str | None = None
-    storage: str | None = None
-    cpus_per_trial: float = 1.0
-    gpus_per_trial: float = 0.0
-    max_concurrent: int | None = None
-    max_failures: int = 2
-    full_workers: int = 1
-    max_window: float | None = None  # seconds a clip may span; None: the shortest video the data lists
-    target_ms: float | None = None  # a latency budget instead: ms per clip, measured as latency_* say
-    latency_device: str = "cpu"
-    latency_batch: int = 1
-    latency_threads: int = 1
-    latency_node: str | None = None  # a Ray custom resource: time on the node offering it (the deployment device)
-
-    def __post_init__(self) -> None:
-        if self.target_ms is not None and (self.target_gflops is not None or self.ceiling_gflops is not None):
-            raise UserError("a latency target (target_ms) comes alone: no target_gflops, and no ceiling_gflops "
-                            "(its ceiling is 2x the target in ms)")
-
-    @property
-    def target(self) -> float:
-        """The budget in its cost's unit: ms per clip when latency-costed, else GFLOPs."""
-        target = self.target_gflops if self.target_ms is None else self.target_ms
-        if target is None:
-            raise UserError("a run needs a target: --target-gflops or --target-ms")
-        return target
-
-    def ceiling(self) -> float:
-        """The ceiling in the target's unit (:func:`ceiling_of`)."""
-        return ceiling_of(self.target, self.ceiling_gflops)
-
-    def cost(self, run_dir: str | Path | None) -> Cost:
-        """C(X) of the run: exact FLOPs, or with ``target_ms`` latency timed into ``run_dir``'s table and the cache's."""
-        if self.target_ms is None:
-            return FLOPS
-        from .latency import RayNode, latency_cost
-
-        node = RayNode(self.latency_node, self.address) if self.latency_node else None
-        return latency_cost(run_dir, self.latency_device, self.latency_batch, self.latency_threads, node)
-
-    def budget_text(self) -> str:
-        """The target as words, e.g. ``6 GFLOPs`` or ``40 ms per clip (cpu, batch 1, 1 thread)``."""
-        if self.target_ms is None:
-            return f"{self.target:g} GFLOPs"
-        from .latency import thread_count
-
-        node = f" on the Ray node offering {self.latency_node!r}" if self.latency_node else ""
-        return (f"{self.target_ms:g} ms per clip ({self.latency_device}{node}, batch {self.latency_batch}, "
-                f"{thread_count(self.latency_threads)})")
-
-
-def ceiling_of(target: float, ceiling: float | None) -> float:
-    """A search's ceiling in its target's unit: the one given, by default ``CEILING_FACTOR`` times the target."""
-    return ceiling if ceiling is not None else CEILING_FACTOR * target
-
-
-def _check_data(root: Path) -> None:
-    if not root.is_dir():
-        raise DataError(f"data folder not found: {root}")
-    missing = [name for name in ("train.csv", "val.csv") if not (root / name).is_file()]
-    if missing:
-        raise DataError(f"{root} is not in the Kinetics layout: missing {', '.join(missing)} "
-                        f"(one 'path label' line per video)")
-
-
-def _resolve_data(settings: ExpandSettings) -> Path:
-    if settings.data is None:
-        from .data import default_dataset
-
-        return Path(default_dataset()).resolve()
-    root = Path(settings.data).expanduser().resolve()
-    _check_data(root)
-    return root
-
-
-def _fit_classes(space: SearchSpace, data_root: Path) -> SearchSpace:
-    """The space with its start's classifier sized to the data's class list (every candidate inherits it)."""
-    from .data import read_split
-
-    return _with_classes(space, len(read_split(data_root, "train").class_names))
-
-
-def _with_classes(space: SearchSpace, classes: int) -> SearchSpace:
-    """The space with its start's classifier sized to ``classes`` (every candidate inherits it)."""
-    if classes == space.start.num_classes:
-        return space
-    return replace(space, start=space.start.replace(num_classes=classes))
-
-
-def _window_limit(settings: ExpandSettings, root: Path | None,
-                  recipes: Sequence[Recipe]) -> tuple[float | None, str]:
-    """The longest clip window in seconds and a line saying where it comes from: ``max_window``, else the
-    shortest video (``root`` None: the default benchmark's length), at most what the clip cache keeps."""
-    from .data import shortest_video
-    from .data.kinetics import CACHED_SECONDS, REFERENCE_FPS
-    from .data.synthetic import SECONDS
-
-    if settings.max_window is not None:
-        seconds, source = settings.max_window, "--max-window"
-    else:
-        probed = (SECONDS, "the benchmark's video length") if root is None else shortest_video(root)
-        if probed is None:
-            return None, "window limit: none (no video of the data could be probed)"
-        seconds, source = probed[0], probed[1] if root is None else f"the shortest video, {probed[1]}"
-        if any(r.cache for r in recipes) and CACHED_SECONDS < seconds:
-            seconds, source = CACHED_SECONDS, "what the clip cache keeps of a video"
-    return seconds, (f"window limit: {seconds:g} s = {seconds * REFERENCE_FPS:g} source frames at "
-                     f"{REFERENCE_FPS:g} fps ({source})")
-
-
-def _fit_window(space: SearchSpace, seconds: float | None) -> SearchSpace:
-    """The space whose windows (frames x stride, source frames at the reference rate) fit ``seconds``."""
-    from .data.kinetics import REFERENCE_FPS
-
-    return replace(space, max_window=None if seconds is None else seconds * REFERENCE_FPS)
-
-
-def _describe_data(root: Path) -> tuple[int, str]:
-    """Read a data folder's split CSVs as a run will: its class count and a one-line summary.
-
-    Raises DataError for a missing folder or CSV, a bad line, or a split none of whose videos exist.
-    """
-    from .data import read_split
-
-    _check_data(root)
-    names = ("train", "val", "test") if (root / "test.csv").is_file() else ("train", "val")
-    splits = {name: read_split(root, name) for name in names}
-    missing = 0
-    for split in splits.values():
-        absent = [video for video in split.videos if not video.is_file()]
-        if len(absent) == len(split.videos):
-            raise DataError(f"{split.csv}: none of its {len(absent)} videos exist (e.g. {absent[0]})")
-        missing += len(absent)
-    classes = len(splits["train"].class_names)
-    counts = " / ".join(f"{len(split.videos)} {name}" for name, split in splits.items())
-    note = f"; {missing} listed video{'s' if missing > 1 else ''} missing (a run skips them)" if missing else ""
-    held = "" if "test" in splits else "; no test.csv: the final top-1 will be on val, the split the search selects on"
-    return classes, f"data: {root}, {classes} classes, {counts} videos{note}{held}"
-
-
-def _describe_schedule(arg: str, schedule: ProxyPolicy) -> str:
-    """A schedule as the dry run shows it: where it came from, its length and optimiser."""
-    recipe = schedule.recipe
-    videos = "all" if recipe.train_videos is None else recipe.train_videos
-    low, high = schedule.epoch_range()
-    epochs = f"{low}-{high} epochs by step cost" if high > low else f"{recipe.epochs} epochs"
-    return f"{arg} ({epochs} over {videos} train videos, {recipe.optimizer})"
-
-
-def check_inputs(settings: ExpandSettings, *, resume: bool = False) -> tuple[SearchSpace, list[str]]:
-    """Read every input a run reads (data, space, schedules, run directory) without training or writing.
-
-    Returns the search space fitted to the data's classes and lines saying what was found;
-    raises the run's one-line UserError for the first unusable input.
-    """
-    space = load_space(settings.space)
-    if settings.data is None:
-        from .data.synthetic import CLASSES
-
-        classes, data_line = len(CLASSES), (f"data: the synthetic benchmark, {len(CLASSES)} classes "
-                                            f"(default; rendered on first use, then cached)")
-    else:
-        classes, data_line = _describe_data(Path(settings.data).expanduser().resolve())
-    proxy, full = load_schedule(settings.proxy_schedule), load_schedule(settings.full_schedule)
-    data_root = None if settings.data is None else Path(settings.data).expanduser().resolve()
-    seconds, window_line = _window_limit(settings, data_root, (proxy.recipe, full.recipe))
-    space = _fit_window(_with_classes(space, classes), seconds)
-    _check_target(settings, space, settings.cost(None))
-    run = RunDir(settings.out)
-    if run.exists() and not resume:
-        raise UserError(f"{run.path} already holds a run; pass --resume to continue it or choose another -o/--output")
-    state = f"resuming its {sum(1 for _ in run.records())} journal records" if run.exists() else "new"
-    return space, [data_line, window_line,
-                   f"schedules: proxy {_describe_schedule(settings.proxy_schedule, proxy)}, "
-                   f"final {_describe_schedule(settings.full_schedule, full)}"
-                   f"{'' if settings.final_training else ' (not run: --no-final-training)'}; seed {settings.seed}",
-                   f"run directory: {run.path} ({state})"]
-
-
-def _check_target(settings: ExpandSettings, space: SearchSpace, cost: Cost) -> None:
-    if cost.estimate(space.start) >= settings.target * cost.per_unit:
-        raise UserError(f"target {settings.target:g} {cost.unit} is not above the start's cost "
-                        f"({cost.estimate(space.start) / cost.per_unit:.4f} {cost.unit})")
-
+__all__ = ["ExpandSettings", "Session", "JournalScorer", "run_expand", "run_step", "plan_text", "path_record"]
 
 def _landing_text(land_within: float) -> str:
     return (f"landing from within {land_within:.3g}x under it" if land_within > 1
             else "contracting the full step that passed it")
 
 
-def plan_text(settings: ExpandSettings, space: SearchSpace) -> str:
+def plan_text(spec: RunSpec) -> str:
     """What ``--dry-run`` prints: the space, its box, the first step's candidates and the expected size."""
-    cost = settings.cost(None)
-    _check_target(settings, space, cost)
-    check_reachable(space, settings.target, cost)
+    budget, space, cost = spec.budget, spec.space, spec.budget.cost(None)
+    budget.check(space, cost)
+    check_reachable(space, budget.target, cost)
     start = space.start
-    steps = estimate_steps(start, settings.target, cost)
+    steps = estimate_steps(start, budget.target, cost)
     lines = [f"search space {space.name}: start {start.short} ({count_flops(start) / 1e9:.4f} GFLOPs), "
              f"axes {', '.join(space.axes)}",
-             f"target {settings.target:g} {cost.unit}, ceiling {settings.ceiling():g} {cost.unit}: "
+             f"target {budget.target:g} {cost.unit}, ceiling {budget.ceiling():g} {cost.unit}: "
              f"about {steps} steps x {len(space.axes)} candidates = ~{steps * len(space.axes)} proxy trainings "
              f"(fewer after memoisation), then a partial step onto the target "
-             f"({_landing_text(settings.land_within)}) and the final training",
+             f"({_landing_text(spec.request.land_within)}) and the final training",
              "the box every step stays in (a step that would cross a bound stops at it; the target is within reach):",
              *describe_box(space),
              "step 1 candidates:"]
@@ -259,19 +54,11 @@ def plan_text(settings: ExpandSettings, space: SearchSpace) -> str:
         lines.append(f"  {c.axis:<11} {c.config.short:<28} {c.gflops:8.4f} GFLOPs  {c.params:>10,} params")
     lines += [f"  {axis:<11} {note}" for axis, note in notes.items()]
     spent, k = cost.estimate(start), 0
-    while spent < settings.target * cost.per_unit:
+    while spent < budget.target * cost.per_unit:
         k += 1
         spent *= 2
         lines.append(f"  step {k:>2}: candidates ~{spent / cost.per_unit:.3g} {cost.unit}")
     return "\n".join(lines)
-
-
-def _train_clips(data_root: Path, recipe: Recipe) -> int:
-    """Training clips per epoch of the proxy: the train split, or the recipe's subset of it."""
-    from .data import read_split
-
-    videos = len(read_split(data_root, "train").videos)
-    return min(videos, recipe.train_videos) if recipe.train_videos else videos
 
 
 def path_record(result: SearchResult | None, steps: Sequence[Step], target: float,
@@ -386,45 +173,39 @@ class Session:
     refuses, before the run directory is made, a target that expansion inside the space's box cannot reach.
     """
 
-    def __init__(self, settings: ExpandSettings, *, resume: bool = False, quiet: bool = False,
+    def __init__(self, spec: RunSpec, *, resume: bool = False, quiet: bool = False,
                  trial_fn: Any = None, extra: Mapping[str, Any] | None = None,
                  start: X3DConfig | None = None, close_calls: bool = True, expansion: bool = True) -> None:
-        from .dispatch import DispatchOptions, RayDispatcher
+        from .dispatch import RayDispatcher
 
-        self.settings = settings
+        self.spec = spec if start is None else spec.starting_at(start)
         self.quiet = quiet
-        self.data_root = _resolve_data(settings)
-        self.proxy = load_schedule(settings.proxy_schedule)
-        self.full = load_schedule(settings.full_schedule)  # run.yaml keeps the entry; its recipe trains
-        seconds, self.window_line = _window_limit(settings, self.data_root, (self.proxy.recipe, self.full.recipe))
-        space = _fit_window(_fit_classes(load_space(settings.space), self.data_root), seconds)
-        self.space = space if start is None else _with_classes(replace(space, start=start), space.start.num_classes)
-        checks = settings.cost(None)  # nothing is written into the run directory before it is made
-        _check_target(settings, self.space, checks)
+        self.data_root = spec.data.root
+        self.proxy, self.full = spec.proxy, spec.full  # run.yaml keeps the full entry; its recipe trains
+        self.window_line = spec.data.window_text
+        self.space = self.spec.space
+        budget = spec.budget
+        checks = budget.cost(None)  # nothing is written into the run directory before it is made
+        budget.check(self.space, checks)
         if expansion:
-            check_reachable(self.space, settings.target, checks)
-        self.run = RunDir(settings.out)
-        resolved = dict(asdict(settings), **(extra or {}), cost=checks.name, space_resolved=self.space.to_dict(),
-                        proxy=self.proxy.to_dict(), full=self.full.to_dict())
-        self.run.create(resolved, resume=resume)
-        self.cost = settings.cost(self.run.path)
-        options = DispatchOptions(address=settings.address, cpus_per_trial=settings.cpus_per_trial,
-                                  gpus_per_trial=settings.gpus_per_trial,
-                                  max_concurrent=settings.max_concurrent, storage=settings.storage,
-                                  max_failures=settings.max_failures)
+            check_reachable(self.space, budget.target, checks)
+        self.run = RunDir(spec.request.out)
+        self.run.create(self.spec.to_dict(extra, checks.name), resume=resume)
+        self.cost = budget.cost(self.run.path)
+        options = spec.dispatch
         self.dispatcher = RayDispatcher(options, self.run.path / "ray",
                                         **({"trial_fn": trial_fn} if trial_fn else {}))
-        self.view = LiveView(settings.target_gflops, self.space.start, concurrency=_concurrency(options),
-                             quiet=quiet, target_text=settings.budget_text(),
-                             latency=None if settings.target_ms is None else (self.cost, settings.target_ms))
+        self.view = LiveView(budget.target_gflops, self.space.start, concurrency=_concurrency(options),
+                             quiet=quiet, target_text=budget.text(),
+                             latency=None if budget.target_ms is None else (self.cost, budget.target_ms))
         self.weights_dir = self.run.path.resolve() / "weights"  # absolute: Ray workers run in their own folders
         self.weights_dir.mkdir(exist_ok=True)
-        job_base = TrialJob(key="", config={}, recipe={}, data=str(self.data_root), seed=settings.seed,
-                            init=Init(settings.proxy_init), weights_dir=str(self.weights_dir),
+        job_base = TrialJob(key="", config={}, recipe={}, data=str(self.data_root), seed=spec.request.seed,
+                            init=spec.proxy_init, weights_dir=str(self.weights_dir),
                             trials_dir=str(self.weights_dir.parent / "trials"))
-        clips = _train_clips(self.data_root, self.proxy.recipe)
+        clips = spec.data.train_clips(self.proxy.recipe)
         start_epochs = None if start is None else self.proxy.path_epochs(
-            count_flops(space.start) / 1e9, count_flops(self.space.start) / 1e9, clips)
+            count_flops(spec.space.start) / 1e9, count_flops(self.space.start) / 1e9, clips)
         self.score = JournalScorer(self.run, self.dispatcher, self.view, job_base, self.proxy, clips, start_epochs,
                                    close_calls)
 
@@ -444,48 +225,46 @@ class Session:
         It scores val and, where the data has one, the test split (the search selected on val only).
         """
         from .fit import fit
-        from .workers import WorkerOptions
         from .proxy import initial_state
 
-        inherit = self.settings.proxy_init == Init.INHERIT and origin is not None
-        state, init = initial_state(config, origin if inherit else None, self.weights_dir, self.settings.seed)
+        spec = self.spec
+        inherit = spec.proxy_init == Init.INHERIT and origin is not None
+        state, init = initial_state(config, origin if inherit else None, self.weights_dir, spec.request.seed)
         source = f"from the proxy weights of {origin.short}" if state is not None and origin else init
-        s = self.settings
-        on = f" on {s.full_workers} Ray Train workers" if s.full_workers > 1 else ""
+        workers = spec.workers
+        on = f" on {workers.workers} Ray Train workers" if workers.workers > 1 else ""
         self.view.message(f"final training of {config.short} ({count_flops(config) / 1e9:.3f} GFLOPs) "
                           f"with schedule {self.full.recipe.name}, {source}{on} -> {self.run.final_dir}")
         self.run.final_dir.mkdir(parents=True, exist_ok=True)
         config.to_yaml(self.run.final_dir / "config.yaml")
-        workers = WorkerOptions(s.full_workers, s.address, s.cpus_per_trial, s.gpus_per_trial, s.storage,
-                                s.max_failures)
-        result = fit(config, str(self.data_root), self.full.recipe, s.seed, out_dir=self.run.final_dir, workers=workers,
-                     init_state=state, progress=not self.quiet, test_split=True)
+        result = fit(config, str(self.data_root), self.full.recipe, spec.request.seed, out_dir=self.run.final_dir,
+                     workers=workers, init_state=state, progress=not self.quiet, test_split=True)
         return dict(result.to_dict(), init=init, origin_key=origin.key if state is not None and origin else None)
 
 
-def run_expand(settings: ExpandSettings, *, resume: bool = False, quiet: bool = False,
+def run_expand(spec: RunSpec | ExpandSettings, *, resume: bool = False, quiet: bool = False,
                trial_fn: Any = None) -> dict[str, Any]:
-    """Search, contract and train the final model; returns the JSON summary of the run."""
-    session = Session(settings, resume=resume, quiet=quiet, trial_fn=trial_fn)
+    """Search, contract and train the final model (settings are resolved first); returns the run's JSON summary."""
+    spec = as_spec(spec)
+    settings, budget = spec.request, spec.budget
+    session = Session(spec, resume=resume, quiet=quiet, trial_fn=trial_fn)
     run, view = session.run, session.view
     steps: list[Step] = []
 
     def _on_step(step: Step) -> None:
         steps.append(step)
-        run.write_path(path_record(None, steps, settings.target, session.cost))
+        run.write_path(path_record(None, steps, budget.target, session.cost))
         view.step_done(step)
 
     t0 = time.time()
     with session:
-        view.message(f"x3dsearch: searching {session.space.name} up to {settings.budget_text()} "
+        view.message(f"x3dsearch: searching {session.space.name} up to {budget.text()} "
                      f"on {session.data_root} -> {run.path}; {session.window_line}")
-        result = run_search(session.space, settings.target, session.score, cost=session.cost,
-                            ceiling=settings.ceiling(),
-                            evaluate_contractions=settings.evaluate_contractions,
-                            land_within=settings.land_within, train_start=settings.proxy_init == Init.INHERIT,
-                            on_step=_on_step)
+        result = run_search(session.space, budget.target, session.score, cost=session.cost, ceiling=budget.ceiling(),
+                            evaluate_contractions=settings.evaluate_contractions, land_within=settings.land_within,
+                            train_start=spec.proxy_init == Init.INHERIT, on_step=_on_step)
     search_seconds = time.time() - t0
-    record = path_record(result, steps, settings.target, session.cost)
+    record = path_record(result, steps, budget.target, session.cost)
     run.write_path(record)
     final_metrics = session.train_final(result.final, result.origin) if settings.final_training else None
     summary_text = view.summary(result, final_metrics)
@@ -499,7 +278,7 @@ def run_expand(settings: ExpandSettings, *, resume: bool = False, quiet: bool = 
     return summary
 
 
-def run_step(settings: ExpandSettings, base: X3DConfig, *, resume: bool = False, quiet: bool = False,
+def run_step(spec: RunSpec | ExpandSettings, base: X3DConfig, *, resume: bool = False, quiet: bool = False,
              trial_fn: Any = None) -> dict[str, Any]:
     """One expansion step from ``base``, taken as ``expand`` takes a step: the candidates' scores and the choice.
 
@@ -508,12 +287,14 @@ def run_step(settings: ExpandSettings, base: X3DConfig, *, resume: bool = False,
     and every candidate inherits its weights. Nothing is skipped for cost.
     Returns ``{"base", "candidates": [{"axis", "gflops", "top1", ...}], "chosen", ...}``.
     """
-    session = Session(settings, resume=resume, quiet=quiet, trial_fn=trial_fn, start=base)
+    spec = as_spec(spec)
+    settings, inherit = spec.request, spec.proxy_init == Init.INHERIT
+    session = Session(spec, resume=resume, quiet=quiet, trial_fn=trial_fn, start=base)
     start = session.space.start
     t0 = time.time()
     with session:
         score = memoised(session.score)
-        if settings.proxy_init == Init.INHERIT:
+        if inherit:
             score_start(start, score)
         step = take_step(start, 1, session.space, score)
     assert step is not None  # no ceiling: every candidate is scored
@@ -522,8 +303,8 @@ def run_step(settings: ExpandSettings, base: X3DConfig, *, resume: bool = False,
         seconds[r["config_key"]] = seconds.get(r["config_key"], 0.0) + (r.get("seconds") or 0.0)
     summary = {"base": start.to_dict(), "init": settings.proxy_init, "schedule": session.proxy.recipe.name,
                "seed": settings.seed, "run_dir": str(session.run.path), "wall_seconds": time.time() - t0,
-               "base_seconds": seconds.get(start.key, 0.0) if settings.proxy_init == Init.INHERIT else 0.0,
-               "base_epochs": session.score.start_epochs if settings.proxy_init == Init.INHERIT else 0,
+               "base_seconds": seconds.get(start.key, 0.0) if inherit else 0.0,
+               "base_epochs": session.score.start_epochs if inherit else 0,
                "candidates": [{"axis": c.axis, "gflops": c.gflops, "top1": step.outcomes[c.key].top1,
                                "status": step.outcomes[c.key].status, "seconds": seconds.get(c.key)}
                               for c in step.candidates],

@@ -20,7 +20,7 @@ from .errors import ConfigError
 from .latency import Timing, run_latencies
 from .proxy_policy import ProxyPolicy
 from .rundir import RunDir, load_run
-from .runner import ceiling_of
+from .runspec import ceiling_of
 from .trial import SPENT, Init, Status
 
 __all__ = ["RunView", "ceiling_text", "frontier", "numeric_column", "config_seconds", "config_scores"]
