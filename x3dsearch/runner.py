@@ -28,6 +28,7 @@ from .trial import Init, Status, TrialJob, TrialRecord
 
 __all__ = ["ExpandSettings", "Session", "JournalScorer", "run_expand", "run_step", "plan_text", "path_record"]
 
+
 def _landing_text(land_within: float) -> str:
     return (f"landing from within {land_within:.3g}x under it" if land_within > 1
             else "contracting the full step that passed it")
@@ -163,7 +164,7 @@ def _outcome(record: TrialRecord | None) -> Outcome:
 
 
 class Session:
-    """What every search strategy shares: run directory, data, schedules, Ray, journal, view.
+    """What every search strategy shares, from its resolved RunSpec: run directory, data, schedules, Ray, journal, view.
 
     Use as a context manager; ``score`` answers a batch of candidates from the journal or
     by proxy training, ``train_final`` trains one config with the full schedule. ``start``
