@@ -48,16 +48,21 @@ def _timing(config, ms: float, batch: int = 1, threads: int = 1, reference_ms: f
                   ms * 1.05, reference_ms, ms)
 
 
+def _stored(table: LatencyTable, config, **options) -> Timing | None:
+    """``config``'s timing among the table's timings with ``options`` (batch, threads), if any."""
+    return next((t for t in table.timings(**options) if t.config == config.key), None)
+
+
 def test_table_keeps_timings_per_config_batch_and_threads(tmp_path) -> None:
     table = LatencyTable(tmp_path / "latency.csv")
-    assert table.lookup(TINY) is None
+    assert _stored(table, TINY) is None
     table.add(_timing(TINY, 3.0))
     table.add(_timing(TINY, 9.0, batch=4))
     table.add(_timing(TINY, 2.5))  # a re-timing replaces the older one
     with table.path.open("a") as handle:
         handle.write('"{""cut')  # a line cut short by a crash
-    assert table.lookup(TINY).ms == 2.5 and table.lookup(TINY, batch=4).ms == 9.0
-    assert table.lookup(TINY, threads=2) is None and len(table.timings()) == 1
+    assert _stored(table, TINY).ms == 2.5 and _stored(table, TINY, batch=4).ms == 9.0
+    assert _stored(table, TINY, threads=2) is None and len(table.timings()) == 1
 
 
 def test_each_config_is_timed_once_against_the_reference_timed_first(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -72,10 +77,10 @@ def test_each_config_is_timed_once_against_the_reference_timed_first(tmp_path, m
     table = LatencyTable(tmp_path / "latency.csv")
     cost = latency.LatencyCost((table,))
     first, second = cost.timing(TINY), cost.timing(TINY)
-    calibration = table.lookup(latency.REFERENCE)
+    calibration = _stored(table, latency.REFERENCE)
     assert first == second and [(c, r) for c, r, _ in calls] == [(latency.REFERENCE, 50), (TINY, 10)]
     assert calls[1][2].config == calibration.config and first.reference_ms == calibration.ms == 40.0
-    assert LatencyTable(tmp_path / "latency.csv").lookup(TINY).ms == 4.0
+    assert _stored(LatencyTable(tmp_path / "latency.csv"), TINY).ms == 4.0
     cost.timing(TINY, fresh=True)  # timed again, against the stored calibration
     assert [c for c, _, _ in calls] == [latency.REFERENCE, TINY, TINY]
     cost.timing(latency.REFERENCE.replace(stride=3), fresh=True)  # the reference's network: a new calibration

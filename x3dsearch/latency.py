@@ -233,11 +233,6 @@ class LatencyTable:
         return on_one_scale(t for t in self.rows()
                             if (t.device, t.device_name, t.batch, t.threads) == (device, name, batch, threads))
 
-    def lookup(self, config: X3DConfig, device: str = "cpu", batch: int = 1, threads: int = 1,
-               node: RayNode | None = None) -> Timing | None:
-        """The stored timing of ``config``, if this machine (or ``node``) has one."""
-        return next((t for t in self.timings(device, batch, threads, node) if t.config == config.key), None)
-
     def add(self, timing: Timing) -> None:
         """Append one timing (one line, so a crash loses at most the line being written), under a lock shared
         with other processes; a file with the columns of an older version is first rewritten with today's."""
