@@ -195,12 +195,14 @@ def baseline_presets(target: float, classes: int, names: Iterable[str] | None) -
 
 
 def train_once(plan: Plan, config: X3DConfig, seed: int, epochs: int | None = None) -> TrainResult:
-    """Full training of ``config`` with ``seed`` (and ``epochs`` instead of the schedule's) in ``OUT/train``; a
-    finished one is read back, an interrupted one resumes from its checkpoint (one folder per config, schedule
-    and seed)."""
+    """Full training of ``config`` with ``seed`` (and ``epochs`` instead of the schedule's, its time guard scaled
+    alike) in ``OUT/train``; a finished one is read back, an interrupted one resumes from its checkpoint (one
+    folder per config, schedule and seed)."""
     full = plan.full
-    if epochs is not None:
-        full = replace(full, recipe=replace(full.recipe, epochs=epochs))
+    if epochs is not None:  # the runaway guard scales with the length, so a longer training ends by its epochs
+        budget = full.recipe.time_budget_s
+        full = replace(full, recipe=replace(full.recipe, epochs=epochs, time_budget_s=budget and
+                                            budget * max(1.0, epochs / full.recipe.epochs)))
     recorded = dict(full.to_dict(), debug_nan_step=None)  # the mapping as hashed before the recipe/policy split
     digest = hashlib.sha1((config.key + json.dumps(recorded, sort_keys=True)).encode()).hexdigest()[:12]
     out = plan.out / "train" / f"{digest}-seed{seed}"

@@ -115,3 +115,15 @@ def test_the_pipeline_row_trains_expansions_own_run_then_the_preset_for_its_cpu_
     pd.DataFrame([dict(same.row, seed=1, status="ok", train_s=250.0, epochs=20)],
                  columns=search_pays.COLUMNS).to_csv(results, mode="a", header=False, index=False)
     assert search_pays.pipeline_jobs(plan, results, 2.0, 1, found, ("S", s)) == []
+
+
+def test_a_longer_training_scales_its_time_guard_with_its_epochs(tmp_path, monkeypatch):
+    from x3dsearch.config import preset
+
+    plan = search_pays.Plan(tmp_path / "data", "x3d_kinetics", "cpu_proxy", "cpu_full", tmp_path / "runs", 1, 1.0,
+                            None)
+    seen = []
+    monkeypatch.setattr(search_pays, "train", lambda config, data, recipe, **kw: seen.append(recipe))
+    for epochs in (None, 4, 40):
+        search_pays.train_once(plan, preset("S", num_classes=12), 0, epochs)
+    assert [(r.epochs, r.time_budget_s) for r in seen] == [(8, 600), (4, 600), (40, 3000)]
