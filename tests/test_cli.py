@@ -321,3 +321,30 @@ def test_every_subcommand_is_handled_in_commands():
     subcommands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
     for name, sub in subcommands.items():
         assert sub.get_default("handler").__module__ == commands.__name__, name
+
+
+def test_train_sizes_a_presets_classifier_to_the_data_and_refuses_a_config_that_does_not_fit(tmp_path, capsys,
+                                                                                            monkeypatch):
+    data = tmp_path / "data"
+    for split in ("train", "val"):
+        (data / f"{split}.csv").parent.mkdir(exist_ok=True)
+        (data / f"{split}.csv").write_text("".join(f"v{i}.mp4 {name}\n" for i, name in enumerate("abcab")))
+    trained = []
+
+    class Trained(Exception):
+        pass
+
+    def fit(config, *args, **kwargs):  # a stand-in for the training: record the model, end the command
+        trained.append(config)
+        raise Trained
+
+    monkeypatch.setattr("x3dsearch.fit.fit", fit)
+    with pytest.raises(Trained):
+        main(["train", "--preset", "XS", "--data", str(data), "-o", str(tmp_path / "xs")])
+    assert [c.num_classes for c in trained] == [3] and trained[0].replace(num_classes=400) == preset("XS")
+    config = tmp_path / "m.yaml"
+    preset("XS").to_yaml(config)
+    assert main(["train", "--config", str(config), "--data", str(data), "-o", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "the config has 400 classes" in err and "num_classes: 3" in err
+    assert len(trained) == 1

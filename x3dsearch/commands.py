@@ -256,6 +256,7 @@ def train(args: argparse.Namespace) -> int:
     if args.epochs is not None:
         schedule = schedule.replace(epochs=args.epochs)
     data = _data_root(args.data)
+    config = _sized_for_data(config, data, from_preset=not args.config)
     if args.workers < 1:
         raise UserError("--workers must be at least 1")
     out = Path(args.output)
@@ -276,6 +277,20 @@ def train(args: argparse.Namespace) -> int:
           f"{schedule.eval_views[1]} views, trained at {result.train_crop}px, {result.clips_seen} clips{workers}, "
           f"{result.seconds:.0f}s{', stopped at the time budget' if result.stopped_early else ''}) -> {out}")
     return 0
+
+
+def _sized_for_data(config: X3DConfig, data: "Path", from_preset: bool) -> X3DConfig:
+    """A preset's classifier sized to the data's classes; a config file must already have as many (its head is its
+    own)."""
+    from .data import read_split
+
+    classes = len(read_split(data, "train").class_names)
+    if from_preset:
+        return config.replace(num_classes=classes)
+    if config.num_classes != classes:
+        raise UserError(f"the config has {config.num_classes} classes and {data} has {classes}: set num_classes: "
+                        f"{classes} in the config file, or train a preset (its classifier is sized to the data)")
+    return config
 
 
 def _resuming_alone(args: argparse.Namespace, out: "Path", schedule: "Recipe") -> None:
