@@ -10,8 +10,9 @@ never counts. The baseline is the costliest preset at or under the target (X3D-S
 fitted to the data's classes; with none at or under it the cheapest preset, or ``--presets``.
 
 Every found model and preset is then trained from scratch with one full schedule
-(``--full-schedule``) on ``--threads`` threads, once per training seed (``--train-seeds``), ``--jobs``
-at a time. One CSV row per model and training seed records val top-1 (the split every search
+(``--full-schedule``; ``--train-schedule`` and ``--train-data`` train them longer or on a larger copy of the
+benchmark than the searches saw, whose run directories stay as recorded) on ``--threads`` threads, once per
+training seed (``--train-seeds``), ``--jobs`` at a time. One CSV row per model and training seed records val top-1 (the split every search
 selected on), test top-1 and top-5 and the test top-1 of each class group the data declares, cost,
 the search's proxy CPU-seconds, training clips/s and the median latency of one eval forward pass on
 one clip (one thread); a plot and a markdown table summarise them: per (target, name) the mean over
@@ -97,6 +98,8 @@ class Plan:
     cpus_per_trial: float
     max_concurrent: int | None
     jobs: int = 1  # full trainings run side by side, each on ``threads`` threads
+    train_schedule: str | None = None  # the experiment's own trainings, if not ``full_schedule`` (the searches')
+    train_data: Path | None = None  # the experiment's own trainings, if not ``data`` (the searches')
 
     @property
     def label(self) -> str:
@@ -105,7 +108,8 @@ class Plan:
 
     @property
     def full(self) -> ProxyPolicy:
-        return load_schedule(self.full_schedule)
+        """The schedule of the experiment's own full trainings (presets and found models)."""
+        return load_schedule(self.train_schedule or self.full_schedule)
 
     def settings(self, run: str, target: float, seed: int) -> ExpandSettings:
         """Search settings of the run directory ``OUT/run``: proxy trainings only, no final training."""
@@ -204,13 +208,16 @@ def train_once(plan: Plan, config: X3DConfig, seed: int, epochs: int | None = No
         full = replace(full, recipe=replace(full.recipe, epochs=epochs, time_budget_s=budget and
                                             budget * max(1.0, epochs / full.recipe.epochs)))
     recorded = dict(full.to_dict(), debug_nan_step=None)  # the mapping as hashed before the recipe/policy split
+    data = plan.train_data or plan.data
+    if plan.train_data is not None:  # (trainings on the searches' data keep the folders they had)
+        recorded["data"] = str(data)
     digest = hashlib.sha1((config.key + json.dumps(recorded, sort_keys=True)).encode()).hexdigest()[:12]
     out = plan.out / "train" / f"{digest}-seed{seed}"
     if (out / METRICS).is_file():
         result = TrainResult.from_dict(json.loads((out / METRICS).read_text()))
         if result.status in _KEPT:
             return result
-    return train(config, str(plan.data), full.recipe, seed=seed, threads=plan.threads, out_dir=out, resume=True,
+    return train(config, str(data), full.recipe, seed=seed, threads=plan.threads, out_dir=out, resume=True,
                  test_split=True)
 
 
@@ -441,6 +448,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--proxy-schedule", default="cpu_proxy")
     parser.add_argument("--full-schedule", default="cpu_full")
     parser.add_argument("--data", type=Path, help="dataset folder (default: the synthetic benchmark)")
+    parser.add_argument("--train-schedule", help="schedule of the trainings of presets and found models (default: "
+                                                 "--full-schedule, which the searches record)")
+    parser.add_argument("--train-data", type=Path, help="dataset of those trainings (default: --data, the searches'), "
+                                                        "e.g. a larger copy of the same benchmark")
     parser.add_argument("--space", default="x3d_kinetics")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of each full training")
     parser.add_argument("--jobs", type=int, default=2, help="full trainings run side by side")
@@ -502,7 +513,14 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     data = args.data.expanduser().resolve() if args.data else Path(default_dataset())
     plan = Plan(data, args.space, args.proxy_schedule, args.full_schedule, args.out, args.threads,
-                args.cpus_per_trial, args.max_concurrent, args.jobs)
+                args.cpus_per_trial, args.max_concurrent, args.jobs, args.train_schedule,
+                args.train_data.expanduser().resolve() if args.train_data else None)
+    if args.pipeline and (args.train_schedule or args.train_data):
+        sys.exit("--pipeline compares expansion's own final training with a preset's on the searches' data and "
+                 "schedule: leave out --train-schedule and --train-data")
+    if plan.train_data is not None and len(read_split(plan.train_data, "train").class_names) != \
+            len(read_split(data, "train").class_names):
+        sys.exit(f"--train-data {plan.train_data} has other classes than --data {data}")
     classes = len(read_split(data, "train").class_names)
     args.results.parent.mkdir(parents=True, exist_ok=True)
     ray = RayDispatcher(DispatchOptions(), args.out / "ray")  # one local Ray for every search, started when needed

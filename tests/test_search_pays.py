@@ -10,6 +10,7 @@ import importlib.util
 import json
 import math
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -127,3 +128,19 @@ def test_a_longer_training_scales_its_time_guard_with_its_epochs(tmp_path, monke
     for epochs in (None, 4, 40):
         search_pays.train_once(plan, preset("S", num_classes=12), 0, epochs)
     assert [(r.epochs, r.time_budget_s) for r in seen] == [(8, 600), (4, 600), (40, 3000)]
+
+
+def test_trainings_on_other_data_or_schedule_than_the_searches_use_them_in_folders_of_their_own(tmp_path, monkeypatch):
+    from x3dsearch.config import preset
+
+    searched = search_pays.Plan(tmp_path / "data", "x3d_kinetics", "cpu_proxy", "cpu_full", tmp_path / "runs", 1, 1.0,
+                                None)
+    larger = replace(searched, train_schedule="cpu_proxy_long", train_data=tmp_path / "data96")
+    seen = []
+    monkeypatch.setattr(search_pays, "train", lambda config, data, recipe, **kw: seen.append((data, recipe.name,
+                                                                                              kw["out_dir"])))
+    for plan in (searched, larger):
+        search_pays.train_once(plan, preset("S", num_classes=12), 0)
+    assert [s[:2] for s in seen] == [(str(tmp_path / "data"), "cpu_full"), (str(tmp_path / "data96"), "cpu_proxy_long")]
+    assert seen[0][2] != seen[1][2]
+    assert searched.settings("expand-2g-seed0", 2.0, 0) == larger.settings("expand-2g-seed0", 2.0, 0)
