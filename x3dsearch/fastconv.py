@@ -4,7 +4,7 @@ PyTorch's CPU kernels for ``nn.Conv3d(C, C, k, groups=C)`` reach a fraction of t
 its pointwise convs, so X3D's 3x3x3 channelwise convs take most of a CPU training step while
 being a small share of its FLOPs. ``csrc/channelwise3d.cpp`` computes the forward pass and both
 gradients directly on (N, T, H, W, C)-ordered memory, vectorised over channels and parallel over
-the batch; it is compiled once per machine on first use, in one extension with
+the batch; it is compiled once per machine and checkout on first use, in one extension with
 :mod:`x3dsearch.fastnorm`'s fused BatchNorm (cached by ``torch.utils.cpp_extension`` under
 ``TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``).
 
@@ -57,12 +57,13 @@ def available() -> bool:
     return _kernels() is not None
 
 
-def _machine_tag() -> str:
-    """Short hash of the CPU model and features: a ``-march=native`` build must not move between CPUs."""
+def _build_tag() -> str:
+    """Short hash of the CPU model and features (a ``-march=native`` build must not move between CPUs) and of
+    where the sources are: each checkout keeps its own build, so two never rebuild over each other's."""
     cpuinfo = Path("/proc/cpuinfo")
     lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
     ident = [next((line for line in lines if line.startswith(key)), "") for key in ("model name", "flags")]
-    text = "\n".join([platform.machine(), platform.processor(), *ident])
+    text = "\n".join([platform.machine(), platform.processor(), *ident, str(_SOURCES[0].parent.resolve())])
     return hashlib.sha1(text.encode()).hexdigest()[:10]
 
 
@@ -79,7 +80,7 @@ def _library() -> Any:
             import ninja  # the pip package's binary is off PATH when the venv is not activated
             os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
     try:
-        cpp_extension.load(name=f"x3dsearch_kernels_{_machine_tag()}", sources=[str(s) for s in _SOURCES],
+        cpp_extension.load(name=f"x3dsearch_kernels_{_build_tag()}", sources=[str(s) for s in _SOURCES],
                            extra_cflags=_CFLAGS, extra_ldflags=["-fopenmp"], is_python_module=False)
         return torch.ops
     except Exception as error:  # any build or load failure means: run PyTorch's ops
