@@ -372,14 +372,22 @@ def differences(summary: pd.DataFrame) -> pd.DataFrame:
     for target, group in summary.groupby("target_gflops"):
         presets = group[group["kind"] == "preset"]
         others = [(f"best preset ({row['name']})", row) for _, row in presets.nlargest(1, "top1").iterrows()]
-        for _, e in group[group["name"].str.startswith("expand")].iterrows():
+        searches = group[group["kind"] == "search"]
+        for _, e in searches[searches["name"].str.startswith("expand")].iterrows():
             label_of_proxy = e["name"][len("expand"):]  # "" or "+SCHEDULE": compare with the same proxy's samplers
-            samplers = group[group["name"].isin([s + label_of_proxy for s in SAMPLERS])]
-            for label, other in others + [(row["name"], row) for _, row in samplers.iterrows()]:
-                rows.append({"target_gflops": target, "expansion": e["name"], "minus": label,
-                             "top1_diff": e["top1"] - other["top1"],
-                             "std_error": math.sqrt(e["top1_se"] ** 2 + other["top1_se"] ** 2)})
+            samplers = searches[searches["name"].isin([s + label_of_proxy for s in SAMPLERS])]
+            pairs = others + [(row["name"], row) for _, row in samplers.iterrows()]
+            rows += [_difference(target, e["name"], e, label, other) for label, other in pairs]
+        pipeline = group[group["kind"] == "pipeline"]  # expansion's own run against the preset for its CPU-seconds
+        for _, e in pipeline[pipeline["name"].str.startswith("expand")].iterrows():
+            rows += [_difference(target, f"{e['name']}, its own run", e, row["name"], row)
+                     for _, row in pipeline[~pipeline["name"].str.startswith("expand")].iterrows()]
     return pd.DataFrame(rows, columns=["target_gflops", "expansion", "minus", "top1_diff", "std_error"])
+
+
+def _difference(target: float, expansion: str, e: pd.Series, label: str, other: pd.Series) -> dict[str, Any]:
+    return {"target_gflops": target, "expansion": expansion, "minus": label, "top1_diff": e["top1"] - other["top1"],
+            "std_error": math.sqrt(e["top1_se"] ** 2 + other["top1_se"] ** 2)}
 
 
 def markdown(summary: pd.DataFrame, diffs: pd.DataFrame) -> str:

@@ -144,3 +144,14 @@ def test_trainings_on_other_data_or_schedule_than_the_searches_use_them_in_folde
     assert [s[:2] for s in seen] == [(str(tmp_path / "data"), "cpu_full"), (str(tmp_path / "data96"), "cpu_proxy_long")]
     assert seen[0][2] != seen[1][2]
     assert searched.settings("expand-2g-seed0", 2.0, 0) == larger.settings("expand-2g-seed0", 2.0, 0)
+
+
+def test_expansions_own_run_is_compared_with_the_preset_for_its_cpu_seconds_only():
+    rows = [("preset", "S", 0.40), ("search", "expand", 0.50), ("search", "random", 0.45),
+            ("pipeline", "expand", 0.66), ("pipeline", "S same CPU-s", 0.68)]
+    summary = pd.DataFrame([{"target_gflops": 2.0, "kind": kind, "name": name, "top1": top1, "top1_se": 0.03}
+                            for kind, name, top1 in rows])
+    diffs = search_pays.differences(summary)
+    assert list(zip(diffs["expansion"], diffs["minus"])) == [("expand", "best preset (S)"), ("expand", "random"),
+                                                            ("expand, its own run", "S same CPU-s")]
+    assert diffs["top1_diff"].tolist() == pytest.approx([0.10, 0.05, -0.02])
