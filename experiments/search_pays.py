@@ -427,15 +427,16 @@ def plot(summary: pd.DataFrame, targets: Iterable[float], out: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     colours: dict[str, Any] = {}
     for _, row in summary.iterrows():
-        label = row["name"] if row["name"] not in colours else None
+        name = f"{row['name']} (own run, inherited weights)" if row["kind"] == "pipeline" and \
+            row["name"].startswith("expand") else row["name"]
         bar = ax.errorbar(row["gflops"], row["top1"], xerr=_zero_nan(row["gflops_std"]),
                           yerr=_zero_nan(row["top1_se"]), capsize=3,
-                          marker="s" if row["kind"] == "preset" else "o", linestyle="none", label=label,
-                          color=colours.get(row["name"]))
-        colours.setdefault(row["name"], bar.lines[0].get_color())
+                          marker={"preset": "s", "pipeline": "D"}.get(row["kind"], "o"), linestyle="none",
+                          label=name if name not in colours else None, color=colours.get(name))
+        colours.setdefault(name, bar.lines[0].get_color())
     for target in targets:
         ax.axvline(target, color="grey", linestyle=":")
-    ax.set(xscale="log", xlabel="GFLOPs", ylabel="test top-1 (full schedule, from scratch)",
+    ax.set(xscale="log", xlabel="GFLOPs", ylabel="test top-1 (full schedule, from scratch unless said)",
            title="found models and presets, mean ± standard error")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
