@@ -1,14 +1,20 @@
 """Proxy fidelity: does the search's proxy rank one-step candidates as long trainings do?
 
-Three candidate sets, the one-step expansions of X2D, of X3D-XS and of XS+fast (1.2 GFLOPs, a
-config on a typical path to 6 GFLOPs). For each candidate:
+Four candidate sets, the one-step expansions of X2D, of X3D-XS, of XS+fast (1.2 GFLOPs, a config on
+a typical path to 6 GFLOPs) and ``late``: the base of the last full step of the default search to 2
+GFLOPs (search seed 0, ``16x4 112px w2 b1 d4.84``, 1.1 GFLOPs), whose bounded space leaves it three
+candidates (spatial, width, bottleneck), the kind of step that decides the found model. For each candidate:
 
 * the **reference**: a long from-scratch training on an independently seeded, bigger copy of the
   benchmark (``make-data --seed 11 --videos-per-class 96``: 1152 train clips), tested on its 360 val
   clips, for ``--ref-seeds`` seeds; at least ``--ref-ratio`` (6) times the clip-passes the default
   proxy gives a candidate of that set (4 epochs for a 2-epoch proxy over 384 clips); cached in
   ``experiments/results/fidelity_reference.csv``: a set whose cache holds a complete reference of at
-  least that length (e.g. 6 epochs) uses it, otherwise the minimum length is trained;
+  least that length (e.g. 6 epochs) uses it, otherwise the minimum length is trained. A reference
+  is a reference only when doubling its training leaves its ranking as it is: each set is also
+  trained at twice its length (unless ``--no-converge``), the script prints Kendall tau between the two
+  lengths' means and whether their top two are the same two axes, and doubles the length until tau >=
+  0.8 with the top two kept (or ``--max-ref-epochs``); the scores use the length that passed;
 * the **proxy**: one ``x3dsearch step`` from the set's base on the default benchmark, exactly as
   ``expand`` would take it, per proxy seed (``--proxy-schedule``, ``--proxy-init``).
 
@@ -18,6 +24,7 @@ and the proxy's CPU-seconds; and the reference's own reliability (tau of each se
 of the others), the ceiling any proxy can reach.
 
     .venv/bin/python experiments/proxy_fidelity.py --reference-only          # the reference alone
+    .venv/bin/python experiments/proxy_fidelity.py --reference-only --sets late   # CPU-hours
     .venv/bin/python experiments/proxy_fidelity.py [--proxy-schedule cpu_proxy] [--proxy-init inherit]
 """
 
@@ -49,13 +56,18 @@ from x3dsearch.train import train
 RESULTS = Path(__file__).parent / "results"
 REFERENCE_CSV = RESULTS / "fidelity_reference.csv"
 _REF_FIELDS = ["set", "axis", "key", "seed", "epochs", "top1", "seconds"]
+# The late set's base: step 8 of the default search to 2 GFLOPs, search seed 0 (its path in
+# runs/search_pays/expand-2g-seed0/path.json, experiments/search_pays.py), the base of that search's last full step.
+LATE_BASE = X3DConfig(frames=16, stride=4, crop=112, width=2.0, bottleneck=1.0, depth=4.84, num_classes=12)
+CONVERGED_TAU = 0.8
 
 
 def candidate_sets() -> dict[str, tuple[X3DConfig, dict[str, X3DConfig]]]:
-    """Name -> (base, {axis: one-step candidate}) for the three sets, at the benchmark's 12 classes."""
+    """Name -> (base, {axis: one-step candidate}) for the four sets, at the benchmark's 12 classes."""
     space = load_space()
     xs = preset("XS", num_classes=12)
-    bases = {"X2D": preset("X2D", num_classes=12), "XS": xs, "XS+fast": expand(xs, "fast", space=space)}
+    bases = {"X2D": preset("X2D", num_classes=12), "XS": xs, "XS+fast": expand(xs, "fast", space=space),
+             "late": LATE_BASE}
     return {name: (base, {c.axis: c.config for c in step_candidates(base, space, 1)})
             for name, base in bases.items()}
 
@@ -116,33 +128,79 @@ def _read_reference() -> list[dict[str, Any]]:
         return list(csv.DictReader(f))
 
 
+def convergence(short: dict[str, float], long: dict[str, float]) -> tuple[float, bool]:
+    """Kendall tau between a set's reference means (axis -> top-1) at L and at 2L epochs, and whether the two
+    best axes are the same two at both lengths."""
+    axes = sorted(short)
+    tau = kendall_tau([short[a] for a in axes], [long[a] for a in axes])
+    return tau, set(sorted(axes, key=lambda a: -short[a])[:2]) == set(sorted(axes, key=lambda a: -long[a])[:2])
+
+
+def _train_references(jobs: list[tuple[str, str, dict[str, Any], str, int, int]], workers: int) -> None:
+    """Train the reference ``jobs`` (cheapest first), each row appended to the cache as it ends."""
+    jobs = sorted(jobs, key=lambda job: (job[5], count_flops(X3DConfig.from_dict(job[2]))))
+    if not jobs:
+        return
+    with results_writer(REFERENCE_CSV, _REF_FIELDS) as write, mp.get_context("spawn").Pool(workers) as pool:
+        for i, row in enumerate(pool.imap_unordered(_reference_job, jobs), 1):
+            write(row)
+            print(f"reference {i}/{len(jobs)}: {row['set']} +{row['axis']} seed {row['seed']}, {row['epochs']} "
+                  f"epochs: top1 {row['top1']} ({row['seconds']:.0f} s)", flush=True)
+
+
+def _done() -> set[tuple[str, str, int, int]]:
+    """(set, axis, seed, epochs) of every cached reference training."""
+    return {(r["set"], r["axis"], int(r["seed"]), int(r["epochs"])) for r in _read_reference()}
+
+
+def _set_table(name: str, epochs: int, seeds: list[int]) -> dict[str, list[float]]:
+    """axis -> the cached top-1 per seed of set ``name``'s reference at ``epochs`` (NaN for a failed training)."""
+    table: dict[str, list[float]] = {}
+    for r in sorted(_read_reference(), key=lambda r: int(r["seed"])):
+        if r["set"] == name and int(r["epochs"]) == epochs and int(r["seed"]) in seeds:
+            table.setdefault(r["axis"], []).append(float(r["top1"]) if r["top1"] else float("nan"))
+    return table
+
+
 def run_reference(seeds: list[int], ratio: float, workers: int, train_missing: bool = True,
-                  sets: list[str] | None = None) -> dict[tuple[str, str], list[float]]:
-    """Train what the cache lacks for ``sets`` (default all; unless told not to); return (set, axis) -> top-1 per seed."""
+                  sets: list[str] | None = None, converge: bool = True,
+                  max_epochs: int = 64) -> dict[tuple[str, str], list[float]]:
+    """Train what the cache lacks for ``sets`` (default all; unless told not to), with ``converge`` until each
+    set's reference keeps its ranking when its training doubles; return (set, axis) -> top-1 per seed."""
     data = str(reference_data())
-    done = {(r["set"], r["axis"], int(r["seed"]), int(r["epochs"])) for r in _read_reference()}
-    epochs = {name: _cached_length(name, len(cands), seeds, reference_epochs(base, ratio), done)
-              for name, (base, cands) in candidate_sets().items()}
-    jobs = [(name, axis, config.to_dict(), data, seed, epochs[name])
-            for name, (_, cands) in candidate_sets().items() for axis, config in cands.items()
-            for seed in seeds if (name, axis, seed, epochs[name]) not in done and train_missing
-            and (sets is None or name in sets)]
-    jobs.sort(key=lambda job: count_flops(X3DConfig.from_dict(job[2])))  # cheap sets first
+    sets_ = candidate_sets()
+    epochs = {name: _cached_length(name, len(cands), seeds, reference_epochs(base, ratio), _done())
+              for name, (base, cands) in sets_.items()}
+    chosen = [name for name in sets_ if sets is None or name in sets]
     started = time.time()
-    if jobs:
-        with results_writer(REFERENCE_CSV, _REF_FIELDS) as write, mp.get_context("spawn").Pool(workers) as pool:
-            for i, row in enumerate(pool.imap_unordered(_reference_job, jobs), 1):
-                write(row)
-                print(f"reference {i}/{len(jobs)}: {row['set']} +{row['axis']} seed {row['seed']}: "
-                      f"top1 {row['top1']} ({row['seconds']:.0f} s)", flush=True)
+
+    def missing(name: str, length: int) -> list[tuple[str, str, dict[str, Any], str, int, int]]:
+        done = _done()
+        return [(name, axis, config.to_dict(), data, seed, length) for axis, config in sets_[name][1].items()
+                for seed in seeds if (name, axis, seed, length) not in done and train_missing]
+
+    _train_references([job for name in chosen for job in missing(name, epochs[name])], workers)
+    for name in chosen if converge else []:
+        while True:
+            length = epochs[name]
+            _train_references(missing(name, 2 * length), workers)
+            short, long = (_set_table(name, e, seeds) for e in (length, 2 * length))
+            if sum(map(len, long.values())) < len(sets_[name][1]) * len(seeds):
+                print(f"{name}: no complete reference at {2 * length} epochs to check {length} against", flush=True)
+                break
+            tau, kept = convergence({a: float(np.mean(v)) for a, v in short.items()},
+                                    {a: float(np.mean(v)) for a, v in long.items()})
+            settled = tau >= CONVERGED_TAU and kept
+            print(f"{name}: reference at {length} and {2 * length} epochs: tau {tau:+.2f}, top two kept: "
+                  f"{'yes' if kept else 'no'}: {'converged' if settled else 'not converged'}", flush=True)
+            if settled or 4 * length > max_epochs:
+                break
+            epochs[name] = 2 * length
     rows = [r for r in _read_reference() if int(r["epochs"]) == epochs[r["set"]] and int(r["seed"]) in seeds]
     cpu = sum(float(r["seconds"]) for r in rows)
     print(f"reference: epochs per set {epochs}; {len(rows)} trainings, {cpu / 60:.1f} CPU-minutes in all "
-          f"({len(jobs)} trained now in {(time.time() - started) / 60:.1f} min wall)")
-    table: dict[tuple[str, str], list[float]] = {}
-    for r in sorted(rows, key=lambda r: int(r["seed"])):
-        table.setdefault((r["set"], r["axis"]), []).append(float(r["top1"]) if r["top1"] else float("nan"))
-    return table
+          f"({(time.time() - started) / 60:.1f} min wall now)")
+    return {(name, axis): per_seed for name in sets_ for axis, per_seed in _set_table(name, epochs[name], seeds).items()}
 
 
 def reference_means(seeds: tuple[int, ...] = (0, 1, 2), ratio: float = 6.0) -> dict[str, dict[str, float]]:
@@ -234,6 +292,11 @@ def main() -> None:
                         help="reference clip-passes per candidate over the default proxy's (default 6)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--reference-only", action="store_true")
+    parser.add_argument("--converge", action=argparse.BooleanOptionalAction, default=True,
+                        help="check each set's reference against twice its length (training what the cache lacks) "
+                             f"and double it until tau between the two is at least {CONVERGED_TAU} with the same top "
+                             "two (default; --no-converge scores against the shortest cached reference)")
+    parser.add_argument("--max-ref-epochs", type=int, default=64, help="the longest reference --converge trains")
     parser.add_argument("--cached-reference", action="store_true",
                         help="train no reference; score only the sets whose reference is complete")
     parser.add_argument("--proxy-schedule", default="cpu_proxy")
@@ -245,7 +308,8 @@ def main() -> None:
     parser.add_argument("--ray-cpus", type=int, default=2,
                         help="CPUs of the proxies' local Ray (1 lets two variants run side by side)")
     args = parser.parse_args()
-    reference = run_reference(args.ref_seeds, args.ref_ratio, args.workers, not args.cached_reference, args.sets)
+    reference = run_reference(args.ref_seeds, args.ref_ratio, args.workers, not args.cached_reference, args.sets,
+                              args.converge, args.max_ref_epochs)
     means: dict[str, dict[str, float]] = {}
     for name, (_, cands) in candidate_sets().items():
         per_seed = {axis: v for (s, axis), v in reference.items() if s == name}

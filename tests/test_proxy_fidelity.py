@@ -46,3 +46,44 @@ def test_judge_takes_the_step_s_own_choice_and_ranks_a_failed_candidate_last() -
     assert judged["winner_rank"] == 1 and judged["regret"] == 0.0
     # temporal (failed) counts as the lowest score: 3 of its pairs discordant, the other 3 concordant
     assert judged["tau"] == pytest.approx(0.0)
+
+
+def test_convergence_compares_the_rankings_of_two_lengths_and_their_top_two() -> None:
+    short = {"a": 0.6, "b": 0.5, "c": 0.4, "d": 0.3}
+    assert proxy_fidelity.convergence(short, {"a": 0.7, "b": 0.65, "c": 0.5, "d": 0.45}) == (1.0, True)
+    tau, kept = proxy_fidelity.convergence(short, {"a": 0.7, "b": 0.6, "c": 0.65, "d": 0.4})  # b and c swap
+    assert tau == pytest.approx(4 / 6) and not kept
+    assert proxy_fidelity.convergence(short, {"a": 0.6, "b": 0.7, "c": 0.4, "d": 0.3})[1]  # same two, swapped
+
+
+def test_a_reference_doubles_until_doubling_it_keeps_its_ranking(tmp_path, monkeypatch, capsys) -> None:
+    from x3dsearch import preset
+
+    x2d = preset("X2D", num_classes=12)
+    monkeypatch.setattr(proxy_fidelity, "REFERENCE_CSV", tmp_path / "reference.csv")
+    monkeypatch.setattr(proxy_fidelity, "reference_data", lambda: tmp_path)
+    monkeypatch.setattr(proxy_fidelity, "reference_epochs", lambda base, ratio: 4)
+    monkeypatch.setattr(proxy_fidelity, "candidate_sets", lambda: {"tiny": (x2d, {
+        "a": x2d.replace(crop=128), "b": x2d.replace(crop=144), "c": x2d.replace(crop=160)})})
+    # a > b > c at 4 epochs; b > a > c from 8 on (so 4 is not converged, 8 is)
+    order = {4: {"a": 0.6, "b": 0.5, "c": 0.4}, 8: {"a": 0.6, "b": 0.7, "c": 0.4}, 16: {"a": 0.7, "b": 0.8, "c": 0.5}}
+    trained = []
+
+    def train(jobs, workers):
+        trained.extend((job[1], job[4], job[5]) for job in jobs)
+        with proxy_fidelity.results_writer(proxy_fidelity.REFERENCE_CSV, proxy_fidelity._REF_FIELDS) as write:
+            for name, axis, _, _, seed, epochs in jobs:
+                write({"set": name, "axis": axis, "key": "", "seed": seed, "epochs": epochs,
+                       "top1": order[epochs][axis] + 0.01 * seed, "seconds": 1.0})
+
+    monkeypatch.setattr(proxy_fidelity, "_train_references", train)
+    table = proxy_fidelity.run_reference([0, 1], 6.0, 1)
+    assert sorted({e for _, _, e in trained}) == [4, 8, 16] and len(trained) == 3 * 3 * 2  # each once
+    assert table[("tiny", "b")] == [0.7, 0.71]  # the 8-epoch reference, the first that kept its ranking
+    out = capsys.readouterr().out
+    assert "tiny: reference at 4 and 8 epochs: tau +0.33, top two kept: yes: not converged" in out
+    assert "tiny: reference at 8 and 16 epochs: tau +1.00, top two kept: yes: converged" in out
+    trained.clear()
+    assert proxy_fidelity.run_reference([0, 1], 6.0, 1, train_missing=False, converge=False)[("tiny", "b")] == [0.5,
+                                                                                                               0.51]
+    assert proxy_fidelity.reference_means((0, 1))["tiny"]["b"] == pytest.approx(0.705) and not trained
