@@ -209,7 +209,7 @@ def train_once(plan: Plan, config: X3DConfig, seed: int, epochs: int | None = No
                                             budget * max(1.0, epochs / full.recipe.epochs)))
     recorded = dict(full.to_dict(), debug_nan_step=None)  # the mapping as hashed before the recipe/policy split
     data = plan.train_data or plan.data
-    if plan.train_data is not None:  # (trainings on the searches' data keep the folders they had)
+    if plan.train_data not in (None, plan.data):  # (trainings on the searches' data keep the folders they had)
         recorded["data"] = str(data)
     digest = hashlib.sha1((config.key + json.dumps(recorded, sort_keys=True)).encode()).hexdigest()[:12]
     out = plan.out / "train" / f"{digest}-seed{seed}"
@@ -327,7 +327,7 @@ def pipeline_jobs(plan: Plan, results: Path, target: float, seed: int, budget: F
     runs = table[(table["kind"] == "preset") & (table["name"] == name) & table["status"].isin(_KEPT)]
     per_epoch = float((runs["train_s"] / runs["epochs"]).median()) * plan.threads
     epochs = max(1, round(total / per_epoch))
-    same = run_name(f"pipeline-{name}", target, seed)
+    same = run_name(f"pipeline-{name}" + plan.label, target, seed)
     if (same, seed) in done:
         return []
     return [TrainJob(config, seed, dict(row, name=f"{name} same CPU-s", run=same, proxy_cpu_s=0.0,
@@ -398,7 +398,8 @@ def markdown(summary: pd.DataFrame, diffs: pd.DataFrame) -> str:
         "name": summary["name"], "searches": summary["runs"], "models trained": summary["n"],
         "test top-1 (mean ± s.e.)": [f"{m:.3f} ± {s:.3f}" for m, s in zip(summary["top1"], summary["top1_se"])],
         **{f"test {g}": summary[g].map("{:.3f}".format) for g in groups},
-        "training-seed std": summary["seed_std"].map("{:.3f}".format),
+        "training-seed std": [f"{v:.3f}" if kind != "pipeline" else "—"  # one training per search seed there
+                              for kind, v in zip(summary["kind"], summary["seed_std"])],
         "val top-1": summary["val_top1"].map("{:.3f}".format),
         "GFLOPs": summary["gflops"].map("{:.3g}".format), "params (M)": (summary["params"] / 1e6).map("{:.2f}".format),
         "proxy CPU-s": summary["proxy_cpu_s"].map("{:.0f}".format),
@@ -520,6 +521,9 @@ def run_target(plan: Plan, args: argparse.Namespace, target: float, classes: int
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if (args.train_schedule or args.train_data) and args.results == _parser().get_default("results"):
+        sys.exit("--train-schedule/--train-data need a --results file of their own: the default one holds the rows "
+                 "of the searches' own full schedule, which a rerun would take as done")
     data = args.data.expanduser().resolve() if args.data else Path(default_dataset())
     plan = Plan(data, args.space, args.proxy_schedule, args.full_schedule, args.out, args.threads,
                 args.cpus_per_trial, args.max_concurrent, args.jobs, args.train_schedule,
@@ -527,9 +531,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.pipeline and (args.train_schedule or args.train_data):
         sys.exit("--pipeline compares expansion's own final training with a preset's on the searches' data and "
                  "schedule: leave out --train-schedule and --train-data")
-    if plan.train_data is not None and len(read_split(plan.train_data, "train").class_names) != \
-            len(read_split(data, "train").class_names):
-        sys.exit(f"--train-data {plan.train_data} has other classes than --data {data}")
+    if plan.train_data is not None and read_split(plan.train_data, "train").class_names != \
+            read_split(data, "train").class_names:
+        sys.exit(f"--train-data {plan.train_data} lists other classes than --data {data}")
     classes = len(read_split(data, "train").class_names)
     args.results.parent.mkdir(parents=True, exist_ok=True)
     ray = RayDispatcher(DispatchOptions(), args.out / "ray")  # one local Ray for every search, started when needed

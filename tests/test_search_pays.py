@@ -112,6 +112,9 @@ def test_the_pipeline_row_trains_expansions_own_run_then_the_preset_for_its_cpu_
     pd.DataFrame([finished], columns=search_pays.COLUMNS).to_csv(results, mode="a", header=False, index=False)
     (same,) = search_pays.pipeline_jobs(plan, results, 2.0, 1, found, ("S", s))
     assert same.config == s and same.run_dir is None and same.epochs == 20  # (200 + 50) / 12.5 CPU-s
+    labelled = replace(plan, proxy_schedule="experiments/schedules/cpu_proxy_sh.yaml")
+    assert search_pays.pipeline_jobs(labelled, results, 2.0, 1, found, ("S", s))[0].row["run"] == \
+        "pipeline-expand+cpu_proxy_sh-2g-seed1"  # another proxy's pipeline is a run of its own
     assert (same.row["name"], same.row["run"], same.row["proxy_cpu_s"]) == ("S same CPU-s", "pipeline-S-2g-seed1", 0)
     pd.DataFrame([dict(same.row, seed=1, status="ok", train_s=250.0, epochs=20)],
                  columns=search_pays.COLUMNS).to_csv(results, mode="a", header=False, index=False)
@@ -127,7 +130,10 @@ def test_a_longer_training_scales_its_time_guard_with_its_epochs(tmp_path, monke
     monkeypatch.setattr(search_pays, "train", lambda config, data, recipe, **kw: seen.append(recipe))
     for epochs in (None, 4, 40):
         search_pays.train_once(plan, preset("S", num_classes=12), 0, epochs)
-    assert [(r.epochs, r.time_budget_s) for r in seen] == [(8, 600), (4, 600), (40, 3000)]
+    unguarded = tmp_path / "unguarded.yaml"
+    unguarded.write_text("epochs: 8\ntime_budget_s: null\n")
+    search_pays.train_once(replace(plan, full_schedule=str(unguarded)), preset("S", num_classes=12), 0, 40)
+    assert [(r.epochs, r.time_budget_s) for r in seen] == [(8, 600), (4, 600), (40, 3000), (40, None)]
 
 
 def test_trainings_on_other_data_or_schedule_than_the_searches_use_them_in_folders_of_their_own(tmp_path, monkeypatch):
@@ -139,10 +145,15 @@ def test_trainings_on_other_data_or_schedule_than_the_searches_use_them_in_folde
     seen = []
     monkeypatch.setattr(search_pays, "train", lambda config, data, recipe, **kw: seen.append((data, recipe.name,
                                                                                               kw["out_dir"])))
-    for plan in (searched, larger):
+    same_data = replace(searched, train_data=tmp_path / "data")
+    for plan in (searched, larger, same_data, replace(searched, train_data=tmp_path / "data96"),
+                 replace(searched, train_schedule="cpu_proxy_long")):
         search_pays.train_once(plan, preset("S", num_classes=12), 0)
-    assert [s[:2] for s in seen] == [(str(tmp_path / "data"), "cpu_full"), (str(tmp_path / "data96"), "cpu_proxy_long")]
-    assert seen[0][2] != seen[1][2]
+    assert [s[:2] for s in seen] == [(str(tmp_path / "data"), "cpu_full"), (str(tmp_path / "data96"), "cpu_proxy_long"),
+                                     (str(tmp_path / "data"), "cpu_full"), (str(tmp_path / "data96"), "cpu_full"),
+                                     (str(tmp_path / "data"), "cpu_proxy_long")]
+    folders = [s[2] for s in seen]
+    assert folders[2] == folders[0] and len(set(folders)) == 4  # the searches' own data keeps its folders
     assert searched.settings("expand-2g-seed0", 2.0, 0) == larger.settings("expand-2g-seed0", 2.0, 0)
 
 
@@ -155,3 +166,9 @@ def test_expansions_own_run_is_compared_with_the_preset_for_its_cpu_seconds_only
     assert list(zip(diffs["expansion"], diffs["minus"])) == [("expand", "best preset (S)"), ("expand", "random"),
                                                             ("expand, its own run", "S same CPU-s")]
     assert diffs["top1_diff"].tolist() == pytest.approx([0.10, 0.05, -0.02])
+    assert diffs["std_error"].tolist() == pytest.approx([math.sqrt(2) * 0.03] * 3)
+
+
+def test_trainings_of_their_own_need_a_results_file_of_their_own():
+    with pytest.raises(SystemExit, match="need a --results file of their own"):
+        search_pays.main(["--train-schedule", "experiments/schedules/cpu_full_16.yaml"])
