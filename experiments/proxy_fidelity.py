@@ -169,15 +169,18 @@ def run_reference(seeds: list[int], ratio: float, workers: int, train_missing: b
     set's reference keeps its ranking when its training doubles; return (set, axis) -> top-1 per seed."""
     data = str(reference_data())
     sets_ = candidate_sets()
-    epochs = {name: _cached_length(name, len(cands), seeds, reference_epochs(base, ratio), _done())
+    done = _done()
+    epochs = {name: _cached_length(name, len(cands), seeds, reference_epochs(base, ratio), done)
               for name, (base, cands) in sets_.items()}
     chosen = [name for name in sets_ if sets is None or name in sets]
     started = time.time()
 
     def missing(name: str, length: int) -> list[tuple[str, str, dict[str, Any], str, int, int]]:
-        done = _done()
+        if not train_missing:
+            return []
+        done = _done()  # read again: the trainings before this call added rows
         return [(name, axis, config.to_dict(), data, seed, length) for axis, config in sets_[name][1].items()
-                for seed in seeds if (name, axis, seed, length) not in done and train_missing]
+                for seed in seeds if (name, axis, seed, length) not in done]
 
     _train_references([job for name in chosen for job in missing(name, epochs[name])], workers)
     for name in chosen if converge else []:

@@ -12,8 +12,8 @@ fitted to the data's classes; with none at or under it the cheapest preset, or `
 Every found model and preset is then trained from scratch with one full schedule
 (``--full-schedule``; ``--train-schedule`` and ``--train-data`` train them longer or on a larger copy of the
 benchmark than the searches saw, whose run directories stay as recorded) on ``--threads`` threads, once per
-training seed (``--train-seeds``), ``--jobs`` at a time. One CSV row per model and training seed records val top-1 (the split every search
-selected on), test top-1 and top-5 and the test top-1 of each class group the data declares, cost,
+training seed (``--train-seeds``), ``--jobs`` at a time. One CSV row per model and training seed records val
+top-1 (the split every search selected on), test top-1 and top-5 and the test top-1 of each class group the data declares, cost,
 the search's proxy CPU-seconds, training clips/s and the median latency of one eval forward pass on
 one clip (one thread); a plot and a markdown table summarise them: per (target, name) the mean over
 searches (search seeds) of each search's mean over training seeds, with its standard error over the
@@ -531,10 +531,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.pipeline and (args.train_schedule or args.train_data):
         sys.exit("--pipeline compares expansion's own final training with a preset's on the searches' data and "
                  "schedule: leave out --train-schedule and --train-data")
-    if plan.train_data is not None and read_split(plan.train_data, "train").class_names != \
-            read_split(data, "train").class_names:
+    class_names = read_split(data, "train").class_names
+    if plan.train_data is not None and read_split(plan.train_data, "train").class_names != class_names:
         sys.exit(f"--train-data {plan.train_data} lists other classes than --data {data}")
-    classes = len(read_split(data, "train").class_names)
+    classes = len(class_names)
     args.results.parent.mkdir(parents=True, exist_ok=True)
     ray = RayDispatcher(DispatchOptions(), args.out / "ray")  # one local Ray for every search, started when needed
     try:
