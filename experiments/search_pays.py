@@ -73,6 +73,7 @@ from x3dsearch.proxy_policy import ProxyPolicy
 from x3dsearch.recipe import Recipe
 from x3dsearch.schedule import load_schedule
 from x3dsearch.train import METRICS, TrainResult, train
+from x3dsearch.trial import Init
 
 SAMPLERS = {"optuna": "tpe", "random": "random"}  # row name -> Optuna sampler
 COLUMNS = ["kind", "name", "target_gflops", "search_seed", "seed", "run", "status", "val_top1", "test_top1",
@@ -100,6 +101,7 @@ class Plan:
     jobs: int = 1  # full trainings run side by side, each on ``threads`` threads
     train_schedule: str | None = None  # the experiment's own trainings, if not ``full_schedule`` (the searches')
     train_data: Path | None = None  # the experiment's own trainings, if not ``data`` (the searches')
+    proxy_init: str = Init.INHERIT.value  # where expansion's candidates start (the samplers' always from scratch)
 
     @property
     def label(self) -> str:
@@ -107,14 +109,20 @@ class Plan:
         return "" if self.proxy_schedule == "cpu_proxy" else f"+{Path(self.proxy_schedule).stem}"
 
     @property
+    def expand_label(self) -> str:
+        """Expansion's :attr:`label`, then ``+scratch`` when its candidates start from scratch."""
+        return self.label + ("" if self.proxy_init == Init.INHERIT.value else f"+{self.proxy_init}")
+
+    @property
     def full(self) -> ProxyPolicy:
         """The schedule of the experiment's own full trainings (presets and found models)."""
         return load_schedule(self.train_schedule or self.full_schedule)
 
-    def settings(self, run: str, target: float, seed: int) -> ExpandSettings:
+    def settings(self, run: str, target: float, seed: int, init: str = Init.INHERIT.value) -> ExpandSettings:
         """Search settings of the run directory ``OUT/run``: proxy trainings only, no final training."""
         return ExpandSettings(target_gflops=target, out=str(self.out / run), space=self.space, data=str(self.data),
                               proxy_schedule=self.proxy_schedule, full_schedule=self.full_schedule, seed=seed,
+                              proxy_init=init,
                               final_training=False, cpus_per_trial=self.cpus_per_trial,
                               max_concurrent=self.max_concurrent)
 
@@ -316,18 +324,18 @@ def pipeline_jobs(plan: Plan, results: Path, target: float, seed: int, budget: F
     scratch for the same CPU-seconds: each job whose row is not in ``results`` yet."""
     done, table = completed(results), pd.read_csv(results) if results.is_file() else pd.DataFrame(columns=COLUMNS)
     name, config = baseline
-    expand_dir = plan.out / run_name("expand" + plan.label, target, seed)
-    own = run_name("pipeline-expand" + plan.label, target, seed)
+    expand_dir = plan.out / run_name("expand" + plan.expand_label, target, seed)
+    own = run_name("pipeline-expand" + plan.expand_label, target, seed)
     row = dict(kind="pipeline", target_gflops=target, search_seed=seed, proxy_cpu_s=budget.proxy_cpu_s,
                proxy_trainings=budget.trainings, proxy_top1=budget.proxy_top1)
     if (own, seed) not in done:
-        return [TrainJob(budget.config, seed, dict(row, name="expand" + plan.label, run=own), run_dir=expand_dir)]
+        return [TrainJob(budget.config, seed, dict(row, name="expand" + plan.expand_label, run=own), run_dir=expand_dir)]
     spent = table[(table["run"] == own) & (table["seed"] == seed)].iloc[-1]
     total = budget.proxy_cpu_s + float(spent["train_s"]) * plan.threads
     runs = table[(table["kind"] == "preset") & (table["name"] == name) & table["status"].isin(_KEPT)]
     per_epoch = float((runs["train_s"] / runs["epochs"]).median()) * plan.threads
     epochs = max(1, round(total / per_epoch))
-    same = run_name(f"pipeline-{name}" + plan.label, target, seed)
+    same = run_name(f"pipeline-{name}" + plan.expand_label, target, seed)
     if (same, seed) in done:
         return []
     return [TrainJob(config, seed, dict(row, name=f"{name} same CPU-s", run=same, proxy_cpu_s=0.0,
@@ -374,7 +382,8 @@ def differences(summary: pd.DataFrame) -> pd.DataFrame:
         others = [(f"best preset ({row['name']})", row) for _, row in presets.nlargest(1, "top1").iterrows()]
         searches = group[group["kind"] == "search"]
         for _, e in searches[searches["name"].str.startswith("expand")].iterrows():
-            label_of_proxy = e["name"][len("expand"):]  # "" or "+SCHEDULE": compare with the same proxy's samplers
+            # "" or "+SCHEDULE" (then "+scratch" or not): compare with the samplers of the same proxy schedule
+            label_of_proxy = e["name"][len("expand"):].removesuffix(f"+{Init.SCRATCH.value}")
             samplers = searches[searches["name"].isin([s + label_of_proxy for s in SAMPLERS])]
             pairs = others + [(row["name"], row) for _, row in samplers.iterrows()]
             rows += [_difference(target, e["name"], e, label, other) for label, other in pairs]
@@ -456,6 +465,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--presets", nargs="+", help="presets to train at every target (default: the costliest "
                                                      "at or under it, else the cheapest)")
     parser.add_argument("--proxy-schedule", default="cpu_proxy")
+    parser.add_argument("--proxy-init", choices=[Init.INHERIT.value, Init.SCRATCH.value], default=Init.INHERIT.value,
+                        help="where expansion's candidates start (scratch: rows named expand+scratch)")
     parser.add_argument("--full-schedule", default="cpu_full")
     parser.add_argument("--data", type=Path, help="dataset folder (default: the synthetic benchmark)")
     parser.add_argument("--train-schedule", help="schedule of the trainings of presets and found models (default: "
@@ -488,18 +499,20 @@ def run_target(plan: Plan, args: argparse.Namespace, target: float, classes: int
                                                        target_gflops=target, run=run_name(name, target),
                                                        proxy_cpu_s=0.0, proxy_trainings=0)])
     for seed in args.seeds:
-        expand_dir = plan.out / run_name("expand" + plan.label, target, seed)
+        expand_dir = plan.out / run_name("expand" + plan.expand_label, target, seed)
+        names = {name: name + (plan.expand_label if name == "expand" else plan.label) for name in args.strategies}
         missing = [name for name in args.strategies
-                   if any((run_name(name + plan.label, target, seed), t) not in done for t in args.train_seeds)]
+                   if any((run_name(names[name], target, seed), t) not in done for t in args.train_seeds)]
         if not missing and not args.pipeline:
             continue
         if not RunDir(expand_dir).read_path().get("final"):  # expand has not finished
             ray.start()
-            run_expand(plan.settings(expand_dir.name, target, seed), resume=RunDir(expand_dir).exists(), quiet=True)
+            run_expand(plan.settings(expand_dir.name, target, seed, plan.proxy_init),
+                       resume=RunDir(expand_dir).exists(), quiet=True)
         budget = expand_found(expand_dir)
         jobs = []
         for strategy in missing:
-            name = strategy + plan.label
+            name = names[strategy]
             if strategy != "expand":
                 ray.start()
             found = budget if strategy == "expand" else search_sampled(plan, strategy, target, seed, budget)
@@ -527,7 +540,7 @@ def main(argv: list[str] | None = None) -> int:
     data = args.data.expanduser().resolve() if args.data else Path(default_dataset())
     plan = Plan(data, args.space, args.proxy_schedule, args.full_schedule, args.out, args.threads,
                 args.cpus_per_trial, args.max_concurrent, args.jobs, args.train_schedule,
-                args.train_data.expanduser().resolve() if args.train_data else None)
+                args.train_data.expanduser().resolve() if args.train_data else None, args.proxy_init)
     if args.pipeline and (args.train_schedule or args.train_data):
         sys.exit("--pipeline compares expansion's own final training with a preset's on the searches' data and "
                  "schedule: leave out --train-schedule and --train-data")

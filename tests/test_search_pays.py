@@ -94,6 +94,21 @@ def test_a_labelled_expansion_is_compared_with_the_samplers_of_its_own_proxy():
     assert diffs["top1_diff"].tolist() == pytest.approx([0.10, 0.05])
 
 
+def test_a_from_scratch_expansion_is_named_apart_and_compared_with_the_samplers_of_its_schedule(tmp_path):
+    plan = search_pays.Plan(tmp_path / "data", "x3d_kinetics", "experiments/schedules/cpu_proxy_sh.yaml",
+                            "cpu_full", tmp_path / "runs", 1, 1.0, None, proxy_init="scratch")
+    assert (plan.label, plan.expand_label) == ("+cpu_proxy_sh", "+cpu_proxy_sh+scratch")  # samplers: from scratch
+    assert plan.settings("run", 2.0, 0, plan.proxy_init).proxy_init == "scratch"
+    assert plan.settings("run", 2.0, 0).proxy_init == "inherit"
+    rows = [("preset", "S", 0.40), ("search", "expand+scratch", 0.50), ("search", "random", 0.45),
+            ("search", "random+sh", 0.30)]
+    summary = pd.DataFrame([{"target_gflops": 2.0, "kind": kind, "name": name, "top1": top1, "top1_se": 0.01}
+                            for kind, name, top1 in rows])
+    diffs = search_pays.differences(summary)
+    assert list(diffs["minus"]) == ["best preset (S)", "random"]
+    assert diffs["top1_diff"].tolist() == pytest.approx([0.10, 0.05])
+
+
 def test_the_pipeline_row_trains_expansions_own_run_then_the_preset_for_its_cpu_seconds(tmp_path):
     from x3dsearch.config import preset
 
