@@ -1,6 +1,6 @@
 """Per-clip training throughput against the batch size: ``build_model(preset("M"))`` as a user calls it.
 
-X3D-M on the CPU proxy's 16x56x56 input, a standard-layout (N, C, T, H, W) batch, one forward /
+X3D-M (``--preset``) on the CPU proxy's 16x56x56 input, a standard-layout (N, C, T, H, W) batch, one forward /
 cross-entropy / backward / SGD-with-momentum step, one thread by default. Every batch size runs in
 the same process, interleaved (one step of each in turn, ``--steps`` rounds after a warm-up), and
 each figure is the median of its steps, with the fastest and slowest beside it. ``--before`` adds the
@@ -9,6 +9,10 @@ same models with their :class:`x3dsearch.fastconv.PointwiseConv3d` layers run as
 
     .venv/bin/python experiments/bench_batch.py --before           # ~3 minutes on a quiet machine
     .venv/bin/python experiments/bench_batch.py --batches 4 16 --steps 9
+    .venv/bin/python experiments/bench_batch.py --preset XS --frames 4 --crop 40 --batches 8 16 32 64
+
+The last line is the proxy's XS training step: how much of it is a fixed cost per step (the per-clip
+rate a large batch reaches, against the proxy's batch of 16).
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ def median_seconds(steps: dict[tuple[str, int], Callable[[], None]], rounds: int
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="M", help="the preset whose network is timed")
     parser.add_argument("--batches", nargs="+", type=int, default=[4, 8, 16, 32])
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--crop", type=int, default=56)
@@ -61,7 +66,7 @@ def main() -> None:
     parser.add_argument("--before", action="store_true", help="also time the pointwise convs as plain nn.Conv3d")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    config = preset("M")
+    config = preset(args.preset)
     variants = [OURS, BEFORE] if args.before else [OURS]
     steps = {}
     for variant in variants:
@@ -73,7 +78,7 @@ def main() -> None:
             steps[variant, batch] = step_of(plain_pointwise(model) if variant == BEFORE else model, clips, labels)
     seconds = median_seconds(steps, args.steps)
     rate = {key: key[1] / statistics.median(s) for key, s in seconds.items()}
-    print(f"{cpu_name()}, torch {torch.__version__}, {args.threads} thread(s), X3D-M, {args.frames}x{args.crop}x"
+    print(f"{cpu_name()}, torch {torch.__version__}, {args.threads} thread(s), X3D-{args.preset}, {args.frames}x{args.crop}x"
           f"{args.crop} standard-layout input, median of {args.steps} interleaved steps\n")
     print("| variant | batch | ms per step (min-max) | clips/s | vs the variant's best |")
     print("|---|---:|---:|---:|---:|")
