@@ -121,9 +121,9 @@ def test_flag_and_env_var_select_the_conv(monkeypatch):
     def channelwise_types(model: nn.Module) -> set[type]:
         return {type(m) for m in model.modules() if isinstance(m, nn.Conv3d) and m.groups > 1}
 
-    def unstrided_pointwise_types(model: nn.Module) -> set[type]:  # the blocks' and conv5's, on unpooled input
+    def unstrided_pointwise_types(model: nn.Module) -> set[type]:  # the blocks', conv5's, lin5's and SE's
         return {type(m) for name, m in model.named_modules() if isinstance(m, nn.Conv3d)
-                and m.kernel_size == m.stride == (1, 1, 1) and name.endswith((".a", ".c", "conv5.0"))}
+                and m.kernel_size == m.stride == (1, 1, 1) and name.endswith((".a", ".c", "conv5.0", "lin5", ".fc1", ".fc2"))}
 
     monkeypatch.delenv(fastconv.ENV_VAR, raising=False)
     assert channelwise_types(build_model(config)) == {ChannelwiseConv3d}
@@ -235,6 +235,8 @@ POINTWISE_SHAPES = [
     (15, 32, 8, 2, 5, 5),
     (16, 12, 20, 3, 4, 4),     # at oneDNN's minimum: not folded
     (2, 10, 6, 5, 1, 1),       # 1x1 spatial
+    (16, 48, 2048, 1, 1, 1),   # pooled, as lin5 and squeeze-excitation: a matrix product
+    (3, 8, 5, 1, 1, 1),
 ]
 
 
@@ -283,6 +285,17 @@ def test_pointwise_small_batch_runs_onednn_not_the_native_conv():
         torch.set_num_threads(previous)
     ops = {event.key for event in prof.key_averages()}
     assert "aten::mkldnn_convolution" in ops and not any("slow_conv3d" in op for op in ops), sorted(ops)
+
+
+def test_pointwise_pooled_input_is_a_matrix_product_and_traces_as_a_conv():
+    conv = PointwiseConv3d(24, 54, 1, bias=True)
+    x = torch.randn(4, 24, 1, 1, 1).requires_grad_()
+    with torch.profiler.profile() as prof:
+        conv(x).sum().backward()
+    ops = {event.key for event in prof.key_averages()}
+    assert not any("convolution" in op for op in ops), sorted(ops)
+    graph = str(torch.jit.trace(conv, x.detach()).graph)
+    assert "aten::_convolution" in graph and "aten::linear" not in graph
 
 
 def test_pointwise_unsupported_configurations_are_refused():

@@ -190,7 +190,8 @@ class PointwiseConv3d(nn.Conv3d):
     On one thread PyTorch gives batches under 16 its native conv (``_ONEDNN_MIN_BATCH``). A 1x1x1 conv
     treats every voxel alike, so a channels-last (N, C, T, H, W) batch is viewed, without a copy, as
     N*k samples of T*H/k x 1 x W voxels, with the smallest k that reaches 16 (batches with fewer than 16
-    rows of voxels in all stay on PyTorch's choice). Same parameters and state
+    rows of voxels in all stay on PyTorch's choice). On a pooled (N, C, 1, 1, 1) CPU input (lin5 and
+    squeeze-excitation) it is a matrix product, about 3x faster there. Same parameters and state
     dict as ``nn.Conv3d``; other kernel sizes, strides, paddings, dilations and groups are refused.
     """
 
@@ -202,10 +203,15 @@ class PointwiseConv3d(nn.Conv3d):
                              f"groups == 1; got {self.extra_repr()}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The conv of ``x``; a channels-last CPU batch under 16 on one thread runs as a batch of 16 or more."""
+        """The conv of ``x``; a channels-last CPU batch under 16 on one thread runs as a batch of 16 or more,
+        and a pooled (N, C, 1, 1, 1) CPU input as a matrix product (about 3x faster there than the conv)."""
+        if _traced():
+            return super().forward(x)
+        if x.dim() == 5 and x.shape[2:] == (1, 1, 1) and x.device.type == "cpu":
+            return nn.functional.linear(x.flatten(1), self.weight.flatten(1), self.bias)[:, :, None, None, None]
         if not (x.dim() == 5 and x.device.type == "cpu" and 0 < x.shape[0] < _ONEDNN_MIN_BATCH
                 and x.shape[0] * x.shape[2] * x.shape[3] >= _ONEDNN_MIN_BATCH and torch.get_num_threads() == 1
-                and x.is_contiguous(memory_format=torch.channels_last_3d) and not _traced()):
+                and x.is_contiguous(memory_format=torch.channels_last_3d)):
             return super().forward(x)
         n, channels, t, h, w = x.shape
         k = _row_split(n, t * h)

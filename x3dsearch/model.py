@@ -24,13 +24,14 @@ __all__ = ["build_model", "fold_batchnorm", "X3D"]
 class _SqueezeExcite(nn.Module):
     """Channel attention: global pool, reduce, ReLU, expand, sigmoid gate."""
 
-    def __init__(self, channels: int, ratio: float) -> None:
+    def __init__(self, channels: int, ratio: float, fast: bool = False) -> None:
         super().__init__()
         reduced = round_width(channels, ratio)
+        pointwise = PointwiseConv3d if fast else nn.Conv3d
         self.pool = nn.AdaptiveAvgPool3d(1)
-        self.fc1 = nn.Conv3d(channels, reduced, 1, bias=True)
+        self.fc1 = pointwise(channels, reduced, 1, bias=True)
         self.relu = nn.ReLU(inplace=True)
-        self.fc2 = nn.Conv3d(reduced, channels, 1, bias=True)
+        self.fc2 = pointwise(reduced, channels, 1, bias=True)
         self.gate = nn.Sigmoid()
 
     def gate_of(self, pooled: torch.Tensor) -> torch.Tensor:
@@ -70,7 +71,7 @@ class _Block(nn.Module):
         self.a_relu = nn.ReLU(inplace=True)
         self.b = channelwise(inner, inner, 3, stride=stride, padding=1, groups=inner, bias=False)
         self.b_bn = nn.BatchNorm3d(inner)
-        self.se = _SqueezeExcite(inner, se_ratio) if se_ratio > 0 else nn.Identity()
+        self.se = _SqueezeExcite(inner, se_ratio, fast) if se_ratio > 0 else nn.Identity()
         self.b_act = nn.SiLU()
         self.c = pointwise(inner, dim_out, 1, bias=False)
         self.c_bn = nn.BatchNorm3d(dim_out)
@@ -121,7 +122,7 @@ class X3D(nn.Module):
         self.conv5 = _ConvNorm(
             pointwise(dim_in, conv5, 1, bias=False), nn.BatchNorm3d(conv5), nn.ReLU(inplace=True), fast=fast)
         self.pool = nn.AdaptiveAvgPool3d(1)
-        self.lin5 = nn.Conv3d(conv5, config.head_width, 1, bias=False)
+        self.lin5 = pointwise(conv5, config.head_width, 1, bias=False)
         self.lin5_relu = nn.ReLU(inplace=True)
         self.dropout = nn.Dropout(config.dropout)
         self.classifier = nn.Linear(config.head_width, config.num_classes)
