@@ -41,6 +41,7 @@ import argparse
 import hashlib
 import json
 import math
+import re
 import statistics
 import sys
 import multiprocessing as mp
@@ -56,6 +57,7 @@ from dataclasses import replace
 
 import pandas as pd
 import torch
+import yaml
 
 from x3dsearch.compare import proxy_trials
 from x3dsearch.config import X3DConfig, preset, preset_names
@@ -67,6 +69,7 @@ from x3dsearch.model import build_model
 from x3dsearch.optuna_search import run_optuna
 from x3dsearch.report import _markdown_table
 from x3dsearch.runview import RunView, config_scores
+from x3dsearch.space import load_space
 from x3dsearch.rundir import RunDir, load_run
 from x3dsearch.runner import ExpandSettings, run_expand
 from x3dsearch.proxy_policy import ProxyPolicy
@@ -102,6 +105,7 @@ class Plan:
     train_schedule: str | None = None  # the experiment's own trainings, if not ``full_schedule`` (the searches')
     train_data: Path | None = None  # the experiment's own trainings, if not ``data`` (the searches')
     proxy_init: str = Init.INHERIT.value  # where expansion's candidates start (the samplers' always from scratch)
+    step_cost: float | None = None  # expansion's cap on one step's cost (x its base), the space's step_cost
 
     @property
     def label(self) -> str:
@@ -110,8 +114,21 @@ class Plan:
 
     @property
     def expand_label(self) -> str:
-        """Expansion's :attr:`label`, then ``+scratch`` when its candidates start from scratch."""
-        return self.label + ("" if self.proxy_init == Init.INHERIT.value else f"+{self.proxy_init}")
+        """Expansion's :attr:`label`, then ``+scratch`` when its candidates start from scratch and ``+step2x``
+        when its steps are capped at twice their base's cost (``--step-cost 2``)."""
+        return (self.label + ("" if self.proxy_init == Init.INHERIT.value else f"+{self.proxy_init}")
+                + ("" if self.step_cost is None else f"+step{self.step_cost:g}x"))
+
+    def expand_space(self) -> str:
+        """Expansion's search space: :attr:`space`, or with ``step_cost`` a copy of it that sets the cap,
+        written beside the runs (the samplers keep :attr:`space`; the cap only changes expansion's steps)."""
+        if self.step_cost is None:
+            return self.space
+        space = replace(load_space(self.space), step_cost=self.step_cost)
+        path = self.out / f"space-{space.name}-step{self.step_cost:g}x.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(space.to_dict(), sort_keys=False))
+        return str(path)
 
     @property
     def full(self) -> ProxyPolicy:
@@ -120,7 +137,7 @@ class Plan:
 
     def settings(self, run: str, target: float, seed: int, init: str = Init.INHERIT.value) -> ExpandSettings:
         """Search settings of the run directory ``OUT/run``: proxy trainings only, no final training."""
-        return ExpandSettings(target_gflops=target, out=str(self.out / run), space=self.space, data=str(self.data),
+        return ExpandSettings(target_gflops=target, out=str(self.out / run), space=self.expand_space(), data=str(self.data),
                               proxy_schedule=self.proxy_schedule, full_schedule=self.full_schedule, seed=seed,
                               proxy_init=init,
                               final_training=False, cpus_per_trial=self.cpus_per_trial,
@@ -382,8 +399,9 @@ def differences(summary: pd.DataFrame) -> pd.DataFrame:
         others = [(f"best preset ({row['name']})", row) for _, row in presets.nlargest(1, "top1").iterrows()]
         searches = group[group["kind"] == "search"]
         for _, e in searches[searches["name"].str.startswith("expand")].iterrows():
-            # "" or "+SCHEDULE" (then "+scratch" or not): compare with the samplers of the same proxy schedule
-            label_of_proxy = e["name"][len("expand"):].removesuffix(f"+{Init.SCRATCH.value}")
+            # "" or "+SCHEDULE", then expansion's own "+scratch" and "+stepNx": compare with the samplers of the
+            # same proxy schedule
+            label_of_proxy = re.sub(rf"(\+{Init.SCRATCH.value})?(\+step[0-9.]+x)?$", "", e["name"][len("expand"):])
             samplers = searches[searches["name"].isin([s + label_of_proxy for s in SAMPLERS])]
             pairs = others + [(row["name"], row) for _, row in samplers.iterrows()]
             rows += [_difference(target, e["name"], e, label, other) for label, other in pairs]
@@ -467,6 +485,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--proxy-schedule", default="cpu_proxy")
     parser.add_argument("--proxy-init", choices=[Init.INHERIT.value, Init.SCRATCH.value], default=Init.INHERIT.value,
                         help="where expansion's candidates start (scratch: rows named expand+scratch)")
+    parser.add_argument("--step-cost", type=float, metavar="X",
+                        help="cap each of expansion's steps at X times its base's cost, e.g. 2 (the space's "
+                             "step_cost; rows named expand+step2x); the samplers are unchanged")
     parser.add_argument("--full-schedule", default="cpu_full")
     parser.add_argument("--data", type=Path, help="dataset folder (default: the synthetic benchmark)")
     parser.add_argument("--train-schedule", help="schedule of the trainings of presets and found models (default: "
@@ -540,7 +561,7 @@ def main(argv: list[str] | None = None) -> int:
     data = args.data.expanduser().resolve() if args.data else Path(default_dataset())
     plan = Plan(data, args.space, args.proxy_schedule, args.full_schedule, args.out, args.threads,
                 args.cpus_per_trial, args.max_concurrent, args.jobs, args.train_schedule,
-                args.train_data.expanduser().resolve() if args.train_data else None, args.proxy_init)
+                args.train_data.expanduser().resolve() if args.train_data else None, args.proxy_init, args.step_cost)
     if args.pipeline and (args.train_schedule or args.train_data):
         sys.exit("--pipeline compares expansion's own final training with a preset's on the searches' data and "
                  "schedule: leave out --train-schedule and --train-data")

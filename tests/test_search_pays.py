@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 
 from x3dsearch.compare import anytime_curve, best_at, proxy_trials
+from x3dsearch.space import load_space
 
 _PATH = Path(__file__).resolve().parents[1] / "experiments" / "search_pays.py"
 _SPEC = importlib.util.spec_from_file_location("search_pays", _PATH)
@@ -107,6 +108,21 @@ def test_a_from_scratch_expansion_is_named_apart_and_compared_with_the_samplers_
     diffs = search_pays.differences(summary)
     assert list(diffs["minus"]) == ["best preset (S)", "random"]
     assert diffs["top1_diff"].tolist() == pytest.approx([0.10, 0.05])
+
+
+def test_a_step_cost_cap_changes_only_expansions_space_and_name(tmp_path):
+    plan = search_pays.Plan(tmp_path / "data", "x3d_kinetics", "cpu_proxy", "cpu_full", tmp_path / "runs", 1, 1.0,
+                            None, step_cost=2.0)
+    assert (plan.label, plan.expand_label) == ("", "+step2x")
+    space = load_space(plan.settings("run", 2.0, 0).space)
+    assert space.step_cost == 2.0 and replace(space, step_cost=None) == load_space("x3d_kinetics")
+    rows = [("preset", "S", 0.40), ("search", "expand+step2x", 0.50), ("search", "expand+scratch+step2x", 0.35),
+            ("search", "random", 0.45), ("search", "random+sh", 0.30)]
+    summary = pd.DataFrame([{"target_gflops": 2.0, "kind": kind, "name": name, "top1": top1, "top1_se": 0.01}
+                            for kind, name, top1 in rows])
+    diffs = search_pays.differences(summary)
+    assert list(diffs["minus"]) == ["best preset (S)", "random"] * 2
+    assert diffs["top1_diff"].tolist() == pytest.approx([0.10, 0.05, -0.05, -0.10])
 
 
 def test_the_pipeline_row_trains_expansions_own_run_then_the_preset_for_its_cpu_seconds(tmp_path):

@@ -2,6 +2,7 @@ import math
 from dataclasses import replace
 
 import pytest
+import yaml
 
 from x3dsearch import ConfigError, count_flops, expand, preset
 from x3dsearch.space import AXES, bounded_step, box_top, candidates, crossed_bound, load_space, window
@@ -63,6 +64,8 @@ def test_unknown_axis_and_bad_fraction():
     ("name: a\nstart: X2D\naxes: {w: {colour: 2}}\n", "unknown field 'colour'"),
     ("name: a\nstart: X2D\naxes: {w: {width: 0.5}}\n", "does not increase the cost"),
     ("name: a\nstart: Q\naxes: {w: {width: 2}}\n", "unknown preset"),
+    ("name: a\nstart: X2D\naxes: {w: {width: 2}}\nstep_cost: 1\n", "step_cost must be a number > 1"),
+    ("name: a\nstart: X2D\naxes: {w: {width: 2}}\nstep_cost: two\n", "step_cost must be a number > 1"),
 ])
 def test_bad_space_files(tmp_path, text, message):
     path = tmp_path / "space.yaml"
@@ -133,6 +136,23 @@ def test_an_axis_at_its_bound_has_no_step_and_a_crossing_step_stops_at_the_bound
     config, fraction, bound = bounded_step(m.replace(frames=6, stride=14), "temporal", BOX)
     assert bound == "window <= 120 frames" and 0 < fraction < 1 and 84 < window(config) <= 120
     assert bounded_step(preset("X2D").replace(frames=4, stride=1), "fast", BOX)[1:] == (0.0, "")  # stride 1
+
+
+@pytest.mark.parametrize("base", [preset("X2D"), preset("XS"), preset("M")])
+def test_step_cost_cuts_only_the_steps_that_cost_more_and_survives_the_yaml_round_trip(base, tmp_path):
+    capped = replace(BOX, step_cost=2.0)
+    for axis in BOX.axes:
+        free, free_fraction, free_bound = bounded_step(base, axis, BOX)
+        config, fraction, bound = bounded_step(base, axis, capped)
+        if count_flops(free) <= 2.0 * count_flops(base):
+            assert (config, fraction, bound) == (free, free_fraction, free_bound), axis
+        else:  # the largest partial step under twice the base's cost, named as a bound
+            assert 0 < fraction < free_fraction and bound == "cost <= 2x its base", axis
+            assert 1.5 * count_flops(base) < count_flops(config) <= 2.0 * count_flops(base), axis
+    assert bounded_step(base, "width", capped)[2] == "cost <= 2x its base"  # x2 width costs about 3-4x
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(replace(capped, max_window=None).to_dict()))  # the data sets max_window
+    assert load_space(path) == replace(capped, max_window=None) and "step_cost" not in BOX.to_dict()
 
 
 def test_box_top_stops_at_every_bound_or_once_it_has_enough():

@@ -8,7 +8,9 @@ that keep the step's window (frames x stride): X-Fast keeps the duration, X-Temp
 
 A space's box (its ``bounds`` and ``max_window``, the longest window the data's videos hold) is
 kept by :func:`bounded_step`: a full step that would leave it becomes a partial step up to the
-bound it crosses, and an axis already at that bound has no step.
+bound it crosses, and an axis already at that bound has no step. A space's ``step_cost`` caps one
+step's cost the same way (at most that multiple of its base's FLOPs), so that a step's candidates
+cost about the same and are compared at equal cost.
 """
 
 from __future__ import annotations
@@ -35,8 +37,9 @@ _DEFAULT_SPACE = "x3d_kinetics"
 
 @dataclass(frozen=True)
 class SearchSpace:
-    """Start config, per-axis field multipliers, the spatial rounding step, optional bounds and the longest
-    window (frames x stride, in source frames at the 30 fps reference; None: no limit)."""
+    """Start config, per-axis field multipliers, the spatial rounding step, optional bounds, the longest
+    window (frames x stride, in source frames at the 30 fps reference; None: no limit) and the most one
+    step may multiply its base's FLOPs by (``step_cost``; None: no cap)."""
 
     name: str
     start: X3DConfig
@@ -44,6 +47,7 @@ class SearchSpace:
     crop_multiple: int = 8
     bounds: Mapping[str, tuple[float, float]] | None = None
     max_window: float | None = None
+    step_cost: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = {"name": self.name, "start": self.start.to_dict(), "crop_multiple": self.crop_multiple,
@@ -52,6 +56,8 @@ class SearchSpace:
             out["bounds"] = {n: list(b) for n, b in self.bounds.items()}
         if self.max_window is not None:
             out["max_window"] = self.max_window
+        if self.step_cost is not None:
+            out["step_cost"] = self.step_cost
         return out
 
     @classmethod
@@ -87,8 +93,14 @@ class SearchSpace:
         if isinstance(multiple, bool) or not isinstance(multiple, int) or multiple < 1:
             raise ConfigError(f"{source}: crop_multiple must be a positive integer")
         bounds = data.get("bounds")
+        step_cost = data.get("step_cost")
+        if step_cost is not None and (isinstance(step_cost, bool) or not isinstance(step_cost, (int, float))
+                                      or not step_cost > 1):
+            raise ConfigError(f"{source}: step_cost must be a number > 1 (the most one step multiplies the "
+                              f"cost by) or absent, got {step_cost!r}")
         return cls(str(data["name"]), start_config, clean, multiple,
-                   None if bounds is None else _check_bounds(bounds, multiple, source))
+                   None if bounds is None else _check_bounds(bounds, multiple, source),
+                   step_cost=None if step_cost is None else float(step_cost))
 
 
 def _check_bounds(bounds: Any, crop_multiple: int, source: str) -> dict[str, tuple[float, float]]:
@@ -174,7 +186,8 @@ def window(config: X3DConfig) -> int:
 def crossed_bound(base: X3DConfig, config: X3DConfig, space: SearchSpace) -> str | None:
     """The bound ``config`` crosses in a field changed from ``base`` (e.g. ``"frames <= 16"``), or None.
 
-    The window counts when frames or stride changed and the space has a ``max_window``.
+    The window counts when frames or stride changed and the space has a ``max_window``; the cost when
+    the space has a ``step_cost`` (``"cost <= 2x its base"``).
     """
     for name, (low, high) in (space.bounds or {}).items():
         value = getattr(config, name)
@@ -183,6 +196,8 @@ def crossed_bound(base: X3DConfig, config: X3DConfig, space: SearchSpace) -> str
     timing = (config.frames, config.stride) != (base.frames, base.stride)
     if timing and space.max_window is not None and window(config) > space.max_window:
         return f"window <= {space.max_window:g} frames"
+    if space.step_cost is not None and count_flops(config) > space.step_cost * count_flops(base):
+        return f"cost <= {space.step_cost:g}x its base"
     return None
 
 
