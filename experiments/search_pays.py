@@ -135,11 +135,11 @@ class Plan:
         """The schedule of the experiment's own full trainings (presets and found models)."""
         return load_schedule(self.train_schedule or self.full_schedule)
 
-    def settings(self, run: str, target: float, seed: int, init: str = Init.INHERIT.value) -> ExpandSettings:
-        """Search settings of the run directory ``OUT/run``: proxy trainings only, no final training."""
+    def settings(self, run: str, target: float, seed: int) -> ExpandSettings:
+        """Expansion's search settings of the run directory ``OUT/run``: proxy trainings only, no final training."""
         return ExpandSettings(target_gflops=target, out=str(self.out / run), space=self.expand_space(), data=str(self.data),
                               proxy_schedule=self.proxy_schedule, full_schedule=self.full_schedule, seed=seed,
-                              proxy_init=init,
+                              proxy_init=self.proxy_init,
                               final_training=False, cpus_per_trial=self.cpus_per_trial,
                               max_concurrent=self.max_concurrent)
 
@@ -528,7 +528,7 @@ def run_target(plan: Plan, args: argparse.Namespace, target: float, classes: int
             continue
         if not RunDir(expand_dir).read_path().get("final"):  # expand has not finished
             ray.start()
-            run_expand(plan.settings(expand_dir.name, target, seed, plan.proxy_init),
+            run_expand(plan.settings(expand_dir.name, target, seed),
                        resume=RunDir(expand_dir).exists(), quiet=True)
         budget = expand_found(expand_dir)
         jobs = []
@@ -562,6 +562,9 @@ def main(argv: list[str] | None = None) -> int:
     plan = Plan(data, args.space, args.proxy_schedule, args.full_schedule, args.out, args.threads,
                 args.cpus_per_trial, args.max_concurrent, args.jobs, args.train_schedule,
                 args.train_data.expanduser().resolve() if args.train_data else None, args.proxy_init, args.step_cost)
+    if plan.expand_label != plan.label and set(args.strategies) != {"expand"}:
+        sys.exit("--proxy-init scratch and --step-cost change expansion only: the samplers would be cut at its "
+                 "CPU-seconds under the default's names; add --strategies expand")
     if args.pipeline and (args.train_schedule or args.train_data):
         sys.exit("--pipeline compares expansion's own final training with a preset's on the searches' data and "
                  "schedule: leave out --train-schedule and --train-data")

@@ -99,8 +99,8 @@ def test_a_from_scratch_expansion_is_named_apart_and_compared_with_the_samplers_
     plan = search_pays.Plan(tmp_path / "data", "x3d_kinetics", "experiments/schedules/cpu_proxy_sh.yaml",
                             "cpu_full", tmp_path / "runs", 1, 1.0, None, proxy_init="scratch")
     assert (plan.label, plan.expand_label) == ("+cpu_proxy_sh", "+cpu_proxy_sh+scratch")  # samplers: from scratch
-    assert plan.settings("run", 2.0, 0, plan.proxy_init).proxy_init == "scratch"
-    assert plan.settings("run", 2.0, 0).proxy_init == "inherit"
+    assert plan.settings("run", 2.0, 0).proxy_init == "scratch"  # also for the pipeline's final training
+    assert replace(plan, proxy_init="inherit").settings("run", 2.0, 0).proxy_init == "inherit"
     rows = [("preset", "S", 0.40), ("search", "expand+scratch", 0.50), ("search", "random", 0.45),
             ("search", "random+sh", 0.30)]
     summary = pd.DataFrame([{"target_gflops": 2.0, "kind": kind, "name": name, "top1": top1, "top1_se": 0.01}
@@ -203,3 +203,9 @@ def test_expansions_own_run_is_compared_with_the_preset_for_its_cpu_seconds_only
 def test_trainings_of_their_own_need_a_results_file_of_their_own():
     with pytest.raises(SystemExit, match="need a --results file of their own"):
         search_pays.main(["--train-schedule", "experiments/schedules/cpu_full_16.yaml"])
+
+
+@pytest.mark.parametrize("lever", [["--proxy-init", "scratch"], ["--step-cost", "2"]])
+def test_an_expansion_only_lever_refuses_the_samplers_it_would_misname(lever, tmp_path):
+    with pytest.raises(SystemExit, match="change expansion only"):
+        search_pays.main([*lever, "--data", str(tmp_path), "--results", str(tmp_path / "rows.csv")])
