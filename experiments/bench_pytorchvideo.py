@@ -4,7 +4,7 @@ Both models are built as a user would build them and fed the same standard-layou
 float batch: ``build_model(preset("M"))`` (fast kernels on, the default) and
 ``pytorchvideo.models.x3d.create_x3d`` with X3D-M's factors; also ours with ``fast=False`` (PyTorch's
 layers, default layout) for reference. One training step is forward, cross-entropy, backward and an
-SGD step with momentum; the variants run interleaved and each figure is the best of ``--repeats``
+SGD step with momentum; the variants run interleaved and each figure is the best (or with ``--median`` the median) of ``--repeats``
 (bench_speed's timing). Default shape: X3D-M at the CPU proxy's input, 16 frames of 56 px, batch 16,
 12 classes, one thread.
 
@@ -67,6 +67,7 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=12)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--median", action="store_true", help="report the median of the repeats, not the best")
     args = parser.parse_args()
     create_x3d = _create_x3d()
     torch.set_num_threads(args.threads)
@@ -82,11 +83,12 @@ def main() -> None:
                                               depth_factor=config.depth, bottleneck_factor=config.bottleneck),
     }
     params = {name: sum(p.numel() for p in m.parameters()) for name, m in models.items()}
-    seconds = best_times({name: step_of(m, clips, labels) for name, m in models.items()}, args.repeats)
+    seconds = best_times({name: step_of(m, clips, labels) for name, m in models.items()}, args.repeats,
+                         median=args.median)
     macs = count_flops(config, crop=args.crop)
     base = seconds["pytorchvideo create_x3d"]
     print(f"{cpu_name()}, torch {torch.__version__}, {args.threads} thread(s), batch {args.batch} of "
-          f"{args.frames}x{args.crop}x{args.crop}, best of {args.repeats}, standard-layout input\n")
+          f"{args.frames}x{args.crop}x{args.crop}, {'median' if args.median else 'best'} of {args.repeats}, standard-layout input\n")
     print("| model | params | clips/s | GMAC/s | vs pytorchvideo |")
     print("|---|---:|---:|---:|---:|")
     for name, s in seconds.items():

@@ -23,6 +23,7 @@ steps for ~0.5 s).
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 from typing import Callable
 
@@ -99,17 +100,17 @@ def seconds_per_call(fn: Callable[[], None], calls: int) -> float:
     return (time.perf_counter() - start) / calls
 
 
-def best_times(fns: dict[str, Callable[[], None]], repeats: int) -> dict[str, float]:
-    """Best-of-``repeats`` seconds per call of each function, measured interleaved after a warm-up."""
+def best_times(fns: dict[str, Callable[[], None]], repeats: int, median: bool = False) -> dict[str, float]:
+    """Best-of-``repeats`` (or median) seconds per call of each function, measured interleaved after a warm-up."""
     calls = {}
     for name, fn in fns.items():
         fn()
         calls[name] = max(1, round(_TARGET_S / seconds_per_call(fn, 1)))
-    best = dict.fromkeys(fns, float("inf"))
+    samples: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
-            best[name] = min(best[name], seconds_per_call(fn, calls[name]))
-    return best
+            samples[name].append(seconds_per_call(fn, calls[name]))
+    return {name: statistics.median(s) if median else min(s) for name, s in samples.items()}
 
 
 def cpu_name() -> str:
