@@ -6,6 +6,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pytest
+import yaml
 
 from x3dsearch import data
 from x3dsearch.errors import UserError
@@ -69,3 +70,12 @@ def test_budget_in_gflops_or_ms() -> None:
     assert Budget(1.0, ceiling_gflops=1.5).ceiling() == 1.5
     with pytest.raises(UserError, match="needs a target"):
         Budget(None).target
+
+
+@pytest.mark.parametrize("own, expected", [(60.0, 60.0), (600.0, 120.0), (None, 120.0)])
+def test_the_window_limit_is_the_smaller_of_the_space_and_the_data(tmp_path: Path, own, expected) -> None:
+    space = load_space()
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(dict(space.to_dict(), **({} if own is None else {"max_window": own}))))
+    spec = resolve(ExpandSettings(target_gflops=6.0, out=str(tmp_path / "run"), space=str(path)), dry_run=True)
+    assert spec.space.max_window == expected  # the benchmark's 4-s videos hold 120 source frames

@@ -153,6 +153,16 @@ def test_step_cost_cuts_only_the_steps_that_cost_more_and_survives_the_yaml_roun
     path = tmp_path / "space.yaml"
     path.write_text(yaml.safe_dump(replace(capped, max_window=None).to_dict()))  # the data sets max_window
     assert load_space(path) == replace(capped, max_window=None) and "step_cost" not in BOX.to_dict()
+    path.write_text(yaml.safe_dump(capped.to_dict()))
+    assert load_space(path) == capped  # a space that sets its own window limit keeps it
+
+
+@pytest.mark.parametrize("value", [0, -4, "long", True])
+def test_a_bad_max_window_is_a_one_line_error(value, tmp_path):
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(dict(load_space().to_dict(), max_window=value)))
+    with pytest.raises(ConfigError, match="max_window must be a number of source frames > 0"):
+        load_space(path)
 
 
 def test_box_top_stops_at_every_bound_or_once_it_has_enough():

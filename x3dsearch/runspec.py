@@ -315,10 +315,12 @@ def _window_limit(max_window: float | None, root: Path | None,
 
 
 def _fit_window(space: SearchSpace, seconds: float | None) -> SearchSpace:
-    """The space whose windows (frames x stride, source frames at the reference rate) fit ``seconds``."""
+    """The space whose windows (frames x stride, source frames at the reference rate) fit ``seconds`` and the
+    space's own ``max_window``, if it sets one."""
     from .data.kinetics import REFERENCE_FPS
 
-    return replace(space, max_window=None if seconds is None else seconds * REFERENCE_FPS)
+    limits = [w for w in (space.max_window, None if seconds is None else seconds * REFERENCE_FPS) if w is not None]
+    return replace(space, max_window=min(limits) if limits else None)
 
 
 def _describe_schedule(arg: str, schedule: ProxyPolicy) -> str:
