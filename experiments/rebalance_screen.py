@@ -18,6 +18,7 @@ split. Trials and trainings resume from ``OUT``; rows go to ``--results``.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import multiprocessing as mp
 import statistics
@@ -86,14 +87,15 @@ def screen_round(config: X3DConfig, space: SearchSpace, args: argparse.Namespace
     policy = load_schedule(args.proxy_schedule).for_step(count_flops(config) / 1e9, args.clips)
     rows = [r for _, r in done.iterrows()] if len(done) else []
     have = {r["key"] for r in rows}
+    folder = args.out / "proxy" / Path(args.proxy_schedule).stem / f"seed{seed}"
     jobs = [(name, c.to_dict(), str(args.data), policy.recipe.to_dict(), seed,
-             str(args.out / "proxy" / f"seed{seed}" / c.key.replace("/", "_")))
+             str(folder / hashlib.sha1(c.key.encode()).hexdigest()[:12]))
             for name, c in candidates.items() if c.key not in have]
     print(f"search seed {seed}, round {round_}: {len(candidates)} candidates ({len(jobs)} to train) around "
           f"{config.short} at {count_flops(config) / 1e9:.3g} GFLOPs", flush=True)
     with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as pool:
         for row in pool.map(_proxy, jobs):
-            row.update(search_seed=seed, round=round_)
+            row.update(search_seed=seed, round=round_, proxy_schedule=Path(args.proxy_schedule).stem)
             print(f"  {row['trade']}: {row['status']} top-1 {row['top1']} ({row['seconds']:.0f} s)", flush=True)
             pd.DataFrame([row]).to_csv(args.trials, mode="a", header=not args.trials.is_file(), index=False)
             rows.append(pd.Series(row))
@@ -136,7 +138,8 @@ def main() -> None:
             raise SystemExit(f"{args.found}: no {args.name} row at {args.target:g} GFLOPs for search seed {seed}")
         config = X3DConfig.from_dict(json.loads(rows["config"].iloc[0]))
         for round_ in range(args.rounds):
-            done = trials[(trials["search_seed"] == seed) & (trials["round"] == round_)] if len(trials) else trials
+            done = trials[(trials["search_seed"] == seed) & (trials["round"] == round_)
+                          & (trials["proxy_schedule"] == Path(args.proxy_schedule).stem)] if len(trials) else trials
             table = screen_round(config, space, args, seed, round_, done)
             ok = table[table["status"] == "ok"].sort_values(["top1", "gflops"], ascending=[False, True])
             best = X3DConfig.from_dict(json.loads(ok["config"].iloc[0]))
