@@ -21,7 +21,7 @@ from torch import nn
 from x3dsearch import fastconv, fastnorm
 from x3dsearch.model import _SqueezeExcite
 
-from bench_speed import best_times, cpu_name  # experiments/ is on sys.path when run as a script
+from bench_speed import interleaved_times, cpu_name  # experiments/ is on sys.path when run as a script
 
 _PATTERNS = ("relu", "se_silu", "residual_relu")
 # per-clip (frames, side): from the CPU proxy's late stages up to X3D-M's res2 at the proxy's 56 px input
@@ -66,8 +66,8 @@ def main() -> None:
                 torch.manual_seed(0)
                 x = torch.randn(args.batch, channels, frames, side, side).contiguous(
                     memory_format=torch.channels_last_3d).requires_grad_()
-                times = best_times({"modules": _pass_of(pattern, x, False), "fused": _pass_of(pattern, x, True)},
-                                   args.repeats)
+                times = interleaved_times({"modules": _pass_of(pattern, x, False),
+                                           "fused": _pass_of(pattern, x, True)}, args.repeats)
                 print(f"| {pattern} | {channels} | {frames}x{side}² | {x.numel():,} | {times['modules'] * 1e3:.3f} "
                       f"| {times['fused'] * 1e3:.3f} | {times['modules'] / times['fused']:.2f}x |", flush=True)
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import statistics
 import sys
 import types
 from typing import Callable
@@ -30,7 +31,7 @@ from torch import nn
 
 from x3dsearch import build_model, count_flops, preset
 
-from bench_speed import best_times, cpu_name  # experiments/ is on sys.path when run as a script
+from bench_speed import interleaved_times, cpu_name  # experiments/ is on sys.path when run as a script
 
 
 def _create_x3d() -> Callable[..., nn.Module]:
@@ -83,8 +84,8 @@ def main() -> None:
                                               depth_factor=config.depth, bottleneck_factor=config.bottleneck),
     }
     params = {name: sum(p.numel() for p in m.parameters()) for name, m in models.items()}
-    seconds = best_times({name: step_of(m, clips, labels) for name, m in models.items()}, args.repeats,
-                         median=args.median)
+    seconds = interleaved_times({name: step_of(m, clips, labels) for name, m in models.items()}, args.repeats,
+                                statistic=statistics.median if args.median else min)
     macs = count_flops(config, crop=args.crop)
     base = seconds["pytorchvideo create_x3d"]
     print(f"{cpu_name()}, torch {torch.__version__}, {args.threads} thread(s), batch {args.batch} of "

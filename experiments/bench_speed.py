@@ -23,7 +23,6 @@ steps for ~0.5 s).
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 from typing import Callable
 
@@ -100,8 +99,10 @@ def seconds_per_call(fn: Callable[[], None], calls: int) -> float:
     return (time.perf_counter() - start) / calls
 
 
-def best_times(fns: dict[str, Callable[[], None]], repeats: int, median: bool = False) -> dict[str, float]:
-    """Best-of-``repeats`` (or median) seconds per call of each function, measured interleaved after a warm-up."""
+def interleaved_times(fns: dict[str, Callable[[], None]], repeats: int,
+                      statistic: Callable[[list[float]], float] = min) -> dict[str, float]:
+    """``statistic`` (best by default) over ``repeats`` seconds per call of each function, measured interleaved
+    after a warm-up."""
     calls = {}
     for name, fn in fns.items():
         fn()
@@ -110,7 +111,7 @@ def best_times(fns: dict[str, Callable[[], None]], repeats: int, median: bool = 
     for _ in range(repeats):
         for name, fn in fns.items():
             samples[name].append(seconds_per_call(fn, calls[name]))
-    return {name: statistics.median(s) if median else min(s) for name, s in samples.items()}
+    return {name: statistic(s) for name, s in samples.items()}
 
 
 def cpu_name() -> str:
@@ -161,7 +162,7 @@ def main() -> None:
                 pointwise = {str(fmt): pointwise_step(config, crop, args.batch, fmt, bf16=bf16)
                              for fmt in (torch.contiguous_format, torch.channels_last_3d)}
                 fns.update({fmt: step for fmt, (step, _) in pointwise.items()})
-                seconds = best_times(fns, args.repeats)
+                seconds = interleaved_times(fns, args.repeats)
                 clips = {v: args.batch / seconds[v] for v in VARIANTS}
                 rate = {v: 3 * macs * clips[v] / 1e9 for v in VARIANTS}
                 ceiling = max(3 * pw_macs / seconds[fmt] / 1e9 for fmt, (_, pw_macs) in pointwise.items())

@@ -32,14 +32,11 @@ from x3dsearch.config import X3DConfig
 from x3dsearch.cost import count_flops
 from x3dsearch.data.kinetics import REFERENCE_FPS
 from x3dsearch.schedule import load_schedule
-from x3dsearch.search import land
+from x3dsearch.search import LANDING_TOLERANCE, land
 from x3dsearch.space import SearchSpace, crossed_bound, expand, load_space
 from x3dsearch.train import train
 
 from search_pays import Plan, train_once  # experiments/ is on sys.path when run as a script
-
-_TOLERANCE = 0.05  # a trade lands within 5% of F's cost (land()'s own tolerance)
-
 
 def backward(space: SearchSpace) -> SearchSpace:
     """The space with every axis' multipliers inverted, so that ``expand`` takes one step back."""
@@ -62,7 +59,7 @@ def trades(config: X3DConfig, space: SearchSpace) -> dict[str, X3DConfig]:
                 continue
             traded, label, _ = land(shrunk, grown_axis, goal, space)
             undone = shrunk_axis in label.split("+")  # topped up with the axis it shrank: a partial undo
-            if undone or traded.key in seen or abs(count_flops(traded) - goal) > _TOLERANCE * goal:
+            if undone or traded.key in seen or abs(count_flops(traded) - goal) > LANDING_TOLERANCE * goal:
                 continue
             seen.add(traded.key)
             out[f"-{shrunk_axis}+{label}"] = traded

@@ -79,3 +79,5 @@ def test_the_window_limit_is_the_smaller_of_the_space_and_the_data(tmp_path: Pat
     path.write_text(yaml.safe_dump(dict(space.to_dict(), **({} if own is None else {"max_window": own}))))
     spec = resolve(ExpandSettings(target_gflops=6.0, out=str(tmp_path / "run"), space=str(path)), dry_run=True)
     assert spec.space.max_window == expected  # the benchmark's 4-s videos hold 120 source frames
+    window_line = next(line for line in spec.describe() if line.startswith("window limit:"))
+    assert window_line.endswith("(the search space's max_window)") == (expected == own)  # says which limit won

@@ -219,7 +219,7 @@ def resolve(request: ExpandSettings, *, dry_run: bool = False, space: SearchSpac
     space = load_space(request.space) if space is None else space
     root, classes, videos, text = _probe_data(request.data) if dry_run else _read_data(request.data)
     proxy, full = load_schedule(request.proxy_schedule), load_schedule(request.full_schedule)
-    seconds, window_text = _window_limit(request.max_window, root, (proxy.recipe, full.recipe))
+    seconds, window_text = _window_limit(request.max_window, root, (proxy.recipe, full.recipe), space.max_window)
     data = RunData(root, classes, videos, text, window_text)
     return RunSpec(request, _fit_window(_with_classes(space, classes), seconds), proxy, full, data)
 
@@ -294,9 +294,10 @@ def _with_classes(space: SearchSpace, classes: int) -> SearchSpace:
 
 
 def _window_limit(max_window: float | None, root: Path | None,
-                  recipes: Sequence[Recipe]) -> tuple[float | None, str]:
+                  recipes: Sequence[Recipe], space_window: float | None = None) -> tuple[float | None, str]:
     """The longest clip window in seconds and a line saying where it comes from: ``max_window``, else the
-    shortest video (``root`` None: the default benchmark's length), at most what the clip cache keeps."""
+    shortest video (``root`` None: the default benchmark's length), at most what the clip cache keeps and the
+    search space's own ``space_window`` (source frames), if it sets one."""
     from .data import shortest_video
     from .data.kinetics import CACHED_SECONDS, REFERENCE_FPS
     from .data.synthetic import SECONDS
@@ -305,22 +306,23 @@ def _window_limit(max_window: float | None, root: Path | None,
         seconds, source = max_window, "--max-window"
     else:
         probed = (SECONDS, "the benchmark's video length") if root is None else shortest_video(root)
-        if probed is None:
+        if probed is None and space_window is None:
             return None, "window limit: none (no video of the data could be probed)"
-        seconds, source = probed[0], probed[1] if root is None else f"the shortest video, {probed[1]}"
-        if any(r.cache for r in recipes) and CACHED_SECONDS < seconds:
+        seconds, source = (None, "") if probed is None else (
+            probed[0], probed[1] if root is None else f"the shortest video, {probed[1]}")
+        if seconds is not None and any(r.cache for r in recipes) and CACHED_SECONDS < seconds:
             seconds, source = CACHED_SECONDS, "what the clip cache keeps of a video"
+    if space_window is not None and (seconds is None or space_window / REFERENCE_FPS < seconds):
+        seconds, source = space_window / REFERENCE_FPS, "the search space's max_window"
     return seconds, (f"window limit: {seconds:g} s = {seconds * REFERENCE_FPS:g} source frames at "
                      f"{REFERENCE_FPS:g} fps ({source})")
 
 
 def _fit_window(space: SearchSpace, seconds: float | None) -> SearchSpace:
-    """The space whose windows (frames x stride, source frames at the reference rate) fit ``seconds`` and the
-    space's own ``max_window``, if it sets one."""
+    """The space whose windows (frames x stride, source frames at the reference rate) fit ``seconds``."""
     from .data.kinetics import REFERENCE_FPS
 
-    limits = [w for w in (space.max_window, None if seconds is None else seconds * REFERENCE_FPS) if w is not None]
-    return replace(space, max_window=min(limits) if limits else None)
+    return replace(space, max_window=None if seconds is None else seconds * REFERENCE_FPS)
 
 
 def _describe_schedule(arg: str, schedule: ProxyPolicy) -> str:

@@ -94,19 +94,22 @@ class SearchSpace:
             raise ConfigError(f"{source}: crop_multiple must be a positive integer")
         bounds = data.get("bounds")
         max_window = data.get("max_window")
-        if max_window is not None and (isinstance(max_window, bool) or not isinstance(max_window, (int, float))
-                                       or not max_window > 0):
+        if max_window is not None and not (_is_number(max_window) and max_window > 0):
             raise ConfigError(f"{source}: max_window must be a number of source frames > 0 (the longest "
                               f"frames x stride) or absent, got {max_window!r}")
         step_cost = data.get("step_cost")
-        if step_cost is not None and (isinstance(step_cost, bool) or not isinstance(step_cost, (int, float))
-                                      or not step_cost > 1):
+        if step_cost is not None and not (_is_number(step_cost) and step_cost > 1):
             raise ConfigError(f"{source}: step_cost must be a number > 1 (the most one step multiplies the "
                               f"cost by) or absent, got {step_cost!r}")
         return cls(str(data["name"]), start_config, clean, multiple,
                    None if bounds is None else _check_bounds(bounds, multiple, source),
                    max_window=None if max_window is None else float(max_window),
                    step_cost=None if step_cost is None else float(step_cost))
+
+
+def _is_number(value: Any) -> bool:
+    """An int or float that is not a bool (YAML's true/false would pass ``isinstance(v, int)``)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _check_bounds(bounds: Any, crop_multiple: int, source: str) -> dict[str, tuple[float, float]]:
