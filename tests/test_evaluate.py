@@ -4,6 +4,7 @@ and on a model file, which must reproduce what the training itself scored."""
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict
 from pathlib import Path
 
@@ -58,6 +59,9 @@ def test_score_views_counts_each_video_once_in_its_row_and_predicted_column() ->
     assert (scores.split, scores.videos) == ("test", 5)
     assert scores.top1 == pytest.approx(3 / 5) and scores.top5 == 1.0  # three classes: all in the top five
     assert scores.per_group() == pytest.approx({"xy": 3 / 4}) and scores.per_class()["z"] == 0.0
+    # three videos give their class the winner's probability e^5/Z, two the third class's 1/Z
+    log_z = math.log(math.exp(5) + math.exp(1) + 1)
+    assert scores.nll == pytest.approx((3 * (log_z - 5) + 2 * log_z) / 5)
 
 
 @pytest.fixture(scope="module")

@@ -83,6 +83,19 @@ def test_close_calls_are_repeated_with_other_seeds_and_ranked_by_the_mean():
     assert all(s == 0 for _, _, s in stub.calls)
 
 
+def test_a_score_other_than_top1_ranks_promotes_and_settles_close_calls_by_its_mean():
+    def by_nll(candidates, epochs, seed):  # top-1 favours fast, minus the NLL favours spatial then temporal
+        nll = {"fast": 2.5, "temporal": 1.5, "spatial": 1.49 - 0.02 * seed}
+        return {c.key: Outcome("ok", top1=QUALITY[c.axis], score=-nll.get(c.axis, 2.2)) for c in candidates}
+
+    cands = step_candidates(BASE, SPACE, 1)
+    outcomes = successive_halving(cands, by_nll, Rungs((1, 2), close_call=0.02, repeats=1))
+    assert choose(cands, outcomes).axis == "spatial"
+    spatial = next(outcomes[c.key] for c in cands if c.axis == "spatial")
+    assert spatial.seeds == 2 and spatial.score == pytest.approx(-1.48) and spatial.top1 == pytest.approx(0.7)
+    assert outcomes[cands[0].key].epochs == 1  # fast, best by top-1, fell at the first rung
+
+
 def test_a_search_with_halving_follows_the_best_axis_at_the_top_rung():
     stub = RungStub(QUALITY)
     result = run_search(SPACE, 0.05, halving_scorer(stub, Rungs((1, 2))), train_start=False)

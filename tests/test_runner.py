@@ -35,10 +35,10 @@ from x3dsearch.data import make_synthetic
 from x3dsearch.dispatch import proxy_trial
 from x3dsearch.faults import KILL_ONCE_ENV, nan_loss_at
 from x3dsearch.rundir import RunDir, load_run
-from x3dsearch.runner import Session, run_expand
+from x3dsearch.runner import Session, _outcome, run_expand
 from x3dsearch.runspec import ExpandSettings, resolve
 from x3dsearch.space import load_space
-from x3dsearch.trial import TrialJob
+from x3dsearch.trial import Status, TrialJob, TrialRecord
 
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # trial_fn below travels to Ray workers
 
@@ -334,3 +334,12 @@ def test_weights_folder_is_absolute_for_a_relative_run_directory(bench: Bench, t
     session = Session(resolve(bench.settings(Path("relative-run"))))
     assert session.weights_dir.is_absolute() and session.weights_dir == (tmp_path / "relative-run" / "weights")
     assert session.weights_dir.is_dir()
+
+
+def test_a_record_ranks_by_top1_or_by_minus_its_val_nll() -> None:
+    record = TrialRecord("k", {}, 1, "spatial", "expand", 1.0, 0.1, 10, None, Status.OK, top1=0.4,
+                         metrics={"val": {"top1": 0.4, "nll": 1.7}})
+    assert _outcome(record).rank == 0.4 and _outcome(record).score is None
+    assert (_outcome(record, "nll").rank, _outcome(record, "nll").top1) == (-1.7, 0.4)
+    older = replace(record, metrics={"val": {"top1": 0.4}})  # journaled before the NLL was recorded
+    assert _outcome(older, "nll").status == Status.FAILED and "NLL" in _outcome(older, "nll").reason

@@ -79,7 +79,8 @@ def precise_bn(model: nn.Module, train_set: Dataset, feed: Feed, batch_size: int
 @torch.inference_mode()
 def score_views(model: nn.Module, dataset: Dataset, feed: Feed, batch_size: int, views: int,
                 split: str = "val") -> Scores:
-    """Top-1/top-5, per class and per group, of the softmax averaged over each video's ``views`` views.
+    """Top-1/top-5, per class and per group, and the mean negative log-likelihood of the softmax averaged over
+    each video's ``views`` views.
 
     Class names and groups come from the dataset (``class_names``, ``groups``; indices without them).
     An X3D network is evaluated as a copy with its BatchNorms folded into the convs (same logits up
@@ -93,6 +94,7 @@ def score_views(model: nn.Module, dataset: Dataset, feed: Feed, batch_size: int,
     batch = max(1, (2 if feed.device.type == "cpu" else 1) * batch_size // views)
     confusion: torch.Tensor | None = None
     top5_hits = 0
+    nll = 0.0
     for clips, labels in feed.loader(dataset, batch, False, 0):
         if clips.dim() == 5:  # a dataset of single clips: one view per video
             clips = clips.unsqueeze(1)
@@ -106,12 +108,13 @@ def score_views(model: nn.Module, dataset: Dataset, feed: Feed, batch_size: int,
         top = probs.topk(min(5, classes), dim=1).indices
         confusion += torch.bincount(labels * classes + top[:, 0], minlength=classes * classes).view(classes, classes)
         top5_hits += int((top == labels[:, None]).any(dim=1).sum())
+        nll -= float(probs.gather(1, labels[:, None]).clamp_min(1e-12).log().sum())
     if confusion is None:
         raise ValueError(f"the {split} split has no videos to score")
     names = list(getattr(dataset, "class_names", []))
     names += [str(i) for i in range(len(names), len(confusion))]
     return Scores.from_counts(split, confusion.tolist(), top5_hits, names[:len(confusion)],
-                              getattr(dataset, "groups", None))
+                              getattr(dataset, "groups", None), nll / int(confusion.sum()))
 
 
 def evaluate_views(model: nn.Module, val_set: Dataset, feed: Feed, batch_size: int,

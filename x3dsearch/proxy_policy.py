@@ -17,7 +17,9 @@ from .fields import check_int, number
 from .recipe import RECIPE_FIELDS, Recipe
 from .rungs import Rungs
 
-__all__ = ["ProxyPolicy", "POLICY_FIELDS"]
+__all__ = ["ProxyPolicy", "POLICY_FIELDS", "RANK_BY"]
+
+RANK_BY = ("top1", "nll")  # what a search step ranks its candidates by
 
 _RETIRED = ("debug_nan_step",)  # recorded as null by run.yaml files before the split; a test hook now
 
@@ -26,8 +28,9 @@ _RETIRED = ("debug_nan_step",)  # recorded as null by run.yaml files before the 
 class ProxyPolicy:
     """The proxy ``recipe`` and how a search varies it: ``rungs`` (increasing epochs ending at the recipe's,
     successive halving keeping ``rung_keep``), ``close_call``/``close_call_seeds`` (re-train the best two with
-    other seeds when that close), ``step_compute``/``max_epochs``/``epochs_under`` (epochs by a step's cost)
-    and ``start_epochs`` (the search's start)."""
+    other seeds when that close), ``step_compute``/``max_epochs``/``epochs_under`` (epochs by a step's cost),
+    ``start_epochs`` (the search's start) and ``rank_by`` (what an expansion step ranks its candidates by: val
+    ``top1``, or ``nll``, the val negative log-likelihood, lower better; close calls are then in nats)."""
 
     recipe: Recipe = Recipe()
     rungs: tuple[int, ...] | None = None
@@ -38,6 +41,7 @@ class ProxyPolicy:
     max_epochs: int | None = None
     epochs_under: tuple[tuple[float, int], ...] | None = None
     start_epochs: int | None = None
+    rank_by: str = "top1"
 
     def __post_init__(self) -> None:
         where = f"schedule {self.recipe.name!r}"
@@ -62,6 +66,8 @@ class ProxyPolicy:
         if self.start_epochs is not None:
             check_int(where, "start_epochs", self.start_epochs, low=1, hint=" or null")
         self._check_epochs_under(where)
+        if self.rank_by not in RANK_BY:
+            raise ConfigError(f"{where}: rank_by must be one of {', '.join(RANK_BY)}, got {self.rank_by!r}")
 
     def _check_epochs_under(self, where: str) -> None:
         if self.epochs_under is None:

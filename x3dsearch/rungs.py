@@ -49,7 +49,7 @@ class Rungs:
 
 def _ranked(candidates: Sequence[Candidate], outcomes: Mapping[str, Outcome]) -> list[Candidate]:
     usable = [c for c in candidates if outcomes[c.key].usable]
-    return sorted(usable, key=lambda c: -outcomes[c.key].top1)  # stable: earlier axes win ties
+    return sorted(usable, key=lambda c: -outcomes[c.key].rank)  # stable: earlier axes win ties
 
 
 def successive_halving(candidates: Sequence[Candidate], score_at: RungScoreFn, rungs: Rungs) -> dict[str, Outcome]:
@@ -71,22 +71,24 @@ def successive_halving(candidates: Sequence[Candidate], score_at: RungScoreFn, r
 
 def _settle_close_call(finalists: Sequence[Candidate], result: dict[str, Outcome], score_at: RungScoreFn,
                        rungs: Rungs) -> None:
-    """Re-train the best two with other seeds when they are within ``close_call``; rank by the mean."""
+    """Re-train the best two with other seeds when their ranks are within ``close_call``; rank by the means."""
     ranked = _ranked(finalists, result)
     if rungs.repeats < 1 or len(ranked) < 2:
         return
     best, second = ranked[:2]
-    if result[best.key].top1 - result[second.key].top1 >= rungs.close_call:
+    if result[best.key].rank - result[second.key].rank >= rungs.close_call:
         return
-    scores = {c.key: [result[c.key].top1] for c in (best, second)}
+    runs = {c.key: [result[c.key]] for c in (best, second)}
     for offset in range(1, rungs.repeats + 1):
         answers = score_at([best, second], rungs.epochs[-1], offset)
         for c in (best, second):
             if answers.get(c.key) is not None and answers[c.key].usable:
-                scores[c.key].append(answers[c.key].top1)
+                runs[c.key].append(answers[c.key])
     for c in (best, second):
-        mean = sum(scores[c.key]) / len(scores[c.key])
-        result[c.key] = replace(result[c.key], top1=mean, seeds=len(scores[c.key]))
+        outcomes = runs[c.key]
+        top1 = sum(o.top1 for o in outcomes) / len(outcomes)
+        score = None if result[c.key].score is None else sum(o.rank for o in outcomes) / len(outcomes)
+        result[c.key] = replace(result[c.key], top1=top1, score=score, seeds=len(outcomes))
 
 
 def halving_scorer(score_at: RungScoreFn, rungs: Rungs) -> ScoreFn:

@@ -75,7 +75,8 @@ def path_record(result: SearchResult | None, steps: Sequence[Step], target: floa
             "top1": s.outcomes[s.chosen.key].top1, "fraction": s.chosen.fraction, "notes": dict(s.notes),
             "candidates": [{"axis": c.axis, "config_key": c.key, "gflops": c.gflops, "fraction": c.fraction,
                             "status": s.outcomes[c.key].status, "top1": s.outcomes[c.key].top1,
-                            "rung": s.outcomes[c.key].epochs, "seeds": s.outcomes[c.key].seeds}
+                            "score": s.outcomes[c.key].score, "rung": s.outcomes[c.key].epochs,
+                            "seeds": s.outcomes[c.key].seeds}
                            for c in s.candidates]})
     if result is not None:
         if result.contraction is not None:
@@ -136,7 +137,7 @@ class JournalScorer:
             jobs = [replace(self.job_base, key=c.key, config=c.config.to_dict(), recipe=policy.recipe.to_dict(), **rung,
                             parent=c.parent.to_dict() if c.parent is not None else None) for c in todo]
             self.dispatcher.run(jobs, lambda job, rec: self._record(by_key[job.key], epochs, offset, rec))
-        return {c.key: _outcome(self.done.get((c.key, epochs, offset))) for c in candidates}
+        return {c.key: _outcome(self.done.get((c.key, epochs, offset)), policy.rank_by) for c in candidates}
 
     def _record(self, candidate: Candidate, epochs: int, offset: int, metrics: Mapping[str, Any]) -> None:
         c = candidate
@@ -154,13 +155,21 @@ class JournalScorer:
         self.view.trial_finished(candidate, record)
 
 
-def _outcome(record: TrialRecord | None) -> Outcome:
+def _outcome(record: TrialRecord | None, rank_by: str = "top1") -> Outcome:
+    """A trial's record as the search sees it; under ``rank_by="nll"`` it ranks by minus its val NLL."""
     if record is None:
         return Outcome(Status.FAILED, reason="trial did not report")
     top1 = record.top1
-    if record.status is Status.OK and (top1 is None or (isinstance(top1, float) and math.isnan(top1))):
+    if record.status is not Status.OK:
+        return Outcome(record.status, reason=record.reason or "")
+    if top1 is None or (isinstance(top1, float) and math.isnan(top1)):
         return Outcome(Status.FAILED, reason="no accuracy reported")
-    return Outcome(record.status, top1=top1 if record.status is Status.OK else None, reason=record.reason or "")
+    if rank_by == "top1":
+        return Outcome(record.status, top1=top1)
+    nll = (record.metrics.get("val") or {}).get("nll")
+    if nll is None:
+        return Outcome(Status.FAILED, reason="no validation NLL reported (a trial recorded before rank_by: nll)")
+    return Outcome(record.status, top1=top1, score=-float(nll))
 
 
 class Session:

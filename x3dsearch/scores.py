@@ -24,16 +24,17 @@ class Scores:
     confusion: tuple[tuple[int, ...], ...]
     classes: tuple[str, ...]
     groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    nll: float | None = None  # mean -log of the probability given to each video's class (None: not measured)
 
     @classmethod
     def from_counts(cls, split: str, confusion: Sequence[Sequence[int]], top5_hits: int, classes: Sequence[str],
-                    groups: Mapping[str, Sequence[str]] | None = None) -> "Scores":
+                    groups: Mapping[str, Sequence[str]] | None = None, nll: float | None = None) -> "Scores":
         """Scores of a confusion matrix and the count of videos whose class was among the top five."""
         matrix = tuple(tuple(int(v) for v in row) for row in confusion)
         videos = sum(map(sum, matrix))
         hits = sum(matrix[i][i] for i in range(len(matrix)))
         return cls(split, hits / videos if videos else 0.0, top5_hits / videos if videos else 0.0, matrix,
-                   tuple(classes), {name: tuple(members) for name, members in (groups or {}).items()})
+                   tuple(classes), {name: tuple(members) for name, members in (groups or {}).items()}, nll)
 
     @property
     def videos(self) -> int:
@@ -69,7 +70,7 @@ class Scores:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form, with the per-class and per-group top-1 written out."""
-        return {"split": self.split, "top1": self.top1, "top5": self.top5, "videos": self.videos,
+        return {"split": self.split, "top1": self.top1, "top5": self.top5, "nll": self.nll, "videos": self.videos,
                 "per_group": self.per_group(), "per_class": self.per_class(), "classes": list(self.classes),
                 "groups": {g: list(m) for g, m in self.groups.items()},
                 "confusion": [list(row) for row in self.confusion]}
@@ -78,7 +79,7 @@ class Scores:
     def from_dict(cls, data: Mapping[str, Any]) -> "Scores":
         """Inverse of :meth:`to_dict` (the per-class and per-group numbers are recomputed)."""
         return cls(data["split"], data["top1"], data["top5"], tuple(tuple(row) for row in data["confusion"]),
-                   tuple(data["classes"]), {g: tuple(m) for g, m in data.get("groups", {}).items()})
+                   tuple(data["classes"]), {g: tuple(m) for g, m in data.get("groups", {}).items()}, data.get("nll"))
 
 
 def scores_table(scores: Sequence[Scores], per_class: bool = False) -> pd.DataFrame:

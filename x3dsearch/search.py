@@ -54,17 +54,25 @@ class Candidate:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What a proxy training said about a config: ``ok`` with an accuracy, or why not."""
+    """What a proxy training said about a config: ``ok`` with an accuracy, or why not; a search ranks by
+    :attr:`rank`, the top-1 unless ``score`` holds another measure (higher is better)."""
 
     status: str  # "ok", "diverged", "failed", "skipped"
     top1: float | None = None
     reason: str = ""
     epochs: int | None = None  # the rung (epochs trained) the score was taken at, when rungs are used
     seeds: int = 1  # how many seeds the score averages (close calls are repeated)
+    score: float | None = None  # the ranked measure when not top-1 (minus the val NLL under rank_by: nll)
+
+    @property
+    def rank(self) -> float | None:
+        """What candidates are ranked by: ``score`` when set, else ``top1``."""
+        return self.top1 if self.score is None else self.score
 
     @property
     def usable(self) -> bool:
-        return self.status == "ok" and self.top1 is not None and not math.isnan(self.top1)
+        return (self.status == "ok" and self.top1 is not None and not math.isnan(self.top1)
+                and not math.isnan(self.rank))
 
 
 ScoreFn = Callable[[Sequence[Candidate]], Mapping[str, Outcome]]
@@ -159,12 +167,13 @@ def check_reachable(space: SearchSpace, target: float, cost: Cost = FLOPS) -> No
 
 
 def choose(candidates: Sequence[Candidate], outcomes: Mapping[str, Outcome], cost: Cost = FLOPS) -> Candidate | None:
-    """Highest proxy top-1 at the highest rung reached; ties go to the cheaper config, then the earlier axis."""
+    """Highest proxy rank (top-1 by default) at the highest rung reached; ties go to the cheaper config, then the
+    earlier axis."""
     usable = [c for c in candidates if outcomes.get(c.key, Outcome("missing")).usable]
     if not usable:
         return None
     order = {id(c): i for i, c in enumerate(candidates)}
-    return min(usable, key=lambda c: (-(outcomes[c.key].epochs or 0), -outcomes[c.key].top1,
+    return min(usable, key=lambda c: (-(outcomes[c.key].epochs or 0), -outcomes[c.key].rank,
                                       cost.of(c.config), order[id(c)]))
 
 
