@@ -14,10 +14,12 @@ early_ranking = importlib.util.module_from_spec(_SPEC)
 _SPEC.loader.exec_module(early_ranking)
 
 
-def _write(root: Path, name: str, crop: int, test: float, losses: list[float], status: str = "ok") -> None:
+def _write(root: Path, name: str, crop: int, test: float, losses: list[float], status: str = "ok",
+           schedule: str = "cpu_full_16") -> None:
     (root / name).mkdir()
     (root / name / "metrics.json").write_text(json.dumps({
-        "status": status, "config": {"crop": crop, "frames": 16}, "test": {"top1": test}, "epoch_losses": losses}))
+        "status": status, "config": {"crop": crop, "frames": 16}, "test": {"top1": test}, "epoch_losses": losses,
+        "schedule": schedule}))
 
 
 def test_seeds_average_and_rho_follows_the_losses(tmp_path: Path) -> None:
@@ -33,3 +35,19 @@ def test_seeds_average_and_rho_follows_the_losses(tmp_path: Path) -> None:
     rho = early_ranking.rho(table)
     assert rho[1] == pytest.approx(1.0)  # epoch 1's loss falls as the test top-1 rises
     assert rho[2] == pytest.approx(-1.0)  # epoch 2's rises with it
+
+
+def test_only_the_schedule_and_the_models_a_results_csv_names_count(tmp_path: Path) -> None:
+    for name, crop, schedule in [("a", 112, "cpu_full_16"), ("b", 160, "cpu_full_16"), ("c", 224, "cpu_full"),
+                                 ("d", 320, "cpu_full_16")]:
+        _write(tmp_path, name, crop, 0.5, [2.0], schedule=schedule)
+    results = tmp_path / "results.csv"
+    results.write_text("name,config\n"
+                       'expand,"{""frames"": 16, ""crop"": 112}"\n'
+                       'expand,"{""crop"": 224, ""frames"": 16}"\n'
+                       'random,"{""crop"": 320, ""frames"": 16}"\n')
+    assert sorted(early_ranking.curves(tmp_path)["crop"]) == [112, 160, 320]  # cpu_full's training left out
+    chosen = early_ranking.configs_of(results, ["expand"])
+    assert list(early_ranking.curves(tmp_path, configs=chosen)["crop"]) == [112]  # 224 only under cpu_full
+    with pytest.raises(SystemExit, match="no rows named optuna"):
+        early_ranking.configs_of(results, ["optuna"])
