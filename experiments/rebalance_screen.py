@@ -215,8 +215,9 @@ def main() -> None:
     found = pd.read_csv(args.found)
     found = found[(found["name"] == args.name) & (found["target_gflops"] == args.target)]
     trials = pd.read_csv(args.trials) if args.trials.is_file() else pd.DataFrame()
-    if len(trials) and "setting" not in trials:
-        raise SystemExit(f"{args.trials}: written by an earlier version of this screen (no setting column); "
+    if (len(trials) and "setting" not in trials) or (args.results.is_file()
+                                                      and "screen" not in pd.read_csv(args.results, nrows=1)):
+        raise SystemExit(f"{args.results} or its _trials file was written by an earlier version of this screen; "
                          f"pass another --results")
     plan = Plan(data=args.data, space=args.space, proxy_schedule=args.proxy_schedule, full_schedule=args.train_schedule,
                 out=args.out, threads=1, cpus_per_trial=1, max_concurrent=None)
@@ -235,10 +236,9 @@ def main() -> None:
         new += _rows("found", start, found_results, args.train_seeds, **common)
         new += _rows("kept", kept, kept_results, args.train_seeds, **common)
         print(_summary(pd.DataFrame([r for r in new if r["search_seed"] == seed])), flush=True)
-        old = pd.read_csv(args.results) if args.results.is_file() else pd.DataFrame()
-        if len(old) and "screen" in old:  # rows of other screens or seeds stay
-            old = old[~old["screen"].isin([screen]) | ~old["search_seed"].isin([r["search_seed"] for r in new])]
-        pd.concat([old if "screen" in old else pd.DataFrame(), pd.DataFrame(new)]).to_csv(args.results, index=False)
+        old = pd.read_csv(args.results) if args.results.is_file() else pd.DataFrame(columns=["screen", "search_seed"])
+        old = old[(old["screen"] != screen) | ~old["search_seed"].isin([r["search_seed"] for r in new])]
+        pd.concat([old, pd.DataFrame(new)]).to_csv(args.results, index=False)  # other screens' and seeds' rows stay
     print(_summary(pd.DataFrame(new)))
 
 
