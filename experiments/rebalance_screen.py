@@ -80,6 +80,8 @@ def pick(table: pd.DataFrame, found_key: str, rank_by: str) -> pd.Series:
     """The best trial of a round; a trade must beat the found model strictly, and ties between trades go to the
     cheaper one."""
     ok = table[table["status"] == "ok"].copy()
+    if ok.empty:
+        raise SystemExit(f"every training of the round around {found_key} failed; see the trials file")
     ok["score"] = [score(r, rank_by) for _, r in ok.iterrows()]
     ok["challenger"] = ok["key"] != found_key
     return ok.sort_values(["score", "challenger", "gflops"], ascending=[False, True, True]).iloc[0]
@@ -108,7 +110,8 @@ def screen_round(config: X3DConfig, space: SearchSpace, args: argparse.Namespace
     ceiling = max(count_flops(config), args.target * 1e9)  # never dearer than the base, or than the samplers' cap
     candidates = {"found" if round_ == 0 else "base": config, **trades(config, space, ceiling)}
     proxy = load_schedule(args.proxy_schedule)
-    rows = [r for _, r in done.iterrows()] if len(done) else []
+    keys = {c.key for c in candidates.values()}  # rows of candidates this run no longer offers stay out
+    rows = [r for _, r in done.iterrows() if r["key"] in keys] if len(done) else []
     have = {r["key"] for r in rows}
     jobs = []
     for name, c in candidates.items():
@@ -189,7 +192,9 @@ def main() -> None:
     parser.add_argument("--target", type=float, default=2.0, help="GFLOPs; no trade costs more than it or the found")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="search seeds")
     parser.add_argument("--rounds", type=int, default=1)
-    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--data", type=Path, required=True,
+                        help="the data of --found's rows: full trainings are shared with search_pays through "
+                             "OUT/train, keyed by config, schedule and seed, not by data")
     parser.add_argument("--clips", type=int, default=384, help="training clips (sets the proxy's epochs)")
     parser.add_argument("--space", default="x3d_kinetics")
     parser.add_argument("--max-window", type=float, default=4.0,
@@ -199,7 +204,7 @@ def main() -> None:
     parser.add_argument("--stop-after-epochs", type=int,
                         help="pause each screen training after that many epochs (its LR follows the whole schedule)")
     parser.add_argument("--rank-by", choices=("val_top1", "train_loss"), default="val_top1",
-                        help="val top-1 at the end, or the training loss of the last epoch trained (lower ranks higher)")
+                        help="val top-1 at the end, or the training loss of the last epoch trained (lower wins)")
     parser.add_argument("--train-schedule", required=True)
     parser.add_argument("--train-seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--jobs", type=int, default=2)
@@ -208,13 +213,16 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=Path("experiments/results/rebalance_screen.csv"))
     args = parser.parse_args()
     args.trials = args.results.with_name(args.results.stem + "_trials.csv")
-    args.setting = _digest(load_schedule(args.proxy_schedule).to_dict(), str(args.data), args.stop_after_epochs)
+    args.setting = _digest(load_schedule(args.proxy_schedule).to_dict(), str(args.data), args.stop_after_epochs,
+                           args.clips)
     screen = f"{Path(args.proxy_schedule).stem}" + (f"@{args.stop_after_epochs}" if args.stop_after_epochs else "")
-    screen += f" by {args.rank_by}, {args.rounds} round(s)"
+    ident = _digest(args.setting, args.rank_by, args.rounds, args.name, args.target, args.space, args.max_window,
+                    load_schedule(args.train_schedule).to_dict(), args.train_seeds)  # what the results rows depend on
+    screen += f" by {args.rank_by}, {args.rounds} round(s) [{ident}]"
     space = replace(load_space(args.space), max_window=args.max_window * REFERENCE_FPS)
     found = pd.read_csv(args.found)
     found = found[(found["name"] == args.name) & (found["target_gflops"] == args.target)]
-    trials = pd.read_csv(args.trials) if args.trials.is_file() else pd.DataFrame()
+    trials = pd.read_csv(args.trials, dtype={"setting": str, "base": str}) if args.trials.is_file() else pd.DataFrame()
     if (len(trials) and "setting" not in trials) or (args.results.is_file()
                                                       and "screen" not in pd.read_csv(args.results, nrows=1)):
         raise SystemExit(f"{args.results} or its _trials file was written by an earlier version of this screen; "

@@ -51,6 +51,25 @@ class Pick(nn.Module):
         return nn.functional.one_hot(winner, 3) * 5.0 + nn.functional.one_hot((winner + 1) % 3, 3) * 1.0
 
 
+class TwoViews(Dataset):
+    """One video of class 0 whose two views name classes 0 and 1."""
+
+    class_names, groups = ["x", "y", "z"], {}
+
+    def __len__(self) -> int:
+        return 1
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return torch.tensor([[0.0], [1.0]]), 0
+
+
+def test_the_nll_is_of_the_softmax_averaged_over_views() -> None:
+    feed = Feed(0, 0, torch.device("cpu"), False, torch.autocast("cpu", enabled=False))
+    z = math.exp(5) + math.exp(1) + 1  # each view: e^5 for its class, e for the next, 1 for the third
+    nll = score_views(Pick(), TwoViews(), feed, batch_size=2, views=2).nll
+    assert nll == pytest.approx(-math.log((math.exp(5) + 1) / (2 * z)))  # not the mean of the views' log-probs
+
+
 def test_score_views_counts_each_video_once_in_its_row_and_predicted_column() -> None:
     feed = Feed(0, 0, torch.device("cpu"), False, torch.autocast("cpu", enabled=False))
     data = Fixed(labels=[0, 0, 1, 1, 2], winners=[0, 1, 1, 1, 0])

@@ -88,6 +88,7 @@ def test_a_schedule_entry_is_one_mapping_split_into_recipe_and_policy_and_joined
 def test_rank_by_is_top1_by_default_round_trips_and_refuses_other_measures() -> None:
     proxy = load_schedule("cpu_proxy")
     assert proxy.rank_by == "top1"
+    assert "rank_by" not in proxy.to_dict()  # as recorded before the field: old run.yaml files resume, digests hold
     flat = dict(proxy.to_dict(), rank_by="nll")
     assert ProxyPolicy.from_dict(flat).rank_by == "nll" and ProxyPolicy.from_dict(flat).to_dict() == flat
     assert proxy.replace(rank_by="nll").for_step(1.0, 384).rank_by == "nll"

@@ -329,6 +329,10 @@ def test_header_gives_the_epoch_range_of_a_proxy_with_epochs_by_step_cost():
     tiny = {**prov, "epochs_under": [[0.02, 16]], "epoch_range": [1, 16]}
     assert describe_provenance(tiny)[0].startswith(
         "proxy: schedule cpu_proxy (1-16 epochs by step cost, 16 under 0.02 GFLOPs, step_compute 768 GFLOP-clips);")
+    by_nll = {**prov, "rank_by": "nll", "close_call": 0.02, "close_call_seeds": 1, "seed_repeats": 3}
+    assert describe_provenance(by_nll)[0].endswith(
+        "; candidates ranked by their val NLL (lower wins), not top-1; close calls (val NLL within 0.02) re-trained "
+        "with 1 more seed (3 repeats)")
 
 
 def test_header_reads_the_epoch_rules_from_the_runs_own_schedule_and_survives_a_foreign_one(tmp_path):

@@ -203,8 +203,9 @@ def step(args: argparse.Namespace) -> int:
           f"{trained}, seed {step['seed']}):")
     for c in step["candidates"]:
         score = f"{c['top1']:.1%}" if c["top1"] is not None else c["status"]
+        nll = f"  val NLL {-c['score']:.3f}" if c.get("score") is not None else ""
         mark = "  <- chosen" if c["axis"] == step["chosen"] else ""
-        print(f"  {c['axis']:<11} {c['gflops']:8.4f} GFLOPs  top-1 {score:>7}{mark}")
+        print(f"  {c['axis']:<11} {c['gflops']:8.4f} GFLOPs  top-1 {score:>7}{nll}{mark}")
     return 0
 
 

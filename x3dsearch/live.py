@@ -59,7 +59,10 @@ def _step_text(step: Step, measured: str = "") -> str:
     stopped = [f"{c.axis} ({step.outcomes[c.key].epochs} ep)" for c in step.candidates
                if step.outcomes[c.key].usable and (step.outcomes[c.key].epochs or 0) < (outcome.epochs or 0)]
     lower = f"; stopped at a lower rung: {', '.join(stopped)}" if stopped else ""
-    text = (f"  -> step {step.index}: {step.chosen.axis} wins with top1 {outcome.top1:.1%}{how} at "
+    won = f"top1 {outcome.top1:.1%}"
+    if outcome.score is not None:
+        won = f"val NLL {-outcome.score:.3f} ({won})"
+    text = (f"  -> step {step.index}: {step.chosen.axis} wins with {won}{how} at "
             f"{step.chosen.gflops:.4f} GFLOPs{measured} ({step.chosen.config.short}){lower}")
     if step.notes:
         text += "\n     box: " + "; ".join(f"{axis} {note}" for axis, note in step.notes.items())

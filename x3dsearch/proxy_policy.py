@@ -142,11 +142,14 @@ class ProxyPolicy:
                      self.close_call_seeds if close_calls else 0)
 
     def to_dict(self) -> dict[str, Any]:
-        """The one flat mapping of a schedule entry: the recipe's fields, then the policy's (lists, numbers)."""
+        """The one flat mapping of a schedule entry: the recipe's fields, then the policy's (lists, numbers;
+        ``rank_by`` only when not top-1)."""
         out = dict(self.recipe.to_dict())
         out.update({name: getattr(self, name) for name in POLICY_FIELDS})
         out["rungs"] = list(self.rungs) if self.rungs is not None else None
         out["epochs_under"] = [list(p) for p in self.epochs_under] if self.epochs_under is not None else None
+        if self.rank_by == "top1":  # the default stays unwritten: run.yaml files and folder digests from before it match
+            del out["rank_by"]
         return out
 
     @classmethod

@@ -161,12 +161,15 @@ def describe_provenance(prov: Mapping[str, Any]) -> list[str]:
         parts.append(f"every candidate trained from scratch ({fallbacks} as a fallback)")
     else:  # scratch mode, or nothing had a parent to inherit from (e.g. Optuna's samples)
         parts.append("every candidate trained from scratch")
+    if prov.get("rank_by") == "nll":
+        parts.append("candidates ranked by their val NLL (lower wins), not top-1")
     if prov.get("rungs"):
         parts.append(f"successive halving over rungs of {prov['rungs']} epochs keeping {prov['rung_keep']:.0%} "
                      f"({prov['configs_stopped_early']} configs stopped at a lower rung)")
     if prov.get("close_call_seeds"):
         seeds = prov["close_call_seeds"]
-        parts.append(f"close calls (top-1 within {prov['close_call']:g}) re-trained with {seeds} more "
+        measure = "val NLL" if prov.get("rank_by") == "nll" else "top-1"
+        parts.append(f"close calls ({measure} within {prov['close_call']:g}) re-trained with {seeds} more "
                      f"seed{'s' if seeds > 1 else ''} ({prov['seed_repeats']} repeats)")
     lines = ["proxy: " + "; ".join(parts)]
     if prov.get("final_init") == Init.INHERIT:

@@ -29,7 +29,7 @@ class Rungs:
 
     epochs: tuple[int, ...]
     keep: float = 0.5
-    close_call: float = 0.0  # top-1 margin under which the best two are re-trained with other seeds
+    close_call: float = 0.0  # margin of the ranked measure under which the best two are re-trained with other seeds
     repeats: int = 0  # extra seeds for a close call
 
     def __post_init__(self) -> None:

@@ -72,7 +72,8 @@ def path_record(result: SearchResult | None, steps: Sequence[Step], target: floa
         data["steps"].append({
             "step": s.index, "axis": s.chosen.axis, "config": s.chosen.config.to_dict(),
             "config_key": s.chosen.key, "gflops": s.chosen.gflops, "params": s.chosen.params,
-            "top1": s.outcomes[s.chosen.key].top1, "fraction": s.chosen.fraction, "notes": dict(s.notes),
+            "top1": s.outcomes[s.chosen.key].top1, "score": s.outcomes[s.chosen.key].score,
+            "fraction": s.chosen.fraction, "notes": dict(s.notes),
             "candidates": [{"axis": c.axis, "config_key": c.key, "gflops": c.gflops, "fraction": c.fraction,
                             "status": s.outcomes[c.key].status, "top1": s.outcomes[c.key].top1,
                             "score": s.outcomes[c.key].score, "rung": s.outcomes[c.key].epochs,
@@ -180,7 +181,8 @@ class Session:
     replaces the space's start (``step --from``); it then trains as long as a search from the
     space's own start would have trained it by then (:meth:`ProxyPolicy.path_epochs`).
     ``close_calls=False`` (a sampling strategy) never re-trains a batch's close calls. ``expansion``
-    refuses, before the run directory is made, a target that expansion inside the space's box cannot reach.
+    refuses, before the run directory is made, a target that expansion inside the space's box cannot reach;
+    without it (a sampler) candidates rank by top-1 whatever the policy's ``rank_by``.
     """
 
     def __init__(self, spec: RunSpec, *, resume: bool = False, quiet: bool = False,
@@ -216,7 +218,8 @@ class Session:
         clips = spec.data.train_clips(self.proxy.recipe)
         start_epochs = None if start is None else self.proxy.path_epochs(
             count_flops(spec.space.start) / 1e9, count_flops(self.space.start) / 1e9, clips)
-        self.score = JournalScorer(self.run, self.dispatcher, self.view, job_base, self.proxy, clips, start_epochs,
+        ranked = self.proxy if expansion else self.proxy.replace(rank_by="top1")  # samplers maximise top-1
+        self.score = JournalScorer(self.run, self.dispatcher, self.view, job_base, ranked, clips, start_epochs,
                                    close_calls)
 
     def __enter__(self) -> "Session":
@@ -316,7 +319,8 @@ def run_step(spec: RunSpec | ExpandSettings, base: X3DConfig, *, resume: bool = 
                "base_seconds": seconds.get(start.key, 0.0) if inherit else 0.0,
                "base_epochs": session.score.start_epochs if inherit else 0,
                "candidates": [{"axis": c.axis, "gflops": c.gflops, "top1": step.outcomes[c.key].top1,
-                               "status": step.outcomes[c.key].status, "seconds": seconds.get(c.key)}
+                               "score": step.outcomes[c.key].score, "status": step.outcomes[c.key].status,
+                               "seconds": seconds.get(c.key)}
                               for c in step.candidates],
                "chosen": step.chosen.axis}
     atomic_write(session.run.path / "step.json", json.dumps(summary, indent=2))
