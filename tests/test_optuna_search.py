@@ -9,6 +9,7 @@ import optuna
 import pytest
 import ray
 import ray.cloudpickle
+import yaml
 from optuna.trial import TrialState
 
 from x3dsearch.config import X3DConfig
@@ -16,6 +17,7 @@ from x3dsearch.cost import count_flops
 from x3dsearch.errors import ConfigError, UserError
 from x3dsearch.optuna_search import STUDY_FILE, feasible_bounds, run_optuna
 from x3dsearch.rundir import load_run
+from x3dsearch.schedule import load_schedule
 from x3dsearch.runspec import ExpandSettings
 from x3dsearch.space import SearchSpace, load_space
 
@@ -79,6 +81,14 @@ def test_search_trains_only_feasible_proposals(local_ray, tmp_path, data):
     final = json.loads((tmp_path / "run" / "path.json").read_text())["final"]
     assert final["config"] == best.user_attrs["config"] and final["gflops"] <= TARGET
     assert final["top1"] == best.value and count_flops(X3DConfig.from_dict(final["config"])) / 1e9 <= TARGET
+
+
+def test_samplers_rank_by_top1_under_a_proxy_that_ranks_by_nll(local_ray, tmp_path, data):
+    schedule = tmp_path / "by_nll.yaml"  # the stub reports no NLL: ranked by it, every trial would fail
+    schedule.write_text(yaml.safe_dump(dict(load_schedule("cpu_proxy").to_dict(), name="by_nll", rank_by="nll")))
+    summary = run_optuna(replace(_settings(tmp_path, data), proxy_schedule=str(schedule)), 3, quiet=True,
+                         trial_fn=_stub)
+    assert summary["trials"] == len(_study(tmp_path).get_trials(states=(TrialState.COMPLETE,))) == 3
 
 
 def test_resume_continues_the_study_and_reuses_the_journal(local_ray, tmp_path, data):
