@@ -72,11 +72,11 @@ def path_record(result: SearchResult | None, steps: Sequence[Step], target: floa
         data["steps"].append({
             "step": s.index, "axis": s.chosen.axis, "config": s.chosen.config.to_dict(),
             "config_key": s.chosen.key, "gflops": s.chosen.gflops, "params": s.chosen.params,
-            "top1": s.outcomes[s.chosen.key].top1, "score": s.outcomes[s.chosen.key].score,
+            "top1": s.outcomes[s.chosen.key].top1, **_score(s.outcomes[s.chosen.key]),
             "fraction": s.chosen.fraction, "notes": dict(s.notes),
             "candidates": [{"axis": c.axis, "config_key": c.key, "gflops": c.gflops, "fraction": c.fraction,
                             "status": s.outcomes[c.key].status, "top1": s.outcomes[c.key].top1,
-                            "score": s.outcomes[c.key].score, "rung": s.outcomes[c.key].epochs,
+                            **_score(s.outcomes[c.key]), "rung": s.outcomes[c.key].epochs,
                             "seeds": s.outcomes[c.key].seeds}
                            for c in s.candidates]})
     if result is not None:
@@ -84,10 +84,19 @@ def path_record(result: SearchResult | None, steps: Sequence[Step], target: floa
             c = result.contraction
             data["contraction"] = {"kind": c.kind, "axis": c.axis, "fraction": c.fraction, "config": c.config.to_dict(),
                                    "config_key": c.config.key, "gflops": c.gflops,
-                                   "evaluated": {k: asdict(o) for k, o in c.evaluated.items()}}
+                                   "evaluated": {k: _outcome_dict(o) for k, o in c.evaluated.items()}}
         data["final"] = {"config": result.final.to_dict(), "config_key": result.final.key,
                          "gflops": result.final_gflops, **({"ms": cost.of(result.final)} if latency else {})}
     return data
+
+
+def _score(outcome: Outcome) -> dict[str, float]:
+    """``{"score": ...}`` when the outcome ranks by another measure than top-1, else nothing (the format before)."""
+    return {} if outcome.score is None else {"score": outcome.score}
+
+
+def _outcome_dict(outcome: Outcome) -> dict[str, Any]:
+    return {k: v for k, v in asdict(outcome).items() if k != "score" or v is not None}
 
 
 class JournalScorer:
@@ -319,7 +328,7 @@ def run_step(spec: RunSpec | ExpandSettings, base: X3DConfig, *, resume: bool = 
                "base_seconds": seconds.get(start.key, 0.0) if inherit else 0.0,
                "base_epochs": session.score.start_epochs if inherit else 0,
                "candidates": [{"axis": c.axis, "gflops": c.gflops, "top1": step.outcomes[c.key].top1,
-                               "score": step.outcomes[c.key].score, "status": step.outcomes[c.key].status,
+                               **_score(step.outcomes[c.key]), "status": step.outcomes[c.key].status,
                                "seconds": seconds.get(c.key)}
                               for c in step.candidates],
                "chosen": step.chosen.axis}
