@@ -177,8 +177,7 @@ def _summary(rows: pd.DataFrame) -> str:
              for (s, r), d in zip(means.iterrows(), diff)]
 
     def _mean(values: pd.Series) -> str:
-        sem = values.std() / len(values) ** 0.5 if len(values) > 1 else float("nan")
-        return f"{values.mean():.1f} +- {sem:.1f}"
+        return f"{values.mean():.1f} +- {values.sem():.1f}"
     lines.append(f"over {len(means)} search seeds: found {_mean(means['found'])}, kept {_mean(means['kept'])}, "
                  f"kept - found {_mean(diff)}")
     return "\n".join(lines)
@@ -247,7 +246,8 @@ def main() -> None:
         old = pd.read_csv(args.results) if args.results.is_file() else pd.DataFrame(columns=["screen", "search_seed"])
         old = old[(old["screen"] != screen) | ~old["search_seed"].isin([r["search_seed"] for r in new])]
         pd.concat([old, pd.DataFrame(new)]).to_csv(args.results, index=False)  # other screens' and seeds' rows stay
-    print(_summary(pd.DataFrame(new)))
+    if len(args.seeds) > 1:
+        print(_summary(pd.DataFrame(new)))
 
 
 if __name__ == "__main__":

@@ -28,7 +28,8 @@ Scorer = Callable[[X3DConfig, Path], Scores]
 
 
 def rescore(run: Path, scorer: Scorer) -> list[dict[str, Any]]:
-    """Per forward step of ``run``'s path: the axis chosen, and the best axis by top-1 and by NLL of the saved weights."""
+    """Per forward step of ``run``'s path: the axis chosen, and the best axis by top-1 and by NLL of the saved
+    weights."""
     steps = []
     for step in json.loads((run / "path.json").read_text())["steps"]:
         rows = []

@@ -26,7 +26,8 @@ def test_each_step_names_its_best_axis_by_top1_and_by_nll(tmp_path: Path) -> Non
     missing = base.replace(crop=160)  # no saved weights: left out
     candidates = [{"axis": a, "config_key": c.key, "status": "ok"} for a, c in configs.items()]
     candidates.append({"axis": "spatial", "config_key": missing.key, "status": "ok"})
-    (tmp_path / "path.json").write_text(json.dumps({"steps": [{"step": 1, "axis": "temporal", "candidates": candidates}]}))
+    steps = [{"step": 1, "axis": "temporal", "candidates": candidates}]
+    (tmp_path / "path.json").write_text(json.dumps({"steps": steps}))
     by_key = {c.key: a for a, c in configs.items()}
 
     def scorer(config, weights):

@@ -148,7 +148,7 @@ class ProxyPolicy:
         out.update({name: getattr(self, name) for name in POLICY_FIELDS})
         out["rungs"] = list(self.rungs) if self.rungs is not None else None
         out["epochs_under"] = [list(p) for p in self.epochs_under] if self.epochs_under is not None else None
-        if self.rank_by == "top1":  # the default stays unwritten: run.yaml files and folder digests from before it match
+        if self.rank_by == "top1":  # the default stays unwritten, so older run.yaml files and folder digests match
             del out["rank_by"]
         return out
 
