@@ -94,3 +94,13 @@ def test_rank_by_is_top1_by_default_round_trips_and_refuses_other_measures() -> 
     assert proxy.replace(rank_by="nll").for_step(1.0, 384).rank_by == "nll"
     with pytest.raises(ConfigError, match="rank_by must be one of top1, nll"):
         proxy.replace(rank_by="loss")
+
+
+def test_fewer_params_within_is_written_only_when_set() -> None:
+    proxy = load_schedule("cpu_proxy")
+    assert proxy.fewer_params_within == 0 and "fewer_params_within" not in proxy.to_dict()
+    flat = dict(proxy.to_dict(), fewer_params_within=0.02)
+    assert ProxyPolicy.from_dict(flat).to_dict() == flat
+    assert proxy.replace(fewer_params_within=0.02).for_step(3.0, 384).fewer_params_within == 0.02
+    with pytest.raises(ConfigError, match="fewer_params_within must be >= 0"):
+        proxy.replace(fewer_params_within=-0.1)

@@ -162,6 +162,22 @@ def test_ties_break_on_lower_cost_then_axis_order():
     assert count_flops(chosen.config) == min(count_flops(c.config) for c in cands)
 
 
+def test_fewer_params_within_a_margin_wins_only_among_near_ties():
+    cands = step_candidates(preset("X2D"), SPACE, 1)
+    by_axis = {c.axis: c for c in cands}
+    scores = {"width": 0.60, "depth": 0.59, "fast": 0.585, "temporal": 0.59, "spatial": 0.50, "bottleneck": 0.61}
+    outcomes = {c.key: Outcome("ok", top1=scores[c.axis]) for c in cands}
+    assert choose(cands, outcomes).axis == "bottleneck"  # no margin: the highest top-1
+    # within 0.03 of 0.61: width, depth, temporal, fast; temporal and fast add no parameters, temporal ranks higher
+    assert by_axis["temporal"].params == by_axis["fast"].params < by_axis["depth"].params
+    assert choose(cands, outcomes, fewer_params_within=0.03).axis == "temporal"
+    assert choose(cands, outcomes, fewer_params_within=0.005).axis == "bottleneck"  # nothing else that close
+    # a candidate at a lower rung is never tied with one at the highest
+    outcomes[by_axis["temporal"].key] = Outcome("ok", top1=0.60, epochs=1)
+    outcomes[by_axis["bottleneck"].key] = Outcome("ok", top1=0.61, epochs=2)
+    assert choose(cands, outcomes, fewer_params_within=0.03).axis == "bottleneck"
+
+
 def test_failed_and_diverged_are_never_chosen():
     def fn(c):
         if c.width > 1:

@@ -30,7 +30,9 @@ class ProxyPolicy:
     successive halving keeping ``rung_keep``), ``close_call``/``close_call_seeds`` (re-train the best two with
     other seeds when that close), ``step_compute``/``max_epochs``/``epochs_under`` (epochs by a step's cost),
     ``start_epochs`` (the search's start) and ``rank_by`` (what an expansion step ranks its candidates by: val
-    ``top1``, or ``nll``, the val negative log-likelihood, lower better; close calls are then in nats)."""
+    ``top1``, or ``nll``, the val negative log-likelihood, lower better; close calls are then in nats) and
+    ``fewer_params_within`` (candidates ranked within it of the best count as tied, and the one with the fewest
+    parameters wins; 0: only exact ties, which go to the cheaper config)."""
 
     recipe: Recipe = Recipe()
     rungs: tuple[int, ...] | None = None
@@ -42,6 +44,7 @@ class ProxyPolicy:
     epochs_under: tuple[tuple[float, int], ...] | None = None
     start_epochs: int | None = None
     rank_by: str = "top1"
+    fewer_params_within: float = 0.0
 
     def __post_init__(self) -> None:
         where = f"schedule {self.recipe.name!r}"
@@ -68,6 +71,8 @@ class ProxyPolicy:
         self._check_epochs_under(where)
         if self.rank_by not in RANK_BY:
             raise ConfigError(f"{where}: rank_by must be one of {', '.join(RANK_BY)}, got {self.rank_by!r}")
+        if number(where, "fewer_params_within", self.fewer_params_within) < 0:
+            raise ConfigError(f"{where}: fewer_params_within must be >= 0, got {self.fewer_params_within!r}")
 
     def _check_epochs_under(self, where: str) -> None:
         if self.epochs_under is None:
@@ -143,13 +148,14 @@ class ProxyPolicy:
 
     def to_dict(self) -> dict[str, Any]:
         """The one flat mapping of a schedule entry: the recipe's fields, then the policy's (lists, numbers;
-        ``rank_by`` only when not top-1)."""
+        ``rank_by`` and ``fewer_params_within`` only when not their defaults)."""
         out = dict(self.recipe.to_dict())
         out.update({name: getattr(self, name) for name in POLICY_FIELDS})
         out["rungs"] = list(self.rungs) if self.rungs is not None else None
         out["epochs_under"] = [list(p) for p in self.epochs_under] if self.epochs_under is not None else None
-        if self.rank_by == "top1":  # the default stays unwritten, so older run.yaml files and folder digests match
-            del out["rank_by"]
+        for name, default in (("rank_by", "top1"), ("fewer_params_within", 0.0)):
+            if out[name] == default:  # defaults stay unwritten, so older run.yaml files and folder digests match
+                del out[name]
         return out
 
     @classmethod

@@ -284,7 +284,8 @@ def run_expand(spec: RunSpec | ExpandSettings, *, resume: bool = False, quiet: b
                      f"on {session.data_root} -> {run.path}; {session.window_line}")
         result = run_search(session.space, budget.target, session.score, cost=session.cost, ceiling=budget.ceiling(),
                             evaluate_contractions=settings.evaluate_contractions, land_within=settings.land_within,
-                            train_start=spec.proxy_init == Init.INHERIT, on_step=_on_step)
+                            train_start=spec.proxy_init == Init.INHERIT,
+                            fewer_params_within=session.proxy.fewer_params_within, on_step=_on_step)
     search_seconds = time.time() - t0
     record = path_record(result, steps, budget.target, session.cost)
     run.write_path(record)
@@ -318,7 +319,7 @@ def run_step(spec: RunSpec | ExpandSettings, base: X3DConfig, *, resume: bool = 
         score = memoised(session.score)
         if inherit:
             score_start(start, score)
-        step = take_step(start, 1, session.space, score)
+        step = take_step(start, 1, session.space, score, fewer_params_within=session.proxy.fewer_params_within)
     assert step is not None  # no ceiling: every candidate is scored
     seconds: dict[str, float] = {}  # every trial of a config counts: rungs and repeats record their own time
     for r in session.run.records():

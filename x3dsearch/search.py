@@ -166,15 +166,24 @@ def check_reachable(space: SearchSpace, target: float, cost: Cost = FLOPS) -> No
                           f"({top.short}); widen its bounds or --max-window, or lower the target")
 
 
-def choose(candidates: Sequence[Candidate], outcomes: Mapping[str, Outcome], cost: Cost = FLOPS) -> Candidate | None:
+def choose(candidates: Sequence[Candidate], outcomes: Mapping[str, Outcome], cost: Cost = FLOPS,
+           fewer_params_within: float = 0.0) -> Candidate | None:
     """Highest proxy rank (top-1 by default) at the highest rung reached; ties go to the cheaper config, then the
-    earlier axis."""
+    earlier axis. With ``fewer_params_within`` every candidate ranked within it of the best is tied, and the one
+    with the fewest parameters wins (then the higher rank): the short proxy cannot see what parameters cost a
+    longer training."""
     usable = [c for c in candidates if outcomes.get(c.key, Outcome("missing")).usable]
     if not usable:
         return None
     order = {id(c): i for i, c in enumerate(candidates)}
-    return min(usable, key=lambda c: (-(outcomes[c.key].epochs or 0), -outcomes[c.key].rank,
+    best = min(usable, key=lambda c: (-(outcomes[c.key].epochs or 0), -outcomes[c.key].rank,
                                       cost.of(c.config), order[id(c)]))
+    if fewer_params_within <= 0:
+        return best
+    floor = outcomes[best.key].rank - fewer_params_within
+    tied = [c for c in usable if (outcomes[c.key].epochs or 0) == (outcomes[best.key].epochs or 0)
+            and outcomes[c.key].rank >= floor]
+    return min(tied, key=lambda c: (c.params, -outcomes[c.key].rank, cost.of(c.config), order[id(c)]))
 
 
 def _bracket(base: X3DConfig, axis: str, target_flops: float, space: SearchSpace, cost: Cost,
@@ -282,9 +291,10 @@ def score_start(start: X3DConfig, score: ScoreFn) -> Outcome:
     return outcome
 
 
-def take_step(base: X3DConfig, index: int, space: SearchSpace, score: ScoreFn, cost: Cost = FLOPS) -> Step | None:
-    """Score every one-step expansion of ``base`` inside the box and keep the best; None when all are above
-    the ceiling. A SearchError when no axis can step (every one at its bound)."""
+def take_step(base: X3DConfig, index: int, space: SearchSpace, score: ScoreFn, cost: Cost = FLOPS,
+              fewer_params_within: float = 0.0) -> Step | None:
+    """Score every one-step expansion of ``base`` inside the box and keep the best (:func:`choose`); None when
+    all are above the ceiling. A SearchError when no axis can step (every one at its bound)."""
     candidates, notes = offer(base, space, index)
     if not candidates:
         raise SearchError(f"step {index}: no axis can grow {base.short} ({count_flops(base) / 1e9:.4g} GFLOPs) "
@@ -292,7 +302,7 @@ def take_step(base: X3DConfig, index: int, space: SearchSpace, score: ScoreFn, c
     outcomes = score(candidates)
     if all(outcomes[c.key].status == "skipped" for c in candidates):
         return None
-    chosen = choose(candidates, outcomes, cost)
+    chosen = choose(candidates, outcomes, cost, fewer_params_within)
     if chosen is None:
         reasons = "; ".join(f"{c.axis}: {outcomes[c.key].status} {outcomes[c.key].reason}".strip()
                             for c in candidates)
@@ -310,7 +320,7 @@ def check_land_within(land_within: float) -> None:
 def run_search(space: SearchSpace, target: float, score: ScoreFn, *, cost: Cost = FLOPS,
                ceiling: float | None = None, evaluate_contractions: bool = False,
                max_steps: int = 30, train_start: bool = False, land_within: float = 1.0,
-               on_step: Callable[[Step], None] | None = None) -> SearchResult:
+               fewer_params_within: float = 0.0, on_step: Callable[[Step], None] | None = None) -> SearchResult:
     """Forward expansion from the space's start until C(X) >= target, then contraction.
 
     C is ``cost`` (exact FLOPs by default, or e.g. measured latency); ``target`` and ``ceiling`` are in
@@ -324,6 +334,7 @@ def run_search(space: SearchSpace, target: float, score: ScoreFn, *, cost: Cost 
     a doubling to go), a partial step lands on it instead of a full step that a contraction
     would mostly undo: of the last step's axis, or of the proxy's pick among all axes with
     ``evaluate_contractions``. 1 (the paper's protocol) always takes the full step.
+    ``fewer_params_within`` is :func:`choose`'s margin for every choice.
     """
     check_land_within(land_within)
     start = space.start
@@ -346,15 +357,16 @@ def run_search(space: SearchSpace, target: float, score: ScoreFn, *, cost: Cost 
             if evaluate_contractions:
                 axes += [c.axis for c in step_candidates(current, space, len(steps) + 1) if c.axis != axes[0]]
             contraction = _contract(current, len(steps) + 1, axes, space, goal, evaluate_contractions, _score,
-                                    cost, "land")
+                                    cost, "land", fewer_params_within)
             return result(contraction.config)
         if len(steps) >= max_steps:
             raise ConfigError(f"no convergence to {target:g} {cost.unit} within {max_steps} steps")
-        step = take_step(current, len(steps) + 1, space, _score, cost)
+        step = take_step(current, len(steps) + 1, space, _score, cost, fewer_params_within)
         if step is None:
             # every full step is above the ceiling: land on the target by partial steps instead
             axes = [c.axis for c in step_candidates(current, space, len(steps) + 1)]
-            contraction = _contract(current, len(steps) + 1, axes, space, goal, True, _score, cost, "land")
+            contraction = _contract(current, len(steps) + 1, axes, space, goal, True, _score, cost, "land",
+                                    fewer_params_within)
             return result(contraction.config)
         steps.append(step)
         if on_step is not None:
@@ -367,14 +379,15 @@ def run_search(space: SearchSpace, target: float, score: ScoreFn, *, cost: Cost 
         if evaluate_contractions:
             axes += [c.axis for c in last.candidates
                      if c.axis != last.chosen.axis and cost.of(c.config) >= goal]
-        contraction = _contract(last.base, last.index, axes, space, goal, evaluate_contractions, _score, cost)
+        contraction = _contract(last.base, last.index, axes, space, goal, evaluate_contractions, _score, cost,
+                                fewer_params_within=fewer_params_within)
         current = contraction.config
     return result(current)
 
 
 def _contract(base: X3DConfig, step: int, axes: Sequence[str], space: SearchSpace, target: float,
               evaluate: bool, score: Callable[[Sequence[Candidate]], dict[str, Outcome]], cost: Cost,
-              kind: str = "contract") -> Contraction:
+              kind: str = "contract", fewer_params_within: float = 0.0) -> Contraction:
     """Partial steps of ``axes`` from ``base`` onto the target (in ``cost.of``'s base units); the first unless
     evaluated."""
     options = []
@@ -385,6 +398,6 @@ def _contract(base: X3DConfig, step: int, axes: Sequence[str], space: SearchSpac
     chosen = options[0]
     if evaluate:
         evaluated = score(options)
-        chosen = choose(options, evaluated, cost) or options[0]
+        chosen = choose(options, evaluated, cost, fewer_params_within) or options[0]
     return Contraction(chosen.axis, chosen.fraction, chosen.config, count_flops(chosen.config) / 1e9,
                        target / cost.per_unit, evaluated, base, kind)
