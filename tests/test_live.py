@@ -177,6 +177,10 @@ def test_trial_lines_and_step_line_say_how_each_score_was_obtained(clock: _Clock
     ranked = dict(outcomes, **{batch[1].key: Outcome("ok", 0.6, epochs=4, score=-1.234)})  # rank_by: nll
     view.step_done(Step(2, base, tuple(batch), ranked, batch[1]))
     assert "-> step 2: width wins with val NLL 1.234 (top1 60.0%) after 4 ep at " in stream.getvalue().splitlines()[-1]
+    near = dict(outcomes, **{batch[0].key: Outcome("ok", 0.61, epochs=4)})  # a near-tie went to width's fewer params
+    view.step_done(Step(3, base, tuple(batch), near, batch[1]))
+    assert ("-> step 3: width wins with top1 60.0%, fewer parameters than spatial (top1 61.0%) after 4 ep"
+            in stream.getvalue().splitlines()[-1])
 
 
 def test_summary_is_returned_for_the_caller_to_print_once(clock: _Clock) -> None:

@@ -7,7 +7,7 @@ import sys
 import time
 from typing import Any, Mapping, Sequence, TextIO
 
-from .search import CEILING_FACTOR, Candidate, SearchResult, Step, estimate_steps
+from .search import CEILING_FACTOR, Candidate, Outcome, SearchResult, Step, estimate_steps
 from .config import X3DConfig
 from .cost import Cost, count_flops
 from .scores import headline_text, render_scores, split_scores
@@ -48,6 +48,12 @@ def _trial_tags(record: TrialRecord) -> str:
     return f"  [{', '.join(tags)}]" if tags else ""
 
 
+def _score_text(outcome: Outcome) -> str:
+    """A ranked score as the step line names it: top-1, or the val NLL with its top-1."""
+    won = f"top1 {outcome.top1:.1%}"
+    return won if outcome.score is None else f"val NLL {-outcome.score:.3f} ({won})"
+
+
 def _step_text(step: Step, measured: str = "") -> str:
     """The line that announces a step's winner: its score, how it was obtained, and who stopped at a lower rung;
     then, if the space's box shaped the step, a line naming each axis it cut, left out or merged. ``measured``
@@ -59,9 +65,12 @@ def _step_text(step: Step, measured: str = "") -> str:
     stopped = [f"{c.axis} ({step.outcomes[c.key].epochs} ep)" for c in step.candidates
                if step.outcomes[c.key].usable and (step.outcomes[c.key].epochs or 0) < (outcome.epochs or 0)]
     lower = f"; stopped at a lower rung: {', '.join(stopped)}" if stopped else ""
-    won = f"top1 {outcome.top1:.1%}"
-    if outcome.score is not None:
-        won = f"val NLL {-outcome.score:.3f} ({won})"
+    won = _score_text(outcome)
+    level = [c for c in step.candidates if step.outcomes[c.key].usable
+             and (step.outcomes[c.key].epochs or 0) == (outcome.epochs or 0)]
+    top = max(level, key=lambda c: step.outcomes[c.key].rank)
+    if step.outcomes[top.key].rank > outcome.rank:  # a near-tie went to fewer parameters (fewer_params_within)
+        won += f", fewer parameters than {top.axis} ({_score_text(step.outcomes[top.key])})"
     text = (f"  -> step {step.index}: {step.chosen.axis} wins with {won}{how} at "
             f"{step.chosen.gflops:.4f} GFLOPs{measured} ({step.chosen.config.short}){lower}")
     if step.notes:

@@ -163,6 +163,8 @@ def describe_provenance(prov: Mapping[str, Any]) -> list[str]:
         parts.append("every candidate trained from scratch")
     if prov.get("rank_by") == "nll":
         parts.append("candidates ranked by their val NLL (lower wins), not top-1")
+    if prov.get("fewer_params_within"):
+        parts.append(f"candidates within {prov['fewer_params_within']:g} of the best tied, the fewest parameters won")
     if prov.get("rungs"):
         parts.append(f"successive halving over rungs of {prov['rungs']} epochs keeping {prov['rung_keep']:.0%} "
                      f"({prov['configs_stopped_early']} configs stopped at a lower rung)")

@@ -153,5 +153,6 @@ def _provenance(settings: Mapping[str, Any], journal: pd.DataFrame, path: Mappin
             "close_call": proxy.get("close_call") if proxy.get("close_call_seeds") else None,
             "close_call_seeds": proxy.get("close_call_seeds") or None, "seed_repeats": int(repeats),
             **({"rank_by": proxy["rank_by"]} if proxy.get("rank_by") else {}),  # only when not top-1
+            **({"fewer_params_within": proxy["fewer_params_within"]} if proxy.get("fewer_params_within") else {}),
             "final_init": final.get("init"), "final_origin": _place(final.get("origin_key"), path, journal),
             "final_origin_key": final.get("origin_key")}
