@@ -334,7 +334,8 @@ def test_header_gives_the_epoch_range_of_a_proxy_with_epochs_by_step_cost():
         "; candidates ranked by their val NLL (lower wins), not top-1; close calls (val NLL within 0.02) re-trained "
         "with 1 more seed (3 repeats)")
     lean = {**prov, "fewer_params_within": 0.02}
-    assert describe_provenance(lean)[0].endswith("; candidates within 0.02 of the best tied, the fewest parameters won")
+    assert describe_provenance(lean)[0].endswith(
+        "; candidates within 0.02 top-1 of the best tied, the fewest parameters won")
 
 
 def test_header_reads_the_epoch_rules_from_the_runs_own_schedule_and_survives_a_foreign_one(tmp_path):

@@ -1,10 +1,11 @@
 """The coordinator with stub scorers: exact greedy paths, memoisation, contraction, ceiling, ties."""
 
+import json
 from dataclasses import replace
 
 import pytest
 
-from x3dsearch import ConfigError, count_flops, expand, preset
+from x3dsearch import ConfigError, X3DConfig, count_flops, count_params, expand, preset
 from x3dsearch.errors import SearchError
 from x3dsearch.search import Outcome, choose, contract, land, offer, run_search, step_candidates
 from x3dsearch.space import load_space
@@ -176,6 +177,30 @@ def test_fewer_params_within_a_margin_wins_only_among_near_ties():
     outcomes[by_axis["temporal"].key] = Outcome("ok", top1=0.60, epochs=1)
     outcomes[by_axis["bottleneck"].key] = Outcome("ok", top1=0.61, epochs=2)
     assert choose(cands, outcomes, fewer_params_within=0.03).axis == "bottleneck"
+
+
+def test_fewer_params_within_includes_the_margin_itself():
+    cands = step_candidates(preset("X2D"), SPACE, 1)
+    scores = {"width": 0.1 + 0.2, "temporal": 0.3 - 0.02}  # 0.30000000000000004 and 0.27999999999999997
+    outcomes = {c.key: Outcome("ok", top1=scores.get(c.axis, 0.0)) for c in cands}
+    assert choose(cands, outcomes, fewer_params_within=0.02).axis == "temporal"
+
+
+def test_run_search_applies_fewer_params_within_to_every_step_and_the_contraction():
+    def more_params_score_higher(config):  # every candidate within 0.02 of the best: near-ties everywhere
+        return Outcome("ok", top1=0.5 + 0.01 * min(1.0, count_params(config) / 1e6))
+
+    plain = run_search(SPACE, 0.05, StubScorer(more_params_score_higher), evaluate_contractions=True)
+    lean = run_search(SPACE, 0.05, StubScorer(more_params_score_higher), evaluate_contractions=True,
+                      fewer_params_within=0.02)
+    assert any(s.chosen.axis in ("width", "bottleneck", "depth") for s in plain.steps)
+    for step in lean.steps:
+        usable = [c for c in step.candidates if step.outcomes[c.key].usable]
+        assert step.chosen.params == min(c.params for c in usable)
+    landing = lean.contraction
+    assert landing is not None and len(landing.evaluated) >= 2
+    assert count_params(landing.config) == min(count_params(X3DConfig.from_dict(json.loads(k)))
+                                                      for k in landing.evaluated)
 
 
 def test_failed_and_diverged_are_never_chosen():

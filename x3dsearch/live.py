@@ -68,7 +68,7 @@ def _step_text(step: Step, measured: str = "") -> str:
     won = _score_text(outcome)
     level = [c for c in step.candidates if step.outcomes[c.key].usable
              and (step.outcomes[c.key].epochs or 0) == (outcome.epochs or 0)]
-    top = max(level, key=lambda c: step.outcomes[c.key].rank)
+    top = max(level, key=lambda c: step.outcomes[c.key].rank, default=step.chosen)
     if step.outcomes[top.key].rank > outcome.rank:  # a near-tie went to fewer parameters (fewer_params_within)
         won += f", fewer parameters than {top.axis} ({_score_text(step.outcomes[top.key])})"
     text = (f"  -> step {step.index}: {step.chosen.axis} wins with {won}{how} at "

@@ -164,7 +164,9 @@ def describe_provenance(prov: Mapping[str, Any]) -> list[str]:
     if prov.get("rank_by") == "nll":
         parts.append("candidates ranked by their val NLL (lower wins), not top-1")
     if prov.get("fewer_params_within"):
-        parts.append(f"candidates within {prov['fewer_params_within']:g} of the best tied, the fewest parameters won")
+        unit = " nats of val NLL" if prov.get("rank_by") == "nll" else " top-1"
+        parts.append(f"candidates within {prov['fewer_params_within']:g}{unit} of the best tied, the fewest "
+                     f"parameters won")
     if prov.get("rungs"):
         parts.append(f"successive halving over rungs of {prov['rungs']} epochs keeping {prov['rung_keep']:.0%} "
                      f"({prov['configs_stopped_early']} configs stopped at a lower rung)")

@@ -180,7 +180,7 @@ def choose(candidates: Sequence[Candidate], outcomes: Mapping[str, Outcome], cos
                                       cost.of(c.config), order[id(c)]))
     if fewer_params_within <= 0:
         return best
-    floor = outcomes[best.key].rank - fewer_params_within
+    floor = outcomes[best.key].rank - fewer_params_within - 1e-9  # "within" includes the margin, whatever the rounding
     tied = [c for c in usable if (outcomes[c.key].epochs or 0) == (outcomes[best.key].epochs or 0)
             and outcomes[c.key].rank >= floor]
     return min(tied, key=lambda c: (c.params, -outcomes[c.key].rank, cost.of(c.config), order[id(c)]))
