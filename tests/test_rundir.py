@@ -49,3 +49,18 @@ def test_a_search_run_without_its_final_training_resumes_with_it(tmp_path: Path)
     run.create({"target_gflops": 2.0, "final_training": True}, resume=True)  # train the found model later
     with pytest.raises(UserError, match="--resume with different target_gflops"):
         run.create({"target_gflops": 3.0, "final_training": True}, resume=True)
+
+
+def test_resume_compares_what_a_schedule_name_resolved_to_not_the_name(tmp_path: Path) -> None:
+    run = RunDir(tmp_path / "run")
+    run.create({"proxy_schedule": "old/place/lean.yaml", "proxy": {"epochs": 2}}, resume=False)
+    run.create({"proxy_schedule": "lean", "proxy": {"epochs": 2, "description": "shipped"}}, resume=True)
+    with pytest.raises(UserError, match="--resume with different proxy than"):
+        run.create({"proxy_schedule": "lean", "proxy": {"epochs": 3}}, resume=True)
+
+
+def test_resume_compares_the_schedule_name_of_a_run_recorded_without_its_resolved_form(tmp_path: Path) -> None:
+    run = RunDir(tmp_path / "run")
+    run.create({"proxy_schedule": "cpu_proxy"}, resume=False)
+    with pytest.raises(UserError, match="--resume with different proxy_schedule"):
+        run.create({"proxy_schedule": "cpu_proxy_lean", "proxy": {"epochs": 2}}, resume=True)

@@ -75,8 +75,9 @@ class RunDir:
                     raise UserError(f"{self.path} was recorded {reason}, so this version would search another "
                                     f"space; it cannot be resumed: start a new -o/--output")
             old = {**_BEFORE_RECORDED, **recorded}
+            named = {name for name, resolved in _RESOLVED_AS.items() if resolved in old and resolved in settings}
             changed = sorted(k for k in settings if k in old and _comparable(old[k]) != _comparable(settings[k])
-                             and k not in _RESUMABLE_CHANGES)
+                             and k not in _RESUMABLE_CHANGES and k not in named)
             if changed:
                 raise UserError(f"--resume with different {', '.join(changed)} than the run in "
                                 f"{self.path}; use the original options or another -o/--output")
@@ -133,6 +134,9 @@ _BEFORE_RECORDED = {"land_within": 1.0, "cost": "flops", "target_ms": None, "lat
 # settings whose absence marks a run recorded under rules this version no longer follows
 _NOT_RESUMABLE_WITHOUT = {"max_window": "before searches kept to the space's bounds and to windows the videos "
                                         "hold (and before partial steps kept their window)"}
+# a schedule or space as the user named it, and the key of what it resolved to: where both runs recorded the
+# resolved form, that is compared instead, so a moved file or a named copy of the same content still resumes
+_RESOLVED_AS = {"proxy_schedule": "proxy", "full_schedule": "full", "space": "space_resolved"}
 _RESUMABLE_CHANGES = {"max_concurrent", "cpus_per_trial", "gpus_per_trial", "address", "storage", "final_training",
                       "quiet", "json", "resume"}
 
