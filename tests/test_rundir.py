@@ -64,3 +64,12 @@ def test_resume_compares_the_schedule_name_of_a_run_recorded_without_its_resolve
     run.create({"proxy_schedule": "cpu_proxy"}, resume=False)
     with pytest.raises(UserError, match="--resume with different proxy_schedule"):
         run.create({"proxy_schedule": "cpu_proxy_lean", "proxy": {"epochs": 2}}, resume=True)
+
+
+def test_a_refused_resume_names_what_the_run_recorded(tmp_path: Path) -> None:
+    run = RunDir(tmp_path / "run")
+    run.create({"seed": 0, "proxy_schedule": "cpu_proxy", "proxy": {"epochs": 2}}, resume=False)
+    with pytest.raises(UserError, match=r"\(it recorded proxy_schedule cpu_proxy, whose fewer_params_within differ; "
+                                        r"seed 0\)"):
+        run.create({"seed": 1, "proxy_schedule": "cpu_proxy_lean",
+                    "proxy": {"epochs": 2, "fewer_params_within": 0.02}}, resume=True)

@@ -79,8 +79,9 @@ class RunDir:
             changed = sorted(k for k in settings if k in old and _comparable(old[k]) != _comparable(settings[k])
                              and k not in _RESUMABLE_CHANGES and k not in named)
             if changed:
-                raise UserError(f"--resume with different {', '.join(changed)} than the run in "
-                                f"{self.path}; use the original options or another -o/--output")
+                raise UserError(f"--resume with different {', '.join(changed)} than the run in {self.path} (it "
+                                f"recorded {'; '.join(_recorded(k, old, settings) for k in changed)}); use the "
+                                f"original options or another -o/--output")
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as err:
@@ -127,6 +128,17 @@ def _comparable(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {k: v for k, v in value.items() if k != "description" and v is not None}
     return value
+
+
+def _recorded(key: str, old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
+    """What the run recorded for a refused setting: its value, or a resolved schedule's or space's name and the
+    fields that differ, so the user can pass the original option."""
+    if not (isinstance(old[key], Mapping) and isinstance(new[key], Mapping)):
+        return f"{key} {old[key]}"
+    was, now = _comparable(old[key]), _comparable(new[key])
+    fields = ", ".join(sorted(f for f in was.keys() | now.keys() if was.get(f) != now.get(f)))
+    name = next((name for name, resolved in _RESOLVED_AS.items() if resolved == key and name in old), None)
+    return f"{name} {old[name]}, whose {fields} differ" if name else f"{key} with other {fields}"
 
 
 # settings added after runs were recorded without them: the value those runs used
