@@ -81,3 +81,10 @@ def test_the_window_limit_is_the_smaller_of_the_space_and_the_data(tmp_path: Pat
     assert spec.space.max_window == expected  # the benchmark's 4-s videos hold 120 source frames
     window_line = next(line for line in spec.describe() if line.startswith("window limit:"))
     assert window_line.endswith("(the search space's max_window)") == (expected == own)  # says which limit won
+
+
+def test_a_dry_run_names_the_parsimony_tie_break(tmp_path: Path) -> None:
+    spec = resolve(ExpandSettings(target_gflops=6.0, out=str(tmp_path / "run"), proxy_schedule="cpu_proxy_lean"),
+                   dry_run=True)
+    assert spec.describe()[2].startswith("schedules: proxy cpu_proxy_lean (1-16 epochs by step cost over all train "
+                                         "videos, adamw, near-ties within 0.02 top-1 to the fewest parameters), ")

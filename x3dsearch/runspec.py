@@ -326,9 +326,11 @@ def _fit_window(space: SearchSpace, seconds: float | None) -> SearchSpace:
 
 
 def _describe_schedule(arg: str, schedule: ProxyPolicy) -> str:
-    """A schedule as the dry run shows it: where it came from, its length and optimiser."""
+    """A schedule as the dry run shows it: where it came from, its length, optimiser and tie-break."""
     recipe = schedule.recipe
     videos = "all" if recipe.train_videos is None else recipe.train_videos
     low, high = schedule.epoch_range()
     epochs = f"{low}-{high} epochs by step cost" if high > low else f"{recipe.epochs} epochs"
-    return f"{arg} ({epochs} over {videos} train videos, {recipe.optimizer})"
+    ties = (f", near-ties within {schedule.fewer_params_within:g} top-1 to the fewest parameters"
+            if schedule.fewer_params_within else "")
+    return f"{arg} ({epochs} over {videos} train videos, {recipe.optimizer}{ties})"
