@@ -1,9 +1,11 @@
 from pathlib import Path
 
 import pytest
+import yaml
 
 from x3dsearch.errors import UserError
 from x3dsearch.rundir import RunDir
+from x3dsearch.schedule import load_schedule
 
 
 def test_resume_ignores_a_reworded_schedule_description_but_not_a_changed_field(tmp_path: Path) -> None:
@@ -52,11 +54,21 @@ def test_a_search_run_without_its_final_training_resumes_with_it(tmp_path: Path)
 
 
 def test_resume_compares_what_a_schedule_name_resolved_to_not_the_name(tmp_path: Path) -> None:
+    copy = tmp_path / "mine.yaml"  # the shipped entry copied to a file of another name, reworded, its name left out
+    shipped = load_schedule("cpu_proxy_lean").to_dict()
+    copy.write_text(yaml.safe_dump({k: v for k, v in shipped.items() if k != "name"} | {"description": "my words"}))
+    assert load_schedule(str(copy)).recipe.name == "mine"
     run = RunDir(tmp_path / "run")
-    run.create({"proxy_schedule": "old/place/lean.yaml", "proxy": {"epochs": 2}}, resume=False)
-    run.create({"proxy_schedule": "lean", "proxy": {"epochs": 2, "description": "shipped"}}, resume=True)
-    with pytest.raises(UserError, match="--resume with different proxy than"):
-        run.create({"proxy_schedule": "lean", "proxy": {"epochs": 3}}, resume=True)
+    run.create({"proxy_schedule": "cpu_proxy_lean", "proxy": load_schedule("cpu_proxy_lean").to_dict(),
+                "space": "x3d_kinetics", "space_resolved": {"name": "x3d_kinetics", "crop_multiple": 8}},
+               resume=False)
+    run.create({"proxy_schedule": str(copy), "proxy": load_schedule(str(copy)).to_dict(),
+                "space": "elsewhere/box.yaml", "space_resolved": {"name": "box", "crop_multiple": 8}}, resume=True)
+    with pytest.raises(UserError, match="--resume with different proxy_schedule than"):
+        run.create({"proxy_schedule": "cpu_proxy", "proxy": load_schedule("cpu_proxy").to_dict()}, resume=True)
+    with pytest.raises(UserError, match="--resume with different space than"):
+        run.create({"space": "x3d_kinetics", "space_resolved": {"name": "x3d_kinetics", "crop_multiple": 16}},
+                   resume=True)
 
 
 def test_resume_compares_the_schedule_name_of_a_run_recorded_without_its_resolved_form(tmp_path: Path) -> None:
@@ -68,8 +80,10 @@ def test_resume_compares_the_schedule_name_of_a_run_recorded_without_its_resolve
 
 def test_a_refused_resume_names_what_the_run_recorded(tmp_path: Path) -> None:
     run = RunDir(tmp_path / "run")
-    run.create({"seed": 0, "proxy_schedule": "cpu_proxy", "proxy": {"epochs": 2}}, resume=False)
-    with pytest.raises(UserError, match=r"\(it recorded proxy_schedule cpu_proxy, whose fewer_params_within differ; "
-                                        r"seed 0\)"):
-        run.create({"seed": 1, "proxy_schedule": "cpu_proxy_lean",
-                    "proxy": {"epochs": 2, "fewer_params_within": 0.02}}, resume=True)
+    run.create({"seed": 0, "data": None, "proxy_schedule": "cpu_proxy", "proxy": load_schedule("cpu_proxy").to_dict()},
+               resume=False)
+    with pytest.raises(UserError, match=r"--resume with different data, proxy_schedule, seed than the run in .* \(it "
+                                        r"recorded data none \(the default\); proxy_schedule cpu_proxy, which "
+                                        r"differs in fewer_params_within; seed 0\)"):
+        run.create({"seed": 1, "data": "mine", "proxy_schedule": "cpu_proxy_lean",
+                    "proxy": load_schedule("cpu_proxy_lean").to_dict()}, resume=True)

@@ -88,3 +88,5 @@ def test_a_dry_run_names_the_parsimony_tie_break(tmp_path: Path) -> None:
                    dry_run=True)
     assert spec.describe()[2].startswith("schedules: proxy cpu_proxy_lean (1-16 epochs by step cost over all train "
                                          "videos, adamw, near-ties within 0.02 top-1 to the fewest parameters), ")
+    plain = resolve(ExpandSettings(target_gflops=6.0, out=str(tmp_path / "run")), dry_run=True).describe()[2]
+    assert "near-ties" not in plain.split("), full ")[0]

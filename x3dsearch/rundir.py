@@ -79,7 +79,8 @@ class RunDir:
             changed = sorted(k for k in settings if k in old and _comparable(old[k]) != _comparable(settings[k])
                              and k not in _RESUMABLE_CHANGES and k not in named)
             if changed:
-                raise UserError(f"--resume with different {', '.join(changed)} than the run in {self.path} (it "
+                raise UserError(f"--resume with different {', '.join(_OPTION_OF.get(k, k) for k in changed)} "
+                                f"than the run in {self.path} (it "
                                 f"recorded {'; '.join(_recorded(k, old, settings) for k in changed)}); use the "
                                 f"original options or another -o/--output")
         try:
@@ -123,22 +124,25 @@ class RunDir:
 
 
 def _comparable(value: Any) -> Any:
-    """A setting as ``--resume`` compares it: a schedule's or space's free-text description does not
-    count, nor does a field left unset (None), so a run recorded before a new optional field resumes."""
+    """A setting as ``--resume`` compares it: a schedule's or space's name (a label, the file's name when it sets
+    none) and free-text description do not count, nor does a field left unset (None), so a run recorded before a
+    new optional field resumes."""
     if isinstance(value, Mapping):
-        return {k: v for k, v in value.items() if k != "description" and v is not None}
+        return {k: v for k, v in value.items() if k not in ("name", "description") and v is not None}
     return value
 
 
 def _recorded(key: str, old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
-    """What the run recorded for a refused setting: its value, or a resolved schedule's or space's name and the
-    fields that differ, so the user can pass the original option."""
-    if not (isinstance(old[key], Mapping) and isinstance(new[key], Mapping)):
-        return f"{key} {old[key]}"
+    """What the run recorded for a refused setting: its value, or the schedule or space it named and the fields
+    that differ, so the user can pass the original option."""
+    option = _OPTION_OF.get(key, key)
+    if not isinstance(old[key], Mapping):
+        return f"{option} {'none (the default)' if old[key] is None else old[key]}"
+    label = f"{option} {old[option]}" if option in old else option
+    if not isinstance(new[key], Mapping):
+        return label
     was, now = _comparable(old[key]), _comparable(new[key])
-    fields = ", ".join(sorted(f for f in was.keys() | now.keys() if was.get(f) != now.get(f)))
-    name = next((name for name, resolved in _RESOLVED_AS.items() if resolved == key and name in old), None)
-    return f"{name} {old[name]}, whose {fields} differ" if name else f"{key} with other {fields}"
+    return f"{label}, which differs in {', '.join(sorted(f for f in was.keys() | now.keys() if was.get(f) != now.get(f)))}"
 
 
 # settings added after runs were recorded without them: the value those runs used
@@ -149,6 +153,7 @@ _NOT_RESUMABLE_WITHOUT = {"max_window": "before searches kept to the space's bou
 # a schedule or space as the user named it, and the key of what it resolved to: where both runs recorded the
 # resolved form, that is compared instead, so a moved file or a named copy of the same content still resumes
 _RESOLVED_AS = {"proxy_schedule": "proxy", "full_schedule": "full", "space": "space_resolved"}
+_OPTION_OF = {resolved: option for option, resolved in _RESOLVED_AS.items()}  # how a refusal names a resolved key
 _RESUMABLE_CHANGES = {"max_concurrent", "cpus_per_trial", "gpus_per_trial", "address", "storage", "final_training",
                       "quiet", "json", "resume"}
 
