@@ -302,7 +302,9 @@ def main() -> None:
     parser.add_argument("--max-ref-epochs", type=int, default=64, help="the longest reference --converge trains")
     parser.add_argument("--cached-reference", action="store_true",
                         help="train no reference; score only the sets whose reference is complete")
-    parser.add_argument("--proxy-schedule", default="cpu_proxy")
+    parser.add_argument("--proxy-schedule", default="cpu_proxy",
+                        help="the proxy measured (default: cpu_proxy, the toolkit's default before 2026-12-05, "
+                             "which docs/proxy-fidelity.md's table measures)")
     parser.add_argument("--proxy-init", default="inherit", choices=["inherit", "scratch"])
     parser.add_argument("--proxy-seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", default="runs/fidelity", help="folder of the proxies' step runs (resumable)")

@@ -482,7 +482,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--train-seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds of each model")
     parser.add_argument("--presets", nargs="+", help="presets to train at every target (default: the costliest "
                                                      "at or under it, else the cheapest)")
-    parser.add_argument("--proxy-schedule", default="cpu_proxy")
+    parser.add_argument("--proxy-schedule", default="cpu_proxy",
+                        help="expansion's proxy (default: cpu_proxy, the toolkit's default before 2026-12-05, whose "
+                             "rows are named plain expand; another schedule names its rows expand+NAME)")
     parser.add_argument("--proxy-init", choices=[Init.INHERIT.value, Init.SCRATCH.value], default=Init.INHERIT.value,
                         help="where expansion's candidates start (scratch: rows named expand+scratch)")
     parser.add_argument("--step-cost", type=float, metavar="X",

@@ -35,7 +35,7 @@ class ExpandSettings:
     out: str
     space: str = "x3d_kinetics"
     data: str | None = None
-    proxy_schedule: str = "cpu_proxy"
+    proxy_schedule: str = "cpu_proxy_lean"
     full_schedule: str = "cpu_full"
     proxy_init: str = Init.INHERIT.value
     seed: int = 0
