@@ -142,7 +142,8 @@ def _recorded(key: str, old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
     if not isinstance(new[key], Mapping):
         return label
     was, now = _comparable(old[key]), _comparable(new[key])
-    return f"{label}, which differs in {', '.join(sorted(f for f in was.keys() | now.keys() if was.get(f) != now.get(f)))}"
+    fields = sorted(f for f in was.keys() | now.keys() if was.get(f) != now.get(f))
+    return f"{label}, which differs in {', '.join(fields)}"
 
 
 # settings added after runs were recorded without them: the value those runs used

@@ -18,7 +18,7 @@ from .errors import DataError, UserError
 from .proxy_policy import ProxyPolicy
 from .recipe import Recipe
 from .rundir import RunDir
-from .schedule import load_schedule
+from .schedule import DEFAULT_PROXY, load_schedule
 from .search import CEILING_FACTOR, LAND_WITHIN
 from .space import SearchSpace, load_space
 from .trial import Init
@@ -35,7 +35,7 @@ class ExpandSettings:
     out: str
     space: str = "x3d_kinetics"
     data: str | None = None
-    proxy_schedule: str = "cpu_proxy_lean"
+    proxy_schedule: str = DEFAULT_PROXY
     full_schedule: str = "cpu_full"
     proxy_init: str = Init.INHERIT.value
     seed: int = 0

@@ -15,6 +15,7 @@ from .proxy_policy import ProxyPolicy
 __all__ = ["load_schedule", "schedule_names"]
 
 _SHIPPED = "schedules.yaml"
+DEFAULT_PROXY = "cpu_proxy_lean"  # the searches' proxy when none is named (cpu_proxy until 2026-12-05)
 
 
 def _shipped() -> dict[str, Any]:
