@@ -24,7 +24,8 @@ With ``--pipeline`` each expansion search also gets the row a user cares about (
 own run, its search followed by the final training from the inherited proxy weights as ``x3dsearch expand``
 does it (in the search's run directory, training seed = search seed), against the best preset trained from
 scratch for as many CPU-seconds (search plus final training; its epochs scaled by the preset's CPU-seconds
-per epoch in its own rows).
+per epoch in its own rows). With ``--final-init scratch`` that final training starts from scratch instead, in a
+copy of the search's folder (rows ``+final-scratch``): the same search, the other start.
 
     .venv/bin/python experiments/search_pays.py      # many CPU-hours on 2 cores: run it in the background
 
@@ -42,6 +43,7 @@ import hashlib
 import json
 import math
 import re
+import shutil
 import statistics
 import sys
 import multiprocessing as mp
@@ -106,6 +108,7 @@ class Plan:
     train_data: Path | None = None  # the experiment's own trainings, if not ``data`` (the searches')
     proxy_init: str = Init.INHERIT.value  # where expansion's candidates start (the samplers' always from scratch)
     step_cost: float | None = None  # expansion's cap on one step's cost (x its base), the space's step_cost
+    final_init: str = Init.INHERIT.value  # where expansion's own final training (--pipeline) starts
 
     @property
     def label(self) -> str:
@@ -118,6 +121,11 @@ class Plan:
         when its steps are capped at twice their base's cost (``--step-cost 2``)."""
         return (self.label + ("" if self.proxy_init == Init.INHERIT.value else f"+{self.proxy_init}")
                 + ("" if self.step_cost is None else f"+step{self.step_cost:g}x"))
+
+    @property
+    def pipeline_label(self) -> str:
+        """How the own-run rows of a final training from scratch are told apart: ``+final-scratch``, else ""."""
+        return "" if self.final_init == Init.INHERIT.value else f"+final-{self.final_init}"
 
     def expand_space(self) -> str:
         """Expansion's search space: :attr:`space`, or with ``step_cost`` a copy of it that sets the cap,
@@ -139,7 +147,7 @@ class Plan:
         """Expansion's search settings of the run directory ``OUT/run``: proxy trainings only, no final training."""
         return ExpandSettings(target_gflops=target, out=str(self.out / run), space=self.expand_space(), data=str(self.data),
                               proxy_schedule=self.proxy_schedule, full_schedule=self.full_schedule, seed=seed,
-                              proxy_init=self.proxy_init,
+                              proxy_init=self.proxy_init, final_init=self.final_init,
                               final_training=False, cpus_per_trial=self.cpus_per_trial,
                               max_concurrent=self.max_concurrent)
 
@@ -248,7 +256,7 @@ def train_once(plan: Plan, config: X3DConfig, seed: int, epochs: int | None = No
 
 def own_final(plan: Plan, run_dir: Path, target: float, seed: int) -> TrainResult:
     """Expansion's own final training: the search in ``run_dir`` resumed with its final training, which starts
-    from the inherited proxy weights as ``x3dsearch expand`` does (on ``plan.threads`` threads)."""
+    where ``plan.final_init`` says as ``x3dsearch expand --final-init`` does (on ``plan.threads`` threads)."""
     os.environ["OMP_NUM_THREADS"] = str(plan.threads)  # the final training's threads, read by resolve_threads
     view = RunView(run_dir)
     if not view.final:
@@ -341,22 +349,37 @@ def pipeline_jobs(plan: Plan, results: Path, target: float, seed: int, budget: F
     scratch for the same CPU-seconds: each job whose row is not in ``results`` yet."""
     done, table = completed(results), pd.read_csv(results) if results.is_file() else pd.DataFrame(columns=COLUMNS)
     name, config = baseline
-    expand_dir = plan.out / run_name("expand" + plan.expand_label, target, seed)
-    own = run_name("pipeline-expand" + plan.expand_label, target, seed)
+    expand_dir = _own_run_dir(plan, plan.out / run_name("expand" + plan.expand_label, target, seed))
+    own = run_name("pipeline-expand" + plan.expand_label + plan.pipeline_label, target, seed)
     row = dict(kind="pipeline", target_gflops=target, search_seed=seed, proxy_cpu_s=budget.proxy_cpu_s,
                proxy_trainings=budget.trainings, proxy_top1=budget.proxy_top1)
     if (own, seed) not in done:
-        return [TrainJob(budget.config, seed, dict(row, name="expand" + plan.expand_label, run=own), run_dir=expand_dir)]
+        return [TrainJob(budget.config, seed, dict(row, name="expand" + plan.expand_label + plan.pipeline_label,
+                                                   run=own), run_dir=expand_dir)]
     spent = table[(table["run"] == own) & (table["seed"] == seed)].iloc[-1]
     total = budget.proxy_cpu_s + float(spent["train_s"]) * plan.threads
     runs = table[(table["kind"] == "preset") & (table["name"] == name) & table["status"].isin(_KEPT)]
     per_epoch = float((runs["train_s"] / runs["epochs"]).median()) * plan.threads
     epochs = max(1, round(total / per_epoch))
-    same = run_name(f"pipeline-{name}" + plan.expand_label, target, seed)
+    label = plan.expand_label + plan.pipeline_label  # the own run's, so each is compared with its own preset row
+    same = run_name(f"pipeline-{name}" + label, target, seed)
     if (same, seed) in done:
         return []
-    return [TrainJob(config, seed, dict(row, name=f"{name} same CPU-s", run=same, proxy_cpu_s=0.0,
+    return [TrainJob(config, seed, dict(row, name=f"{name} same CPU-s" + label, run=same, proxy_cpu_s=0.0,
                                         proxy_trainings=0, proxy_top1=None), epochs=epochs)]
+
+
+def _own_run_dir(plan: Plan, search_dir: Path) -> Path:
+    """Where expansion's own final training runs: the search's folder, or with a final training from scratch a copy
+    of it without ``final/`` (``--resume`` replays its journal), so both final trainings follow the same search."""
+    if not plan.pipeline_label:
+        return search_dir
+    own = search_dir.with_name(search_dir.name + plan.pipeline_label)
+    if not own.exists():
+        shutil.copytree(search_dir, own.with_name(own.name + ".part"), ignore=lambda folder, names:
+                        ["final"] if Path(folder) == search_dir else [])
+        own.with_name(own.name + ".part").rename(own)
+    return own
 
 
 def _groups(table: pd.DataFrame) -> list[str]:
@@ -407,8 +430,9 @@ def differences(summary: pd.DataFrame) -> pd.DataFrame:
             rows += [_difference(target, e["name"], e, label, other) for label, other in pairs]
         pipeline = group[group["kind"] == "pipeline"]  # expansion's own run against the preset for its CPU-seconds
         for _, e in pipeline[pipeline["name"].str.startswith("expand")].iterrows():
+            same = pipeline["name"].str.endswith(" same CPU-s" + e["name"][len("expand"):])  # of the same label
             rows += [_difference(target, f"{e['name']}, its own run", e, row["name"], row)
-                     for _, row in pipeline[~pipeline["name"].str.startswith("expand")].iterrows()]
+                     for _, row in pipeline[same].iterrows()]
     return pd.DataFrame(rows, columns=["target_gflops", "expansion", "minus", "top1_diff", "std_error"])
 
 
@@ -506,6 +530,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--pipeline", action="store_true",
                         help="also expansion's own run (search, then its final training from the inherited weights) "
                              "against the best preset from scratch for the same CPU-seconds, per search seed")
+    parser.add_argument("--final-init", choices=(Init.INHERIT, Init.SCRATCH), default=Init.INHERIT.value,
+                        help="where the own run's final training starts (--pipeline): scratch runs it in a copy "
+                             "of each search's folder, rows named +final-scratch (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=Path("runs/search_pays"), help="runs folder")
     parser.add_argument("--results", type=Path, default=Path("experiments/results/search_pays.csv"))
     return parser
@@ -563,7 +590,8 @@ def main(argv: list[str] | None = None) -> int:
     data = args.data.expanduser().resolve() if args.data else Path(default_dataset())
     plan = Plan(data, args.space, args.proxy_schedule, args.full_schedule, args.out, args.threads,
                 args.cpus_per_trial, args.max_concurrent, args.jobs, args.train_schedule,
-                args.train_data.expanduser().resolve() if args.train_data else None, args.proxy_init, args.step_cost)
+                args.train_data.expanduser().resolve() if args.train_data else None, args.proxy_init, args.step_cost,
+                args.final_init)
     if plan.expand_label != plan.label and set(args.strategies) != {"expand"}:
         sys.exit("--proxy-init scratch and --step-cost change expansion only: the samplers would be cut at its "
                  "CPU-seconds under the default's names; add --strategies expand")

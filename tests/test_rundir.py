@@ -53,6 +53,23 @@ def test_a_search_run_without_its_final_training_resumes_with_it(tmp_path: Path)
         run.create({"target_gflops": 3.0, "final_training": True}, resume=True)
 
 
+def test_the_final_training_may_change_on_resume_until_it_has_begun(tmp_path: Path) -> None:
+    run = RunDir(tmp_path / "run")
+    run.create({"seed": 0, "final_init": "inherit", "full_schedule": "cpu_full", "full": {"epochs": 8}}, resume=False)
+    with pytest.raises(UserError, match="different final_init, seed"):  # with a search setting: refused, all named
+        run.create({"seed": 1, "final_init": "scratch"}, resume=True)
+    changed = {"seed": 0, "final_init": "scratch", "full_schedule": "long.yaml", "full": {"epochs": 16}}
+    run.create(changed, resume=True)  # the search is the same: its final training starts afresh elsewhere
+    assert run.settings() == changed  # recorded, so a later resume compares with what the final training uses
+    run.final_dir.mkdir()  # once the final training has begun it stays as recorded
+    with pytest.raises(UserError, match="different final_init"):
+        run.create({**changed, "final_init": "inherit"}, resume=True)
+    run.create(changed, resume=True)
+    old = RunDir(tmp_path / "old")
+    old.create({"seed": 0, "out": "elsewhere"}, resume=False)  # recorded before --final-init, then moved
+    old.create({"seed": 0, "out": str(old.path), "final_init": "scratch"}, resume=True)
+
+
 def test_resume_compares_what_a_schedule_name_resolved_to_not_the_name(tmp_path: Path) -> None:
     copy = tmp_path / "mine.yaml"  # the shipped entry copied to a file of another name, reworded, its name left out
     shipped = load_schedule("cpu_proxy_lean").to_dict()

@@ -225,6 +225,18 @@ class TestLocalRay:
         assert summary["final_metrics"]["init"] == "inherit"
         assert summary["final_metrics"]["origin_key"] == frame["config_key"][0]
 
+    def test_a_moved_run_resumes_with_its_final_training_from_scratch(self, reference: Path, bench: Bench,
+                                                                      tmp_path: Path) -> None:
+        moved = tmp_path / "moved"  # the search copied elsewhere without its final training, which may then change
+        shutil.copytree(reference, moved, ignore=lambda folder, names: ["final"] if Path(folder) == reference else [])
+        summary = run_expand(bench.settings(moved, final_training=True, final_init="scratch"), resume=True,
+                             quiet=True)
+        assert RunDir(moved).settings()["final_init"] == "scratch"
+        assert len(load_run(moved)) == len(load_run(reference))  # the journal replayed, nothing re-run
+        assert summary["final_metrics"]["init"] == "scratch" and summary["final_metrics"]["origin_key"] is None
+        assert summary["final"]["config_key"] == json.loads((reference / "summary.json").read_text())["final"][
+            "config_key"]
+
     def test_killed_search_resumes_without_retraining(self, reference: Path, bench: Bench,
                                                       tmp_path: Path) -> None:
         settings = bench.settings(tmp_path / "run", max_concurrent=1)  # one trial at a time: a wide kill window

@@ -150,6 +150,15 @@ def test_the_pipeline_row_trains_expansions_own_run_then_the_preset_for_its_cpu_
     pd.DataFrame([dict(same.row, seed=1, status="ok", train_s=250.0, epochs=20)],
                  columns=search_pays.COLUMNS).to_csv(results, mode="a", header=False, index=False)
     assert search_pays.pipeline_jobs(plan, results, 2.0, 1, found, ("S", s)) == []
+    # a final training from scratch runs in a copy of the search's folder, without its final/, in rows of its own
+    search = tmp_path / "runs" / "expand-2g-seed1"
+    (search / "final").mkdir(parents=True)
+    (search / "journal.jsonl").write_text("{}\n")
+    (scratch,) = search_pays.pipeline_jobs(replace(plan, final_init="scratch"), results, 2.0, 1, found, ("S", s))
+    assert scratch.run_dir == tmp_path / "runs" / "expand-2g-seed1+final-scratch"
+    assert sorted(p.name for p in scratch.run_dir.iterdir()) == ["journal.jsonl"]
+    assert (scratch.row["name"], scratch.row["run"]) == ("expand+final-scratch", "pipeline-expand+final-scratch-2g-seed1")
+    assert replace(plan, final_init="scratch").settings("x", 2.0, 1).final_init == "scratch"
 
 
 def test_a_longer_training_scales_its_time_guard_with_its_epochs(tmp_path, monkeypatch):
@@ -190,7 +199,8 @@ def test_trainings_on_other_data_or_schedule_than_the_searches_use_them_in_folde
 
 def test_expansions_own_run_is_compared_with_the_preset_for_its_cpu_seconds_only():
     rows = [("preset", "S", 0.40), ("search", "expand", 0.50), ("search", "random", 0.45),
-            ("pipeline", "expand", 0.66), ("pipeline", "S same CPU-s", 0.68)]
+            ("pipeline", "expand", 0.66), ("pipeline", "S same CPU-s", 0.68),
+            ("pipeline", "S same CPU-s+final-scratch", 0.60)]  # another own run's preset row: not this one's
     summary = pd.DataFrame([{"target_gflops": 2.0, "kind": kind, "name": name, "top1": top1, "top1_se": 0.03}
                             for kind, name, top1 in rows])
     diffs = search_pays.differences(summary)

@@ -193,6 +193,10 @@ def _add_expansion_options(p: argparse.ArgumentParser, shown: bool) -> None:
 
     group = p.add_argument_group("expansion") if shown else p
     _add_proxy_init(group, hidden)
+    group.add_argument("--final-init", choices=(Init.INHERIT, Init.SCRATCH), default=Init.INHERIT.value,
+                       help=hidden("where the final training starts: inherit, from the chosen model's proxy weights "
+                                   "(with --proxy-init inherit); scratch, from a fresh initialisation "
+                                   "(default: %(default)s)"))
     group.add_argument("--ceiling-gflops", type=float, metavar="G",
                        help=hidden("skip candidates above G GFLOPs without training (default: 2x the target)"))
     group.add_argument("--evaluate-contractions", action="store_true",
@@ -222,8 +226,8 @@ def _add_proxy_init(target: _Target, shown: Callable[[str], str] = str) -> None:
     target.add_argument("--proxy-init", choices=(Init.INHERIT, Init.SCRATCH), default=Init.INHERIT.value,
                         help=shown("inherit: every candidate starts from its parent's proxy-trained weights, "
                                    "widened or deepened function-preservingly (the start trains first), and so "
-                                   "does the final training; scratch: every training starts from a fresh "
-                                   "initialisation, as in the X3D paper (default: %(default)s)"))
+                                   "does the final training unless --final-init scratch; scratch: every training "
+                                   "starts from a fresh initialisation, as in the X3D paper (default: %(default)s)"))
 
 
 def _add_address(target: _Target) -> None:

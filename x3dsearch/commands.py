@@ -84,7 +84,8 @@ def _settings_from_args(args: argparse.Namespace, strategy: str) -> "ExpandSetti
     out = args.output or f"runs/{strategy}-{target:g}{unit}-seed{args.seed}"
     return ExpandSettings(
         target_gflops=args.target_gflops, out=out, space=args.space, data=args.data,
-        proxy_schedule=args.proxy_schedule, proxy_init=args.proxy_init, full_schedule=args.full_schedule,
+        proxy_schedule=args.proxy_schedule, proxy_init=args.proxy_init, final_init=args.final_init,
+        full_schedule=args.full_schedule,
         seed=args.seed, ceiling_gflops=args.ceiling_gflops, evaluate_contractions=args.evaluate_contractions,
         land_within=args.land_within if strategy == "expand" else 1.0,  # sampling strategies never land
         final_training=args.final_training, full_workers=args.full_workers, max_window=_check_max_window(args),

@@ -78,7 +78,10 @@ class RunDir:
             named = {name for name, resolved in _RESOLVED_AS.items() if resolved in old and resolved in settings}
             changed = sorted(k for k in settings if k in old and _comparable(old[k]) != _comparable(settings[k])
                              and k not in _RESUMABLE_CHANGES and k not in named)
-            if changed:
+            if changed and set(changed) <= _FINAL_ONLY and not self.final_dir.exists():
+                final = {k: settings[k] for k in _FINAL_ONLY | {"full_schedule"} if k in settings}
+                atomic_write(self.path / "run.yaml", yaml.safe_dump({**recorded, **final}, sort_keys=False))
+            elif changed:
                 raise UserError(f"--resume with different {', '.join(_OPTION_OF.get(k, k) for k in changed)} "
                                 f"than the run in {self.path} (it "
                                 f"recorded {'; '.join(_recorded(k, old, settings) for k in changed)}); use the "
@@ -155,8 +158,11 @@ _NOT_RESUMABLE_WITHOUT = {"max_window": "before searches kept to the space's bou
 # resolved form, that is compared instead, so a moved file or a named copy of the same content still resumes
 _RESOLVED_AS = {"proxy_schedule": "proxy", "full_schedule": "full", "space": "space_resolved"}
 _OPTION_OF = {resolved: option for option, resolved in _RESOLVED_AS.items()}  # how a refusal names a resolved key
-_RESUMABLE_CHANGES = {"max_concurrent", "cpus_per_trial", "gpus_per_trial", "address", "storage", "final_training",
-                      "quiet", "json", "resume"}
+# what only the final training uses: a resume may change it until the final training has begun (run.yaml follows)
+_FINAL_ONLY = {"final_init", "full", "full_workers"}
+# what a resume may change: where trials run, whether the final training runs, and where the folder now is
+_RESUMABLE_CHANGES = {"out", "max_concurrent", "cpus_per_trial", "gpus_per_trial", "address", "storage",
+                      "final_training", "quiet", "json", "resume"}
 
 
 def _json_default(value: Any) -> Any:

@@ -241,8 +241,8 @@ class Session:
     def train_final(self, config: X3DConfig, origin: X3DConfig | None = None) -> dict[str, Any]:
         """Full training of ``config`` into ``RUN_DIR/final`` (resumes from its checkpoint).
 
-        With ``--proxy-init inherit`` it starts from the proxy-trained weights of ``origin``
-        (the config itself or the base of its partial step), expanded function-preservingly.
+        With ``--proxy-init inherit`` (and ``--final-init inherit``) it starts from the proxy-trained weights of
+        ``origin`` (the config itself or the base of its partial step), expanded function-preservingly.
         With ``full_workers`` > 1 it runs on that many Ray Train workers (:mod:`x3dsearch.distributed`).
         It scores val and, where the data has one, the test split (the search selected on val only).
         """
@@ -250,7 +250,7 @@ class Session:
         from .proxy import initial_state
 
         spec = self.spec
-        inherit = spec.proxy_init == Init.INHERIT and origin is not None
+        inherit = spec.final_inherits and origin is not None
         state, init = initial_state(config, origin if inherit else None, self.weights_dir, spec.request.seed)
         source = f"from the proxy weights of {origin.short}" if state is not None and origin else init
         workers = spec.workers

@@ -38,6 +38,7 @@ class ExpandSettings:
     proxy_schedule: str = DEFAULT_PROXY
     full_schedule: str = "cpu_full"
     proxy_init: str = Init.INHERIT.value
+    final_init: str = Init.INHERIT.value  # scratch: the final training ignores the proxy weights
     seed: int = 0
     ceiling_gflops: float | None = None
     evaluate_contractions: bool = False
@@ -172,6 +173,11 @@ class RunSpec:
         return Init(self.request.proxy_init)
 
     @property
+    def final_inherits(self) -> bool:
+        """Whether the final training starts from the proxy weights (both inits ``inherit``)."""
+        return self.proxy_init == Init.INHERIT and Init(self.request.final_init) == Init.INHERIT
+
+    @property
     def dispatch(self) -> DispatchOptions:
         """Where and how the proxy trials run."""
         s = self.request
@@ -205,7 +211,8 @@ class RunSpec:
         state = f"resuming its {sum(1 for _ in run.records())} journal records" if run.exists() else "new"
         return [self.data.text, self.data.window_text,
                 f"schedules: proxy {_describe_schedule(s.proxy_schedule, self.proxy)}, "
-                f"final {_describe_schedule(s.full_schedule, self.full)}"
+                f"final {_describe_schedule(s.full_schedule, self.full)} "
+                f"{'from the proxy weights' if self.final_inherits else 'from scratch'}"
                 f"{'' if s.final_training else ' (not run: --no-final-training)'}; seed {s.seed}",
                 f"run directory: {run.path} ({state})"]
 
