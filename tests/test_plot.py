@@ -5,7 +5,7 @@ import json
 import pytest
 from matplotlib.text import Annotation
 
-from test_report import HALVING, make_run, read_journal, top_rung_scores
+from test_report import FINAL_SCORES, HALVING, make_run, read_journal, top_rung_scores
 from x3dsearch.cli import main
 from x3dsearch.config import preset
 from x3dsearch.cost import count_flops
@@ -44,6 +44,8 @@ def test_one_run_draws_points_frontier_path_and_presets(runs):
     assert len(arrows) == len(steps) - 1
     assert labels == [f"{s['step']} {s['axis']}" for s in steps]
     assert _gids(fig, "final-star:big") and _gids(fig, "final:big")
+    (star,) = _gids(fig, "final-star:big")
+    assert star.get_offsets()[0][1] == pytest.approx(FINAL_SCORES["test"].top1)  # the held-out split, not val
     presets = {a.get_gid() for a in _gids(fig, "preset:")}
     assert "preset:XS" in presets and "preset:XL" not in presets  # XL (36 GFLOPs) is far outside the range
     assert ax.get_xscale() == "log" and "GFLOPs" in ax.get_xlabel()

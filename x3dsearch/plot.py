@@ -30,7 +30,7 @@ from .errors import UserError
 from .latency import latencies, run_latencies
 from .rundir import RunDir
 from .runview import RunView, frontier
-from .scores import Scores, split_scores
+from .scores import Scores, headline, split_scores
 
 __all__ = ["AXIS_COLORS", "plot_runs", "save_plot", "confusion_figure", "run_scores", "save_confusion"]
 
@@ -82,7 +82,7 @@ def _load(run_dir: str | Path, metric: str, name: str) -> _Run:
     if contraction:
         outcome = (contraction.get("evaluated") or {}).get(contraction["config_key"]) or {}
         contracted = (cost(contraction["config"]), outcome.get("top1"), contraction["axis"])
-    final = (cost(path["final"]["config"]), view.final.get("top1")) if path.get("final") else None
+    final = (cost(path["final"]["config"]), headline(view.final)[0]) if path.get("final") else None  # test if scored
     data = settings.get("data")
     return _Run(name, settings.get("target_ms" if metric == "ms" else "target_gflops"),
                 Path(data).name if data else "synthetic data", points.dropna(subset=["cost"]), steps, contracted, final)
@@ -209,7 +209,8 @@ def _draw_runs(ax: Any, runs: Sequence[_Run], metric: str) -> None:
     axis_handles = [Line2D([], [], ls="none", marker="o", color=AXIS_COLORS.get(a, _OTHER_COLOR), label=a)
                     for a in present + others]
     extra = [Line2D([], [], color="0.4", ls="--", lw=1, label="frontier"),
-             Line2D([], [], ls="none", marker="*", ms=12, color="gold", mec="0.2", label="final, full training"),
+             Line2D([], [], ls="none", marker="*", ms=12, color="gold", mec="0.2",
+                    label="final, full training (test top-1, else val)"),
              Line2D([], [], color="0.3", ls="-.", lw=0.8, label="target")]
     axis_legend = ax.legend(handles=axis_handles, title="expanded axis", loc="lower right", fontsize=7,
                             title_fontsize=8, framealpha=0.85)
