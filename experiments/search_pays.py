@@ -349,13 +349,13 @@ def pipeline_jobs(plan: Plan, results: Path, target: float, seed: int, budget: F
     scratch for the same CPU-seconds: each job whose row is not in ``results`` yet."""
     done, table = completed(results), pd.read_csv(results) if results.is_file() else pd.DataFrame(columns=COLUMNS)
     name, config = baseline
-    expand_dir = _own_run_dir(plan, plan.out / run_name("expand" + plan.expand_label, target, seed))
+    search_dir = plan.out / run_name("expand" + plan.expand_label, target, seed)
     own = run_name("pipeline-expand" + plan.expand_label + plan.pipeline_label, target, seed)
     row = dict(kind="pipeline", target_gflops=target, search_seed=seed, proxy_cpu_s=budget.proxy_cpu_s,
                proxy_trainings=budget.trainings, proxy_top1=budget.proxy_top1)
     if (own, seed) not in done:
         return [TrainJob(budget.config, seed, dict(row, name="expand" + plan.expand_label + plan.pipeline_label,
-                                                   run=own), run_dir=expand_dir)]
+                                                   run=own), run_dir=_own_run_dir(plan, search_dir))]
     spent = table[(table["run"] == own) & (table["seed"] == seed)].iloc[-1]
     total = budget.proxy_cpu_s + float(spent["train_s"]) * plan.threads
     runs = table[(table["kind"] == "preset") & (table["name"] == name) & table["status"].isin(_KEPT)]
@@ -375,10 +375,12 @@ def _own_run_dir(plan: Plan, search_dir: Path) -> Path:
     if not plan.pipeline_label:
         return search_dir
     own = search_dir.with_name(search_dir.name + plan.pipeline_label)
-    if not own.exists():
-        shutil.copytree(search_dir, own.with_name(own.name + ".part"), ignore=lambda folder, names:
-                        ["final"] if Path(folder) == search_dir else [])
-        own.with_name(own.name + ".part").rename(own)
+    if not own.exists():  # the journal is the search; its weights and trial folders are not needed from scratch
+        part = own.with_name(own.name + ".part")
+        shutil.rmtree(part, ignore_errors=True)
+        shutil.copytree(search_dir, part, ignore=lambda folder, names:
+                        ["final", "weights", "trials"] if Path(folder) == search_dir else [])
+        part.rename(own)
     return own
 
 

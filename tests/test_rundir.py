@@ -62,12 +62,16 @@ def test_the_final_training_may_change_on_resume_until_it_has_begun(tmp_path: Pa
     run.create(changed, resume=True)  # the search is the same: its final training starts afresh elsewhere
     assert run.settings() == changed  # recorded, so a later resume compares with what the final training uses
     run.final_dir.mkdir()  # once the final training has begun it stays as recorded
-    with pytest.raises(UserError, match="different final_init"):
+    with pytest.raises(UserError, match="different final_init .*its final training has begun in .*: delete that"):
         run.create({**changed, "final_init": "inherit"}, resume=True)
     run.create(changed, resume=True)
     old = RunDir(tmp_path / "old")
-    old.create({"seed": 0, "out": "elsewhere"}, resume=False)  # recorded before --final-init, then moved
-    old.create({"seed": 0, "out": str(old.path), "final_init": "scratch"}, resume=True)
+    old.create({"seed": 0, "out": "elsewhere"}, resume=False)  # recorded before --final-init (then it inherited)
+    old.create({"seed": 0, "out": str(old.path), "final_init": "scratch"}, resume=True)  # and moved
+    assert old.settings() == {"seed": 0, "out": "elsewhere", "final_init": "scratch"}
+    old.final_dir.mkdir()
+    with pytest.raises(UserError, match="different final_init"):
+        old.create({"seed": 0, "final_init": "inherit"}, resume=True)
 
 
 def test_resume_compares_what_a_schedule_name_resolved_to_not_the_name(tmp_path: Path) -> None:

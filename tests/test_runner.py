@@ -227,8 +227,9 @@ class TestLocalRay:
 
     def test_a_moved_run_resumes_with_its_final_training_from_scratch(self, reference: Path, bench: Bench,
                                                                       tmp_path: Path) -> None:
-        moved = tmp_path / "moved"  # the search copied elsewhere without its final training, which may then change
-        shutil.copytree(reference, moved, ignore=lambda folder, names: ["final"] if Path(folder) == reference else [])
+        moved = tmp_path / "moved"  # the search's journal copied elsewhere; its final training may then change
+        shutil.copytree(reference, moved, ignore=lambda folder, names:
+                        ["final", "weights", "trials"] if Path(folder) == reference else [])
         summary = run_expand(bench.settings(moved, final_training=True, final_init="scratch"), resume=True,
                              quiet=True)
         assert RunDir(moved).settings()["final_init"] == "scratch"

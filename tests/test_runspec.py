@@ -54,6 +54,10 @@ def test_a_dry_run_renders_no_data_and_says_what_it_found(tmp_path: Path, monkey
     lines = spec.describe()
     assert lines[0].startswith("data: the synthetic benchmark") and lines[1].startswith("window limit: 4 s")
     assert lines[2].startswith("schedules: proxy cpu_proxy_lean (") and lines[3].endswith("(new)")
+    assert " from the proxy weights; seed 0" in lines[2]
+    assert " from scratch; seed 0" in spec.describe(expansion=False)[2]  # sampled models have no proxy weights
+    scratch = resolve(ExpandSettings(target_gflops=6.0, out=str(tmp_path / "run"), final_init="scratch"), dry_run=True)
+    assert " from scratch; seed 0" in scratch.describe()[2]
 
 
 def test_starting_at_keeps_the_data_classes(tmp_path: Path) -> None:

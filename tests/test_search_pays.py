@@ -152,12 +152,14 @@ def test_the_pipeline_row_trains_expansions_own_run_then_the_preset_for_its_cpu_
     assert search_pays.pipeline_jobs(plan, results, 2.0, 1, found, ("S", s)) == []
     # a final training from scratch runs in a copy of the search's folder, without its final/, in rows of its own
     search = tmp_path / "runs" / "expand-2g-seed1"
-    (search / "final").mkdir(parents=True)
+    for folder in ("final", "weights", "trials"):
+        (search / folder).mkdir(parents=True)
     (search / "journal.jsonl").write_text("{}\n")
     (scratch,) = search_pays.pipeline_jobs(replace(plan, final_init="scratch"), results, 2.0, 1, found, ("S", s))
     assert scratch.run_dir == tmp_path / "runs" / "expand-2g-seed1+final-scratch"
     assert sorted(p.name for p in scratch.run_dir.iterdir()) == ["journal.jsonl"]
-    assert (scratch.row["name"], scratch.row["run"]) == ("expand+final-scratch", "pipeline-expand+final-scratch-2g-seed1")
+    assert (scratch.row["name"], scratch.row["run"]) == ("expand+final-scratch",
+                                                         "pipeline-expand+final-scratch-2g-seed1")
     assert replace(plan, final_init="scratch").settings("x", 2.0, 1).final_init == "scratch"
 
 

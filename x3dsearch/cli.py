@@ -192,7 +192,7 @@ def _add_expansion_options(p: argparse.ArgumentParser, shown: bool) -> None:
         return text if shown else argparse.SUPPRESS
 
     group = p.add_argument_group("expansion") if shown else p
-    _add_proxy_init(group, hidden)
+    _add_proxy_init(group, hidden, final=", and so does the final training unless --final-init scratch")
     group.add_argument("--final-init", choices=(Init.INHERIT, Init.SCRATCH), default=Init.INHERIT.value,
                        help=hidden("where the final training starts: inherit, from the chosen model's proxy weights "
                                    "(with --proxy-init inherit); scratch, from a fresh initialisation "
@@ -221,13 +221,14 @@ def _add_quiet(target: _Target) -> None:
     target.add_argument("--quiet", action="store_true", help="no live view (errors only)")
 
 
-def _add_proxy_init(target: _Target, shown: Callable[[str], str] = str) -> None:
-    """``--proxy-init inherit|scratch``: where a candidate's proxy training starts (help passed through ``shown``)."""
+def _add_proxy_init(target: _Target, shown: Callable[[str], str] = str, final: str = "") -> None:
+    """``--proxy-init inherit|scratch``: where a candidate's proxy training starts (help passed through ``shown``;
+    ``final`` says what the final training does, where there is one)."""
     target.add_argument("--proxy-init", choices=(Init.INHERIT, Init.SCRATCH), default=Init.INHERIT.value,
                         help=shown("inherit: every candidate starts from its parent's proxy-trained weights, "
-                                   "widened or deepened function-preservingly (the start trains first), and so "
-                                   "does the final training unless --final-init scratch; scratch: every training "
-                                   "starts from a fresh initialisation, as in the X3D paper (default: %(default)s)"))
+                                   f"widened or deepened function-preservingly (the start trains first){final}; "
+                                   "scratch: every training starts from a fresh initialisation, as in the X3D "
+                                   "paper (default: %(default)s)"))
 
 
 def _add_address(target: _Target) -> None:

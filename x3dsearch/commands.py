@@ -93,13 +93,13 @@ def _settings_from_args(args: argparse.Namespace, strategy: str) -> "ExpandSetti
         latency_threads=args.latency_threads, latency_node=args.latency_node, **_dispatch_fields(args))
 
 
-def _resolved(args: argparse.Namespace, settings: "ExpandSettings") -> "RunSpec":
+def _resolved(args: argparse.Namespace, settings: "ExpandSettings", expansion: bool = True) -> "RunSpec":
     """The run resolved once; with --dry-run, without rendering the default data and with what was found printed."""
     from .runspec import resolve
 
     spec = resolve(settings, dry_run=args.dry_run)
     if args.dry_run:
-        print("\n".join(spec.describe(resume=args.resume)))
+        print("\n".join(spec.describe(resume=args.resume, expansion=expansion)))
     return spec
 
 
@@ -221,7 +221,8 @@ def search(args: argparse.Namespace) -> int:
     if args.trials < 1:
         raise UserError("--trials must be at least 1")
     sampler = "random" if args.strategy == "random" else args.sampler
-    spec = _resolved(args, _settings_from_args(args, "random" if sampler == "random" else f"optuna-{sampler}"))
+    spec = _resolved(args, _settings_from_args(args, "random" if sampler == "random" else f"optuna-{sampler}"),
+                     expansion=False)
     if args.dry_run:
         print(optuna_plan(spec, args.trials, sampler))
         return 0

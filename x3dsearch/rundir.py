@@ -78,14 +78,16 @@ class RunDir:
             named = {name for name, resolved in _RESOLVED_AS.items() if resolved in old and resolved in settings}
             changed = sorted(k for k in settings if k in old and _comparable(old[k]) != _comparable(settings[k])
                              and k not in _RESUMABLE_CHANGES and k not in named)
-            if changed and set(changed) <= _FINAL_ONLY and not self.final_dir.exists():
-                final = {k: settings[k] for k in _FINAL_ONLY | {"full_schedule"} if k in settings}
+            final_only = bool(changed) and set(changed) <= _FINAL_ONLY
+            if final_only and not self.final_dir.exists():
+                final = {k: settings[k] for k in _FINAL_ONLY if k in settings}
                 atomic_write(self.path / "run.yaml", yaml.safe_dump({**recorded, **final}, sort_keys=False))
             elif changed:
                 raise UserError(f"--resume with different {', '.join(_OPTION_OF.get(k, k) for k in changed)} "
                                 f"than the run in {self.path} (it "
-                                f"recorded {'; '.join(_recorded(k, old, settings) for k in changed)}); use the "
-                                f"original options or another -o/--output")
+                                f"recorded {'; '.join(_recorded(k, old, settings) for k in changed)}); "
+                                + (f"its final training has begun in {self.final_dir}: delete that folder to change "
+                                   f"it" if final_only else "use the original options or another -o/--output"))
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as err:
@@ -150,7 +152,8 @@ def _recorded(key: str, old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
 
 
 # settings added after runs were recorded without them: the value those runs used
-_BEFORE_RECORDED = {"land_within": 1.0, "cost": "flops", "target_ms": None, "latency_node": None}
+_BEFORE_RECORDED = {"land_within": 1.0, "cost": "flops", "target_ms": None, "latency_node": None,
+                    "final_init": "inherit"}  # the final training then followed --proxy-init
 # settings whose absence marks a run recorded under rules this version no longer follows
 _NOT_RESUMABLE_WITHOUT = {"max_window": "before searches kept to the space's bounds and to windows the videos "
                                         "hold (and before partial steps kept their window)"}
@@ -159,7 +162,7 @@ _NOT_RESUMABLE_WITHOUT = {"max_window": "before searches kept to the space's bou
 _RESOLVED_AS = {"proxy_schedule": "proxy", "full_schedule": "full", "space": "space_resolved"}
 _OPTION_OF = {resolved: option for option, resolved in _RESOLVED_AS.items()}  # how a refusal names a resolved key
 # what only the final training uses: a resume may change it until the final training has begun (run.yaml follows)
-_FINAL_ONLY = {"final_init", "full", "full_workers"}
+_FINAL_ONLY = {"final_init", "full", "full_schedule", "full_workers"}
 # what a resume may change: where trials run, whether the final training runs, and where the folder now is
 _RESUMABLE_CHANGES = {"out", "max_concurrent", "cpus_per_trial", "gpus_per_trial", "address", "storage",
                       "final_training", "quiet", "json", "resume"}

@@ -200,8 +200,9 @@ class RunSpec:
         return dict(asdict(self.request), **(extra or {}), cost=cost, space_resolved=self.space.to_dict(),
                     proxy=self.proxy.to_dict(), full=self.full.to_dict())
 
-    def describe(self, resume: bool = False) -> list[str]:
-        """What a dry run found: the data, the window, the schedules, the run directory; refuses what a run would."""
+    def describe(self, resume: bool = False, expansion: bool = True) -> list[str]:
+        """What a dry run found: the data, the window, the schedules, the run directory; refuses what a run would.
+        Only ``expansion`` has proxy weights for its final training to start from."""
         s = self.request
         self.budget.check(self.space, self.budget.cost(None))
         run = RunDir(s.out)
@@ -212,7 +213,7 @@ class RunSpec:
         return [self.data.text, self.data.window_text,
                 f"schedules: proxy {_describe_schedule(s.proxy_schedule, self.proxy)}, "
                 f"final {_describe_schedule(s.full_schedule, self.full)} "
-                f"{'from the proxy weights' if self.final_inherits else 'from scratch'}"
+                f"{'from the proxy weights' if expansion and self.final_inherits else 'from scratch'}"
                 f"{'' if s.final_training else ' (not run: --no-final-training)'}; seed {s.seed}",
                 f"run directory: {run.path} ({state})"]
 
