@@ -54,6 +54,7 @@ from x3dsearch.space import expand, load_space
 from x3dsearch.train import train
 
 RESULTS = Path(__file__).parent / "results"
+REFERENCE_RUNS = Path("runs/fidelity_reference")  # the reference trainings' checkpoints (not committed)
 REFERENCE_CSV = RESULTS / "fidelity_reference.csv"
 _REF_FIELDS = ["set", "axis", "key", "seed", "epochs", "top1", "seconds"]
 # The late set's base: step 8 of the default search to 2 GFLOPs, search seed 0 (its path in
@@ -98,10 +99,14 @@ def _cached_length(name: str, candidates: int, seeds: list[int], minimum: int,
 
 
 def _reference_job(job: tuple[str, str, dict[str, Any], str, int, int]) -> dict[str, Any]:
+    """One reference training, checkpointed every epoch under ``runs/fidelity_reference`` so a kill loses at most an
+    epoch (hours at the longer lengths)."""
     set_name, axis, config, data, seed, epochs = job
     schedule = load_schedule("cpu_proxy").recipe.replace(name="fidelity_reference", epochs=epochs)
-    result = train(X3DConfig.from_dict(config), data, schedule, seed=seed, threads=1)
-    return {"set": set_name, "axis": axis, "key": X3DConfig.from_dict(config).key, "seed": seed,
+    model = X3DConfig.from_dict(config)
+    out = REFERENCE_RUNS / f"{model.key}-seed{seed}-e{epochs}"
+    result = train(model, data, schedule, seed=seed, threads=1, out_dir=out, resume=True)
+    return {"set": set_name, "axis": axis, "key": model.key, "seed": seed,
             "epochs": epochs, "top1": result.top1 if result.status == "ok" else "", "seconds": result.seconds}
 
 
