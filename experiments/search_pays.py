@@ -124,8 +124,10 @@ class Plan:
 
     @property
     def pipeline_label(self) -> str:
-        """How the own-run rows of a final training from scratch are told apart: ``+final-scratch``, else ""."""
-        return "" if self.final_init == Init.INHERIT.value else f"+final-{self.final_init}"
+        """How the own-run rows of another final training are told apart: ``+final-scratch`` from scratch,
+        ``+full-SCHEDULE`` with a full schedule other than ``cpu_full``, else ""."""
+        return (("" if self.final_init == Init.INHERIT.value else f"+final-{self.final_init}")
+                + ("" if self.full_schedule == "cpu_full" else f"+full-{Path(self.full_schedule).stem}"))
 
     def expand_space(self) -> str:
         """Expansion's search space: :attr:`space`, or with ``step_cost`` a copy of it that sets the cap,
@@ -543,13 +545,15 @@ def _parser() -> argparse.ArgumentParser:
 def run_target(plan: Plan, args: argparse.Namespace, target: float, classes: int, ray: RayDispatcher) -> None:
     """Every preset baseline and search of one target, each model trained on every training seed.
 
-    The trainings of each search seed start once its searches have ended, so its rows land as they come.
+    The trainings of each search seed start once its searches have ended, so its rows land as they come; with
+    ``--pipeline`` the own runs of every seed then train side by side (``--jobs``), then their presets.
     """
     done = completed(args.results)
     train_all(plan, args.results, [job for name, config in baseline_presets(target, classes, args.presets)
                                    for job in jobs_for(config, args.train_seeds, done, kind="preset", name=name,
                                                        target_gflops=target, run=run_name(name, target),
                                                        proxy_cpu_s=0.0, proxy_trainings=0)])
+    pipelines: list[tuple[int, Found]] = []
     for seed in args.seeds:
         expand_dir = plan.out / run_name("expand" + plan.expand_label, target, seed)
         names = {name: name + (plan.expand_label if name == "expand" else plan.label) for name in args.strategies}
@@ -578,10 +582,12 @@ def run_target(plan: Plan, args: argparse.Namespace, target: float, classes: int
                              search_seed=seed, run=run_name(name, target, seed), proxy_cpu_s=found.proxy_cpu_s,
                              proxy_trainings=found.trainings, proxy_top1=found.proxy_top1)
         train_all(plan, args.results, jobs)
-        if args.pipeline:
-            baseline = baseline_presets(target, classes, None)[0]
-            for _ in range(2):  # expansion's own run first, then the preset for its CPU-seconds
-                train_all(plan, args.results, pipeline_jobs(plan, args.results, target, seed, budget, baseline))
+        pipelines.append((seed, budget))
+    if args.pipeline:  # every seed's own run side by side, then the preset for each one's CPU-seconds
+        baseline = baseline_presets(target, classes, None)[0]
+        for _ in range(2):
+            train_all(plan, args.results, [job for seed, found in pipelines
+                                           for job in pipeline_jobs(plan, args.results, target, seed, found, baseline)])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -232,8 +232,7 @@ class Session:
                                    close_calls)
 
     def __enter__(self) -> "Session":
-        self.dispatcher.start()
-        return self
+        return self  # Ray starts with the first trial to dispatch: a replayed search never starts it
 
     def __exit__(self, *exc: Any) -> None:
         self.dispatcher.shutdown()
