@@ -109,6 +109,7 @@ class Plan:
     proxy_init: str = Init.INHERIT.value  # where expansion's candidates start (the samplers' always from scratch)
     step_cost: float | None = None  # expansion's cap on one step's cost (x its base), the space's step_cost
     final_init: str = Init.INHERIT.value  # where expansion's own final training (--pipeline) starts
+    epoch_s: float | None = None  # the preset's CPU-seconds per epoch for --pipeline (else its rows' median)
 
     @property
     def label(self) -> str:
@@ -361,9 +362,10 @@ def pipeline_jobs(plan: Plan, results: Path, target: float, seed: int, budget: F
     spent = table[(table["run"] == own) & (table["seed"] == seed)].iloc[-1]
     total = budget.proxy_cpu_s + float(spent["train_s"]) * plan.threads
     runs = table[(table["kind"] == "preset") & (table["name"] == name) & table["status"].isin(_KEPT)]
-    per_epoch = float((runs["train_s"] / runs["epochs"]).median()) * plan.threads
+    per_epoch = (plan.epoch_s or float((runs["train_s"] / runs["epochs"]).median())) * plan.threads
     epochs = max(1, round(total / per_epoch))
-    label = plan.expand_label + plan.pipeline_label  # the own run's, so each is compared with its own preset row
+    # the own run's label, so each is compared with its own preset rows; +rateNs where the rate was given
+    label = plan.expand_label + plan.pipeline_label + ("" if plan.epoch_s is None else f"+rate{plan.epoch_s:g}s")
     same = run_name(f"pipeline-{name}" + label, target, seed)
     if (same, seed) in done:
         return []
@@ -434,7 +436,8 @@ def differences(summary: pd.DataFrame) -> pd.DataFrame:
             rows += [_difference(target, e["name"], e, label, other) for label, other in pairs]
         pipeline = group[group["kind"] == "pipeline"]  # expansion's own run against the preset for its CPU-seconds
         for _, e in pipeline[pipeline["name"].str.startswith("expand")].iterrows():
-            same = pipeline["name"].str.endswith(" same CPU-s" + e["name"][len("expand"):])  # of the same label
+            own_label = re.escape(e["name"][len("expand"):])  # its preset rows, at either rate
+            same = pipeline["name"].str.contains(rf" same CPU-s{own_label}(?:\+rate[0-9.]+s)?$")
             rows += [_difference(target, f"{e['name']}, its own run", e, row["name"], row)
                      for _, row in pipeline[same].iterrows()]
     return pd.DataFrame(rows, columns=["target_gflops", "expansion", "minus", "top1_diff", "std_error"])
@@ -534,6 +537,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--pipeline", action="store_true",
                         help="also expansion's own run (search, then its final training from the inherited weights) "
                              "against the best preset from scratch for the same CPU-seconds, per search seed")
+    parser.add_argument("--epoch-seconds", type=float, metavar="S",
+                        help="with --pipeline: the preset's CPU-seconds per epoch (default: the median of its "
+                             "preset rows, which may have trained under another load); rows named +rateSs")
     parser.add_argument("--final-init", choices=(Init.INHERIT, Init.SCRATCH), default=Init.INHERIT.value,
                         help="where the own run's final training starts (--pipeline): scratch runs it in a copy "
                              "of each search's folder, rows named +final-scratch (default: %(default)s)")
@@ -599,7 +605,7 @@ def main(argv: list[str] | None = None) -> int:
     plan = Plan(data, args.space, args.proxy_schedule, args.full_schedule, args.out, args.threads,
                 args.cpus_per_trial, args.max_concurrent, args.jobs, args.train_schedule,
                 args.train_data.expanduser().resolve() if args.train_data else None, args.proxy_init, args.step_cost,
-                args.final_init)
+                args.final_init, args.epoch_seconds)
     if plan.expand_label != plan.label and set(args.strategies) != {"expand"}:
         sys.exit("--proxy-init scratch and --step-cost change expansion only: the samplers would be cut at its "
                  "CPU-seconds under the default's names; add --strategies expand")

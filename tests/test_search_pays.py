@@ -150,6 +150,8 @@ def test_the_pipeline_row_trains_expansions_own_run_then_the_preset_for_its_cpu_
     pd.DataFrame([dict(same.row, seed=1, status="ok", train_s=250.0, epochs=20)],
                  columns=search_pays.COLUMNS).to_csv(results, mode="a", header=False, index=False)
     assert search_pays.pipeline_jobs(plan, results, 2.0, 1, found, ("S", s)) == []
+    (rated,) = search_pays.pipeline_jobs(replace(plan, epoch_s=5.0), results, 2.0, 1, found, ("S", s))
+    assert (rated.epochs, rated.row["run"]) == (50, "pipeline-S+rate5s-2g-seed1")  # (200 + 50) / 5 CPU-s
     # a final training from scratch runs in a copy of the search's folder, without its final/, in rows of its own
     search = tmp_path / "runs" / "expand-2g-seed1"
     for folder in ("final", "weights", "trials"):
@@ -204,14 +206,16 @@ def test_trainings_on_other_data_or_schedule_than_the_searches_use_them_in_folde
 def test_expansions_own_run_is_compared_with_the_preset_for_its_cpu_seconds_only():
     rows = [("preset", "S", 0.40), ("search", "expand", 0.50), ("search", "random", 0.45),
             ("pipeline", "expand", 0.66), ("pipeline", "S same CPU-s", 0.68),
-            ("pipeline", "S same CPU-s+final-scratch", 0.60)]  # another own run's preset row: not this one's
+            ("pipeline", "S same CPU-s+final-scratch", 0.60),  # another own run's preset row: not this one's
+            ("pipeline", "S same CPU-s+rate17s", 0.70)]  # this one's, at a given rate
     summary = pd.DataFrame([{"target_gflops": 2.0, "kind": kind, "name": name, "top1": top1, "top1_se": 0.03}
                             for kind, name, top1 in rows])
     diffs = search_pays.differences(summary)
     assert list(zip(diffs["expansion"], diffs["minus"])) == [("expand", "best preset (S)"), ("expand", "random"),
-                                                            ("expand, its own run", "S same CPU-s")]
-    assert diffs["top1_diff"].tolist() == pytest.approx([0.10, 0.05, -0.02])
-    assert diffs["std_error"].tolist() == pytest.approx([math.sqrt(2) * 0.03] * 3)
+                                                            ("expand, its own run", "S same CPU-s"),
+                                                            ("expand, its own run", "S same CPU-s+rate17s")]
+    assert diffs["top1_diff"].tolist() == pytest.approx([0.10, 0.05, -0.02, -0.04])
+    assert diffs["std_error"].tolist() == pytest.approx([math.sqrt(2) * 0.03] * 4)
 
 
 def test_trainings_of_their_own_need_a_results_file_of_their_own():
