@@ -77,7 +77,8 @@ def pinned_search(tmp: Path) -> dict[str, Any]:
     return json.loads(text.replace(str(tmp), "TMP"))
 
 
-_ADDED_SINCE_PINNED = {"cost": "flops", "latency_device": "cpu", "latency_batch": 1, "latency_threads": 1}
+_ADDED_SINCE_PINNED = {"cost": "flops", "latency_device": "cpu", "latency_batch": 1, "latency_threads": 1,
+                       "final_init": "inherit"}
 
 
 def _set(settings: dict[str, Any]) -> dict[str, Any]:
