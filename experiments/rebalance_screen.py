@@ -14,7 +14,7 @@ recipe and the data); rows go to ``--results``, replacing only the same screen's
 
     .venv/bin/python experiments/rebalance_screen.py --seeds 0 1 2 \\
         --data ~/.cache/x3dsearch/synthetic-small-seed0-val30-test30 \\
-        --train-schedule experiments/schedules/cpu_full_16.yaml
+        --train-schedule cpu_long_full
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ def test_resolve_reads_the_space_schedules_and_data_once_into_objects(tmp_path: 
     request = ExpandSettings(target_gflops=1.0, out=str(tmp_path / "run"), data=str(_data(tmp_path / "d")))
     spec = resolve(request)
     assert isinstance(spec.proxy, ProxyPolicy) and spec.proxy == load_schedule("cpu_proxy_lean")
-    assert spec.full.recipe == load_schedule("cpu_full").recipe
+    assert spec.full.recipe == load_schedule("cpu_long_full").recipe
     assert spec.space.start == load_space().start.replace(num_classes=3)
     assert spec.data.root == (tmp_path / "d").resolve() and spec.data.classes == 3
     assert spec.data.train_clips(spec.proxy.recipe.replace(train_videos=5)) == 5
@@ -44,7 +44,7 @@ def test_to_dict_is_the_run_yaml_of_before(tmp_path: Path) -> None:
     record = spec.to_dict(extra, "flops")
     assert list(record) == [*asdict(request), *extra, "cost", "space_resolved", "proxy", "full"]
     assert record == dict(asdict(request), **extra, cost="flops", space_resolved=spec.space.to_dict(),
-                          proxy=load_schedule("cpu_proxy_lean").to_dict(), full=load_schedule("cpu_full").to_dict())
+                          proxy=load_schedule("cpu_proxy_lean").to_dict(), full=load_schedule("cpu_long_full").to_dict())
 
 
 def test_a_dry_run_renders_no_data_and_says_what_it_found(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

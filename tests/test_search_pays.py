@@ -163,8 +163,8 @@ def test_the_pipeline_row_trains_expansions_own_run_then_the_preset_for_its_cpu_
     assert (scratch.row["name"], scratch.row["run"]) == ("expand+final-scratch",
                                                          "pipeline-expand+final-scratch-2g-seed1")
     assert replace(plan, final_init="scratch").settings("x", 2.0, 1).final_init == "scratch"
-    longer = replace(plan, full_schedule="experiments/schedules/cpu_full_16.yaml", final_init="scratch")
-    assert longer.pipeline_label == "+final-scratch+full-cpu_full_16"  # another final training: rows of its own
+    longer = replace(plan, full_schedule="cpu_long_full", final_init="scratch")
+    assert longer.pipeline_label == "+final-scratch+full-cpu_long_full"  # another final training: rows of its own
 
 
 def test_a_longer_training_scales_its_time_guard_with_its_epochs(tmp_path, monkeypatch):
@@ -220,7 +220,7 @@ def test_expansions_own_run_is_compared_with_the_preset_for_its_cpu_seconds_only
 
 def test_trainings_of_their_own_need_a_results_file_of_their_own():
     with pytest.raises(SystemExit, match="need a --results file of their own"):
-        search_pays.main(["--train-schedule", "experiments/schedules/cpu_full_16.yaml"])
+        search_pays.main(["--train-schedule", "cpu_long_full"])
 
 
 @pytest.mark.parametrize("lever", [["--proxy-init", "scratch"], ["--step-cost", "2"]])

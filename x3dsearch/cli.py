@@ -16,7 +16,7 @@ from typing import Any, Callable, Literal, Sequence
 from . import __version__, commands
 from .config import preset_names
 from .errors import UserError
-from .schedule import DEFAULT_PROXY
+from .schedule import DEFAULT_FULL, DEFAULT_PROXY
 from .search import LAND_WITHIN
 from .trial import Init
 
@@ -172,7 +172,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     _add_space(p)
     _add_max_window(p)
     _add_schedule(p, "--proxy-schedule", DEFAULT_PROXY, "the short candidate trainings", kind="proxy")
-    _add_schedule(p, "--full-schedule", "cpu_full", "the final training", kind="full")
+    _add_schedule(p, "--full-schedule", DEFAULT_FULL, "the final training", kind="full")
     p.add_argument("--full-workers", type=int, default=1, metavar="N",
                    help="run the final training on N Ray Train workers (DDP), each reserving --cpus-per-worker "
                         "CPUs and --gpus-per-worker GPUs; the full schedule's batch_size is per worker "

@@ -18,7 +18,7 @@ from .errors import DataError, UserError
 from .proxy_policy import ProxyPolicy
 from .recipe import Recipe
 from .rundir import RunDir
-from .schedule import DEFAULT_PROXY, load_schedule
+from .schedule import DEFAULT_FULL, DEFAULT_PROXY, load_schedule
 from .search import CEILING_FACTOR, LAND_WITHIN
 from .space import SearchSpace, load_space
 from .trial import Init
@@ -36,7 +36,7 @@ class ExpandSettings:
     space: str = "x3d_kinetics"
     data: str | None = None
     proxy_schedule: str = DEFAULT_PROXY
-    full_schedule: str = "cpu_full"
+    full_schedule: str = DEFAULT_FULL
     proxy_init: str = Init.INHERIT.value
     final_init: str = Init.INHERIT.value  # scratch: the final training ignores the proxy weights
     seed: int = 0

@@ -16,6 +16,7 @@ __all__ = ["load_schedule", "schedule_names"]
 
 _SHIPPED = "schedules.yaml"
 DEFAULT_PROXY = "cpu_proxy_lean"  # the searches' proxy when none is named (cpu_proxy until 2026-12-05)
+DEFAULT_FULL = "cpu_long_full"  # the searches' final training when none is named (cpu_full until 2026-12-06)
 
 
 def _shipped() -> dict[str, Any]:
