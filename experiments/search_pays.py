@@ -265,6 +265,9 @@ def own_final(plan: Plan, run_dir: Path, target: float, seed: int) -> TrainResul
     if not view.final:
         run_expand(replace(plan.settings(run_dir.name, target, seed), final_training=True), resume=True, quiet=True)
         view = RunView(run_dir)
+    started = str(view.final.get("init"))
+    if started != plan.final_init:  # e.g. "scratch: parent weights missing" where inherit was asked for
+        raise RuntimeError(f"{run_dir}: the final training started from {started}, not {plan.final_init}")
     return TrainResult.from_dict({k: v for k, v in view.final.items() if k not in ("init", "origin_key")})
 
 
@@ -374,16 +377,17 @@ def pipeline_jobs(plan: Plan, results: Path, target: float, seed: int, budget: F
 
 
 def _own_run_dir(plan: Plan, search_dir: Path) -> Path:
-    """Where expansion's own final training runs: the search's folder, or with a final training from scratch a copy
-    of it without ``final/`` (``--resume`` replays its journal), so both final trainings follow the same search."""
+    """Where expansion's own final training runs: the search's folder, or for another final training (another
+    start or schedule) a copy of it without ``final/`` (``--resume`` replays its journal), so every final training
+    follows the same search. The proxy weights are copied unless the final training starts from scratch."""
     if not plan.pipeline_label:
         return search_dir
     own = search_dir.with_name(search_dir.name + plan.pipeline_label)
-    if not own.exists():  # the journal is the search; its weights and trial folders are not needed from scratch
+    if not own.exists():
+        left_out = ["final", "trials", "ray"] + (["weights"] if plan.final_init != Init.INHERIT.value else [])
         part = own.with_name(own.name + ".part")
         shutil.rmtree(part, ignore_errors=True)
-        shutil.copytree(search_dir, part, ignore=lambda folder, names:
-                        ["final", "weights", "trials"] if Path(folder) == search_dir else [])
+        shutil.copytree(search_dir, part, ignore=lambda folder, names: left_out if Path(folder) == search_dir else [])
         part.rename(own)
     return own
 

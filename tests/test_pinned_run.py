@@ -64,6 +64,7 @@ def pinned_search(tmp: Path) -> dict[str, Any]:
     (tmp / "proxy.yaml").write_text(yaml.safe_dump(PROXY))
     settings = ExpandSettings(target_gflops=0.03, out=str(tmp / "run"), data=str(_data(tmp / "data")),
                               proxy_schedule=str(tmp / "proxy.yaml"), seed=5, final_training=False,
+                              full_schedule="cpu_full",  # the default when the run was pinned
                               evaluate_contractions=True, land_within=1.5, max_concurrent=1)
     run_expand(settings, quiet=True, trial_fn=_stub)
     run = RunDir(settings.out)
@@ -78,7 +79,7 @@ def pinned_search(tmp: Path) -> dict[str, Any]:
 
 
 _ADDED_SINCE_PINNED = {"cost": "flops", "latency_device": "cpu", "latency_batch": 1, "latency_threads": 1,
-                       "final_init": "inherit"}
+                       "final_init": "scratch"}
 
 
 def _set(settings: dict[str, Any]) -> dict[str, Any]:

@@ -193,7 +193,7 @@ class TestLocalRay:
     def reference(self, kill_marker: Path, bench: Bench, tmp_path_factory: pytest.TempPathFactory) -> Path:
         """An uninterrupted search with the final training, the reference the other runs compare to."""
         out = tmp_path_factory.mktemp("reference") / "run"
-        run_expand(bench.settings(out, final_training=True), quiet=True)
+        run_expand(bench.settings(out, final_training=True, final_init="inherit"), quiet=True)
         return out
 
     def test_search_completes_with_journal_path_and_final_model(self, reference: Path, bench: Bench) -> None:

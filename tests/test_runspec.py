@@ -44,7 +44,8 @@ def test_to_dict_is_the_run_yaml_of_before(tmp_path: Path) -> None:
     record = spec.to_dict(extra, "flops")
     assert list(record) == [*asdict(request), *extra, "cost", "space_resolved", "proxy", "full"]
     assert record == dict(asdict(request), **extra, cost="flops", space_resolved=spec.space.to_dict(),
-                          proxy=load_schedule("cpu_proxy_lean").to_dict(), full=load_schedule("cpu_long_full").to_dict())
+                          proxy=load_schedule("cpu_proxy_lean").to_dict(),
+                          full=load_schedule("cpu_long_full").to_dict())
 
 
 def test_a_dry_run_renders_no_data_and_says_what_it_found(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -54,10 +55,10 @@ def test_a_dry_run_renders_no_data_and_says_what_it_found(tmp_path: Path, monkey
     lines = spec.describe()
     assert lines[0].startswith("data: the synthetic benchmark") and lines[1].startswith("window limit: 4 s")
     assert lines[2].startswith("schedules: proxy cpu_proxy_lean (") and lines[3].endswith("(new)")
-    assert " from the proxy weights; seed 0" in lines[2]
-    assert " from scratch; seed 0" in spec.describe(expansion=False)[2]  # sampled models have no proxy weights
-    scratch = resolve(ExpandSettings(target_gflops=6.0, out=str(tmp_path / "run"), final_init="scratch"), dry_run=True)
-    assert " from scratch; seed 0" in scratch.describe()[2]
+    assert " from scratch; seed 0" in lines[2]  # the default final training
+    inherit = resolve(ExpandSettings(target_gflops=6.0, out=str(tmp_path / "run"), final_init="inherit"), dry_run=True)
+    assert " from the proxy weights; seed 0" in inherit.describe()[2]
+    assert " from scratch; seed 0" in inherit.describe(expansion=False)[2]  # sampled models have no proxy weights
 
 
 def test_starting_at_keeps_the_data_classes(tmp_path: Path) -> None:

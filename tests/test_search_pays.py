@@ -165,6 +165,9 @@ def test_the_pipeline_row_trains_expansions_own_run_then_the_preset_for_its_cpu_
     assert replace(plan, final_init="scratch").settings("x", 2.0, 1).final_init == "scratch"
     longer = replace(plan, full_schedule="cpu_long_full", final_init="scratch")
     assert longer.pipeline_label == "+final-scratch+full-cpu_long_full"  # another final training: rows of its own
+    (inherited,) = search_pays.pipeline_jobs(replace(plan, full_schedule="cpu_long_full"), results, 2.0, 1, found,
+                                             ("S", s))
+    assert sorted(p.name for p in inherited.run_dir.iterdir()) == ["journal.jsonl", "weights"]  # it starts from them
 
 
 def test_a_longer_training_scales_its_time_guard_with_its_epochs(tmp_path, monkeypatch):

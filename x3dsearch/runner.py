@@ -240,7 +240,7 @@ class Session:
     def train_final(self, config: X3DConfig, origin: X3DConfig | None = None) -> dict[str, Any]:
         """Full training of ``config`` into ``RUN_DIR/final`` (resumes from its checkpoint).
 
-        With ``--proxy-init inherit`` (and ``--final-init inherit``) it starts from the proxy-trained weights of
+        With ``--final-init inherit`` (and ``--proxy-init inherit``) it starts from the proxy-trained weights of
         ``origin`` (the config itself or the base of its partial step), expanded function-preservingly.
         With ``full_workers`` > 1 it runs on that many Ray Train workers (:mod:`x3dsearch.distributed`).
         It scores val and, where the data has one, the test split (the search selected on val only).

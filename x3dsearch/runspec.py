@@ -38,7 +38,7 @@ class ExpandSettings:
     proxy_schedule: str = DEFAULT_PROXY
     full_schedule: str = DEFAULT_FULL
     proxy_init: str = Init.INHERIT.value
-    final_init: str = Init.INHERIT.value  # scratch: the final training ignores the proxy weights
+    final_init: str = Init.SCRATCH.value  # inherit: the final training starts from the proxy weights
     seed: int = 0
     ceiling_gflops: float | None = None
     evaluate_contractions: bool = False
