@@ -21,11 +21,12 @@ searches (over training seeds for a single search). Re-running skips rows alread
 from their journals and trainings from their checkpoints.
 
 With ``--pipeline`` each expansion search also gets the row a user cares about (kind ``pipeline``): expansion's
-own run, its search followed by the final training from the inherited proxy weights as ``x3dsearch expand``
-does it (in the search's run directory, training seed = search seed), against the best preset trained from
+own run, its search followed by the final training as ``x3dsearch expand`` ran it until 2026-12-06 (from the
+inherited proxy weights with ``cpu_full``, in the search's run directory, training seed = search seed; today's
+default is ``--final-init scratch --full-schedule cpu_long_full``), against the best preset trained from
 scratch for as many CPU-seconds (search plus final training; its epochs scaled by the preset's CPU-seconds
-per epoch in its own rows). With ``--final-init scratch`` that final training starts from scratch instead, in a
-copy of the search's folder (rows ``+final-scratch``): the same search, the other start.
+per epoch in its own rows, or ``--epoch-seconds``). Another start or full schedule runs that final training in a
+copy of the search's folder (rows ``+final-scratch``, ``+full-SCHEDULE``): the same search, another final training.
 
     .venv/bin/python experiments/search_pays.py      # many CPU-hours on 2 cores: run it in the background
 
@@ -91,6 +92,8 @@ _SUMMARY_FIELDS = {"target_gflops", "kind", "name", "runs", "n", "top1", "top1_s
                    "gflops_std", "params", "proxy_cpu_s", "clips_per_s", "latency_ms"}
 
 
+SEARCHES_FULL = "cpu_full"  # the searches' recorded full schedule, and the own runs' unless --full-schedule
+
 @dataclass(frozen=True)
 class Plan:
     """What every search and training of the experiment shares (from the command line)."""
@@ -128,7 +131,7 @@ class Plan:
         """How the own-run rows of another final training are told apart: ``+final-scratch`` from scratch,
         ``+full-SCHEDULE`` with a full schedule other than ``cpu_full``, else ""."""
         return (("" if self.final_init == Init.INHERIT.value else f"+final-{self.final_init}")
-                + ("" if self.full_schedule == "cpu_full" else f"+full-{Path(self.full_schedule).stem}"))
+                + ("" if self.full_schedule == SEARCHES_FULL else f"+full-{Path(self.full_schedule).stem}"))
 
     def expand_space(self) -> str:
         """Expansion's search space: :attr:`space`, or with ``step_cost`` a copy of it that sets the cap,
@@ -265,9 +268,10 @@ def own_final(plan: Plan, run_dir: Path, target: float, seed: int) -> TrainResul
     if not view.final:
         run_expand(replace(plan.settings(run_dir.name, target, seed), final_training=True), resume=True, quiet=True)
         view = RunView(run_dir)
+    asked = plan.final_init if plan.proxy_init == Init.INHERIT.value else Init.SCRATCH.value  # weights to inherit?
     started = str(view.final.get("init"))
-    if started != plan.final_init:  # e.g. "scratch: parent weights missing" where inherit was asked for
-        raise RuntimeError(f"{run_dir}: the final training started from {started}, not {plan.final_init}")
+    if started != asked:  # e.g. "scratch: parent weights missing" where inherit was asked for
+        raise RuntimeError(f"{run_dir}: the final training started from {started}, not {asked}")
     return TrainResult.from_dict({k: v for k, v in view.final.items() if k not in ("init", "origin_key")})
 
 
@@ -525,7 +529,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--step-cost", type=float, metavar="X",
                         help="cap each of expansion's steps at X times its base's cost, e.g. 2 (the space's "
                              "step_cost; rows named expand+step2x); the samplers are unchanged")
-    parser.add_argument("--full-schedule", default="cpu_full")
+    parser.add_argument("--full-schedule", default=SEARCHES_FULL)
     parser.add_argument("--data", type=Path, help="dataset folder (default: the synthetic benchmark)")
     parser.add_argument("--train-schedule", help="schedule of the trainings of presets and found models (default: "
                                                  "--full-schedule, which the searches record)")
@@ -539,8 +543,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--cpus-per-trial", type=float, default=1.0)
     parser.add_argument("--max-concurrent", type=int)
     parser.add_argument("--pipeline", action="store_true",
-                        help="also expansion's own run (search, then its final training from the inherited weights) "
-                             "against the best preset from scratch for the same CPU-seconds, per search seed")
+                        help="also expansion's own run (search, then its final training: from the inherited weights "
+                             "unless --final-init scratch) against the best preset from scratch for the same "
+                             "CPU-seconds, per search seed")
     parser.add_argument("--epoch-seconds", type=float, metavar="S",
                         help="with --pipeline: the preset's CPU-seconds per epoch (default: the median of its "
                              "preset rows, which may have trained under another load); rows named +rateSs")

@@ -206,6 +206,19 @@ def test_trainings_on_other_data_or_schedule_than_the_searches_use_them_in_folde
     assert searched.settings("expand-2g-seed0", 2.0, 0) == larger.settings("expand-2g-seed0", 2.0, 0)
 
 
+def test_an_own_run_whose_final_training_started_elsewhere_than_asked_is_refused(tmp_path, monkeypatch):
+    plan = search_pays.Plan(tmp_path / "data", "x3d_kinetics", "cpu_proxy", "cpu_full", tmp_path / "runs", 1, 1.0,
+                            None)
+    final = {"status": "ok", "top1": 0.5, "init": "inherit"}
+    monkeypatch.setattr(search_pays, "RunView", lambda run_dir: type("View", (), {"final": final})())
+    assert search_pays.own_final(plan, tmp_path, 2.0, 0).top1 == 0.5
+    final["init"] = "scratch: parent weights missing"  # inheriting was asked, the weights were not there
+    with pytest.raises(RuntimeError, match="started from scratch: parent weights missing, not inherit"):
+        search_pays.own_final(plan, tmp_path, 2.0, 0)
+    final["init"] = "scratch"  # candidates from scratch leave no weights: their final training starts there too
+    assert search_pays.own_final(replace(plan, proxy_init="scratch"), tmp_path, 2.0, 0).top1 == 0.5
+
+
 def test_expansions_own_run_is_compared_with_the_preset_for_its_cpu_seconds_only():
     rows = [("preset", "S", 0.40), ("search", "expand", 0.50), ("search", "random", 0.45),
             ("pipeline", "expand", 0.66), ("pipeline", "S same CPU-s", 0.68),
