@@ -9,7 +9,8 @@ in PyTorch's default memory layout, in ``torch.channels_last_3d``, in channels-l
 training step as 3x the forward multiply-adds (``count_flops(config, crop=px)`` per clip). The practical ceiling
 is a pointwise (1x1x1) conv measured in the same run: forward + backward (3x its MACs) of a
 C -> C conv on the activation of the first stage's channelwise convs (C = its inner width), the
-faster of the two layouts. Each shape has an fp32 row and a bf16 row (every variant's forward, and
+fastest of PyTorch's conv in either layout and :class:`x3dsearch.fastconv.PointwiseConv3d` (a matrix
+product on the channels-last input), so the model's own pointwise path cannot beat its ceiling. Each shape has an fp32 row and a bf16 row (every variant's forward, and
 the pointwise ceiling's, under CPU bf16 autocast; the fast channelwise kernel stays fp32 inside it),
 the latter only where oneDNN has native bf16. All variants run side by side in one process,
 interleaved, and each figure is the best of ``--repeats`` measurements (each the mean over enough
@@ -76,12 +77,12 @@ def training_step(config: X3DConfig, crop: int, batch: int, channels_last: bool,
 
 
 def pointwise_step(config: X3DConfig, crop: int, batch: int, memory_format: torch.memory_format,
-                   bf16: bool = False) -> tuple[Callable[[], None], int]:
-    """(forward + backward closure, forward MACs) of a C -> C 1x1x1 conv on the first stage's activation,
-    under bf16 autocast when ``bf16``."""
+                   bf16: bool = False, conv_type: type[nn.Conv3d] = nn.Conv3d) -> tuple[Callable[[], None], int]:
+    """(forward + backward closure, forward MACs) of a C -> C 1x1x1 ``conv_type`` on the first stage's
+    activation, under bf16 autocast when ``bf16``."""
     channels = stage_layout(config)[0][2]
     side = ((crop - 1) // 2) // 2 + 1  # after the stem's and the first stage's stride 2
-    conv = nn.Conv3d(channels, channels, 1, bias=False).to(memory_format=memory_format)
+    conv = conv_type(channels, channels, 1, bias=False).to(memory_format=memory_format)
     x = torch.randn(batch, channels, config.frames, side, side).contiguous(memory_format=memory_format)
     x.requires_grad_()
 
@@ -161,6 +162,8 @@ def main() -> None:
                 fns = {v: training_step(config, crop, args.batch, *VARIANTS[v], bf16=bf16) for v in VARIANTS}
                 pointwise = {str(fmt): pointwise_step(config, crop, args.batch, fmt, bf16=bf16)
                              for fmt in (torch.contiguous_format, torch.channels_last_3d)}
+                pointwise["matrix product"] = pointwise_step(config, crop, args.batch, torch.channels_last_3d,
+                                                             bf16=bf16, conv_type=fastconv.PointwiseConv3d)
                 fns.update({fmt: step for fmt, (step, _) in pointwise.items()})
                 seconds = interleaved_times(fns, args.repeats)
                 clips = {v: args.batch / seconds[v] for v in VARIANTS}

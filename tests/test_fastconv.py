@@ -227,13 +227,13 @@ def test_model_under_bf16_autocast_stays_near_float32():
 
 # (batch, in channels, out channels, frames, height, width): batches below, at and above oneDNN's 16
 POINTWISE_SHAPES = [
-    (4, 24, 54, 16, 14, 14),   # X3D-M's res2 at the 56-px proxy input: folded to 16 samples of 4 frames
-    (1, 7, 5, 1, 7, 3),        # 7 rows of voxels in all: too few to fold, PyTorch's own choice
-    (3, 16, 33, 1, 12, 5),     # one frame (X2D): the rows of H are folded
+    (4, 24, 54, 16, 14, 14),   # X3D-M's res2 at the 56-px proxy input
+    (1, 7, 5, 1, 7, 3),        # one sample
+    (3, 16, 33, 1, 12, 5),     # one frame (X2D)
     (8, 9, 17, 4, 3, 2),
-    (8, 6, 10, 1, 2, 3),       # folded down to one row of voxels a sample
+    (8, 6, 10, 1, 2, 3),
     (15, 32, 8, 2, 5, 5),
-    (16, 12, 20, 3, 4, 4),     # at oneDNN's minimum: not folded
+    (16, 12, 20, 3, 4, 4),
     (2, 10, 6, 5, 1, 1),       # 1x1 spatial
     (16, 48, 2048, 1, 1, 1),   # pooled, as lin5 and squeeze-excitation: a matrix product
     (3, 8, 5, 1, 1, 1),
@@ -268,14 +268,15 @@ def test_pointwise_matches_reference(n, c_in, c_out, t, h, w, bias, channels_las
     actual, expected = _pointwise_run(conv, x, threads), _pointwise_run(reference, x, threads)
     for a, e in zip(actual, expected, strict=True):
         _close(a, e)
-    if channels_last and n * t * h >= 16:
+    if channels_last:
         assert actual[0].is_contiguous(memory_format=CL)
 
 
-def test_pointwise_small_batch_runs_onednn_not_the_native_conv():
-    """On one thread PyTorch would give this batch of 4 its native slow_conv3d (the batch-size cliff)."""
+@pytest.mark.parametrize("n", [4, 16])
+def test_pointwise_channels_last_batch_is_a_matrix_product_not_the_native_conv(n):
+    """On one thread PyTorch would give a batch of 4 its native slow_conv3d (the batch-size cliff)."""
     conv = PointwiseConv3d(24, 54, 1, bias=False)
-    x = torch.randn(4, 24, 16, 14, 14).contiguous(memory_format=CL).requires_grad_()
+    x = torch.randn(n, 24, 16, 14, 14).contiguous(memory_format=CL).requires_grad_()
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -284,7 +285,7 @@ def test_pointwise_small_batch_runs_onednn_not_the_native_conv():
     finally:
         torch.set_num_threads(previous)
     ops = {event.key for event in prof.key_averages()}
-    assert "aten::mkldnn_convolution" in ops and not any("slow_conv3d" in op for op in ops), sorted(ops)
+    assert not any("conv" in op for op in ops) and "aten::mm" in ops, sorted(ops)
 
 
 def test_pointwise_pooled_input_is_a_matrix_product_and_traces_as_a_conv():

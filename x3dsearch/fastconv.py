@@ -39,10 +39,6 @@ __all__ = ["ChannelwiseConv3d", "PointwiseConv3d", "channelwise_conv3d", "enable
 ENV_VAR = "X3DSEARCH_FAST_CONV"
 _SOURCES = [Path(__file__).with_name("csrc") / name for name in ("channelwise3d.cpp", "batchnorm_act.cpp")]
 _CFLAGS = ["-O3", "-march=native", "-ffp-contract=fast", "-fopenmp"]
-# PyTorch (ATen's Convolution.cpp, use_mkldnn) runs an unstrided 1x1x1 float32 conv on one thread with its
-# native slow_conv3d when the batch is under 16: 2-3x slower per clip than oneDNN's kernel, and its output
-# is not channels-last, so the fused BatchNorm after it falls back too (experiments/bench_batch.py).
-_ONEDNN_MIN_BATCH = 16
 
 
 def enabled(fast: bool | None = None) -> bool:
@@ -179,20 +175,15 @@ class ChannelwiseConv3d(nn.Conv3d):
         return y if self.bias is None else y + self.bias.view(1, -1, 1, 1, 1)
 
 
-def _row_split(batch: int, rows: int) -> int:
-    """The smallest divisor k of ``rows`` with ``batch * k`` at least oneDNN's minimum batch (``batch * rows`` is)."""
-    return next(k for k in range(-(-_ONEDNN_MIN_BATCH // batch), rows + 1) if rows % k == 0)
-
-
 class PointwiseConv3d(nn.Conv3d):
-    """Drop-in ``nn.Conv3d`` for an unstrided 1x1x1 conv that runs oneDNN's kernel at every batch size.
+    """Drop-in ``nn.Conv3d`` for an unstrided 1x1x1 conv that runs as one matrix product on CPU.
 
-    On one thread PyTorch gives batches under 16 its native conv (``_ONEDNN_MIN_BATCH``). A 1x1x1 conv
-    treats every voxel alike, so a channels-last (N, C, T, H, W) batch is viewed, without a copy, as
-    N*k samples of T*H/k x 1 x W voxels, with the smallest k that reaches 16 (batches with fewer than 16
-    rows of voxels in all stay on PyTorch's choice). On a pooled (N, C, 1, 1, 1) CPU input (lin5 and
-    squeeze-excitation) it is a matrix product, about 3x faster there. Same parameters and state
-    dict as ``nn.Conv3d``; other kernel sizes, strides, paddings, dilations and groups are refused.
+    A 1x1x1 conv treats every voxel alike, so a channels-last (N, C, T, H, W) CPU batch (or a pooled
+    (N, C, 1, 1, 1) one) is viewed, without a copy, as an (N*T*H*W, C) matrix and multiplied by the weight.
+    That avoids PyTorch's native slow_conv3d, which one thread gets for batches under 16 (2-3x slower per
+    clip, the batch-size cliff), and beats oneDNN's conv at every batch (docs/performance-batch.md). Same
+    parameters and state dict as ``nn.Conv3d``; other kernel sizes, strides, paddings, dilations and groups
+    are refused.
     """
 
     def __init__(self, *args: object, **kwargs: object) -> None:
@@ -203,18 +194,12 @@ class PointwiseConv3d(nn.Conv3d):
                              f"groups == 1; got {self.extra_repr()}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The conv of ``x``; a channels-last CPU batch under 16 on one thread runs as a batch of 16 or more,
-        and a pooled (N, C, 1, 1, 1) CPU input as a matrix product (about 3x faster there than the conv)."""
-        if _traced():
-            return super().forward(x)
-        if x.dim() == 5 and x.shape[2:] == (1, 1, 1) and x.device.type == "cpu":
-            return nn.functional.linear(x.flatten(1), self.weight.flatten(1), self.bias)[:, :, None, None, None]
-        if not (x.dim() == 5 and x.device.type == "cpu" and 0 < x.shape[0] < _ONEDNN_MIN_BATCH
-                and x.shape[0] * x.shape[2] * x.shape[3] >= _ONEDNN_MIN_BATCH and torch.get_num_threads() == 1
-                and x.is_contiguous(memory_format=torch.channels_last_3d)):
+        """The conv of ``x``: a matrix product for a channels-last or pooled 5-D CPU input outside tracing
+        (where it stays a conv, so fvcore counts it), PyTorch's conv otherwise."""
+        if _traced() or not (x.dim() == 5 and x.device.type == "cpu"
+                             and (x.shape[2:] == (1, 1, 1) or x.is_contiguous(memory_format=torch.channels_last_3d))):
             return super().forward(x)
         n, channels, t, h, w = x.shape
-        k = _row_split(n, t * h)
-        rows = x.permute(0, 2, 3, 4, 1).reshape(n * k, t * h // k, 1, w, channels).permute(0, 4, 1, 2, 3)
-        y = self._conv_forward(rows, self.weight, self.bias)
-        return y.permute(0, 2, 3, 4, 1).reshape(n, t, h, w, y.shape[1]).permute(0, 4, 1, 2, 3)
+        y = nn.functional.linear(x.permute(0, 2, 3, 4, 1).reshape(-1, channels),
+                                 self.weight.view(self.out_channels, channels), self.bias)
+        return y.view(n, t, h, w, self.out_channels).permute(0, 4, 1, 2, 3)
