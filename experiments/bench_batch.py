@@ -5,10 +5,13 @@ cross-entropy / backward / SGD-with-momentum step, one thread by default. Every 
 the same process, interleaved (one step of each in turn, ``--steps`` rounds after a warm-up), and
 each figure is the median of its steps, with the fastest and slowest beside it. ``--before`` adds the
 same models with their :class:`x3dsearch.fastconv.PointwiseConv3d` layers run as plain
-``nn.Conv3d`` (PyTorch picks its own kernel by batch size), for an A/B in one run.
+``nn.Conv3d`` (PyTorch picks its own kernel by batch size), and ``--paths`` both paths of
+``PointwiseConv3d`` whichever this CPU takes (a matrix product, on Intel CPUs since 2026-12-06; oneDNN's
+conv, a channels-last batch under 16 viewed as 16 or more samples, elsewhere), each for an A/B in one run.
 
     .venv/bin/python experiments/bench_batch.py --before           # ~3 minutes on a quiet machine
     .venv/bin/python experiments/bench_batch.py --batches 4 16 --steps 9
+    .venv/bin/python experiments/bench_batch.py --paths --steps 9
     .venv/bin/python experiments/bench_batch.py --preset XS --frames 4 --crop 40 --batches 8 16 32 64
 
 The last line is the proxy's XS training step: how much of it is a fixed cost per step (the per-clip
@@ -31,14 +34,26 @@ from x3dsearch.fastconv import PointwiseConv3d
 from bench_pytorchvideo import step_of  # experiments/ is on sys.path when run as a script
 from bench_speed import cpu_name
 
-OURS, BEFORE = "build_model", "pointwise as nn.Conv3d"
+OURS, BEFORE, MATMUL, ONEDNN = ("build_model", "pointwise as nn.Conv3d", "pointwise as a matrix product",
+                                "pointwise as oneDNN's conv")
 
 
-def plain_pointwise(model: nn.Module) -> nn.Module:
-    """``model`` with its pointwise convs turned back into plain ``nn.Conv3d`` (same weights), in place."""
+class _MatmulPointwise(PointwiseConv3d):
+    matmul = True
+
+
+class _OneDNNPointwise(PointwiseConv3d):
+    matmul = False
+
+
+_PATHS = {BEFORE: nn.Conv3d, MATMUL: _MatmulPointwise, ONEDNN: _OneDNNPointwise}
+
+
+def plain_pointwise(model: nn.Module, variant: str) -> nn.Module:
+    """``model`` with its pointwise convs turned into ``variant``'s (same weights), in place."""
     for module in model.modules():
-        if type(module) is PointwiseConv3d:
-            module.__class__ = nn.Conv3d
+        if type(module) is PointwiseConv3d and variant != OURS:
+            module.__class__ = _PATHS[variant]
     return model
 
 
@@ -64,10 +79,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--steps", type=int, default=7, help="timed steps per batch size (median)")
     parser.add_argument("--before", action="store_true", help="also time the pointwise convs as plain nn.Conv3d")
+    parser.add_argument("--paths", action="store_true",
+                        help="also time both of PointwiseConv3d's paths, whichever this CPU takes: a matrix product "
+                             "(Intel) and oneDNN's conv, folded under batch 16 (elsewhere)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     config = preset(args.preset)
-    variants = [OURS, BEFORE] if args.before else [OURS]
+    variants = [OURS] + [BEFORE] * args.before + [MATMUL, ONEDNN] * args.paths
     steps = {}
     for variant in variants:
         for batch in args.batches:
@@ -75,7 +93,7 @@ def main() -> None:
             model = build_model(config)
             clips = torch.randn(batch, 3, args.frames, args.crop, args.crop)
             labels = torch.randint(0, config.num_classes, (batch,))
-            steps[variant, batch] = step_of(plain_pointwise(model) if variant == BEFORE else model, clips, labels)
+            steps[variant, batch] = step_of(plain_pointwise(model, variant), clips, labels)
     seconds = median_seconds(steps, args.steps)
     rate = {key: key[1] / statistics.median(s) for key, s in seconds.items()}
     print(f"{cpu_name()}, torch {torch.__version__}, {args.threads} thread(s), X3D-{args.preset}, {args.frames}x{args.crop}x"
@@ -88,9 +106,9 @@ def main() -> None:
             s = seconds[variant, batch]
             print(f"| {variant} | {batch} | {1e3 * statistics.median(s):.0f} ({1e3 * min(s):.0f}-{1e3 * max(s):.0f}) "
                   f"| {rate[variant, batch]:.1f} | {rate[variant, batch] / best:.2f} |")
-    if args.before:
-        print("\nours / before, clips/s: " + ", ".join(
-            f"batch {batch} {rate[OURS, batch] / rate[BEFORE, batch]:.2f}x" for batch in args.batches))
+    for other in variants[1:]:
+        print(f"\nours / {other}, clips/s: " + ", ".join(
+            f"batch {batch} {rate[OURS, batch] / rate[other, batch]:.2f}x" for batch in args.batches))
 
 
 if __name__ == "__main__":

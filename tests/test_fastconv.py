@@ -227,13 +227,13 @@ def test_model_under_bf16_autocast_stays_near_float32():
 
 # (batch, in channels, out channels, frames, height, width): batches below, at and above oneDNN's 16
 POINTWISE_SHAPES = [
-    (4, 24, 54, 16, 14, 14),   # X3D-M's res2 at the 56-px proxy input
-    (1, 7, 5, 1, 7, 3),        # one sample
-    (3, 16, 33, 1, 12, 5),     # one frame (X2D)
+    (4, 24, 54, 16, 14, 14),   # X3D-M's res2 at the 56-px proxy input: folded to 16 samples of 4 frames
+    (1, 7, 5, 1, 7, 3),        # 7 rows of voxels in all: too few to fold, PyTorch's own choice
+    (3, 16, 33, 1, 12, 5),     # one frame (X2D): the rows of H are folded
     (8, 9, 17, 4, 3, 2),
-    (8, 6, 10, 1, 2, 3),
+    (8, 6, 10, 1, 2, 3),       # folded down to one row of voxels a sample
     (15, 32, 8, 2, 5, 5),
-    (16, 12, 20, 3, 4, 4),
+    (16, 12, 20, 3, 4, 4),     # at oneDNN's minimum: not folded
     (2, 10, 6, 5, 1, 1),       # 1x1 spatial
     (16, 48, 2048, 1, 1, 1),   # pooled, as lin5 and squeeze-excitation: a matrix product
     (3, 8, 5, 1, 1, 1),
@@ -254,12 +254,14 @@ def _pointwise_run(conv: nn.Conv3d, x: torch.Tensor, threads: int) -> list[torch
     return [y, x.grad, conv.weight.grad] + ([] if conv.bias is None else [conv.bias.grad])
 
 
+@pytest.mark.parametrize("matmul", [True, False], ids=["matmul", "onednn"])
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("channels_last", [True, False])
 @pytest.mark.parametrize("bias", [False, True])
 @pytest.mark.parametrize("n, c_in, c_out, t, h, w", POINTWISE_SHAPES)
-def test_pointwise_matches_reference(n, c_in, c_out, t, h, w, bias, channels_last, threads):
+def test_pointwise_matches_reference(n, c_in, c_out, t, h, w, bias, channels_last, threads, matmul, monkeypatch):
     torch.manual_seed(0)
+    monkeypatch.setattr(PointwiseConv3d, "matmul", matmul)
     conv = PointwiseConv3d(c_in, c_out, 1, bias=bias)
     reference = nn.Conv3d(c_in, c_out, 1, bias=bias)
     reference.load_state_dict(conv.state_dict())
@@ -268,15 +270,11 @@ def test_pointwise_matches_reference(n, c_in, c_out, t, h, w, bias, channels_las
     actual, expected = _pointwise_run(conv, x, threads), _pointwise_run(reference, x, threads)
     for a, e in zip(actual, expected, strict=True):
         _close(a, e)
-    if channels_last:
+    if channels_last and (matmul or n * t * h >= 16):
         assert actual[0].is_contiguous(memory_format=CL)
 
 
-@pytest.mark.parametrize("n", [4, 16])
-def test_pointwise_channels_last_batch_is_a_matrix_product_not_the_native_conv(n):
-    """On one thread PyTorch would give a batch of 4 its native slow_conv3d (the batch-size cliff)."""
-    conv = PointwiseConv3d(24, 54, 1, bias=False)
-    x = torch.randn(n, 24, 16, 14, 14).contiguous(memory_format=CL).requires_grad_()
+def _ops_of_one_thread_step(conv: nn.Module, x: torch.Tensor) -> set[str]:
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -284,8 +282,19 @@ def test_pointwise_channels_last_batch_is_a_matrix_product_not_the_native_conv(n
             conv(x).sum().backward()
     finally:
         torch.set_num_threads(previous)
-    ops = {event.key for event in prof.key_averages()}
+    return {event.key for event in prof.key_averages()}
+
+
+@pytest.mark.parametrize("n", [4, 16])
+def test_pointwise_batches_avoid_the_native_conv_on_either_path(n, monkeypatch):
+    """On one thread PyTorch would give a batch of 4 its native slow_conv3d (the batch-size cliff)."""
+    x = torch.randn(n, 24, 16, 14, 14).contiguous(memory_format=CL).requires_grad_()
+    monkeypatch.setattr(PointwiseConv3d, "matmul", True)
+    ops = _ops_of_one_thread_step(PointwiseConv3d(24, 54, 1, bias=False), x)
     assert not any("conv" in op for op in ops) and "aten::mm" in ops, sorted(ops)
+    monkeypatch.setattr(PointwiseConv3d, "matmul", False)
+    ops = _ops_of_one_thread_step(PointwiseConv3d(24, 54, 1, bias=False), x)
+    assert "aten::mkldnn_convolution" in ops and not any("slow_conv3d" in op for op in ops), sorted(ops)
 
 
 def test_pointwise_pooled_input_is_a_matrix_product_and_traces_as_a_conv():

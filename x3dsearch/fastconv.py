@@ -39,6 +39,10 @@ __all__ = ["ChannelwiseConv3d", "PointwiseConv3d", "channelwise_conv3d", "enable
 ENV_VAR = "X3DSEARCH_FAST_CONV"
 _SOURCES = [Path(__file__).with_name("csrc") / name for name in ("channelwise3d.cpp", "batchnorm_act.cpp")]
 _CFLAGS = ["-O3", "-march=native", "-ffp-contract=fast", "-fopenmp"]
+# PyTorch (ATen's Convolution.cpp, use_mkldnn) runs an unstrided 1x1x1 float32 conv on one thread with its
+# native slow_conv3d when the batch is under 16: 2-3x slower per clip than oneDNN's kernel, and its output
+# is not channels-last, so the fused BatchNorm after it falls back too (experiments/bench_batch.py).
+_ONEDNN_MIN_BATCH = 16
 
 
 def enabled(fast: bool | None = None) -> bool:
@@ -175,16 +179,32 @@ class ChannelwiseConv3d(nn.Conv3d):
         return y if self.bias is None else y + self.bias.view(1, -1, 1, 1, 1)
 
 
-class PointwiseConv3d(nn.Conv3d):
-    """Drop-in ``nn.Conv3d`` for an unstrided 1x1x1 conv that runs as one matrix product on CPU.
+def _row_split(batch: int, rows: int) -> int:
+    """The smallest divisor k of ``rows`` with ``batch * k`` at least oneDNN's minimum batch (``batch * rows`` is)."""
+    return next(k for k in range(-(-_ONEDNN_MIN_BATCH // batch), rows + 1) if rows % k == 0)
 
-    A 1x1x1 conv treats every voxel alike, so a channels-last (N, C, T, H, W) CPU batch (or a pooled
-    (N, C, 1, 1, 1) one) is viewed, without a copy, as an (N*T*H*W, C) matrix and multiplied by the weight.
-    That avoids PyTorch's native slow_conv3d, which one thread gets for batches under 16 (2-3x slower per
-    clip, the batch-size cliff), and beats oneDNN's conv at every batch (docs/performance-batch.md). Same
-    parameters and state dict as ``nn.Conv3d``; other kernel sizes, strides, paddings, dilations and groups
-    are refused.
+
+@functools.cache
+def _intel_cpu() -> bool:
+    """Whether this is an Intel CPU (``vendor_id`` in /proc/cpuinfo), where MKL's matrix product is the fastest."""
+    cpuinfo = Path("/proc/cpuinfo")
+    return cpuinfo.is_file() and "GenuineIntel" in cpuinfo.read_text()
+
+
+class PointwiseConv3d(nn.Conv3d):
+    """Drop-in ``nn.Conv3d`` for an unstrided 1x1x1 conv that avoids PyTorch's slow path on CPU.
+
+    A 1x1x1 conv treats every voxel alike, so a channels-last (N, C, T, H, W) CPU batch can be viewed
+    without a copy as other shapes. On an Intel CPU (``matmul``) it runs as one (N*T*H*W, C) matrix
+    product, faster than oneDNN's conv at every batch there; elsewhere a batch under 16 on one thread is
+    viewed as N*k samples of T*H/k x 1 x W voxels (the smallest k that reaches 16) so that oneDNN's conv
+    runs, not PyTorch's native slow_conv3d (2-3x slower per clip: the batch-size cliff); there the matrix
+    product measured slower than oneDNN (docs/performance-batch.md). A pooled (N, C, 1, 1, 1) input is
+    a matrix product everywhere. Same parameters and state dict as ``nn.Conv3d``; other kernel sizes,
+    strides, paddings, dilations and groups are refused.
     """
+
+    matmul: bool = _intel_cpu()
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)
@@ -194,12 +214,19 @@ class PointwiseConv3d(nn.Conv3d):
                              f"groups == 1; got {self.extra_repr()}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The conv of ``x``: a matrix product for a channels-last or pooled 5-D CPU input outside tracing
-        (where it stays a conv, so fvcore counts it), PyTorch's conv otherwise."""
-        if _traced() or not (x.dim() == 5 and x.device.type == "cpu"
-                             and (x.shape[2:] == (1, 1, 1) or x.is_contiguous(memory_format=torch.channels_last_3d))):
+        """The conv of ``x`` by the fastest path for its shape and this CPU; under tracing always the conv (so
+        fvcore counts it)."""
+        if _traced() or not (x.dim() == 5 and x.device.type == "cpu"):
             return super().forward(x)
         n, channels, t, h, w = x.shape
-        y = nn.functional.linear(x.permute(0, 2, 3, 4, 1).reshape(-1, channels),
-                                 self.weight.view(self.out_channels, channels), self.bias)
-        return y.view(n, t, h, w, self.out_channels).permute(0, 4, 1, 2, 3)
+        channels_last = x.is_contiguous(memory_format=torch.channels_last_3d)
+        if x.shape[2:] == (1, 1, 1) or (self.matmul and channels_last):
+            y = nn.functional.linear(x.permute(0, 2, 3, 4, 1).reshape(-1, channels),
+                                     self.weight.view(self.out_channels, channels), self.bias)
+            return y.view(n, t, h, w, self.out_channels).permute(0, 4, 1, 2, 3)
+        if not (channels_last and n < _ONEDNN_MIN_BATCH <= n * t * h and torch.get_num_threads() == 1):
+            return super().forward(x)
+        k = _row_split(n, t * h)
+        rows = x.permute(0, 2, 3, 4, 1).reshape(n * k, t * h // k, 1, w, channels).permute(0, 4, 1, 2, 3)
+        y = self._conv_forward(rows, self.weight, self.bias)
+        return y.permute(0, 2, 3, 4, 1).reshape(n, t, h, w, y.shape[1]).permute(0, 4, 1, 2, 3)
