@@ -35,14 +35,18 @@ def configs_of(results: Path, names: Collection[str]) -> set[str]:
     return {_key(c) for c in table.loc[table["name"].isin(names), "config"]}
 
 
-def curves(train_dir: Path, schedule: str = "cpu_full_16", configs: Collection[str] | None = None) -> pd.DataFrame:
-    """One row per config trained with ``schedule`` (its seeds averaged; only ``configs`` when given): crop,
-    frames, test top-1 and the loss after each epoch."""
+# the same 16-epoch schedule under its two names: an experiment file until 2026-12-06, shipped since
+LONG_FULL = ("cpu_full_16", "cpu_long_full")
+
+
+def curves(train_dir: Path, schedules: Collection[str] = LONG_FULL, configs: Collection[str] | None = None) -> pd.DataFrame:
+    """One row per config trained with one of ``schedules`` (its seeds averaged; only ``configs`` when given):
+    crop, frames, test top-1 and the loss after each epoch."""
     rows = []
     for metrics in sorted(train_dir.glob("*/metrics.json")):
         result = json.loads(metrics.read_text())
         if (result.get("status") != "ok" or not (result.get("test") or {}).get("top1")
-                or result.get("schedule") != schedule):
+                or result.get("schedule") not in schedules):
             continue
         config = result["config"]
         if configs is not None and _key(config) not in configs:
@@ -64,14 +68,15 @@ def rho(table: pd.DataFrame) -> pd.Series:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("train_dir", type=Path, help="search_pays' OUT/train folder")
-    parser.add_argument("--schedule", default="cpu_full_16", help="the full schedule whose trainings count")
+    parser.add_argument("--schedules", nargs="+", default=list(LONG_FULL),
+                        help="the full schedules whose trainings count (default: %(default)s, one schedule's two names)")
     parser.add_argument("--results", type=Path, help="a search_pays results CSV whose rows name the models")
     parser.add_argument("--names", nargs="+", help="the rows of --results (strategy names) whose models count")
     args = parser.parse_args()
     if (args.results is None) != (args.names is None):
         parser.error("--results and --names go together")
     configs = configs_of(args.results, args.names) if args.results is not None else None
-    table = curves(args.train_dir, args.schedule, configs)
+    table = curves(args.train_dir, args.schedules, configs)
     if len(table) < 3:
         raise SystemExit(f"{args.train_dir}: {len(table)} trained configs with a test score; need 3 or more")
     print(f"{len(table)} configs (seeds averaged)\n")

@@ -38,7 +38,7 @@ def test_seeds_average_and_rho_follows_the_losses(tmp_path: Path) -> None:
 
 
 def test_only_the_schedule_and_the_models_a_results_csv_names_count(tmp_path: Path) -> None:
-    for name, crop, schedule in [("a", 112, "cpu_full_16"), ("b", 160, "cpu_full_16"), ("c", 224, "cpu_full"),
+    for name, crop, schedule in [("a", 112, "cpu_full_16"), ("b", 160, "cpu_long_full"), ("c", 224, "cpu_full"),
                                  ("d", 320, "cpu_full_16")]:
         _write(tmp_path, name, crop, 0.5, [2.0], schedule=schedule)
     results = tmp_path / "results.csv"
@@ -47,6 +47,7 @@ def test_only_the_schedule_and_the_models_a_results_csv_names_count(tmp_path: Pa
                        'expand,"{""crop"": 224, ""frames"": 16}"\n'
                        'random,"{""crop"": 320, ""frames"": 16}"\n')
     assert sorted(early_ranking.curves(tmp_path)["crop"]) == [112, 160, 320]  # cpu_full's training left out
+    assert sorted(early_ranking.curves(tmp_path, ["cpu_full"])["crop"]) == [224]
     chosen = early_ranking.configs_of(results, ["expand"])
     assert list(early_ranking.curves(tmp_path, configs=chosen)["crop"]) == [112]  # 224 only under cpu_full
     with pytest.raises(SystemExit, match="no rows named optuna"):
