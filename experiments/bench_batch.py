@@ -32,28 +32,18 @@ from x3dsearch import build_model, preset
 from x3dsearch.fastconv import PointwiseConv3d
 
 from bench_pytorchvideo import step_of  # experiments/ is on sys.path when run as a script
-from bench_speed import cpu_name
+from bench_speed import MatmulPointwise, OneDNNPointwise, cpu_name
 
 OURS, BEFORE, MATMUL, ONEDNN = ("build_model", "pointwise as nn.Conv3d", "pointwise as a matrix product",
                                 "pointwise as oneDNN's conv")
+_PATHS = {BEFORE: nn.Conv3d, MATMUL: MatmulPointwise, ONEDNN: OneDNNPointwise}
 
 
-class _MatmulPointwise(PointwiseConv3d):
-    matmul = True
-
-
-class _OneDNNPointwise(PointwiseConv3d):
-    matmul = False
-
-
-_PATHS = {BEFORE: nn.Conv3d, MATMUL: _MatmulPointwise, ONEDNN: _OneDNNPointwise}
-
-
-def plain_pointwise(model: nn.Module, variant: str) -> nn.Module:
-    """``model`` with its pointwise convs turned into ``variant``'s (same weights), in place."""
+def with_pointwise(model: nn.Module, variant: str) -> nn.Module:
+    """``model`` with its pointwise convs turned into ``variant``'s class (same weights), in place."""
     for module in model.modules():
-        if type(module) is PointwiseConv3d and variant != OURS:
-            module.__class__ = _PATHS[variant]
+        if type(module) is PointwiseConv3d:
+            module.__class__ = _PATHS.get(variant, PointwiseConv3d)
     return model
 
 
@@ -81,7 +71,7 @@ def main() -> None:
     parser.add_argument("--before", action="store_true", help="also time the pointwise convs as plain nn.Conv3d")
     parser.add_argument("--paths", action="store_true",
                         help="also time both of PointwiseConv3d's paths, whichever this CPU takes: a matrix product "
-                             "(Intel) and oneDNN's conv, folded under batch 16 (elsewhere)")
+                             "(Intel) and oneDNN's conv, folded under batch 16 on one thread (elsewhere)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     config = preset(args.preset)
@@ -93,7 +83,7 @@ def main() -> None:
             model = build_model(config)
             clips = torch.randn(batch, 3, args.frames, args.crop, args.crop)
             labels = torch.randint(0, config.num_classes, (batch,))
-            steps[variant, batch] = step_of(plain_pointwise(model, variant), clips, labels)
+            steps[variant, batch] = step_of(with_pointwise(model, variant), clips, labels)
     seconds = median_seconds(steps, args.steps)
     rate = {key: key[1] / statistics.median(s) for key, s in seconds.items()}
     print(f"{cpu_name()}, torch {torch.__version__}, {args.threads} thread(s), X3D-{args.preset}, {args.frames}x{args.crop}x"

@@ -9,8 +9,9 @@ in PyTorch's default memory layout, in ``torch.channels_last_3d``, in channels-l
 training step as 3x the forward multiply-adds (``count_flops(config, crop=px)`` per clip). The practical ceiling
 is a pointwise (1x1x1) conv measured in the same run: forward + backward (3x its MACs) of a
 C -> C conv on the activation of the first stage's channelwise convs (C = its inner width), the
-fastest of PyTorch's conv in either layout and :class:`x3dsearch.fastconv.PointwiseConv3d` (a matrix
-product on the channels-last input), so the model's own pointwise path cannot beat its ceiling. Each shape has an fp32 row and a bf16 row (every variant's forward, and
+fastest of PyTorch's conv in either layout and :class:`x3dsearch.fastconv.PointwiseConv3d`'s matrix
+product on the channels-last input (its path on Intel CPUs, forced here on any), so the model's own pointwise
+path cannot beat its ceiling. Each shape has an fp32 row and a bf16 row (every variant's forward, and
 the pointwise ceiling's, under CPU bf16 autocast; the fast channelwise kernel stays fp32 inside it),
 the latter only where oneDNN has native bf16. All variants run side by side in one process,
 interleaved, and each figure is the best of ``--repeats`` measurements (each the mean over enough
@@ -74,6 +75,16 @@ def training_step(config: X3DConfig, crop: int, batch: int, channels_last: bool,
         loss.backward()
         optimizer.step()
     return step
+
+
+class MatmulPointwise(fastconv.PointwiseConv3d):
+    """``PointwiseConv3d`` on its matrix-product path whatever the CPU."""
+    matmul = True
+
+
+class OneDNNPointwise(fastconv.PointwiseConv3d):
+    """``PointwiseConv3d`` on its oneDNN path (folded under batch 16 on one thread) whatever the CPU."""
+    matmul = False
 
 
 def pointwise_step(config: X3DConfig, crop: int, batch: int, memory_format: torch.memory_format,
@@ -163,7 +174,7 @@ def main() -> None:
                 pointwise = {str(fmt): pointwise_step(config, crop, args.batch, fmt, bf16=bf16)
                              for fmt in (torch.contiguous_format, torch.channels_last_3d)}
                 pointwise["matrix product"] = pointwise_step(config, crop, args.batch, torch.channels_last_3d,
-                                                             bf16=bf16, conv_type=fastconv.PointwiseConv3d)
+                                                             bf16=bf16, conv_type=MatmulPointwise)
                 fns.update({fmt: step for fmt, (step, _) in pointwise.items()})
                 seconds = interleaved_times(fns, args.repeats)
                 clips = {v: args.batch / seconds[v] for v in VARIANTS}

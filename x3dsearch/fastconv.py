@@ -11,7 +11,8 @@ the batch; it is compiled once per machine and checkout on first use, in one ext
 Public API: :class:`ChannelwiseConv3d`, a drop-in ``nn.Conv3d`` subclass (same parameters and
 state dict) that takes the fast path whenever it applies; :func:`channelwise_conv3d`, the
 functional form; :class:`PointwiseConv3d`, a drop-in ``nn.Conv3d`` for unstrided 1x1x1 convs that
-keeps them on oneDNN's kernel at every batch size (no compiled code); :func:`enabled`, the switch (``X3DSEARCH_FAST_CONV=0`` turns it off); and
+keeps them off PyTorch's slow native conv at every batch size (a matrix product on Intel CPUs, oneDNN's
+conv elsewhere; no compiled code); :func:`enabled`, the switch (``X3DSEARCH_FAST_CONV=0`` turns it off); and
 :func:`available`, whether the kernels compiled. If compilation fails PyTorch's conv and BatchNorm
 run, after one warning.
 """
@@ -222,7 +223,7 @@ class PointwiseConv3d(nn.Conv3d):
         channels_last = x.is_contiguous(memory_format=torch.channels_last_3d)
         if x.shape[2:] == (1, 1, 1) or (self.matmul and channels_last):
             y = nn.functional.linear(x.permute(0, 2, 3, 4, 1).reshape(-1, channels),
-                                     self.weight.view(self.out_channels, channels), self.bias)
+                                     self.weight.flatten(1), self.bias)
             return y.view(n, t, h, w, self.out_channels).permute(0, 4, 1, 2, 3)
         if not (channels_last and n < _ONEDNN_MIN_BATCH <= n * t * h and torch.get_num_threads() == 1):
             return super().forward(x)
