@@ -185,7 +185,6 @@ def _row_split(batch: int, rows: int) -> int:
     return next(k for k in range(-(-_ONEDNN_MIN_BATCH // batch), rows + 1) if rows % k == 0)
 
 
-@functools.cache
 def _intel_cpu() -> bool:
     """Whether this is an Intel CPU (``vendor_id`` in /proc/cpuinfo), where MKL's matrix product is the fastest."""
     cpuinfo = Path("/proc/cpuinfo")
