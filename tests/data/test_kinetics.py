@@ -14,7 +14,7 @@ from x3dsearch.data import VideoDataset, read_split, shortest_video
 from x3dsearch.data.kinetics import MEAN, STD
 from x3dsearch.errors import DataError
 
-from _videos import decoded_index, write_counter_video
+from _videos import decoded_index, write_counter_video, write_ramp_video
 
 
 def _indices(clip: torch.Tensor) -> list[float]:
@@ -78,6 +78,36 @@ def test_bad_groups_file_is_one_error(tmp_path: Path, groups: str, message: str)
     (tmp_path / "groups.json").write_text(groups)
     with pytest.raises(DataError, match=f"groups.json: {message}"):
         read_split(tmp_path, "train")
+
+
+def _mirrored(dataset: VideoDataset) -> list[bool]:
+    """Per epoch: does the training clip of a dark-left, bright-right video come out brighter on the left?"""
+    out = []
+    for epoch in range(16):
+        dataset.set_epoch(epoch)
+        clip = dataset[0][0]
+        half = clip.shape[-1] // 2
+        out.append(bool(clip[..., :half].mean() > clip[..., half:].mean()))
+    return out
+
+
+def test_augment_json_switches_off_the_training_flip(tmp_path: Path) -> None:
+    write_ramp_video(tmp_path / "ramp.mp4")
+    (tmp_path / "train.csv").write_text("ramp.mp4 left\n")
+    config = X3DConfig(frames=2, stride=1, crop=16)
+    assert read_split(tmp_path).horizontal_flip
+    assert 0 < sum(_mirrored(VideoDataset(tmp_path, config))) < 16
+    (tmp_path / "augment.json").write_text(json.dumps({"horizontal_flip": False}))
+    assert not read_split(tmp_path).horizontal_flip
+    assert not any(_mirrored(VideoDataset(tmp_path, config)))
+
+
+@pytest.mark.parametrize("text", ['{"horizontal_flip": "no"}', '{"vertical_flip": false}', "[false]", "{"])
+def test_bad_augment_file_is_one_error(tmp_path: Path, text: str) -> None:
+    (tmp_path / "train.csv").write_text("x.mp4 jump\n")
+    (tmp_path / "augment.json").write_text(text)
+    with pytest.raises(DataError, match="augment.json: "):
+        read_split(tmp_path)
 
 
 @pytest.mark.parametrize("lines, message", [

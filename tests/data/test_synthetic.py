@@ -11,7 +11,7 @@ import torch
 
 from x3dsearch.cli import main
 from x3dsearch.config import X3DConfig
-from x3dsearch.data import VideoDataset, default_dataset, make_synthetic
+from x3dsearch.data import VideoDataset, default_dataset, make_synthetic, read_split
 from x3dsearch.data import synthetic
 from x3dsearch.errors import DataError
 
@@ -35,6 +35,7 @@ def test_layout_loads_as_a_kinetics_folder(tmp_path: Path) -> None:
     assert train.labels == [0, 1, 2] and val[0][0].shape == (2, 3, 2, 8, 8)
     assert train.groups == {"texture": ["texture-vertical"], "flicker": ["flicker-3.5hz"],
                             "order": ["order-h-then-v"]}
+    assert not train.horizontal_flip  # a mirror image swaps the diagonal and anti-diagonal textures
     assert _decode(root / "videos" / "train" / "order-h-then-v_000.mp4").shape == (15, 16, 16, 3)
 
 
@@ -144,6 +145,8 @@ def test_default_dataset_is_generated_once_atomically(tmp_path: Path, monkeypatc
     assert first == again == tmp_path / name and len(calls) == 1 and calls[0][1] == 30
     assert (first / "test.csv").is_file() and (first / "groups.json").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["synthetic-small-seed0-val30", name]
+    (first / "augment.json").unlink()  # a render from before the flip was switched off gets the declaration
+    assert not read_split(default_dataset()).horizontal_flip and len(calls) == 1
 
 
 def test_cli_make_data(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:

@@ -6,7 +6,9 @@ contain spaces). Relative paths resolve against the folder. Labels are integers 
 ``classes.txt`` (one name per line) or ``classes.json`` (a list) fixes the class list and order.
 Without one, integer labels give ``1 + max label`` classes and names give their sorted union over
 every split CSV, so train and val always agree. An optional ``groups.json`` (``{"group": [class,
-...]}``, each class in one group at most) declares class groups, for per-group results.
+...]}``, each class in one group at most) declares class groups, for per-group results. An optional
+``augment.json`` (``{"horizontal_flip": false}``) switches off the random horizontal flip of training
+clips, for labels a mirror image changes (left/right motion, diagonal orientation).
 
 Sampling follows the :class:`~x3dsearch.config.X3DConfig`:
 
@@ -16,7 +18,7 @@ Sampling follows the :class:`~x3dsearch.config.X3DConfig`:
   The clip spans ``frames * stride / 30`` seconds; a video shorter than that loops (times wrap
   modulo its duration).
 * Train: a random window, the short side scaled to ``crop * U[1.0, 1.25]``, a random
-  ``crop`` x ``crop`` crop and a random horizontal flip; returns ``(3, T, crop, crop)``.
+  ``crop`` x ``crop`` crop and a random horizontal flip (unless ``augment.json`` forbids it); returns ``(3, T, crop, crop)``.
 * Eval (any other split): ``views = (K, S)``: K windows centred in K equal segments of the video,
   the short side resized to ``crop`` and S = 1 (centre) or 3 (left/top, centre, right/bottom along
   the long side) crops, the paper's K-Center / K-LeftCenterRight views; returns
@@ -62,13 +64,15 @@ SCALE_JITTER = (1.0, 1.25)
 
 @dataclass(frozen=True)
 class Split:
-    """One split CSV, parsed: absolute video paths, integer labels, the class list and declared groups."""
+    """One split CSV, parsed: absolute video paths, integer labels, the class list, declared groups and whether
+    training may mirror its clips."""
 
     csv: Path
     videos: list[Path]
     labels: list[int]
     class_names: list[str]
     groups: dict[str, list[str]] = field(default_factory=dict)
+    horizontal_flip: bool = True
 
 
 def _split_fields(line: str) -> list[str]:
@@ -141,6 +145,21 @@ def _group_file(root: Path, classes: Sequence[str]) -> dict[str, list[str]]:
     return {str(name): list(names) for name, names in groups.items()}
 
 
+def _flip_allowed(root: Path) -> bool:
+    """Whether ``augment.json`` lets training mirror clips (True without the file)."""
+    path = root / "augment.json"
+    if not path.is_file():
+        return True
+    try:
+        declared = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}: not valid JSON (line {err.lineno})") from None
+    if not isinstance(declared, dict) or set(declared) - {"horizontal_flip"} \
+            or not isinstance(declared.get("horizontal_flip", True), bool):
+        raise DataError(f'{path}: must be a JSON object like {{"horizontal_flip": false}}')
+    return declared.get("horizontal_flip", True)
+
+
 def _infer_classes(csvs: Sequence[Path]) -> list[str]:
     """Class list from the labels of every split CSV when no classes.txt/json exists."""
     labels = {label for csv in csvs for _, _, label in _csv_rows(csv)}
@@ -183,7 +202,7 @@ def read_split(root_or_csv: str | os.PathLike, split: str = "train") -> Split:
     if not videos:
         raise DataError(f"{csv}: no videos listed")
     return Split(csv=csv, videos=videos, labels=labels, class_names=list(classes),
-                 groups=_group_file(root, classes))
+                 groups=_group_file(root, classes), horizontal_flip=_flip_allowed(root))
 
 
 def shortest_video(root: str | os.PathLike) -> tuple[float, Path] | None:
@@ -279,6 +298,7 @@ class VideoDataset(torch.utils.data.Dataset):
         self.config, self.split, self.seed, self.epoch = config, split, seed, 0
         self.views = _check_views(views)
         self.class_names, self.groups = parsed.class_names, parsed.groups
+        self.horizontal_flip = parsed.horizontal_flip
         self.csv = parsed.csv
         chosen = range(len(parsed.videos))
         if max_videos is not None:
@@ -348,7 +368,7 @@ class VideoDataset(torch.utils.data.Dataset):
             scale = rng.uniform(*SCALE_JITTER)
             side = max(1, round(min(height, width) / scale))
             top, left = int(rng.integers(0, height - side + 1)), int(rng.integers(0, width - side + 1))
-            return _to_input(clip, top, left, side, crop, bool(rng.random() < 0.5))
+            return _to_input(clip, top, left, side, crop, bool(rng.random() < 0.5) and self.horizontal_flip)
         windows, crops = self.views
         out = []
         for k in range(windows):
