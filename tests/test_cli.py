@@ -115,7 +115,8 @@ def test_dry_run_names_a_missing_data_folder(capsys, command):
 def test_dry_run_says_what_it_found(capsys, tmp_path, tiny_data, command):
     code, out, err = _dry_run(capsys, *command, "--data", str(tiny_data), "--out", str(tmp_path / "run"))
     assert code == 0 and err == ""
-    assert f"data: {tiny_data}, 3 classes, 6 train / 3 val / 3 test videos\n" in out
+    assert f"data: {tiny_data}, 3 classes, 6 train / 3 val / 3 test videos; training clips not mirrored " \
+        "(augment.json)\n" in out
     assert "schedules: proxy cpu_proxy_lean (1-16 epochs by step cost over all train videos" in out and f"run directory: {tmp_path / 'run'} (new)" in out
     assert not (tmp_path / "run").exists()
 
@@ -171,7 +172,14 @@ def test_dry_run_says_when_the_final_number_will_be_on_the_selection_split(capsy
     code, out, _ = _dry_run(capsys, "expand", "--target-gflops", "6", "--data", str(root),
                             "--out", str(tmp_path / "run"))
     assert code == 0 and "6 train / 3 val videos; no test.csv: the final top-1 will be on val, the split the " \
-        "search selects on\n" in out
+        "search selects on; training clips not mirrored (augment.json)\n" in out
+
+
+def test_dry_run_says_the_data_is_mirrored_without_augment_json(capsys, tmp_path, tiny_data):
+    root = _broken_copy(tiny_data, tmp_path, "augment.json", None)
+    code, out, _ = _dry_run(capsys, "expand", "--target-gflops", "6", "--data", str(root),
+                            "--out", str(tmp_path / "run"))
+    assert code == 0 and "6 train / 3 val / 3 test videos\n" in out and "mirrored" not in out
 
 
 @pytest.mark.parametrize("option, value, needle", [

@@ -291,7 +291,9 @@ def _describe_data(root: Path) -> tuple[Path, int, int, str]:
     counts = " / ".join(f"{len(split.videos)} {name}" for name, split in splits.items())
     note = f"; {missing} listed video{'s' if missing > 1 else ''} missing (a run skips them)" if missing else ""
     held = "" if "test" in splits else "; no test.csv: the final top-1 will be on val, the split the search selects on"
-    return root, classes, len(splits["train"].videos), f"data: {root}, {classes} classes, {counts} videos{note}{held}"
+    flip = "" if splits["train"].horizontal_flip else "; training clips not mirrored (augment.json)"
+    return (root, classes, len(splits["train"].videos),
+            f"data: {root}, {classes} classes, {counts} videos{note}{held}{flip}")
 
 
 def _with_classes(space: SearchSpace, classes: int) -> SearchSpace:
