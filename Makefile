@@ -29,7 +29,8 @@ define search
 endef
 
 quick: $(STAMP)
-	test -f runs/quick-data/README.md || $(X3D) make-data --output runs/quick-data --videos-per-class 8
+	test -f runs/quick-data/augment.json || { rm -rf runs/quick-data && \
+		$(X3D) make-data --output runs/quick-data --videos-per-class 8; }
 	$(call search,runs/quick,--target-gflops 0.05 --data runs/quick-data)
 
 demo: $(STAMP)

@@ -108,3 +108,12 @@ def test_a_refused_resume_names_what_the_run_recorded(tmp_path: Path) -> None:
                                         r"differs in fewer_params_within; seed 0\)"):
         run.create({"seed": 1, "data": "mine", "proxy_schedule": "cpu_proxy_lean",
                     "proxy": load_schedule("cpu_proxy_lean").to_dict()}, resume=True)
+
+
+def test_a_run_trained_on_mirrored_clips_does_not_resume_on_data_that_forbids_them(tmp_path: Path) -> None:
+    old = RunDir(tmp_path / "old")
+    old.create({"seed": 0}, resume=False)  # recorded before augment.json: its trainings mirrored clips
+    old.create({"seed": 0, "horizontal_flip": True}, resume=True)
+    with pytest.raises(UserError, match=r"different data \(its augment.json\) horizontal_flip .*recorded data \(its "
+                                        r"augment.json\) horizontal_flip True"):
+        old.create({"seed": 0, "horizontal_flip": False}, resume=True)

@@ -570,8 +570,8 @@ def _add_make_data(sub: Any) -> None:
         sub, "make-data", commands.make_data, "write the synthetic video benchmark (Kinetics layout, H.264 videos)",
         "Render the synthetic benchmark: 12 classes in 3 groups that need spatial detail, frame rate or long "
         "clips to tell apart (design in the generated README.md), as H.264 MP4 with train.csv, val.csv, "
-        "test.csv (held out: each split has its own seeds), classes.txt, groups.json and augment.json (no mirrored training clips: a mirror "
-        "image swaps the diagonal textures). The same seed renders the "
+        "test.csv (held out: each split has its own seeds), classes.txt, groups.json and augment.json (no "
+        "mirrored training clips: a mirror image swaps the diagonal textures). The same seed renders the "
         "same frames, but the H.264 encode is lossy and not "
         "bit-reproducible: two generations give different files and different decoded pixels, so runs on "
         "freshly generated copies differ by that compression noise.",

@@ -153,14 +153,17 @@ def _recorded(key: str, old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
 
 # settings added after runs were recorded without them: the value those runs used
 _BEFORE_RECORDED = {"land_within": 1.0, "cost": "flops", "target_ms": None, "latency_node": None,
-                    "final_init": "inherit"}  # the final training then followed --proxy-init
+                    "final_init": "inherit",  # the final training then followed --proxy-init
+                    "horizontal_flip": True}  # training mirrored clips before the data could forbid it
 # settings whose absence marks a run recorded under rules this version no longer follows
 _NOT_RESUMABLE_WITHOUT = {"max_window": "before searches kept to the space's bounds and to windows the videos "
                                         "hold (and before partial steps kept their window)"}
 # a schedule or space as the user named it, and the key of what it resolved to: where both runs recorded the
 # resolved form, that is compared instead, so a moved file or a named copy of the same content still resumes
 _RESOLVED_AS = {"proxy_schedule": "proxy", "full_schedule": "full", "space": "space_resolved"}
-_OPTION_OF = {resolved: option for option, resolved in _RESOLVED_AS.items()}  # how a refusal names a resolved key
+# how a refusal names a resolved key, or a property of the data
+_OPTION_OF = {**{resolved: option for option, resolved in _RESOLVED_AS.items()},
+              "horizontal_flip": "data (its augment.json) horizontal_flip"}
 # what only the final training uses: a resume may change it until the final training has begun (run.yaml follows)
 _FINAL_ONLY = {"final_init", "full", "full_schedule", "full_workers"}
 # what a resume may change: where trials run, whether the final training runs, and where the folder now is

@@ -136,13 +136,15 @@ def ceiling_of(target: float, ceiling: float | None) -> float:
 @dataclass(frozen=True)
 class RunData:
     """What a run reads of its data: the folder (None: the synthetic benchmark, which a dry run does not render),
-    its classes and listed train videos (None when not read), and lines saying what was found."""
+    its classes and listed train videos (None when not read), lines saying what was found, and whether training
+    may mirror its clips (``augment.json``; None when not read)."""
 
     root: Path | None
     classes: int
     train_videos: int | None
     text: str
     window_text: str
+    horizontal_flip: bool | None = None
 
     def train_clips(self, recipe: Recipe) -> int:
         """Training clips per epoch of ``recipe``: the train split, or the recipe's subset of it."""
@@ -197,8 +199,9 @@ class RunSpec:
     def to_dict(self, extra: Mapping[str, Any] | None = None, cost: str = FLOPS.name) -> dict[str, Any]:
         """What ``run.yaml`` records: the request, a strategy's ``extra`` fields, the cost kind, then what was
         resolved (``--resume`` compares it)."""
+        flip = {} if self.data.horizontal_flip is None else {"horizontal_flip": self.data.horizontal_flip}
         return dict(asdict(self.request), **(extra or {}), cost=cost, space_resolved=self.space.to_dict(),
-                    proxy=self.proxy.to_dict(), full=self.full.to_dict())
+                    proxy=self.proxy.to_dict(), full=self.full.to_dict(), **flip)
 
     def describe(self, resume: bool = False, expansion: bool = True) -> list[str]:
         """What a dry run found: the data, the window, the schedules, the run directory; refuses what a run would.
@@ -225,10 +228,10 @@ def resolve(request: ExpandSettings, *, dry_run: bool = False, space: SearchSpac
     and reads every split of a given data folder. Raises the one-line UserError of the first unusable input.
     """
     space = load_space(request.space) if space is None else space
-    root, classes, videos, text = _probe_data(request.data) if dry_run else _read_data(request.data)
+    root, classes, videos, text, flip = _probe_data(request.data) if dry_run else _read_data(request.data)
     proxy, full = load_schedule(request.proxy_schedule), load_schedule(request.full_schedule)
     seconds, window_text = _window_limit(request.max_window, root, (proxy.recipe, full.recipe), space.max_window)
-    data = RunData(root, classes, videos, text, window_text)
+    data = RunData(root, classes, videos, text, window_text, flip)
     return RunSpec(request, _fit_window(_with_classes(space, classes), seconds), proxy, full, data)
 
 
@@ -237,8 +240,9 @@ def as_spec(spec: RunSpec | ExpandSettings) -> RunSpec:
     return spec if isinstance(spec, RunSpec) else resolve(spec)
 
 
-def _read_data(data: str | None) -> tuple[Path, int, int, str]:
-    """A run's data folder (the benchmark, rendered on first use, when None), its classes and train videos."""
+def _read_data(data: str | None) -> tuple[Path, int, int, str, bool]:
+    """A run's data folder (the benchmark, rendered on first use, when None), its classes and train videos, a line
+    naming it, and whether training may mirror its clips."""
     from .data import read_split
 
     if data is None:
@@ -249,16 +253,16 @@ def _read_data(data: str | None) -> tuple[Path, int, int, str]:
         root = Path(data).expanduser().resolve()
         _check_data(root)
     split = read_split(root, "train")
-    return root, len(split.class_names), len(split.videos), f"data: {root}"
+    return root, len(split.class_names), len(split.videos), f"data: {root}{_flip_note(split)}", split.horizontal_flip
 
 
-def _probe_data(data: str | None) -> tuple[Path | None, int, int | None, str]:
+def _probe_data(data: str | None) -> tuple[Path | None, int, int | None, str, bool | None]:
     """A dry run's data: every split of a given folder read and checked, the default benchmark not rendered."""
     if data is None:
         from .data.synthetic import CLASSES
 
         return None, len(CLASSES), None, (f"data: the synthetic benchmark, {len(CLASSES)} classes "
-                                          f"(default; rendered on first use, then cached)")
+                                          f"(default; rendered on first use, then cached)"), None
     return _describe_data(Path(data).expanduser().resolve())
 
 
@@ -271,8 +275,9 @@ def _check_data(root: Path) -> None:
                         f"(one 'path label' line per video)")
 
 
-def _describe_data(root: Path) -> tuple[Path, int, int, str]:
-    """Read a data folder's split CSVs: the folder, its classes, its train videos and a one-line summary.
+def _describe_data(root: Path) -> tuple[Path, int, int, str, bool]:
+    """Read a data folder's split CSVs: the folder, its classes, its train videos, a one-line summary and whether
+    training may mirror its clips.
 
     Raises DataError for a missing folder or CSV, a bad line, or a split none of whose videos exist.
     """
@@ -291,9 +296,14 @@ def _describe_data(root: Path) -> tuple[Path, int, int, str]:
     counts = " / ".join(f"{len(split.videos)} {name}" for name, split in splits.items())
     note = f"; {missing} listed video{'s' if missing > 1 else ''} missing (a run skips them)" if missing else ""
     held = "" if "test" in splits else "; no test.csv: the final top-1 will be on val, the split the search selects on"
-    flip = "" if splits["train"].horizontal_flip else "; training clips not mirrored (augment.json)"
-    return (root, classes, len(splits["train"].videos),
-            f"data: {root}, {classes} classes, {counts} videos{note}{held}{flip}")
+    train = splits["train"]
+    return (root, classes, len(train.videos),
+            f"data: {root}, {classes} classes, {counts} videos{note}{held}{_flip_note(train)}", train.horizontal_flip)
+
+
+def _flip_note(split: "Split") -> str:
+    """The data line's note when the data forbids mirrored training clips."""
+    return "" if split.horizontal_flip else "; training clips not mirrored (augment.json)"
 
 
 def _with_classes(space: SearchSpace, classes: int) -> SearchSpace:

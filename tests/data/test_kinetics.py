@@ -102,11 +102,21 @@ def test_augment_json_switches_off_the_training_flip(tmp_path: Path) -> None:
     assert not any(_mirrored(VideoDataset(tmp_path, config)))
 
 
-@pytest.mark.parametrize("text", ['{"horizontal_flip": "no"}', '{"vertical_flip": false}', "[false]", "{"])
-def test_bad_augment_file_is_one_error(tmp_path: Path, text: str) -> None:
+@pytest.mark.parametrize("text, message", [
+    ('{"horizontal_flip": "no"}', "must be a JSON object like"),
+    ('{"horizontal_flip": null}', "must be a JSON object like"),
+    ('{"vertical_flip": false}', "unknown key vertical_flip"),
+    ("[false]", "must be a JSON object like"),
+    ("{", "not valid JSON"),
+    (None, "cannot be read"),  # a folder of that name
+])
+def test_bad_augment_file_is_one_error(tmp_path: Path, text: str | None, message: str) -> None:
     (tmp_path / "train.csv").write_text("x.mp4 jump\n")
-    (tmp_path / "augment.json").write_text(text)
-    with pytest.raises(DataError, match="augment.json: "):
+    if text is None:
+        (tmp_path / "augment.json").mkdir()
+    else:
+        (tmp_path / "augment.json").write_text(text)
+    with pytest.raises(DataError, match=f"augment.json: .*{message}"):
         read_split(tmp_path)
 
 

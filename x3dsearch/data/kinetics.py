@@ -18,7 +18,8 @@ Sampling follows the :class:`~x3dsearch.config.X3DConfig`:
   The clip spans ``frames * stride / 30`` seconds; a video shorter than that loops (times wrap
   modulo its duration).
 * Train: a random window, the short side scaled to ``crop * U[1.0, 1.25]``, a random
-  ``crop`` x ``crop`` crop and a random horizontal flip (unless ``augment.json`` forbids it); returns ``(3, T, crop, crop)``.
+  ``crop`` x ``crop`` crop and a random horizontal flip (unless ``augment.json`` forbids it);
+  returns ``(3, T, crop, crop)``.
 * Eval (any other split): ``views = (K, S)``: K windows centred in K equal segments of the video,
   the short side resized to ``crop`` and S = 1 (centre) or 3 (left/top, centre, right/bottom along
   the long side) crops, the paper's K-Center / K-LeftCenterRight views; returns
@@ -107,11 +108,7 @@ def _class_file(root: Path) -> list[str] | None:
         names = [line.strip() for line in txt.read_text().splitlines() if line.strip()]
         source = txt
     elif js.is_file():
-        try:
-            names = json.loads(js.read_text())
-        except json.JSONDecodeError as err:
-            raise DataError(f"{js}: not valid JSON (line {err.lineno})") from None
-        source = js
+        names, source = _json_file(js), js
         if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
             raise DataError(f"{js}: must be a JSON list of class names")
     else:
@@ -128,10 +125,7 @@ def _group_file(root: Path, classes: Sequence[str]) -> dict[str, list[str]]:
     path = root / "groups.json"
     if not path.is_file():
         return {}
-    try:
-        groups = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise DataError(f"{path}: not valid JSON (line {err.lineno})") from None
+    groups = _json_file(path)
     if not isinstance(groups, dict) or not all(isinstance(n, list) and all(isinstance(c, str) for c in n)
                                                for n in groups.values()):
         raise DataError(f"{path}: must be a JSON object of group name -> list of class names")
@@ -148,16 +142,24 @@ def _group_file(root: Path, classes: Sequence[str]) -> dict[str, list[str]]:
 def _flip_allowed(root: Path) -> bool:
     """Whether ``augment.json`` lets training mirror clips (True without the file)."""
     path = root / "augment.json"
-    if not path.is_file():
+    if not path.exists():
         return True
+    declared = _json_file(path)
+    unknown = sorted(set(declared) - {"horizontal_flip"}) if isinstance(declared, dict) else []
+    if not isinstance(declared, dict) or unknown or not isinstance(declared.get("horizontal_flip", True), bool):
+        raise DataError(f'{path}: must be a JSON object like {{"horizontal_flip": false}}'
+                        + (f" (unknown key {', '.join(unknown)})" if unknown else ""))
+    return declared.get("horizontal_flip", True)
+
+
+def _json_file(path: Path) -> object:
+    """A dataset's JSON side file, parsed; a file that cannot be read or parsed is one DataError naming it."""
     try:
-        declared = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise DataError(f"{path}: not valid JSON (line {err.lineno})") from None
-    if not isinstance(declared, dict) or set(declared) - {"horizontal_flip"} \
-            or not isinstance(declared.get("horizontal_flip", True), bool):
-        raise DataError(f'{path}: must be a JSON object like {{"horizontal_flip": false}}')
-    return declared.get("horizontal_flip", True)
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(f"{path}: cannot be read ({err.__class__.__name__})") from None
 
 
 def _infer_classes(csvs: Sequence[Path]) -> list[str]:
@@ -288,6 +290,7 @@ class VideoDataset(torch.utils.data.Dataset):
     uint8 cache at ``cache_side`` px (default: the smallest of 64, 128, 256, 512 at least the crop),
     ``cache_fps`` and at most ``max_seconds`` seconds, and samples from it. ``views`` = (windows,
     crops) applies to eval splits only; ``max_videos`` keeps a class-balanced subset drawn with ``seed``.
+    ``horizontal_flip``: whether training clips are mirrored at random (the folder's ``augment.json`` says).
     """
 
     def __init__(self, root_or_csv: str | os.PathLike, config: X3DConfig, split: str = "train",

@@ -212,8 +212,11 @@ def _readme(side: int, seconds: float, fps: int, seed: int, counts: dict[str, in
 
 
 def _write_augment(root: Path) -> None:
-    """Forbid mirrored training clips: the flip maps texture-diagonal onto texture-antidiagonal."""
-    (root / "augment.json").write_text(json.dumps({"horizontal_flip": False}) + "\n")
+    """Forbid mirrored training clips: the flip maps texture-diagonal onto texture-antidiagonal. Written to a
+    temporary file and renamed, so a reader of a shared cache never sees it half written."""
+    temp = root / f".augment.json.{os.getpid()}"
+    temp.write_text(json.dumps({"horizontal_flip": False}) + "\n")
+    os.replace(temp, root / "augment.json")
 
 
 def split_counts(videos_per_class: int, val_per_class: int | None = None,
