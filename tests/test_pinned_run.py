@@ -79,7 +79,7 @@ def pinned_search(tmp: Path) -> dict[str, Any]:
 
 
 _ADDED_SINCE_PINNED = {"cost": "flops", "latency_device": "cpu", "latency_batch": 1, "latency_threads": 1,
-                       "final_init": "scratch"}
+                       "final_init": "scratch", "horizontal_flip": True}  # its data has no augment.json
 
 
 def _set(settings: dict[str, Any]) -> dict[str, Any]:
