@@ -253,7 +253,7 @@ def _read_data(data: str | None) -> tuple[Path, int, int, str, bool]:
         root = Path(data).expanduser().resolve()
         _check_data(root)
     split = read_split(root, "train")
-    return root, len(split.class_names), len(split.videos), f"data: {root}{_flip_note(split)}", split.horizontal_flip
+    return root, len(split.class_names), len(split.videos), f"data: {root}{_flip_note(split.horizontal_flip)}", split.horizontal_flip
 
 
 def _probe_data(data: str | None) -> tuple[Path | None, int, int | None, str, bool | None]:
@@ -298,12 +298,12 @@ def _describe_data(root: Path) -> tuple[Path, int, int, str, bool]:
     held = "" if "test" in splits else "; no test.csv: the final top-1 will be on val, the split the search selects on"
     train = splits["train"]
     return (root, classes, len(train.videos),
-            f"data: {root}, {classes} classes, {counts} videos{note}{held}{_flip_note(train)}", train.horizontal_flip)
+            f"data: {root}, {classes} classes, {counts} videos{note}{held}{_flip_note(train.horizontal_flip)}", train.horizontal_flip)
 
 
-def _flip_note(split: "Split") -> str:
+def _flip_note(horizontal_flip: bool) -> str:
     """The data line's note when the data forbids mirrored training clips."""
-    return "" if split.horizontal_flip else "; training clips not mirrored (augment.json)"
+    return "" if horizontal_flip else "; training clips not mirrored (augment.json)"
 
 
 def _with_classes(space: SearchSpace, classes: int) -> SearchSpace:

@@ -51,6 +51,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..progress import progress
+from ..rundir import atomic_write
 from .cache import cache_root
 
 __all__ = ["CLASS_GROUPS", "CLASSES", "SIZES", "make_synthetic", "default_dataset", "short_groups"]
@@ -212,11 +213,9 @@ def _readme(side: int, seconds: float, fps: int, seed: int, counts: dict[str, in
 
 
 def _write_augment(root: Path) -> None:
-    """Forbid mirrored training clips: the flip maps texture-diagonal onto texture-antidiagonal. Written to a
-    temporary file and renamed, so a reader of a shared cache never sees it half written."""
-    temp = root / f".augment.json.{os.getpid()}"
-    temp.write_text(json.dumps({"horizontal_flip": False}) + "\n")
-    os.replace(temp, root / "augment.json")
+    """Forbid mirrored training clips: the flip maps texture-diagonal onto texture-antidiagonal. Written atomically,
+    so a reader of a shared cache never sees it half written."""
+    atomic_write(root / "augment.json", json.dumps({"horizontal_flip": False}) + "\n")
 
 
 def split_counts(videos_per_class: int, val_per_class: int | None = None,
