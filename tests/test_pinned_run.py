@@ -22,6 +22,7 @@ import ray.cloudpickle
 import yaml
 
 from x3dsearch.config import X3DConfig
+from x3dsearch.data import fingerprint
 from x3dsearch.report import render, run_report
 from x3dsearch.rundir import RunDir
 from x3dsearch.runner import ExpandSettings, run_expand
@@ -105,6 +106,7 @@ def test_the_pinned_search_gives_the_same_run_yaml_journal_path_and_report(priva
     recorded = _set(got["run.yaml"])
     added = {k: recorded.pop(k) for k in _ADDED_SINCE_PINNED}  # settings of later features, at their defaults
     assert added == _ADDED_SINCE_PINNED
+    assert recorded.pop("data_fingerprint") == fingerprint(tmp_path / "data")
     assert recorded == _set(pinned["run.yaml"])  # as --resume compares them
     for part in ("path", "report"):
         assert got[part] == pinned[part], part

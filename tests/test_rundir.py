@@ -117,3 +117,17 @@ def test_a_run_trained_on_mirrored_clips_does_not_resume_on_data_that_forbids_th
     with pytest.raises(UserError, match=r"different data \(its augment.json\) horizontal_flip .*recorded data \(its "
                                         r"augment.json\) horizontal_flip True"):
         old.create({"seed": 0, "horizontal_flip": False}, resume=True)
+
+
+def test_a_run_does_not_resume_on_changed_data(tmp_path: Path) -> None:
+    run = RunDir(tmp_path / "run")
+    run.create({"seed": 0, "data": "mine", "data_fingerprint": "aaaa"}, resume=False)
+    run.create({"seed": 0, "data": "mine", "data_fingerprint": "aaaa"}, resume=True)
+    with pytest.raises(UserError, match=r"the data of the run in .* has changed since it was recorded \(its split "
+                                        r"lists, side files or video sizes differ\)"):
+        run.create({"seed": 0, "data": "mine", "data_fingerprint": "bbbb"}, resume=True)
+    with pytest.raises(UserError, match=r"--resume with different data than"):  # another folder: named as such
+        run.create({"seed": 0, "data": "theirs", "data_fingerprint": "bbbb"}, resume=True)
+    old = RunDir(tmp_path / "old")
+    old.create({"seed": 0, "data": "mine"}, resume=False)  # recorded before fingerprints: not compared
+    old.create({"seed": 0, "data": "mine", "data_fingerprint": "bbbb"}, resume=True)

@@ -42,10 +42,12 @@ def test_to_dict_is_the_run_yaml_of_before(tmp_path: Path) -> None:
     spec = resolve(request)
     extra = {"strategy": "random", "sampler": "random", "study_name": "s"}
     record = spec.to_dict(extra, "flops")
-    assert list(record) == [*asdict(request), *extra, "cost", "space_resolved", "proxy", "full", "horizontal_flip"]
+    assert list(record) == [*asdict(request), *extra, "cost", "space_resolved", "proxy", "full", "horizontal_flip",
+                            "data_fingerprint"]
     assert record == dict(asdict(request), **extra, cost="flops", space_resolved=spec.space.to_dict(),
                           proxy=load_schedule("cpu_proxy_lean").to_dict(),
-                          full=load_schedule("cpu_long_full").to_dict(), horizontal_flip=True)  # no augment.json
+                          full=load_schedule("cpu_long_full").to_dict(), horizontal_flip=True,  # no augment.json
+                          data_fingerprint=data.fingerprint(tmp_path / "d"))
 
 
 def test_a_dry_run_renders_no_data_and_says_what_it_found(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

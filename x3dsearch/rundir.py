@@ -78,6 +78,11 @@ class RunDir:
             named = {name for name, resolved in _RESOLVED_AS.items() if resolved in old and resolved in settings}
             changed = sorted(k for k in settings if k in old and _comparable(old[k]) != _comparable(settings[k])
                              and k not in _RESUMABLE_CHANGES and k not in named)
+            if changed == ["data_fingerprint"]:
+                raise UserError(f"the data of the run in {self.path} has changed since it was recorded (its split "
+                                f"lists, side files or video sizes differ), so a resume would mix two datasets' "
+                                f"results: restore the data, or start a new -o/--output")
+            changed = [k for k in changed if k != "data_fingerprint"]  # a new data folder is named as such
             final_only = bool(changed) and set(changed) <= _FINAL_ONLY
             if final_only and not self.final_dir.exists():
                 final = {k: settings[k] for k in _FINAL_ONLY if k in settings}

@@ -136,8 +136,8 @@ def ceiling_of(target: float, ceiling: float | None) -> float:
 @dataclass(frozen=True)
 class RunData:
     """What a run reads of its data: the folder (None: the synthetic benchmark, which a dry run does not render),
-    its classes and listed train videos (None when not read), lines saying what was found, and whether training
-    may mirror its clips (``augment.json``; None when not read)."""
+    its classes and listed train videos (None when not read), lines saying what was found, whether training
+    may mirror its clips (``augment.json``) and its content's fingerprint (both None when not read)."""
 
     root: Path | None
     classes: int
@@ -145,6 +145,7 @@ class RunData:
     text: str
     window_text: str
     horizontal_flip: bool | None = None
+    fingerprint: str | None = None
 
     def train_clips(self, recipe: Recipe) -> int:
         """Training clips per epoch of ``recipe``: the train split, or the recipe's subset of it."""
@@ -199,9 +200,10 @@ class RunSpec:
     def to_dict(self, extra: Mapping[str, Any] | None = None, cost: str = FLOPS.name) -> dict[str, Any]:
         """What ``run.yaml`` records: the request, a strategy's ``extra`` fields, the cost kind, then what was
         resolved (``--resume`` compares it)."""
-        flip = {} if self.data.horizontal_flip is None else {"horizontal_flip": self.data.horizontal_flip}
+        data = {key: value for key, value in (("horizontal_flip", self.data.horizontal_flip),
+                                              ("data_fingerprint", self.data.fingerprint)) if value is not None}
         return dict(asdict(self.request), **(extra or {}), cost=cost, space_resolved=self.space.to_dict(),
-                    proxy=self.proxy.to_dict(), full=self.full.to_dict(), **flip)
+                    proxy=self.proxy.to_dict(), full=self.full.to_dict(), **data)
 
     def describe(self, resume: bool = False, expansion: bool = True) -> list[str]:
         """What a dry run found: the data, the window, the schedules, the run directory; refuses what a run would.
@@ -228,10 +230,11 @@ def resolve(request: ExpandSettings, *, dry_run: bool = False, space: SearchSpac
     and reads every split of a given data folder. Raises the one-line UserError of the first unusable input.
     """
     space = load_space(request.space) if space is None else space
-    root, classes, videos, text, flip = _probe_data(request.data) if dry_run else _read_data(request.data)
+    root, classes, videos, text, flip, fingerprint = (_probe_data(request.data) if dry_run
+                                                      else _read_data(request.data))
     proxy, full = load_schedule(request.proxy_schedule), load_schedule(request.full_schedule)
     seconds, window_text = _window_limit(request.max_window, root, (proxy.recipe, full.recipe), space.max_window)
-    data = RunData(root, classes, videos, text, window_text, flip)
+    data = RunData(root, classes, videos, text, window_text, flip, fingerprint)
     return RunSpec(request, _fit_window(_with_classes(space, classes), seconds), proxy, full, data)
 
 
@@ -240,10 +243,10 @@ def as_spec(spec: RunSpec | ExpandSettings) -> RunSpec:
     return spec if isinstance(spec, RunSpec) else resolve(spec)
 
 
-def _read_data(data: str | None) -> tuple[Path, int, int, str, bool]:
+def _read_data(data: str | None) -> tuple[Path, int, int, str, bool, str]:
     """A run's data folder (the benchmark, rendered on first use, when None), its classes and train videos, a line
-    naming it, and whether training may mirror its clips."""
-    from .data import read_split
+    naming it, whether training may mirror its clips and its fingerprint."""
+    from .data import fingerprint, read_split
 
     if data is None:
         from .data import default_dataset
@@ -253,17 +256,19 @@ def _read_data(data: str | None) -> tuple[Path, int, int, str, bool]:
         root = Path(data).expanduser().resolve()
         _check_data(root)
     split = read_split(root, "train")
-    return root, len(split.class_names), len(split.videos), f"data: {root}{_flip_note(split.horizontal_flip)}", split.horizontal_flip
+    return (root, len(split.class_names), len(split.videos), f"data: {root}{_flip_note(split.horizontal_flip)}",
+            split.horizontal_flip, fingerprint(root))
 
 
-def _probe_data(data: str | None) -> tuple[Path | None, int, int | None, str, bool | None]:
-    """A dry run's data: every split of a given folder read and checked, the default benchmark not rendered."""
+def _probe_data(data: str | None) -> tuple[Path | None, int, int | None, str, bool | None, None]:
+    """A dry run's data: every split of a given folder read and checked, the default benchmark not rendered, no
+    fingerprint taken."""
     if data is None:
         from .data.synthetic import CLASSES
 
         return None, len(CLASSES), None, (f"data: the synthetic benchmark, {len(CLASSES)} classes "
-                                          f"(default; rendered on first use, then cached)"), None
-    return _describe_data(Path(data).expanduser().resolve())
+                                          f"(default; rendered on first use, then cached)"), None, None
+    return *_describe_data(Path(data).expanduser().resolve()), None
 
 
 def _check_data(root: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 import torch
 
 from x3dsearch.config import X3DConfig
-from x3dsearch.data import VideoDataset, read_split, shortest_video
+from x3dsearch.data import VideoDataset, fingerprint, read_split, shortest_video
 from x3dsearch.data.kinetics import MEAN, STD
 from x3dsearch.errors import DataError
 
@@ -226,3 +227,24 @@ def test_shortest_video_is_probed_over_every_split_skipping_unreadable_files(fol
     assert shortest_video(tmp_path)[1].name == "d30.mp4"
     (tmp_path / "train.csv").write_text("missing.mp4 0\n")
     assert shortest_video(tmp_path) is None
+
+
+def test_fingerprint_follows_the_lists_side_files_and_video_sizes_not_the_folder(tmp_path: Path) -> None:
+    first = tmp_path / "first"
+    for name in ("a", "b"):
+        write_counter_video(first / "videos" / f"{name}.mp4", frames=4, fps=30)
+    (first / "train.csv").write_text("videos/a.mp4 jump\nvideos/b.mp4 run\n")
+    (first / "val.csv").write_text("videos/a.mp4 jump\n")
+    copy = tmp_path / "copy"
+    shutil.copytree(first, copy)
+    before = fingerprint(copy)
+    assert before == fingerprint(first)  # the same content elsewhere
+    (copy / "groups.json").write_text(json.dumps({"legs": ["run"]}))
+    grouped = fingerprint(copy)
+    video = copy / "videos" / "b.mp4"
+    video.write_bytes(video.read_bytes() + b"\0")  # a re-encoded video
+    resized = fingerprint(copy)
+    video.unlink()  # a listed video gone
+    gone = fingerprint(copy)
+    (copy / "val.csv").write_text("videos/a.mp4 run\n")  # a relabelled video
+    assert len({before, grouped, resized, gone, fingerprint(copy)}) == 5

@@ -35,6 +35,7 @@ is opened (probed, or decoded into the cache), warned about and listed in ``data
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -205,6 +206,26 @@ def read_split(root_or_csv: str | os.PathLike, split: str = "train") -> Split:
         raise DataError(f"{csv}: no videos listed")
     return Split(csv=csv, videos=videos, labels=labels, class_names=list(classes),
                  groups=_group_file(root, classes), horizontal_flip=_flip_allowed(root))
+
+
+_SIDE_FILES = ("classes.txt", "classes.json", "groups.json", "augment.json")
+
+
+def fingerprint(root: str | os.PathLike) -> str:
+    """A short hash of what a data folder feeds a run: its split CSVs, side files and every listed video's size
+    (a missing video counts as missing), so a resumed run can tell that its data changed (a re-render, a
+    replaced or removed video, new labels)."""
+    root = Path(root).expanduser()
+    digest = hashlib.sha256()
+    for name in (*(f"{split}.csv" for split in SPLITS), *_SIDE_FILES):
+        path = root / name
+        digest.update(f"{name}:".encode() + (path.read_bytes() if path.is_file() else b"-") + b"\n")
+    for split in SPLITS:
+        if (root / f"{split}.csv").is_file():
+            for video in read_split(root, split).videos:
+                where = video.relative_to(root) if video.is_relative_to(root) else video
+                digest.update(f"{where}:{video.stat().st_size if video.is_file() else -1}\n".encode())
+    return digest.hexdigest()[:16]
 
 
 def shortest_video(root: str | os.PathLike) -> tuple[float, Path] | None:
