@@ -121,13 +121,25 @@ def test_a_run_trained_on_mirrored_clips_does_not_resume_on_data_that_forbids_th
 
 def test_a_run_does_not_resume_on_changed_data(tmp_path: Path) -> None:
     run = RunDir(tmp_path / "run")
-    run.create({"seed": 0, "data": "mine", "data_fingerprint": "aaaa"}, resume=False)
-    run.create({"seed": 0, "data": "mine", "data_fingerprint": "aaaa"}, resume=True)
-    with pytest.raises(UserError, match=r"the data of the run in .* has changed since it was recorded \(its split "
-                                        r"lists, side files or video sizes differ\)"):
-        run.create({"seed": 0, "data": "mine", "data_fingerprint": "bbbb"}, resume=True)
+    run.create({"seed": 0, "data": "mine", "data_fingerprint": "aaaa", "full_schedule": "a"}, resume=False)
+    run.create({"seed": 0, "data": "mine", "data_fingerprint": "aaaa", "full_schedule": "a"}, resume=True)
+    changed = r"the data of the run in .* \(mine\) has changed since the run began: its split lists, side files"
+    for other in ({}, {"full_schedule": "b"}, {"seed": 1}):  # with or without another change
+        with pytest.raises(UserError, match=changed):
+            run.create({"seed": 0, "data": "mine", "data_fingerprint": "bbbb", "full_schedule": "a", **other},
+                       resume=True)
+    assert run.settings()["data_fingerprint"] == "aaaa" and run.settings()["full_schedule"] == "a"
     with pytest.raises(UserError, match=r"--resume with different data than"):  # another folder: named as such
-        run.create({"seed": 0, "data": "theirs", "data_fingerprint": "bbbb"}, resume=True)
+        run.create({"seed": 0, "data": "theirs", "data_fingerprint": "bbbb", "full_schedule": "a"}, resume=True)
+    with pytest.raises(UserError, match=r"different data \(its augment.json\) horizontal_flip"):
+        run.create({"seed": 0, "data": "mine", "data_fingerprint": "bbbb", "full_schedule": "a",
+                    "horizontal_flip": False}, resume=True)  # a new augment.json: the flip is named
+
+
+def test_a_run_from_before_fingerprints_records_one_on_resume(tmp_path: Path) -> None:
     old = RunDir(tmp_path / "old")
-    old.create({"seed": 0, "data": "mine"}, resume=False)  # recorded before fingerprints: not compared
-    old.create({"seed": 0, "data": "mine", "data_fingerprint": "bbbb"}, resume=True)
+    old.create({"seed": 0, "data": "mine"}, resume=False)
+    old.create({"seed": 0, "data": "mine", "data_fingerprint": "bbbb"}, resume=True)  # nothing to compare with
+    assert old.settings() == {"seed": 0, "data": "mine", "data_fingerprint": "bbbb"}
+    with pytest.raises(UserError, match=r"has changed since the run began"):
+        old.create({"seed": 0, "data": "mine", "data_fingerprint": "cccc"}, resume=True)

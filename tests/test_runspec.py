@@ -53,7 +53,7 @@ def test_to_dict_is_the_run_yaml_of_before(tmp_path: Path) -> None:
 def test_a_dry_run_renders_no_data_and_says_what_it_found(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(data, "default_dataset", lambda: pytest.fail("a dry run rendered the benchmark"))
     spec = resolve(ExpandSettings(target_gflops=6.0, out=str(tmp_path / "run")), dry_run=True)
-    assert spec.data.root is None and spec.data.train_videos is None
+    assert spec.data.root is None and spec.data.train_videos is None and "data_fingerprint" not in spec.to_dict()
     lines = spec.describe()
     assert lines[0].startswith("data: the synthetic benchmark") and lines[1].startswith("window limit: 4 s")
     assert lines[2].startswith("schedules: proxy cpu_proxy_lean (") and lines[3].endswith("(new)")

@@ -78,21 +78,24 @@ class RunDir:
             named = {name for name, resolved in _RESOLVED_AS.items() if resolved in old and resolved in settings}
             changed = sorted(k for k in settings if k in old and _comparable(old[k]) != _comparable(settings[k])
                              and k not in _RESUMABLE_CHANGES and k not in named)
-            if changed == ["data_fingerprint"]:
-                raise UserError(f"the data of the run in {self.path} has changed since it was recorded (its split "
-                                f"lists, side files or video sizes differ), so a resume would mix two datasets' "
-                                f"results: restore the data, or start a new -o/--output")
-            changed = [k for k in changed if k != "data_fingerprint"]  # a new data folder is named as such
+            if "data_fingerprint" in changed and not {"data", "horizontal_flip"} & set(changed):
+                where = settings.get("data") or "the default benchmark"
+                raise UserError(f"the data of the run in {self.path} ({where}) has changed since the run began: its "
+                                f"split lists, side files or video sizes differ, so a resume would mix two datasets' "
+                                f"trainings; restore that data, or start a new -o/--output")
+            changed = [k for k in changed if k != "data_fingerprint"]  # another folder or flip is named as such
             final_only = bool(changed) and set(changed) <= _FINAL_ONLY
-            if final_only and not self.final_dir.exists():
-                final = {k: settings[k] for k in _FINAL_ONLY if k in settings}
-                atomic_write(self.path / "run.yaml", yaml.safe_dump({**recorded, **final}, sort_keys=False))
-            elif changed:
+            if changed and not (final_only and not self.final_dir.exists()):
                 raise UserError(f"--resume with different {', '.join(_OPTION_OF.get(k, k) for k in changed)} "
                                 f"than the run in {self.path} (it "
                                 f"recorded {'; '.join(_recorded(k, old, settings) for k in changed)}); "
                                 + (f"its final training has begun in {self.final_dir}: delete that folder to change "
                                    f"it" if final_only else "use the original options or another -o/--output"))
+            update = {k: settings[k] for k in _FINAL_ONLY if k in settings} if final_only else {}
+            if "data_fingerprint" in settings and "data_fingerprint" not in recorded:
+                update["data_fingerprint"] = settings["data_fingerprint"]  # a run from before fingerprints
+            if update:
+                atomic_write(self.path / "run.yaml", yaml.safe_dump({**recorded, **update}, sort_keys=False))
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as err:

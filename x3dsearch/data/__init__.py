@@ -4,5 +4,5 @@ from .cache import ClipCache, cache_root, default_cache_dir
 from .kinetics import Split, VideoDataset, fingerprint, read_split, shortest_video
 from .synthetic import CLASS_GROUPS, default_dataset, make_synthetic
 
-__all__ = ["VideoDataset", "read_split", "shortest_video", "fingerprint", "Split", "ClipCache", "cache_root", "default_cache_dir",
-           "make_synthetic", "default_dataset", "CLASS_GROUPS"]
+__all__ = ["VideoDataset", "read_split", "shortest_video", "fingerprint", "Split", "ClipCache", "cache_root",
+           "default_cache_dir", "make_synthetic", "default_dataset", "CLASS_GROUPS"]

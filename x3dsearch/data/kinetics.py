@@ -54,7 +54,7 @@ from ..errors import DataError
 from .cache import ClipCache, default_cache_dir
 from .video import REFERENCE_FPS, FrameSource, VideoInfo, decode_frames, frame_indices, probe_video
 
-__all__ = ["VideoDataset", "Split", "read_split", "shortest_video", "SPLITS", "REFERENCE_FPS", "MEAN", "STD",
+__all__ = ["VideoDataset", "Split", "read_split", "shortest_video", "fingerprint", "SPLITS", "REFERENCE_FPS", "MEAN", "STD",
            "SCALE_JITTER", "CACHED_SECONDS"]
 
 SPLITS = ("train", "val", "test")
@@ -212,19 +212,21 @@ _SIDE_FILES = ("classes.txt", "classes.json", "groups.json", "augment.json")
 
 
 def fingerprint(root: str | os.PathLike) -> str:
-    """A short hash of what a data folder feeds a run: its split CSVs, side files and every listed video's size
-    (a missing video counts as missing), so a resumed run can tell that its data changed (a re-render, a
-    replaced or removed video, new labels)."""
+    """A short hash of a data folder's split CSVs, side files and listed videos' sizes, so that a resumed run can
+    tell its data changed (a re-render, a replaced or removed video, new labels)."""
     root = Path(root).expanduser()
     digest = hashlib.sha256()
     for name in (*(f"{split}.csv" for split in SPLITS), *_SIDE_FILES):
         path = root / name
         digest.update(f"{name}:".encode() + (path.read_bytes() if path.is_file() else b"-") + b"\n")
-    for split in SPLITS:
-        if (root / f"{split}.csv").is_file():
-            for video in read_split(root, split).videos:
-                where = video.relative_to(root) if video.is_relative_to(root) else video
-                digest.update(f"{where}:{video.stat().st_size if video.is_file() else -1}\n".encode())
+    for split in SPLITS:  # the CSVs' bytes pin the paths; the sizes, in list order, follow the files
+        csv = root / f"{split}.csv"
+        for _, path, _ in _csv_rows(csv) if csv.is_file() else ():
+            try:
+                size = os.stat(root / path).st_size  # an absolute path stays itself
+            except OSError:
+                size = -1
+            digest.update(f"{size}\n".encode())
     return digest.hexdigest()[:16]
 
 
