@@ -15,6 +15,8 @@ the residual add, which it runs), head (conv5, pooling, lin5, classifier); "othe
 
     .venv/bin/python experiments/profile_step.py                    # ~1 minute on a quiet machine
     .venv/bin/python experiments/profile_step.py --shapes M --threads 1 --steps 3
+    .venv/bin/python experiments/profile_step.py --shapes runs/demo/final/config.yaml --threads 1 \
+        --variants "CL + fastconv" --schedule cpu_long_full        # a found model as its final training runs it
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from torch.autograd.profiler import record_function
 from torch.profiler import ProfilerActivity, profile
 
 from x3dsearch import preset
+from x3dsearch.config import X3DConfig, preset_names
 from x3dsearch.schedule import load_schedule
 
 from bench_speed import training_step  # experiments/ is on sys.path when run as a script
@@ -124,19 +127,21 @@ def profile_variant(step: Callable[[], None], steps: int) -> tuple[dict[str, flo
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shapes", nargs="+", default=["X2D", "XS", "M"])
+    parser.add_argument("--shapes", nargs="+", default=["X2D", "XS", "M"],
+                        help="preset names or model config files (a search's final/config.yaml)")
+    parser.add_argument("--schedule", default="cpu_proxy", help="whose spatial_scale sets the input size")
     parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--steps", type=int, default=1, help="profiled steps per measurement")
     args = parser.parse_args()
-    schedule = load_schedule("cpu_proxy").recipe
+    schedule = load_schedule(args.schedule).recipe
     print(f"torch {torch.__version__}; batch {args.batch}; ms per training step (forward + backward + SGD) "
           f"and its share, by layer type")
     for threads in args.threads:
         torch.set_num_threads(threads)
         for name in args.shapes:
-            config = preset(name)
+            config = preset(name) if name in preset_names() else X3DConfig.from_yaml(name)
             crop = schedule.train_crop(config)
             results = {variant: profile_variant(training_step(config, crop, args.batch, *VARIANTS[variant], prepare=scope_layers),
                                                 args.steps) for variant in args.variants}
