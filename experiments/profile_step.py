@@ -12,6 +12,7 @@ channelwise conv (block 3x3x3 and stem 5x1x1), stem conv (1x3x3), BatchNorm, squ
 (all of it), SiLU + ReLU, fused BatchNorm (+ activation, the squeeze-excitation's small layers and
 the residual add, which it runs), head (conv5, pooling, lin5, classifier); "other" is the rest
 (residual adds when unfused, loss, SGD step, gradient accumulation, running-statistics updates).
+Freed memory stays in the heap (:func:`x3dsearch.heap.keep_freed_memory`), as in a CPU training.
 
     .venv/bin/python experiments/profile_step.py                    # ~1 minute on a quiet machine
     .venv/bin/python experiments/profile_step.py --shapes M --threads 1 --steps 3
@@ -33,6 +34,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from x3dsearch import preset
 from x3dsearch.config import X3DConfig, preset_names
+from x3dsearch.heap import keep_freed_memory
 from x3dsearch.schedule import load_schedule
 
 from bench_speed import training_step  # experiments/ is on sys.path when run as a script
@@ -136,6 +138,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1, help="profiled steps per measurement")
     args = parser.parse_args()
     schedule = load_schedule(args.schedule).recipe
+    keep_freed_memory()  # as a CPU training does, so no step faults its pages in again
     print(f"torch {torch.__version__}; batch {args.batch}; ms per training step (forward + backward + SGD) "
           f"and its share, by layer type")
     for threads in args.threads:
