@@ -37,7 +37,7 @@ demo: $(STAMP)
 	$(call search,runs/demo,--target-gflops 6)
 
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=15 tests  # the slowest tests named in every CI log
 
 clean-venv:
 	rm -rf $(VENV)
