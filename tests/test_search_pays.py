@@ -125,7 +125,7 @@ def test_a_step_cost_cap_changes_only_expansions_space_and_name(tmp_path):
     assert diffs["top1_diff"].tolist() == pytest.approx([0.10, 0.05, -0.05, -0.10])
 
 
-def test_the_pipeline_row_trains_expansions_own_run_then_the_preset_for_its_cpu_seconds(tmp_path):
+def test_the_pipeline_row_trains_expansions_own_run_then_the_preset_for_its_cpu_seconds(tmp_path, capsys):
     from x3dsearch.config import preset
 
     results = tmp_path / "rows.csv"
@@ -150,6 +150,12 @@ def test_the_pipeline_row_trains_expansions_own_run_then_the_preset_for_its_cpu_
     pd.DataFrame([dict(same.row, seed=1, status="ok", train_s=250.0, epochs=20)],
                  columns=search_pays.COLUMNS).to_csv(results, mode="a", header=False, index=False)
     assert search_pays.pipeline_jobs(plan, results, 2.0, 1, found, ("S", s)) == []
+    assert "warning" not in capsys.readouterr().out  # it used the own run's 250 CPU-s
+    pd.DataFrame([dict(same.row, seed=1, status="ok", train_s=160.0, epochs=20)],
+                 columns=search_pays.COLUMNS).to_csv(results, mode="a", header=False, index=False)
+    assert search_pays.pipeline_jobs(plan, results, 2.0, 1, found, ("S", s)) == []
+    assert ("warning: pipeline-S-2g-seed1 used 160 CPU-s, 64% of the own run's 250; it trained at 8.0 s an epoch"
+            in capsys.readouterr().out)  # its rate came from rows trained under another load
     (rated,) = search_pays.pipeline_jobs(replace(plan, epoch_s=5.0), results, 2.0, 1, found, ("S", s))
     assert (rated.epochs, rated.row["run"]) == (50, "pipeline-S+rate5s-2g-seed1")  # (200 + 50) / 5 CPU-s
     # a final training from scratch runs in a copy of the search's folder, without its final/, in rows of its own
