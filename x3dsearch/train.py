@@ -292,9 +292,11 @@ def _open_datasets(data: str | Path | tuple[Dataset, ...], config: X3DConfig, re
     return train_set, scored
 
 
-def _views(recipe: Recipe) -> int:
-    """Views per video of the recipe's testing."""
-    return recipe.eval_views[0] * recipe.eval_views[1]
+def _views(dataset: Dataset, recipe: Recipe) -> int:
+    """Views per video of the recipe's testing, as the dataset takes them (one crop where its frames are square)."""
+    views = getattr(dataset, "views", None)
+    windows, crops = views if isinstance(views, tuple) and len(views) == 2 else recipe.eval_views
+    return windows * crops
 
 
 def _test(model: nn.Module, train_set: Dataset, scored: Mapping[str, Dataset], feed: Feed,
@@ -302,7 +304,7 @@ def _test(model: nn.Module, train_set: Dataset, scored: Mapping[str, Dataset], f
     """Precise BN (when the recipe asks), then each split's scores over the recipe's views."""
     if recipe.precise_bn_clips:
         precise_bn(model, train_set, feed, recipe.batch_size, recipe.precise_bn_clips, recipe.epochs)
-    return {split: score_views(model, dataset, feed, recipe.batch_size, _views(recipe), split)
+    return {split: score_views(model, dataset, feed, recipe.batch_size, _views(dataset, recipe), split)
             for split, dataset in scored.items()}
 
 
@@ -318,7 +320,7 @@ def evaluate_weights(config: X3DConfig, state: Mapping[str, torch.Tensor], data:
         model = model.to(memory_format=torch.channels_last_3d)
     with _torch_settings(resolve_threads(threads), device):
         return score_views(model, dataset, _feed(recipe, seed, device, None), recipe.batch_size,
-                           _views(recipe), split)
+                           _views(dataset, recipe), split)
 
 
 def _native_cpu_bf16() -> bool:

@@ -103,3 +103,14 @@ def test_two_processes_building_at_once_leave_one_valid_cache(folder: Path) -> N
     assert rows == [0, 1, 2] and round(decoded_index(np.full(1, value))) == 5
     assert _arrays(folder / "cache") == [Path(path)]
     assert not list((folder / "cache").glob(".*tmp*"))
+
+
+def test_cached_frames_are_square_so_three_crops_are_scored_as_one(folder: Path) -> None:
+    (folder / "val.csv").write_text("a.mp4 0\nc.mp4 1\n")
+    files = VideoDataset(folder, CONFIG, "val", views=(2, 3))  # 40x32 frames: three crops along the width
+    assert files.views == (2, 3) and files[0][0].shape == (6, 3, 4, 16, 16)
+    cached = VideoDataset(folder, CONFIG, "val", views=(2, 3), cache_dir=folder / "cache")
+    height, width = cached._source.frames(0, np.zeros(1)).shape[1:3]
+    assert cached.views == (2, 1) and height == width == 64  # the cache side
+    centre = VideoDataset(folder, CONFIG, "val", views=(2, 1), cache_dir=folder / "cache")
+    assert torch.equal(cached[1][0], centre[1][0]) and cached[1][0].shape == (2, 3, 4, 16, 16)

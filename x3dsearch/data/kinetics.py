@@ -312,7 +312,8 @@ class VideoDataset(torch.utils.data.Dataset):
     ``$X3DSEARCH_CACHE/clips`` or ``~/.cache/x3dsearch/clips``) decodes each video once into a
     uint8 cache at ``cache_side`` px (default: the smallest of 64, 128, 256, 512 at least the crop),
     ``cache_fps`` and at most ``max_seconds`` seconds, and samples from it. ``views`` = (windows,
-    crops) applies to eval splits only; ``max_videos`` keeps a class-balanced subset drawn with ``seed``.
+    crops) applies to eval splits only (the cache's square frames make 3 crops one, so ``views`` keeps 1);
+    ``max_videos`` keeps a class-balanced subset drawn with ``seed``.
     ``horizontal_flip``: whether training clips are mirrored at random (the folder's ``augment.json`` says).
     """
 
@@ -342,6 +343,7 @@ class VideoDataset(torch.utils.data.Dataset):
                                                        max_seconds=max_seconds, name=name)
             rows = self._source.rows
             self.skipped += self._source.skipped
+            self.views = (self.views[0], 1)  # the cache's frames are square: left, centre and right are one crop
         else:
             infos: dict[int, VideoInfo] = {}
             for i, path in enumerate(videos):
