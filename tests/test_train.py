@@ -30,7 +30,7 @@ CONFIG = preset("X2D", num_classes=CLASSES, crop=32, head_width=64)
 SCHEDULE = Recipe(name="tiny", epochs=4, batch_size=16, base_lr=0.2, ref_batch_size=16, warmup_epochs=1,
                     eval_views=(1, 1))
 # Fields that measure the machine, not the training.
-TIMING = ("seconds", "clips_per_s", "peak_memory_mb")
+TIMING = ("seconds", "cpu_seconds", "clips_per_s", "peak_memory_mb")
 
 
 class ColourClips(Dataset):
@@ -74,6 +74,7 @@ def test_tiny_model_learns(data: tuple[Dataset, Dataset]) -> None:
     assert result.top5 == 1.0  # 3 classes: top-5 holds them all
     assert result.epoch_losses[-1] < result.epoch_losses[0]
     assert result.clips_seen == 4 * 96 and result.clips_per_s > 0
+    assert 0 < result.cpu_seconds < 2 * result.seconds  # one thread: about its wall time, less under other load
     assert result.threads == 1 and result.device == "cpu" and result.train_crop == 32
     assert TrainResult.from_dict(json.loads(json.dumps(result.to_dict()))) == result
 
@@ -230,8 +231,10 @@ def test_keyboard_interrupt_propagates_and_resume_matches(data: tuple[Dataset, D
     with pytest.raises(KeyboardInterrupt):
         train(CONFIG, data, schedule, seed=0, threads=1, out_dir=tmp_path / "cut", on_epoch=stop_after_first)
     assert (tmp_path / "cut" / "checkpoint.pt").is_file()
+    first = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=False)["state"]["cpu_seconds"]
     resumed = train(CONFIG, data, schedule, seed=0, threads=1, out_dir=tmp_path / "cut", resume=True)
     assert _measured(resumed) == _measured(whole)
+    assert 0 < first < resumed.cpu_seconds  # counted on from the first part's
     saved = json.loads((tmp_path / "cut" / "metrics.json").read_text())
     assert saved["top1"] == whole.top1
     assert {"model.pt", "config.yaml"} <= {p.name for p in (tmp_path / "cut").iterdir()}

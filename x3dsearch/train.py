@@ -66,6 +66,7 @@ class TrainResult:
     epoch_losses: tuple[float, ...] = ()
     clips_seen: int = 0
     seconds: float = 0.0
+    cpu_seconds: float = 0.0  # CPU time of the process and its ended loader workers: what other load barely moves
     clips_per_s: float = 0.0
     peak_memory_mb: float = 0.0
     device: str = "cpu"
@@ -121,6 +122,7 @@ class _State:
     clips_seen: int = 0
     train_seconds: float = 0.0
     wall_seconds: float = 0.0
+    cpu_seconds: float = 0.0
     done: bool = False
     stopped_early: bool = False
 
@@ -223,6 +225,12 @@ def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2 ** 32)
     torch.manual_seed(seed)
+
+
+def _cpu_time() -> float:
+    """User and system CPU seconds of this process and of its children that have ended (the loader's workers)."""
+    return sum(usage.ru_utime + usage.ru_stime
+               for usage in (resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)))
 
 
 def _peak_memory_mb(device: torch.device) -> float:
@@ -379,8 +387,8 @@ class _Run:
         self.feed = _feed(recipe, seed, device, parallel.loader_start)
         self.state = _State()
         self.skipped: tuple[tuple[str, str], ...] = ()
-        self.started = time.monotonic()
-        self.wall_before = 0.0
+        self.started, self.cpu_started = time.monotonic(), _cpu_time()
+        self.wall_before = self.cpu_before = 0.0
 
     def load_checkpoint(self) -> dict[str, Any] | None:
         """The stored checkpoint if any; one made for another config/recipe/seed is an error."""
@@ -407,7 +415,7 @@ class _Run:
         return TrainResult(
             status=status, loss=s.epoch_losses[-1] if s.epoch_losses else None,
             epoch_losses=tuple(s.epoch_losses), clips_seen=s.clips_seen,
-            seconds=self._seconds(),
+            seconds=self._seconds(), cpu_seconds=self._cpu_seconds(),
             clips_per_s=s.clips_seen / s.train_seconds if s.train_seconds > 0 else 0.0,
             peak_memory_mb=_peak_memory_mb(self.device), device=str(self.device), threads=self.threads,
             seed=self.seed, config=self.config.to_dict(), schedule=self.recipe.name,
@@ -419,6 +427,10 @@ class _Run:
         """Wall time of the whole run, including the time spent before a resume."""
         return self.wall_before + time.monotonic() - self.started
 
+    def _cpu_seconds(self) -> float:
+        """CPU time of the whole run (this process and its ended children), including before a resume."""
+        return self.cpu_before + _cpu_time() - self.cpu_started
+
     def _train_and_evaluate(self, data: str | Path | tuple[Dataset, ...],
                             checkpoint: dict[str, Any] | None) -> dict[str, Scores]:
         _seed_everything(self.seed)
@@ -428,13 +440,14 @@ class _Run:
         parts = _Parts.build(self.config, recipe, len(train_set), self.device, self.init_state, self.parallel)
         if checkpoint is not None:
             self.state = self.checkpoints.restore(parts, checkpoint)
-            self.wall_before = self.state.wall_seconds
+            self.wall_before, self.cpu_before = self.state.wall_seconds, self.state.cpu_seconds
         feed = dataclasses.replace(self.feed, sampler=self.parallel.sampler)
         epochs = _Epochs(self.state, recipe, feed, parts, self._seconds, self.parallel)
         bar = progress(total=parts.total_steps, initial=self.state.step, unit="step", enabled=self.progress)
         try:
             while not self.state.done and self.state.epoch < self.stop:
                 epochs.run(train_set, bar if self.progress else None)
+                self.state.cpu_seconds = self._cpu_seconds()
                 self.checkpoints.save(parts, self.state)
                 if self.on_epoch is not None:
                     self.on_epoch(self.state.epoch, {"loss": self.state.epoch_losses[-1],
