@@ -66,7 +66,8 @@ class TrainResult:
     epoch_losses: tuple[float, ...] = ()
     clips_seen: int = 0
     seconds: float = 0.0
-    cpu_seconds: float = 0.0  # CPU time of the process and its ended loader workers: what other load barely moves
+    cpu_seconds: float = 0.0  # CPU time of the process and its ended loader workers: not the time spent waiting
+    # for a core while other processes run, which wall time (``seconds``) counts
     clips_per_s: float = 0.0
     peak_memory_mb: float = 0.0
     device: str = "cpu"
