@@ -1,7 +1,7 @@
 """Where a CPU training step's time goes, per layer type: measured with torch.profiler.
 
-For each shape (X2D, XS, M by default) at the CPU proxy's input size (its own frames, a quarter
-of its crop: 1x28, 4x40 and 16x56 px) and batch 16, on 1 and 2 threads, one training step
+For each shape (X2D, XS, M by default, or a config file) at a schedule's input size (``cpu_proxy`` by default:
+its own frames, a quarter of its crop, 1x28, 4x40 and 16x56 px) and batch 16, on 1 and 2 threads, one training step
 (forward, backward, SGD step) is profiled in each memory layout: PyTorch's default, channels-last
 (``torch.channels_last_3d``), and channels-last with :mod:`x3dsearch.fastconv`'s channelwise
 conv, first beside PyTorch's BatchNorm and activations, then with :mod:`x3dsearch.fastnorm`'s

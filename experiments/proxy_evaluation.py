@@ -63,7 +63,7 @@ def _score(run: Path, config: X3DConfig, evaluation: str, views: tuple[int, int]
     correct = clips = 0
     for root, split, part_views in _datasets(evaluation, views):
         data = VideoDataset(root, scaled, split=split, cache_dir=True, views=part_views)
-        top1, _ = evaluate_views(model, data, feed, schedule.batch_size, part_views[0] * part_views[1])
+        top1, _ = evaluate_views(model, data, feed, schedule.batch_size, data.views[0] * data.views[1])
         correct, clips = correct + top1 * len(data), clips + len(data)
     return correct / clips, clips
 

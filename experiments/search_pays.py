@@ -375,15 +375,16 @@ def pipeline_jobs(plan: Plan, results: Path, target: float, seed: int, budget: F
     label = plan.expand_label + plan.pipeline_label + ("" if plan.epoch_s is None else f"+rate{plan.epoch_s:g}s")
     same = run_name(f"pipeline-{name}" + label, target, seed)
     if (same, seed) in done:
-        _check_share(table[(table["run"] == same) & (table["seed"] == seed)].iloc[-1], total, plan.threads)
+        kept = table[(table["run"] == same) & (table["seed"] == seed) & table["status"].isin(_KEPT)]
+        _check_share(kept.iloc[-1], total, plan.threads)
         return []
     return [TrainJob(config, seed, dict(row, name=f"{name} same CPU-s" + label, run=same, proxy_cpu_s=0.0,
                                         proxy_trainings=0, proxy_top1=None), epochs=epochs)]
 
 
 def _check_share(preset_row: pd.Series, total: float, threads: int) -> None:
-    """Warn when the preset's same-CPU-s row used other than 90-110% of the own run's CPU-seconds: its rate per
-    epoch came from rows trained under another load (docs/results.md, item 8b), so the comparison is uneven."""
+    """Warn when the preset's same-CPU-s row used other than 90-110% of the own run's CPU-seconds (wall seconds times
+    threads, as the budgets count them): its rate came from rows trained under another load (results.md, item 8b)."""
     seconds = float(preset_row["train_s"])
     if not 0.9 <= seconds * threads / total <= 1.1:
         print(f"  warning: {preset_row['run']} used {seconds * threads:.0f} CPU-s, "

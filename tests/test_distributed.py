@@ -47,7 +47,7 @@ CLASSES = ["texture-vertical", "flicker-3.5hz", "order-h-then-v"]
 CONFIG = X3DConfig.from_dict({"frames": 1, "stride": 8, "crop": 32, "num_classes": 3, "head_width": 32})
 SCHEDULE = {"epochs": 3, "batch_size": 3, "ref_batch_size": 3, "base_lr": 0.1, "spatial_scale": 0.5,
             "eval_views": [1, 1], "precision": "fp32", "cache": False, "precise_bn_clips": 6}
-TIMING = ("seconds", "cpu_seconds", "clips_per_s", "peak_memory_mb")  # fields that measure the machine, not the training
+TIMING = ("seconds", "cpu_seconds", "clips_per_s", "peak_memory_mb")  # what measures the machine, not the training
 OUTPUTS = {"metrics.json", "model.pt", "config.yaml"}
 TIMEOUT_S = 300
 

@@ -220,7 +220,8 @@ def test_exception_is_reported_as_failed(data: tuple[Dataset, Dataset]) -> None:
 
 
 @pytest.mark.usefixtures("fused_at_any_size")
-def test_keyboard_interrupt_propagates_and_resume_matches(data: tuple[Dataset, Dataset], tmp_path: Path) -> None:
+def test_keyboard_interrupt_propagates_and_resume_matches(data: tuple[Dataset, Dataset], tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     schedule = SCHEDULE.replace(epochs=3)
     whole = train(CONFIG, data, schedule, seed=0, threads=1, out_dir=tmp_path / "whole")
 
@@ -232,9 +233,10 @@ def test_keyboard_interrupt_propagates_and_resume_matches(data: tuple[Dataset, D
         train(CONFIG, data, schedule, seed=0, threads=1, out_dir=tmp_path / "cut", on_epoch=stop_after_first)
     assert (tmp_path / "cut" / "checkpoint.pt").is_file()
     first = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=False)["state"]["cpu_seconds"]
+    monkeypatch.setattr(train_module, "_cpu_time", lambda: 100.0)  # the resumed part adds no CPU time
     resumed = train(CONFIG, data, schedule, seed=0, threads=1, out_dir=tmp_path / "cut", resume=True)
     assert _measured(resumed) == _measured(whole)
-    assert 0 < first < resumed.cpu_seconds  # counted on from the first part's
+    assert first > 0 and resumed.cpu_seconds == pytest.approx(first)  # the first part's, carried over
     saved = json.loads((tmp_path / "cut" / "metrics.json").read_text())
     assert saved["top1"] == whole.top1
     assert {"model.pt", "config.yaml"} <= {p.name for p in (tmp_path / "cut").iterdir()}
@@ -364,6 +366,7 @@ def test_video_dataset_views_feed_multiview_testing(video_folder: Path) -> None:
     config = CONFIG.replace(crop=64, frames=2)
     val = VideoDataset(video_folder, config.replace(crop=schedule.train_crop(config)), split="val", views=(2, 3))
     assert val[0][0].shape == (6, 3, 2, 32, 32)
+    assert schedule.scored_views() == (2, 3) and schedule.replace(cache=True).scored_views() == (2, 1)
     result = train(config, video_folder, schedule, seed=0, threads=1)
     assert result.status == "ok", result.reason
     assert result.train_crop == 32 and 0.0 <= result.top1 <= result.top5 <= 1.0

@@ -276,8 +276,9 @@ def train(args: argparse.Namespace) -> int:
         return 0
     workers = f", {result.world_size} workers x batch {schedule.batch_size}" if result.world_size > 1 else ""
     test = f", test top1 {result.test.top1:.1%}" if result.test else ", no test split"
-    print(f"{config.short}: val top1 {result.top1:.1%} top5 {result.top5:.1%}{test} ({schedule.eval_views[0]}x"
-          f"{schedule.eval_views[1]} views, trained at {result.train_crop}px, {result.clips_seen} clips{workers}, "
+    windows, crops = schedule.scored_views()
+    print(f"{config.short}: val top1 {result.top1:.1%} top5 {result.top5:.1%}{test} ({windows}x{crops} views, "
+          f"trained at {result.train_crop}px, {result.clips_seen} clips{workers}, "
           f"{result.seconds:.0f}s{', stopped at the time budget' if result.stopped_early else ''}) -> {out}")
     return 0
 
@@ -344,8 +345,9 @@ def evaluate(args: argparse.Namespace) -> int:
         print(json.dumps({"config": config.to_dict(), "weights": str(weights), "schedule": schedule.name,
                           "data": str(root), **scores.to_dict()}, indent=2))
         return 0
+    windows, crops = schedule.scored_views()
     print(f"{config.short} ({count_flops(config) / 1e9:.4g} GFLOPs) on {args.split} of {root}: "
-          f"{schedule.eval_views[0]}x{schedule.eval_views[1]} views at {schedule.train_crop(config)} px, "
+          f"{windows}x{crops} views at {schedule.train_crop(config)} px, "
           f"top-1 {scores.top1:.1%}, top-5 {scores.top5:.1%}")
     print(render_scores([scores], args.per_class))
     return 0

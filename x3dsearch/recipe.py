@@ -96,6 +96,10 @@ class Recipe:
         """The side the network trains and evaluates at: its crop times ``spatial_scale``, at least 16."""
         return max(MIN_TRAIN_CROP, int(round(config.crop * self.spatial_scale)))
 
+    def scored_views(self) -> tuple[int, int]:
+        """The (windows, crops) a test scores: with the clip cache's square frames the three crops are one."""
+        return (self.eval_views[0], 1) if self.cache else self.eval_views
+
     def lr(self) -> float:
         """Peak learning rate: ``base_lr`` scaled linearly from ``ref_batch_size`` to ``batch_size``."""
         return self.base_lr * self.batch_size / self.ref_batch_size

@@ -66,8 +66,8 @@ class TrainResult:
     epoch_losses: tuple[float, ...] = ()
     clips_seen: int = 0
     seconds: float = 0.0
-    cpu_seconds: float = 0.0  # CPU time of the process and its ended loader workers: not the time spent waiting
-    # for a core while other processes run, which wall time (``seconds``) counts
+    cpu_seconds: float = 0.0  # CPU time of the process and its reaped children (loader workers; rank 0's alone in a
+    # distributed run): not the time spent waiting for a core, which wall time (``seconds``) counts
     clips_per_s: float = 0.0
     peak_memory_mb: float = 0.0
     device: str = "cpu"
@@ -229,7 +229,7 @@ def _seed_everything(seed: int) -> None:
 
 
 def _cpu_time() -> float:
-    """User and system CPU seconds of this process and of its children that have ended (the loader's workers)."""
+    """User and system CPU seconds of this process and of its reaped children (loader workers a fork started)."""
     return sum(usage.ru_utime + usage.ru_stime
                for usage in (resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)))
 

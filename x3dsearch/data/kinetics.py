@@ -23,7 +23,7 @@ Sampling follows the :class:`~x3dsearch.config.X3DConfig`:
 * Eval (any other split): ``views = (K, S)``: K windows centred in K equal segments of the video,
   the short side resized to ``crop`` and S = 1 (centre) or 3 (left/top, centre, right/bottom along
   the long side) crops, the paper's K-Center / K-LeftCenterRight views; returns
-  ``(K * S, 3, T, crop, crop)`` ordered window-major.
+  ``(K * S, 3, T, crop, crop)`` ordered window-major. From the clip cache, whose frames are square, S is 1.
 
 Pixels are normalised with the Kinetics mean 0.45 and std 0.225 per channel. Randomness is drawn
 from a NumPy generator seeded by ``(seed, epoch, index)``, so a sample does not depend on which
