@@ -94,7 +94,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     schedule = load_schedule(args.schedule).recipe
-    views = schedule.eval_views[0] * schedule.eval_views[1]
+    views = schedule.scored_views()[0] * schedule.scored_views()[1]
     print(f"schedule {schedule.name}: scale {schedule.spatial_scale:g}, batch {schedule.batch_size}, "
           f"1 thread, torch {torch.__version__}; GFLOP/s counts a training clip as 3x forward FLOPs")
     header = (f"{'shape':<6}{'input':>12}{'GFLOPs':>9}{'bare':>9}{'bare CL':>9}{'train':>9}"
