@@ -19,6 +19,7 @@ augmentation, collation in the training process), ``data/mem`` its ratio to in-m
 from __future__ import annotations
 
 import argparse
+import math
 import time
 
 import torch
@@ -94,7 +95,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     schedule = load_schedule(args.schedule).recipe
-    views = schedule.scored_views()[0] * schedule.scored_views()[1]
+    views = math.prod(schedule.scored_views())
     print(f"schedule {schedule.name}: scale {schedule.spatial_scale:g}, batch {schedule.batch_size}, "
           f"1 thread, torch {torch.__version__}; GFLOP/s counts a training clip as 3x forward FLOPs")
     header = (f"{'shape':<6}{'input':>12}{'GFLOPs':>9}{'bare':>9}{'bare CL':>9}{'train':>9}"

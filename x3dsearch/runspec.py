@@ -303,7 +303,8 @@ def _describe_data(root: Path) -> tuple[Path, int, int, str, bool]:
     held = "" if "test" in splits else "; no test.csv: the final top-1 will be on val, the split the search selects on"
     train = splits["train"]
     return (root, classes, len(train.videos),
-            f"data: {root}, {classes} classes, {counts} videos{note}{held}{_flip_note(train.horizontal_flip)}", train.horizontal_flip)
+            f"data: {root}, {classes} classes, {counts} videos{note}{held}{_flip_note(train.horizontal_flip)}",
+            train.horizontal_flip)
 
 
 def _flip_note(horizontal_flip: bool) -> str:

@@ -54,8 +54,8 @@ from ..errors import DataError
 from .cache import ClipCache, default_cache_dir
 from .video import REFERENCE_FPS, FrameSource, VideoInfo, decode_frames, frame_indices, probe_video
 
-__all__ = ["VideoDataset", "Split", "read_split", "shortest_video", "fingerprint", "SPLITS", "REFERENCE_FPS", "MEAN", "STD",
-           "SCALE_JITTER", "CACHED_SECONDS"]
+__all__ = ["VideoDataset", "Split", "read_split", "shortest_video", "fingerprint", "SPLITS", "REFERENCE_FPS", "MEAN",
+           "STD", "SCALE_JITTER", "CACHED_SECONDS"]
 
 SPLITS = ("train", "val", "test")
 CACHED_SECONDS = 10.0  # the clip cache keeps at most this much of each video
