@@ -2,7 +2,8 @@
 
 For each target (GFLOPs) and search seed, ``expand`` (progressive expansion) searches first; Optuna
 TPE (``optuna``) and random search (``random``) then get the same proxy compute, the CPU-seconds
-in expand's journal (each trial's seconds times ``cpus_per_trial``). Each starts with as many proxy
+in expand's journal (each trial's seconds times ``cpus_per_trial``, or with ``--clock cpu`` its measured CPU
+time, which a busy box does not inflate; rows ``+cpu-clock``). Each starts with as many proxy
 trainings as expand ran and is extended (resumed with more trials) until its own journal's compute
 reaches expand's; its model is then the best config at or under the target among the trials that
 ended within expand's compute (its anytime curve cut there), so the overshoot of its last batch
@@ -14,7 +15,7 @@ Every found model and preset is then trained from scratch with one full schedule
 benchmark than the searches saw, whose run directories stay as recorded) on ``--threads`` threads, once per
 training seed (``--train-seeds``), ``--jobs`` at a time. One CSV row per model and training seed records val
 top-1 (the split every search selected on), test top-1 and top-5 and the test top-1 of each class group the data declares, cost,
-the search's proxy CPU-seconds, training clips/s and the median latency of one eval forward pass on
+the search's proxy CPU-seconds, the training's clips/s, wall and CPU seconds, and the median latency of one eval forward pass on
 one clip (one thread); a plot and a markdown table summarise them: per (target, name) the mean over
 searches (search seeds) of each search's mean over training seeds, with its standard error over the
 searches (over training seeds for a single search). Re-running skips rows already in the CSV and resumes search runs
@@ -24,9 +25,10 @@ With ``--pipeline`` each expansion search also gets the row a user cares about (
 own run, its search followed by the final training as ``x3dsearch expand`` ran it until 2026-12-06 (from the
 inherited proxy weights with ``cpu_full``, in the search's run directory, training seed = search seed; today's
 default is ``--final-init scratch --full-schedule cpu_long_full``), against the best preset trained from
-scratch for as many CPU-seconds (search plus final training; its epochs scaled by the preset's CPU-seconds
-per epoch in its own rows, or ``--epoch-seconds``). Another start or full schedule runs that final training in a
-copy of the search's folder (rows ``+final-scratch``, ``+full-SCHEDULE``): the same search, another final training.
+scratch for as many CPU-seconds (search plus final training, on the same clock; its epochs scaled by the
+preset's CPU-seconds per epoch in its own rows, or ``--epoch-seconds``). Another start or full schedule runs that
+final training in a copy of the search's folder (rows ``+final-scratch``, ``+full-SCHEDULE``): the same search,
+another final training.
 
     .venv/bin/python experiments/search_pays.py      # many CPU-hours on 2 cores: run it in the background
 
@@ -62,7 +64,7 @@ import pandas as pd
 import torch
 import yaml
 
-from x3dsearch.compare import proxy_trials
+from x3dsearch.compare import CPU, WALL, clock_of, proxy_trials
 from x3dsearch.config import X3DConfig, preset, preset_names
 from x3dsearch.cost import count_flops, count_params
 from x3dsearch.data import default_dataset, read_split
@@ -85,13 +87,14 @@ SAMPLERS = {"optuna": "tpe", "random": "random"}  # row name -> Optuna sampler
 COLUMNS = ["kind", "name", "target_gflops", "search_seed", "seed", "run", "status", "val_top1", "test_top1",
            "test_top5", "test_per_group", "gflops",
            "params", "proxy_cpu_s", "proxy_trainings", "proxy_top1", "train_clips_per_s", "train_s", "epochs",
-           "stopped_early", "latency_ms", "config", "reason"]
+           "stopped_early", "latency_ms", "config", "reason", "train_cpu_s"]
 _KEPT = ("ok", "diverged")  # training outcomes that are results; a failed one is retried on the next run
 _LATENCY_RUNS = 7
 _SUMMARY_FIELDS = {"target_gflops", "kind", "name", "runs", "n", "top1", "top1_se", "seed_std", "val_top1", "gflops",
                    "gflops_std", "params", "proxy_cpu_s", "clips_per_s", "latency_ms"}
 
 
+_CPU_CLOCK = "+cpu-clock"  # the label of rows whose compute was counted in measured CPU time
 SEARCHES_FULL = "cpu_full"  # the searches' recorded full schedule, and the own runs' unless --full-schedule
 
 @dataclass(frozen=True)
@@ -112,12 +115,18 @@ class Plan:
     proxy_init: str = Init.INHERIT.value  # where expansion's candidates start (the samplers' always from scratch)
     step_cost: float | None = None  # expansion's cap on one step's cost (x its base), the space's step_cost
     final_init: str = Init.INHERIT.value  # where expansion's own final training (--pipeline) starts
-    epoch_s: float | None = None  # the preset's CPU-seconds per epoch for --pipeline (else its rows' median)
+    epoch_s: float | None = None  # the preset's seconds per epoch for --pipeline (else its rows' median)
+    clock: str = WALL  # proxy and training compute as wall seconds x CPUs, or as measured CPU time
 
     @property
     def label(self) -> str:
         """How the searches' rows are told apart from another proxy's: "" for the default, else ``+SCHEDULE``."""
         return "" if self.proxy_schedule == "cpu_proxy" else f"+{Path(self.proxy_schedule).stem}"
+
+    @property
+    def sampler_label(self) -> str:
+        """The samplers' :attr:`label`, then ``+cpu-clock`` when they are cut at expansion's measured CPU time."""
+        return self.label + ("" if self.clock == WALL else _CPU_CLOCK)
 
     @property
     def expand_label(self) -> str:
@@ -173,9 +182,14 @@ def run_name(name: str, target: float, seed: int | None = None) -> str:
     return f"{name}-{target:g}g-seed{seed}" if seed is not None else f"preset-{name}-{target:g}g"
 
 
-def run_trials(run_dir: str | Path) -> pd.DataFrame:
-    """A run's finished proxy trainings in the order they ended, each with its CPU-seconds (``compute``)."""
-    return proxy_trials(load_run(run_dir), float(RunDir(run_dir).settings().get("cpus_per_trial") or 1.0))
+def run_trials(run_dir: str | Path, clock: str) -> pd.DataFrame:
+    """A run's finished proxy trainings in the order they ended, each with its CPU-seconds (``compute``) on
+    ``clock``; a journal that did not measure CPU time cannot be read on the CPU clock."""
+    journal, settings = load_run(run_dir), RunDir(run_dir).settings()
+    if clock == CPU and clock_of([journal], [settings]) != CPU:
+        sys.exit(f"{run_dir}: its proxy trainings did not all measure their CPU time (journals before 2026-12-06, "
+                 "or GPU trials): use --clock wall, or another --out for new searches")
+    return proxy_trials(journal, float(settings.get("cpus_per_trial") or 1.0), clock)
 
 
 def best_within(trials: pd.DataFrame, budget: float, target: float) -> pd.Series | None:
@@ -188,9 +202,9 @@ def best_within(trials: pd.DataFrame, budget: float, target: float) -> pd.Series
     return scores.sort_values(["top1", "gflops"], ascending=[False, True]).iloc[0] if len(scores) else None
 
 
-def expand_found(run_dir: Path) -> Found:
-    """Expand's final model (after contraction) and all the proxy compute of its run."""
-    trials = run_trials(run_dir)
+def expand_found(run_dir: Path, clock: str) -> Found:
+    """Expand's final model (after contraction) and all the proxy compute of its run on ``clock``."""
+    trials = run_trials(run_dir, clock)
     config = select_config(run_dir)
     scores = config_scores(trials).set_index("config_key")["top1"]
     return Found(config, float(scores.get(config.key, math.nan)), float(trials["compute"].sum()), len(trials))
@@ -201,12 +215,12 @@ def search_sampled(plan: Plan, name: str, target: float, seed: int, budget: Foun
 
     None when no trial under the target succeeded within the budget.
     """
-    settings = plan.settings(run_name(name + plan.label, target, seed), target, seed)
+    settings = plan.settings(run_name(name + plan.sampler_label, target, seed), target, seed)
     wanted, spent_before = budget.trainings, -1.0
     while True:
         summary = run_optuna(settings, wanted, sampler=SAMPLERS[name], resume=RunDir(settings.out).exists(),
                              quiet=True)
-        trials = run_trials(settings.out)
+        trials = run_trials(settings.out, plan.clock)
         spent = float(trials["compute"].sum())
         if spent >= budget.proxy_cpu_s or spent <= spent_before:
             break
@@ -328,13 +342,15 @@ def _train_job(plan: Plan, job: TrainJob) -> dict[str, Any]:
                 gflops=count_flops(job.config) / 1e9, params=count_params(job.config),
                 train_clips_per_s=result.clips_per_s, train_s=result.seconds, epochs=len(result.epoch_losses),
                 stopped_early=result.stopped_early, latency_ms=latency_ms(job.config, plan.full.recipe),
-                config=job.config.to_json(), reason=result.reason)
+                config=job.config.to_json(), reason=result.reason,
+                train_cpu_s=result.cpu_seconds or math.nan)  # 0: a result recorded before CPU time was
 
 
 def train_all(plan: Plan, results: Path, jobs: list[TrainJob]) -> None:
     """Run ``jobs`` on ``plan.jobs`` processes and append each row to ``results`` as it ends."""
     if not jobs:
         return
+    _add_new_columns(results)
     context = mp.get_context("spawn")
     with ProcessPoolExecutor(max_workers=min(plan.jobs, len(jobs)), mp_context=context) as pool:
         futures = [pool.submit(_train_job, plan, job) for job in jobs]
@@ -346,6 +362,15 @@ def train_all(plan: Plan, results: Path, jobs: list[TrainJob]) -> None:
                     else record["reason"] or f"val {record['val_top1']}")
             print(f"  trained {record['run']} seed {record['seed']}: {record['status']}, top-1 {top1}, "
                   f"{record['train_s']:.0f} s, {record['train_clips_per_s']:.1f} clips/s", flush=True)
+
+
+def _add_new_columns(results: Path) -> None:
+    """Rewrite a results file written before a column of :data:`COLUMNS` existed with that column (empty), so
+    that the rows appended next line up with its header."""
+    if results.is_file() and list(pd.read_csv(results, nrows=0).columns) != COLUMNS:
+        table = pd.read_csv(results)
+        table.reindex(columns=COLUMNS).to_csv(results.with_suffix(".tmp"), index=False)
+        results.with_suffix(".tmp").replace(results)
 
 
 def jobs_for(config: X3DConfig, seeds: Iterable[int], done: set[tuple[str, int]], **row: Any) -> list[TrainJob]:
@@ -366,31 +391,42 @@ def pipeline_jobs(plan: Plan, results: Path, target: float, seed: int, budget: F
     if (own, seed) not in done:
         return [TrainJob(budget.config, seed, dict(row, name="expand" + plan.expand_label + plan.pipeline_label,
                                                    run=own), run_dir=_own_run_dir(plan, search_dir))]
-    spent = table[(table["run"] == own) & (table["seed"] == seed)].iloc[-1]
-    total = budget.proxy_cpu_s + float(spent["train_s"]) * plan.threads
+    total = budget.proxy_cpu_s + _training_cpu_s(table[(table["run"] == own) & (table["seed"] == seed)].iloc[-1:],
+                                                 plan).iloc[0]
     runs = table[(table["kind"] == "preset") & (table["name"] == name) & table["status"].isin(_KEPT)]
-    per_epoch = (plan.epoch_s or float((runs["train_s"] / runs["epochs"]).median())) * plan.threads
+    per_epoch = (plan.epoch_s * (plan.threads if plan.clock == WALL else 1) if plan.epoch_s
+                 else float((_training_cpu_s(runs, plan) / runs["epochs"]).median()))
+    if math.isnan(total) or math.isnan(per_epoch):
+        sys.exit(f"{own}: its rows or {name}'s did not measure their CPU time; pass --epoch-seconds, or --clock wall")
     epochs = max(1, round(total / per_epoch))
     # the own run's label, so each is compared with its own preset rows; +rateNs where the rate was given
-    label = plan.expand_label + plan.pipeline_label + ("" if plan.epoch_s is None else f"+rate{plan.epoch_s:g}s")
+    label = (plan.expand_label + plan.pipeline_label + ("" if plan.clock == WALL else _CPU_CLOCK)
+             + ("" if plan.epoch_s is None else f"+rate{plan.epoch_s:g}s"))
     same = run_name(f"pipeline-{name}" + label, target, seed)
     if (same, seed) in done:
         kept = table[(table["run"] == same) & (table["seed"] == seed) & table["status"].isin(_KEPT)]
-        _check_share(kept.iloc[-1], total, plan.threads)
+        _check_share(kept.iloc[-1:], total, plan)
         return []
     return [TrainJob(config, seed, dict(row, name=f"{name} same CPU-s" + label, run=same, proxy_cpu_s=0.0,
                                         proxy_trainings=0, proxy_top1=None), epochs=epochs)]
 
 
-def _check_share(preset_row: pd.Series, total: float, threads: int) -> None:
-    """Warn when the preset's same-CPU-s row used other than 90-110% of the own run's CPU-seconds (wall seconds times
-    threads, as the budgets count them): its rate came from rows trained under another load (results.md, item 8b)."""
-    seconds = float(preset_row["train_s"])
-    if not 0.9 <= seconds * threads / total <= 1.1:
-        print(f"  warning: {preset_row['run']} used {seconds * threads:.0f} CPU-s, "
-              f"{100 * seconds * threads / total:.0f}% of the own run's {total:.0f}; it trained at "
-              f"{seconds / preset_row['epochs']:.1f} s an epoch: pass that as --epoch-seconds for an even comparison",
-              flush=True)
+def _training_cpu_s(rows: pd.DataFrame, plan: Plan) -> pd.Series:
+    """The CPU-seconds of the rows' trainings on the plan's clock: wall seconds times threads, or measured (NaN
+    where a row did not measure it)."""
+    if plan.clock == WALL:
+        return rows["train_s"].astype(float) * plan.threads
+    return rows["train_cpu_s"].astype(float) if "train_cpu_s" in rows else pd.Series(math.nan, index=rows.index)
+
+
+def _check_share(preset_row: pd.DataFrame, total: float, plan: Plan) -> None:
+    """Warn when the preset's same-CPU-s row (one) used other than 90-110% of the own run's CPU-seconds on the
+    plan's clock: its rate came from rows trained under another load (results.md, item 8b)."""
+    used, row = float(_training_cpu_s(preset_row, plan).iloc[0]), preset_row.iloc[0]
+    if not 0.9 <= used / total <= 1.1:
+        print(f"  warning: {row['run']} used {used:.0f} CPU-s, {100 * used / total:.0f}% of the own run's "
+              f"{total:.0f}; it trained at {used / row['epochs'] / (plan.threads if plan.clock == WALL else 1):.1f} "
+              "s an epoch: pass that as --epoch-seconds for an even comparison", flush=True)
 
 
 def _own_run_dir(plan: Plan, search_dir: Path) -> Path:
@@ -452,13 +488,15 @@ def differences(summary: pd.DataFrame) -> pd.DataFrame:
             # "" or "+SCHEDULE", then expansion's own "+scratch" and "+stepNx": compare with the samplers of the
             # same proxy schedule
             label_of_proxy = re.sub(rf"(\+{Init.SCRATCH.value})?(\+step[0-9.]+x)?$", "", e["name"][len("expand"):])
-            samplers = searches[searches["name"].isin([s + label_of_proxy for s in SAMPLERS])]
+            samplers = searches[searches["name"].isin([s + label_of_proxy + clock for s in SAMPLERS
+                                                       for clock in ("", _CPU_CLOCK)])]
             pairs = others + [(row["name"], row) for _, row in samplers.iterrows()]
             rows += [_difference(target, e["name"], e, label, other) for label, other in pairs]
         pipeline = group[group["kind"] == "pipeline"]  # expansion's own run against the preset for its CPU-seconds
         for _, e in pipeline[pipeline["name"].str.startswith("expand")].iterrows():
             own_label = re.escape(e["name"][len("expand"):])  # its preset rows, at either rate
-            same = pipeline["name"].str.contains(rf" same CPU-s{own_label}(?:\+rate[0-9.]+s)?$")
+            clock = re.escape(_CPU_CLOCK)
+            same = pipeline["name"].str.contains(rf" same CPU-s{own_label}(?:{clock})?(?:\+rate[0-9.]+s)?$")
             rows += [_difference(target, f"{e['name']}, its own run", e, row["name"], row)
                      for _, row in pipeline[same].iterrows()]
     return pd.DataFrame(rows, columns=["target_gflops", "expansion", "minus", "top1_diff", "std_error"])
@@ -560,8 +598,13 @@ def _parser() -> argparse.ArgumentParser:
                              "unless --final-init scratch) against the best preset from scratch for the same "
                              "CPU-seconds, per search seed")
     parser.add_argument("--epoch-seconds", type=float, metavar="S",
-                        help="with --pipeline: the preset's CPU-seconds per epoch (default: the median of its "
-                             "preset rows, which may have trained under another load); rows named +rateSs")
+                        help="with --pipeline: the preset's seconds per epoch, wall (one thread) or CPU as --clock "
+                             "counts (default: the median of its preset rows, which may have trained under another "
+                             "load); rows named +rateSs")
+    parser.add_argument("--clock", choices=(WALL, CPU), default=WALL,
+                        help="how compute is counted for the samplers' cut and --pipeline's preset: wall seconds x "
+                             "CPUs per trial or threads, or measured CPU time, which a busy box does not inflate "
+                             "(searches recorded from 2026-12-06 on; rows named +cpu-clock)")
     parser.add_argument("--final-init", choices=(Init.INHERIT, Init.SCRATCH), default=Init.INHERIT.value,
                         help="where the own run's final training starts (--pipeline): scratch runs it in a copy "
                              "of each search's folder, rows named +final-scratch (default: %(default)s)")
@@ -584,7 +627,8 @@ def run_target(plan: Plan, args: argparse.Namespace, target: float, classes: int
     pipelines: list[tuple[int, Found]] = []
     for seed in args.seeds:
         expand_dir = plan.out / run_name("expand" + plan.expand_label, target, seed)
-        names = {name: name + (plan.expand_label if name == "expand" else plan.label) for name in args.strategies}
+        names = {name: name + (plan.expand_label if name == "expand" else plan.sampler_label)
+                 for name in args.strategies}
         missing = [name for name in args.strategies
                    if any((run_name(names[name], target, seed), t) not in done for t in args.train_seeds)]
         if not missing and not args.pipeline:
@@ -593,7 +637,7 @@ def run_target(plan: Plan, args: argparse.Namespace, target: float, classes: int
             ray.start()
             run_expand(plan.settings(expand_dir.name, target, seed),
                        resume=RunDir(expand_dir).exists(), quiet=True)
-        budget = expand_found(expand_dir)
+        budget = expand_found(expand_dir, plan.clock)
         jobs = []
         for strategy in missing:
             name = names[strategy]
@@ -627,7 +671,7 @@ def main(argv: list[str] | None = None) -> int:
     plan = Plan(data, args.space, args.proxy_schedule, args.full_schedule, args.out, args.threads,
                 args.cpus_per_trial, args.max_concurrent, args.jobs, args.train_schedule,
                 args.train_data.expanduser().resolve() if args.train_data else None, args.proxy_init, args.step_cost,
-                args.final_init, args.epoch_seconds)
+                args.final_init, args.epoch_seconds, args.clock)
     if plan.expand_label != plan.label and set(args.strategies) != {"expand"}:
         sys.exit("--proxy-init scratch and --step-cost change expansion only: the samplers would be cut at its "
                  "CPU-seconds under the default's names; add --strategies expand")

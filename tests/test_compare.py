@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from test_report import HALVING, make_run, read_journal
-from x3dsearch.compare import anytime_curve, best_at, compare_runs, frontier, proxy_trials
+from x3dsearch.compare import CPU, WALL, anytime_curve, best_at, clock_of, compare_runs, frontier, proxy_trials
 from x3dsearch.errors import UserError
 from x3dsearch.rundir import load_run
 
@@ -61,6 +61,37 @@ def test_table_and_plot_at_common_budget(runs, tmp_path):
     assert rows.loc["optuna", "best_top1_at_common"] == 0.60
     assert rows.loc["expand", "best_top1_final"] == 0.55
     assert rows["final_top1"].isna().all() and rows["final_split"].isna().all()  # no final training
+
+
+def _measure_cpu(run, cpu_of_seconds, keep=lambda record: True):
+    """Give the journal's attempts (those ``keep`` picks) the ``cpu_seconds`` a run recorded since 2026-12-06."""
+    records = [json.loads(line) for line in (run / "journal.jsonl").read_text().splitlines()]
+    (run / "journal.jsonl").write_text("".join(json.dumps(
+        dict(r, cpu_seconds=cpu_of_seconds(r["seconds"])) if keep(r) else r) + "\n" for r in records))
+
+
+def test_runs_that_all_measured_cpu_time_compare_on_it(runs, tmp_path):
+    expand, optuna = runs
+    _measure_cpu(expand, lambda seconds: seconds / 2)  # a busy box: half of each trial's wall time on a CPU
+    assert clock_of([load_run(expand)], [{}]) == CPU
+    assert proxy_trials(load_run(expand), 1.0, CPU)["compute"].sum() == 50
+    table, _ = compare_runs(runs, out=tmp_path / "c.png")  # optuna's journal has no CPU time: both on wall seconds
+    assert set(table["clock"]) == {WALL} and table.set_index("strategy")["compute_s"].to_dict() == {
+        "expand": 100, "optuna": 60}
+    _measure_cpu(optuna, lambda seconds: 2 * seconds)  # two CPUs busy all along
+    table, _ = compare_runs(runs, out=tmp_path / "c.png")
+    rows = table.set_index("strategy")
+    assert set(table["clock"]) == {CPU} and rows["compute_s"].to_dict() == {"expand": 50, "optuna": 60}
+    assert (rows["common_budget_s"] == 50).all() and rows.loc["optuna", "best_top1_at_common"] == 0.60
+
+
+def test_one_attempt_without_cpu_time_or_trials_on_gpus_keep_the_wall_clock(runs):
+    expand, _ = runs
+    _measure_cpu(expand, lambda seconds: seconds, keep=lambda record: record["step"] != 3)
+    assert clock_of([load_run(expand)], [{}]) == WALL
+    _measure_cpu(expand, lambda seconds: seconds)
+    assert clock_of([load_run(expand)], [{"gpus_per_trial": 1.0}]) == WALL  # CPU time says nothing of a GPU's
+    assert clock_of([load_run(expand)], [{"gpus_per_trial": 0.0}]) == CPU
 
 
 @pytest.mark.parametrize("splits, top1, split", [(("val", "test"), 0.55, "test"), (("val",), 0.7, "val")])

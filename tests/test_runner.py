@@ -209,7 +209,7 @@ class TestLocalRay:
         assert list(frame["init"]) == ["scratch", "inherit", "inherit", "inherit"]
         assert set(frame["parent_key"][1:]) == {frame["config_key"][0]}
         assert (frame["gflops"][1:] > bench.target).all() and (frame["params"] > 0).all()
-        assert frame["top1"].between(0, 1).all() and (frame["seconds"] > 0).all()
+        assert frame["top1"].between(0, 1).all() and (frame["seconds"] > 0).all() and (frame["cpu_seconds"] > 0).all()
         final = reference / "final"
         assert X3DConfig.from_yaml(final / "config.yaml").key == path["final"]["config_key"]
         assert (final / "model.pt").stat().st_size > 0

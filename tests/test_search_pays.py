@@ -176,6 +176,72 @@ def test_the_pipeline_row_trains_expansions_own_run_then_the_preset_for_its_cpu_
     assert sorted(p.name for p in inherited.run_dir.iterdir()) == ["journal.jsonl", "weights"]  # it starts from them
 
 
+def test_on_the_cpu_clock_the_preset_gets_the_own_runs_measured_cpu_seconds(tmp_path, capsys):
+    from x3dsearch.config import preset
+
+    results = tmp_path / "rows.csv"
+    plan = search_pays.Plan(tmp_path / "data", "x3d_kinetics", "cpu_proxy", "cpu_full", tmp_path / "runs", 1, 1.0,
+                            None, clock="cpu")
+    s = preset("S", num_classes=12)
+    # a busy box: the wall seconds (train_s) are twice the CPU time, and only the CPU time counts
+    rows = [dict(kind="preset", name="S", run="preset-S-2g", seed=seed, status="ok", train_s=2 * cpu_s,
+                 train_cpu_s=cpu_s, epochs=8) for seed, cpu_s in ((0, 80.0), (1, 100.0), (2, 120.0))]
+    pd.DataFrame(rows, columns=search_pays.COLUMNS).to_csv(results, index=False)
+    found = search_pays.Found(preset("XS", num_classes=12), 0.4, 200.0, 30)  # 200 proxy CPU-s, measured
+    (own,) = search_pays.pipeline_jobs(plan, results, 2.0, 1, found, ("S", s))
+    assert own.row["run"] == "pipeline-expand-2g-seed1"  # the own run does not depend on the clock
+    pd.DataFrame([dict(own.row, seed=1, status="ok", train_s=90.0, train_cpu_s=50.0, epochs=8)],
+                 columns=search_pays.COLUMNS).to_csv(results, mode="a", header=False, index=False)
+    (same,) = search_pays.pipeline_jobs(plan, results, 2.0, 1, found, ("S", s))
+    assert (same.epochs, same.row["run"]) == (20, "pipeline-S+cpu-clock-2g-seed1")  # (200 + 50) / 12.5 CPU-s
+    pd.DataFrame([dict(same.row, seed=1, status="ok", train_s=500.0, train_cpu_s=160.0, epochs=20)],
+                 columns=search_pays.COLUMNS).to_csv(results, mode="a", header=False, index=False)
+    assert search_pays.pipeline_jobs(plan, results, 2.0, 1, found, ("S", s)) == []
+    assert ("warning: pipeline-S+cpu-clock-2g-seed1 used 160 CPU-s, 64% of the own run's 250; it trained at 8.0 s "
+            "an epoch" in capsys.readouterr().out)
+    (rated,) = search_pays.pipeline_jobs(replace(plan, epoch_s=5.0, threads=2), results, 2.0, 1, found, ("S", s))
+    assert rated.epochs == 50  # a given rate is CPU-seconds per epoch on this clock, whatever the threads
+    old = tmp_path / "old.csv"  # rows from before CPU time was recorded: no rate to take, said so
+    pd.DataFrame([{k: v for k, v in row.items() if k != "train_cpu_s"} for row in rows]
+                 + [dict(own.row, seed=1, status="ok", train_s=90.0, epochs=8)]).to_csv(old, index=False)
+    with pytest.raises(SystemExit, match="did not measure their CPU time; pass --epoch-seconds, or --clock wall"):
+        search_pays.pipeline_jobs(plan, old, 2.0, 1, found, ("S", s))
+
+
+def test_the_cpu_clock_refuses_a_journal_without_cpu_time_and_names_the_samplers_apart(tmp_path):
+    run = tmp_path / "expand-2g-seed0"
+    run.mkdir()
+    (run / "run.yaml").write_text("cpus_per_trial: 2.0\n")
+    (run / "journal.jsonl").write_text("".join(json.dumps(
+        {"config_key": key, "gflops": 1.0, "status": "ok", "top1": 0.5, "seconds": 10, "ended": i}) + "\n"
+        for i, key in enumerate("ab")))
+    assert search_pays.run_trials(run, "wall")["compute"].sum() == 40
+    with pytest.raises(SystemExit, match="did not all measure their CPU time"):
+        search_pays.run_trials(run, "cpu")
+    plan = search_pays.Plan(tmp_path / "data", "x3d_kinetics", "cpu_proxy", "cpu_full", tmp_path / "runs", 1, 1.0,
+                            None)
+    assert (plan.sampler_label, replace(plan, clock="cpu").sampler_label) == ("", "+cpu-clock")
+    assert replace(plan, clock="cpu").expand_label == ""  # expansion's search is the same on either clock
+    rows = [("search", "expand", 0.50), ("search", "random+cpu-clock", 0.45), ("pipeline", "expand", 0.66),
+            ("pipeline", "S same CPU-s+cpu-clock", 0.68)]
+    summary = pd.DataFrame([{"target_gflops": 2.0, "kind": kind, "name": name, "top1": top1, "top1_se": 0.03}
+                            for kind, name, top1 in rows])
+    assert list(search_pays.differences(summary)["minus"]) == ["random+cpu-clock", "S same CPU-s+cpu-clock"]
+
+
+def test_a_results_file_from_before_a_new_column_gets_it_before_rows_are_appended(tmp_path):
+    results = tmp_path / "rows.csv"
+    before = [c for c in search_pays.COLUMNS if c != "train_cpu_s"]
+    pd.DataFrame([dict(kind="preset", name="S", run="preset-S-2g", seed=0, status="ok", train_s=96.0, epochs=8)],
+                 columns=before).to_csv(results, index=False)
+    search_pays._add_new_columns(results)
+    table = pd.read_csv(results)
+    assert list(table.columns) == search_pays.COLUMNS and math.isnan(table["train_cpu_s"][0])
+    assert (table["run"][0], table["train_s"][0]) == ("preset-S-2g", 96.0)
+    search_pays._add_new_columns(results)  # nothing to add: unchanged
+    pd.testing.assert_frame_equal(pd.read_csv(results), table)
+
+
 def test_a_longer_training_scales_its_time_guard_with_its_epochs(tmp_path, monkeypatch):
     from x3dsearch.config import preset
 

@@ -233,7 +233,7 @@ def test_keyboard_interrupt_propagates_and_resume_matches(data: tuple[Dataset, D
         train(CONFIG, data, schedule, seed=0, threads=1, out_dir=tmp_path / "cut", on_epoch=stop_after_first)
     assert (tmp_path / "cut" / "checkpoint.pt").is_file()
     first = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=False)["state"]["cpu_seconds"]
-    monkeypatch.setattr(train_module, "_cpu_time", lambda: 100.0)  # the resumed part adds no CPU time
+    monkeypatch.setattr(train_module, "cpu_time", lambda: 100.0)  # the resumed part adds no CPU time
     resumed = train(CONFIG, data, schedule, seed=0, threads=1, out_dir=tmp_path / "cut", resume=True)
     assert _measured(resumed) == _measured(whole)
     assert first > 0 and resumed.cpu_seconds == pytest.approx(first)  # the first part's, carried over

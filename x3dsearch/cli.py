@@ -397,8 +397,9 @@ def _add_compare(sub: Any) -> None:
     p = _command(
         sub, "compare", commands.compare,
         "compare search runs at equal proxy compute: anytime curves, frontiers, a table",
-        "For each run directory: best proxy top-1 under the target against cumulative proxy compute (journal "
-        "seconds x cpus_per_trial), the best under the target at the smallest budget all runs reached, and the "
+        "For each run directory: best proxy top-1 under the target against cumulative proxy compute (each trial's "
+        "measured CPU-seconds when every run recorded them, else its seconds x cpus_per_trial: the table's clock "
+        "column says which), the best under the target at the smallest budget all runs reached, and the "
         "top-1/GFLOPs frontier of everything trained. Runs searched under latency compare in measured ms per clip "
         "(each run's latency.csv), with the GFLOPs frontier beside.")
     _add_runs(p, "run directories (expand or optuna)")

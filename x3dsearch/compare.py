@@ -1,8 +1,9 @@
 """Compare search runs at equal proxy compute: anytime curves, frontiers and one table.
 
 Proxy compute of a trial is its journaled ``seconds`` times the run's ``cpus_per_trial``
-(CPU-seconds; GPU-seconds when trials held GPUs); a config trained over several rungs or
-seeds has one trial for each, each with its own seconds. A run's anytime curve is the best
+(CPU-seconds; GPU-seconds when trials held GPUs), or, where every compared run's CPU trials measured it,
+its ``cpu_seconds`` (CPU time, which waiting for a busy core does not inflate); a config trained over
+several rungs or seeds has one trial for each, each with its own seconds. A run's anytime curve is the best
 proxy top-1 among trained configs at or under the target after each trial, in the order
 trials ended, each config with its score at the highest rung it had reached (the mean over
 its seeds there); comparing every run at the smallest total compute any of them spent makes
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import pandas as pd
 
@@ -26,20 +27,35 @@ from .runview import RunView, config_scores, frontier as pareto, numeric_column
 from .scores import headline
 from .trial import SPENT
 
-__all__ = ["proxy_trials", "anytime_curve", "best_at", "frontier", "compare_table", "plot_compare",
-           "compare_runs"]
+__all__ = ["WALL", "CPU", "proxy_trials", "clock_of", "anytime_curve", "best_at", "frontier", "compare_table",
+           "plot_compare", "compare_runs"]
 
 _UNITS = {"gflops": "GFLOPs", "ms": "ms per clip"}
+WALL, CPU = "wall", "cpu"  # proxy compute as wall seconds x CPUs per trial, or as measured CPU time
 _TIMING = ("latency_device", "latency_batch", "latency_threads", "latency_node")
 
 
-def proxy_trials(journal: pd.DataFrame, cpus_per_trial: float) -> pd.DataFrame:
-    """Finished proxy attempts in the order they ended, with ``compute`` and its running sum."""
+def proxy_trials(journal: pd.DataFrame, cpus_per_trial: float, clock: str = WALL) -> pd.DataFrame:
+    """Finished proxy attempts in the order they ended, with ``compute`` and its running sum: each attempt's
+    wall seconds times ``cpus_per_trial`` (``clock`` "wall") or its measured CPU-seconds ("cpu")."""
     done = journal[journal["status"].isin(SPENT)].copy()
-    done["compute"] = numeric_column(done, "seconds").fillna(0.0) * cpus_per_trial
+    if clock == CPU:
+        done["compute"] = numeric_column(done, "cpu_seconds").fillna(0.0)
+    else:
+        done["compute"] = numeric_column(done, "seconds").fillna(0.0) * cpus_per_trial
     done = done.sort_values("ended", kind="stable").reset_index(drop=True)
     done["cumulative"] = done["compute"].cumsum()
     return done
+
+
+def clock_of(journals: Iterable[pd.DataFrame], settings: Iterable[Mapping[str, Any]]) -> str:
+    """``CPU`` when every finished attempt of every run measured its CPU time and no run's trials held GPUs,
+    else ``WALL``: one clock for all the runs compared."""
+    for journal, run_settings in zip(journals, settings, strict=True):
+        done = journal[journal["status"].isin(SPENT)]
+        if float(run_settings.get("gpus_per_trial") or 0.0) > 0 or numeric_column(done, "cpu_seconds").isna().any():
+            return WALL
+    return CPU
 
 
 def anytime_curve(trials: pd.DataFrame, target: float, tolerance: float = 0.0, cost: str = "gflops") -> pd.DataFrame:
@@ -129,15 +145,17 @@ def compare_runs(run_dirs: Sequence[str | Path], out: str | Path = "compare.png"
     for run_dir in run_dirs:
         views[_unique(Path(run_dir).resolve().name, views)] = RunView(run_dir)
     cost, target = _budget(views, target_gflops, target_ms)
+    clock = clock_of([v.journal for v in views.values()], [v.settings for v in views.values()])
     runs = {}
     for name, view in views.items():
-        trials = proxy_trials(view.journal, float(view.settings.get("cpus_per_trial") or 1.0))
+        trials = proxy_trials(view.journal, float(view.settings.get("cpus_per_trial") or 1.0), clock)
         runs[name] = trials.assign(ms=latencies(trials["config_key"], view.timings)) if cost == "ms" else trials
     empty = [name for name, trials in runs.items() if trials.empty]
     if empty:
         raise UserError(f"no finished proxy trainings in {', '.join(empty)}")
     strategies = {name: view.settings.get("strategy", "expand") for name, view in views.items()}
     table = compare_table(runs, strategies, target, tolerance, {n: v.final for n, v in views.items()}, cost)
+    table.insert(table.columns.get_loc("compute_s"), "clock", clock)
     return table, plot_compare(runs, target, out, tolerance, cost)
 
 

@@ -20,7 +20,7 @@ from .config import X3DConfig
 from .inherit import inherit
 from .recipe import Recipe
 from .trial import Init, TrialJob
-from .train import train
+from .train import cpu_time, train
 
 __all__ = ["weights_file", "initial_state", "run_proxy"]
 
@@ -53,12 +53,12 @@ def initial_state(config: X3DConfig, parent: X3DConfig | None, weights_dir: str 
 
 def run_proxy(job: TrialJob) -> dict[str, Any]:
     """Train one candidate as ``job`` asks; the TrainResult as a dict plus ``init`` (how the weights started),
-    ``parent_key`` and ``seconds`` of this call alone.
+    ``parent_key``, and the ``seconds`` and ``cpu_seconds`` of this call alone (a rung's, not its training's so far).
 
     With ``stop_epochs`` the training pauses there (a rung) with its checkpoint in ``trials_dir``, and a
     later job with a larger ``stop_epochs`` continues it. A repeat with another seed keeps no weights.
     """
-    started = time.monotonic()
+    started, cpu_started = time.monotonic(), cpu_time()
     config = X3DConfig.from_dict(job.config)
     seed = job.seed + job.seed_offset
     parent = X3DConfig.from_dict(job.parent) if job.parent else None
@@ -71,4 +71,4 @@ def run_proxy(job: TrialJob) -> dict[str, Any]:
                    threads=max(1, int(job.cpus)), init_state=state, weights_out=keep,
                    out_dir=trial_dir, resume=trial_dir is not None, stop_after_epochs=job.stop_epochs)
     return dict(result.to_dict(), init=init.value, parent_key=parent.key if parent else None,
-                seconds=time.monotonic() - started)
+                seconds=time.monotonic() - started, cpu_seconds=cpu_time() - cpu_started)

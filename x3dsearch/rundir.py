@@ -27,7 +27,7 @@ from .errors import UserError
 __all__ = ["RunDir", "load_run", "atomic_write", "JOURNAL_COLUMNS"]
 
 JOURNAL_COLUMNS = ["config_key", "step", "axis", "kind", "gflops", "params", "status", "top1", "top5",
-                   "seconds", "node", "attempt", "reason", "started", "ended"]
+                   "seconds", "cpu_seconds", "node", "attempt", "reason", "started", "ended"]
 _MIN_FREE_BYTES = 200 * 2 ** 20
 
 

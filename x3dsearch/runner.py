@@ -155,9 +155,9 @@ class JournalScorer:
             config_key=c.key, config=c.config.to_dict(), step=c.step, axis=c.axis, kind=c.kind, fraction=c.fraction,
             gflops=c.gflops, params=c.params, parent_key=c.parent.key if c.parent is not None else None,
             status=Status(metrics.get("status", Status.FAILED)), top1=metrics.get("top1"), top5=metrics.get("top5"),
-            seconds=metrics.get("seconds"), node=metrics.get("node"), attempt=metrics.get("attempt", 1),
-            reason=metrics.get("reason", ""), init=metrics.get("init"), rung=epochs, seed_offset=offset,
-            started=metrics.get("trial_started"), ended=metrics.get("trial_ended", time.time()),
+            seconds=metrics.get("seconds"), cpu_seconds=metrics.get("cpu_seconds"), node=metrics.get("node"),
+            attempt=metrics.get("attempt", 1), reason=metrics.get("reason", ""), init=metrics.get("init"), rung=epochs,
+            seed_offset=offset, started=metrics.get("trial_started"), ended=metrics.get("trial_ended", time.time()),
             metrics={k: v for k, v in metrics.items() if k != "config"})
         self.run.append(record.to_dict())
         if record.status.final:

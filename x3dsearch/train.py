@@ -43,7 +43,7 @@ from .recipe import Recipe
 from .scores import Scores
 
 __all__ = ["TrainResult", "Parallel", "train", "evaluate_weights", "resolve_threads", "checkpoint_identity",
-           "CHECKPOINT", "METRICS", "MODEL", "CONFIG"]
+           "cpu_time", "CHECKPOINT", "METRICS", "MODEL", "CONFIG"]
 
 METRICS, MODEL, CONFIG = "metrics.json", "model.pt", "config.yaml"
 _EXPLODE_FACTOR = 20.0  # a loss this many times the first step's loss counts as divergence
@@ -228,7 +228,7 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _cpu_time() -> float:
+def cpu_time() -> float:
     """User and system CPU seconds of this process and of its reaped children (loader workers a fork started)."""
     return sum(usage.ru_utime + usage.ru_stime
                for usage in (resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)))
@@ -388,7 +388,7 @@ class _Run:
         self.feed = _feed(recipe, seed, device, parallel.loader_start)
         self.state = _State()
         self.skipped: tuple[tuple[str, str], ...] = ()
-        self.started, self.cpu_started = time.monotonic(), _cpu_time()
+        self.started, self.cpu_started = time.monotonic(), cpu_time()
         self.wall_before = self.cpu_before = 0.0
 
     def load_checkpoint(self) -> dict[str, Any] | None:
@@ -430,7 +430,7 @@ class _Run:
 
     def _cpu_seconds(self) -> float:
         """CPU time of the whole run (this process and its ended children), including before a resume."""
-        return self.cpu_before + _cpu_time() - self.cpu_started
+        return self.cpu_before + cpu_time() - self.cpu_started
 
     def _train_and_evaluate(self, data: str | Path | tuple[Dataset, ...],
                             checkpoint: dict[str, Any] | None) -> dict[str, Scores]:

@@ -78,6 +78,7 @@ class TrialRecord:
     top1: float | None = None
     top5: float | None = None
     seconds: float | None = None
+    cpu_seconds: float | None = None  # this attempt's CPU time (process and reaped children); None before 2026-12-06
     node: str | None = None
     attempt: int = 1
     reason: str = ""
