@@ -14,12 +14,12 @@ Every found model and preset is then trained from scratch with one full schedule
 (``--full-schedule``; ``--train-schedule`` and ``--train-data`` train them longer or on a larger copy of the
 benchmark than the searches saw, whose run directories stay as recorded) on ``--threads`` threads, once per
 training seed (``--train-seeds``), ``--jobs`` at a time. One CSV row per model and training seed records val
-top-1 (the split every search selected on), test top-1 and top-5 and the test top-1 of each class group the data declares, cost,
-the search's proxy CPU-seconds, the training's clips/s, wall and CPU seconds, and the median latency of one eval forward pass on
-one clip (one thread); a plot and a markdown table summarise them: per (target, name) the mean over
-searches (search seeds) of each search's mean over training seeds, with its standard error over the
-searches (over training seeds for a single search). Re-running skips rows already in the CSV and resumes search runs
-from their journals and trainings from their checkpoints.
+top-1 (the split every search selected on), test top-1 and top-5 and the test top-1 of each class group the data
+declares, cost, the search's proxy CPU-seconds, the training's clips/s, wall and CPU seconds, and the median
+latency of one eval forward pass on one clip (one thread); a plot and a markdown table summarise them: per
+(target, name) the mean over searches (search seeds) of each search's mean over training seeds, with its
+standard error over the searches (over training seeds for a single search). Re-running skips rows already in the
+CSV and resumes search runs from their journals and trainings from their checkpoints.
 
 With ``--pipeline`` each expansion search also gets the row a user cares about (kind ``pipeline``): expansion's
 own run, its search followed by the final training as ``x3dsearch expand`` ran it until 2026-12-06 (from the
@@ -94,7 +94,6 @@ _SUMMARY_FIELDS = {"target_gflops", "kind", "name", "runs", "n", "top1", "top1_s
                    "gflops_std", "params", "proxy_cpu_s", "clips_per_s", "latency_ms"}
 
 
-_CPU_CLOCK = "+cpu-clock"  # the label of rows whose compute was counted in measured CPU time
 SEARCHES_FULL = "cpu_full"  # the searches' recorded full schedule, and the own runs' unless --full-schedule
 
 @dataclass(frozen=True)
@@ -124,9 +123,20 @@ class Plan:
         return "" if self.proxy_schedule == "cpu_proxy" else f"+{Path(self.proxy_schedule).stem}"
 
     @property
+    def clock_label(self) -> str:
+        """How rows whose compute was counted in measured CPU time are told apart: ``+cpu-clock``, else ""."""
+        return "" if self.clock == WALL else "+cpu-clock"
+
+    @property
+    def threads_per_training(self) -> int:
+        """What a full training's seconds are multiplied by to count its CPU-seconds on :attr:`clock`: its
+        threads for wall seconds, 1 for measured CPU time."""
+        return self.threads if self.clock == WALL else 1
+
+    @property
     def sampler_label(self) -> str:
-        """The samplers' :attr:`label`, then ``+cpu-clock`` when they are cut at expansion's measured CPU time."""
-        return self.label + ("" if self.clock == WALL else _CPU_CLOCK)
+        """The samplers' :attr:`label`, then :attr:`clock_label` (cut at expansion's compute on that clock)."""
+        return self.label + self.clock_label
 
     @property
     def expand_label(self) -> str:
@@ -188,7 +198,7 @@ def run_trials(run_dir: str | Path, clock: str) -> pd.DataFrame:
     journal, settings = load_run(run_dir), RunDir(run_dir).settings()
     if clock == CPU and clock_of([journal], [settings]) != CPU:
         sys.exit(f"{run_dir}: its proxy trainings did not all measure their CPU time (journals before 2026-12-06, "
-                 "or GPU trials): use --clock wall, or another --out for new searches")
+                 "or GPU trials): use --clock wall, or another --out and --results for new searches")
     return proxy_trials(journal, float(settings.get("cpus_per_trial") or 1.0), clock)
 
 
@@ -343,7 +353,7 @@ def _train_job(plan: Plan, job: TrainJob) -> dict[str, Any]:
                 train_clips_per_s=result.clips_per_s, train_s=result.seconds, epochs=len(result.epoch_losses),
                 stopped_early=result.stopped_early, latency_ms=latency_ms(job.config, plan.full.recipe),
                 config=job.config.to_json(), reason=result.reason,
-                train_cpu_s=result.cpu_seconds or math.nan)  # 0: a result recorded before CPU time was
+                train_cpu_s=result.cpu_seconds or math.nan)  # 0: read back from before CPU time was recorded
 
 
 def train_all(plan: Plan, results: Path, jobs: list[TrainJob]) -> None:
@@ -356,7 +366,8 @@ def train_all(plan: Plan, results: Path, jobs: list[TrainJob]) -> None:
         futures = [pool.submit(_train_job, plan, job) for job in jobs]
         for future in as_completed(futures):
             record = future.result()
-            pd.DataFrame([record], columns=COLUMNS).to_csv(results, mode="a", header=not results.is_file(),
+            columns = list(pd.read_csv(results, nrows=0).columns) if results.is_file() else COLUMNS
+            pd.DataFrame([record], columns=columns).to_csv(results, mode="a", header=not results.is_file(),
                                                            index=False)
             top1 = (f"val {record['val_top1']:.3f} test {record['test_top1']:.3f}" if record["test_top1"] is not None
                     else record["reason"] or f"val {record['val_top1']}")
@@ -365,11 +376,15 @@ def train_all(plan: Plan, results: Path, jobs: list[TrainJob]) -> None:
 
 
 def _add_new_columns(results: Path) -> None:
-    """Rewrite a results file written before a column of :data:`COLUMNS` existed with that column (empty), so
-    that the rows appended next line up with its header."""
-    if results.is_file() and list(pd.read_csv(results, nrows=0).columns) != COLUMNS:
-        table = pd.read_csv(results)
-        table.reindex(columns=COLUMNS).to_csv(results.with_suffix(".tmp"), index=False)
+    """Give a results file written before a column of :data:`COLUMNS` existed that column, empty, at the end (its
+    values kept as written), so that the rows appended next line up with its header. Not while another run of
+    this script appends to the file: a row it wrote during the rewrite would be lost."""
+    if not results.is_file():
+        return
+    table = pd.read_csv(results, dtype=str, keep_default_na=False)
+    missing = [column for column in COLUMNS if column not in table.columns]
+    if missing:
+        table.assign(**dict.fromkeys(missing, "")).to_csv(results.with_suffix(".tmp"), index=False)
         results.with_suffix(".tmp").replace(results)
 
 
@@ -393,14 +408,18 @@ def pipeline_jobs(plan: Plan, results: Path, target: float, seed: int, budget: F
                                                    run=own), run_dir=_own_run_dir(plan, search_dir))]
     total = budget.proxy_cpu_s + _training_cpu_s(table[(table["run"] == own) & (table["seed"] == seed)].iloc[-1:],
                                                  plan).iloc[0]
+    if math.isnan(total):
+        sys.exit(f"{own}: its row did not measure its training's CPU time (written before 2026-12-06): use --clock "
+                 "wall for it")
     runs = table[(table["kind"] == "preset") & (table["name"] == name) & table["status"].isin(_KEPT)]
-    per_epoch = (plan.epoch_s * (plan.threads if plan.clock == WALL else 1) if plan.epoch_s
+    per_epoch = (plan.epoch_s * plan.threads_per_training if plan.epoch_s
                  else float((_training_cpu_s(runs, plan) / runs["epochs"]).median()))
-    if math.isnan(total) or math.isnan(per_epoch):
-        sys.exit(f"{own}: its rows or {name}'s did not measure their CPU time; pass --epoch-seconds, or --clock wall")
+    if math.isnan(per_epoch):
+        sys.exit(f"no row of {name} {'has its CPU time measured ' * (plan.clock == CPU)}to take its seconds per "
+                 "epoch from: pass --epoch-seconds, or train it first (--presets)")
     epochs = max(1, round(total / per_epoch))
     # the own run's label, so each is compared with its own preset rows; +rateNs where the rate was given
-    label = (plan.expand_label + plan.pipeline_label + ("" if plan.clock == WALL else _CPU_CLOCK)
+    label = (plan.expand_label + plan.pipeline_label + plan.clock_label
              + ("" if plan.epoch_s is None else f"+rate{plan.epoch_s:g}s"))
     same = run_name(f"pipeline-{name}" + label, target, seed)
     if (same, seed) in done:
@@ -425,8 +444,8 @@ def _check_share(preset_row: pd.DataFrame, total: float, plan: Plan) -> None:
     used, row = float(_training_cpu_s(preset_row, plan).iloc[0]), preset_row.iloc[0]
     if not 0.9 <= used / total <= 1.1:
         print(f"  warning: {row['run']} used {used:.0f} CPU-s, {100 * used / total:.0f}% of the own run's "
-              f"{total:.0f}; it trained at {used / row['epochs'] / (plan.threads if plan.clock == WALL else 1):.1f} "
-              "s an epoch: pass that as --epoch-seconds for an even comparison", flush=True)
+              f"{total:.0f}; it trained at {used / row['epochs'] / plan.threads_per_training:.1f} s an epoch: pass "
+              "that as --epoch-seconds for an even comparison", flush=True)
 
 
 def _own_run_dir(plan: Plan, search_dir: Path) -> Path:
@@ -489,14 +508,13 @@ def differences(summary: pd.DataFrame) -> pd.DataFrame:
             # same proxy schedule
             label_of_proxy = re.sub(rf"(\+{Init.SCRATCH.value})?(\+step[0-9.]+x)?$", "", e["name"][len("expand"):])
             samplers = searches[searches["name"].isin([s + label_of_proxy + clock for s in SAMPLERS
-                                                       for clock in ("", _CPU_CLOCK)])]
+                                                       for clock in ("", "+cpu-clock")])]
             pairs = others + [(row["name"], row) for _, row in samplers.iterrows()]
             rows += [_difference(target, e["name"], e, label, other) for label, other in pairs]
         pipeline = group[group["kind"] == "pipeline"]  # expansion's own run against the preset for its CPU-seconds
         for _, e in pipeline[pipeline["name"].str.startswith("expand")].iterrows():
             own_label = re.escape(e["name"][len("expand"):])  # its preset rows, at either rate
-            clock = re.escape(_CPU_CLOCK)
-            same = pipeline["name"].str.contains(rf" same CPU-s{own_label}(?:{clock})?(?:\+rate[0-9.]+s)?$")
+            same = pipeline["name"].str.contains(rf" same CPU-s{own_label}(?:\+cpu-clock)?(?:\+rate[0-9.]+s)?$")
             rows += [_difference(target, f"{e['name']}, its own run", e, row["name"], row)
                      for _, row in pipeline[same].iterrows()]
     return pd.DataFrame(rows, columns=["target_gflops", "expansion", "minus", "top1_diff", "std_error"])
@@ -598,9 +616,9 @@ def _parser() -> argparse.ArgumentParser:
                              "unless --final-init scratch) against the best preset from scratch for the same "
                              "CPU-seconds, per search seed")
     parser.add_argument("--epoch-seconds", type=float, metavar="S",
-                        help="with --pipeline: the preset's seconds per epoch, wall (one thread) or CPU as --clock "
-                             "counts (default: the median of its preset rows, which may have trained under another "
-                             "load); rows named +rateSs")
+                        help="with --pipeline: the preset's seconds per epoch as --clock counts them, wall "
+                             "seconds at --threads threads or measured CPU-seconds (default: the median of its "
+                             "preset rows, which may have trained under another load); rows named +rateSs")
     parser.add_argument("--clock", choices=(WALL, CPU), default=WALL,
                         help="how compute is counted for the samplers' cut and --pipeline's preset: wall seconds x "
                              "CPUs per trial or threads, or measured CPU time, which a busy box does not inflate "

@@ -90,6 +90,10 @@ def test_one_attempt_without_cpu_time_or_trials_on_gpus_keep_the_wall_clock(runs
     _measure_cpu(expand, lambda seconds: seconds, keep=lambda record: record["step"] != 3)
     assert clock_of([load_run(expand)], [{}]) == WALL
     _measure_cpu(expand, lambda seconds: seconds)
+    with open(expand / "journal.jsonl", "a") as journal:  # a lost worker's attempt: failed, timing nothing
+        journal.write(json.dumps({"config_key": "lost", "step": 6, "axis": "x", "kind": "expand", "gflops": 0.1,
+                                  "ended": 200.0, "status": "failed"}) + "\n")
+    assert clock_of([load_run(expand)], [{}]) == CPU
     assert clock_of([load_run(expand)], [{"gpus_per_trial": 1.0}]) == WALL  # CPU time says nothing of a GPU's
     assert clock_of([load_run(expand)], [{"gpus_per_trial": 0.0}]) == CPU
 

@@ -201,11 +201,21 @@ def test_on_the_cpu_clock_the_preset_gets_the_own_runs_measured_cpu_seconds(tmp_
             "an epoch" in capsys.readouterr().out)
     (rated,) = search_pays.pipeline_jobs(replace(plan, epoch_s=5.0, threads=2), results, 2.0, 1, found, ("S", s))
     assert rated.epochs == 50  # a given rate is CPU-seconds per epoch on this clock, whatever the threads
-    old = tmp_path / "old.csv"  # rows from before CPU time was recorded: no rate to take, said so
+    old = tmp_path / "old.csv"  # rows from before CPU time was recorded: nothing to count on this clock, said so
     pd.DataFrame([{k: v for k, v in row.items() if k != "train_cpu_s"} for row in rows]
                  + [dict(own.row, seed=1, status="ok", train_s=90.0, epochs=8)]).to_csv(old, index=False)
-    with pytest.raises(SystemExit, match="did not measure their CPU time; pass --epoch-seconds, or --clock wall"):
+    with pytest.raises(SystemExit, match="pipeline-expand-2g-seed1: its row did not measure its training's CPU time"):
         search_pays.pipeline_jobs(plan, old, 2.0, 1, found, ("S", s))
+    pd.DataFrame([{k: v for k, v in row.items() if k != "train_cpu_s"} for row in rows]
+                 + [dict(own.row, seed=1, status="ok", train_s=90.0, train_cpu_s=50.0, epochs=8)]).to_csv(old,
+                                                                                                       index=False)
+    with pytest.raises(SystemExit, match="no row of S has its CPU time measured to take its seconds per epoch from"):
+        search_pays.pipeline_jobs(plan, old, 2.0, 1, found, ("S", s))
+    wall = replace(plan, clock="wall")  # the wall clock counts the busy box's seconds: (200 + 90) / 25 s an epoch
+    assert search_pays.pipeline_jobs(wall, old, 2.0, 1, found, ("S", s))[0].epochs == 12
+    pd.DataFrame([dict(own.row, seed=1, status="ok", train_s=90.0, epochs=8)]).to_csv(old, index=False)
+    with pytest.raises(SystemExit, match="no row of S to take its seconds per epoch from: pass --epoch-seconds"):
+        search_pays.pipeline_jobs(wall, old, 2.0, 1, found, ("S", s))  # no preset rows yet
 
 
 def test_the_cpu_clock_refuses_a_journal_without_cpu_time_and_names_the_samplers_apart(tmp_path):
@@ -229,17 +239,49 @@ def test_the_cpu_clock_refuses_a_journal_without_cpu_time_and_names_the_samplers
     assert list(search_pays.differences(summary)["minus"]) == ["random+cpu-clock", "S same CPU-s+cpu-clock"]
 
 
-def test_a_results_file_from_before_a_new_column_gets_it_before_rows_are_appended(tmp_path):
+def test_a_results_file_from_before_a_new_column_gets_it_and_the_next_rows_line_up(tmp_path, monkeypatch):
+    from x3dsearch.config import preset
+
     results = tmp_path / "rows.csv"
-    before = [c for c in search_pays.COLUMNS if c != "train_cpu_s"]
-    pd.DataFrame([dict(kind="preset", name="S", run="preset-S-2g", seed=0, status="ok", train_s=96.0, epochs=8)],
+    before = [c for c in search_pays.COLUMNS if c != "train_cpu_s"] + ["a column of its own"]
+    pd.DataFrame([dict(kind="search", name="expand", run="expand-2g-seed0", search_seed=0, seed=0, status="ok",
+                       train_s=96.0, epochs=8, **{"a column of its own": "kept"})],
                  columns=before).to_csv(results, index=False)
-    search_pays._add_new_columns(results)
+    written = results.read_text().splitlines()[1]
+    monkeypatch.setattr(search_pays, "ProcessPoolExecutor", _InProcess)
+    monkeypatch.setattr(search_pays, "_train_job", lambda plan, job: dict(job.row, seed=job.seed, status="ok",
+                                                                          val_top1=0.5, test_top1=0.4, train_s=10.0,
+                                                                          train_clips_per_s=3.0, train_cpu_s=9.0))
+    plan = search_pays.Plan(tmp_path / "data", "x3d_kinetics", "cpu_proxy", "cpu_full", tmp_path / "runs", 1, 1.0,
+                            None)
+    search_pays.train_all(plan, results, [search_pays.TrainJob(preset("S", num_classes=12), 1,
+                                                                dict(kind="preset", name="S", run="preset-S-2g"))])
+    lines = results.read_text().splitlines()
+    assert lines[1] == written + ","  # the old row as written (its 0 still 0), an empty train_cpu_s after it
     table = pd.read_csv(results)
-    assert list(table.columns) == search_pays.COLUMNS and math.isnan(table["train_cpu_s"][0])
-    assert (table["run"][0], table["train_s"][0]) == ("preset-S-2g", 96.0)
-    search_pays._add_new_columns(results)  # nothing to add: unchanged
-    pd.testing.assert_frame_equal(pd.read_csv(results), table)
+    assert list(table.columns) == before + ["train_cpu_s"] and math.isnan(table["train_cpu_s"][0])
+    assert table["a column of its own"].tolist()[0] == "kept" and table["train_cpu_s"][1] == 9.0
+    assert (table["run"][1], table["train_s"][1], table["test_top1"][1]) == ("preset-S-2g", 10.0, 0.4)
+
+
+class _InProcess:
+    """A process pool that runs each job in this process (the monkeypatched trainings live here)."""
+
+    def __init__(self, **kwargs):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def submit(self, fn, *args):
+        from concurrent.futures import Future
+
+        future = Future()
+        future.set_result(fn(*args))
+        return future
 
 
 def test_a_longer_training_scales_its_time_guard_with_its_epochs(tmp_path, monkeypatch):

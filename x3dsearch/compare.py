@@ -49,11 +49,12 @@ def proxy_trials(journal: pd.DataFrame, cpus_per_trial: float, clock: str = WALL
 
 
 def clock_of(journals: Iterable[pd.DataFrame], settings: Iterable[Mapping[str, Any]]) -> str:
-    """``CPU`` when every finished attempt of every run measured its CPU time and no run's trials held GPUs,
-    else ``WALL``: one clock for all the runs compared."""
+    """``CPU`` when every finished attempt of every run that timed itself measured its CPU time (a lost worker's
+    attempt times nothing) and no run's trials held GPUs, else ``WALL``: one clock for all the runs compared."""
     for journal, run_settings in zip(journals, settings, strict=True):
         done = journal[journal["status"].isin(SPENT)]
-        if float(run_settings.get("gpus_per_trial") or 0.0) > 0 or numeric_column(done, "cpu_seconds").isna().any():
+        untimed = numeric_column(done, "cpu_seconds").isna() & numeric_column(done, "seconds").notna()
+        if float(run_settings.get("gpus_per_trial") or 0.0) > 0 or untimed.any():
             return WALL
     return CPU
 
