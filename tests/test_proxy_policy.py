@@ -104,3 +104,13 @@ def test_fewer_params_within_is_written_only_when_set() -> None:
     assert proxy.replace(fewer_params_within=0.02).for_step(3.0, 384).fewer_params_within == 0.02
     with pytest.raises(ConfigError, match="fewer_params_within must be >= 0"):
         proxy.replace(fewer_params_within=-0.1)
+
+
+def test_lookahead_is_off_by_default_written_only_when_set_and_a_boolean() -> None:
+    proxy = load_schedule("cpu_proxy_lean")
+    assert proxy.lookahead is False and "lookahead" not in proxy.to_dict()
+    flat = dict(proxy.to_dict(), lookahead=True)
+    assert ProxyPolicy.from_dict(flat).to_dict() == flat
+    assert proxy.replace(lookahead=True).for_step(3.0, 384).lookahead is True
+    with pytest.raises(ConfigError, match="lookahead must be true or false"):
+        proxy.replace(lookahead="yes")

@@ -288,3 +288,44 @@ def test_a_target_the_box_cannot_reach_is_one_line_before_any_training():
     with pytest.raises(SearchError, match=r"target 6 GFLOPs is out of reach: .* tops out at 0\.1") as err:
         run_search(small, 6.0, scorer)
     assert "\n" not in str(err.value) and scorer.calls == []
+
+
+def _deep_pays_later(space):
+    """Width wins step 1 but nothing after it improves; depth is second at step 1, and its next steps lead."""
+    depth_step = next(c.config for c in step_candidates(space.start, space, 1) if c.axis == "depth")
+
+    def score(config):
+        if config.width > 1:
+            return Outcome("ok", top1=0.5)
+        if config.depth > 1:
+            return Outcome("ok", top1=0.4 if config.key == depth_step.key else 0.9)
+        return Outcome("ok", top1=0.1)
+    return score
+
+
+def test_lookahead_keeps_the_runner_up_whose_next_step_scores_higher():
+    greedy = run_search(SPACE, 0.05, StubScorer(_deep_pays_later(SPACE)))
+    scorer = StubScorer(_deep_pays_later(SPACE))
+    ahead = run_search(SPACE, 0.05, scorer, lookahead=True)
+    assert greedy.steps[0].chosen.axis == "width"
+    assert ahead.steps[0].chosen.axis == "depth"
+    assert ahead.steps[0].notes["lookahead"] == "looked ahead: depth kept over width (best next candidate 0.9 against 0.5)"
+    assert ahead.steps[1].base == ahead.steps[0].chosen.config  # the path goes on from the kept branch
+    widened = next(c.config for c in step_candidates(SPACE.start, SPACE, 1) if c.axis == "width")
+    assert {c.key for c in step_candidates(widened, SPACE, 2)} <= set(scorer.calls)  # the look's extra cost
+    assert len(scorer.calls) == len(set(scorer.calls))  # the kept branch's next step is not trained again
+
+
+@pytest.mark.parametrize("fn", [lambda c: Outcome("ok", top1=0.5),  # every score tied
+                                lambda c: Outcome("ok", top1=c.depth * 100 + c.crop / 1000)])  # depth leads twice
+def test_lookahead_keeps_a_winner_whose_next_step_is_as_good_and_never_looks_past_the_last_full_step(fn):
+    plain, ahead = StubScorer(fn), StubScorer(fn)
+    greedy = run_search(SPACE, 0.1, plain, land_within=1.5)
+    looked = run_search(SPACE, 0.1, ahead, land_within=1.5, lookahead=True)
+    assert [s.chosen.key for s in looked.steps] == [s.chosen.key for s in greedy.steps]
+    assert looked.final == greedy.final and set(plain.calls) < set(ahead.calls)
+    for step in looked.steps:
+        goes_on = count_flops(step.chosen.config) * 1.5 <= 0.1e9
+        assert ("lookahead" in step.notes) == goes_on, step.index
+        if goes_on:
+            assert step.notes["lookahead"].startswith(f"looked ahead: {step.chosen.axis} kept over")

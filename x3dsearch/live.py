@@ -69,12 +69,16 @@ def _step_text(step: Step, measured: str = "") -> str:
     level = [c for c in step.candidates if step.outcomes[c.key].usable
              and (step.outcomes[c.key].epochs or 0) == (outcome.epochs or 0)]
     top = max(level, key=lambda c: step.outcomes[c.key].rank, default=step.chosen)
-    if step.outcomes[top.key].rank > outcome.rank:  # a near-tie went to fewer parameters (fewer_params_within)
+    looked = step.notes.get("lookahead")  # the look ahead explains a choice of the runner-up itself
+    if step.outcomes[top.key].rank > outcome.rank and not looked:  # a near-tie went to fewer parameters
         won += f", fewer parameters than {top.axis} ({_score_text(step.outcomes[top.key])})"
     text = (f"  -> step {step.index}: {step.chosen.axis} wins with {won}{how} at "
             f"{step.chosen.gflops:.4f} GFLOPs{measured} ({step.chosen.config.short}){lower}")
-    if step.notes:
-        text += "\n     box: " + "; ".join(f"{axis} {note}" for axis, note in step.notes.items())
+    box = {axis: note for axis, note in step.notes.items() if axis != "lookahead"}
+    if box:
+        text += "\n     box: " + "; ".join(f"{axis} {note}" for axis, note in box.items())
+    if looked:
+        text += f"\n     {looked}"
     return text
 
 
@@ -118,7 +122,8 @@ class LiveView:
             self._first_batch = time.time()
         c = candidates[0]
         planned = f"/~{max(self.planned, c.step)}" if self.planned else ""
-        label = "contraction" if c.kind == "contract" else f"step {c.step}{planned}"
+        label = ("contraction" if c.kind == "contract" else
+                 f"step {c.step}{planned}" + (", the runner-up's look ahead" if c.kind == "lookahead" else ""))
         costs = ", ".join(f"{x.axis} {x.gflops:.3g}" for x in candidates)
         extra = f", {reused} from the journal" if reused else ""
         self._print(f"[{label}] training {len(candidates)} candidates{extra} (GFLOPs: {costs})")

@@ -32,7 +32,8 @@ class ProxyPolicy:
     ``start_epochs`` (the search's start) and ``rank_by`` (what an expansion step ranks its candidates by: val
     ``top1``, or ``nll``, the val negative log-likelihood, lower better; close calls are then in nats) and
     ``fewer_params_within`` (candidates ranked within it of the best count as tied, and the one with the fewest
-    parameters wins; 0: only exact ties, which go to the cheaper config)."""
+    parameters wins; 0: only exact ties, which go to the cheaper config) and ``lookahead`` (beam width 2 for one
+    step: a step's best two each take the next step, and the one whose best next candidate ranks higher is kept)."""
 
     recipe: Recipe = Recipe()
     rungs: tuple[int, ...] | None = None
@@ -45,6 +46,7 @@ class ProxyPolicy:
     start_epochs: int | None = None
     rank_by: str = "top1"
     fewer_params_within: float = 0.0
+    lookahead: bool = False
 
     def __post_init__(self) -> None:
         where = f"schedule {self.recipe.name!r}"
@@ -73,6 +75,8 @@ class ProxyPolicy:
             raise ConfigError(f"{where}: rank_by must be one of {', '.join(RANK_BY)}, got {self.rank_by!r}")
         if number(where, "fewer_params_within", self.fewer_params_within) < 0:
             raise ConfigError(f"{where}: fewer_params_within must be >= 0, got {self.fewer_params_within!r}")
+        if not isinstance(self.lookahead, bool):
+            raise ConfigError(f"{where}: lookahead must be true or false, got {self.lookahead!r}")
 
     def _check_epochs_under(self, where: str) -> None:
         if self.epochs_under is None:
@@ -148,12 +152,12 @@ class ProxyPolicy:
 
     def to_dict(self) -> dict[str, Any]:
         """The one flat mapping of a schedule entry: the recipe's fields, then the policy's (lists, numbers;
-        ``rank_by`` and ``fewer_params_within`` only when not their defaults)."""
+        ``rank_by``, ``fewer_params_within`` and ``lookahead`` only when not their defaults)."""
         out = dict(self.recipe.to_dict())
         out.update({name: getattr(self, name) for name in POLICY_FIELDS})
         out["rungs"] = list(self.rungs) if self.rungs is not None else None
         out["epochs_under"] = [list(p) for p in self.epochs_under] if self.epochs_under is not None else None
-        for name, default in (("rank_by", "top1"), ("fewer_params_within", 0.0)):
+        for name, default in (("rank_by", "top1"), ("fewer_params_within", 0.0), ("lookahead", False)):
             if out[name] == default:  # defaults stay unwritten, so older run.yaml files and folder digests match
                 del out[name]
         return out

@@ -167,6 +167,8 @@ def describe_provenance(prov: Mapping[str, Any]) -> list[str]:
         unit = " nats of val NLL" if prov.get("rank_by") == "nll" else " top-1"
         parts.append(f"candidates within {prov['fewer_params_within']:g}{unit} of the best tied, the fewest "
                      f"parameters won")
+    if prov.get("lookahead"):
+        parts.append("each step's best two took the next step before one was kept (lookahead)")
     if prov.get("rungs"):
         parts.append(f"successive halving over rungs of {prov['rungs']} epochs keeping {prov['rung_keep']:.0%} "
                      f"({prov['configs_stopped_early']} configs stopped at a lower rung)")

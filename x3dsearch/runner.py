@@ -284,7 +284,8 @@ def run_expand(spec: RunSpec | ExpandSettings, *, resume: bool = False, quiet: b
         result = run_search(session.space, budget.target, session.score, cost=session.cost, ceiling=budget.ceiling(),
                             evaluate_contractions=settings.evaluate_contractions, land_within=settings.land_within,
                             train_start=spec.proxy_init == Init.INHERIT,
-                            fewer_params_within=session.proxy.fewer_params_within, on_step=_on_step)
+                            fewer_params_within=session.proxy.fewer_params_within,
+                            lookahead=session.proxy.lookahead, on_step=_on_step)
     search_seconds = time.time() - t0
     record = path_record(result, steps, budget.target, session.cost)
     run.write_path(record)

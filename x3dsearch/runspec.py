@@ -359,4 +359,5 @@ def _describe_schedule(arg: str, schedule: ProxyPolicy) -> str:
     epochs = f"{low}-{high} epochs by step cost" if high > low else f"{recipe.epochs} epochs"
     ties = (f", near-ties within {schedule.fewer_params_within:g} top-1 to the fewest parameters"
             if schedule.fewer_params_within else "")
-    return f"{arg} ({epochs} over {videos} train videos, {recipe.optimizer}{ties})"
+    ahead = ", the best two of each step looked one step ahead" if schedule.lookahead else ""
+    return f"{arg} ({epochs} over {videos} train videos, {recipe.optimizer}{ties}{ahead})"

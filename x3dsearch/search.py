@@ -10,7 +10,7 @@ resumes an interrupted search on exactly the same path.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Mapping, Sequence
 
 from .config import X3DConfig
@@ -20,7 +20,8 @@ from .space import DISCRETE_FIELDS, SearchSpace, bounded_step, box_top, crossed_
 
 __all__ = ["Candidate", "Outcome", "Step", "Contraction", "SearchResult", "ScoreFn",
            "offer", "step_candidates", "check_reachable", "choose", "contract", "run_search", "estimate_steps", "CEILING_FACTOR",
-           "LANDING_TOLERANCE", "LAND_WITHIN", "check_land_within", "land", "memoised", "score_start", "take_step"]
+           "LANDING_TOLERANCE", "LAND_WITHIN", "check_land_within", "land", "look_ahead", "memoised", "score_start",
+           "take_step"]
 
 LANDING_TOLERANCE = 0.05  # contraction lands within 5% of the target, topping up if it must
 LAND_WITHIN = math.sqrt(2)  # default of expand: closer than this under the target, land instead of a full step
@@ -34,7 +35,7 @@ class Candidate:
     step: int
     axis: str
     config: X3DConfig
-    kind: str = "expand"  # "expand", "contract" or "start"
+    kind: str = "expand"  # "expand", "contract", "land", "start", or "lookahead" (the runner-up's next step)
     fraction: float = 1.0
     parent: X3DConfig | None = None  # the config it was expanded from (whose weights it may inherit)
     bound: str = ""  # the bound of the space's box that made a step partial, e.g. "frames <= 16"
@@ -310,6 +311,32 @@ def take_step(base: X3DConfig, index: int, space: SearchSpace, score: ScoreFn, c
     return Step(index, base, tuple(candidates), outcomes, chosen, notes)
 
 
+def look_ahead(step: Step, space: SearchSpace, score: ScoreFn, goes_on: Callable[[X3DConfig], bool],
+               cost: Cost = FLOPS, fewer_params_within: float = 0.0) -> Step:
+    """Beam width 2 for one step: the step's winner and runner-up each take the next step, and the one whose
+    best next candidate ranks higher is kept (the winner on a tie), so one noisy score does not decide alone.
+
+    The winner's next candidates are what the next step scores anyway; the runner-up's (kind ``lookahead``)
+    are the extra cost. Unchanged when there is no usable runner-up or either would not take another full step
+    (``goes_on`` false: at the target, or close enough to land). The step's notes say what the look showed.
+    """
+    first = step.chosen
+    second = choose([c for c in step.candidates if c.key != first.key], step.outcomes, cost, fewer_params_within)
+    if second is None or not (goes_on(first.config) and goes_on(second.config)):
+        return step
+    ahead = {}
+    for branch, kind in ((first, "expand"), (second, "lookahead")):
+        children = [replace(c, kind=kind) for c in step_candidates(branch.config, space, step.index + 1)]
+        outcomes = score(children)
+        pick = choose(children, outcomes, cost, fewer_params_within)
+        ahead[branch.key] = None if pick is None else (outcomes[pick.key].epochs or 0, outcomes[pick.key].rank)
+    ours, theirs = ahead[first.key], ahead[second.key]
+    keep, other = (second, first) if theirs is not None and (ours is None or theirs > ours) else (first, second)
+    shown = " against ".join("none" if ahead[b.key] is None else f"{ahead[b.key][1]:.4g}" for b in (keep, other))
+    note = f"looked ahead: {keep.axis} kept over {other.axis} (best next candidate {shown})"
+    return replace(step, chosen=keep, notes={**step.notes, "lookahead": note})
+
+
 def check_land_within(land_within: float) -> None:
     """``land_within`` must be in [1, 2] (NaN is not): one partial step covers at most about a doubling."""
     if not 1 <= land_within <= 2:
@@ -320,7 +347,8 @@ def check_land_within(land_within: float) -> None:
 def run_search(space: SearchSpace, target: float, score: ScoreFn, *, cost: Cost = FLOPS,
                ceiling: float | None = None, evaluate_contractions: bool = False,
                max_steps: int = 30, train_start: bool = False, land_within: float = 1.0,
-               fewer_params_within: float = 0.0, on_step: Callable[[Step], None] | None = None) -> SearchResult:
+               fewer_params_within: float = 0.0, lookahead: bool = False,
+               on_step: Callable[[Step], None] | None = None) -> SearchResult:
     """Forward expansion from the space's start until C(X) >= target, then contraction.
 
     C is ``cost`` (exact FLOPs by default, or e.g. measured latency); ``target`` and ``ceiling`` are in
@@ -334,7 +362,8 @@ def run_search(space: SearchSpace, target: float, score: ScoreFn, *, cost: Cost 
     a doubling to go), a partial step lands on it instead of a full step that a contraction
     would mostly undo: of the last step's axis, or of the proxy's pick among all axes with
     ``evaluate_contractions``. 1 (the paper's protocol) always takes the full step.
-    ``fewer_params_within`` is :func:`choose`'s margin for every choice.
+    ``fewer_params_within`` is :func:`choose`'s margin for every choice. With ``lookahead`` each full step
+    keeps the better of its best two by how their own next step scores (:func:`look_ahead`).
     """
     check_land_within(land_within)
     start = space.start
@@ -368,6 +397,9 @@ def run_search(space: SearchSpace, target: float, score: ScoreFn, *, cost: Cost 
             contraction = _contract(current, len(steps) + 1, axes, space, goal, True, _score, cost, "land",
                                     fewer_params_within)
             return result(contraction.config)
+        if lookahead:
+            step = look_ahead(step, space, _score, lambda c: cost.of(c) * land_within <= goal and cost.of(c) < goal,
+                              cost, fewer_params_within)
         steps.append(step)
         if on_step is not None:
             on_step(step)
