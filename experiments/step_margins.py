@@ -20,12 +20,26 @@ from pathlib import Path
 import pandas as pd
 
 
+def _path_bases(path_json: Path) -> dict[int, str]:
+    """Step -> the config key the path expanded at it, from ``path.json`` (step 1's base, the start, is left out)."""
+    if not path_json.is_file():
+        return {}
+    return {s["step"] + 1: s["config_key"] for s in json.loads(path_json.read_text()).get("steps", [])}
+
+
 def step_scores(journal: Path) -> pd.DataFrame:
-    """One row per (step, axis): the first-seed top-1 at the step's highest rung and the validation clips."""
+    """One row per (step, axis) of the path's own steps: the first-seed top-1 at the step's highest rung and the
+    validation clips. With a look ahead, a step's candidates are those whose parent is the path's base there."""
+    bases = _path_bases(journal.parent / "path.json")
     rows = []
     for line in journal.read_text().splitlines():
         record = json.loads(line)
-        if record.get("kind") != "expand" or record.get("status") != "ok" or record.get("seed_offset", 0) != 0:
+        if record.get("status") != "ok" or record.get("seed_offset", 0) != 0:
+            continue
+        base = bases.get(record.get("step"))
+        on_path = (record.get("parent_key") == base if base is not None and "parent_key" in record
+                   else record.get("kind") == "expand")
+        if record.get("kind") not in ("expand", "lookahead") or not on_path:
             continue
         val = (record.get("metrics") or {}).get("val") or {}
         rows.append({"step": record["step"], "axis": record["axis"], "rung": record.get("rung") or 0,

@@ -202,19 +202,21 @@ def test_a_step_the_box_shaped_says_which_axes_it_cut_left_out_or_merged() -> No
                                                   "width x0.50 up to width <= 4")
 
 
-def test_a_step_the_look_ahead_decided_says_so_on_its_own_line_and_claims_no_parameter_tie_break() -> None:
-    stream, base = io.StringIO(), preset("M")
-    view = LiveView(6.0, base, concurrency=1, stream=stream)
-    kept, passed = (Candidate(5, "depth", base.replace(depth=4.84), parent=base),
-                    Candidate(5, "spatial", base.replace(crop=320), parent=base))
-    notes = {"fast": "not offered: at its bound (frames <= 16)",
-             "lookahead": "looked ahead: depth kept over spatial (best next candidate 0.61 against 0.58)"}
-    outcomes = {kept.key: Outcome("ok", top1=0.5), passed.key: Outcome("ok", top1=0.52)}
-    view.step_done(Step(5, base, (kept, passed), outcomes, kept, notes))
-    lines = stream.getvalue().splitlines()
-    assert lines[-2:] == ["     box: fast not offered: at its bound (frames <= 16)",
-                          "     looked ahead: depth kept over spatial (best next candidate 0.61 against 0.58)"]
-    assert "fewer parameters" not in stream.getvalue()
+def test_a_step_the_look_ahead_decided_says_so_and_a_parameter_tie_break_only_when_it_chose() -> None:
+    base = preset("M")
+    depth, spatial = (Candidate(5, "depth", base.replace(depth=4.84), parent=base),
+                      Candidate(5, "spatial", base.replace(crop=320), parent=base))
+    outcomes = {depth.key: Outcome("ok", top1=0.5), spatial.key: Outcome("ok", top1=0.52)}
+    replaced = "looked ahead: depth replaced spatial, best next candidate 0.61 (depth) against 0.58 (spatial)"
+    kept = "looked ahead: depth kept over spatial, best next candidate 0.61 (depth) against 0.58 (spatial)"
+    for note, winner, claim in ((replaced, spatial, False), (kept, None, True)):  # kept: won a near-tie by params
+        stream = io.StringIO()
+        view = LiveView(6.0, base, concurrency=1, stream=stream)
+        view.step_done(Step(5, base, (depth, spatial), outcomes, depth, {"fast": "not offered: at its bound"},
+                            lookahead=note, replaced=winner))
+        lines = stream.getvalue().splitlines()
+        assert lines[-2:] == ["     box: fast not offered: at its bound", f"     {note}"]
+        assert ("fewer parameters than spatial" in lines[0]) is claim
 
 
 def _stub_score(candidates: Sequence[Candidate]) -> dict[str, Outcome]:

@@ -1,6 +1,6 @@
 """The search runner end to end: real Ray, real tiny trainings, kills, retries, divergence, two nodes.
 
-Every search here is one expansion step (three axes, each full step above the target) plus
+Every search here but the look ahead's is one expansion step (three axes, each full step above the target) plus
 contraction, on six 16-px videos with a one-epoch schedule, so a run costs about one Ray Tune batch.
 The tests of the class share one local Ray in this process, started with the kill-once hook's env
 set and its marker present, so the hook stays disarmed until a test deletes the marker. The run that
@@ -37,6 +37,7 @@ from x3dsearch.faults import KILL_ONCE_ENV, nan_loss_at
 from x3dsearch.rundir import RunDir, load_run
 from x3dsearch.runner import Session, _outcome, run_expand
 from x3dsearch.runspec import ExpandSettings, resolve
+from x3dsearch.search import step_candidates
 from x3dsearch.space import load_space
 from x3dsearch.trial import Status, TrialJob, TrialRecord
 
@@ -284,6 +285,25 @@ class TestLocalRay:
         statuses = {c["axis"]: c["status"] for s in path["steps"] for c in s["candidates"]}
         assert statuses == {"depth": "ok", "width": "diverged", "bottleneck": "ok"}
 
+
+    def test_a_look_ahead_journals_the_runner_up_s_next_step_and_replays_without_training(
+            self, kill_marker: Path, bench: Bench, tmp_path: Path) -> None:
+        schedule = tmp_path / "ahead.yaml"
+        schedule.write_text(yaml.safe_dump(dict(SCHEDULE, lookahead=True)))
+        space = load_space(bench.root / "space.yaml")
+        step1 = max(count_flops(c.config) for c in step_candidates(space.start, space, 1)) / 1e9
+        settings = bench.settings(tmp_path / "run", target_gflops=1.5 * step1, land_within=1.0,
+                                  proxy_schedule=str(schedule))
+        run_expand(settings, quiet=True)
+        records, path = _records(tmp_path / "run"), _path(tmp_path / "run")
+        first = path["steps"][0]
+        assert first["lookahead"].startswith("looked ahead: ")
+        looks = [r for r in records if r["kind"] == "lookahead"]
+        assert looks and {r["step"] for r in looks} == {2}
+        assert len({r["parent_key"] for r in records if r["step"] == 2}) == 2  # both branches took step 2
+        before = _ok(records)  # and no config trained twice
+        run_expand(settings, resume=True, quiet=True)
+        assert _ok(_records(tmp_path / "run")) == before and _route(_path(tmp_path / "run")) == _route(path)
 
     def test_step_prints_one_json_object_with_every_candidate(self, kill_marker: Path, bench: Bench, tmp_path: Path,
                                                               capsys: pytest.CaptureFixture[str]) -> None:

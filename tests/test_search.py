@@ -290,16 +290,18 @@ def test_a_target_the_box_cannot_reach_is_one_line_before_any_training():
     assert "\n" not in str(err.value) and scorer.calls == []
 
 
-def _deep_pays_later(space):
-    """Width wins step 1 but nothing after it improves; depth is second at step 1, and its next steps lead."""
+def _deep_pays_later(space, epochs_after_width=None):
+    """Width wins step 1 but nothing after it improves; depth is second at step 1, and its next steps lead.
+    ``epochs_after_width``: the rung that width's next step reports (another schedule than depth's)."""
     depth_step = next(c.config for c in step_candidates(space.start, space, 1) if c.axis == "depth")
 
     def score(config):
         if config.width > 1:
-            return Outcome("ok", top1=0.5)
+            grown = config.key != expand(space.start, "width", space=space).key
+            return Outcome("ok", top1=0.5, epochs=epochs_after_width if grown and epochs_after_width else 2)
         if config.depth > 1:
-            return Outcome("ok", top1=0.4 if config.key == depth_step.key else 0.9)
-        return Outcome("ok", top1=0.1)
+            return Outcome("ok", top1=0.4 if config.key == depth_step.key else 0.9, epochs=2)
+        return Outcome("ok", top1=0.1, epochs=2)
     return score
 
 
@@ -307,13 +309,24 @@ def test_lookahead_keeps_the_runner_up_whose_next_step_scores_higher():
     greedy = run_search(SPACE, 0.05, StubScorer(_deep_pays_later(SPACE)))
     scorer = StubScorer(_deep_pays_later(SPACE))
     ahead = run_search(SPACE, 0.05, scorer, lookahead=True)
-    assert greedy.steps[0].chosen.axis == "width"
-    assert ahead.steps[0].chosen.axis == "depth"
-    assert ahead.steps[0].notes["lookahead"] == "looked ahead: depth kept over width (best next candidate 0.9 against 0.5)"
-    assert ahead.steps[1].base == ahead.steps[0].chosen.config  # the path goes on from the kept branch
-    widened = next(c.config for c in step_candidates(SPACE.start, SPACE, 1) if c.axis == "width")
-    assert {c.key for c in step_candidates(widened, SPACE, 2)} <= set(scorer.calls)  # the look's extra cost
-    assert len(scorer.calls) == len(set(scorer.calls))  # the kept branch's next step is not trained again
+    assert greedy.steps[0].chosen.axis == "width" and greedy.steps[0].lookahead == ""
+    first = ahead.steps[0]
+    assert first.chosen.axis == "depth" and first.replaced.axis == "width"
+    assert first.lookahead == ("looked ahead: depth replaced width, best next candidate 0.9 (depth) against 0.5 "
+                               "(width)")
+    assert ahead.steps[1].base == first.chosen.config  # the path goes on from the kept branch
+    assert {c.key for c in step_candidates(first.replaced.config, SPACE, 2)} <= set(scorer.calls)  # the look's cost
+    assert scorer.calls.count(ahead.steps[1].chosen.key) == 1  # the kept branch's next step is not trained again
+
+
+def test_lookahead_compares_next_steps_only_at_the_same_epochs():
+    # width's next step trained 1 epoch, depth's 2 (a step's epochs follow its parent's cost): not comparable
+    ahead = run_search(SPACE, 0.05, StubScorer(_deep_pays_later(SPACE, epochs_after_width=1)), lookahead=True)
+    assert ahead.steps[0].chosen.axis == "width" and ahead.steps[0].replaced is None
+    assert ahead.steps[0].lookahead == "looked ahead: width kept, not compared: the next steps trained 1 and 2 epochs"
+    # the other way round, the config both reach (depth then width) keeps width's epochs and its score: a tie
+    other = run_search(SPACE, 0.05, StubScorer(_deep_pays_later(SPACE, epochs_after_width=4)), lookahead=True)
+    assert other.steps[0].chosen.axis == "width" and other.steps[0].replaced is None
 
 
 @pytest.mark.parametrize("fn", [lambda c: Outcome("ok", top1=0.5),  # every score tied
@@ -324,8 +337,31 @@ def test_lookahead_keeps_a_winner_whose_next_step_is_as_good_and_never_looks_pas
     looked = run_search(SPACE, 0.1, ahead, land_within=1.5, lookahead=True)
     assert [s.chosen.key for s in looked.steps] == [s.chosen.key for s in greedy.steps]
     assert looked.final == greedy.final and set(plain.calls) < set(ahead.calls)
+    assert all(s.replaced is None for s in looked.steps)
     for step in looked.steps:
-        goes_on = count_flops(step.chosen.config) * 1.5 <= 0.1e9
-        assert ("lookahead" in step.notes) == goes_on, step.index
-        if goes_on:
-            assert step.notes["lookahead"].startswith(f"looked ahead: {step.chosen.axis} kept over")
+        runner_up = max((c for c in step.candidates if c.key != step.chosen.key),
+                        key=lambda c: (step.outcomes[c.key].top1, -count_flops(c.config)))
+        goes_on = all(count_flops(c.config) * 1.5 <= 0.1e9 for c in (step.chosen, runner_up))
+        assert step.lookahead.startswith(f"looked ahead: {step.chosen.axis} kept over") == goes_on, step.index
+        assert goes_on or step.lookahead == ""
+
+
+def test_lookahead_never_switches_to_a_runner_up_for_lack_of_a_comparison():
+    width = expand(SPACE.start, "width", space=SPACE)
+
+    def failing_after_width(config):  # width wins step 1, and every next step of width fails
+        if config.width > 1:
+            return Outcome("ok", top1=0.5) if config.key == width.key else Outcome("failed", reason="boom")
+        return Outcome("ok", top1=0.4 if config.depth > 1 else 0.1)
+    steps = []
+    with pytest.raises(SearchError, match="step 2: no candidate could be scored"):  # as without the look
+        run_search(SPACE, 0.05, StubScorer(failing_after_width), lookahead=True, on_step=steps.append)
+    assert steps[0].chosen.axis == "width"
+    assert steps[0].lookahead == "looked ahead: width kept, width's next step has no usable candidate"
+
+
+def test_lookahead_takes_no_step_that_max_steps_forbids():
+    scorer = StubScorer(lambda c: Outcome("ok", top1=c.frames + c.crop / 100))
+    with pytest.raises(ConfigError, match="within 2 steps"):
+        run_search(SPACE, 1.0, scorer, lookahead=True, max_steps=2)
+    assert max(json.loads(k)["frames"] for k in scorer.calls) == 4  # two steps of frames: nothing of a third

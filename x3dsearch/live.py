@@ -69,16 +69,14 @@ def _step_text(step: Step, measured: str = "") -> str:
     level = [c for c in step.candidates if step.outcomes[c.key].usable
              and (step.outcomes[c.key].epochs or 0) == (outcome.epochs or 0)]
     top = max(level, key=lambda c: step.outcomes[c.key].rank, default=step.chosen)
-    looked = step.notes.get("lookahead")  # the look ahead explains a choice of the runner-up itself
-    if step.outcomes[top.key].rank > outcome.rank and not looked:  # a near-tie went to fewer parameters
+    if step.outcomes[top.key].rank > outcome.rank and step.replaced is None:  # a near-tie to fewer parameters
         won += f", fewer parameters than {top.axis} ({_score_text(step.outcomes[top.key])})"
     text = (f"  -> step {step.index}: {step.chosen.axis} wins with {won}{how} at "
             f"{step.chosen.gflops:.4f} GFLOPs{measured} ({step.chosen.config.short}){lower}")
-    box = {axis: note for axis, note in step.notes.items() if axis != "lookahead"}
-    if box:
-        text += "\n     box: " + "; ".join(f"{axis} {note}" for axis, note in box.items())
-    if looked:
-        text += f"\n     {looked}"
+    if step.notes:
+        text += "\n     box: " + "; ".join(f"{axis} {note}" for axis, note in step.notes.items())
+    if step.lookahead:
+        text += f"\n     {step.lookahead}"
     return text
 
 
@@ -87,10 +85,12 @@ class LiveView:
 
     def __init__(self, target_gflops: float | None, start: X3DConfig, concurrency: int, quiet: bool = False,
                  stream: TextIO | None = None, target_text: str | None = None,
-                 latency: tuple[Cost, float] | None = None) -> None:
+                 latency: tuple[Cost, float] | None = None, lookahead: bool = False) -> None:
         """``latency`` (its cost, the target in ms) instead of ``target_gflops``: the planned steps and the ETA
-        aim at the GFLOPs the target's ms make at the current model's measured ms per GFLOP, re-read each step."""
+        aim at the GFLOPs the target's ms make at the current model's measured ms per GFLOP, re-read each step.
+        ``lookahead``: the search looks one step ahead from its best two, so each step to come trains about twice."""
         self._latency = latency
+        self._per_step = 2 if lookahead else 1  # rounds of candidates per step still to come
         self.target = target_gflops if latency is None else self._gflops_at_target(start)
         self.target_text = target_text or (f"{target_gflops:g}" if latency is None else f"{latency[1]:g} ms")
         self.quiet = quiet
@@ -185,8 +185,9 @@ class LiveView:
             return None
         startup, rate = fit
         work = sum(startup + rate * c.gflops for c in self._pending)
-        if self._batch[0].kind == "expand":
-            ratios = [c.gflops / self._base for c in self._batch]
+        if self._batch[0].kind in ("expand", "lookahead"):  # a look's batch expands the step's winner or runner-up
+            parent = self._batch[0].parent
+            ratios = [c.gflops / (self._base if parent is None else count_flops(parent) / 1e9) for c in self._batch]
             if statistics.geometric_mean(ratios) <= 1.0:
                 return None
             work += statistics.fmean(self._steps_from(c.gflops, ratios, fit) for c in self._batch)
@@ -215,7 +216,8 @@ class LiveView:
         startup, rate = fit
         growth, seconds = statistics.geometric_mean(ratios), 0.0
         while base < self.target:
-            seconds += sum(startup + rate * base * r for r in ratios if base * r <= CEILING_FACTOR * self.target)
+            seconds += self._per_step * sum(startup + rate * base * r for r in ratios
+                                            if base * r <= CEILING_FACTOR * self.target)
             base *= growth
         return seconds
 

@@ -96,9 +96,11 @@ def _failures(path: Mapping[str, Any], journal: pd.DataFrame, ceiling: str | Non
 
 
 def _box_notes(path: Mapping[str, Any]) -> pd.DataFrame:
-    """Per step, each axis the space's box cut to a partial step, left out at its bound, or merged with another."""
-    rows = [{"step": s["step"], "axis": axis, "note": note}
-            for s in path.get("steps", []) for axis, note in (s.get("notes") or {}).items()]
+    """Per step, each axis the space's box cut to a partial step, left out at its bound, or merged with another,
+    and (axis ``lookahead``) what a look one step ahead showed."""
+    rows = [{"step": s["step"], "axis": axis, "note": note} for s in path.get("steps", [])
+            for axis, note in [*(s.get("notes") or {}).items(), *([("lookahead", s["lookahead"])]
+                                                                   if s.get("lookahead") else [])]]
     return pd.DataFrame(rows, columns=["step", "axis", "note"])
 
 

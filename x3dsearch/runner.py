@@ -74,6 +74,7 @@ def path_record(result: SearchResult | None, steps: Sequence[Step], target: floa
             "config_key": s.chosen.key, "gflops": s.chosen.gflops, "params": s.chosen.params,
             "top1": s.outcomes[s.chosen.key].top1, **_score(s.outcomes[s.chosen.key]),
             "fraction": s.chosen.fraction, "notes": dict(s.notes),
+            **({"lookahead": s.lookahead} if s.lookahead else {}),  # what a look one step ahead showed
             "candidates": [{"axis": c.axis, "config_key": c.key, "gflops": c.gflops, "fraction": c.fraction,
                             "status": s.outcomes[c.key].status, "top1": s.outcomes[c.key].top1,
                             **_score(s.outcomes[c.key]), "rung": s.outcomes[c.key].epochs,
@@ -218,7 +219,8 @@ class Session:
                                         **({"trial_fn": trial_fn} if trial_fn else {}))
         self.view = LiveView(budget.target_gflops, self.space.start, concurrency=_concurrency(options),
                              quiet=quiet, target_text=budget.text(),
-                             latency=None if budget.target_ms is None else (self.cost, budget.target_ms))
+                             latency=None if budget.target_ms is None else (self.cost, budget.target_ms),
+                             lookahead=self.proxy.lookahead and expansion and start is None)
         self.weights_dir = self.run.path.resolve() / "weights"  # absolute: Ray workers run in their own folders
         self.weights_dir.mkdir(exist_ok=True)
         job_base = TrialJob(key="", config={}, recipe={}, data=str(self.data_root), seed=spec.request.seed,

@@ -20,8 +20,7 @@ from .space import DISCRETE_FIELDS, SearchSpace, bounded_step, box_top, crossed_
 
 __all__ = ["Candidate", "Outcome", "Step", "Contraction", "SearchResult", "ScoreFn",
            "offer", "step_candidates", "check_reachable", "choose", "contract", "run_search", "estimate_steps", "CEILING_FACTOR",
-           "LANDING_TOLERANCE", "LAND_WITHIN", "check_land_within", "land", "look_ahead", "memoised", "score_start",
-           "take_step"]
+           "LANDING_TOLERANCE", "LAND_WITHIN", "check_land_within", "land", "memoised", "score_start", "take_step"]
 
 LANDING_TOLERANCE = 0.05  # contraction lands within 5% of the target, topping up if it must
 LAND_WITHIN = math.sqrt(2)  # default of expand: closer than this under the target, land instead of a full step
@@ -89,6 +88,8 @@ class Step:
     outcomes: Mapping[str, Outcome]
     chosen: Candidate
     notes: Mapping[str, str] = field(default_factory=dict)  # per axis: partial up to a bound, none, or a duplicate
+    lookahead: str = ""  # what a look one step ahead showed (run_search's lookahead), empty when none was taken
+    replaced: Candidate | None = None  # the step's own winner, when the look kept the runner-up instead
 
 
 @dataclass(frozen=True)
@@ -311,30 +312,33 @@ def take_step(base: X3DConfig, index: int, space: SearchSpace, score: ScoreFn, c
     return Step(index, base, tuple(candidates), outcomes, chosen, notes)
 
 
-def look_ahead(step: Step, space: SearchSpace, score: ScoreFn, goes_on: Callable[[X3DConfig], bool],
-               cost: Cost = FLOPS, fewer_params_within: float = 0.0) -> Step:
-    """Beam width 2 for one step: the step's winner and runner-up each take the next step, and the one whose
-    best next candidate ranks higher is kept (the winner on a tie), so one noisy score does not decide alone.
-
-    The winner's next candidates are what the next step scores anyway; the runner-up's (kind ``lookahead``)
-    are the extra cost. Unchanged when there is no usable runner-up or either would not take another full step
-    (``goes_on`` false: at the target, or close enough to land). The step's notes say what the look showed.
-    """
+def _look_ahead(step: Step, space: SearchSpace, score: ScoreFn, goes_on: Callable[[X3DConfig], bool],
+                cost: Cost = FLOPS, fewer_params_within: float = 0.0) -> Step:
+    """Beam width 2 for one step: the winner and the runner-up each take the next step, and the runner-up is kept
+    only if its best next candidate ranks higher at the same epochs (``goes_on``: would a config step again?)."""
     first = step.chosen
     second = choose([c for c in step.candidates if c.key != first.key], step.outcomes, cost, fewer_params_within)
     if second is None or not (goes_on(first.config) and goes_on(second.config)):
         return step
-    ahead = {}
-    for branch, kind in ((first, "expand"), (second, "lookahead")):
+    picks: list[tuple[int, float] | None] = []
+    for branch, kind in ((first, "expand"), (second, "lookahead")):  # the winner's next step is trained anyway
         children = [replace(c, kind=kind) for c in step_candidates(branch.config, space, step.index + 1)]
         outcomes = score(children)
         pick = choose(children, outcomes, cost, fewer_params_within)
-        ahead[branch.key] = None if pick is None else (outcomes[pick.key].epochs or 0, outcomes[pick.key].rank)
-    ours, theirs = ahead[first.key], ahead[second.key]
-    keep, other = (second, first) if theirs is not None and (ours is None or theirs > ours) else (first, second)
-    shown = " against ".join("none" if ahead[b.key] is None else f"{ahead[b.key][1]:.4g}" for b in (keep, other))
-    note = f"looked ahead: {keep.axis} kept over {other.axis} (best next candidate {shown})"
-    return replace(step, chosen=keep, notes={**step.notes, "lookahead": note})
+        picks.append(None if pick is None else (outcomes[pick.key].epochs or 0, outcomes[pick.key].rank))
+    ours, theirs = picks
+    if ours is None or theirs is None:  # no usable next step on a side: nothing to compare (a failing one is the
+        side = first if ours is None else second  # next step's error to raise, as without the look)
+        return replace(step, lookahead=f"looked ahead: {first.axis} kept, {side.axis}'s next step has no usable "
+                                       f"candidate")
+    shown = f"best next candidate {theirs[1]:.4g} ({second.axis}) against {ours[1]:.4g} ({first.axis})"
+    if ours[0] != theirs[0]:  # a step's epochs follow its parent's cost, so the two sides may differ
+        return replace(step, lookahead=f"looked ahead: {first.axis} kept, not compared: the next steps trained "
+                                       f"{ours[0]} and {theirs[0]} epochs")
+    if theirs[1] > ours[1]:
+        return replace(step, chosen=second, replaced=first,
+                       lookahead=f"looked ahead: {second.axis} replaced {first.axis}, {shown}")
+    return replace(step, lookahead=f"looked ahead: {first.axis} kept over {second.axis}, {shown}")
 
 
 def check_land_within(land_within: float) -> None:
@@ -363,7 +367,7 @@ def run_search(space: SearchSpace, target: float, score: ScoreFn, *, cost: Cost 
     would mostly undo: of the last step's axis, or of the proxy's pick among all axes with
     ``evaluate_contractions``. 1 (the paper's protocol) always takes the full step.
     ``fewer_params_within`` is :func:`choose`'s margin for every choice. With ``lookahead`` each full step
-    keeps the better of its best two by how their own next step scores (:func:`look_ahead`).
+    keeps the better of its best two by how their own next step scores (:func:`_look_ahead`).
     """
     check_land_within(land_within)
     start = space.start
@@ -397,9 +401,9 @@ def run_search(space: SearchSpace, target: float, score: ScoreFn, *, cost: Cost 
             contraction = _contract(current, len(steps) + 1, axes, space, goal, True, _score, cost, "land",
                                     fewer_params_within)
             return result(contraction.config)
-        if lookahead:
-            step = look_ahead(step, space, _score, lambda c: cost.of(c) * land_within <= goal and cost.of(c) < goal,
-                              cost, fewer_params_within)
+        if lookahead and step.index < max_steps:  # the look takes the next step, which max_steps may forbid
+            step = _look_ahead(step, space, _score, lambda c: cost.of(c) * land_within <= goal and cost.of(c) < goal,
+                               cost, fewer_params_within)
         steps.append(step)
         if on_step is not None:
             on_step(step)
