@@ -331,14 +331,14 @@ def _look_ahead(step: Step, space: SearchSpace, score: ScoreFn, goes_on: Callabl
         side = first if ours is None else second  # next step's error to raise, as without the look)
         return replace(step, lookahead=f"looked ahead: {first.axis} kept, {side.axis}'s next step has no usable "
                                        f"candidate")
-    shown = f"best next candidate {theirs[1]:.4g} ({second.axis}) against {ours[1]:.4g} ({first.axis})"
     if ours[0] != theirs[0]:  # a step's epochs follow its parent's cost, so the two sides may differ
         return replace(step, lookahead=f"looked ahead: {first.axis} kept, not compared: the next steps trained "
                                        f"{ours[0]} and {theirs[0]} epochs")
-    if theirs[1] > ours[1]:
-        return replace(step, chosen=second, replaced=first,
-                       lookahead=f"looked ahead: {second.axis} replaced {first.axis}, {shown}")
-    return replace(step, lookahead=f"looked ahead: {first.axis} kept over {second.axis}, {shown}")
+    switch = theirs[1] > ours[1]
+    (kept, best), (lost, other) = ((second, theirs), (first, ours)) if switch else ((first, ours), (second, theirs))
+    note = (f"looked ahead: {kept.axis} {'replaced' if switch else 'kept over'} {lost.axis}, best next candidate "
+            f"{best[1]:.4g} ({kept.axis}) against {other[1]:.4g} ({lost.axis})")
+    return replace(step, chosen=kept, replaced=first if switch else None, lookahead=note)
 
 
 def check_land_within(land_within: float) -> None:
