@@ -20,33 +20,33 @@ from pathlib import Path
 import pandas as pd
 
 
-def _path_bases(path_json: Path) -> dict[int, str]:
-    """Step -> the config key the path expanded at it, from ``path.json`` (step 1's base, the start, is left out)."""
+def _path_candidates(path_json: Path) -> dict[int, set[str]]:
+    """Step -> the config keys of its candidates as ``path.json`` lists them (none for a run without one)."""
     if not path_json.is_file():
         return {}
-    return {s["step"] + 1: s["config_key"] for s in json.loads(path_json.read_text()).get("steps", [])}
+    steps = json.loads(path_json.read_text()).get("steps", [])
+    return {s["step"]: {c["config_key"] for c in s.get("candidates", [])} for s in steps}
 
 
 def step_scores(journal: Path) -> pd.DataFrame:
     """One row per (step, axis) of the path's own steps: the first-seed top-1 at the step's highest rung and the
-    validation clips. With a look ahead, a step's candidates are those whose parent is the path's base there."""
-    bases = _path_bases(journal.parent / "path.json")
+    validation clips. A step ``path.json`` lists takes its candidates from there (a look ahead trains others)."""
+    listed = _path_candidates(journal.parent / "path.json")
     rows = []
     for line in journal.read_text().splitlines():
         record = json.loads(line)
         if record.get("status") != "ok" or record.get("seed_offset", 0) != 0:
             continue
-        base = bases.get(record.get("step"))
-        on_path = (record.get("parent_key") == base if base is not None and "parent_key" in record
-                   else record.get("kind") == "expand")
+        keys = listed.get(record.get("step"))
+        on_path = record.get("config_key") in keys if keys else record.get("kind") == "expand"
         if record.get("kind") not in ("expand", "lookahead") or not on_path:
             continue
         val = (record.get("metrics") or {}).get("val") or {}
-        rows.append({"step": record["step"], "axis": record["axis"], "rung": record.get("rung") or 0,
-                     "top1": record["top1"], "videos": val.get("videos")})
-    table = pd.DataFrame(rows, columns=["step", "axis", "rung", "top1", "videos"])
-    top_rung = table.groupby("step")["rung"].transform("max")
-    return table[table["rung"] == top_rung].drop_duplicates(["step", "axis"], keep="last")
+        rows.append({"step": record["step"], "axis": record["axis"], "key": record.get("config_key", record["axis"]),
+                     "rung": record.get("rung") or 0, "top1": record["top1"], "videos": val.get("videos")})
+    table = pd.DataFrame(rows, columns=["step", "axis", "key", "rung", "top1", "videos"])
+    top_rung = table.groupby("step")["rung"].transform("max")  # one row per config: an axis names two after a look
+    return table[table["rung"] == top_rung].drop_duplicates(["step", "key"], keep="last").drop(columns="key")
 
 
 def margins(scores: pd.DataFrame) -> pd.DataFrame:

@@ -108,7 +108,7 @@ def _simulate(clock: _Clock, target: float,
     Returns each trial with the ETA printed after it and the time then, and the time the search ended.
     """
     space, stream = replace(load_space(), bounds=None), io.StringIO()  # every axis at every step
-    view = LiveView(target, space.start, concurrency=1, stream=stream)
+    view = LiveView(target, space.start, concurrency=1, stream=stream, lookahead=options.get("lookahead", False))
     trials: list[tuple[Candidate, float | None, float]] = []
 
     def score(candidates: Sequence[Candidate]) -> dict[str, Outcome]:
@@ -126,8 +126,11 @@ def _simulate(clock: _Clock, target: float,
 
 
 @pytest.mark.parametrize("target", [0.5, 2.0, 6.0])
-def test_eta_follows_a_simulated_search_whose_trials_take_start_up_plus_rate(clock: _Clock, target: float) -> None:
-    trials, end = _simulate(clock, target)
+@pytest.mark.parametrize("lookahead", [False, True])
+def test_eta_follows_a_simulated_search_whose_trials_take_start_up_plus_rate(clock: _Clock, target: float,
+                                                                             lookahead: bool) -> None:
+    trials, end = _simulate(clock, target, lookahead=lookahead)
+    assert any(c.kind == "lookahead" for c, _, _ in trials) == lookahead
     after_step = list({c.step: (c.step, eta, end - at) for c, eta, at in trials}.values())
     _assert_honest(after_step, factor=1.5)
     # shown from the step after a trial costs 1/16 of the target (tiny trials are overhead-bound)

@@ -324,9 +324,24 @@ def test_lookahead_compares_next_steps_only_at_the_same_epochs():
     ahead = run_search(SPACE, 0.05, StubScorer(_deep_pays_later(SPACE, epochs_after_width=1)), lookahead=True)
     assert ahead.steps[0].chosen.axis == "width" and ahead.steps[0].replaced is None
     assert ahead.steps[0].lookahead == "looked ahead: width kept, not compared: the next steps trained 1 and 2 epochs"
-    # the other way round, the config both reach (depth then width) keeps width's epochs and its score: a tie
+    # the other way round too; the config both reach (depth then width) counts as width's alone
     other = run_search(SPACE, 0.05, StubScorer(_deep_pays_later(SPACE, epochs_after_width=4)), lookahead=True)
     assert other.steps[0].chosen.axis == "width" and other.steps[0].replaced is None
+    assert other.steps[0].lookahead == "looked ahead: width kept, not compared: the next steps trained 4 and 2 epochs"
+
+
+def test_lookahead_counts_a_config_both_sides_reach_as_the_winner_s_and_switches_only_past_the_tie_margin():
+    width = expand(SPACE.start, "width", space=SPACE)
+
+    def score(config):  # width then depth (= depth then width) scores best; width's other next steps just under
+        if config.width > 1:
+            return Outcome("ok", top1=0.60 if config.depth > 1 else 0.59 if config.key != width.key else 0.5)
+        return Outcome("ok", top1=(0.4 if config.key == expand(SPACE.start, "depth", space=SPACE).key else 0.55)
+                       if config.depth > 1 else 0.1)
+    ahead = run_search(SPACE, 0.05, StubScorer(score), lookahead=True, fewer_params_within=0.02)
+    assert ahead.steps[0].chosen.axis == "width" and ahead.steps[0].replaced is None
+    assert ahead.steps[0].lookahead == ("looked ahead: width kept over depth, best next candidate 0.6 (width) "
+                                        "against 0.55 (depth)")
 
 
 @pytest.mark.parametrize("fn", [lambda c: Outcome("ok", top1=0.5),  # every score tied

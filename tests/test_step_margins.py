@@ -40,18 +40,21 @@ def test_margins_use_the_highest_rung_and_first_seed_and_count_the_close_steps(t
     assert "1 of 2 steps under one standard error" in out and "missing: no journal.jsonl, skipped" in out
 
 
-def test_with_a_look_ahead_a_step_s_candidates_are_the_children_of_the_path_s_base(tmp_path):
+def test_with_a_look_ahead_a_step_s_candidates_are_those_its_path_lists(tmp_path):
     run = tmp_path / "expand-2g-seed0"
     run.mkdir()
     records = [json.loads(_record(1, "fast", 0.50)), json.loads(_record(1, "width", 0.45)),
                json.loads(_record(2, "fast", 0.90)), json.loads(_record(2, "depth", 0.60)),  # the replaced winner's
-               json.loads(_record(2, "fast", 0.70, kind="lookahead")),  # the kept runner-up's: the path's step 2
-               json.loads(_record(2, "depth", 0.64, kind="lookahead"))]
-    for record, parent in zip(records, ["s", "s", "F", "F", "W", "W"]):
-        record["parent_key"] = parent
+               json.loads(_record(2, "width", 0.62)),  # reached from both: trained once, from the replaced winner
+               json.loads(_record(2, "depth", 0.64, kind="lookahead")),  # the kept runner-up's own
+               json.loads(_record(2, "width", 0.30, kind="lookahead"))]  # its own width step: another config
+    for record, key in zip(records, ["F", "W", "FF", "FD", "FW", "WD", "WW"]):
+        record["config_key"] = key
     (run / "journal.jsonl").write_text("\n".join(map(json.dumps, records)) + "\n")
-    (run / "path.json").write_text(json.dumps({"steps": [{"step": 1, "config_key": "W"},
-                                                         {"step": 2, "config_key": "WF"}]}))
+    candidates = [[{"config_key": "F"}, {"config_key": "W"}],
+                  [{"config_key": "FW"}, {"config_key": "WD"}, {"config_key": "WW"}]]
+    (run / "path.json").write_text(json.dumps({"steps": [{"step": k + 1, "config_key": "W", "candidates": c}
+                                                         for k, c in enumerate(candidates)]}))
     table = step_margins.margins(step_margins.step_scores(run / "journal.jsonl"))
-    assert table["best"].tolist() == pytest.approx([0.50, 0.70])
-    assert table["margin"].tolist() == pytest.approx([0.05, 0.06])
+    assert table["best"].tolist() == pytest.approx([0.50, 0.64])
+    assert table["margin"].tolist() == pytest.approx([0.05, 0.02])

@@ -86,9 +86,8 @@ class LiveView:
     def __init__(self, target_gflops: float | None, start: X3DConfig, concurrency: int, quiet: bool = False,
                  stream: TextIO | None = None, target_text: str | None = None,
                  latency: tuple[Cost, float] | None = None, lookahead: bool = False) -> None:
-        """``latency`` (its cost, the target in ms) instead of ``target_gflops``: the planned steps and the ETA
-        aim at the GFLOPs the target's ms make at the current model's measured ms per GFLOP, re-read each step.
-        ``lookahead``: the search looks one step ahead from its best two, so each step to come trains about twice."""
+        """``latency`` (cost, target ms): the steps and ETA aim at the GFLOPs those ms make at the current model's
+        ms per GFLOP. ``lookahead``: each step also trains its runner-up's next step, so about twice the work."""
         self._latency = latency
         self._per_step = 2 if lookahead else 1  # rounds of candidates per step still to come
         self.target = target_gflops if latency is None else self._gflops_at_target(start)
@@ -191,6 +190,8 @@ class LiveView:
             if statistics.geometric_mean(ratios) <= 1.0:
                 return None
             work += statistics.fmean(self._steps_from(c.gflops, ratios, fit) for c in self._batch)
+            if self._per_step == 2 and self._batch[0].kind == "expand" and self._batch[0].step >= 2:
+                work += sum(startup + rate * c.gflops for c in self._batch)  # the runner-up's round of this step
         wall, busy = self._measured
         return work * wall / busy if busy > 0 else None
 

@@ -312,29 +312,34 @@ def take_step(base: X3DConfig, index: int, space: SearchSpace, score: ScoreFn, c
     return Step(index, base, tuple(candidates), outcomes, chosen, notes)
 
 
+def _best_at_top(children: Sequence[Candidate], outcomes: Mapping[str, Outcome]) -> tuple[int, float] | None:
+    """(epochs, rank) of the best usable child at the highest epochs any of them reached; None if none is usable."""
+    usable = [(outcomes[c.key].epochs or 0, outcomes[c.key].rank) for c in children if outcomes[c.key].usable]
+    return max(usable) if usable else None
+
+
 def _look_ahead(step: Step, space: SearchSpace, score: ScoreFn, goes_on: Callable[[X3DConfig], bool],
                 cost: Cost = FLOPS, fewer_params_within: float = 0.0) -> Step:
     """Beam width 2 for one step: the winner and the runner-up each take the next step, and the runner-up is kept
-    only if its best next candidate ranks higher at the same epochs (``goes_on``: would a config step again?)."""
+    only if its own best next candidate beats the winner's by more than the tie margin at the same epochs."""
     first = step.chosen
     second = choose([c for c in step.candidates if c.key != first.key], step.outcomes, cost, fewer_params_within)
     if second is None or not (goes_on(first.config) and goes_on(second.config)):
         return step
-    picks: list[tuple[int, float] | None] = []
-    for branch, kind in ((first, "expand"), (second, "lookahead")):  # the winner's next step is trained anyway
-        children = [replace(c, kind=kind) for c in step_candidates(branch.config, space, step.index + 1)]
-        outcomes = score(children)
-        pick = choose(children, outcomes, cost, fewer_params_within)
-        picks.append(None if pick is None else (outcomes[pick.key].epochs or 0, outcomes[pick.key].rank))
-    ours, theirs = picks
-    if ours is None or theirs is None:  # no usable next step on a side: nothing to compare (a failing one is the
-        side = first if ours is None else second  # next step's error to raise, as without the look)
+    ours_next = [replace(c, kind="expand") for c in step_candidates(first.config, space, step.index + 1)]
+    ours = _best_at_top(ours_next, score(ours_next))  # the winner's next step is trained anyway
+    shared = {c.key for c in ours_next}  # a config both reach trained once, from the winner: not the runner-up's
+    theirs_next = [replace(c, kind="lookahead") for c in step_candidates(second.config, space, step.index + 1)
+                   if c.key not in shared]
+    theirs = _best_at_top(theirs_next, score(theirs_next))
+    if ours is None or theirs is None:  # nothing to compare (a failing next step stays the search's error)
+        side = first if ours is None else second
         return replace(step, lookahead=f"looked ahead: {first.axis} kept, {side.axis}'s next step has no usable "
                                        f"candidate")
     if ours[0] != theirs[0]:  # a step's epochs follow its parent's cost, so the two sides may differ
         return replace(step, lookahead=f"looked ahead: {first.axis} kept, not compared: the next steps trained "
                                        f"{ours[0]} and {theirs[0]} epochs")
-    switch = theirs[1] > ours[1]
+    switch = theirs[1] > ours[1] + fewer_params_within
     (kept, best), (lost, other) = ((second, theirs), (first, ours)) if switch else ((first, ours), (second, theirs))
     note = (f"looked ahead: {kept.axis} {'replaced' if switch else 'kept over'} {lost.axis}, best next candidate "
             f"{best[1]:.4g} ({kept.axis}) against {other[1]:.4g} ({lost.axis})")
