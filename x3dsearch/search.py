@@ -326,7 +326,7 @@ def _look_ahead(step: Step, space: SearchSpace, score: ScoreFn, goes_on: Callabl
     second = choose([c for c in step.candidates if c.key != first.key], step.outcomes, cost, fewer_params_within)
     if second is None or not (goes_on(first.config) and goes_on(second.config)):
         return step
-    ours_next = [replace(c, kind="expand") for c in step_candidates(first.config, space, step.index + 1)]
+    ours_next = step_candidates(first.config, space, step.index + 1)
     ours = _best_at_top(ours_next, score(ours_next))  # the winner's next step is trained anyway
     shared = {c.key for c in ours_next}  # a config both reach trained once, from the winner: not the runner-up's
     theirs_next = [replace(c, kind="lookahead") for c in step_candidates(second.config, space, step.index + 1)
@@ -389,8 +389,11 @@ def run_search(space: SearchSpace, target: float, score: ScoreFn, *, cost: Cost 
     def result(final: X3DConfig) -> SearchResult:
         return SearchResult(start, tuple(steps), contraction, final, target, cost)
 
+    def full_step_next(config: X3DConfig) -> bool:  # under the target and not close enough to land
+        return cost.of(config) < goal and cost.of(config) * land_within <= goal
+
     while cost.of(current) < goal:
-        if steps and cost.of(current) * land_within > goal:
+        if steps and not full_step_next(current):
             axes = [steps[-1].chosen.axis]  # at its bound, land() tops up with another axis
             if evaluate_contractions:
                 axes += [c.axis for c in step_candidates(current, space, len(steps) + 1) if c.axis != axes[0]]
@@ -407,8 +410,7 @@ def run_search(space: SearchSpace, target: float, score: ScoreFn, *, cost: Cost 
                                     fewer_params_within)
             return result(contraction.config)
         if lookahead and step.index < max_steps:  # the look takes the next step, which max_steps may forbid
-            step = _look_ahead(step, space, _score, lambda c: cost.of(c) * land_within <= goal and cost.of(c) < goal,
-                               cost, fewer_params_within)
+            step = _look_ahead(step, space, _score, full_step_next, cost, fewer_params_within)
         steps.append(step)
         if on_step is not None:
             on_step(step)
