@@ -260,6 +260,25 @@ def test_step_from_reads_a_config_file(tmp_path):
     assert commands.model_from_args(build_parser().parse_args(["step", "--from", str(path)])) == preset("S")
 
 
+@pytest.mark.parametrize("schedule, noted", [("experiments/schedules/cpu_proxy_lean_lookahead.yaml", True),
+                                               ("cpu_proxy_lean", False)])
+def test_step_says_when_it_leaves_out_the_schedules_look_ahead(capsys, monkeypatch, tmp_path, tiny_data, schedule,
+                                                              noted):
+    import x3dsearch.runner as runner
+
+    def one_step(spec, base, resume=False, quiet=False):
+        return {"base": base.to_dict(), "schedule": spec.proxy.recipe.name, "init": "inherit", "seed": 0,
+                "base_epochs": 0, "candidates": [], "chosen": "spatial"}
+
+    monkeypatch.setattr(runner, "run_step", one_step)
+    root = Path(__file__).resolve().parents[1]
+    path = str(root / schedule) if schedule.endswith(".yaml") else schedule
+    assert main(["step", "--preset", "XS", "--data", str(tiny_data), "--proxy-schedule", path,
+                 "-o", str(tmp_path / "step")]) == 0
+    err = capsys.readouterr().err
+    assert ("step takes the one step only" in err) == noted
+
+
 def test_one_model_at_a_time(capsys):
     with pytest.raises(SystemExit):
         main(["flops", "--preset", "XS", "--config", "m.yaml"])
