@@ -52,12 +52,13 @@ def fake_top1(config: Mapping[str, Any]) -> float:
 def _metrics(job: TrialJob, attempt: int) -> dict[str, Any]:
     config = X3DConfig.from_dict(job.config)
     if config.depth > 2 and config.frames == 1:  # the first depth candidate: a failed trial
-        return {"status": "failed", "reason": "worker ran out of memory", "attempt": attempt, "seconds": 5.0}
+        return {"status": "failed", "reason": "worker ran out of memory", "attempt": attempt, "seconds": 5.0,
+                "cpu_seconds": 4.0}
     if config.frames == 2 and config.stride == 8 and attempt == 1:  # fast at step 1: retried once
         return {"status": "retried", "reason": "node died", "attempt": 1, "seconds": 3.0}
     top1 = fake_top1(job.config) + 0.01 * (job.stop_epochs or 0) + 0.003 * job.seed_offset
     return {"status": "ok", "top1": round(top1, 4), "top5": 0.9, "attempt": attempt,
-            "seconds": 10.0 + count_flops(config) / 1e8, "node": "n1",
+            "seconds": 10.0 + count_flops(config) / 1e8, "cpu_seconds": 9.0 + count_flops(config) / 1e8, "node": "n1",
             "init": "inherit" if job.init == "inherit" and job.parent else "scratch"}
 
 
@@ -185,6 +186,9 @@ def test_failures_and_totals(run_dir):
     assert retried >= 1 and totals["trials"] == len({r["config_key"] for r in journal}) == len(journal) - retried
     spent = sum(r["seconds"] for r in journal)
     assert totals["proxy_cpu_hours"] == pytest.approx(spent * 2.0 / 3600)
+    used = sum(r.get("cpu_seconds") or 0.0 for r in journal)  # a lost node's attempt recorded none
+    assert totals["proxy_cpu_hours_used"] == pytest.approx(used / 3600) and 0 < used < spent
+    assert totals["proxy_attempts_without_cpu_time"] == retried
     assert totals["proxy_gpu_hours"] == 0
     assert totals["final_cpu_hours"] == pytest.approx(7200 * 2.0 / 3600)
     assert totals["final_top1"] == pytest.approx(0.55) and totals["final_split"] == "test"  # held out: test

@@ -105,16 +105,20 @@ def _box_notes(path: Mapping[str, Any]) -> pd.DataFrame:
 
 
 def _totals(journal: pd.DataFrame, settings: Mapping[str, Any], final: Mapping[str, Any]) -> dict[str, Any]:
-    """Trials and compute: proxy attempts' seconds x the run's per-trial CPUs/GPUs, and the final training."""
+    """Trials and compute: proxy attempts' seconds x the run's per-trial CPUs/GPUs (what they reserved), the CPU
+    time they recorded using (attempts without a record, e.g. on a lost node, are counted), and the final training."""
     cpus = float(settings.get("cpus_per_trial") or 1.0)
     gpus = float(settings.get("gpus_per_trial") or 0.0)
     proxy_s = float(numeric_column(journal, "seconds").fillna(0.0).sum())
+    used = numeric_column(journal, "cpu_seconds")
     final_s = float(final.get("seconds") or 0.0)
     statuses = journal["status"].value_counts().to_dict()
     return {"trials": int(journal["config_key"].nunique()), "attempts": int(len(journal)),
             "ok": int(statuses.get(Status.OK, 0)),
             "not_ok": int(len(journal) - statuses.get(Status.OK, 0)),
             "proxy_hours": proxy_s / 3600, "proxy_cpu_hours": proxy_s * cpus / 3600,
+            "proxy_cpu_hours_used": float(used.sum()) / 3600 if used.notna().any() else None,
+            "proxy_attempts_without_cpu_time": int(used.isna().sum()),
             "proxy_gpu_hours": proxy_s * gpus / 3600, "final_hours": final_s / 3600,
             "final_cpu_hours": final_s * cpus / 3600, "final_gpu_hours": final_s * gpus / 3600,
             "final_top1": headline(final)[0], "final_split": headline(final)[1] if final else None,
