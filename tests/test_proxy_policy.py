@@ -114,3 +114,13 @@ def test_lookahead_is_off_by_default_written_only_when_set_and_a_boolean() -> No
     assert proxy.replace(lookahead=True).for_step(3.0, 384).lookahead is True
     with pytest.raises(ConfigError, match="lookahead must be true or false"):
         proxy.replace(lookahead="yes")
+
+
+def test_the_fast_proxy_is_the_default_without_close_call_repeats() -> None:
+    fast, lean = load_schedule("cpu_proxy_fast"), load_schedule("cpu_proxy_lean")
+    assert (fast.close_call, fast.close_call_seeds) == (0.0, 0) and lean.close_call_seeds == 1
+    assert set(fast.to_dict()) == set(lean.to_dict())
+    same = {k: v for k, v in fast.to_dict().items() if k not in ("name", "description", "close_call", "close_call_seeds")}
+    assert same == {k: v for k, v in lean.to_dict().items() if k in same}
+    for gflops in (0.01, 0.5, 3.0):  # the same epochs at every step
+        assert fast.for_step(gflops, 384).recipe.epochs == lean.for_step(gflops, 384).recipe.epochs
