@@ -335,7 +335,7 @@ def _add_step(sub: Any) -> None:
     p = _command(
         sub, "step", commands.step, "one expansion step from a model: each axis' proxy score and the choice",
         "Where would the search go from my model? Takes one forward-expansion step from the model exactly as "
-        "'expand' takes a step (same proxy schedule and mechanisms, but for a schedule's one-step look ahead, "
+        "'expand' takes a step (same proxy schedule and mechanisms, except a schedule's one-step look ahead, "
         "which needs the next step): with --proxy-init inherit the base is "
         "first trained from scratch for as many proxy epochs as a search from the space's start would have "
         "given it by then (the start's epochs plus one step's per cost doubling), and every candidate "

@@ -191,11 +191,11 @@ def step(args: argparse.Namespace) -> int:
         target_gflops=top, out=out, space=args.space, data=args.data, proxy_schedule=args.proxy_schedule,
         proxy_init=args.proxy_init, seed=args.seed, final_training=False, max_window=_check_max_window(args),
         **dispatch)
-    spec = resolve(settings, space=space)
-    if spec.proxy.lookahead and not args.json:
-        print(f"note: {spec.proxy.recipe.name} looks one step ahead (lookahead: true); step takes the one step "
-              "only, so expand may still keep this step's runner-up instead of its choice", file=sys.stderr)
     try:
+        spec = resolve(settings, space=space)
+        if spec.proxy.lookahead and not args.quiet:
+            print(f"note: {spec.proxy.recipe.name} looks one step ahead (lookahead: true); step takes the one step "
+                  "only, so expand may still keep this step's runner-up instead of its choice", file=sys.stderr)
         step = run_step(spec, base, resume=args.resume, quiet=args.quiet or args.json)
     finally:
         if args.output is None:
