@@ -7,6 +7,7 @@ fake dispatcher: records and path.json have exactly the shapes a real search wri
 import io
 import json
 import math
+import shutil
 import zlib
 from dataclasses import asdict
 from pathlib import Path
@@ -109,7 +110,7 @@ def make_run(root: Path, name: str = "run", target: float = 0.1, final: bool = T
                            proxy, 384)
     steps = []
     result = run_search(space, target, scorer, cost=cost, ceiling=settings.budget.ceiling(), on_step=steps.append,
-                        train_start=init == "inherit")
+                        train_start=init == "inherit", lookahead=proxy.lookahead)
     run.write_path(path_record(result, steps, target, cost))
     if final:
         run.final_dir.mkdir()
@@ -363,3 +364,16 @@ def test_the_box_section_names_axes_the_bounds_cut_or_left_out(tmp_path):
     assert (after.query("axis == 'width'")["note"] == "not offered: at its bound (width <= 4)").all()
     assert len(after.query("axis == 'width'")) == len(path["steps"]) - 2
     assert "box" in render(run_report(run), "table")
+
+
+def test_provenance_names_the_look_ahead_only_when_one_was_taken(tmp_path, run_dir):
+    looked = make_run(tmp_path, proxy=ONE_RUNG.replace(lookahead=True), final=False)
+    assert "lookahead" in {r["kind"] for r in read_journal(looked)}
+    assert run_report(looked)["search"]["lookahead"] is True
+    assert any("best two took the next step" in line for line in describe_provenance(run_report(looked)["search"]))
+    said = tmp_path / "said"  # a schedule with lookahead whose run took no look (e.g. `x3dsearch step`)
+    shutil.copytree(run_dir, said)
+    settings = yaml.safe_load((said / "run.yaml").read_text())
+    settings["proxy"]["lookahead"] = True
+    (said / "run.yaml").write_text(yaml.safe_dump(settings))
+    assert "lookahead" not in run_report(said)["search"]

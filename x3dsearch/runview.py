@@ -152,7 +152,8 @@ def _provenance(settings: Mapping[str, Any], journal: pd.DataFrame, path: Mappin
             "configs_stopped_early": int((scores["rung"] < step_top).sum()) if rungs else None,
             "close_call": proxy.get("close_call") if proxy.get("close_call_seeds") else None,
             "close_call_seeds": proxy.get("close_call_seeds") or None, "seed_repeats": int(repeats),
-            **{name: proxy[name] for name in ("rank_by", "fewer_params_within", "lookahead")  # expansion's choice
-               if proxy.get(name) and not settings.get("sampler")},  # rules, when set; samplers maximise top-1
+            **{name: proxy[name] for name in ("rank_by", "fewer_params_within")  # expansion's choice rules, when
+               if proxy.get(name) and not settings.get("sampler")},  # set; samplers maximise top-1
+            **({"lookahead": True} if (journal["kind"] == "lookahead").any() else {}),  # one taken (step takes none)
             "final_init": final.get("init"), "final_origin": _place(final.get("origin_key"), path, journal),
             "final_origin_key": final.get("origin_key")}
