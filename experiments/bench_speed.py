@@ -15,7 +15,9 @@ path cannot beat its ceiling. Each shape has an fp32 row and a bf16 row (every v
 the pointwise ceiling's, under CPU bf16 autocast; the fast channelwise kernel stays fp32 inside it),
 the latter only where oneDNN has native bf16. All variants run side by side in one process,
 interleaved, and each figure is the best of ``--repeats`` measurements (each the mean over enough
-steps for ~0.5 s).
+steps for ~0.5 s). As in ``train`` on CPU, the SGD step is PyTorch's fused one and freed memory stays
+in the heap (:func:`x3dsearch.heap.keep_freed_memory`; ``X3DSEARCH_KEEP_MEMORY=0`` measures with glibc's
+defaults, as rows before 2026-12-07 did, which also ran the unfused SGD).
 
     .venv/bin/python experiments/bench_speed.py                  # ~5 minutes
     .venv/bin/python experiments/bench_speed.py --shapes M --threads 1 --repeats 5
@@ -34,6 +36,7 @@ from torch import nn
 
 from x3dsearch import build_model, count_flops, fastconv, preset
 from x3dsearch.config import X3DConfig, stage_layout
+from x3dsearch.heap import keep_freed_memory
 from x3dsearch.latency import device_name
 from x3dsearch.schedule import load_schedule
 from x3dsearch.space import expand
@@ -66,7 +69,7 @@ def training_step(config: X3DConfig, crop: int, batch: int, channels_last: bool,
         clips = clips.contiguous(memory_format=torch.channels_last_3d)
     if prepare is not None:
         prepare(model)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, fused=True)  # as ``train`` on CPU
 
     def step() -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
@@ -156,7 +159,8 @@ def main() -> None:
         print("this CPU has no native bf16 for oneDNN: bf16 rows left out")
         args.precisions = [p for p in args.precisions if p != "bf16"]
     schedule = load_schedule("cpu_proxy").recipe
-    print(f"{cpu_name()}, torch {torch.__version__}, batch {args.batch}, best of {args.repeats}; "
+    heap = "freed memory kept (as train)" if keep_freed_memory() else "glibc's memory defaults"
+    print(f"{cpu_name()}, torch {torch.__version__}, batch {args.batch}, best of {args.repeats}, {heap}; "
           "GMAC/s counts a training step as 3x forward MACs")
     for threads in args.threads:
         torch.set_num_threads(threads)
