@@ -83,9 +83,14 @@ _ADDED_SINCE_PINNED = {"cost": "flops", "latency_device": "cpu", "latency_batch"
                        "final_init": "scratch", "horizontal_flip": True}  # its data has no augment.json
 
 
+_TOTALS_ADDED_SINCE_PINNED = {"proxy_cpu_hours_used": None, "proxy_attempts_without_cpu_time": 25}
+
+
 def _set(settings: dict[str, Any]) -> dict[str, Any]:
-    """Recorded settings without fields left unset (null), at any depth."""
-    return {k: _set(v) if isinstance(v, dict) else v for k, v in settings.items() if v is not None}
+    """Recorded settings without fields left unset (null) or a schedule's free-text description, at any depth, as
+    ``--resume`` compares them (rewording a shipped schedule's description changes no run)."""
+    return {k: _set(v) if isinstance(v, dict) else v for k, v in settings.items()
+            if v is not None and k != "description"}
 
 
 @pytest.fixture
@@ -108,6 +113,8 @@ def test_the_pinned_search_gives_the_same_run_yaml_journal_path_and_report(priva
     assert added == _ADDED_SINCE_PINNED
     assert recorded.pop("data_fingerprint") == fingerprint(tmp_path / "data")
     assert recorded == _set(pinned["run.yaml"])  # as --resume compares them
+    totals = {k: got["report"]["totals"].pop(k) for k in _TOTALS_ADDED_SINCE_PINNED}
+    assert totals == _TOTALS_ADDED_SINCE_PINNED  # the stub trial records no CPU time
     for part in ("path", "report"):
         assert got[part] == pinned[part], part
     assert len(got["journal"]) == len(pinned["journal"])
