@@ -105,8 +105,8 @@ def _box_notes(path: Mapping[str, Any]) -> pd.DataFrame:
 
 
 def _totals(journal: pd.DataFrame, settings: Mapping[str, Any], final: Mapping[str, Any]) -> dict[str, Any]:
-    """Trials and compute: proxy attempts' seconds x the run's per-trial CPUs/GPUs (what they reserved), the CPU
-    time they recorded using (attempts that recorded none, e.g. on a lost node, counted apart), and the final training."""
+    """Trials and compute: proxy attempts' seconds x the run's per-trial CPUs/GPUs (what they reserved), the CPU time
+    they recorded (attempts that recorded none, e.g. on a lost node, counted apart), and the final training."""
     cpus = float(settings.get("cpus_per_trial") or 1.0)
     gpus = float(settings.get("gpus_per_trial") or 0.0)
     proxy_s = float(numeric_column(journal, "seconds").fillna(0.0).sum())
