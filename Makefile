@@ -8,7 +8,7 @@ X3D := $(VENV)/bin/x3dsearch
 STAMP := $(VENV)/.x3dsearch-installed
 TORCH_CPU ?= torch==2.13.0
 
-.PHONY: quick demo test install clean-venv
+.PHONY: quick demo demo-fast test install clean-venv
 
 install: $(STAMP)
 
@@ -35,6 +35,9 @@ quick: $(STAMP)
 
 demo: $(STAMP)
 	$(call search,runs/demo,--target-gflops 6)
+
+demo-fast: $(STAMP)
+	$(call search,runs/demo-fast,--target-gflops 6 --proxy-schedule cpu_proxy_fast --full-schedule cpu_full --final-init inherit)
 
 test: $(STAMP)
 	$(PY) -m pytest -q --durations=15 tests  # the slowest tests named in every CI log
