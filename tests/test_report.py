@@ -30,7 +30,7 @@ from x3dsearch.recipe import Recipe
 from x3dsearch.scores import Scores
 from x3dsearch.runner import JournalScorer, path_record
 from x3dsearch.runspec import ExpandSettings
-from x3dsearch.runview import config_scores, frontier
+from x3dsearch.runview import config_scores, frontier, group_scores
 from x3dsearch.search import run_search
 from x3dsearch.space import load_space
 from x3dsearch.trial import TrialJob
@@ -213,6 +213,27 @@ def test_a_configs_compute_sums_its_trials_and_its_score_is_at_its_highest_rung(
     report = run_report(halving_dir)
     assert report["totals"]["proxy_cpu_hours"] == pytest.approx(sum(r["seconds"] for r in journal) * 2.0 / 3600)
     assert len(report["frontier"]) == len(frontier(scores))
+
+
+def test_path_gives_each_model_s_validation_top1_per_class_group_averaged_as_its_score(halving_dir, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(halving_dir, run)
+    journal = read_journal(run)
+    for record in journal:  # a made-up split per record: fast = top1, slow = half of it
+        if record["status"] == "ok":
+            record["metrics"]["val"] = {"per_group": {"fast": record["top1"], "slow": record["top1"] / 2}}
+    (run / "journal.jsonl").write_text("".join(json.dumps(r) + "\n" for r in journal))
+    scores = config_scores(load_run(run)).set_index("config_key")
+    groups = group_scores(load_run(run))
+    assert list(groups.columns) == ["fast", "slow"]
+    assert groups["fast"].to_dict() == pytest.approx(scores["top1"].to_dict())  # a close call's two seeds averaged
+    assert groups["slow"].to_dict() == pytest.approx((scores["top1"] / 2).to_dict())
+    table = run_report(run)["path"]
+    assert list(table.columns[table.columns.get_loc("top1"):][:3]) == ["top1", "val fast", "val slow"]
+    assert table["val fast"].tolist() == pytest.approx(table["top1"].tolist(), nan_ok=True)
+    # without per-group scores in the journal (data without groups) the path has no such columns
+    assert not any(c.startswith("val ") for c in run_report(halving_dir)["path"].columns)
+    assert group_scores(load_run(halving_dir)).empty
 
 
 def test_path_says_how_each_score_was_obtained(halving_dir):

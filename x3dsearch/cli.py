@@ -480,7 +480,8 @@ def _add_report(sub: Any) -> None:
     """``report``: a run directory and the output format."""
     p = _command(
         sub, "report", commands.report, "tables of a run: path, frontier, failures, compute totals",
-        "The expansion path (axis, shape, GFLOPs, params, proxy top-1, trial time), the top-1/GFLOPs frontier "
+        "The expansion path (axis, shape, GFLOPs, params, proxy top-1 and, where the data declares class groups, "
+        "its validation top-1 per group: what the proxy could see; trial time), the top-1/GFLOPs frontier "
         "of every trained config, failed/retried/skipped trials with their reasons, the final model's top-1 per "
         "class group on val and test (the held-out number where the data has a test split), and the CPU/GPU-hours "
         "spent (journal seconds x the run's cpus/gpus per trial; final/metrics.json for the final training).")

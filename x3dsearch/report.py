@@ -17,7 +17,7 @@ from .config import X3DConfig
 from .cost import count_params
 from .errors import UserError
 from .latency import Timing, latencies
-from .runview import RunView, config_seconds, frontier, numeric_column
+from .runview import RunView, config_seconds, frontier, group_scores, numeric_column
 from .scores import headline, headline_text, render_scores, scores_table, split_scores
 from .tables import SHAPE, shape_columns
 from .trial import Init, Status
@@ -73,13 +73,17 @@ def _with_latency(table: pd.DataFrame, keys: pd.Series | list[str], timings: Map
 
 def _path_table(path: Mapping[str, Any], journal: pd.DataFrame, scores: pd.DataFrame,
                 timings: Mapping[str, Timing]) -> pd.DataFrame:
-    """The path, one row per model, with how its score was obtained (rung, seeds, init), its compute and
-    (a latency-costed run) its measured latency."""
+    """The path, one row per model, with how its score was obtained (rung, seeds, init), its validation top-1 per
+    class group when the data declares groups (what the proxy could see), its compute and (a latency-costed run)
+    its measured latency."""
     seconds = config_seconds(journal)
     inits = dict(zip(scores["config_key"], scores["init"])) if "init" in scores else {}
     keyed = _path_rows(path, scores)
-    rows = [dict(row, init=inits.get(key) or "", seconds=seconds.get(key, math.nan)) for key, row in keyed]
-    columns = ["step", "axis", *SHAPE, "gflops", "params", "top1", "rung", "seeds", "init", "seconds"]
+    groups = group_scores(journal)
+    rows = [dict(row, init=inits.get(key) or "", seconds=seconds.get(key, math.nan),
+                 **{f"val {g}": groups[g].get(key, math.nan) for g in groups.columns}) for key, row in keyed]
+    columns = ["step", "axis", *SHAPE, "gflops", "params", "top1", *(f"val {g}" for g in groups.columns),
+               "rung", "seeds", "init", "seconds"]
     return _with_latency(pd.DataFrame(rows, columns=columns), [key for key, _ in keyed], timings)
 
 

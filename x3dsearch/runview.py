@@ -23,7 +23,8 @@ from .rundir import RunDir, load_run
 from .runspec import ceiling_of
 from .trial import SPENT, Init, Status
 
-__all__ = ["RunView", "ceiling_text", "frontier", "numeric_column", "config_seconds", "config_scores"]
+__all__ = ["RunView", "ceiling_text", "frontier", "numeric_column", "config_seconds", "config_scores",
+           "group_scores"]
 
 
 class RunView:
@@ -97,19 +98,35 @@ def config_seconds(journal: pd.DataFrame) -> pd.Series:
     return numeric_column(journal, "seconds").fillna(0.0).groupby(journal["config_key"]).sum()
 
 
-def config_scores(journal: pd.DataFrame) -> pd.DataFrame:
-    """One row per config that trained ``ok``: its record at its highest rung, with ``top1`` the mean over
-    that rung's seeds, ``seeds`` their count and ``seconds`` the compute of all its records."""
+def _top_rung(journal: pd.DataFrame) -> pd.DataFrame:
+    """The ``ok`` records with a score at each config's highest rung (one per seed there)."""
     ok = journal[journal["status"] == Status.OK]
     ok = ok.assign(top1=numeric_column(ok, "top1"), rung=numeric_column(ok, "rung"),
                    seed_offset=numeric_column(ok, "seed_offset").fillna(0)).dropna(subset=["top1"])
     level = ok["rung"].fillna(0)
-    top = ok[level == level.groupby(ok["config_key"]).transform("max")]
+    return ok[level == level.groupby(ok["config_key"]).transform("max")]
+
+
+def config_scores(journal: pd.DataFrame) -> pd.DataFrame:
+    """One row per config that trained ``ok``: its record at its highest rung, with ``top1`` the mean over
+    that rung's seeds, ``seeds`` their count and ``seconds`` the compute of all its records."""
+    top = _top_rung(journal)
     by_config = top.groupby("config_key")["top1"]
     best = top.sort_values("seed_offset", kind="stable").drop_duplicates("config_key").sort_index()
     keys = best["config_key"]
     return best.assign(top1=keys.map(by_config.mean()), seeds=keys.map(by_config.size()),
                        seconds=keys.map(config_seconds(journal))).reset_index(drop=True)
+
+
+def group_scores(journal: pd.DataFrame) -> pd.DataFrame:
+    """Validation top-1 per class group of each config (index: config key), averaged as :func:`config_scores`
+    averages ``top1``; one column per group the data declares, none without groups or metrics."""
+    top = _top_rung(journal)
+    if "metrics" not in top:
+        return pd.DataFrame(index=pd.Index([], name="config_key"))
+    groups = pd.DataFrame([((m if isinstance(m, dict) else {}).get("val") or {}).get("per_group") or {}
+                           for m in top["metrics"]], index=top.index)
+    return groups.groupby(top["config_key"]).mean()
 
 
 def _place(key: str | None, path: Mapping[str, Any], journal: pd.DataFrame) -> str | None:
