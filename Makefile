@@ -1,5 +1,6 @@
 # Commands for a fresh machine: `make quick` (a 2-3 minute search, report and plot), `make demo`
-# (the 6-GFLOP search), `make demo-fast` (the same with the fast pair of schedules) and `make test` (the suite). Each creates .venv if missing and installs the CPU
+# (the 6-GFLOP search), `make demo-fast` (the same with the fast pair of schedules) and `make test`
+# (the suite). Each creates .venv if missing and installs the CPU
 # build of torch before the project, so pip never pulls the multi-GB CUDA build.
 PYTHON ?= python3
 VENV ?= .venv

@@ -12,21 +12,25 @@ training later learns.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import pandas as pd
 
+from x3dsearch.rundir import RunDir
+from x3dsearch.runview import trial_groups
 
-def group_scores(journal: Path) -> pd.DataFrame:
-    """One row per finished trial with per-group validation scores: crop, top-1 and one column per group."""
-    rows = []
-    for line in journal.read_text().splitlines():
-        record = json.loads(line)
-        groups = (((record.get("metrics") or {}).get("val") or {}).get("per_group")) or {}
-        if record.get("status") == "ok" and groups:
-            rows.append({"crop": record["config"]["crop"], "top1": record["top1"], **groups})
-    return pd.DataFrame(rows)
+
+def trial_group_scores(run: Path) -> pd.DataFrame:
+    """One row per finished trial of a run with per-group validation scores: crop, top-1 and one column per group
+    (a torn last journal line is skipped, as every reader of a run skips it)."""
+    journal = pd.DataFrame(list(RunDir(run).records()))
+    if journal.empty or "status" not in journal:
+        return pd.DataFrame()
+    ok = journal[journal["status"] == "ok"]
+    groups = trial_groups(ok)
+    scored = groups.notna().any(axis=1) if len(groups.columns) else pd.Series(False, index=ok.index)
+    crops = [config["crop"] for config in ok["config"]]
+    return pd.concat([pd.DataFrame({"crop": crops, "top1": ok["top1"]}, index=ok.index), groups], axis=1)[scored]
 
 
 def by_crop(scores: pd.DataFrame) -> pd.DataFrame:
@@ -44,17 +48,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     frames = []
     for run in map(Path, args.runs):
-        journal = run / "journal.jsonl"
-        if not journal.is_file():
+        if not (run / "journal.jsonl").is_file():
             print(f"{run}: no journal.jsonl, skipped")
             continue
-        frames.append(group_scores(journal))
-    scores = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    if scores.empty:
+        frames.append(trial_group_scores(run))
+    frames = [f for f in frames if not f.empty]
+    if not frames:
         print("no trial with per-group validation scores")
         return 1
-    print(f"{len(scores)} trials from {len(frames)} runs; per-group validation top-1 by crop")
-    print(by_crop(scores).to_markdown(index=False, floatfmt=".3f"))
+    scores = pd.concat(frames, ignore_index=True)
+    print(f"{len(scores)} trials from {len(frames)} runs with per-group scores; validation top-1 by crop")
+    print(by_crop(scores).round(3).to_markdown(index=False))
     return 0
 
 

@@ -28,10 +28,11 @@ def test_trials_pool_by_crop_with_each_group_s_mean_and_best(tmp_path, capsys):
         _record(112, 0.2, 0.10, 0.30), _record(160, 0.4, 0.20, 0.60),
         _record(112, 0.9, 0.90, 0.90, status="failed"),  # not a finished trial: left out
         json.dumps({"status": "ok", "config": {"crop": 112}, "top1": 0.5, "metrics": {}}),  # no groups: left out
+        json.dumps({"status": "failed", "config": {"crop": 112}, "top1": None, "metrics": None}),
     ]) + "\n")
-    (runs[1] / "journal.jsonl").write_text(_record(112, 0.4, 0.30, 0.10) + "\n")
-    table = proxy_groups.by_crop(pd.concat([proxy_groups.group_scores(r / "journal.jsonl") for r in runs],
-                                               ignore_index=True))
+    (runs[1] / "journal.jsonl").write_text(_record(112, 0.4, 0.30, 0.10) + "\n" + _record(112, 0.9, 0.9, 0.9)[:40])
+    table = proxy_groups.by_crop(pd.concat([proxy_groups.trial_group_scores(r) for r in runs],
+                                               ignore_index=True))  # the torn last line of run b is skipped
     assert table["crop"].tolist() == [112, 160]
     assert table["trials"].tolist() == [2, 1]
     assert table["top1"].tolist() == pytest.approx([0.3, 0.4])
@@ -40,7 +41,7 @@ def test_trials_pool_by_crop_with_each_group_s_mean_and_best(tmp_path, capsys):
     assert table["flicker max"].tolist() == pytest.approx([0.3, 0.6])
     assert proxy_groups.main([str(r) for r in runs] + [str(tmp_path / "missing")]) == 0
     out = capsys.readouterr().out
-    assert "3 trials from 2 runs" in out and "missing: no journal.jsonl, skipped" in out
+    assert "3 trials from 2 runs with per-group scores" in out and "missing: no journal.jsonl, skipped" in out
 
 
 def test_runs_without_group_scores_say_so(tmp_path, capsys):

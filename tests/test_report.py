@@ -223,16 +223,23 @@ def test_path_gives_each_model_s_validation_top1_per_class_group_averaged_as_its
         if record["status"] == "ok":
             record["metrics"]["val"] = {"per_group": {"fast": record["top1"], "slow": record["top1"] / 2}}
     (run / "journal.jsonl").write_text("".join(json.dumps(r) + "\n" for r in journal))
-    scores = config_scores(load_run(run)).set_index("config_key")
+    by_hand = top_rung_scores(journal)  # a close call's two seeds averaged
     groups = group_scores(load_run(run))
     assert list(groups.columns) == ["fast", "slow"]
-    assert groups["fast"].to_dict() == pytest.approx(scores["top1"].to_dict())  # a close call's two seeds averaged
-    assert groups["slow"].to_dict() == pytest.approx((scores["top1"] / 2).to_dict())
+    assert groups["fast"].to_dict() == pytest.approx(by_hand)
+    assert groups["slow"].to_dict() == pytest.approx({key: top1 / 2 for key, top1 in by_hand.items()})
     table = run_report(run)["path"]
-    assert list(table.columns[table.columns.get_loc("top1"):][:3]) == ["top1", "val fast", "val slow"]
-    assert table["val fast"].tolist() == pytest.approx(table["top1"].tolist(), nan_ok=True)
+    assert list(table.columns[table.columns.get_loc("top1"):][:3]) == ["top1", "proxy fast", "proxy slow"]
+    assert table["proxy fast"].tolist() == pytest.approx(table["top1"].tolist(), nan_ok=True)
+    # a config one of whose averaged seeds has no group scores gets none, rather than the other seed's alone
+    repeated = next(r for r in journal if r["seed_offset"] > 0)
+    del repeated["metrics"]["val"]
+    (run / "journal.jsonl").write_text("".join(json.dumps(r) + "\n" for r in journal))
+    groups = group_scores(load_run(run))
+    assert math.isnan(groups.loc[repeated["config_key"], "fast"])
+    assert groups["fast"].notna().sum() == len(by_hand) - 1
     # without per-group scores in the journal (data without groups) the path has no such columns
-    assert not any(c.startswith("val ") for c in run_report(halving_dir)["path"].columns)
+    assert not any(c.startswith("proxy ") for c in run_report(halving_dir)["path"].columns)
     assert group_scores(load_run(halving_dir)).empty
 
 

@@ -71,18 +71,28 @@ def _with_latency(table: pd.DataFrame, keys: pd.Series | list[str], timings: Map
     return out
 
 
+_MAX_GROUP_COLUMNS = 6  # more class groups than this stay in the journal, out of the path's table
+
+
+def _proxy_groups(groups: pd.DataFrame, key: str, top1: float) -> dict[str, float]:
+    """A path row's ``proxy <group>`` columns: its config's group scores, none where the row shows no top-1 (a
+    landing that was not evaluated, though its config may have trained as a candidate)."""
+    return {f"proxy {g}": math.nan if math.isnan(top1) else groups[g].get(key, math.nan) for g in groups.columns}
+
+
 def _path_table(path: Mapping[str, Any], journal: pd.DataFrame, scores: pd.DataFrame,
                 timings: Mapping[str, Timing]) -> pd.DataFrame:
     """The path, one row per model, with how its score was obtained (rung, seeds, init), its validation top-1 per
-    class group when the data declares groups (what the proxy could see), its compute and (a latency-costed run)
+    class group when the data declares a few (what the proxy could see), its compute and (a latency-costed run)
     its measured latency."""
     seconds = config_seconds(journal)
     inits = dict(zip(scores["config_key"], scores["init"])) if "init" in scores else {}
     keyed = _path_rows(path, scores)
     groups = group_scores(journal)
+    groups = groups if len(groups.columns) <= _MAX_GROUP_COLUMNS else groups.iloc[:, :0]
     rows = [dict(row, init=inits.get(key) or "", seconds=seconds.get(key, math.nan),
-                 **{f"val {g}": groups[g].get(key, math.nan) for g in groups.columns}) for key, row in keyed]
-    columns = ["step", "axis", *SHAPE, "gflops", "params", "top1", *(f"val {g}" for g in groups.columns),
+                 **_proxy_groups(groups, key, _number(row["top1"]))) for key, row in keyed]
+    columns = ["step", "axis", *SHAPE, "gflops", "params", "top1", *(f"proxy {g}" for g in groups.columns),
                "rung", "seeds", "init", "seconds"]
     return _with_latency(pd.DataFrame(rows, columns=columns), [key for key, _ in keyed], timings)
 

@@ -24,7 +24,7 @@ from .runspec import ceiling_of
 from .trial import SPENT, Init, Status
 
 __all__ = ["RunView", "ceiling_text", "frontier", "numeric_column", "config_seconds", "config_scores",
-           "group_scores"]
+           "group_scores", "trial_groups"]
 
 
 class RunView:
@@ -118,15 +118,26 @@ def config_scores(journal: pd.DataFrame) -> pd.DataFrame:
                        seconds=keys.map(config_seconds(journal))).reset_index(drop=True)
 
 
+def _val_groups(metrics: Any) -> dict[str, Any]:
+    """A trial's validation top-1 per class group from its recorded metrics ({} when it has none)."""
+    val = metrics.get("val") if isinstance(metrics, dict) else None
+    groups = val.get("per_group") if isinstance(val, dict) else None
+    return groups if isinstance(groups, dict) else {}
+
+
+def trial_groups(journal: pd.DataFrame) -> pd.DataFrame:
+    """Validation top-1 per class group of each journal record (same index; NaN where a record has none), one
+    column per group the data declares, none without groups."""
+    metrics = journal["metrics"] if "metrics" in journal else [None] * len(journal)
+    groups = pd.DataFrame([_val_groups(m) for m in metrics], index=journal.index)
+    return groups.apply(pd.to_numeric, errors="coerce")
+
+
 def group_scores(journal: pd.DataFrame) -> pd.DataFrame:
-    """Validation top-1 per class group of each config (index: config key), averaged as :func:`config_scores`
-    averages ``top1``; one column per group the data declares, none without groups or metrics."""
+    """Validation top-1 per class group of each config (index: config key), averaged over the records
+    :func:`config_scores` averages ``top1`` over (NaN if one of them lacks it); a column per declared group."""
     top = _top_rung(journal)
-    if "metrics" not in top:
-        return pd.DataFrame(index=pd.Index([], name="config_key"))
-    groups = pd.DataFrame([((m if isinstance(m, dict) else {}).get("val") or {}).get("per_group") or {}
-                           for m in top["metrics"]], index=top.index)
-    return groups.groupby(top["config_key"]).mean()
+    return trial_groups(top).groupby(top["config_key"]).agg(lambda column: column.mean(skipna=False))
 
 
 def _place(key: str | None, path: Mapping[str, Any], journal: pd.DataFrame) -> str | None:
