@@ -18,6 +18,7 @@ import pandas as pd
 
 from x3dsearch.rundir import RunDir
 from x3dsearch.runview import trial_groups
+from x3dsearch.trial import Status
 
 
 def trial_group_scores(run: Path) -> pd.DataFrame:
@@ -26,9 +27,9 @@ def trial_group_scores(run: Path) -> pd.DataFrame:
     journal = pd.DataFrame(list(RunDir(run).records()))
     if journal.empty or "status" not in journal:
         return pd.DataFrame()
-    ok = journal[journal["status"] == "ok"]
+    ok = journal[journal["status"] == Status.OK]
     groups = trial_groups(ok)
-    scored = groups.notna().any(axis=1) if len(groups.columns) else pd.Series(False, index=ok.index)
+    scored = groups.notna().any(axis=1)  # all False when no trial has group scores
     crops = [config["crop"] for config in ok["config"]]
     return pd.concat([pd.DataFrame({"crop": crops, "top1": ok["top1"]}, index=ok.index), groups], axis=1)[scored]
 
