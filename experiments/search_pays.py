@@ -247,10 +247,10 @@ def search_sampled(plan: Plan, name: str, target: float, seed: int, budget: Foun
 
 
 def baseline_presets(target: float, classes: int, names: Iterable[str] | None) -> list[tuple[str, X3DConfig]]:
-    """The presets to train at ``target`` with ``classes`` outputs: ``names``, else the costliest at or
-    under the target, else (none fits) the cheapest."""
-    fitted = {name: preset(name, num_classes=classes) for name in (names or preset_names())}
-    if names:
+    """The presets to train at ``target`` with ``classes`` outputs: ``names`` (an empty list: none), else the
+    costliest at or under the target, else (none fits) the cheapest."""
+    fitted = {name: preset(name, num_classes=classes) for name in (preset_names() if names is None else names)}
+    if names is not None:
         return list(fitted.items())
     cost = {name: count_flops(config) for name, config in fitted.items()}
     under = [name for name in fitted if cost[name] <= target * 1e9]
@@ -588,8 +588,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--targets", type=float, nargs="+", default=[2.0, 6.0], help="GFLOPs")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="search seeds")
     parser.add_argument("--train-seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds of each model")
-    parser.add_argument("--presets", nargs="+", help="presets to train at every target (default: the costliest "
-                                                     "at or under it, else the cheapest)")
+    parser.add_argument("--presets", nargs="*", help="presets to train at every target (default: the costliest "
+                                                     "at or under it, else the cheapest; none if given no names)")
     parser.add_argument("--proxy-schedule", default="cpu_proxy",
                         help="expansion's proxy (default: cpu_proxy, the toolkit's default before 2026-12-05, whose "
                              "rows are named plain expand; another schedule names its rows expand+NAME)")

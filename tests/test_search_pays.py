@@ -57,6 +57,7 @@ def test_baseline_presets_take_the_costliest_under_the_target_else_the_cheapest(
     (name, config), = search_pays.baseline_presets(0.001, 12, None)
     assert name == "X2D" and config.num_classes == 12
     assert [n for n, _ in search_pays.baseline_presets(0.001, 3, ["XS", "M"])] == ["XS", "M"]
+    assert search_pays.baseline_presets(2.0, 12, []) == []  # --presets with no names: none
 
 
 def test_summary_and_differences_per_target():
