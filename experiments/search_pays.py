@@ -18,8 +18,9 @@ top-1 (the split every search selected on), test top-1 and top-5 and the test to
 declares, cost, the search's proxy CPU-seconds, the training's clips/s, wall and CPU seconds, and the median
 latency of one eval forward pass on one clip (one thread); a plot and a markdown table summarise them: per
 (target, name) the mean over searches (search seeds) of each search's mean over training seeds, with its
-standard error over the searches (over training seeds for a single search). Re-running skips rows already in the
-CSV and resumes search runs from their journals and trainings from their checkpoints.
+standard error over the searches (over training seeds for a single search), and each expansion's differences with
+the others paired by search seed. Re-running skips rows already in the CSV and resumes search runs from their
+journals and trainings from their checkpoints; ``--report CSV...`` prints the tables of results files only.
 
 With ``--pipeline`` each expansion search also gets the row a user cares about (kind ``pipeline``): expansion's
 own run, its search followed by the final training as ``x3dsearch expand`` ran it until 2026-12-06 (from the
@@ -520,13 +521,38 @@ def differences(summary: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["target_gflops", "expansion", "minus", "top1_diff", "std_error"])
 
 
+def paired(table: pd.DataFrame) -> pd.DataFrame:
+    """Per target, each expansion variant minus every other search (later expansion variants and the samplers),
+    paired by search seed: the mean of the per-seed differences of the runs' mean test top-1 over their training
+    seeds, with its standard error (their std over the square root of the count), over the seeds both have with
+    the same training seeds; where two or more are shared. Pairing removes the spread that both sides share."""
+    ok = table[(table["status"] == "ok") & (table["kind"] == "search")]
+    rows = []
+    for target, group in ok.groupby("target_gflops"):
+        runs = {name: (part.groupby("search_seed")["test_top1"].mean(),
+                       part.groupby("search_seed")["seed"].apply(frozenset)) for name, part in group.groupby("name")}
+        expansions = sorted(name for name in runs if name.startswith("expand"))
+        for i, a in enumerate(expansions):
+            for b in expansions[i + 1:] + sorted(name for name in runs if not name.startswith("expand")):
+                (mean_a, seeds_a), (mean_b, seeds_b) = runs[a], runs[b]
+                shared = [k for k in mean_a.index if k in mean_b.index and seeds_a[k] == seeds_b[k]]
+                if len(shared) < 2:
+                    continue
+                diff = mean_a[shared] - mean_b[shared]
+                rows.append({"target_gflops": target, "expansion": a, "minus": b, "search_seeds": len(shared),
+                             "top1_diff": diff.mean(), "std_error": diff.std() / math.sqrt(len(shared))})
+    return pd.DataFrame(rows, columns=["target_gflops", "expansion", "minus", "search_seeds", "top1_diff",
+                                       "std_error"])
+
+
 def _difference(target: float, expansion: str, e: pd.Series, label: str, other: pd.Series) -> dict[str, Any]:
     return {"target_gflops": target, "expansion": expansion, "minus": label, "top1_diff": e["top1"] - other["top1"],
             "std_error": math.sqrt(e["top1_se"] ** 2 + other["top1_se"] ** 2)}
 
 
-def markdown(summary: pd.DataFrame, diffs: pd.DataFrame) -> str:
-    """The two tables of the report: test results per (target, name), then each expansion's differences."""
+def markdown(summary: pd.DataFrame, diffs: pd.DataFrame, pairs: pd.DataFrame | None = None) -> str:
+    """The tables of the report: test results per (target, name), each expansion's differences, then (if any) its
+    differences paired by search seed."""
     groups = [c for c in summary.columns if c not in _SUMMARY_FIELDS]
     results = pd.DataFrame({
         "target GFLOPs": summary["target_gflops"].map("{:g}".format), "kind": summary["kind"],
@@ -544,8 +570,15 @@ def markdown(summary: pd.DataFrame, diffs: pd.DataFrame) -> str:
                          "expansion": diffs["expansion"], "minus": diffs["minus"],
                          "test top-1 difference (± s.e.)": [f"{d:+.3f} ± {e:.3f}"
                                                            for d, e in zip(diffs["top1_diff"], diffs["std_error"])]})
-    return (f"## Test top-1 after the same full training\n\n{_markdown_table(results)}\n\n"
+    text = (f"## Test top-1 after the same full training\n\n{_markdown_table(results)}\n\n"
             f"## Expansion against the others (difference of mean test top-1)\n\n{_markdown_table(diff)}\n")
+    if pairs is None or pairs.empty:
+        return text
+    pair = pd.DataFrame({"target GFLOPs": pairs["target_gflops"].map("{:g}".format), "expansion": pairs["expansion"],
+                         "minus": pairs["minus"], "search seeds": pairs["search_seeds"],
+                         "paired difference (± s.e.)": [f"{d:+.3f} ± {e:.3f}"
+                                                        for d, e in zip(pairs["top1_diff"], pairs["std_error"])]})
+    return text + f"\n## Paired by search seed (the same seeds on both sides)\n\n{_markdown_table(pair)}\n"
 
 
 def _zero_nan(value: float) -> float:
@@ -628,6 +661,9 @@ def _parser() -> argparse.ArgumentParser:
                              "of each search's folder, rows named +final-scratch (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=Path("runs/search_pays"), help="runs folder")
     parser.add_argument("--results", type=Path, default=Path("experiments/results/search_pays.csv"))
+    parser.add_argument("--report", type=Path, nargs="+", metavar="CSV",
+                        help="print the tables of these results files taken together (e.g. two lanes' files), "
+                             "with the differences paired by search seed; runs nothing")
     return parser
 
 
@@ -682,6 +718,14 @@ def run_target(plan: Plan, args: argparse.Namespace, target: float, classes: int
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.report:  # the tables of results files, nothing run
+        missing = [str(f) for f in args.report if not f.is_file()]
+        if missing:
+            sys.exit(f"no results file: {', '.join(missing)}")
+        table = pd.concat([pd.read_csv(f) for f in args.report], ignore_index=True)
+        summary = summarize(table)
+        print(markdown(summary, differences(summary), paired(table)))
+        return 0
     if (args.train_schedule or args.train_data) and args.results == _parser().get_default("results"):
         sys.exit("--train-schedule/--train-data need a --results file of their own: the default one holds the rows "
                  "of the searches' own full schedule, which a rerun would take as done")
@@ -707,8 +751,9 @@ def main(argv: list[str] | None = None) -> int:
             run_target(plan, args, target, classes, ray)
     finally:
         ray.shutdown()
-    summary = summarize(pd.read_csv(args.results))
-    text = markdown(summary, differences(summary))
+    table = pd.read_csv(args.results)
+    summary = summarize(table)
+    text = markdown(summary, differences(summary), paired(table))
     args.results.with_suffix(".md").write_text(text)
     figure = plot(summary, args.targets, args.results.with_suffix(".png"))
     print(f"\n{text}\nrows: {args.results}; plot: {figure}")

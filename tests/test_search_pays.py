@@ -358,3 +358,33 @@ def test_trainings_of_their_own_need_a_results_file_of_their_own():
 def test_an_expansion_only_lever_refuses_the_samplers_it_would_misname(lever, tmp_path):
     with pytest.raises(SystemExit, match="change expansion only"):
         search_pays.main([*lever, "--data", str(tmp_path), "--results", str(tmp_path / "rows.csv")])
+
+
+def test_differences_paired_by_search_seed_use_only_the_seeds_both_sides_trained_alike(tmp_path, capsys):
+    # (name, search seed, training seed, test top-1): seed 2 of "random" lacks a training seed, seed 3 is expand's own
+    rows = [("expand", 0, 0, 0.80), ("expand", 0, 1, 0.90), ("expand", 1, 0, 0.60), ("expand", 1, 1, 0.70),
+            ("expand", 2, 0, 0.50), ("expand", 2, 1, 0.50), ("expand", 3, 0, 0.10), ("expand", 3, 1, 0.10),
+            ("expand+lean4", 0, 0, 0.70), ("expand+lean4", 0, 1, 0.80), ("expand+lean4", 1, 0, 0.60),
+            ("expand+lean4", 1, 1, 0.60),
+            ("random", 0, 0, 0.70), ("random", 0, 1, 0.70), ("random", 1, 0, 0.60), ("random", 1, 1, 0.60),
+            ("random", 2, 0, 0.40)]
+    table = pd.DataFrame([{"kind": "search", "name": name, "run": f"{name}-seed{k}", "target_gflops": 2.0,
+                           "search_seed": k, "seed": t, "status": "ok", "test_top1": top1}
+                          for name, k, t, top1 in rows])
+    table.loc[len(table)] = dict(table.iloc[0], kind="preset", name="S", run="S", search_seed=math.nan)
+    pairs = search_pays.paired(table).set_index(["expansion", "minus"])
+    assert list(pairs.index) == [("expand", "expand+lean4"), ("expand", "random"), ("expand+lean4", "random")]
+    # expand - lean4 on seeds 0, 1: +0.10 and +0.05; expand - random on seeds 0, 1 (not 2: one training seed only)
+    assert pairs.loc[("expand", "expand+lean4"), "top1_diff"] == pytest.approx(0.075)
+    assert pairs.loc[("expand", "expand+lean4"), "std_error"] == pytest.approx(0.05 / math.sqrt(2) / math.sqrt(2))
+    assert pairs.loc[("expand", "random"), "search_seeds"] == 2
+    assert pairs.loc[("expand", "random"), "top1_diff"] == pytest.approx((0.15 + 0.05) / 2)
+    assert pairs.loc[("expand+lean4", "random"), "top1_diff"] == pytest.approx((0.05 + 0.0) / 2)
+    # --report prints the tables of several files together, the paired one included
+    for i, part in enumerate((table.iloc[:8], table.iloc[8:])):
+        part.assign(val_top1=0.5, test_per_group="{}", gflops=2.0, params=1e6, proxy_cpu_s=1.0, train_clips_per_s=1.0,
+                    latency_ms=1.0).to_csv(tmp_path / f"lane{i}.csv", index=False)
+    assert search_pays.main(["--report", str(tmp_path / "lane0.csv"), str(tmp_path / "lane1.csv")]) == 0
+    assert "| 2 | expand | expand+lean4 | 2 | +0.075 ± 0.025 |" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="no results file"):
+        search_pays.main(["--report", str(tmp_path / "missing.csv")])
