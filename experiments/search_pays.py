@@ -19,8 +19,9 @@ declares, cost, the search's proxy CPU-seconds, the training's clips/s, wall and
 latency of one eval forward pass on one clip (one thread); a plot and a markdown table summarise them: per
 (target, name) the mean over searches (search seeds) of each search's mean over training seeds, with its
 standard error over the searches (over training seeds for a single search), and each expansion's differences with
-the others paired by search seed. Re-running skips rows already in the CSV and resumes search runs from their
-journals and trainings from their checkpoints; ``--report CSV...`` prints the tables of results files only.
+the samplers cut at its compute paired by search seed. Re-running skips rows already in the CSV and resumes search runs from their
+journals and trainings from their checkpoints; ``--report CSV...`` prints the tables of results files only
+(``--baseline NAME`` pairs every search with that one, e.g. a lever with the default proxy).
 
 With ``--pipeline`` each expansion search also gets the row a user cares about (kind ``pipeline``): expansion's
 own run, its search followed by the final training as ``x3dsearch expand`` ran it until 2026-12-06 (from the
@@ -505,11 +506,7 @@ def differences(summary: pd.DataFrame) -> pd.DataFrame:
         others = [(f"best preset ({row['name']})", row) for _, row in presets.nlargest(1, "top1").iterrows()]
         searches = group[group["kind"] == "search"]
         for _, e in searches[searches["name"].str.startswith("expand")].iterrows():
-            # "" or "+SCHEDULE", then expansion's own "+scratch" and "+stepNx": compare with the samplers of the
-            # same proxy schedule
-            label_of_proxy = re.sub(rf"(\+{Init.SCRATCH.value})?(\+step[0-9.]+x)?$", "", e["name"][len("expand"):])
-            samplers = searches[searches["name"].isin([s + label_of_proxy + clock for s in SAMPLERS
-                                                       for clock in ("", "+cpu-clock")])]
+            samplers = searches[searches["name"].isin(_own_samplers(e["name"], searches["name"]))]
             pairs = others + [(row["name"], row) for _, row in samplers.iterrows()]
             rows += [_difference(target, e["name"], e, label, other) for label, other in pairs]
         pipeline = group[group["kind"] == "pipeline"]  # expansion's own run against the preset for its CPU-seconds
@@ -521,27 +518,41 @@ def differences(summary: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["target_gflops", "expansion", "minus", "top1_diff", "std_error"])
 
 
-def paired(table: pd.DataFrame) -> pd.DataFrame:
-    """Per target, each expansion variant minus every other search (later expansion variants and the samplers),
-    paired by search seed: the mean of the per-seed differences of the runs' mean test top-1 over their training
-    seeds, with its standard error (their std over the square root of the count), over the seeds both have with
-    the same training seeds; where two or more are shared. Pairing removes the spread that both sides share."""
-    ok = table[(table["status"] == "ok") & (table["kind"] == "search")]
+def _own_samplers(expansion: str, names: Iterable[str]) -> list[str]:
+    """The sampler rows of ``names`` cut at ``expansion``'s compute: those of its proxy schedule ("" or "+SCHEDULE",
+    without expansion's own "+scratch" and "+stepNx"), on either clock."""
+    label = re.sub(rf"(\+{Init.SCRATCH.value})?(\+step[0-9.]+x)?$", "", expansion[len("expand"):])
+    wanted = {s + label + clock for s in SAMPLERS for clock in ("", "+cpu-clock")}
+    return [name for name in names if name in wanted]
+
+
+def paired(table: pd.DataFrame, baseline: str | None = None) -> pd.DataFrame:
+    """Differences paired by search seed, per target: every search minus ``baseline``, or (none given) each
+    expansion minus the samplers cut at its compute. Per shared search seed the difference of the runs' mean test
+    top-1; a seed counts only where both runs have an ok test score for every training seed the target's searches
+    used (``excluded`` counts the shared seeds that do not); the mean with its standard error (std over the square
+    root of the count), where two or more seeds count. Pairing removes the spread both sides share."""
+    searches = table[table["kind"] == "search"]
     rows = []
-    for target, group in ok.groupby("target_gflops"):
-        runs = {name: (part.groupby("search_seed")["test_top1"].mean(),
-                       part.groupby("search_seed")["seed"].apply(frozenset)) for name, part in group.groupby("name")}
-        expansions = sorted(name for name in runs if name.startswith("expand"))
-        for i, a in enumerate(expansions):
-            for b in expansions[i + 1:] + sorted(name for name in runs if not name.startswith("expand")):
-                (mean_a, seeds_a), (mean_b, seeds_b) = runs[a], runs[b]
-                shared = [k for k in mean_a.index if k in mean_b.index and seeds_a[k] == seeds_b[k]]
-                if len(shared) < 2:
-                    continue
-                diff = mean_a[shared] - mean_b[shared]
-                rows.append({"target_gflops": target, "expansion": a, "minus": b, "search_seeds": len(shared),
-                             "top1_diff": diff.mean(), "std_error": diff.std() / math.sqrt(len(shared))})
-    return pd.DataFrame(rows, columns=["target_gflops", "expansion", "minus", "search_seeds", "top1_diff",
+    for target, group in searches.groupby("target_gflops"):
+        wanted = frozenset(group["seed"].dropna())
+        good = group[(group["status"] == "ok") & group["test_top1"].notna()]
+        means = {name: part.groupby("search_seed")["test_top1"].mean() for name, part in good.groupby("name")}
+        complete = {name: {k for k, seeds in part.groupby("search_seed")["seed"] if frozenset(seeds) == wanted}
+                    for name, part in good.groupby("name")}
+        present = {name: set(part["search_seed"].dropna()) for name, part in group.groupby("name")}
+        names = sorted(present)
+        pairs = ([(e, s) for e in names if e.startswith("expand") for s in _own_samplers(e, names)] if baseline is None
+                 else [(name, baseline) for name in names if name != baseline and baseline in present])
+        for a, b in pairs:
+            seeds = sorted(complete.get(a, set()) & complete.get(b, set()))
+            if len(seeds) < 2:
+                continue
+            diff = means[a][seeds] - means[b][seeds]
+            rows.append({"target_gflops": target, "search": a, "minus": b, "search_seeds": len(seeds),
+                         "excluded": len(present[a] & present[b]) - len(seeds), "top1_diff": diff.mean(),
+                         "std_error": diff.std() / math.sqrt(len(seeds))})
+    return pd.DataFrame(rows, columns=["target_gflops", "search", "minus", "search_seeds", "excluded", "top1_diff",
                                        "std_error"])
 
 
@@ -570,15 +581,18 @@ def markdown(summary: pd.DataFrame, diffs: pd.DataFrame, pairs: pd.DataFrame | N
                          "expansion": diffs["expansion"], "minus": diffs["minus"],
                          "test top-1 difference (± s.e.)": [f"{d:+.3f} ± {e:.3f}"
                                                            for d, e in zip(diffs["top1_diff"], diffs["std_error"])]})
-    text = (f"## Test top-1 after the same full training\n\n{_markdown_table(results)}\n\n"
-            f"## Expansion against the others (difference of mean test top-1)\n\n{_markdown_table(diff)}\n")
+    text = f"## Test top-1 after the same full training\n\n{_markdown_table(results)}\n"
+    if not diffs.empty:
+        text += f"\n## Expansion against the others (difference of mean test top-1)\n\n{_markdown_table(diff)}\n"
     if pairs is None or pairs.empty:
         return text
-    pair = pd.DataFrame({"target GFLOPs": pairs["target_gflops"].map("{:g}".format), "expansion": pairs["expansion"],
+    pair = pd.DataFrame({"target GFLOPs": pairs["target_gflops"].map("{:g}".format), "search": pairs["search"],
                          "minus": pairs["minus"], "search seeds": pairs["search_seeds"],
+                         "seeds left out (incomplete)": pairs["excluded"],
                          "paired difference (± s.e.)": [f"{d:+.3f} ± {e:.3f}"
                                                         for d, e in zip(pairs["top1_diff"], pairs["std_error"])]})
-    return text + f"\n## Paired by search seed (the same seeds on both sides)\n\n{_markdown_table(pair)}\n"
+    return (text + "\n## Paired by search seed (seeds with every training ok on both sides)\n\n"
+            f"{_markdown_table(pair)}\n")
 
 
 def _zero_nan(value: float) -> float:
@@ -664,6 +678,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--report", type=Path, nargs="+", metavar="CSV",
                         help="print the tables of these results files taken together (e.g. two lanes' files), "
                              "with the differences paired by search seed; runs nothing")
+    parser.add_argument("--baseline", metavar="NAME",
+                        help="with --report: pair every search with this one (e.g. expand+cpu_proxy_lean), not each "
+                             "expansion with its samplers")
     return parser
 
 
@@ -716,15 +733,29 @@ def run_target(plan: Plan, args: argparse.Namespace, target: float, classes: int
                                            for job in pipeline_jobs(plan, args.results, target, seed, found, baseline)])
 
 
+def report_tables(files: list[Path], baseline: str | None) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The summary, differences and paired differences of results files taken together; exact duplicate rows
+    count once, and one training recorded twice with other values is refused (two machines' runs under one name)."""
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        sys.exit(f"no results file: {', '.join(missing)}")
+    table = pd.concat([pd.read_csv(f) for f in files], ignore_index=True).drop_duplicates()
+    key = ["kind", "name", "run", "target_gflops", "seed"]
+    clash = table[table.duplicated(key, keep=False)]
+    if not clash.empty:
+        runs = sorted({f"{r.run} seed {r.seed}" for r in clash.itertuples()})
+        sys.exit(f"trainings recorded twice with other results: {', '.join(runs[:5])}"
+                 f"{' ...' if len(runs) > 5 else ''}; report such files apart")
+    if baseline is not None and baseline not in set(table.loc[table["kind"] == "search", "name"]):
+        sys.exit(f"--baseline {baseline}: no search of that name in {', '.join(map(str, files))}")
+    summary = summarize(table)
+    return summary, differences(summary), paired(table, baseline)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.report:  # the tables of results files, nothing run
-        missing = [str(f) for f in args.report if not f.is_file()]
-        if missing:
-            sys.exit(f"no results file: {', '.join(missing)}")
-        table = pd.concat([pd.read_csv(f) for f in args.report], ignore_index=True)
-        summary = summarize(table)
-        print(markdown(summary, differences(summary), paired(table)))
+        print(markdown(*report_tables(args.report, args.baseline)))
         return 0
     if (args.train_schedule or args.train_data) and args.results == _parser().get_default("results"):
         sys.exit("--train-schedule/--train-data need a --results file of their own: the default one holds the rows "

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import re
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -360,31 +361,59 @@ def test_an_expansion_only_lever_refuses_the_samplers_it_would_misname(lever, tm
         search_pays.main([*lever, "--data", str(tmp_path), "--results", str(tmp_path / "rows.csv")])
 
 
-def test_differences_paired_by_search_seed_use_only_the_seeds_both_sides_trained_alike(tmp_path, capsys):
-    # (name, search seed, training seed, test top-1): seed 2 of "random" lacks a training seed, seed 3 is expand's own
-    rows = [("expand", 0, 0, 0.80), ("expand", 0, 1, 0.90), ("expand", 1, 0, 0.60), ("expand", 1, 1, 0.70),
-            ("expand", 2, 0, 0.50), ("expand", 2, 1, 0.50), ("expand", 3, 0, 0.10), ("expand", 3, 1, 0.10),
-            ("expand+lean4", 0, 0, 0.70), ("expand+lean4", 0, 1, 0.80), ("expand+lean4", 1, 0, 0.60),
-            ("expand+lean4", 1, 1, 0.60),
-            ("random", 0, 0, 0.70), ("random", 0, 1, 0.70), ("random", 1, 0, 0.60), ("random", 1, 1, 0.60),
-            ("random", 2, 0, 0.40)]
-    table = pd.DataFrame([{"kind": "search", "name": name, "run": f"{name}-seed{k}", "target_gflops": 2.0,
-                           "search_seed": k, "seed": t, "status": "ok", "test_top1": top1}
-                          for name, k, t, top1 in rows])
+def _search_rows(rows: list[tuple[str, int, int, float, str]]) -> pd.DataFrame:
+    """Search rows of (name, search seed, training seed, test top-1, status) at 2 GFLOPs."""
+    return pd.DataFrame([{"kind": "search", "name": name, "run": f"{name}-2g-seed{k}", "target_gflops": 2.0,
+                          "search_seed": k, "seed": t, "status": status, "test_top1": top1}
+                         for name, k, t, top1, status in rows])
+
+
+def test_differences_paired_by_search_seed_count_only_seeds_with_every_training_ok_on_both_sides():
+    lean, lean4 = "expand+cpu_proxy_lean", "expand+cpu_proxy_lean4"
+    rand, rand4 = "random+cpu_proxy_lean", "random+cpu_proxy_lean4"
+    rows = [(lean, k, t, top1, "ok") for k, t, top1 in [(0, 0, .80), (0, 1, .90), (1, 0, .60), (1, 1, .70),
+                                                         (2, 0, .50), (2, 1, .50), (3, 0, .10), (4, 0, .2), (4, 1, .2)]]
+    rows += [(lean4, k, t, top1, "ok") for k, t, top1 in [(0, 0, .90), (0, 1, .90), (1, 0, .60), (1, 1, .80),
+                                                          (2, 0, .90), (3, 0, .90), (4, 0, .9)]]
+    rows += [(lean4, 2, 1, math.nan, "diverged"), (lean4, 4, 1, math.nan, "ok")]  # seeds 2 and 4 incomplete
+    rows += [(rand, k, t, .60, "ok") for k in (0, 1, 2) for t in (0, 1)] + [(rand4, 0, 0, .1, "ok"),
+                                                                           (rand4, 0, 1, .1, "ok")]
+    table = _search_rows(rows)
     table.loc[len(table)] = dict(table.iloc[0], kind="preset", name="S", run="S", search_seed=math.nan)
-    pairs = search_pays.paired(table).set_index(["expansion", "minus"])
-    assert list(pairs.index) == [("expand", "expand+lean4"), ("expand", "random"), ("expand+lean4", "random")]
-    # expand - lean4 on seeds 0, 1: +0.10 and +0.05; expand - random on seeds 0, 1 (not 2: one training seed only)
-    assert pairs.loc[("expand", "expand+lean4"), "top1_diff"] == pytest.approx(0.075)
-    assert pairs.loc[("expand", "expand+lean4"), "std_error"] == pytest.approx(0.05 / math.sqrt(2) / math.sqrt(2))
-    assert pairs.loc[("expand", "random"), "search_seeds"] == 2
-    assert pairs.loc[("expand", "random"), "top1_diff"] == pytest.approx((0.15 + 0.05) / 2)
-    assert pairs.loc[("expand+lean4", "random"), "top1_diff"] == pytest.approx((0.05 + 0.0) / 2)
-    # --report prints the tables of several files together, the paired one included
-    for i, part in enumerate((table.iloc[:8], table.iloc[8:])):
-        part.assign(val_top1=0.5, test_per_group="{}", gflops=2.0, params=1e6, proxy_cpu_s=1.0, train_clips_per_s=1.0,
-                    latency_ms=1.0).to_csv(tmp_path / f"lane{i}.csv", index=False)
-    assert search_pays.main(["--report", str(tmp_path / "lane0.csv"), str(tmp_path / "lane1.csv")]) == 0
-    assert "| 2 | expand | expand+lean4 | 2 | +0.075 ± 0.025 |" in capsys.readouterr().out
+    # the lever minus the default: seeds 0 and 1 only (seed 3 has one training on each side, 2 and 4 a failed one)
+    pairs = search_pays.paired(table, baseline=lean).set_index(["search", "minus"])
+    assert list(pairs.index) == [(lean4, lean), (rand, lean)]  # random+cpu_proxy_lean4 shares one seed: no pair
+    assert pairs.loc[(lean4, lean), "search_seeds"] == 2 and pairs.loc[(lean4, lean), "excluded"] == 3
+    assert pairs.loc[(lean4, lean), "top1_diff"] == pytest.approx((0.05 + 0.05) / 2)  # the lever's side first
+    assert pairs.loc[(lean4, lean), "std_error"] == pytest.approx(0.0)
+    assert pairs.loc[(rand, lean), "search_seeds"] == 3
+    assert pairs.loc[(rand, lean), "top1_diff"] == pytest.approx(((.6 - .85) + (.6 - .65) + (.6 - .5)) / 3)
+    # without a baseline each expansion meets only the sampler cut at its own compute
+    pairs = search_pays.paired(table).set_index(["search", "minus"])
+    assert list(pairs.index) == [(lean, rand)]
+
+
+def test_report_takes_several_files_together_and_refuses_one_training_recorded_twice(tmp_path, capsys):
+    lean, lean4 = "expand+cpu_proxy_lean", "expand+cpu_proxy_lean4"
+    rows = [(name, k, t, top1 + 0.1 * k, "ok") for name, top1 in ((lean, .7), (lean4, .8))
+            for k in (0, 1) for t in (0, 1)]
+    table = _search_rows(rows).assign(val_top1=0.5, test_per_group="{}", gflops=2.0, params=1e6, proxy_cpu_s=1.0,
+                                      train_clips_per_s=1.0, latency_ms=1.0)
+    table[table["name"] == lean].to_csv(tmp_path / "lean.csv", index=False)
+    table[table["name"] == lean4].to_csv(tmp_path / "lean4.csv", index=False)
+    files = [str(tmp_path / "lean.csv"), str(tmp_path / "lean4.csv")]
+    assert search_pays.main(["--report", *files, files[0], "--baseline", lean]) == 0  # a file twice: rows once
+    out = capsys.readouterr().out
+    assert f"| 2 | {lean4} | {lean} | 2 | 0 | +0.100 ± 0.000 |" in out
+    assert "Expansion against the others" not in out  # no preset or sampler to compare with
+    table.assign(test_top1=0.1).head(1).to_csv(tmp_path / "other.csv", index=False)
+    with pytest.raises(SystemExit, match=re.escape(f"recorded twice with other results: {lean}-2g-seed0 seed 0")):
+        search_pays.main(["--report", *files, str(tmp_path / "other.csv")])
+    with pytest.raises(SystemExit, match="--baseline expand: no search of that name"):
+        search_pays.main(["--report", *files, "--baseline", "expand"])
     with pytest.raises(SystemExit, match="no results file"):
         search_pays.main(["--report", str(tmp_path / "missing.csv")])
+
+
+def test_presets_given_without_names_train_none():
+    assert search_pays._parser().parse_args(["--presets", "--train-seeds", "0"]).presets == []
