@@ -718,8 +718,9 @@ def run_target(plan: Plan, args: argparse.Namespace, target: float, classes: int
             if found is None:
                 print(f"  {run_name(name, target, seed)}: no trained config under the target; skipped", flush=True)
                 continue
+            scored = "not scored (landed)" if math.isnan(found.proxy_top1) else f"{found.proxy_top1:.3f}"
             print(f"{run_name(name, target, seed)}: {found.config.short} ({count_flops(found.config) / 1e9:.3g} "
-                  f"GFLOPs, proxy top-1 {found.proxy_top1:.3f}) after {found.trainings} proxy trainings, "
+                  f"GFLOPs, proxy top-1 {scored}) after {found.trainings} proxy trainings, "
                   f"{found.proxy_cpu_s:.0f} CPU-s", flush=True)
             jobs += jobs_for(found.config, args.train_seeds, done, kind="search", name=name, target_gflops=target,
                              search_seed=seed, run=run_name(name, target, seed), proxy_cpu_s=found.proxy_cpu_s,
