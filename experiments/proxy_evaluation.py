@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from proxy_fidelity import (RESULTS, candidate_sets, journal_scores, judge, reference_data, reference_means,
-                            results_writer)
+from proxy_fidelity import (MIRRORED_HELP, RESULTS, candidate_sets, journal_scores, judge, reference_data,
+                            reference_means, results_writer)
 from x3dsearch import X3DConfig
 from x3dsearch.data import VideoDataset
 from x3dsearch.data.synthetic import default_dataset
@@ -73,10 +73,11 @@ def main() -> None:
     parser.add_argument("folders", nargs="+", help="proxy_fidelity variant folders (holding SET-seedN step runs)")
     parser.add_argument("--views", default="3x1", help="windows x crops of the 'views' evaluation (default 3x1)")
     parser.add_argument("--out", default=str(RESULTS / "proxy_evaluation.csv"), help="score cache (resumable)")
+    parser.add_argument("--mirrored-reference", action="store_true", help=MIRRORED_HELP)
     args = parser.parse_args()
     views = tuple(int(v) for v in args.views.split("x"))
     torch.set_num_threads(1)
-    reference = reference_means()
+    reference = reference_means(mirrored=args.mirrored_reference)
     out = Path(args.out)
     cached: dict[tuple[str, str, str], float] = {}
     if out.is_file():

@@ -9,9 +9,10 @@ candidates (spatial, width, bottleneck), the kind of step that decides the found
   benchmark (``make-data --seed 11 --videos-per-class 96``: 1152 train clips), tested on its 360 val
   clips, for ``--ref-seeds`` seeds; at least ``--ref-ratio`` (6) times the clip-passes the default
   proxy gives a candidate of that set (4 epochs for a 2-epoch proxy over 384 clips); cached in
-  ``experiments/results/fidelity_reference.csv``: a set whose cache holds a complete reference of at
-  least that length (e.g. 6 epochs) uses it, otherwise the minimum length is trained. A reference
-  is a reference only when doubling its training leaves its ranking as it is: each set is also
+  ``experiments/results/fidelity_reference.csv`` (its ``mirrored`` column: ``yes`` for the trainings of before
+  2026-12-06, when training clips were mirrored, read only with ``--mirrored-reference``): a set whose cache holds a
+  complete reference of at least that length (e.g. 6 epochs) uses it, otherwise the minimum length is trained. A
+  reference is a reference only when doubling its training leaves its ranking as it is: each set is also
   trained at twice its length (unless ``--no-converge``), the script prints Kendall tau between the two
   lengths' means and whether their top two are the same two axes, and doubles the length until tau >=
   0.8 with the top two kept (or ``--max-ref-epochs``); the scores use the length that passed;
@@ -46,7 +47,7 @@ import numpy as np
 
 from x3dsearch import X3DConfig, count_flops, preset
 from x3dsearch.data.cache import cache_root
-from x3dsearch.data.synthetic import make_synthetic
+from x3dsearch.data.synthetic import forbid_mirroring, make_synthetic
 from x3dsearch.runner import ExpandSettings, run_step
 from x3dsearch.schedule import load_schedule
 from x3dsearch.search import step_candidates
@@ -56,11 +57,13 @@ from x3dsearch.train import train
 RESULTS = Path(__file__).parent / "results"
 REFERENCE_RUNS = Path("runs/fidelity_reference")  # the reference trainings' checkpoints (not committed)
 REFERENCE_CSV = RESULTS / "fidelity_reference.csv"
-_REF_FIELDS = ["set", "axis", "key", "seed", "epochs", "top1", "seconds"]
+_REF_FIELDS = ["set", "axis", "key", "seed", "epochs", "top1", "seconds", "mirrored"]  # mirrored: yes before 2026-12-06
 # The late set's base: step 8 of the default search to 2 GFLOPs, search seed 0 (its path in
 # runs/search_pays/expand-2g-seed0/path.json, experiments/search_pays.py), the base of that search's last full step.
 LATE_BASE = X3DConfig(frames=16, stride=4, crop=112, width=2.0, bottleneck=1.0, depth=4.84, num_classes=12)
 CONVERGED_TAU = 0.8
+MIRRORED_HELP = ("score against the cached references trained before 2026-12-06, when the benchmark's training flip "
+                 "merged two texture classes (what docs/proxy-fidelity.md's tables measured); trains no reference")
 
 
 def candidate_sets() -> dict[str, tuple[X3DConfig, dict[str, X3DConfig]]]:
@@ -74,10 +77,12 @@ def candidate_sets() -> dict[str, tuple[X3DConfig, dict[str, X3DConfig]]]:
 
 
 def reference_data() -> Path:
-    """The bigger, independently seeded copy of the benchmark (generated once, then reused)."""
+    """The bigger, independently seeded copy of the benchmark (generated once, then reused; a copy rendered while
+    training mirrored clips is told not to)."""
     root = cache_root() / "synthetic-small-seed11-96"
     if not (root / "README.md").is_file():
         make_synthetic(root, seed=11, videos_per_class=96)
+    forbid_mirroring(root)
     return root
 
 
@@ -106,8 +111,8 @@ def _reference_job(job: tuple[str, str, dict[str, Any], str, int, int]) -> dict[
     model = X3DConfig.from_dict(config)
     out = REFERENCE_RUNS / f"{model.key}-seed{seed}-e{epochs}"
     result = train(model, data, schedule, seed=seed, threads=1, out_dir=out, resume=True)
-    return {"set": set_name, "axis": axis, "key": model.key, "seed": seed,
-            "epochs": epochs, "top1": result.top1 if result.status == "ok" else "", "seconds": result.seconds}
+    return {"set": set_name, "axis": axis, "key": model.key, "seed": seed, "epochs": epochs,
+            "top1": result.top1 if result.status == "ok" else "", "seconds": result.seconds, "mirrored": "no"}
 
 
 @contextlib.contextmanager
@@ -126,11 +131,13 @@ def results_writer(path: Path, fields: list[str]) -> Iterator[Callable[[dict[str
         yield write
 
 
-def _read_reference() -> list[dict[str, Any]]:
+def _read_reference(mirrored: bool = False) -> list[dict[str, Any]]:
+    """The cached reference trainings without mirrored clips, or (``mirrored``) those of before 2026-12-06, when the
+    benchmark's training flip merged two texture classes: the two never stand in for each other."""
     if not REFERENCE_CSV.is_file():
         return []
     with open(REFERENCE_CSV, newline="") as f:
-        return list(csv.DictReader(f))
+        return [r for r in csv.DictReader(f) if r["mirrored"] == ("yes" if mirrored else "no")]
 
 
 def convergence(short: dict[str, float], long: dict[str, float]) -> tuple[float, bool]:
@@ -153,15 +160,15 @@ def _train_references(jobs: list[tuple[str, str, dict[str, Any], str, int, int]]
                   f"epochs: top1 {row['top1']} ({row['seconds']:.0f} s)", flush=True)
 
 
-def _done() -> set[tuple[str, str, int, int]]:
-    """(set, axis, seed, epochs) of every cached reference training."""
-    return {(r["set"], r["axis"], int(r["seed"]), int(r["epochs"])) for r in _read_reference()}
+def _done(mirrored: bool = False) -> set[tuple[str, str, int, int]]:
+    """(set, axis, seed, epochs) of every cached reference training (of the mirrored era if asked)."""
+    return {(r["set"], r["axis"], int(r["seed"]), int(r["epochs"])) for r in _read_reference(mirrored)}
 
 
-def _set_table(name: str, epochs: int, seeds: list[int]) -> dict[str, list[float]]:
+def _set_table(name: str, epochs: int, seeds: list[int], mirrored: bool = False) -> dict[str, list[float]]:
     """axis -> the cached top-1 per seed of set ``name``'s reference at ``epochs`` (NaN for a failed training)."""
     table: dict[str, list[float]] = {}
-    for r in sorted(_read_reference(), key=lambda r: int(r["seed"])):
+    for r in sorted(_read_reference(mirrored), key=lambda r: int(r["seed"])):
         if r["set"] == name and int(r["epochs"]) == epochs and int(r["seed"]) in seeds:
             table.setdefault(r["axis"], []).append(float(r["top1"]) if r["top1"] else float("nan"))
     return table
@@ -169,12 +176,14 @@ def _set_table(name: str, epochs: int, seeds: list[int]) -> dict[str, list[float
 
 def run_reference(seeds: list[int], ratio: float, workers: int, train_missing: bool = True,
                   sets: list[str] | None = None, converge: bool = True,
-                  max_epochs: int = 64) -> dict[tuple[str, str], list[float]]:
+                  max_epochs: int = 64, mirrored: bool = False) -> dict[tuple[str, str], list[float]]:
     """Train what the cache lacks for ``sets`` (default all; unless told not to), with ``converge`` until each
-    set's reference keeps its ranking when its training doubles; return (set, axis) -> top-1 per seed."""
-    data = str(reference_data())
+    set's reference keeps its ranking when its training doubles; return (set, axis) -> top-1 per seed.
+    ``mirrored`` reads the references of before 2026-12-06 instead, and trains nothing."""
+    train_missing = train_missing and not mirrored
+    data = str(reference_data()) if train_missing else ""
     sets_ = candidate_sets()
-    done = _done()
+    done = _done(mirrored)
     epochs = {name: _cached_length(name, len(cands), seeds, reference_epochs(base, ratio), done)
               for name, (base, cands) in sets_.items()}
     chosen = [name for name in sets_ if sets is None or name in sets]
@@ -192,7 +201,7 @@ def run_reference(seeds: list[int], ratio: float, workers: int, train_missing: b
         while True:
             length = epochs[name]
             _train_references(missing(name, 2 * length), workers)
-            short, long = (_set_table(name, e, seeds) for e in (length, 2 * length))
+            short, long = (_set_table(name, e, seeds, mirrored) for e in (length, 2 * length))
             if sum(map(len, long.values())) < len(sets_[name][1]) * len(seeds):
                 print(f"{name}: no complete reference at {2 * length} epochs to check {length} against", flush=True)
                 break
@@ -204,18 +213,20 @@ def run_reference(seeds: list[int], ratio: float, workers: int, train_missing: b
             if settled or 4 * length > max_epochs:
                 break
             epochs[name] = 2 * length
-    rows = [r for r in _read_reference() if int(r["epochs"]) == epochs[r["set"]] and int(r["seed"]) in seeds]
+    rows = [r for r in _read_reference(mirrored) if int(r["epochs"]) == epochs[r["set"]] and int(r["seed"]) in seeds]
     cpu = sum(float(r["seconds"]) for r in rows)
     print(f"reference: epochs per set {epochs}; {len(rows)} trainings, {cpu / 60:.1f} CPU-minutes in all "
           f"({(time.time() - started) / 60:.1f} min wall now)")
-    return {(name, axis): per_seed for name in sets_ for axis, per_seed in _set_table(name, epochs[name], seeds).items()}
+    return {(name, axis): per_seed for name in sets_
+            for axis, per_seed in _set_table(name, epochs[name], seeds, mirrored).items()}
 
 
-def reference_means(seeds: tuple[int, ...] = (0, 1, 2), ratio: float = 6.0) -> dict[str, dict[str, float]]:
+def reference_means(seeds: tuple[int, ...] = (0, 1, 2), ratio: float = 6.0,
+                    mirrored: bool = False) -> dict[str, dict[str, float]]:
     """set -> axis -> the cached reference's mean top-1: the lengths and seeds that proxy_fidelity.py
     scores against by default (its report on stdout is not repeated here)."""
     with contextlib.redirect_stdout(io.StringIO()):
-        table = run_reference(list(seeds), ratio, 1, train_missing=False)
+        table = run_reference(list(seeds), ratio, 1, train_missing=False, mirrored=mirrored)
     means: dict[str, dict[str, float]] = {}
     for (name, axis), per_seed in table.items():
         means.setdefault(name, {})[axis] = float(np.mean(per_seed))
@@ -307,6 +318,7 @@ def main() -> None:
     parser.add_argument("--max-ref-epochs", type=int, default=64, help="the longest reference --converge trains")
     parser.add_argument("--cached-reference", action="store_true",
                         help="train no reference; score only the sets whose reference is complete")
+    parser.add_argument("--mirrored-reference", action="store_true", help=MIRRORED_HELP)
     parser.add_argument("--proxy-schedule", default="cpu_proxy",
                         help="the proxy measured (default: cpu_proxy, the toolkit's default before 2026-12-05, "
                              "which docs/proxy-fidelity.md's table measures)")
@@ -319,7 +331,7 @@ def main() -> None:
                         help="CPUs of the proxies' local Ray (1 lets two variants run side by side)")
     args = parser.parse_args()
     reference = run_reference(args.ref_seeds, args.ref_ratio, args.workers, not args.cached_reference, args.sets,
-                              args.converge, args.max_ref_epochs)
+                              args.converge, args.max_ref_epochs, args.mirrored_reference)
     means: dict[str, dict[str, float]] = {}
     for name, (_, cands) in candidate_sets().items():
         per_seed = {axis: v for (s, axis), v in reference.items() if s == name}

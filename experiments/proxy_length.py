@@ -16,12 +16,14 @@ from __future__ import annotations
 import argparse
 import csv
 import multiprocessing as mp
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from proxy_fidelity import RESULTS, candidate_sets, journal_scores, judge, reference_means, results_writer
+from proxy_fidelity import (MIRRORED_HELP, RESULTS, candidate_sets, journal_scores, judge, reference_means,
+                            results_writer)
 from x3dsearch import count_flops
 from x3dsearch.data.kinetics import read_split
 from x3dsearch.data.synthetic import default_dataset
@@ -61,8 +63,14 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="the step runs' seeds to retrain")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", default=str(RESULTS / "proxy_length.csv"), help="score cache (resumable)")
+    parser.add_argument("--mirrored-reference", action="store_true", help=MIRRORED_HELP)
     args = parser.parse_args()
-    reference = reference_means()[args.set]
+    references = reference_means(mirrored=args.mirrored_reference)
+    if args.set not in references:
+        sys.exit(f"no complete reference of set {args.set} in the cache: train it with proxy_fidelity.py "
+                 f"--reference-only --sets {args.set} (or pass --mirrored-reference for the references of before "
+                 "2026-12-06)")
+    reference = references[args.set]
     runs = [Path(args.folder) / f"{args.set}-seed{seed}" for seed in args.seeds]
     out = Path(args.out)
     done: dict[tuple[str, str, int], float] = {}

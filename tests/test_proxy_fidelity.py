@@ -7,6 +7,7 @@ how to run them.
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 import sys
 from pathlib import Path
@@ -74,7 +75,7 @@ def test_a_reference_doubles_until_doubling_it_keeps_its_ranking(tmp_path, monke
         with proxy_fidelity.results_writer(proxy_fidelity.REFERENCE_CSV, proxy_fidelity._REF_FIELDS) as write:
             for name, axis, _, _, seed, epochs in jobs:
                 write({"set": name, "axis": axis, "key": "", "seed": seed, "epochs": epochs,
-                       "top1": order[epochs][axis] + 0.01 * seed, "seconds": 1.0})
+                       "top1": order[epochs][axis] + 0.01 * seed, "seconds": 1.0, "mirrored": "no"})
 
     monkeypatch.setattr(proxy_fidelity, "_train_references", train)
     table = proxy_fidelity.run_reference([0, 1], 6.0, 1)
@@ -87,3 +88,35 @@ def test_a_reference_doubles_until_doubling_it_keeps_its_ranking(tmp_path, monke
     assert proxy_fidelity.run_reference([0, 1], 6.0, 1, train_missing=False, converge=False)[("tiny", "b")] == [0.5,
                                                                                                                0.51]
     assert proxy_fidelity.reference_means((0, 1))["tiny"]["b"] == pytest.approx(0.705) and not trained
+
+
+def test_references_trained_on_mirrored_clips_never_stand_in_for_the_others(tmp_path, monkeypatch) -> None:
+    from x3dsearch import preset
+
+    x2d = preset("X2D", num_classes=12)
+    monkeypatch.setattr(proxy_fidelity, "REFERENCE_CSV", tmp_path / "reference.csv")
+    monkeypatch.setattr(proxy_fidelity, "reference_epochs", lambda base, ratio: 4)
+    monkeypatch.setattr(proxy_fidelity, "candidate_sets", lambda: {"tiny": (x2d, {"a": x2d.replace(crop=128),
+                                                                                   "b": x2d.replace(crop=144)})})
+    with proxy_fidelity.results_writer(proxy_fidelity.REFERENCE_CSV, proxy_fidelity._REF_FIELDS) as write:
+        for axis, top1 in (("a", 0.3), ("b", 0.6)):  # a complete reference of before 2026-12-06
+            write({"set": "tiny", "axis": axis, "key": "", "seed": 0, "epochs": 4, "top1": top1, "seconds": 1.0,
+                   "mirrored": "yes"})
+    trained = []
+    monkeypatch.setattr(proxy_fidelity, "_train_references", lambda jobs, workers: trained.extend(jobs))
+    monkeypatch.setattr(proxy_fidelity, "reference_data", lambda: tmp_path)
+    assert proxy_fidelity.run_reference([0], 6.0, 1, converge=False) == {}  # not reused: trained again
+    assert sorted((job[1], job[5]) for job in trained) == [("a", 4), ("b", 4)]
+    trained.clear()
+    monkeypatch.setattr(proxy_fidelity, "reference_data", lambda: pytest.fail("mirrored trains no reference"))
+    assert proxy_fidelity.reference_means((0,), mirrored=True) == {"tiny": {"a": 0.3, "b": 0.6}} and not trained
+    assert proxy_fidelity.reference_means((0,)) == {}
+
+
+def test_the_reference_copy_rendered_before_augment_json_stops_mirroring(tmp_path, monkeypatch) -> None:
+    copy = tmp_path / "synthetic-small-seed11-96"
+    copy.mkdir()
+    (copy / "README.md").write_text("rendered before 2026-12-06")
+    monkeypatch.setattr(proxy_fidelity, "cache_root", lambda: tmp_path)
+    assert proxy_fidelity.reference_data() == copy
+    assert json.loads((copy / "augment.json").read_text()) == {"horizontal_flip": False}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import av
@@ -161,3 +162,11 @@ def test_cli_make_data(tmp_path: Path, capsys: pytest.CaptureFixture[str], monke
         == [6, 9, 3]
     assert main(["make-data", str(tmp_path / "d")]) == 2
     assert "not an empty folder" in capsys.readouterr().err
+
+
+def test_forbid_mirroring_declares_once_and_leaves_a_declared_choice_alone(tmp_path: Path) -> None:
+    synthetic.forbid_mirroring(tmp_path)
+    assert json.loads((tmp_path / "augment.json").read_text()) == {"horizontal_flip": False}
+    (tmp_path / "augment.json").write_text('{"horizontal_flip": true}\n')  # a user's own folder says what it wants
+    synthetic.forbid_mirroring(tmp_path)
+    assert json.loads((tmp_path / "augment.json").read_text()) == {"horizontal_flip": True}

@@ -212,6 +212,13 @@ def _readme(side: int, seconds: float, fps: int, seed: int, counts: dict[str, in
             f"Class groups:\n\n{groups}\n\n## Design\n\n{design}\n")
 
 
+def forbid_mirroring(root: str | os.PathLike) -> None:
+    """Give a copy rendered before 2026-12-06 (no ``augment.json``, so training mirrored its clips) the file that
+    forbids it; its pixels are unchanged. Nothing happens to a copy that has the file."""
+    if not (Path(root) / "augment.json").is_file():
+        _write_augment(Path(root))
+
+
 def _write_augment(root: Path) -> None:
     """Forbid mirrored training clips: the flip maps texture-diagonal onto texture-antidiagonal. Written atomically,
     so a reader of a shared cache never sees it half written."""
@@ -288,8 +295,7 @@ def default_dataset() -> Path:
     """
     root = cache_root() / _DEFAULT_NAME
     if (root / "README.md").is_file():
-        if not (root / "augment.json").is_file():  # rendered before 2026-12-06, when training still mirrored it
-            _write_augment(root)
+        forbid_mirroring(root)
         return root
     root.parent.mkdir(parents=True, exist_ok=True)
     temp = Path(tempfile.mkdtemp(prefix=f".{_DEFAULT_NAME}.", dir=root.parent))
