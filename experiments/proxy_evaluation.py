@@ -22,13 +22,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from proxy_fidelity import (MIRRORED_HELP, RESULTS, candidate_sets, journal_scores, judge, reference_data,
-                            reference_means, results_writer)
+                            reference_means, results_writer, run_mirrored)
 from x3dsearch import X3DConfig
 from x3dsearch.data import VideoDataset
 from x3dsearch.data.synthetic import default_dataset
@@ -78,13 +79,17 @@ def main() -> None:
     views = tuple(int(v) for v in args.views.split("x"))
     torch.set_num_threads(1)
     reference = reference_means(mirrored=args.mirrored_reference)
+    if not reference:
+        sys.exit("no complete reference in the cache: train one with proxy_fidelity.py --reference-only (or pass "
+                 "--mirrored-reference for the references of before 2026-12-06)")
     out = Path(args.out)
     cached: dict[tuple[str, str, str], float] = {}
     if out.is_file():
         with open(out, newline="") as f:
             cached = {(r["run"], r["axis"], r["evaluation"]): float(r["top1"]) for r in csv.DictReader(f)}
     evaluations = ["own", f"views {args.views}", "pool"]
-    runs = sorted(run for folder in args.folders for run in Path(folder).glob("*-seed*") if (run / "step.json").is_file())
+    runs = sorted(run for folder in args.folders for run in Path(folder).glob("*-seed*") if (run / "step.json").is_file()
+                  and run_mirrored(run) == args.mirrored_reference)  # a run and its reference mirrored alike
     judged: dict[str, list[tuple[str, dict[str, float]]]] = {e: [] for e in evaluations}
     repeats: dict[str, list[float]] = {}
     spreads: dict[str, list[float]] = {}

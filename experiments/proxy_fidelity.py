@@ -38,6 +38,7 @@ import io
 import json
 import math
 import multiprocessing as mp
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -47,7 +48,9 @@ import numpy as np
 
 from x3dsearch import X3DConfig, count_flops, preset
 from x3dsearch.data.cache import cache_root
+from x3dsearch.data.kinetics import read_split
 from x3dsearch.data.synthetic import forbid_mirroring, make_synthetic
+from x3dsearch.rundir import RunDir
 from x3dsearch.runner import ExpandSettings, run_step
 from x3dsearch.schedule import load_schedule
 from x3dsearch.search import step_candidates
@@ -55,7 +58,8 @@ from x3dsearch.space import expand, load_space
 from x3dsearch.train import train
 
 RESULTS = Path(__file__).parent / "results"
-REFERENCE_RUNS = Path("runs/fidelity_reference")  # the reference trainings' checkpoints (not committed)
+REFERENCE_RUNS = Path("runs/fidelity_reference_noflip")  # the reference trainings' checkpoints (not committed; the
+# mirrored ones of before 2026-12-06 were in runs/fidelity_reference)
 REFERENCE_CSV = RESULTS / "fidelity_reference.csv"
 _REF_FIELDS = ["set", "axis", "key", "seed", "epochs", "top1", "seconds", "mirrored"]  # mirrored: yes before 2026-12-06
 # The late set's base: step 8 of the default search to 2 GFLOPs, search seed 0 (its path in
@@ -63,7 +67,8 @@ _REF_FIELDS = ["set", "axis", "key", "seed", "epochs", "top1", "seconds", "mirro
 LATE_BASE = X3DConfig(frames=16, stride=4, crop=112, width=2.0, bottleneck=1.0, depth=4.84, num_classes=12)
 CONVERGED_TAU = 0.8
 MIRRORED_HELP = ("score against the cached references trained before 2026-12-06, when the benchmark's training flip "
-                 "merged two texture classes (what docs/proxy-fidelity.md's tables measured); trains no reference")
+                 "merged two texture classes (what docs/proxy-fidelity.md's tables measured), and only step runs of "
+                 "that time; trains no reference")
 
 
 def candidate_sets() -> dict[str, tuple[X3DConfig, dict[str, X3DConfig]]]:
@@ -112,13 +117,20 @@ def _reference_job(job: tuple[str, str, dict[str, Any], str, int, int]) -> dict[
     out = REFERENCE_RUNS / f"{model.key}-seed{seed}-e{epochs}"
     result = train(model, data, schedule, seed=seed, threads=1, out_dir=out, resume=True)
     return {"set": set_name, "axis": axis, "key": model.key, "seed": seed, "epochs": epochs,
-            "top1": result.top1 if result.status == "ok" else "", "seconds": result.seconds, "mirrored": "no"}
+            "top1": result.top1 if result.status == "ok" else "", "seconds": result.seconds,
+            "mirrored": "yes" if read_split(data, "train").horizontal_flip else "no"}
 
 
 @contextlib.contextmanager
 def results_writer(path: Path, fields: list[str]) -> Iterator[Callable[[dict[str, Any]], None]]:
     """Append rows to a results CSV, its header once and each row flushed, so a killed run loses nothing."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_file() and path.stat().st_size:
+        with open(path, newline="") as f:
+            header = next(csv.reader(f), [])
+        if header != fields:
+            sys.exit(f"{path} has the columns {header}, not {fields}: rows appended now would not line up "
+                     "(a copy from before a column was added: add it to every row, or write to another file)")
     with open(path, "a", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields)
         if f.tell() == 0:
@@ -137,7 +149,11 @@ def _read_reference(mirrored: bool = False) -> list[dict[str, Any]]:
     if not REFERENCE_CSV.is_file():
         return []
     with open(REFERENCE_CSV, newline="") as f:
-        return [r for r in csv.DictReader(f) if r["mirrored"] == ("yes" if mirrored else "no")]
+        rows = list(csv.DictReader(f))
+    if rows and "mirrored" not in rows[0]:
+        sys.exit(f"{REFERENCE_CSV} has no mirrored column: its rows were trained on mirrored clips; add the column "
+                 "with 'yes' on every row")
+    return [r for r in rows if r["mirrored"] == ("yes" if mirrored else "no")]
 
 
 def convergence(short: dict[str, float], long: dict[str, float]) -> tuple[float, bool]:
@@ -182,6 +198,9 @@ def run_reference(seeds: list[int], ratio: float, workers: int, train_missing: b
     ``mirrored`` reads the references of before 2026-12-06 instead, and trains nothing."""
     train_missing = train_missing and not mirrored
     data = str(reference_data()) if train_missing else ""
+    if data and read_split(data, "train").horizontal_flip:
+        sys.exit(f"the reference copy {data} mirrors its training clips (its augment.json allows it), as the "
+                 "benchmark did before 2026-12-06: forbid it ({\"horizontal_flip\": false}) first")
     sets_ = candidate_sets()
     done = _done(mirrored)
     epochs = {name: _cached_length(name, len(cands), seeds, reference_epochs(base, ratio), done)
@@ -192,7 +211,7 @@ def run_reference(seeds: list[int], ratio: float, workers: int, train_missing: b
     def missing(name: str, length: int) -> list[tuple[str, str, dict[str, Any], str, int, int]]:
         if not train_missing:
             return []
-        done = _done()  # read again: the trainings before this call added rows
+        done = _done(mirrored)  # read again: the trainings before this call added rows
         return [(name, axis, config.to_dict(), data, seed, length) for axis, config in sets_[name][1].items()
                 for seed in seeds if (name, axis, seed, length) not in done]
 
@@ -224,7 +243,8 @@ def run_reference(seeds: list[int], ratio: float, workers: int, train_missing: b
 def reference_means(seeds: tuple[int, ...] = (0, 1, 2), ratio: float = 6.0,
                     mirrored: bool = False) -> dict[str, dict[str, float]]:
     """set -> axis -> the cached reference's mean top-1: the lengths and seeds that proxy_fidelity.py
-    scores against by default (its report on stdout is not repeated here)."""
+    scores against by default (its report on stdout is not repeated here); ``mirrored``: those of before
+    2026-12-06."""
     with contextlib.redirect_stdout(io.StringIO()):
         table = run_reference(list(seeds), ratio, 1, train_missing=False, mirrored=mirrored)
     means: dict[str, dict[str, float]] = {}
@@ -298,6 +318,11 @@ def journal_scores(run: Path) -> dict[str, dict[int, float]]:
     return scores
 
 
+def run_mirrored(run_dir: str | Path) -> bool:
+    """Whether a step run's trainings mirrored their clips (runs recorded before 2026-12-06 did)."""
+    return bool(RunDir(run_dir).settings().get("horizontal_flip", True))
+
+
 def score_proxy(step: dict[str, Any], reference: dict[str, float]) -> dict[str, float]:
     """:func:`judge` of a step's scores and choice, plus its CPU-seconds."""
     return {**judge({c["axis"]: c["top1"] for c in step["candidates"]}, reference, step["chosen"]),
@@ -324,12 +349,17 @@ def main() -> None:
                              "which docs/proxy-fidelity.md's table measures)")
     parser.add_argument("--proxy-init", default="inherit", choices=["inherit", "scratch"])
     parser.add_argument("--proxy-seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--out", default="runs/fidelity", help="folder of the proxies' step runs (resumable)")
+    parser.add_argument("--out", default="runs/fidelity-noflip",
+                        help="folder of the proxies' step runs (resumable; those of before 2026-12-06 mirrored their "
+                             "clips, in runs/fidelity)")
     parser.add_argument("--sets", nargs="+", default=list(candidate_sets()),
                         help="candidate sets to train the reference of and to score")
     parser.add_argument("--ray-cpus", type=int, default=2,
                         help="CPUs of the proxies' local Ray (1 lets two variants run side by side)")
     args = parser.parse_args()
+    if args.mirrored_reference and not args.reference_only:
+        sys.exit("--mirrored-reference goes with --reference-only: proxies now train without mirroring, so they "
+                 "cannot be scored against references that mirrored")
     reference = run_reference(args.ref_seeds, args.ref_ratio, args.workers, not args.cached_reference, args.sets,
                               args.converge, args.max_ref_epochs, args.mirrored_reference)
     means: dict[str, dict[str, float]] = {}

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from proxy_fidelity import (MIRRORED_HELP, RESULTS, candidate_sets, journal_scores, judge, reference_means,
-                            results_writer)
+from proxy_fidelity import (RESULTS, candidate_sets, journal_scores, judge, reference_means, results_writer,
+                            run_mirrored)
 from x3dsearch import count_flops
 from x3dsearch.data.kinetics import read_split
 from x3dsearch.data.synthetic import default_dataset
@@ -63,15 +63,16 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="the step runs' seeds to retrain")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", default=str(RESULTS / "proxy_length.csv"), help="score cache (resumable)")
-    parser.add_argument("--mirrored-reference", action="store_true", help=MIRRORED_HELP)
     args = parser.parse_args()
-    references = reference_means(mirrored=args.mirrored_reference)
+    runs = [Path(args.folder) / f"{args.set}-seed{seed}" for seed in args.seeds]
+    if any(run_mirrored(run) for run in runs):
+        sys.exit(f"{args.folder} holds step runs of before 2026-12-06, which mirrored their clips: the lengths "
+                 "trained now would not")
+    references = reference_means()
     if args.set not in references:
         sys.exit(f"no complete reference of set {args.set} in the cache: train it with proxy_fidelity.py "
-                 f"--reference-only --sets {args.set} (or pass --mirrored-reference for the references of before "
-                 "2026-12-06)")
+                 f"--reference-only --sets {args.set}")
     reference = references[args.set]
-    runs = [Path(args.folder) / f"{args.set}-seed{seed}" for seed in args.seeds]
     out = Path(args.out)
     done: dict[tuple[str, str, int], float] = {}
     if out.is_file():

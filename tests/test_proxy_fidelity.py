@@ -10,6 +10,7 @@ import importlib.util
 import json
 import math
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -57,12 +58,18 @@ def test_convergence_compares_the_rankings_of_two_lengths_and_their_top_two() ->
     assert proxy_fidelity.convergence(short, {"a": 0.6, "b": 0.7, "c": 0.4, "d": 0.3})[1]  # same two, swapped
 
 
+def _unmirrored(root, split):
+    """A split that forbids mirrored training clips, as the reference copy's does."""
+    return types.SimpleNamespace(horizontal_flip=False)
+
+
 def test_a_reference_doubles_until_doubling_it_keeps_its_ranking(tmp_path, monkeypatch, capsys) -> None:
     from x3dsearch import preset
 
     x2d = preset("X2D", num_classes=12)
     monkeypatch.setattr(proxy_fidelity, "REFERENCE_CSV", tmp_path / "reference.csv")
     monkeypatch.setattr(proxy_fidelity, "reference_data", lambda: tmp_path)
+    monkeypatch.setattr(proxy_fidelity, "read_split", _unmirrored)
     monkeypatch.setattr(proxy_fidelity, "reference_epochs", lambda base, ratio: 4)
     monkeypatch.setattr(proxy_fidelity, "candidate_sets", lambda: {"tiny": (x2d, {
         "a": x2d.replace(crop=128), "b": x2d.replace(crop=144), "c": x2d.replace(crop=160)})})
@@ -99,18 +106,48 @@ def test_references_trained_on_mirrored_clips_never_stand_in_for_the_others(tmp_
     monkeypatch.setattr(proxy_fidelity, "candidate_sets", lambda: {"tiny": (x2d, {"a": x2d.replace(crop=128),
                                                                                    "b": x2d.replace(crop=144)})})
     with proxy_fidelity.results_writer(proxy_fidelity.REFERENCE_CSV, proxy_fidelity._REF_FIELDS) as write:
-        for axis, top1 in (("a", 0.3), ("b", 0.6)):  # a complete reference of before 2026-12-06
-            write({"set": "tiny", "axis": axis, "key": "", "seed": 0, "epochs": 4, "top1": top1, "seconds": 1.0,
-                   "mirrored": "yes"})
+        # a complete mirrored reference of seed 0 at 8 epochs, an unmirrored one of seed 1 at 4
+        for axis, epochs, seed, top1, mirrored in (("a", 8, 0, 0.3, "yes"), ("b", 8, 0, 0.7, "yes"),
+                                                   ("a", 4, 1, 0.5, "no"), ("b", 4, 1, 0.6, "no")):
+            write({"set": "tiny", "axis": axis, "key": "", "seed": seed, "epochs": epochs, "top1": top1,
+                   "seconds": 1.0, "mirrored": mirrored})
     trained = []
     monkeypatch.setattr(proxy_fidelity, "_train_references", lambda jobs, workers: trained.extend(jobs))
     monkeypatch.setattr(proxy_fidelity, "reference_data", lambda: tmp_path)
-    assert proxy_fidelity.run_reference([0], 6.0, 1, converge=False) == {}  # not reused: trained again
-    assert sorted((job[1], job[5]) for job in trained) == [("a", 4), ("b", 4)]
+    monkeypatch.setattr(proxy_fidelity, "read_split", _unmirrored)
+    # seed 0 is trained again at the minimum length (the mirrored 8-epoch rows do not count); seed 1 is kept
+    assert proxy_fidelity.run_reference([0, 1], 6.0, 1, converge=False) == {("tiny", "a"): [0.5],
+                                                                             ("tiny", "b"): [0.6]}
+    assert sorted((job[1], job[4], job[5]) for job in trained) == [("a", 0, 4), ("b", 0, 4)]
     trained.clear()
     monkeypatch.setattr(proxy_fidelity, "reference_data", lambda: pytest.fail("mirrored trains no reference"))
-    assert proxy_fidelity.reference_means((0,), mirrored=True) == {"tiny": {"a": 0.3, "b": 0.6}} and not trained
+    assert proxy_fidelity.reference_means((0,), mirrored=True) == {"tiny": {"a": 0.3, "b": 0.7}} and not trained
     assert proxy_fidelity.reference_means((0,)) == {}
+
+
+def test_a_reference_records_whether_its_data_mirrored_and_refuses_data_that_does(tmp_path, monkeypatch) -> None:
+    from x3dsearch import preset
+
+    monkeypatch.setattr(proxy_fidelity, "REFERENCE_RUNS", tmp_path / "runs")
+    monkeypatch.setattr(proxy_fidelity, "train", lambda *a, **k: types.SimpleNamespace(status="ok", top1=0.5,
+                                                                                        seconds=2.0))
+    monkeypatch.setattr(proxy_fidelity, "read_split", _unmirrored)
+    job = ("X2D", "fast", preset("X2D", num_classes=12).to_dict(), str(tmp_path), 0, 4)
+    assert proxy_fidelity._reference_job(job)["mirrored"] == "no"
+    monkeypatch.setattr(proxy_fidelity, "read_split", lambda root, split: types.SimpleNamespace(horizontal_flip=True))
+    assert proxy_fidelity._reference_job(job)["mirrored"] == "yes"
+    monkeypatch.setattr(proxy_fidelity, "REFERENCE_CSV", tmp_path / "reference.csv")
+    monkeypatch.setattr(proxy_fidelity, "reference_data", lambda: tmp_path)
+    with pytest.raises(SystemExit, match="mirrors its training clips"):
+        proxy_fidelity.run_reference([0], 6.0, 1)
+
+
+def test_rows_are_not_appended_under_another_header(tmp_path) -> None:
+    path = tmp_path / "reference.csv"
+    path.write_text("set,axis,key,seed,epochs,top1,seconds\r\nX2D,fast,,0,6,0.1,1.0\r\n")  # before the column
+    with pytest.raises(SystemExit, match="would not line up"):
+        with proxy_fidelity.results_writer(path, proxy_fidelity._REF_FIELDS):
+            pass
 
 
 def test_the_reference_copy_rendered_before_augment_json_stops_mirroring(tmp_path, monkeypatch) -> None:
