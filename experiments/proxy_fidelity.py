@@ -320,7 +320,7 @@ def journal_scores(run: Path) -> dict[str, dict[int, float]]:
 
 def run_mirrored(run_dir: str | Path) -> bool:
     """Whether a step run's trainings mirrored their clips (runs recorded before 2026-12-06 did)."""
-    return bool(RunDir(run_dir).settings().get("horizontal_flip", True))
+    return bool(RunDir(run_dir).settings_as_run()["horizontal_flip"])
 
 
 def score_proxy(step: dict[str, Any], reference: dict[str, float]) -> dict[str, float]:

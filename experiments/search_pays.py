@@ -537,9 +537,11 @@ def paired(table: pd.DataFrame, baseline: str | None = None) -> pd.DataFrame:
     for target, group in searches.groupby("target_gflops"):
         wanted = frozenset(group["seed"].dropna())
         good = group[(group["status"] == "ok") & group["test_top1"].notna()]
-        means = {name: part.groupby("search_seed")["test_top1"].mean() for name, part in good.groupby("name")}
-        complete = {name: {k for k, seeds in part.groupby("search_seed")["seed"] if frozenset(seeds) == wanted}
-                    for name, part in good.groupby("name")}
+        means, complete = {}, {}
+        for name, part in good.groupby("name"):
+            runs = part.groupby("search_seed")
+            means[name] = runs["test_top1"].mean()
+            complete[name] = {k for k, seeds in runs["seed"] if frozenset(seeds) == wanted}
         present = {name: set(part["search_seed"].dropna()) for name, part in group.groupby("name")}
         names = sorted(present)
         pairs = ([(e, s) for e in names if e.startswith("expand") for s in _own_samplers(e, names)] if baseline is None

@@ -157,3 +157,11 @@ def test_the_reference_copy_rendered_before_augment_json_stops_mirroring(tmp_pat
     monkeypatch.setattr(proxy_fidelity, "cache_root", lambda: tmp_path)
     assert proxy_fidelity.reference_data() == copy
     assert json.loads((copy / "augment.json").read_text()) == {"horizontal_flip": False}
+
+
+def test_a_step_run_recorded_before_augment_json_counts_as_mirrored(tmp_path) -> None:
+    from x3dsearch.rundir import RunDir
+
+    RunDir(tmp_path / "old").create({"seed": 0}, resume=False)
+    RunDir(tmp_path / "new").create({"seed": 0, "horizontal_flip": False}, resume=False)
+    assert proxy_fidelity.run_mirrored(tmp_path / "old") and not proxy_fidelity.run_mirrored(tmp_path / "new")

@@ -117,6 +117,10 @@ def test_a_run_trained_on_mirrored_clips_does_not_resume_on_data_that_forbids_th
     with pytest.raises(UserError, match=r"different data \(its augment.json\) horizontal_flip .*recorded data \(its "
                                         r"augment.json\) horizontal_flip True"):
         old.create({"seed": 0, "horizontal_flip": False}, resume=True)
+    assert old.settings_as_run()["horizontal_flip"] is True and "horizontal_flip" not in old.settings()
+    new = RunDir(tmp_path / "new")
+    new.create({"seed": 0, "horizontal_flip": False}, resume=False)
+    assert new.settings_as_run()["horizontal_flip"] is False
 
 
 def test_a_run_does_not_resume_on_changed_data(tmp_path: Path) -> None:

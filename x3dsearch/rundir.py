@@ -70,11 +70,11 @@ class RunDir:
                             f"or choose another -o/--output")
         if resume and self.exists():
             recorded = self.settings()
+            old = {**_BEFORE_RECORDED, **recorded}  # as settings_as_run(), reading run.yaml once
             for key, reason in _NOT_RESUMABLE_WITHOUT.items():
                 if key in settings and key not in recorded:
                     raise UserError(f"{self.path} was recorded {reason}, so this version would search another "
                                     f"space; it cannot be resumed: start a new -o/--output")
-            old = {**_BEFORE_RECORDED, **recorded}
             named = {name for name, resolved in _RESOLVED_AS.items() if resolved in old and resolved in settings}
             changed = sorted(k for k in settings if k in old and _comparable(old[k]) != _comparable(settings[k])
                              and k not in _RESUMABLE_CHANGES and k not in named)
@@ -108,6 +108,11 @@ class RunDir:
 
     def settings(self) -> dict[str, Any]:
         return yaml.safe_load((self.path / "run.yaml").read_text()) or {}
+
+    def settings_as_run(self) -> dict[str, Any]:
+        """The settings the run ran with: those recorded, plus the value each setting added later had for runs
+        recorded without it (e.g. ``horizontal_flip`` True: training mirrored clips before data could forbid it)."""
+        return {**_BEFORE_RECORDED, **self.settings()}
 
     def append(self, record: Mapping[str, Any]) -> None:
         """Append one trial record durably (flush and fsync before returning)."""
