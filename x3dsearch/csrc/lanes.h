@@ -23,10 +23,18 @@ struct Lanes {
   static void store(float* p, V v) { std::memcpy(p, &v, sizeof(V)); }
 };
 
-// Calls f with the widest vector (16, 8, 4 or 1 lanes) that fits in the channels.
+// The widest vector the build's registers hold: a wider one is split into several registers, and
+// passed through memory between functions that are not inlined.
+#if defined(__AVX512F__)
+constexpr int kMaxLanes = 16;
+#else
+constexpr int kMaxLanes = 8;
+#endif
+
+// Calls f with the widest vector (16, 8, 4 or 1 lanes, at most kMaxLanes) that fits in the channels.
 template <typename F>
 void with_lanes(int64_t channels, F&& f) {
-  if (channels >= 16) {
+  if (kMaxLanes >= 16 && channels >= 16) {
     f(std::integral_constant<int, 16>{});
   } else if (channels >= 8) {
     f(std::integral_constant<int, 8>{});
