@@ -31,6 +31,7 @@
 #include <cstring>
 #include <optional>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -132,12 +133,37 @@ typename Lanes<L>::V activation_grad(const Rows& t, int64_t n, int64_t r, int64_
   }
 }
 
+// The sums of sample_sums over rows [b0, b1) of sample n for Gn vectors of channels side by side (the
+// group at `vectors`), added into the K arrays of `out`: a row's Gn vectors are read together, so the
+// rows are read in their order, and the Gn * K accumulators are independent chains of adds.
+template <int L, int K, int Gn, typename Terms>
+void sum_group(const std::pair<int64_t, int64_t>* vectors, int64_t n, int64_t b0, int64_t b1, int64_t C,
+               Terms& terms, std::array<std::vector<double>, K>& out) {
+  using V = typename Lanes<L>::V;
+  std::array<std::array<V, K>, Gn> acc{};
+  for (int64_t r = b0; r < b1; ++r) {
+    for (int g = 0; g < Gn; ++g) {
+      const std::array<V, K> u = terms(n, r, vectors[g].first);
+      for (int k = 0; k < K; ++k) acc[g][k] += u[k];
+    }
+  }
+  for (int g = 0; g < Gn; ++g) {
+    const auto [c, skip] = vectors[g];
+    for (int k = 0; k < K; ++k) {
+      for (int l = static_cast<int>(skip); l < L; ++l) out[k][n * C + c + l] += acc[g][k][l];
+    }
+  }
+}
+
 // Per sample and channel, the sums over the sample's rows of the K vectors terms(n, r, c) returns,
 // in K arrays of samples x channels doubles; samples split over threads.
 template <int L, int K, typename Terms>
 std::array<std::vector<double>, K> sample_sums(const Rows& t, Terms&& terms) {
-  using V = typename Lanes<L>::V;
+  constexpr int G = K <= 2 ? 4 : 2;  // vectors per group: G * K accumulators stay in registers
   const int64_t C = t.channels;
+  std::vector<std::pair<int64_t, int64_t>> vectors;  // (first channel, lanes already done) of each vector
+  for_vectors<L>(C, [&](int64_t c, int64_t skip) { vectors.emplace_back(c, skip); });
+  const int64_t groups = static_cast<int64_t>(vectors.size());
   std::array<std::vector<double>, K> out;
   for (auto& o : out) o.assign(t.samples * C, 0.0);
   at::parallel_for(0, t.samples, 1, [&](int64_t begin, int64_t end) {
@@ -145,25 +171,14 @@ std::array<std::vector<double>, K> sample_sums(const Rows& t, Terms&& terms) {
       const int64_t r0 = n * t.rows_per_sample, r1 = r0 + t.rows_per_sample;
       for (int64_t b0 = r0; b0 < r1; b0 += kBlockRows) {
         const int64_t b1 = std::min(r1, b0 + kBlockRows);
-        for_vectors<L>(C, [&](int64_t c, int64_t skip) {
-          std::array<V, K> even{}, odd{};  // two rows per step: two chains of adds in flight
-          int64_t r = b0;
-          for (; r + 1 < b1; r += 2) {
-            const std::array<V, K> u = terms(n, r, c), w = terms(n, r + 1, c);
-            for (int k = 0; k < K; ++k) {
-              even[k] += u[k];
-              odd[k] += w[k];
-            }
-          }
-          if (r < b1) {
-            const std::array<V, K> u = terms(n, r, c);
-            for (int k = 0; k < K; ++k) even[k] += u[k];
-          }
-          for (int k = 0; k < K; ++k) {
-            const V s = even[k] + odd[k];
-            for (int l = static_cast<int>(skip); l < L; ++l) out[k][n * C + c + l] += s[l];
-          }
-        });
+        int64_t v = 0;
+        for (; v + G <= groups; v += G) sum_group<L, K, G>(vectors.data() + v, n, b0, b1, C, terms, out);
+        switch (groups - v) {  // the last vectors, fewer than G
+          case 3: sum_group<L, K, 3>(vectors.data() + v, n, b0, b1, C, terms, out); break;
+          case 2: sum_group<L, K, 2>(vectors.data() + v, n, b0, b1, C, terms, out); break;
+          case 1: sum_group<L, K, 1>(vectors.data() + v, n, b0, b1, C, terms, out); break;
+          default: break;
+        }
       }
     }
   });
