@@ -558,14 +558,37 @@ def paired(table: pd.DataFrame, baseline: str | None = None) -> pd.DataFrame:
                                        "std_error"])
 
 
+def own_against_scratch(table: pd.DataFrame) -> pd.DataFrame:
+    """Expansion's own runs (``pipeline`` rows) against the same found model trained from scratch with the experiment's
+    full schedule and the same training seed (its ``search`` row): one row per pair with both test scores ok."""
+    ok = table[(table["status"] == "ok") & table["test_top1"].notna()]
+    own = ok[(ok["kind"] == "pipeline") & ok["name"].str.startswith("expand")]
+    scratch = ok[ok["kind"] == "search"]
+    if own.empty or scratch.empty:
+        return pd.DataFrame(columns=["target_gflops", "own_run", "search_seed", "seed", "own_top1", "scratch_top1",
+                                     "top1_diff", "own_s", "scratch_s"])
+    key = ["target_gflops", "search_seed", "seed", "config"]
+    pairs = own.merge(scratch, on=key, suffixes=("", "_scratch"))
+    pairs = pairs[[o.startswith(s) for o, s in zip(pairs["name"], pairs["name_scratch"])]]
+    longest = pairs["name_scratch"].str.len() == pairs.groupby(["name", *key])["name_scratch"].transform(
+        lambda names: names.str.len().max())  # the own run's search is the longest search name it starts with
+    pairs = pairs[longest]
+    return pd.DataFrame({"target_gflops": pairs["target_gflops"], "own_run": pairs["name"],
+                         "search_seed": pairs["search_seed"], "seed": pairs["seed"],
+                         "own_top1": pairs["test_top1"], "scratch_top1": pairs["test_top1_scratch"],
+                         "top1_diff": pairs["test_top1"] - pairs["test_top1_scratch"],
+                         "own_s": pairs["train_s"], "scratch_s": pairs["train_s_scratch"]}).reset_index(drop=True)
+
+
 def _difference(target: float, expansion: str, e: pd.Series, label: str, other: pd.Series) -> dict[str, Any]:
     return {"target_gflops": target, "expansion": expansion, "minus": label, "top1_diff": e["top1"] - other["top1"],
             "std_error": math.sqrt(e["top1_se"] ** 2 + other["top1_se"] ** 2)}
 
 
-def markdown(summary: pd.DataFrame, diffs: pd.DataFrame, pairs: pd.DataFrame | None = None) -> str:
+def markdown(summary: pd.DataFrame, diffs: pd.DataFrame, pairs: pd.DataFrame | None = None,
+             own: pd.DataFrame | None = None) -> str:
     """The tables of the report: test results per (target, name), each expansion's differences, then (if any) its
-    differences paired by search seed."""
+    differences paired by search seed and its own runs against the same models from scratch."""
     groups = [c for c in summary.columns if c not in _SUMMARY_FIELDS]
     results = pd.DataFrame({
         "target GFLOPs": summary["target_gflops"].map("{:g}".format), "kind": summary["kind"],
@@ -586,15 +609,37 @@ def markdown(summary: pd.DataFrame, diffs: pd.DataFrame, pairs: pd.DataFrame | N
     text = f"## Test top-1 after the same full training\n\n{_markdown_table(results)}\n"
     if not diffs.empty:
         text += f"\n## Expansion against the others (difference of mean test top-1)\n\n{_markdown_table(diff)}\n"
-    if pairs is None or pairs.empty:
-        return text
+    if pairs is not None and not pairs.empty:
+        text += _paired_markdown(pairs)
+    if own is not None and not own.empty:
+        text += _own_markdown(own)
+    return text
+
+
+def _paired_markdown(pairs: pd.DataFrame) -> str:
     pair = pd.DataFrame({"target GFLOPs": pairs["target_gflops"].map("{:g}".format), "search": pairs["search"],
                          "minus": pairs["minus"], "search seeds": pairs["search_seeds"],
                          "seeds left out (incomplete)": pairs["excluded"],
                          "paired difference (± s.e.)": [f"{d:+.3f} ± {e:.3f}"
                                                         for d, e in zip(pairs["top1_diff"], pairs["std_error"])]})
-    return (text + "\n## Paired by search seed (seeds with every training ok on both sides)\n\n"
-            f"{_markdown_table(pair)}\n")
+    return f"\n## Paired by search seed (seeds with every training ok on both sides)\n\n{_markdown_table(pair)}\n"
+
+
+def _own_markdown(own: pd.DataFrame) -> str:
+    rows = pd.DataFrame({"target GFLOPs": own["target_gflops"].map("{:g}".format), "own run": own["own_run"],
+                         "search seed": own["search_seed"].astype(int), "training seed": own["seed"].astype(int),
+                         "own test top-1": own["own_top1"].map("{:.3f}".format),
+                         "from scratch": own["scratch_top1"].map("{:.3f}".format),
+                         "difference": own["top1_diff"].map("{:+.3f}".format),
+                         "own s / scratch s": [f"{a:.0f} / {b:.0f}" for a, b in zip(own["own_s"], own["scratch_s"])]})
+    means = own.groupby(["target_gflops", "own_run"])["top1_diff"].agg(["mean", "std", "count"]).reset_index()
+    summary = pd.DataFrame({"target GFLOPs": means["target_gflops"].map("{:g}".format), "own run": means["own_run"],
+                            "pairs": means["count"],
+                            "own − scratch (mean ± s.e.)": [f"{m:+.3f} ± {sd / math.sqrt(n):.3f}"
+                                                           for m, sd, n in zip(means["mean"], means["std"],
+                                                                               means["count"])]})
+    return ("\n## Own run against the same model from scratch (same training seed)\n\n"
+            f"{_markdown_table(rows)}\n\n{_markdown_table(summary)}\n")
 
 
 def _zero_nan(value: float) -> float:
@@ -736,8 +781,10 @@ def run_target(plan: Plan, args: argparse.Namespace, target: float, classes: int
                                            for job in pipeline_jobs(plan, args.results, target, seed, found, baseline)])
 
 
-def report_tables(files: list[Path], baseline: str | None) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """The summary, differences and paired differences of results files taken together; exact duplicate rows
+def report_tables(files: list[Path], baseline: str | None
+                  ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The summary, differences, paired differences and own runs against scratch of results files taken together;
+    exact duplicate rows
     count once, and one training recorded twice with other values is refused (two machines' runs under one name)."""
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
@@ -752,7 +799,7 @@ def report_tables(files: list[Path], baseline: str | None) -> tuple[pd.DataFrame
     if baseline is not None and baseline not in set(table.loc[table["kind"] == "search", "name"]):
         sys.exit(f"--baseline {baseline}: no search of that name in {', '.join(map(str, files))}")
     summary = summarize(table)
-    return summary, differences(summary), paired(table, baseline)
+    return summary, differences(summary), paired(table, baseline), own_against_scratch(table)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -787,7 +834,7 @@ def main(argv: list[str] | None = None) -> int:
         ray.shutdown()
     table = pd.read_csv(args.results)
     summary = summarize(table)
-    text = markdown(summary, differences(summary), paired(table))
+    text = markdown(summary, differences(summary), paired(table), own_against_scratch(table))
     args.results.with_suffix(".md").write_text(text)
     figure = plot(summary, args.targets, args.results.with_suffix(".png"))
     print(f"\n{text}\nrows: {args.results}; plot: {figure}")

@@ -417,3 +417,26 @@ def test_report_takes_several_files_together_and_refuses_one_training_recorded_t
 
 def test_presets_given_without_names_train_none():
     assert search_pays._parser().parse_args(["--presets", "--train-seeds", "0"]).presets == []
+
+
+def test_own_runs_meet_the_same_model_from_scratch_with_the_same_training_seed(tmp_path, capsys):
+    fast, fast_sh = "expand+cpu_proxy_fast", "expand+cpu_proxy_fast+step2x"
+    rows = [(fast, k, t, .70 + .01 * t, "ok") for k in (0, 1) for t in (0, 1, 2)]
+    rows += [(fast_sh, 0, t, .10, "ok") for t in (0, 1, 2)]  # a search whose name the own run also starts with
+    table = _search_rows(rows).assign(config=lambda t: "c" + t["search_seed"].astype(str), train_s=100.0)
+    own = [dict(kind="pipeline", name=fast, run=f"pipeline-{fast}-2g-seed{k}", target_gflops=2.0, search_seed=k,
+                seed=k, status="ok", test_top1=top1, config=f"c{k}", train_s=50.0)
+           for k, top1 in ((0, .80), (1, .66))]
+    own.append(dict(own[0], name="S same CPU-s", run="pipeline-S-2g-seed0", config="S"))  # the preset's: no pair
+    table = pd.concat([table, pd.DataFrame(own)], ignore_index=True)
+    pairs = search_pays.own_against_scratch(table)
+    # each own run against its own search's training with the same seed (search seed k trained seed k)
+    assert list(zip(pairs["own_run"], pairs["search_seed"], pairs["seed"])) == [(fast, 0, 0), (fast, 1, 1)]
+    assert list(pairs["top1_diff"]) == pytest.approx([.80 - .70, .66 - .71])
+    assert list(pairs["own_s"]) == [50.0, 50.0] and list(pairs["scratch_s"]) == [100.0, 100.0]
+    table.assign(val_top1=0.5, test_per_group="{}", gflops=2.0, params=1e6, proxy_cpu_s=1.0, train_clips_per_s=1.0,
+                 latency_ms=1.0).to_csv(tmp_path / "rows.csv", index=False)
+    assert search_pays.main(["--report", str(tmp_path / "rows.csv")]) == 0
+    out = capsys.readouterr().out
+    assert f"| 2 | {fast} | 1 | 1 | 0.660 | 0.710 | -0.050 | 50 / 100 |" in out
+    assert f"| 2 | {fast} | 2 | +0.025 ± 0.075 |" in out  # (0.10 - 0.05) / 2, std 0.106 over √2
