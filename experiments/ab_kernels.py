@@ -5,7 +5,8 @@ This builds the C++ sources of ``--base`` (``git show REV:x3dsearch/csrc/...``) 
 namespaces next to this checkout's, so both load into one process, then times each kernel on X3D-M's
 shapes at 16x56 px (batch 16, one thread): the channelwise conv's forward, input gradient and weight
 gradient on each stage's inner tensor and on res2's stride-2 first one, and the fused BatchNorm's
-passes on res2's, the two versions alternating call by call (each first in every other round).
+passes on res2's (and the backward's sums on the wider stages'), the two versions alternating call by
+call (each first in every other round).
 Printed per kernel: the median of ``--rounds`` calls each, and this checkout's over the base's. Freed
 memory is kept (``x3dsearch.heap``) so page faults do not add to either side. Two identical versions
 (``--base HEAD``) gave 0.92-1.11 over the 22 kernels here (median 0.99): changes smaller than that
@@ -33,6 +34,8 @@ from x3dsearch import fastconv, heap
 _NAMESPACES = ("x3dsearch_channelwise3d", "x3dsearch_batchnorm_act")
 # (channels, side, stride) of X3D-M's channelwise convs at 16x56 px: each stage's inner tensor, res2's first
 _CONVS = [(54, 14, 1), (54, 28, 2), (108, 7, 1), (216, 4, 1), (432, 2, 1)]
+# (channels, side) of X3D-M's wider BatchNorms at 16x56 px, beside res2's 54 channels at 14 px
+_WIDE_NORMS = [(108, 7), (216, 4), (432, 2)]
 
 
 def _base_ops(revision: str, build_dir: Path) -> tuple[Any, Any]:
@@ -81,6 +84,13 @@ def _cases(conv: Any, norm: Any) -> dict[str, Callable[[], object]]:
         "bn grad_input silu+gate": lambda: norm.grad_input(dy, x, None, mean, scale, bias, 2, gate, kx, k0, False),
         "bn grad_input relu+residual": lambda: norm.grad_input(dy, x, y, mean, scale, bias, 1, None, kx, k0, True),
     })
+    for width, side in _WIDE_NORMS:  # the backward's sums where a block of rows of three tensors outgrows L1
+        wx, wdy = (torch.randn(16, width, 16, side, side).contiguous(memory_format=last) for _ in range(2))
+        per_channel = (torch.zeros(width), torch.ones(width), torch.zeros(width))  # mean, scale, bias
+        cases[f"bn grad_sums relu {width}x{side}"] = lambda x=wx, dy=wdy, y=torch.relu(wx), p=per_channel: (
+            norm.grad_sums(dy, x, y, *p, 1, None))
+        cases[f"bn grad_sums silu+gate {width}x{side}"] = lambda x=wx, dy=wdy, p=per_channel, g=torch.rand(16, width): (
+            norm.grad_sums(dy, x, None, *p, 2, g))
     return cases
 
 
