@@ -9,7 +9,7 @@ passes on res2's (and the backward's sums on the wider stages'), the two version
 call (each first in every other round).
 Printed per kernel: the median of ``--rounds`` calls each, and this checkout's over the base's. Freed
 memory is kept (``x3dsearch.heap``) so page faults do not add to either side. Two identical versions
-(``--base HEAD``) gave 0.92-1.11 over the 22 kernels here (median 0.99): changes smaller than that
+(``--base HEAD``) gave 0.92-1.11 over the 22 kernels it had then (median 0.99): changes smaller than that
 do not show.
 
     .venv/bin/python experiments/ab_kernels.py --base HEAD~1           # ~2 minutes, plus the base's build
@@ -84,7 +84,7 @@ def _cases(conv: Any, norm: Any) -> dict[str, Callable[[], object]]:
         "bn grad_input silu+gate": lambda: norm.grad_input(dy, x, None, mean, scale, bias, 2, gate, kx, k0, False),
         "bn grad_input relu+residual": lambda: norm.grad_input(dy, x, y, mean, scale, bias, 1, None, kx, k0, True),
     })
-    for width, side in _WIDE_NORMS:  # the backward's sums where a block of rows of three tensors outgrows L1
+    for width, side in _WIDE_NORMS:  # the backward's sums where a block of rows of two or three tensors outgrows L1
         wx, wdy = (torch.randn(16, width, 16, side, side).contiguous(memory_format=last) for _ in range(2))
         per_channel = (torch.zeros(width), torch.ones(width), torch.zeros(width))  # mean, scale, bias
         cases[f"bn grad_sums relu {width}x{side}"] = lambda x=wx, dy=wdy, y=torch.relu(wx), p=per_channel: (

@@ -558,26 +558,35 @@ def paired(table: pd.DataFrame, baseline: str | None = None) -> pd.DataFrame:
                                        "std_error"])
 
 
+_OWN_COLUMNS = ["target_gflops", "own_run", "search", "search_seed", "seed", "own_top1", "scratch_top1", "top1_diff",
+                "own_s", "scratch_s"]
+
+
 def own_against_scratch(table: pd.DataFrame) -> pd.DataFrame:
     """Expansion's own runs (``pipeline`` rows) against the same found model trained from scratch with the experiment's
-    full schedule and the same training seed (its ``search`` row): one row per pair with both test scores ok."""
+    full schedule and the same training seed (the ``search`` row of the own run's search): one row per own run with
+    an ok test score; the scratch side is NaN where that training has no ok score yet."""
     ok = table[(table["status"] == "ok") & table["test_top1"].notna()]
     own = ok[(ok["kind"] == "pipeline") & ok["name"].str.startswith("expand")]
-    scratch = ok[ok["kind"] == "search"]
-    if own.empty or scratch.empty:
-        return pd.DataFrame(columns=["target_gflops", "own_run", "search_seed", "seed", "own_top1", "scratch_top1",
-                                     "top1_diff", "own_s", "scratch_s"])
-    key = ["target_gflops", "search_seed", "seed", "config"]
-    pairs = own.merge(scratch, on=key, suffixes=("", "_scratch"))
-    pairs = pairs[[o.startswith(s) for o, s in zip(pairs["name"], pairs["name_scratch"])]]
-    longest = pairs["name_scratch"].str.len() == pairs.groupby(["name", *key])["name_scratch"].transform(
-        lambda names: names.str.len().max())  # the own run's search is the longest search name it starts with
-    pairs = pairs[longest]
-    return pd.DataFrame({"target_gflops": pairs["target_gflops"], "own_run": pairs["name"],
-                         "search_seed": pairs["search_seed"], "seed": pairs["seed"],
-                         "own_top1": pairs["test_top1"], "scratch_top1": pairs["test_top1_scratch"],
-                         "top1_diff": pairs["test_top1"] - pairs["test_top1_scratch"],
-                         "own_s": pairs["train_s"], "scratch_s": pairs["train_s_scratch"]}).reset_index(drop=True)
+    if own.empty:
+        return pd.DataFrame(columns=_OWN_COLUMNS)
+    scratch = ok[ok["kind"] == "search"].set_index(["name", "target_gflops", "search_seed", "seed"])
+    rows = []
+    for _, o in own.iterrows():
+        search = re.sub(r"(\+final-[^+]+)?(\+full-[^+]+)?$", "", o["name"])  # the own run's search: no pipeline label
+        key = (search, o["target_gflops"], o["search_seed"], o["seed"])
+        s = scratch.loc[key] if key in scratch.index else None
+        if s is not None and isinstance(s, pd.DataFrame):
+            s = s.iloc[-1]
+        if s is not None and s["config"] != o["config"]:
+            sys.exit(f"{o['run']}: its model is not the one its search {search} trained (seed {o['seed']})")
+        rows.append({"target_gflops": o["target_gflops"], "own_run": o["name"], "search": search,
+                     "search_seed": o["search_seed"], "seed": o["seed"], "own_top1": o["test_top1"],
+                     "scratch_top1": math.nan if s is None else s["test_top1"], "own_s": o["train_s"],
+                     "scratch_s": math.nan if s is None else s["train_s"]})
+    pairs = pd.DataFrame(rows, columns=_OWN_COLUMNS)
+    pairs["top1_diff"] = pairs["own_top1"] - pairs["scratch_top1"]
+    return pairs
 
 
 def _difference(target: float, expansion: str, e: pd.Series, label: str, other: pd.Series) -> dict[str, Any]:
@@ -629,13 +638,16 @@ def _own_markdown(own: pd.DataFrame) -> str:
     rows = pd.DataFrame({"target GFLOPs": own["target_gflops"].map("{:g}".format), "own run": own["own_run"],
                          "search seed": own["search_seed"].astype(int), "training seed": own["seed"].astype(int),
                          "own test top-1": own["own_top1"].map("{:.3f}".format),
-                         "from scratch": own["scratch_top1"].map("{:.3f}".format),
-                         "difference": own["top1_diff"].map("{:+.3f}".format),
-                         "own s / scratch s": [f"{a:.0f} / {b:.0f}" for a, b in zip(own["own_s"], own["scratch_s"])]})
+                         "from scratch": own["scratch_top1"].map(lambda v: "not trained yet" if math.isnan(v)
+                                                                 else f"{v:.3f}"),
+                         "difference": own["top1_diff"].map(lambda v: "—" if math.isnan(v) else f"{v:+.3f}"),
+                         "own s / scratch s": [f"{a:.0f} / {'—' if math.isnan(b) else f'{b:.0f}'}"
+                                               for a, b in zip(own["own_s"], own["scratch_s"])]})
     means = own.groupby(["target_gflops", "own_run"])["top1_diff"].agg(["mean", "std", "count"]).reset_index()
     summary = pd.DataFrame({"target GFLOPs": means["target_gflops"].map("{:g}".format), "own run": means["own_run"],
-                            "pairs": means["count"],
-                            "own − scratch (mean ± s.e.)": [f"{m:+.3f} ± {sd / math.sqrt(n):.3f}"
+                            "pairs (both sides ok)": means["count"],
+                            "own − scratch (mean ± s.e.)": [f"{m:+.3f} ± {sd / math.sqrt(n):.3f}" if n > 1
+                                                           else ("—" if n == 0 else f"{m:+.3f}")
                                                            for m, sd, n in zip(means["mean"], means["std"],
                                                                                means["count"])]})
     return ("\n## Own run against the same model from scratch (same training seed)\n\n"

@@ -422,21 +422,28 @@ def test_presets_given_without_names_train_none():
 def test_own_runs_meet_the_same_model_from_scratch_with_the_same_training_seed(tmp_path, capsys):
     fast, fast_sh = "expand+cpu_proxy_fast", "expand+cpu_proxy_fast+step2x"
     rows = [(fast, k, t, .70 + .01 * t, "ok") for k in (0, 1) for t in (0, 1, 2)]
-    rows += [(fast_sh, 0, t, .10, "ok") for t in (0, 1, 2)]  # a search whose name the own run also starts with
+    rows += [(fast_sh, 0, t, .10, "ok") for t in (0, 1, 2)]  # another search, whose name starts with fast's
     table = _search_rows(rows).assign(config=lambda t: "c" + t["search_seed"].astype(str), train_s=100.0)
-    own = [dict(kind="pipeline", name=fast, run=f"pipeline-{fast}-2g-seed{k}", target_gflops=2.0, search_seed=k,
+    own = [dict(kind="pipeline", name=name, run=f"pipeline-{name}-2g-seed{k}", target_gflops=2.0, search_seed=k,
                 seed=k, status="ok", test_top1=top1, config=f"c{k}", train_s=50.0)
-           for k, top1 in ((0, .80), (1, .66))]
+           for name, k, top1 in ((fast, 0, .80), (fast, 1, .66), (fast + "+final-scratch", 1, .61),
+                                 (fast_sh, 0, .20), (fast_sh + "+full-cpu_long_full", 2, .5))]
     own.append(dict(own[0], name="S same CPU-s", run="pipeline-S-2g-seed0", config="S"))  # the preset's: no pair
     table = pd.concat([table, pd.DataFrame(own)], ignore_index=True)
-    pairs = search_pays.own_against_scratch(table)
+    pairs = search_pays.own_against_scratch(table).set_index(["own_run", "search_seed"])
     # each own run against its own search's training with the same seed (search seed k trained seed k)
-    assert list(zip(pairs["own_run"], pairs["search_seed"], pairs["seed"])) == [(fast, 0, 0), (fast, 1, 1)]
-    assert list(pairs["top1_diff"]) == pytest.approx([.80 - .70, .66 - .71])
-    assert list(pairs["own_s"]) == [50.0, 50.0] and list(pairs["scratch_s"]) == [100.0, 100.0]
+    assert list(pairs["search"]) == [fast, fast, fast, fast_sh, fast_sh]
+    assert list(pairs["top1_diff"][:4]) == pytest.approx([.80 - .70, .66 - .71, .61 - .71, .20 - .10])
+    assert math.isnan(pairs.loc[(fast_sh + "+full-cpu_long_full", 2), "scratch_top1"])  # its search has no seed 2
+    assert pairs.loc[(fast, 0), "own_s"] == 50.0 and pairs.loc[(fast, 0), "scratch_s"] == 100.0
     table.assign(val_top1=0.5, test_per_group="{}", gflops=2.0, params=1e6, proxy_cpu_s=1.0, train_clips_per_s=1.0,
                  latency_ms=1.0).to_csv(tmp_path / "rows.csv", index=False)
     assert search_pays.main(["--report", str(tmp_path / "rows.csv")]) == 0
     out = capsys.readouterr().out
     assert f"| 2 | {fast} | 1 | 1 | 0.660 | 0.710 | -0.050 | 50 / 100 |" in out
     assert f"| 2 | {fast} | 2 | +0.025 ± 0.075 |" in out  # (0.10 - 0.05) / 2, std 0.106 over √2
+    assert f"| 2 | {fast_sh}+full-cpu_long_full | 2 | 2 | 0.500 | not trained yet | — | 50 / — |" in out
+    assert f"| 2 | {fast_sh}+full-cpu_long_full | 0 | — |" in out
+    table.loc[table["run"] == f"pipeline-{fast}-2g-seed1", "config"] = "other"
+    with pytest.raises(SystemExit, match=f"pipeline-{re.escape(fast)}-2g-seed1: its model is not the one"):
+        search_pays.own_against_scratch(table)

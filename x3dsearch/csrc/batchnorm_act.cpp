@@ -156,10 +156,11 @@ void sum_group(const std::pair<int64_t, int64_t>* vectors, int64_t n, int64_t b0
 }
 
 // Per sample and channel, the sums over the sample's rows of the K vectors terms(n, r, c) returns,
-// in K arrays of samples x channels doubles; samples split over threads. Sums of one tensor (Streams 1)
-// run a few vectors of channels at a time over a block of rows, in registers; sums of several tensors,
-// whose block of rows would not stay in the L1 cache, read whole rows in order into accumulators of
-// every channel (2-3x faster on an AVX2 CPU at 108-218 channels). Both add each channel's rows in order.
+// in K arrays of samples x channels doubles; samples split over threads. Sums of one tensor (Streams 1,
+// the statistics) run a few vectors of channels at a time over a block of rows, in registers; sums of
+// several tensors (the backward's) read whole rows in order into accumulators of every channel, which
+// measured faster at 54-216 channels on an AVX2 CPU, while the statistics measured slower that way
+// (docs/performance-batch.md). Both add each channel's rows in the same order.
 template <int L, int K, int Streams, typename Terms>
 std::array<std::vector<double>, K> sample_sums(const Rows& t, Terms&& terms) {
   using V = typename Lanes<L>::V;
@@ -361,14 +362,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> grad_sums(const at::Tensor& grad,
       constexpr int64_t A = decltype(act)::value;
       const auto centred = [&](int64_t r, int64_t c) { return load<L>(t.x, r, c, C) - Lanes<L>::load(t.mean + c); };
       if (t.gate == nullptr) {
-        const auto two = sample_sums<L, 2, 3>(t, [&](int64_t n, int64_t r, int64_t c) {
+        const auto two = sample_sums<L, 2, 2 + (A == kRelu)>(t, [&](int64_t n, int64_t r, int64_t c) {
           const V z = A == kSilu ? normalised<L>(t, r, c) : V{};
           const V h = activation_grad<L, A>(t, n, r, c, z);
           return std::array<V, 2>{h, h * centred(r, c)};
         });
         s = {two[0], two[1], {}};
       } else {
-        s = sample_sums<L, 3, 3>(t, [&](int64_t n, int64_t r, int64_t c) {
+        s = sample_sums<L, 3, 2 + (A == kRelu)>(t, [&](int64_t n, int64_t r, int64_t c) {
           const V z = normalised<L>(t, r, c);
           const V d = activation_grad<L, A>(t, n, r, c, z);
           const V h = d * Lanes<L>::load(t.gate + n * C + c);

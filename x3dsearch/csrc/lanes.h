@@ -27,8 +27,10 @@ struct Lanes {
 // passed through memory between functions that are not inlined.
 #if defined(__AVX512F__)
 constexpr int kMaxLanes = 16;
-#else
+#elif defined(__AVX__)
 constexpr int kMaxLanes = 8;
+#else
+constexpr int kMaxLanes = 4;
 #endif
 
 // Calls f with the widest vector (16, 8, 4 or 1 lanes, at most kMaxLanes) that fits in the channels.
@@ -36,7 +38,7 @@ template <typename F>
 void with_lanes(int64_t channels, F&& f) {
   if (kMaxLanes >= 16 && channels >= 16) {
     f(std::integral_constant<int, 16>{});
-  } else if (channels >= 8) {
+  } else if (kMaxLanes >= 8 && channels >= 8) {
     f(std::integral_constant<int, 8>{});
   } else if (channels >= 4) {
     f(std::integral_constant<int, 4>{});
