@@ -133,26 +133,39 @@ typename Lanes<L>::V activation_grad(const Rows& t, int64_t n, int64_t r, int64_
   }
 }
 
-// The sums of sample_sums over rows [b0, b1) of sample n for Gn vectors of channels side by side (the
-// group at `vectors`), added into the K arrays of `out`: a row's Gn vectors are read together, so the
-// rows are read in their order, and the Gn * K accumulators are independent chains of adds.
+// Adds terms(n, r, c) over rows [b0, b1) of sample n into acc[v] for the first `count` vectors at `vectors`,
+// each row's vectors together (rows read in their order, the accumulators independent chains of adds).
+// `count` is a compile-time constant for a group held in registers.
+template <int L, int K, typename Count, typename Terms>
+void add_rows(std::array<typename Lanes<L>::V, K>* acc, const std::pair<int64_t, int64_t>* vectors, Count count,
+              int64_t n, int64_t b0, int64_t b1, Terms& terms) {
+  for (int64_t r = b0; r < b1; ++r) {
+    for (int64_t v = 0; v < count; ++v) {
+      const std::array<typename Lanes<L>::V, K> u = terms(n, r, vectors[v].first);
+      for (int k = 0; k < K; ++k) acc[v][k] += u[k];
+    }
+  }
+}
+
+// Adds the accumulators of `count` vectors into sample n's sums in `out`, each channel once.
+template <int L, int K>
+void add_to_sums(const std::array<typename Lanes<L>::V, K>* acc, const std::pair<int64_t, int64_t>* vectors,
+                 int64_t count, int64_t n, int64_t C, std::array<std::vector<double>, K>& out) {
+  for (int64_t v = 0; v < count; ++v) {
+    const auto [c, skip] = vectors[v];
+    for (int k = 0; k < K; ++k) {
+      for (int l = static_cast<int>(skip); l < L; ++l) out[k][n * C + c + l] += acc[v][k][l];
+    }
+  }
+}
+
+// The sums over rows [b0, b1) of sample n for the Gn vectors at `vectors`, in registers.
 template <int L, int K, int Gn, typename Terms>
 void sum_group(const std::pair<int64_t, int64_t>* vectors, int64_t n, int64_t b0, int64_t b1, int64_t C,
                Terms& terms, std::array<std::vector<double>, K>& out) {
-  using V = typename Lanes<L>::V;
-  std::array<std::array<V, K>, Gn> acc{};
-  for (int64_t r = b0; r < b1; ++r) {
-    for (int g = 0; g < Gn; ++g) {
-      const std::array<V, K> u = terms(n, r, vectors[g].first);
-      for (int k = 0; k < K; ++k) acc[g][k] += u[k];
-    }
-  }
-  for (int g = 0; g < Gn; ++g) {
-    const auto [c, skip] = vectors[g];
-    for (int k = 0; k < K; ++k) {
-      for (int l = static_cast<int>(skip); l < L; ++l) out[k][n * C + c + l] += acc[g][k][l];
-    }
-  }
+  std::array<std::array<typename Lanes<L>::V, K>, Gn> acc{};
+  add_rows<L, K>(acc.data(), vectors, std::integral_constant<int64_t, Gn>{}, n, b0, b1, terms);
+  add_to_sums<L, K>(acc.data(), vectors, Gn, n, C, out);
 }
 
 // Per sample and channel, the sums over the sample's rows of the K vectors terms(n, r, c) returns,
@@ -188,18 +201,8 @@ std::array<std::vector<double>, K> sample_sums(const Rows& t, Terms&& terms) {
           }
         } else {
           std::fill(acc.begin(), acc.end(), std::array<V, K>{});
-          for (int64_t r = b0; r < b1; ++r) {
-            for (int64_t v = 0; v < count; ++v) {
-              const std::array<V, K> u = terms(n, r, vectors[v].first);
-              for (int k = 0; k < K; ++k) acc[v][k] += u[k];
-            }
-          }
-          for (int64_t v = 0; v < count; ++v) {
-            const auto [c, skip] = vectors[v];
-            for (int k = 0; k < K; ++k) {
-              for (int l = static_cast<int>(skip); l < L; ++l) out[k][n * C + c + l] += acc[v][k][l];
-            }
-          }
+          add_rows<L, K>(acc.data(), vectors.data(), count, n, b0, b1, terms);
+          add_to_sums<L, K>(acc.data(), vectors.data(), count, n, C, out);
         }
       }
     }
