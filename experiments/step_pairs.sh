@@ -5,9 +5,12 @@
 #   git worktree add /tmp/before 38fb134 && experiments/step_pairs.sh /tmp/before [PAIRS] [OUT] [BASE]
 set -euo pipefail
 before=$(cd "$1" && pwd); pairs=${2:-2}; out=${3:-/tmp/step_pairs}; base=${4:-XS}
-if [[ -f $base ]]; then base=(--config "$(cd "$(dirname "$base")" && pwd)/$(basename "$base")"); else base=(--preset "$base"); fi
+case $base in  # a config file by its name, so a mistyped path says "not found" rather than "unknown preset"
+  *.yaml|*.yml|*/*) base=(--config "$(cd "$(dirname "$base")" && pwd)/$(basename "$base")") ;;
+  *) base=(--preset "$base") ;;
+esac
 here=$(cd "$(dirname "$0")/.." && pwd); python="$here/.venv/bin/python"
-mkdir -p "$out"
+mkdir -p "$out"; out=$(cd "$out" && pwd)  # absolute: each run below starts in another folder
 for i in $(seq "$pairs"); do
   rm -rf "$out/before$i" "$out/now$i"
   (cd "$before" && /usr/bin/time -f "before $i wall %e s" env PYTHONPATH="$before" "$python" -m x3dsearch.cli step \
