@@ -83,7 +83,8 @@ _ADDED_SINCE_PINNED = {"cost": "flops", "latency_device": "cpu", "latency_batch"
                        "final_init": "scratch", "horizontal_flip": True}  # its data has no augment.json
 
 
-_TOTALS_ADDED_SINCE_PINNED = {"proxy_cpu_hours_used": None, "proxy_attempts_without_cpu_time": 25}
+_TOTALS_ADDED_SINCE_PINNED = {"proxy_cpu_hours_used": None, "proxy_attempts_without_cpu_time": 25,
+                              "final_cpu_hours_used": None}
 
 
 def _set(settings: dict[str, Any]) -> dict[str, Any]:

@@ -197,6 +197,20 @@ def test_failures_and_totals(run_dir):
     assert front["top1"].is_monotonic_increasing and front["gflops"].is_monotonic_increasing
 
 
+def test_final_compute_counts_the_final_trainings_threads_and_its_measured_cpu_time(run_dir, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    for file, key in ((run / "final" / "metrics.json", None), (run / "summary.json", "final_metrics")):
+        data = json.loads(file.read_text())
+        metrics = data[key] if key else data
+        metrics.update(seconds=800.0, threads=4, world_size=2, cpu_seconds=6100.0)  # two workers of 4 threads
+        file.write_text(json.dumps(data))
+    totals = run_report(run)["totals"]
+    assert totals["final_hours"] == pytest.approx(800 / 3600)
+    assert totals["final_cpu_hours"] == pytest.approx(800 * 4 * 2 / 3600)  # not the proxy trials' 2 CPUs each
+    assert totals["final_cpu_hours_used"] == pytest.approx(6100 / 3600)
+
+
 def test_a_configs_compute_sums_its_trials_and_its_score_is_at_its_highest_rung(halving_dir):
     journal = read_journal(halving_dir)
     assert [r["init"] for r in journal if r["kind"] == "start"] == ["scratch"] * 3  # step 0, rungs 1, 2, 4

@@ -120,12 +120,15 @@ def _box_notes(path: Mapping[str, Any]) -> pd.DataFrame:
 
 def _totals(journal: pd.DataFrame, settings: Mapping[str, Any], final: Mapping[str, Any]) -> dict[str, Any]:
     """Trials and compute: proxy attempts' seconds x the run's per-trial CPUs/GPUs (what they reserved), the CPU time
-    they recorded (attempts that recorded none, e.g. on a lost node, counted apart), and the final training."""
+    they recorded (attempts that recorded none, e.g. on a lost node, counted apart), and the final training's seconds
+    x its threads and workers (the per-trial CPUs where it recorded none) beside the CPU time it recorded."""
     cpus = float(settings.get("cpus_per_trial") or 1.0)
     gpus = float(settings.get("gpus_per_trial") or 0.0)
     proxy_s = float(numeric_column(journal, "seconds").fillna(0.0).sum())
     used = numeric_column(journal, "cpu_seconds")
     final_s = float(final.get("seconds") or 0.0)
+    final_cpus = float(final.get("threads") or cpus) * int(final.get("world_size") or 1)
+    final_used = final.get("cpu_seconds")
     statuses = journal["status"].value_counts().to_dict()
     return {"trials": int(journal["config_key"].nunique()), "attempts": int(len(journal)),
             "ok": int(statuses.get(Status.OK, 0)),
@@ -134,7 +137,9 @@ def _totals(journal: pd.DataFrame, settings: Mapping[str, Any], final: Mapping[s
             "proxy_cpu_hours_used": float(used.sum()) / 3600 if used.notna().any() else None,
             "proxy_attempts_without_cpu_time": int(used.isna().sum()),
             "proxy_gpu_hours": proxy_s * gpus / 3600, "final_hours": final_s / 3600,
-            "final_cpu_hours": final_s * cpus / 3600, "final_gpu_hours": final_s * gpus / 3600,
+            "final_cpu_hours": final_s * final_cpus / 3600,
+            "final_cpu_hours_used": float(final_used) / 3600 if final_used is not None else None,
+            "final_gpu_hours": final_s * gpus / 3600,
             "final_top1": headline(final)[0], "final_split": headline(final)[1] if final else None,
             "final_val_top1": final.get("top1"), "target_gflops": settings.get("target_gflops"),
             **({"target_ms": settings["target_ms"], "latency_device": settings.get("latency_device"),
