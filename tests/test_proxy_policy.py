@@ -106,14 +106,22 @@ def test_fewer_params_within_is_written_only_when_set() -> None:
         proxy.replace(fewer_params_within=-0.1)
 
 
-def test_lookahead_is_off_by_default_written_only_when_set_and_a_boolean() -> None:
+@pytest.mark.parametrize("switch", ["lookahead", "longer_window_ties"])
+def test_choice_switches_are_off_by_default_written_only_when_set_and_booleans(switch: str) -> None:
     proxy = load_schedule("cpu_proxy_lean")
-    assert proxy.lookahead is False and "lookahead" not in proxy.to_dict()
-    flat = dict(proxy.to_dict(), lookahead=True)
+    assert getattr(proxy, switch) is False and switch not in proxy.to_dict()
+    flat = dict(proxy.to_dict(), **{switch: True})
     assert ProxyPolicy.from_dict(flat).to_dict() == flat
-    assert proxy.replace(lookahead=True).for_step(3.0, 384).lookahead is True
-    with pytest.raises(ConfigError, match="lookahead must be true or false"):
-        proxy.replace(lookahead="yes")
+    assert getattr(proxy.replace(**{switch: True}).for_step(3.0, 384), switch) is True
+    with pytest.raises(ConfigError, match=f"{switch} must be true or false"):
+        proxy.replace(**{switch: "yes"})
+
+
+def test_the_window_proxy_is_the_fast_one_with_longer_window_ties() -> None:
+    fast, window = load_schedule("cpu_proxy_fast"), load_schedule("cpu_proxy_window")
+    assert window.longer_window_ties and not fast.longer_window_ties
+    assert window.replace(longer_window_ties=False).to_dict() == dict(fast.to_dict(), name="cpu_proxy_window",
+                                                                        description=window.recipe.description)
 
 
 def test_the_fast_proxy_is_the_default_without_close_call_repeats() -> None:

@@ -8,7 +8,7 @@ import pytest
 from x3dsearch import ConfigError, X3DConfig, count_flops, count_params, expand, preset
 from x3dsearch.errors import SearchError
 from x3dsearch.search import Outcome, choose, contract, land, offer, run_search, step_candidates
-from x3dsearch.space import load_space
+from x3dsearch.space import load_space, window
 
 SPACE = load_space()
 UNBOUNDED = replace(SPACE, bounds=None)  # the operators alone, for tests of bisection and landing
@@ -177,6 +177,19 @@ def test_fewer_params_within_a_margin_wins_only_among_near_ties():
     outcomes[by_axis["temporal"].key] = Outcome("ok", top1=0.60, epochs=1)
     outcomes[by_axis["bottleneck"].key] = Outcome("ok", top1=0.61, epochs=2)
     assert choose(cands, outcomes, fewer_params_within=0.03).axis == "bottleneck"
+
+
+def test_longer_window_ties_send_a_near_tie_of_fast_and_temporal_to_temporal():
+    cands = step_candidates(preset("X2D"), SPACE, 1)
+    by_axis = {c.axis: c for c in cands}
+    assert window(by_axis["temporal"].config) > window(by_axis["fast"].config)
+    scores = {"fast": 0.60, "temporal": 0.59, "spatial": 0.595, "width": 0.61}
+    outcomes = {c.key: Outcome("ok", top1=scores.get(c.axis, 0.0)) for c in cands}
+    assert choose(cands, outcomes, fewer_params_within=0.02).axis == "fast"  # fewest parameters, then top-1
+    assert choose(cands, outcomes, fewer_params_within=0.02, longer_window=True).axis == "spatial"  # fast is out
+    outcomes[by_axis["spatial"].key] = Outcome("ok", top1=0.0)
+    assert choose(cands, outcomes, fewer_params_within=0.02, longer_window=True).axis == "temporal"
+    assert choose(cands, outcomes, fewer_params_within=0.005, longer_window=True).axis == "width"  # not tied
 
 
 def test_fewer_params_within_includes_the_margin_itself():

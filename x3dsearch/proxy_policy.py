@@ -32,7 +32,8 @@ class ProxyPolicy:
     ``start_epochs`` (the search's start) and ``rank_by`` (what an expansion step ranks its candidates by: val
     ``top1``, or ``nll``, the val negative log-likelihood, lower better; close calls are then in nats) and
     ``fewer_params_within`` (candidates ranked within it of the best count as tied, and the one with the fewest
-    parameters wins; 0: only exact ties, which go to the cheaper config) and ``lookahead`` (beam width 2 for one
+    parameters wins; 0: only exact ties, which go to the cheaper config), ``longer_window_ties`` (among those tied,
+    X-Temporal beats X-Fast: the same parameters and frames over a longer window) and ``lookahead`` (beam width 2 for one
     step: a step's best two each take the next step, and the one whose best next candidate ranks higher is kept)."""
 
     recipe: Recipe = Recipe()
@@ -46,6 +47,7 @@ class ProxyPolicy:
     start_epochs: int | None = None
     rank_by: str = "top1"
     fewer_params_within: float = 0.0
+    longer_window_ties: bool = False
     lookahead: bool = False
 
     def __post_init__(self) -> None:
@@ -75,8 +77,9 @@ class ProxyPolicy:
             raise ConfigError(f"{where}: rank_by must be one of {', '.join(RANK_BY)}, got {self.rank_by!r}")
         if number(where, "fewer_params_within", self.fewer_params_within) < 0:
             raise ConfigError(f"{where}: fewer_params_within must be >= 0, got {self.fewer_params_within!r}")
-        if not isinstance(self.lookahead, bool):
-            raise ConfigError(f"{where}: lookahead must be true or false, got {self.lookahead!r}")
+        for name in ("longer_window_ties", "lookahead"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{where}: {name} must be true or false, got {getattr(self, name)!r}")
 
     def _check_epochs_under(self, where: str) -> None:
         if self.epochs_under is None:
@@ -152,12 +155,13 @@ class ProxyPolicy:
 
     def to_dict(self) -> dict[str, Any]:
         """The one flat mapping of a schedule entry: the recipe's fields, then the policy's (lists, numbers;
-        ``rank_by``, ``fewer_params_within`` and ``lookahead`` only when not their defaults)."""
+        ``rank_by``, ``fewer_params_within``, ``longer_window_ties`` and ``lookahead`` only when not their defaults)."""
         out = dict(self.recipe.to_dict())
         out.update({name: getattr(self, name) for name in POLICY_FIELDS})
         out["rungs"] = list(self.rungs) if self.rungs is not None else None
         out["epochs_under"] = [list(p) for p in self.epochs_under] if self.epochs_under is not None else None
-        for name, default in (("rank_by", "top1"), ("fewer_params_within", 0.0), ("lookahead", False)):
+        for name, default in (("rank_by", "top1"), ("fewer_params_within", 0.0), ("longer_window_ties", False),
+                              ("lookahead", False)):
             if out[name] == default:  # defaults stay unwritten, so older run.yaml files and folder digests match
                 del out[name]
         return out

@@ -191,7 +191,8 @@ def describe_provenance(prov: Mapping[str, Any]) -> list[str]:
     if prov.get("fewer_params_within"):
         unit = " nats of val NLL" if prov.get("rank_by") == "nll" else " top-1"
         parts.append(f"candidates within {prov['fewer_params_within']:g}{unit} of the best tied, the fewest "
-                     f"parameters won")
+                     f"parameters won" + (", then the longer window (temporal over fast)"
+                                          if prov.get("longer_window_ties") else ""))
     if prov.get("lookahead"):
         parts.append("each step's best two took the next step before one was kept (lookahead)")
     if prov.get("rungs"):

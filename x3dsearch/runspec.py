@@ -358,6 +358,7 @@ def _describe_schedule(arg: str, schedule: ProxyPolicy) -> str:
     low, high = schedule.epoch_range()
     epochs = f"{low}-{high} epochs by step cost" if high > low else f"{recipe.epochs} epochs"
     ties = (f", near-ties within {schedule.fewer_params_within:g} top-1 to the fewest parameters"
+            + (", then the longer window" if schedule.longer_window_ties else "")
             if schedule.fewer_params_within else "")
     ahead = ", the best two of each step looked one step ahead" if schedule.lookahead else ""
     return f"{arg} ({epochs} over {videos} train videos, {recipe.optimizer}{ties}{ahead})"

@@ -26,6 +26,8 @@ from .trial import SPENT, Init, Status
 __all__ = ["RunView", "ceiling_text", "frontier", "numeric_column", "config_seconds", "config_scores",
            "group_scores", "trial_groups"]
 
+_CHOICE_RULES = ("rank_by", "fewer_params_within", "longer_window_ties")  # proxy fields that steer a choice
+
 
 class RunView:
     """A run directory as its readers see it: ``settings`` (run.yaml), ``journal`` (one row per trial attempt),
@@ -180,8 +182,8 @@ def _provenance(settings: Mapping[str, Any], journal: pd.DataFrame, path: Mappin
             "configs_stopped_early": int((scores["rung"] < step_top).sum()) if rungs else None,
             "close_call": proxy.get("close_call") if proxy.get("close_call_seeds") else None,
             "close_call_seeds": proxy.get("close_call_seeds") or None, "seed_repeats": int(repeats),
-            **{name: proxy[name] for name in ("rank_by", "fewer_params_within")  # expansion's choice rules, when
-               if proxy.get(name) and not settings.get("sampler")},  # set; samplers maximise top-1
+            **{name: proxy[name] for name in _CHOICE_RULES  # expansion's choice rules, when set; samplers
+               if proxy.get(name) and not settings.get("sampler")},  # maximise top-1
             **({"lookahead": True} if (journal["kind"] == "lookahead").any() else {}),  # one taken (step takes none)
             "final_init": final.get("init"), "final_origin": _place(final.get("origin_key"), path, journal),
             "final_origin_key": final.get("origin_key")}

@@ -16,7 +16,7 @@ from typing import Callable, Mapping, Sequence
 from .config import X3DConfig
 from .cost import FLOPS, Cost, count_flops, count_params
 from .errors import ConfigError, SearchError
-from .space import DISCRETE_FIELDS, SearchSpace, bounded_step, box_top, crossed_bound, expand
+from .space import DISCRETE_FIELDS, SearchSpace, bounded_step, box_top, crossed_bound, expand, window
 
 __all__ = ["Candidate", "Outcome", "Step", "Contraction", "SearchResult", "ScoreFn",
            "offer", "step_candidates", "check_reachable", "choose", "contract", "run_search", "estimate_steps", "CEILING_FACTOR",
@@ -169,11 +169,12 @@ def check_reachable(space: SearchSpace, target: float, cost: Cost = FLOPS) -> No
 
 
 def choose(candidates: Sequence[Candidate], outcomes: Mapping[str, Outcome], cost: Cost = FLOPS,
-           fewer_params_within: float = 0.0) -> Candidate | None:
+           fewer_params_within: float = 0.0, longer_window: bool = False) -> Candidate | None:
     """Highest proxy rank (top-1 by default) at the highest rung reached; ties go to the cheaper config, then the
     earlier axis. With ``fewer_params_within`` every candidate ranked within it of the best is tied, and the one
     with the fewest parameters wins (then the higher rank): the short proxy cannot see what parameters cost a
-    longer training."""
+    longer training. With ``longer_window`` a tied candidate loses to a tied one of the same parameters and frames
+    that spans a longer window (X-Temporal over X-Fast): frames spent on a short window cannot lengthen it later."""
     usable = [c for c in candidates if outcomes.get(c.key, Outcome("missing")).usable]
     if not usable:
         return None
@@ -185,6 +186,9 @@ def choose(candidates: Sequence[Candidate], outcomes: Mapping[str, Outcome], cos
     floor = outcomes[best.key].rank - fewer_params_within - 1e-9  # "within" includes the margin, whatever the rounding
     tied = [c for c in usable if (outcomes[c.key].epochs or 0) == (outcomes[best.key].epochs or 0)
             and outcomes[c.key].rank >= floor]
+    if longer_window:
+        tied = [c for c in tied if not any(o.params == c.params and o.config.frames == c.config.frames
+                                           and window(o.config) > window(c.config) for o in tied)]
     return min(tied, key=lambda c: (c.params, -outcomes[c.key].rank, cost.of(c.config), order[id(c)]))
 
 
@@ -294,7 +298,7 @@ def score_start(start: X3DConfig, score: ScoreFn) -> Outcome:
 
 
 def take_step(base: X3DConfig, index: int, space: SearchSpace, score: ScoreFn, cost: Cost = FLOPS,
-              fewer_params_within: float = 0.0) -> Step | None:
+              fewer_params_within: float = 0.0, longer_window: bool = False) -> Step | None:
     """Score every one-step expansion of ``base`` inside the box and keep the best (:func:`choose`); None when
     all are above the ceiling. A SearchError when no axis can step (every one at its bound)."""
     candidates, notes = offer(base, space, index)
@@ -304,7 +308,7 @@ def take_step(base: X3DConfig, index: int, space: SearchSpace, score: ScoreFn, c
     outcomes = score(candidates)
     if all(outcomes[c.key].status == "skipped" for c in candidates):
         return None
-    chosen = choose(candidates, outcomes, cost, fewer_params_within)
+    chosen = choose(candidates, outcomes, cost, fewer_params_within, longer_window)
     if chosen is None:
         reasons = "; ".join(f"{c.axis}: {outcomes[c.key].status} {outcomes[c.key].reason}".strip()
                             for c in candidates)
@@ -319,11 +323,12 @@ def _best_at_top(children: Sequence[Candidate], outcomes: Mapping[str, Outcome])
 
 
 def _look_ahead(step: Step, space: SearchSpace, score: ScoreFn, goes_on: Callable[[X3DConfig], bool],
-                cost: Cost = FLOPS, fewer_params_within: float = 0.0) -> Step:
+                cost: Cost = FLOPS, fewer_params_within: float = 0.0, longer_window: bool = False) -> Step:
     """Beam width 2 for one step: the winner and the runner-up each take the next step, and the runner-up is kept
     only if its own best next candidate beats the winner's by more than the tie margin at the same epochs."""
     first = step.chosen
-    second = choose([c for c in step.candidates if c.key != first.key], step.outcomes, cost, fewer_params_within)
+    second = choose([c for c in step.candidates if c.key != first.key], step.outcomes, cost, fewer_params_within,
+                    longer_window)
     if second is None or not (goes_on(first.config) and goes_on(second.config)):
         return step
     ours_next = step_candidates(first.config, space, step.index + 1)
@@ -356,7 +361,7 @@ def check_land_within(land_within: float) -> None:
 def run_search(space: SearchSpace, target: float, score: ScoreFn, *, cost: Cost = FLOPS,
                ceiling: float | None = None, evaluate_contractions: bool = False,
                max_steps: int = 30, train_start: bool = False, land_within: float = 1.0,
-               fewer_params_within: float = 0.0, lookahead: bool = False,
+               fewer_params_within: float = 0.0, longer_window: bool = False, lookahead: bool = False,
                on_step: Callable[[Step], None] | None = None) -> SearchResult:
     """Forward expansion from the space's start until C(X) >= target, then contraction.
 
@@ -371,7 +376,7 @@ def run_search(space: SearchSpace, target: float, score: ScoreFn, *, cost: Cost 
     a doubling to go), a partial step lands on it instead of a full step that a contraction
     would mostly undo: of the last step's axis, or of the proxy's pick among all axes with
     ``evaluate_contractions``. 1 (the paper's protocol) always takes the full step.
-    ``fewer_params_within`` is :func:`choose`'s margin for every choice. With ``lookahead`` each full step
+    ``fewer_params_within`` and ``longer_window`` are :func:`choose`'s tie rules for every choice. With ``lookahead`` each full step
     keeps the better of its best two by how their own next step scores (:func:`_look_ahead`).
     """
     check_land_within(land_within)
@@ -398,19 +403,19 @@ def run_search(space: SearchSpace, target: float, score: ScoreFn, *, cost: Cost 
             if evaluate_contractions:
                 axes += [c.axis for c in step_candidates(current, space, len(steps) + 1) if c.axis != axes[0]]
             contraction = _contract(current, len(steps) + 1, axes, space, goal, evaluate_contractions, _score,
-                                    cost, "land", fewer_params_within)
+                                    cost, "land", fewer_params_within, longer_window)
             return result(contraction.config)
         if len(steps) >= max_steps:
             raise ConfigError(f"no convergence to {target:g} {cost.unit} within {max_steps} steps")
-        step = take_step(current, len(steps) + 1, space, _score, cost, fewer_params_within)
+        step = take_step(current, len(steps) + 1, space, _score, cost, fewer_params_within, longer_window)
         if step is None:
             # every full step is above the ceiling: land on the target by partial steps instead
             axes = [c.axis for c in step_candidates(current, space, len(steps) + 1)]
             contraction = _contract(current, len(steps) + 1, axes, space, goal, True, _score, cost, "land",
-                                    fewer_params_within)
+                                    fewer_params_within, longer_window)
             return result(contraction.config)
         if lookahead and step.index < max_steps:  # the look takes the next step, which max_steps may forbid
-            step = _look_ahead(step, space, _score, full_step_next, cost, fewer_params_within)
+            step = _look_ahead(step, space, _score, full_step_next, cost, fewer_params_within, longer_window)
         steps.append(step)
         if on_step is not None:
             on_step(step)
@@ -423,14 +428,14 @@ def run_search(space: SearchSpace, target: float, score: ScoreFn, *, cost: Cost 
             axes += [c.axis for c in last.candidates
                      if c.axis != last.chosen.axis and cost.of(c.config) >= goal]
         contraction = _contract(last.base, last.index, axes, space, goal, evaluate_contractions, _score, cost,
-                                fewer_params_within=fewer_params_within)
+                                fewer_params_within=fewer_params_within, longer_window=longer_window)
         current = contraction.config
     return result(current)
 
 
 def _contract(base: X3DConfig, step: int, axes: Sequence[str], space: SearchSpace, target: float,
               evaluate: bool, score: Callable[[Sequence[Candidate]], dict[str, Outcome]], cost: Cost,
-              kind: str = "contract", fewer_params_within: float = 0.0) -> Contraction:
+              kind: str = "contract", fewer_params_within: float = 0.0, longer_window: bool = False) -> Contraction:
     """Partial steps of ``axes`` from ``base`` onto the target (in ``cost.of``'s base units); the first unless
     evaluated."""
     options = []
@@ -441,6 +446,6 @@ def _contract(base: X3DConfig, step: int, axes: Sequence[str], space: SearchSpac
     chosen = options[0]
     if evaluate:
         evaluated = score(options)
-        chosen = choose(options, evaluated, cost, fewer_params_within) or options[0]
+        chosen = choose(options, evaluated, cost, fewer_params_within, longer_window) or options[0]
     return Contraction(chosen.axis, chosen.fraction, chosen.config, count_flops(chosen.config) / 1e9,
                        target / cost.per_unit, evaluated, base, kind)
