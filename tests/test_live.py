@@ -20,7 +20,7 @@ import pytest
 from x3dsearch import X3DConfig, preset
 from x3dsearch import live
 from x3dsearch.live import LiveView
-from x3dsearch.search import CEILING_FACTOR, Candidate, Outcome, Step, run_search
+from x3dsearch.search import CEILING_FACTOR, Candidate, Outcome, Step, run_search, step_candidates
 from x3dsearch.space import load_space
 from x3dsearch.trial import TrialRecord
 
@@ -180,10 +180,21 @@ def test_trial_lines_and_step_line_say_how_each_score_was_obtained(clock: _Clock
     ranked = dict(outcomes, **{batch[1].key: Outcome("ok", 0.6, epochs=4, score=-1.234)})  # rank_by: nll
     view.step_done(Step(2, base, tuple(batch), ranked, batch[1]))
     assert "-> step 2: width wins with val NLL 1.234 (top1 60.0%) after 4 ep at " in stream.getvalue().splitlines()[-1]
-    near = dict(outcomes, **{batch[0].key: Outcome("ok", 0.61, epochs=4)})  # a near-tie went to width's fewer params
-    view.step_done(Step(3, base, tuple(batch), near, batch[1]))
-    assert ("-> step 3: width wins with top1 60.0%, fewer parameters than spatial (top1 61.0%) after 4 ep"
-            in stream.getvalue().splitlines()[-1])
+
+
+def test_a_near_tie_won_by_fewer_parameters_or_a_longer_window_says_what_it_passed_over() -> None:
+    stream, space = io.StringIO(), load_space("x3d_kinetics")
+    view = LiveView(1.0, space.start, concurrency=1, stream=stream)
+    cands = step_candidates(space.start, space, 2)
+    by_axis = {c.axis: c for c in cands}
+    scores = {"temporal": 0.175, "bottleneck": 0.183, "fast": 0.178, "spatial": 0.17, "depth": 0.16, "width": 0.15}
+    outcomes = {c.key: Outcome("ok", scores[c.axis], epochs=2) for c in cands}
+    view.step_done(Step(2, space.start, tuple(cands), outcomes, by_axis["temporal"]))
+    assert ("-> step 2: temporal wins with top1 17.5%, fewer parameters than bottleneck (top1 18.3%), a longer "
+            "window than fast (top1 17.8%) after 2 ep" in stream.getvalue().splitlines()[-1])
+    view.step_done(Step(3, space.start, tuple(cands), dict(outcomes, **{by_axis["bottleneck"].key: Outcome(
+        "ok", 0.1, epochs=2)}), by_axis["temporal"]))
+    assert "temporal wins with top1 17.5%, a longer window than fast" in stream.getvalue().splitlines()[-1]
 
 
 def test_summary_is_returned_for_the_caller_to_print_once(clock: _Clock) -> None:
@@ -209,17 +220,17 @@ def test_a_step_the_look_ahead_decided_says_so_and_a_parameter_tie_break_only_wh
     base = preset("M")
     depth, spatial = (Candidate(5, "depth", base.replace(depth=4.84), parent=base),
                       Candidate(5, "spatial", base.replace(crop=320), parent=base))
-    outcomes = {depth.key: Outcome("ok", top1=0.5), spatial.key: Outcome("ok", top1=0.52)}
-    replaced = "looked ahead: depth replaced spatial, best next candidate 0.61 (depth) against 0.58 (spatial)"
-    kept = "looked ahead: depth kept over spatial, best next candidate 0.61 (depth) against 0.58 (spatial)"
-    for note, winner, claim in ((replaced, spatial, False), (kept, None, True)):  # kept: won a near-tie by params
+    outcomes = {spatial.key: Outcome("ok", top1=0.5), depth.key: Outcome("ok", top1=0.52)}
+    replaced = "looked ahead: spatial replaced depth, best next candidate 0.61 (spatial) against 0.58 (depth)"
+    kept = "looked ahead: spatial kept over depth, best next candidate 0.61 (spatial) against 0.58 (depth)"
+    for note, winner, claim in ((replaced, depth, False), (kept, None, True)):  # kept: won a near-tie by params
         stream = io.StringIO()
         view = LiveView(6.0, base, concurrency=1, stream=stream)
-        view.step_done(Step(5, base, (depth, spatial), outcomes, depth, {"fast": "not offered: at its bound"},
+        view.step_done(Step(5, base, (spatial, depth), outcomes, spatial, {"fast": "not offered: at its bound"},
                             lookahead=note, replaced=winner))
         lines = stream.getvalue().splitlines()
         assert lines[-2:] == ["     box: fast not offered: at its bound", f"     {note}"]
-        assert ("fewer parameters than spatial" in lines[0]) is claim
+        assert ("fewer parameters than depth" in lines[0]) is claim
 
 
 def _stub_score(candidates: Sequence[Candidate]) -> dict[str, Outcome]:

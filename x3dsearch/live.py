@@ -10,6 +10,7 @@ from typing import Any, Mapping, Sequence, TextIO
 from .search import CEILING_FACTOR, Candidate, Outcome, SearchResult, Step, estimate_steps
 from .config import X3DConfig
 from .cost import Cost, count_flops
+from .space import window
 from .scores import headline_text, render_scores, split_scores
 from .tables import config_table
 from .trial import Init, Status, TrialRecord
@@ -68,9 +69,14 @@ def _step_text(step: Step, measured: str = "") -> str:
     won = _score_text(outcome)
     level = [c for c in step.candidates if step.outcomes[c.key].usable
              and (step.outcomes[c.key].epochs or 0) == (outcome.epochs or 0)]
-    top = max(level, key=lambda c: step.outcomes[c.key].rank, default=step.chosen)
-    if step.outcomes[top.key].rank > outcome.rank and step.replaced is None:  # a near-tie to fewer parameters
-        won += f", fewer parameters than {top.axis} ({_score_text(step.outcomes[top.key])})"
+    above = sorted((c for c in level if step.outcomes[c.key].rank > outcome.rank),
+                   key=lambda c: -step.outcomes[c.key].rank) if step.replaced is None else []
+    heavier = [c for c in above if c.params > step.chosen.params]  # a near-tie to fewer parameters
+    if heavier:
+        won += f", fewer parameters than {heavier[0].axis} ({_score_text(step.outcomes[heavier[0].key])})"
+    shorter = [c for c in above if c.params == step.chosen.params and window(c.config) < window(step.chosen.config)]
+    if shorter:  # a near-tie to the longer window (longer_window_ties)
+        won += f", a longer window than {shorter[0].axis} ({_score_text(step.outcomes[shorter[0].key])})"
     text = (f"  -> step {step.index}: {step.chosen.axis} wins with {won}{how} at "
             f"{step.chosen.gflops:.4f} GFLOPs{measured} ({step.chosen.config.short}){lower}")
     if step.notes:
