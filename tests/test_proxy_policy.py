@@ -124,7 +124,7 @@ def test_the_window_proxy_is_the_fast_one_with_longer_window_ties() -> None:
                                                                         description=window.recipe.description)
 
 
-def test_the_fast_proxy_is_the_default_without_close_call_repeats() -> None:
+def test_the_fast_proxy_is_the_lean_one_without_close_call_repeats() -> None:
     fast, lean = load_schedule("cpu_proxy_fast"), load_schedule("cpu_proxy_lean")
     assert (fast.close_call, fast.close_call_seeds) == (0.0, 0) and lean.close_call_seeds == 1
     assert set(fast.to_dict()) == set(lean.to_dict())
