@@ -108,13 +108,18 @@ def test_fewer_params_within_is_written_only_when_set() -> None:
 
 @pytest.mark.parametrize("switch", ["lookahead", "longer_window_ties"])
 def test_choice_switches_are_off_by_default_written_only_when_set_and_booleans(switch: str) -> None:
-    proxy = load_schedule("cpu_proxy_lean")
+    proxy = load_schedule("cpu_proxy_lean")  # fewer_params_within 0.02: near-ties for longer_window_ties to break
     assert getattr(proxy, switch) is False and switch not in proxy.to_dict()
     flat = dict(proxy.to_dict(), **{switch: True})
     assert ProxyPolicy.from_dict(flat).to_dict() == flat
     assert getattr(proxy.replace(**{switch: True}).for_step(3.0, 384), switch) is True
     with pytest.raises(ConfigError, match=f"{switch} must be true or false"):
         proxy.replace(**{switch: "yes"})
+
+
+def test_longer_window_ties_without_a_tie_margin_is_an_error() -> None:
+    with pytest.raises(ConfigError, match="longer_window_ties breaks near-ties, so it needs fewer_params_within > 0"):
+        load_schedule("cpu_proxy").replace(longer_window_ties=True)
 
 
 def test_the_window_proxy_is_the_fast_one_with_longer_window_ties() -> None:

@@ -383,6 +383,9 @@ def test_header_gives_the_epoch_range_of_a_proxy_with_epochs_by_step_cost():
     lean = {**prov, "fewer_params_within": 0.02}
     assert describe_provenance(lean)[0].endswith(
         "; candidates within 0.02 top-1 of the best tied, the fewest parameters won")
+    assert describe_provenance({**lean, "longer_window_ties": True})[0].endswith(
+        "; candidates within 0.02 top-1 of the best tied, the fewest parameters won, then the longer window "
+        "(temporal over fast)")
 
 
 def test_header_reads_the_epoch_rules_from_the_runs_own_schedule_and_survives_a_foreign_one(tmp_path):
@@ -419,3 +422,14 @@ def test_provenance_names_the_look_ahead_only_when_one_was_taken(tmp_path, run_d
     settings["proxy"]["lookahead"] = True
     (said / "run.yaml").write_text(yaml.safe_dump(settings))
     assert "lookahead" not in run_report(said)["search"]
+
+
+def test_provenance_carries_the_tie_rules_a_run_recorded(tmp_path, run_dir):
+    ruled = tmp_path / "ruled"
+    shutil.copytree(run_dir, ruled)
+    settings = yaml.safe_load((ruled / "run.yaml").read_text())
+    settings["proxy"].update(fewer_params_within=0.02, longer_window_ties=True)
+    (ruled / "run.yaml").write_text(yaml.safe_dump(settings))
+    search = run_report(ruled)["search"]
+    assert (search["fewer_params_within"], search["longer_window_ties"]) == (0.02, True)
+    assert describe_provenance(search)[0].endswith("the fewest parameters won, then the longer window (temporal over fast)")

@@ -58,6 +58,7 @@ def test_a_dry_run_renders_no_data_and_says_what_it_found(tmp_path: Path, monkey
     assert lines[0].startswith("data: the synthetic benchmark") and lines[1].startswith("window limit: 4 s")
     assert lines[2].startswith("schedules: proxy cpu_proxy_window (") and lines[3].endswith("(new)")
     assert " from scratch; seed 0" in lines[2]  # the default final training
+    assert "near-ties within 0.02 top-1 to the fewest parameters, then the longer window)" in lines[2]
     inherit = resolve(ExpandSettings(target_gflops=6.0, out=str(tmp_path / "run"), final_init="inherit"), dry_run=True)
     assert " from the proxy weights; seed 0" in inherit.describe()[2]
     assert " from scratch; seed 0" in inherit.describe(expansion=False)[2]  # sampled models have no proxy weights

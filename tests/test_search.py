@@ -7,7 +7,7 @@ import pytest
 
 from x3dsearch import ConfigError, X3DConfig, count_flops, count_params, expand, preset
 from x3dsearch.errors import SearchError
-from x3dsearch.search import Outcome, choose, contract, land, offer, run_search, step_candidates
+from x3dsearch.search import Outcome, choose, contract, land, longer_window_over, offer, run_search, step_candidates
 from x3dsearch.space import load_space, window
 
 SPACE = load_space()
@@ -190,6 +190,26 @@ def test_longer_window_ties_send_a_near_tie_of_fast_and_temporal_to_temporal():
     outcomes[by_axis["spatial"].key] = Outcome("ok", top1=0.0)
     assert choose(cands, outcomes, fewer_params_within=0.02, longer_window=True).axis == "temporal"
     assert choose(cands, outcomes, fewer_params_within=0.005, longer_window=True).axis == "width"  # not tied
+    # rounding can give the two frame steps different frames: from 4x6, fast is 8x3 and temporal 9x4
+    base = preset("X2D").replace(frames=4, stride=6)
+    by_axis = {c.axis: c for c in step_candidates(base, SPACE, 3)}
+    fast, temporal = by_axis["fast"], by_axis["temporal"]
+    assert (fast.config.frames, temporal.config.frames) == (8, 9)
+    assert longer_window_over(temporal, fast) and not longer_window_over(fast, temporal)
+    assert not longer_window_over(temporal, by_axis["spatial"])  # spatial keeps the frames: not a frame step
+    outcomes = {fast.key: Outcome("ok", top1=0.2306), temporal.key: Outcome("ok", top1=0.2222)}
+    assert choose([fast, temporal], outcomes, fewer_params_within=0.02, longer_window=True) is temporal
+    assert choose([fast, temporal], outcomes, fewer_params_within=0.02) is fast
+
+
+def test_run_search_applies_longer_window_to_every_step():
+    def fast_a_hair_ahead(config):  # fast's extra frames at the same window score a little higher
+        return Outcome("ok", top1=0.5 + 0.001 * config.frames - 0.0001 * config.stride)
+
+    plain = run_search(SPACE, 0.05, StubScorer(fast_a_hair_ahead), fewer_params_within=0.02)
+    ruled = run_search(SPACE, 0.05, StubScorer(fast_a_hair_ahead), fewer_params_within=0.02, longer_window=True)
+    assert "fast" in [s.chosen.axis for s in plain.steps]
+    assert "fast" not in [s.chosen.axis for s in ruled.steps] and "temporal" in [s.chosen.axis for s in ruled.steps]
 
 
 def test_fewer_params_within_includes_the_margin_itself():

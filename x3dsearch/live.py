@@ -7,10 +7,9 @@ import sys
 import time
 from typing import Any, Mapping, Sequence, TextIO
 
-from .search import CEILING_FACTOR, Candidate, Outcome, SearchResult, Step, estimate_steps
+from .search import CEILING_FACTOR, Candidate, Outcome, SearchResult, Step, estimate_steps, longer_window_over
 from .config import X3DConfig
 from .cost import Cost, count_flops
-from .space import window
 from .scores import headline_text, render_scores, split_scores
 from .tables import config_table
 from .trial import Init, Status, TrialRecord
@@ -74,9 +73,10 @@ def _step_text(step: Step, measured: str = "") -> str:
     heavier = [c for c in above if c.params > step.chosen.params]  # a near-tie to fewer parameters
     if heavier:
         won += f", fewer parameters than {heavier[0].axis} ({_score_text(step.outcomes[heavier[0].key])})"
-    shorter = [c for c in above if c.params == step.chosen.params and window(c.config) < window(step.chosen.config)]
-    if shorter:  # a near-tie to the longer window (longer_window_ties)
-        won += f", a longer window than {shorter[0].axis} ({_score_text(step.outcomes[shorter[0].key])})"
+    for c in above:  # set aside by the window rule (longer_window_ties) for a longer window among the level
+        longer = next((o for o in level if longer_window_over(o, c)), None)
+        if longer is not None and c.params <= step.chosen.params:
+            won += f", {c.axis} ({_score_text(step.outcomes[c.key])}) set aside for {longer.axis}'s longer window"
     text = (f"  -> step {step.index}: {step.chosen.axis} wins with {won}{how} at "
             f"{step.chosen.gflops:.4f} GFLOPs{measured} ({step.chosen.config.short}){lower}")
     if step.notes:

@@ -80,6 +80,8 @@ class ProxyPolicy:
         for name in ("longer_window_ties", "lookahead"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{where}: {name} must be true or false, got {getattr(self, name)!r}")
+        if self.longer_window_ties and not self.fewer_params_within:
+            raise ConfigError(f"{where}: longer_window_ties breaks near-ties, so it needs fewer_params_within > 0")
 
     def _check_epochs_under(self, where: str) -> None:
         if self.epochs_under is None:

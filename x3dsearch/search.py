@@ -19,7 +19,7 @@ from .errors import ConfigError, SearchError
 from .space import DISCRETE_FIELDS, SearchSpace, bounded_step, box_top, crossed_bound, expand, window
 
 __all__ = ["Candidate", "Outcome", "Step", "Contraction", "SearchResult", "ScoreFn",
-           "offer", "step_candidates", "check_reachable", "choose", "contract", "run_search", "estimate_steps", "CEILING_FACTOR",
+           "offer", "step_candidates", "check_reachable", "choose", "longer_window_over", "contract", "run_search", "estimate_steps", "CEILING_FACTOR",
            "LANDING_TOLERANCE", "LAND_WITHIN", "check_land_within", "land", "memoised", "score_start", "take_step"]
 
 LANDING_TOLERANCE = 0.05  # contraction lands within 5% of the target, topping up if it must
@@ -173,8 +173,8 @@ def choose(candidates: Sequence[Candidate], outcomes: Mapping[str, Outcome], cos
     """Highest proxy rank (top-1 by default) at the highest rung reached; ties go to the cheaper config, then the
     earlier axis. With ``fewer_params_within`` every candidate ranked within it of the best is tied, and the one
     with the fewest parameters wins (then the higher rank): the short proxy cannot see what parameters cost a
-    longer training. With ``longer_window`` a tied candidate loses to a tied one of the same parameters and frames
-    that spans a longer window (X-Temporal over X-Fast): frames spent on a short window cannot lengthen it later."""
+    longer training. With ``longer_window`` a tied candidate loses to a tied one that beats it by
+    :func:`longer_window_over` (X-Temporal over X-Fast): frames spent on a short window cannot lengthen it later."""
     usable = [c for c in candidates if outcomes.get(c.key, Outcome("missing")).usable]
     if not usable:
         return None
@@ -187,9 +187,17 @@ def choose(candidates: Sequence[Candidate], outcomes: Mapping[str, Outcome], cos
     tied = [c for c in usable if (outcomes[c.key].epochs or 0) == (outcomes[best.key].epochs or 0)
             and outcomes[c.key].rank >= floor]
     if longer_window:
-        tied = [c for c in tied if not any(o.params == c.params and o.config.frames == c.config.frames
-                                           and window(o.config) > window(c.config) for o in tied)]
+        tied = [c for c in tied if not any(longer_window_over(o, c) for o in tied)]
     return min(tied, key=lambda c: (c.params, -outcomes[c.key].rank, cost.of(c.config), order[id(c)]))
+
+
+def longer_window_over(winner: Candidate, loser: Candidate) -> bool:
+    """Whether ``winner`` beats ``loser`` by the window rule: both change the frames of their parent, with the same
+    parameters, and ``winner`` spans the longer window (frames x stride)."""
+    def moves_frames(c: Candidate) -> bool:
+        return c.parent is not None and c.config.frames != c.parent.frames
+    return (moves_frames(winner) and moves_frames(loser) and winner.params == loser.params
+            and window(winner.config) > window(loser.config))
 
 
 def _bracket(base: X3DConfig, axis: str, target_flops: float, space: SearchSpace, cost: Cost,
