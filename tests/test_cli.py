@@ -78,7 +78,7 @@ def test_expand_and_search_share_the_search_options():
         {k: v for k, v in expand.items() if k not in ("command", "handler")}
     assert (search["strategy"], search["trials"], search["sampler"]) == ("optuna", None, "tpe")
     assert expand == dict(expand, target_gflops=1.0, output=None, resume=False, data=None, space="x3d_kinetics",
-                          proxy_schedule="cpu_proxy_window", full_schedule="cpu_long_full", final_training=True, seed=0,
+                          proxy_schedule="cpu_proxy_fast", full_schedule="cpu_long_full", final_training=True, seed=0,
                           ceiling_gflops=None, evaluate_contractions=False, address=None, storage=None,
                           cpus_per_worker=1.0, gpus_per_worker=0.0, max_concurrent=None, max_failures=2,
                           dry_run=False, quiet=False, json=False)
@@ -117,7 +117,7 @@ def test_dry_run_says_what_it_found(capsys, tmp_path, tiny_data, command):
     assert code == 0 and err == ""
     assert f"data: {tiny_data}, 3 classes, 6 train / 3 val / 3 test videos; training clips not mirrored " \
         "(augment.json)\n" in out
-    assert "schedules: proxy cpu_proxy_window (1-16 epochs by step cost over all train videos" in out and f"run directory: {tmp_path / 'run'} (new)" in out
+    assert "schedules: proxy cpu_proxy_fast (1-16 epochs by step cost over all train videos" in out and f"run directory: {tmp_path / 'run'} (new)" in out
     assert not (tmp_path / "run").exists()
 
 

@@ -27,7 +27,7 @@ def _data(root: Path, train: int = 12) -> Path:
 def test_resolve_reads_the_space_schedules_and_data_once_into_objects(tmp_path: Path) -> None:
     request = ExpandSettings(target_gflops=1.0, out=str(tmp_path / "run"), data=str(_data(tmp_path / "d")))
     spec = resolve(request)
-    assert isinstance(spec.proxy, ProxyPolicy) and spec.proxy == load_schedule("cpu_proxy_window")
+    assert isinstance(spec.proxy, ProxyPolicy) and spec.proxy == load_schedule("cpu_proxy_fast")
     assert spec.full.recipe == load_schedule("cpu_long_full").recipe
     assert spec.space.start == load_space().start.replace(num_classes=3)
     assert spec.data.root == (tmp_path / "d").resolve() and spec.data.classes == 3
@@ -45,7 +45,7 @@ def test_to_dict_is_the_run_yaml_of_before(tmp_path: Path) -> None:
     assert list(record) == [*asdict(request), *extra, "cost", "space_resolved", "proxy", "full", "horizontal_flip",
                             "data_fingerprint"]
     assert record == dict(asdict(request), **extra, cost="flops", space_resolved=spec.space.to_dict(),
-                          proxy=load_schedule("cpu_proxy_window").to_dict(),
+                          proxy=load_schedule("cpu_proxy_fast").to_dict(),
                           full=load_schedule("cpu_long_full").to_dict(), horizontal_flip=True,  # no augment.json
                           data_fingerprint=data.fingerprint(tmp_path / "d"))
 
@@ -56,9 +56,8 @@ def test_a_dry_run_renders_no_data_and_says_what_it_found(tmp_path: Path, monkey
     assert spec.data.root is None and spec.data.train_videos is None and "data_fingerprint" not in spec.to_dict()
     lines = spec.describe()
     assert lines[0].startswith("data: the synthetic benchmark") and lines[1].startswith("window limit: 4 s")
-    assert lines[2].startswith("schedules: proxy cpu_proxy_window (") and lines[3].endswith("(new)")
+    assert lines[2].startswith("schedules: proxy cpu_proxy_fast (") and lines[3].endswith("(new)")
     assert " from scratch; seed 0" in lines[2]  # the default final training
-    assert "near-ties within 0.02 top-1 to the fewest parameters, then the longer window)" in lines[2]
     inherit = resolve(ExpandSettings(target_gflops=6.0, out=str(tmp_path / "run"), final_init="inherit"), dry_run=True)
     assert " from the proxy weights; seed 0" in inherit.describe()[2]
     assert " from scratch; seed 0" in inherit.describe(expansion=False)[2]  # sampled models have no proxy weights
@@ -96,6 +95,9 @@ def test_a_dry_run_names_the_parsimony_tie_break(tmp_path: Path) -> None:
                    dry_run=True)
     assert spec.describe()[2].startswith("schedules: proxy cpu_proxy_lean (1-16 epochs by step cost over all train "
                                          "videos, adamw, near-ties within 0.02 top-1 to the fewest parameters), ")
+    window = resolve(ExpandSettings(target_gflops=6.0, out=str(tmp_path / "run"), proxy_schedule="cpu_proxy_window"),
+                     dry_run=True).describe()[2]
+    assert "near-ties within 0.02 top-1 to the fewest parameters, then the longer window), " in window
     plain = resolve(ExpandSettings(target_gflops=6.0, out=str(tmp_path / "run"), proxy_schedule="cpu_proxy"),
                     dry_run=True).describe()[2]
     assert "near-ties" not in plain
