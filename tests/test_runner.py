@@ -360,6 +360,27 @@ def test_candidates_get_the_data_s_class_count(bench: Bench, tmp_path: Path) -> 
     assert RunDir(tmp_path / "run").settings()["space_resolved"]["start"]["num_classes"] == 3
 
 
+def test_the_schedule_s_tie_rules_reach_the_search_and_the_step(bench: Bench, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import x3dsearch.runner as runner
+    schedule = tmp_path / "ties.yaml"
+    schedule.write_text(yaml.safe_dump(dict(SCHEDULE, fewer_params_within=0.02, longer_window_ties=True)))
+    seen: list[dict[str, Any]] = []
+
+    def record(*args: Any, **kwargs: Any) -> None:  # stops before anything trains (Ray starts with the first trial)
+        seen.append(kwargs)
+        raise RuntimeError("recorded")
+
+    monkeypatch.setattr(runner, "run_search", record)
+    monkeypatch.setattr(runner, "score_start", lambda *args: None)
+    monkeypatch.setattr(runner, "take_step", record)
+    start = load_space(bench.root / "space.yaml").start
+    for run in (lambda s: run_expand(s, quiet=True), lambda s: runner.run_step(s, start, quiet=True)):
+        with pytest.raises(RuntimeError, match="recorded"):
+            run(bench.settings(tmp_path / f"run{len(seen)}", proxy_schedule=str(schedule)))
+    assert [(k["fewer_params_within"], k["longer_window"]) for k in seen] == [(0.02, True), (0.02, True)]
+
+
 def test_weights_folder_is_absolute_for_a_relative_run_directory(bench: Bench, tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     # Ray workers run in their own folders: a relative RUN_DIR/weights would be a different folder there
