@@ -38,7 +38,7 @@ demo: $(STAMP)
 	$(call search,runs/demo,--target-gflops 6)
 
 demo-fast: $(STAMP)
-	$(call search,runs/demo-fast,--target-gflops 6 --full-schedule cpu_full --final-init inherit)
+	$(call search,runs/demo-fast,--target-gflops 6 --proxy-schedule cpu_proxy_fast --full-schedule cpu_full --final-init inherit)
 
 test: $(STAMP)
 	$(PY) -m pytest -q --durations=15 tests  # the slowest tests named in every CI log

@@ -29,7 +29,7 @@ def main() -> None:
     crop = config.replace(crop=recipe.train_crop(config))
     print(f"{config.short} at {crop.crop} px, {recipe.name} one epoch, one thread; data {data}")
     for repeat in range(args.repeats):
-        for side in (None, 64):
+        for side in (None, 64) if repeat % 2 == 0 else (64, None):  # alternate the order: no side always goes first
             sets = tuple(VideoDataset(data, crop, split=split, cache_dir=True, cache_side=side, seed=0,
                                       views=(1, 1) if split == "train" else tuple(recipe.eval_views))
                          for split in ("train", "val"))
