@@ -33,8 +33,9 @@ class ProxyPolicy:
     ``top1``, or ``nll``, the val negative log-likelihood, lower better; close calls are then in nats) and
     ``fewer_params_within`` (candidates ranked within it of the best count as tied, and the one with the fewest
     parameters wins; 0: only exact ties, which go to the cheaper config), ``longer_window_ties`` (among those tied,
-    X-Temporal beats X-Fast: both change their parent's frames, with the same parameters, over a longer window) and ``lookahead`` (beam width 2 for one
-    step: a step's best two each take the next step, and the one whose best next candidate ranks higher is kept)."""
+    X-Temporal beats X-Fast: both change their parent's frames, with the same parameters, over a longer window)
+    and ``lookahead`` (beam width 2 for one step: a step's best two each take the next step, and the one whose best
+    next candidate ranks higher is kept)."""
 
     recipe: Recipe = Recipe()
     rungs: tuple[int, ...] | None = None

@@ -287,7 +287,8 @@ def run_expand(spec: RunSpec | ExpandSettings, *, resume: bool = False, quiet: b
                             evaluate_contractions=settings.evaluate_contractions, land_within=settings.land_within,
                             train_start=spec.proxy_init == Init.INHERIT,
                             fewer_params_within=session.proxy.fewer_params_within,
-                            longer_window=session.proxy.longer_window_ties, lookahead=session.proxy.lookahead, on_step=_on_step)
+                            longer_window=session.proxy.longer_window_ties, lookahead=session.proxy.lookahead,
+                            on_step=_on_step)
     search_seconds = time.time() - t0
     record = path_record(result, steps, budget.target, session.cost)
     run.write_path(record)

@@ -15,7 +15,7 @@ from .proxy_policy import ProxyPolicy
 __all__ = ["load_schedule", "schedule_names"]
 
 _SHIPPED = "schedules.yaml"
-DEFAULT_PROXY = "cpu_proxy_fast"  # the searches' proxy when none is named (cpu_proxy_lean until 2026-12-07; docs/results.md, items 19, 25 and 26)
+DEFAULT_PROXY = "cpu_proxy_fast"  # the searches' proxy when none is named (cpu_proxy_lean until 2026-12-07)
 DEFAULT_FULL = "cpu_long_full"  # the searches' final training when none is named (cpu_full until 2026-12-06)
 
 

@@ -19,7 +19,8 @@ from .errors import ConfigError, SearchError
 from .space import DISCRETE_FIELDS, SearchSpace, bounded_step, box_top, crossed_bound, expand, window
 
 __all__ = ["Candidate", "Outcome", "Step", "Contraction", "SearchResult", "ScoreFn",
-           "offer", "step_candidates", "check_reachable", "choose", "longer_window_over", "contract", "run_search", "estimate_steps", "CEILING_FACTOR",
+           "offer", "step_candidates", "check_reachable", "choose", "longer_window_over", "contract", "run_search",
+           "estimate_steps", "CEILING_FACTOR",
            "LANDING_TOLERANCE", "LAND_WITHIN", "check_land_within", "land", "memoised", "score_start", "take_step"]
 
 LANDING_TOLERANCE = 0.05  # contraction lands within 5% of the target, topping up if it must
@@ -384,8 +385,9 @@ def run_search(space: SearchSpace, target: float, score: ScoreFn, *, cost: Cost 
     a doubling to go), a partial step lands on it instead of a full step that a contraction
     would mostly undo: of the last step's axis, or of the proxy's pick among all axes with
     ``evaluate_contractions``. 1 (the paper's protocol) always takes the full step.
-    ``fewer_params_within`` and ``longer_window`` are :func:`choose`'s tie rules for every choice. With ``lookahead`` each full step
-    keeps the better of its best two by how their own next step scores (:func:`_look_ahead`).
+    ``fewer_params_within`` and ``longer_window`` are :func:`choose`'s tie rules for every choice. With
+    ``lookahead`` each full step keeps the better of its best two by how their own next step scores
+    (:func:`_look_ahead`).
     """
     check_land_within(land_within)
     start = space.start
