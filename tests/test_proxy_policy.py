@@ -11,6 +11,7 @@ from x3dsearch.errors import ConfigError
 from x3dsearch.proxy_policy import ProxyPolicy
 from x3dsearch.recipe import Recipe
 from x3dsearch.schedule import load_schedule
+from x3dsearch.search import Ties
 
 RECIPE = Recipe(name="tiny", epochs=4, batch_size=16, base_lr=0.2, ref_batch_size=16, warmup_epochs=1)
 PLAIN = ProxyPolicy(RECIPE)
@@ -125,6 +126,7 @@ def test_longer_window_ties_without_a_tie_margin_is_an_error() -> None:
 def test_the_window_proxy_is_the_fast_one_with_longer_window_ties() -> None:
     fast, window = load_schedule("cpu_proxy_fast"), load_schedule("cpu_proxy_window")
     assert window.longer_window_ties and not fast.longer_window_ties
+    assert (window.ties, fast.ties) == (Ties(0.02, longer_window=True), Ties(0.02))  # what the search receives
     assert window.replace(longer_window_ties=False).to_dict() == dict(fast.to_dict(), name="cpu_proxy_window",
                                                                         description=window.recipe.description)
 

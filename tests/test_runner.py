@@ -37,7 +37,7 @@ from x3dsearch.faults import KILL_ONCE_ENV, nan_loss_at
 from x3dsearch.rundir import RunDir, load_run
 from x3dsearch.runner import Session, _outcome, run_expand
 from x3dsearch.runspec import ExpandSettings, resolve
-from x3dsearch.search import step_candidates
+from x3dsearch.search import Ties, step_candidates
 from x3dsearch.space import load_space
 from x3dsearch.trial import Status, TrialJob, TrialRecord
 
@@ -378,7 +378,7 @@ def test_the_schedule_s_tie_rules_reach_the_search_and_the_step(bench: Bench, tm
     for run in (lambda s: run_expand(s, quiet=True), lambda s: runner.run_step(s, start, quiet=True)):
         with pytest.raises(RuntimeError, match="recorded"):
             run(bench.settings(tmp_path / f"run{len(seen)}", proxy_schedule=str(schedule)))
-    assert [(k["fewer_params_within"], k["longer_window"]) for k in seen] == [(0.02, True), (0.02, True)]
+    assert [k["ties"] for k in seen] == [Ties(0.02, longer_window=True)] * 2
 
 
 def test_weights_folder_is_absolute_for_a_relative_run_directory(bench: Bench, tmp_path: Path,

@@ -7,7 +7,8 @@ import pytest
 
 from x3dsearch import ConfigError, X3DConfig, count_flops, count_params, expand, preset
 from x3dsearch.errors import SearchError
-from x3dsearch.search import Outcome, choose, contract, land, longer_window_over, offer, run_search, step_candidates
+from x3dsearch.search import (Outcome, Ties, choose, contract, land, longer_window_over, offer, run_search,
+                              step_candidates)
 from x3dsearch.space import load_space, window
 
 SPACE = load_space()
@@ -171,12 +172,12 @@ def test_fewer_params_within_a_margin_wins_only_among_near_ties():
     assert choose(cands, outcomes).axis == "bottleneck"  # no margin: the highest top-1
     # within 0.03 of 0.61: width, depth, temporal, fast; temporal and fast add no parameters, temporal ranks higher
     assert by_axis["temporal"].params == by_axis["fast"].params < by_axis["depth"].params
-    assert choose(cands, outcomes, fewer_params_within=0.03).axis == "temporal"
-    assert choose(cands, outcomes, fewer_params_within=0.005).axis == "bottleneck"  # nothing else that close
+    assert choose(cands, outcomes, ties=Ties(0.03)).axis == "temporal"
+    assert choose(cands, outcomes, ties=Ties(0.005)).axis == "bottleneck"  # nothing else that close
     # a candidate at a lower rung is never tied with one at the highest
     outcomes[by_axis["temporal"].key] = Outcome("ok", top1=0.60, epochs=1)
     outcomes[by_axis["bottleneck"].key] = Outcome("ok", top1=0.61, epochs=2)
-    assert choose(cands, outcomes, fewer_params_within=0.03).axis == "bottleneck"
+    assert choose(cands, outcomes, ties=Ties(0.03)).axis == "bottleneck"
 
 
 def test_longer_window_ties_send_a_near_tie_of_fast_and_temporal_to_temporal():
@@ -185,11 +186,11 @@ def test_longer_window_ties_send_a_near_tie_of_fast_and_temporal_to_temporal():
     assert window(by_axis["temporal"].config) > window(by_axis["fast"].config)
     scores = {"fast": 0.60, "temporal": 0.59, "spatial": 0.595, "width": 0.61}
     outcomes = {c.key: Outcome("ok", top1=scores.get(c.axis, 0.0)) for c in cands}
-    assert choose(cands, outcomes, fewer_params_within=0.02).axis == "fast"  # fewest parameters, then top-1
-    assert choose(cands, outcomes, fewer_params_within=0.02, longer_window=True).axis == "spatial"  # fast is out
+    assert choose(cands, outcomes, ties=Ties(0.02)).axis == "fast"  # fewest parameters, then top-1
+    assert choose(cands, outcomes, ties=Ties(0.02, longer_window=True)).axis == "spatial"  # fast is out
     outcomes[by_axis["spatial"].key] = Outcome("ok", top1=0.0)
-    assert choose(cands, outcomes, fewer_params_within=0.02, longer_window=True).axis == "temporal"
-    assert choose(cands, outcomes, fewer_params_within=0.005, longer_window=True).axis == "width"  # not tied
+    assert choose(cands, outcomes, ties=Ties(0.02, longer_window=True)).axis == "temporal"
+    assert choose(cands, outcomes, ties=Ties(0.005, longer_window=True)).axis == "width"  # not tied
     # rounding can give the two frame steps different frames: from 4x6, fast is 8x3 and temporal 9x4
     base = preset("X2D").replace(frames=4, stride=6)
     by_axis = {c.axis: c for c in step_candidates(base, SPACE, 3)}
@@ -198,16 +199,16 @@ def test_longer_window_ties_send_a_near_tie_of_fast_and_temporal_to_temporal():
     assert longer_window_over(temporal, fast) and not longer_window_over(fast, temporal)
     assert not longer_window_over(temporal, by_axis["spatial"])  # spatial keeps the frames: not a frame step
     outcomes = {fast.key: Outcome("ok", top1=0.2306), temporal.key: Outcome("ok", top1=0.2222)}
-    assert choose([fast, temporal], outcomes, fewer_params_within=0.02, longer_window=True) is temporal
-    assert choose([fast, temporal], outcomes, fewer_params_within=0.02) is fast
+    assert choose([fast, temporal], outcomes, ties=Ties(0.02, longer_window=True)) is temporal
+    assert choose([fast, temporal], outcomes, ties=Ties(0.02)) is fast
 
 
 def test_run_search_applies_longer_window_to_every_step():
     def fast_a_hair_ahead(config):  # fast's extra frames at the same window score a little higher
         return Outcome("ok", top1=0.5 + 0.001 * config.frames - 0.0001 * config.stride)
 
-    plain = run_search(SPACE, 0.05, StubScorer(fast_a_hair_ahead), fewer_params_within=0.02)
-    ruled = run_search(SPACE, 0.05, StubScorer(fast_a_hair_ahead), fewer_params_within=0.02, longer_window=True)
+    plain = run_search(SPACE, 0.05, StubScorer(fast_a_hair_ahead), ties=Ties(0.02))
+    ruled = run_search(SPACE, 0.05, StubScorer(fast_a_hair_ahead), ties=Ties(0.02, longer_window=True))
     assert "fast" in [s.chosen.axis for s in plain.steps]
     assert "fast" not in [s.chosen.axis for s in ruled.steps] and "temporal" in [s.chosen.axis for s in ruled.steps]
 
@@ -216,7 +217,7 @@ def test_fewer_params_within_includes_the_margin_itself():
     cands = step_candidates(preset("X2D"), SPACE, 1)
     scores = {"width": 0.1 + 0.2, "temporal": 0.3 - 0.02}  # 0.30000000000000004 and 0.27999999999999997
     outcomes = {c.key: Outcome("ok", top1=scores.get(c.axis, 0.0)) for c in cands}
-    assert choose(cands, outcomes, fewer_params_within=0.02).axis == "temporal"
+    assert choose(cands, outcomes, ties=Ties(0.02)).axis == "temporal"
 
 
 def test_run_search_applies_fewer_params_within_to_every_step_and_the_contraction():
@@ -225,7 +226,7 @@ def test_run_search_applies_fewer_params_within_to_every_step_and_the_contractio
 
     plain = run_search(SPACE, 0.05, StubScorer(more_params_score_higher), evaluate_contractions=True)
     lean = run_search(SPACE, 0.05, StubScorer(more_params_score_higher), evaluate_contractions=True,
-                      fewer_params_within=0.02)
+                      ties=Ties(0.02))
     assert any(s.chosen.axis in ("width", "bottleneck", "depth") for s in plain.steps)
     for step in lean.steps:
         usable = [c for c in step.candidates if step.outcomes[c.key].usable]
@@ -371,7 +372,7 @@ def test_lookahead_counts_a_config_both_sides_reach_as_the_winner_s_and_switches
             return Outcome("ok", top1=0.60 if config.depth > 1 else 0.59 if config.key != width.key else 0.5)
         return Outcome("ok", top1=(0.4 if config.key == expand(SPACE.start, "depth", space=SPACE).key else 0.55)
                        if config.depth > 1 else 0.1)
-    ahead = run_search(SPACE, 0.05, StubScorer(score), lookahead=True, fewer_params_within=0.02)
+    ahead = run_search(SPACE, 0.05, StubScorer(score), lookahead=True, ties=Ties(0.02))
     assert ahead.steps[0].chosen.axis == "width" and ahead.steps[0].replaced is None
     assert ahead.steps[0].lookahead == ("looked ahead: width kept over depth, best next candidate 0.6 (width) "
                                         "against 0.55 (depth)")

@@ -16,6 +16,7 @@ from .errors import ConfigError
 from .fields import check_int, number
 from .recipe import RECIPE_FIELDS, Recipe
 from .rungs import Rungs
+from .search import Ties
 
 __all__ = ["ProxyPolicy", "POLICY_FIELDS", "RANK_BY"]
 
@@ -155,6 +156,11 @@ class ProxyPolicy:
         ``close_calls=False`` re-trains no close call."""
         return Rungs(self.rungs or (self.recipe.epochs,), self.rung_keep, self.close_call,
                      self.close_call_seeds if close_calls else 0)
+
+    @property
+    def ties(self) -> Ties:
+        """The search's tie rules (:func:`x3dsearch.search.choose`) this policy sets."""
+        return Ties(self.fewer_params_within, self.longer_window_ties)
 
     def to_dict(self) -> dict[str, Any]:
         """The one flat mapping of a schedule entry: the recipe's fields, then the policy's (lists, numbers;

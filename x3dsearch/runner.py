@@ -286,8 +286,7 @@ def run_expand(spec: RunSpec | ExpandSettings, *, resume: bool = False, quiet: b
         result = run_search(session.space, budget.target, session.score, cost=session.cost, ceiling=budget.ceiling(),
                             evaluate_contractions=settings.evaluate_contractions, land_within=settings.land_within,
                             train_start=spec.proxy_init == Init.INHERIT,
-                            fewer_params_within=session.proxy.fewer_params_within,
-                            longer_window=session.proxy.longer_window_ties, lookahead=session.proxy.lookahead,
+                            ties=session.proxy.ties, lookahead=session.proxy.lookahead,
                             on_step=_on_step)
     search_seconds = time.time() - t0
     record = path_record(result, steps, budget.target, session.cost)
@@ -322,8 +321,7 @@ def run_step(spec: RunSpec | ExpandSettings, base: X3DConfig, *, resume: bool = 
         score = memoised(session.score)
         if inherit:
             score_start(start, score)
-        step = take_step(start, 1, session.space, score, fewer_params_within=session.proxy.fewer_params_within,
-                         longer_window=session.proxy.longer_window_ties)
+        step = take_step(start, 1, session.space, score, ties=session.proxy.ties)
     assert step is not None  # no ceiling: every candidate is scored
     seconds: dict[str, float] = {}  # every trial of a config counts: rungs and repeats record their own time
     for r in session.run.records():

@@ -18,7 +18,7 @@ from .cost import FLOPS, Cost, count_flops, count_params
 from .errors import ConfigError, SearchError
 from .space import DISCRETE_FIELDS, SearchSpace, bounded_step, box_top, crossed_bound, expand, window
 
-__all__ = ["Candidate", "Outcome", "Step", "Contraction", "SearchResult", "ScoreFn",
+__all__ = ["Candidate", "Outcome", "Step", "Contraction", "SearchResult", "ScoreFn", "Ties",
            "offer", "step_candidates", "check_reachable", "choose", "longer_window_over", "contract", "run_search",
            "estimate_steps", "CEILING_FACTOR",
            "LANDING_TOLERANCE", "LAND_WITHIN", "check_land_within", "land", "memoised", "score_start", "take_step"]
@@ -169,12 +169,23 @@ def check_reachable(space: SearchSpace, target: float, cost: Cost = FLOPS) -> No
                           f"({top.short}); widen its bounds or --max-window, or lower the target")
 
 
+@dataclass(frozen=True)
+class Ties:
+    """How :func:`choose` breaks near-ties (a proxy policy's ``fewer_params_within`` and ``longer_window_ties``).
+
+    ``within``: candidates ranked within it of the best are tied and the fewest parameters win (0: exact ties only,
+    which go to the cheaper config); ``longer_window``: among those, :func:`longer_window_over` rules first."""
+
+    within: float = 0.0
+    longer_window: bool = False
+
+
 def choose(candidates: Sequence[Candidate], outcomes: Mapping[str, Outcome], cost: Cost = FLOPS,
-           fewer_params_within: float = 0.0, longer_window: bool = False) -> Candidate | None:
+           ties: Ties = Ties()) -> Candidate | None:
     """Highest proxy rank (top-1 by default) at the highest rung reached; ties go to the cheaper config, then the
-    earlier axis. With ``fewer_params_within`` every candidate ranked within it of the best is tied, and the one
+    earlier axis. With ``ties.within`` every candidate ranked within it of the best is tied, and the one
     with the fewest parameters wins (then the higher rank): the short proxy cannot see what parameters cost a
-    longer training. With ``longer_window`` a tied candidate loses to a tied one that beats it by
+    longer training. With ``ties.longer_window`` a tied candidate loses to a tied one that beats it by
     :func:`longer_window_over` (X-Temporal over X-Fast): frames spent on a short window cannot lengthen it later."""
     usable = [c for c in candidates if outcomes.get(c.key, Outcome("missing")).usable]
     if not usable:
@@ -182,12 +193,12 @@ def choose(candidates: Sequence[Candidate], outcomes: Mapping[str, Outcome], cos
     order = {id(c): i for i, c in enumerate(candidates)}
     best = min(usable, key=lambda c: (-(outcomes[c.key].epochs or 0), -outcomes[c.key].rank,
                                       cost.of(c.config), order[id(c)]))
-    if fewer_params_within <= 0:
+    if ties.within <= 0:
         return best
-    floor = outcomes[best.key].rank - fewer_params_within - 1e-9  # "within" includes the margin, whatever the rounding
+    floor = outcomes[best.key].rank - ties.within - 1e-9  # "within" includes the margin, whatever the rounding
     tied = [c for c in usable if (outcomes[c.key].epochs or 0) == (outcomes[best.key].epochs or 0)
             and outcomes[c.key].rank >= floor]
-    if longer_window:
+    if ties.longer_window:
         tied = [c for c in tied if not any(longer_window_over(o, c) for o in tied)]
     return min(tied, key=lambda c: (c.params, -outcomes[c.key].rank, cost.of(c.config), order[id(c)]))
 
@@ -307,7 +318,7 @@ def score_start(start: X3DConfig, score: ScoreFn) -> Outcome:
 
 
 def take_step(base: X3DConfig, index: int, space: SearchSpace, score: ScoreFn, cost: Cost = FLOPS,
-              fewer_params_within: float = 0.0, longer_window: bool = False) -> Step | None:
+              ties: Ties = Ties()) -> Step | None:
     """Score every one-step expansion of ``base`` inside the box and keep the best (:func:`choose`); None when
     all are above the ceiling. A SearchError when no axis can step (every one at its bound)."""
     candidates, notes = offer(base, space, index)
@@ -317,7 +328,7 @@ def take_step(base: X3DConfig, index: int, space: SearchSpace, score: ScoreFn, c
     outcomes = score(candidates)
     if all(outcomes[c.key].status == "skipped" for c in candidates):
         return None
-    chosen = choose(candidates, outcomes, cost, fewer_params_within, longer_window)
+    chosen = choose(candidates, outcomes, cost, ties)
     if chosen is None:
         reasons = "; ".join(f"{c.axis}: {outcomes[c.key].status} {outcomes[c.key].reason}".strip()
                             for c in candidates)
@@ -332,12 +343,11 @@ def _best_at_top(children: Sequence[Candidate], outcomes: Mapping[str, Outcome])
 
 
 def _look_ahead(step: Step, space: SearchSpace, score: ScoreFn, goes_on: Callable[[X3DConfig], bool],
-                cost: Cost = FLOPS, fewer_params_within: float = 0.0, longer_window: bool = False) -> Step:
+                cost: Cost = FLOPS, ties: Ties = Ties()) -> Step:
     """Beam width 2 for one step: the winner and the runner-up each take the next step, and the runner-up is kept
     only if its own best next candidate beats the winner's by more than the tie margin at the same epochs."""
     first = step.chosen
-    second = choose([c for c in step.candidates if c.key != first.key], step.outcomes, cost, fewer_params_within,
-                    longer_window)
+    second = choose([c for c in step.candidates if c.key != first.key], step.outcomes, cost, ties)
     if second is None or not (goes_on(first.config) and goes_on(second.config)):
         return step
     ours_next = step_candidates(first.config, space, step.index + 1)
@@ -353,7 +363,7 @@ def _look_ahead(step: Step, space: SearchSpace, score: ScoreFn, goes_on: Callabl
     if ours[0] != theirs[0]:  # a step's epochs follow its parent's cost, so the two sides may differ
         return replace(step, lookahead=f"looked ahead: {first.axis} kept, not compared: the next steps trained "
                                        f"{ours[0]} and {theirs[0]} epochs")
-    switch = theirs[1] > ours[1] + fewer_params_within
+    switch = theirs[1] > ours[1] + ties.within
     (kept, best), (lost, other) = ((second, theirs), (first, ours)) if switch else ((first, ours), (second, theirs))
     note = (f"looked ahead: {kept.axis} {'replaced' if switch else 'kept over'} {lost.axis}, best next candidate "
             f"{best[1]:.4g} ({kept.axis}) against {other[1]:.4g} ({lost.axis})")
@@ -370,8 +380,7 @@ def check_land_within(land_within: float) -> None:
 def run_search(space: SearchSpace, target: float, score: ScoreFn, *, cost: Cost = FLOPS,
                ceiling: float | None = None, evaluate_contractions: bool = False,
                max_steps: int = 30, train_start: bool = False, land_within: float = 1.0,
-               fewer_params_within: float = 0.0, longer_window: bool = False, lookahead: bool = False,
-               on_step: Callable[[Step], None] | None = None) -> SearchResult:
+               ties: Ties = Ties(), lookahead: bool = False, on_step: Callable[[Step], None] | None = None) -> SearchResult:
     """Forward expansion from the space's start until C(X) >= target, then contraction.
 
     C is ``cost`` (exact FLOPs by default, or e.g. measured latency); ``target`` and ``ceiling`` are in
@@ -385,7 +394,7 @@ def run_search(space: SearchSpace, target: float, score: ScoreFn, *, cost: Cost 
     a doubling to go), a partial step lands on it instead of a full step that a contraction
     would mostly undo: of the last step's axis, or of the proxy's pick among all axes with
     ``evaluate_contractions``. 1 (the paper's protocol) always takes the full step.
-    ``fewer_params_within`` and ``longer_window`` are :func:`choose`'s tie rules for every choice. With
+    ``ties`` are :func:`choose`'s tie rules for every choice. With
     ``lookahead`` each full step keeps the better of its best two by how their own next step scores
     (:func:`_look_ahead`).
     """
@@ -413,19 +422,18 @@ def run_search(space: SearchSpace, target: float, score: ScoreFn, *, cost: Cost 
             if evaluate_contractions:
                 axes += [c.axis for c in step_candidates(current, space, len(steps) + 1) if c.axis != axes[0]]
             contraction = _contract(current, len(steps) + 1, axes, space, goal, evaluate_contractions, _score,
-                                    cost, "land", fewer_params_within, longer_window)
+                                    cost, "land", ties)
             return result(contraction.config)
         if len(steps) >= max_steps:
             raise ConfigError(f"no convergence to {target:g} {cost.unit} within {max_steps} steps")
-        step = take_step(current, len(steps) + 1, space, _score, cost, fewer_params_within, longer_window)
+        step = take_step(current, len(steps) + 1, space, _score, cost, ties)
         if step is None:
             # every full step is above the ceiling: land on the target by partial steps instead
             axes = [c.axis for c in step_candidates(current, space, len(steps) + 1)]
-            contraction = _contract(current, len(steps) + 1, axes, space, goal, True, _score, cost, "land",
-                                    fewer_params_within, longer_window)
+            contraction = _contract(current, len(steps) + 1, axes, space, goal, True, _score, cost, "land", ties)
             return result(contraction.config)
         if lookahead and step.index < max_steps:  # the look takes the next step, which max_steps may forbid
-            step = _look_ahead(step, space, _score, full_step_next, cost, fewer_params_within, longer_window)
+            step = _look_ahead(step, space, _score, full_step_next, cost, ties)
         steps.append(step)
         if on_step is not None:
             on_step(step)
@@ -438,14 +446,14 @@ def run_search(space: SearchSpace, target: float, score: ScoreFn, *, cost: Cost 
             axes += [c.axis for c in last.candidates
                      if c.axis != last.chosen.axis and cost.of(c.config) >= goal]
         contraction = _contract(last.base, last.index, axes, space, goal, evaluate_contractions, _score, cost,
-                                fewer_params_within=fewer_params_within, longer_window=longer_window)
+                                ties=ties)
         current = contraction.config
     return result(current)
 
 
 def _contract(base: X3DConfig, step: int, axes: Sequence[str], space: SearchSpace, target: float,
               evaluate: bool, score: Callable[[Sequence[Candidate]], dict[str, Outcome]], cost: Cost,
-              kind: str = "contract", fewer_params_within: float = 0.0, longer_window: bool = False) -> Contraction:
+              kind: str = "contract", ties: Ties = Ties()) -> Contraction:
     """Partial steps of ``axes`` from ``base`` onto the target (in ``cost.of``'s base units); the first unless
     evaluated."""
     options = []
@@ -456,6 +464,6 @@ def _contract(base: X3DConfig, step: int, axes: Sequence[str], space: SearchSpac
     chosen = options[0]
     if evaluate:
         evaluated = score(options)
-        chosen = choose(options, evaluated, cost, fewer_params_within, longer_window) or options[0]
+        chosen = choose(options, evaluated, cost, ties) or options[0]
     return Contraction(chosen.axis, chosen.fraction, chosen.config, count_flops(chosen.config) / 1e9,
                        target / cost.per_unit, evaluated, base, kind)

@@ -150,6 +150,14 @@ def test_default_dataset_is_generated_once_atomically(tmp_path: Path, monkeypatc
     assert not read_split(default_dataset()).horizontal_flip and len(calls) == 1
 
 
+def test_default_dataset_under_an_unwritable_cache_is_a_data_error(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "file").write_text("not a folder")
+    monkeypatch.setenv("X3DSEARCH_CACHE", str(tmp_path / "file" / "cache"))
+    with pytest.raises(DataError, match=r"cannot write the default benchmark under .*file/cache: .*X3DSEARCH_CACHE"):
+        default_dataset()
+
+
 def test_cli_make_data(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     import x3dsearch.data
 

@@ -297,8 +297,12 @@ def default_dataset() -> Path:
     if (root / "README.md").is_file():
         forbid_mirroring(root)
         return root
-    root.parent.mkdir(parents=True, exist_ok=True)
-    temp = Path(tempfile.mkdtemp(prefix=f".{_DEFAULT_NAME}.", dir=root.parent))
+    try:
+        root.parent.mkdir(parents=True, exist_ok=True)
+        temp = Path(tempfile.mkdtemp(prefix=f".{_DEFAULT_NAME}.", dir=root.parent))
+    except OSError as err:
+        raise DataError(f"cannot write the default benchmark under {root.parent}: {err.strerror}; point "
+                        f"X3DSEARCH_CACHE at a writable folder, or pass --data DIR") from None
     try:
         make_synthetic(temp, seed=0, val_per_class=DEFAULT_VAL_PER_CLASS)
         os.rename(temp, root)
