@@ -186,11 +186,22 @@ def test_dry_run_says_the_data_is_mirrored_without_augment_json(capsys, tmp_path
     ("--space", "nowhere.yaml", "search space file not found: nowhere.yaml"),
     ("--proxy-schedule", "no_such_schedule", "unknown schedule 'no_such_schedule'"),
     ("--full-schedule", "missing.yaml", "schedule file not found: missing.yaml"),
+    ("--space", ".", "search space file . is a folder, not a file"),
+    ("--ceiling-gflops", "3", "--ceiling-gflops (3) must be at least the target (6)"),
+    ("--ceiling-gflops", "nan", "--ceiling-gflops (nan) must be at least the target"),
 ])
 def test_dry_run_reads_space_and_schedules(capsys, tmp_path, tiny_data, option, value, needle):
     code, _, err = _dry_run(capsys, "expand", "--target-gflops", "6", "--data", str(tiny_data),
                             "--out", str(tmp_path / "run"), option, value)
     assert _one_line_error(code, err, needle), err
+
+
+@pytest.mark.parametrize("seed, needle", [("-1", "must be from 0 to 4294967295, got -1"),
+                                          ("2e3", "not an integer: '2e3'")])
+def test_a_seed_numpy_and_torch_cannot_take_is_a_usage_error(capsys, seed, needle):
+    with pytest.raises(SystemExit) as info:
+        main(["expand", "--target-gflops", "6", "--seed", seed, "--dry-run"])
+    assert info.value.code == 2 and f"argument --seed: {needle}" in capsys.readouterr().err
 
 
 def test_dry_run_checks_the_run_directory(capsys, tmp_path, tiny_data):
@@ -375,3 +386,9 @@ def test_train_sizes_a_presets_classifier_to_the_data_and_refuses_a_config_that_
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "the config has 400 classes" in err and "num_classes: 3" in err
     assert len(trained) == 1
+
+
+def test_train_refuses_an_output_it_cannot_use_before_training(capsys, tmp_path, tiny_data):
+    (tmp_path / "afile").write_text("not a folder")
+    code = main(["train", "--preset", "XS", "--data", str(tiny_data), "-o", str(tmp_path / "afile")])
+    assert _one_line_error(code, capsys.readouterr().err, "cannot use --output", "afile")

@@ -55,6 +55,8 @@ def test_frontier_keeps_only_undominated(runs):
 def test_table_and_plot_at_common_budget(runs, tmp_path):
     table, plot = compare_runs(runs, out=tmp_path / "c.png")
     assert plot.is_file() and plot.stat().st_size > 10_000
+    with pytest.raises(UserError, match="plot file must end in"):  # a name without a format is refused, as by plot
+        compare_runs(runs, out=tmp_path / "c")
     rows = table.set_index("strategy")
     assert (rows["common_budget_s"] == 60).all()  # optuna spent 60 CPU-seconds, expand 100
     assert rows.loc["expand", "best_top1_at_common"] == 0.50

@@ -49,3 +49,20 @@ def test_round_width_matches_published_rule():
     assert [round_width(w, 2.0) for w in (12, 24, 48, 96)] == [24, 48, 96, 192]
     assert round_width(96, 2.9) == 280 and round_width(12, 2.9) == 32
     assert round_width(12, 0.1) == 8
+
+
+def test_a_config_path_that_is_a_folder_or_not_text_is_one_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="is a folder, not a file"):
+        X3DConfig.from_yaml(tmp_path)
+    (tmp_path / "model.pt").write_bytes(b"\x80\x02\xff\xfe")
+    with pytest.raises(ConfigError, match="is not a text file"):
+        X3DConfig.from_yaml(tmp_path / "model.pt")
+
+
+def test_yaml_files_read_exponent_floats_as_yaml_1_2_does(tmp_path):
+    from x3dsearch.schedule import load_schedule
+
+    path = tmp_path / "mine.yaml"
+    path.write_text("epochs: 2\nbase_lr: 1e-3\nweight_decay: 5E-5\n")
+    recipe = load_schedule(path).recipe
+    assert (recipe.base_lr, recipe.weight_decay) == (0.001, 5e-5)

@@ -167,3 +167,13 @@ def test_evaluate_refuses_a_run_without_final_model_or_a_split_the_data_lacks(
     assert main(["evaluate", str(run), "--data", str(no_test), "--split", "test"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "has no test.csv" in err
+
+
+def test_an_empty_or_garbage_weights_file_is_not_a_model_file(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    preset("XS").to_yaml(tmp_path / "c.yaml")
+    for content in (b"", b"garbage, not a pickle"):
+        (tmp_path / "model.pt").write_bytes(content)
+        assert main(["evaluate", "--weights", "model.pt", "--config", "c.yaml"]) == 2
+        assert "model.pt: not a model file" in capsys.readouterr().err

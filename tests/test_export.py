@@ -203,3 +203,11 @@ def test_import_rejects_unsupported_values():
     with pytest.raises(ConfigError, match="not found"):
         from_pyslowfast("missing.yaml")
     assert from_pyslowfast("MODEL:\n  NUM_CLASSES: 600\n").num_classes == 600
+
+
+def test_an_export_path_under_a_file_is_one_user_error(tmp_path):
+    from x3dsearch.errors import UserError
+
+    (tmp_path / "afile").write_text("not a folder")
+    with pytest.raises(UserError, match="cannot write .*afile"):
+        export_config(preset("XS"), "x3dsearch", tmp_path / "afile" / "found.yaml")

@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from x3dsearch import latency
 from x3dsearch.config import preset
@@ -33,6 +34,9 @@ def test_measure_reports_the_median_per_clip_and_its_range() -> None:
 def test_measure_refuses_bad_arguments() -> None:
     with pytest.raises(ConfigError, match="device"):
         measure(TINY, device="tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="sees no GPU"):
+            latency.device_name("cuda")
     with pytest.raises(ConfigError, match="positive"):
         measure(TINY, batch=0)
 

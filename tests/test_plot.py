@@ -89,6 +89,9 @@ def test_cli_plot_and_errors(runs, tmp_path, capsys):
     assert main(["plot", str(runs[0]), "-o", str(out)]) == 0 and out.is_file()
     assert main(["plot", str(runs[0]), "-o", str(tmp_path / "f.jpg")]) == 2
     assert "must end in .png" in capsys.readouterr().err
+    (tmp_path / "afile").write_text("not a folder")
+    assert main(["plot", str(runs[0]), "-o", str(tmp_path / "afile" / "f.png")]) == 2
+    assert "cannot write the plot" in capsys.readouterr().err
     with pytest.raises(UserError, match="not a run directory"):
         plot_runs([tmp_path])
 

@@ -147,3 +147,29 @@ def test_a_run_from_before_fingerprints_records_one_on_resume(tmp_path: Path) ->
     assert old.settings() == {"seed": 0, "data": "mine", "data_fingerprint": "bbbb"}
     with pytest.raises(UserError, match=r"has changed since the run began"):
         old.create({"seed": 0, "data": "mine", "data_fingerprint": "cccc"}, resume=True)
+
+
+@pytest.mark.parametrize("damage, needle", [(b"target_gflops: [6\n", "not valid YAML"),
+                                            (b"\xff\xfe\x00garbage", "is not a text file"),
+                                            (b"- 6\n- 2\n", "it holds no settings mapping")])
+def test_a_damaged_run_yaml_is_one_user_error_naming_it(tmp_path: Path, damage: bytes, needle: str) -> None:
+    run = RunDir(tmp_path / "run")
+    run.create({"target_gflops": 6}, resume=False)
+    (run.path / "run.yaml").write_bytes(damage)
+    with pytest.raises(UserError, match=needle):
+        run.settings()
+    with pytest.raises(UserError, match=needle):
+        run.create({"target_gflops": 6}, resume=True)
+
+
+def test_journal_lines_that_are_not_records_are_skipped_and_a_damaged_path_json_is_named(tmp_path: Path) -> None:
+    run = RunDir(tmp_path / "run")
+    run.create({"target_gflops": 6}, resume=False)
+    run.append({"config_key": "a", "status": "ok"})
+    with open(run.journal_path, "ab") as f:
+        f.write(b'null\n[1]\n"x"\n\xff\xfe\n')
+    run.append({"config_key": "b", "status": "ok"})
+    assert [r["config_key"] for r in run.records()] == ["a", "b"]
+    (run.path / "path.json").write_text("[1, 2]")
+    with pytest.raises(UserError, match=r"path\.json is damaged"):
+        run.read_path()

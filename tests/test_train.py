@@ -300,6 +300,7 @@ def test_shipped_schedules_load_and_scale_the_learning_rate() -> None:
     ("spatial_scale", 1.5, "spatial_scale must be in (0, 1]"),
     ("warmup_epochs", 9, "warmup_epochs (9) exceeds epochs"),
     ("eval_views", [3], "eval_views must be [temporal, spatial]"),
+    ("eval_views", [1, 2], "spatial crops must be 1 (center) or 3"),
     ("precision", "fp8", "precision must be one of"),
     ("time_budget_s", 0, "time_budget_s must be positive or null"),
     ("train_videos", 0, "train_videos must be a positive integer or null"),

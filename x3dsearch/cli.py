@@ -52,9 +52,20 @@ def _add_json(target: _Target, help: str = "print machine-readable JSON") -> Non
     target.add_argument("--json", action="store_true", help=help)
 
 
+def _seed(text: str) -> int:
+    """A seed as numpy and torch take it: an integer from 0 to 2**32 - 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if not 0 <= value < 2 ** 32:
+        raise argparse.ArgumentTypeError(f"must be from 0 to {2 ** 32 - 1}, got {value}")
+    return value
+
+
 def _add_seed(target: _Target, help: str) -> None:
     """``--seed`` (default 0)."""
-    target.add_argument("--seed", type=int, default=0, help=f"{help} (default: %(default)s)")
+    target.add_argument("--seed", type=_seed, default=0, help=f"{help} (default: %(default)s)")
 
 
 def _add_data(target: _Target) -> None:

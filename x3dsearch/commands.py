@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import pickle
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -70,6 +72,8 @@ def _settings_from_args(args: argparse.Namespace, strategy: str) -> "ExpandSetti
         raise UserError(f"{flag} must be positive")
     if args.target_ms is not None and args.ceiling_gflops is not None:
         raise UserError("--ceiling-gflops is a FLOP ceiling; with --target-ms the ceiling is 2x the target")
+    if args.ceiling_gflops is not None and not args.ceiling_gflops >= target:  # NaN fails too
+        raise UserError(f"--ceiling-gflops ({args.ceiling_gflops:g}) must be at least the target ({target:g})")
     if args.latency_batch < 1 or args.latency_threads < 1:
         raise UserError("--latency-batch and --latency-threads must be positive")
     latency_options = [f"--latency-{name}" for name, default in (("device", "cpu"), ("batch", 1), ("threads", 1),
@@ -267,6 +271,10 @@ def train(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise UserError("--workers must be at least 1")
     out = Path(args.output)
+    try:  # a file or an unwritable place fails here, not after the training
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"cannot use --output {out} as the training's folder: {err.strerror or err}") from None
     (_resuming_with_workers if args.workers > 1 else _resuming_alone)(args, out, schedule)
     workers = WorkerOptions(workers=args.workers, address=args.address, cpus_per_worker=args.cpus_per_worker,
                             gpus_per_worker=args.gpus_per_worker, storage=args.storage, max_failures=args.max_failures)
@@ -339,7 +347,7 @@ def evaluate(args: argparse.Namespace) -> int:
     root = _data_root(data)
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, ValueError) as err:
+    except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as err:
         raise UserError(f"{weights}: not a model file ({type(err).__name__})") from None
     try:
         scores = evaluate_weights(config, state, root, schedule, args.split, seed)
@@ -437,6 +445,8 @@ def latency(args: argparse.Namespace) -> int:
     options = {"device": args.device, "batch": args.batch, "threads": args.threads, "repeats": args.repeats,
                "node": node}
     if args.sample is not None:
+        if args.sample < 1 or not 0 < args.max_gflops < math.inf:  # NaN fails too
+            raise UserError("--sample must be positive and --max-gflops a positive number")
         configs = sample_configs(load_space(args.space), args.sample, args.max_gflops)
         summary = measured.check_predictor(configs, table, **options)
         print(json.dumps(summary, indent=2) if args.json else measured.describe_check(summary))

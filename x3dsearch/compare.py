@@ -131,11 +131,12 @@ def plot_compare(runs: Mapping[str, pd.DataFrame], target: float, out: str | Pat
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    from .plot import save_figure
+
+    try:
+        return save_figure(fig, out, dpi=120)
+    finally:
+        plt.close(fig)
 
 
 def compare_runs(run_dirs: Sequence[str | Path], out: str | Path = "compare.png", target_gflops: float | None = None,

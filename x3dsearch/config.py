@@ -17,6 +17,7 @@ from typing import Any, Mapping
 import yaml
 
 from .errors import ConfigError
+from .fields import load_yaml, read_yaml
 
 __all__ = ["X3DConfig", "ConfigError", "preset", "preset_names", "round_width", "stage_layout"]
 
@@ -101,12 +102,7 @@ class X3DConfig:
     def from_yaml(cls, path: str | Path) -> "X3DConfig":
         """Read a config YAML (or JSON) file written by :meth:`to_yaml` or by hand."""
         path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"config file not found: {path}") from None
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML ({err.__class__.__name__})") from None
+        data = read_yaml(path, "config file")
         if isinstance(data, Mapping) and "model" in data and isinstance(data["model"], Mapping):
             data = data["model"]
         try:
@@ -155,7 +151,7 @@ def stage_layout(config: X3DConfig) -> list[tuple[int, int, int]]:
 
 
 def _load_presets() -> dict[str, X3DConfig]:
-    data = yaml.safe_load(resources.files("x3dsearch.search_spaces").joinpath("presets.yaml").read_text())
+    data = load_yaml(resources.files("x3dsearch.search_spaces").joinpath("presets.yaml").read_text())
     return {name: X3DConfig.from_dict(entry) for name, entry in data["presets"].items()}
 
 

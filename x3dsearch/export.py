@@ -98,6 +98,15 @@ def export_config(config: X3DConfig, fmt: str, out: str | Path, *, schedule: Map
     if fmt not in FORMATS:
         raise UserError(f"unknown export format {fmt!r}; choose from {', '.join(FORMATS)}")
     out = Path(out)
+    try:
+        return _write(config, out, fmt, schedule, weights, search, force)
+    except OSError as err:
+        raise UserError(f"cannot write {out}: {err.strerror or err}") from None
+
+
+def _write(config: X3DConfig, out: Path, fmt: str, schedule: Mapping[str, Any] | None, weights: str | Path | None,
+           search: Mapping[str, Any] | None, force: bool) -> list[str]:
+    """:func:`export_config`'s writing."""
     out.parent.mkdir(parents=True, exist_ok=True)
     warnings: list[str] = []
     if fmt == "x3dsearch" and search:

@@ -86,6 +86,8 @@ class Timing:
 def device_name(device: str = "cpu") -> str:
     """The model of the device that runs the timings: the CPU's name, or the GPU's."""
     if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {device}: this torch sees no GPU")
         return torch.cuda.get_device_name(torch.device(device))
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.is_file():

@@ -11,7 +11,6 @@ notebook's or GUI's pyplot state.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,11 +27,11 @@ from .config import X3DConfig, preset, preset_names
 from .cost import count_flops, count_params
 from .errors import UserError
 from .latency import latencies, run_latencies
-from .rundir import RunDir
+from .rundir import RunDir, read_json_object
 from .runview import RunView, frontier
 from .scores import Scores, headline, split_scores
 
-__all__ = ["AXIS_COLORS", "plot_runs", "save_plot", "confusion_figure", "run_scores", "save_confusion"]
+__all__ = ["AXIS_COLORS", "plot_runs", "save_plot", "save_figure", "confusion_figure", "run_scores", "save_confusion"]
 
 AXIS_COLORS = {"fast": "#1f77b4", "temporal": "#ff7f0e", "spatial": "#2ca02c", "depth": "#d62728",
                "width": "#9467bd", "bottleneck": "#8c564b"}
@@ -219,11 +218,15 @@ def _draw_runs(ax: Any, runs: Sequence[_Run], metric: str) -> None:
               framealpha=0.85)
 
 
-def _save(fig: Figure, out: str | Path) -> Path:
-    """Save ``fig`` in the format of ``out``'s extension (.png, .svg, .pdf)."""
+def save_figure(fig: Figure, out: str | Path, dpi: float | None = None) -> Path:
+    """Save ``fig`` in the format of ``out``'s extension (.png, .svg, .pdf); a bad path is a UserError."""
+    _check_suffix(out)
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out, dpi=dpi)
+    except OSError as err:
+        raise UserError(f"cannot write the plot {out}: {err.strerror or err}") from None
     return out
 
 
@@ -235,7 +238,7 @@ def _check_suffix(out: str | Path) -> None:
 def save_plot(run_dirs: Sequence[str | Path], out: str | Path, metric: str | None = None) -> Path:
     """Draw :func:`plot_runs` and save it in the format of ``out``'s extension (.png, .svg, .pdf)."""
     _check_suffix(out)
-    return _save(plot_runs(run_dirs, metric), out)
+    return save_figure(plot_runs(run_dirs, metric), out)
 
 
 def _grouped_order(scores: Scores) -> list[int]:
@@ -293,7 +296,7 @@ def run_scores(run_dir: str | Path, split: str | None = None) -> tuple[Scores, s
     """
     metrics = RunView(run_dir).final if RunDir(run_dir).exists() else {}
     if not metrics and (Path(run_dir) / "metrics.json").is_file():
-        metrics = json.loads((Path(run_dir) / "metrics.json").read_text())
+        metrics = read_json_object(Path(run_dir) / "metrics.json")
     if not metrics:
         raise UserError(f"{run_dir} has no final metrics (final/metrics.json or metrics.json)")
     scores = {s.split: s for s in split_scores(metrics)}
@@ -310,4 +313,4 @@ def run_scores(run_dir: str | Path, split: str | None = None) -> tuple[Scores, s
 def save_confusion(run_dir: str | Path, out: str | Path, split: str | None = None) -> Path:
     """Draw the final model's :func:`confusion_figure` on ``split`` into ``out`` (.png, .svg, .pdf)."""
     _check_suffix(out)
-    return _save(confusion_figure(*run_scores(run_dir, split)), out)
+    return save_figure(confusion_figure(*run_scores(run_dir, split)), out)

@@ -83,6 +83,9 @@ class Recipe:
         if isinstance(views, (str, bytes)) or not hasattr(views, "__len__") or len(views) != 2 or any(
                 isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in views):
             raise ConfigError(f"{where}: eval_views must be [temporal, spatial] positive integers, got {views!r}")
+        if views[1] not in (1, 3):
+            raise ConfigError(f"{where}: eval_views' spatial crops must be 1 (center) or 3 (left, center, right), "
+                              f"got {views[1]}")
         object.__setattr__(self, "eval_views", (int(views[0]), int(views[1])))
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"{where}: optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")

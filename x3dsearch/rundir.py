@@ -22,7 +22,8 @@ from typing import Any, Iterator, Mapping
 import pandas as pd
 import yaml
 
-from .errors import UserError
+from .errors import ConfigError, UserError
+from .fields import read_yaml
 
 __all__ = ["RunDir", "load_run", "atomic_write", "JOURNAL_COLUMNS"]
 
@@ -107,7 +108,14 @@ class RunDir:
             atomic_write(self.path / "run.yaml", yaml.safe_dump(dict(settings), sort_keys=False))
 
     def settings(self) -> dict[str, Any]:
-        return yaml.safe_load((self.path / "run.yaml").read_text()) or {}
+        """The recorded settings (run.yaml); a damaged file is a UserError naming it."""
+        try:
+            data = read_yaml(self.path / "run.yaml", "run settings") or {}
+        except ConfigError as err:
+            raise UserError(f"{err}; the run in {self.path} cannot be read") from None
+        if not isinstance(data, dict):
+            raise UserError(f"{self.path / 'run.yaml'} is damaged: it holds no settings mapping")
+        return data
 
     def settings_as_run(self) -> dict[str, Any]:
         """The settings the run ran with: those recorded, plus the value each setting added later had for runs
@@ -126,19 +134,33 @@ class RunDir:
         """Every journal record; a torn last line (crash mid-write) is ignored."""
         if not self.journal_path.is_file():
             return
-        with open(self.journal_path, encoding="utf-8") as f:
+        with open(self.journal_path, encoding="utf-8", errors="replace") as f:
             for line in f:
                 try:
-                    yield json.loads(line)
+                    record = json.loads(line)
                 except json.JSONDecodeError:
                     continue
+                if isinstance(record, dict):  # anything else is damage, as a torn line is
+                    yield record
 
     def write_path(self, data: Mapping[str, Any]) -> None:
         atomic_write(self.path / "path.json", json.dumps(dict(data), indent=2, default=_json_default))
 
     def read_path(self) -> dict[str, Any]:
         path = self.path / "path.json"
-        return json.loads(path.read_text()) if path.is_file() else {}
+        return read_json_object(path) if path.is_file() else {}
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A run's JSON record (path.json, summary.json, metrics.json); a damaged one is a UserError naming it."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        data = None
+    if not isinstance(data, dict):
+        raise UserError(f"{path} is damaged (not a readable JSON object); restore it, or delete it and resume the "
+                        f"run to write it again")
+    return data
 
 
 def _comparable(value: Any) -> Any:

@@ -7,7 +7,6 @@ through it; a run can be read while its search is still running, or years later.
 
 from __future__ import annotations
 
-import json
 import math
 from functools import cached_property
 from pathlib import Path
@@ -19,7 +18,7 @@ from .config import X3DConfig
 from .errors import ConfigError
 from .latency import Timing, run_latencies
 from .proxy_policy import ProxyPolicy
-from .rundir import RunDir, load_run
+from .rundir import RunDir, load_run, read_json_object
 from .runspec import ceiling_of
 from .trial import SPENT, Init, Status
 
@@ -77,8 +76,8 @@ def _final_metrics(run: RunDir) -> dict[str, Any]:
     path, summary = run.final_dir / "metrics.json", run.path / "summary.json"
     if not path.is_file():
         return {}
-    started = (json.loads(summary.read_text()).get("final_metrics") or {}) if summary.is_file() else {}
-    return {**{k: started[k] for k in ("init", "origin_key") if k in started}, **json.loads(path.read_text())}
+    started = (read_json_object(summary).get("final_metrics") or {}) if summary.is_file() else {}
+    return {**{k: started[k] for k in ("init", "origin_key") if k in started}, **read_json_object(path)}
 
 
 def frontier(points: pd.DataFrame, cost: str = "gflops", acc: str = "top1") -> pd.DataFrame:

@@ -7,9 +7,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
-import yaml
-
 from .errors import ConfigError
+from .fields import load_yaml, read_yaml
 from .proxy_policy import ProxyPolicy
 
 __all__ = ["load_schedule", "schedule_names"]
@@ -21,7 +20,7 @@ DEFAULT_FULL = "cpu_long_full"  # the searches' final training when none is name
 
 def _shipped() -> dict[str, Any]:
     text = resources.files("x3dsearch.search_spaces").joinpath(_SHIPPED).read_text()
-    return yaml.safe_load(text)["schedules"]
+    return load_yaml(text)["schedules"]
 
 
 def schedule_names(kind: Literal["proxy", "full"] | None = None) -> list[str]:
@@ -40,12 +39,7 @@ def load_schedule(name_or_path: str | Path) -> ProxyPolicy:
     ``recipe`` is how one training runs (what a final training uses)."""
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or path.exists():
-        if not path.is_file():
-            raise ConfigError(f"schedule file not found: {path}")
-        try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML ({err.__class__.__name__})") from None
+        data = read_yaml(path, "schedule file")
         if not isinstance(data, Mapping):
             raise ConfigError(f"{path}: a schedule file must hold a mapping of field: value")
         try:

@@ -21,10 +21,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-import yaml
-
 from .config import ConfigError, X3DConfig, preset
 from .cost import count_flops
+from .fields import load_yaml, read_yaml
 
 __all__ = ["SearchSpace", "AXES", "DISCRETE_FIELDS", "load_space", "expand", "candidates", "window",
            "crossed_bound", "bounded_step", "box_top", "describe_box", "window_limit_text"]
@@ -136,18 +135,12 @@ def load_space(name_or_path: str | Path = _DEFAULT_SPACE) -> SearchSpace:
     """A shipped space by name (e.g. ``x3d_kinetics``) or a YAML file path."""
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or path.exists():
-        if not path.is_file():
-            raise ConfigError(f"search space file not found: {path}")
-        text, source = path.read_text(), str(path)
+        data, source = read_yaml(path, "search space file"), str(path)
     else:
         shipped = resources.files("x3dsearch.search_spaces").joinpath(f"{name_or_path}.yaml")
         if not shipped.is_file():
             raise ConfigError(f"unknown search space {str(name_or_path)!r}: not a shipped name or a file")
-        text, source = shipped.read_text(), f"{name_or_path}.yaml"
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{source}: not valid YAML ({err.__class__.__name__})") from None
+        data, source = load_yaml(shipped.read_text()), f"{name_or_path}.yaml"
     return SearchSpace.from_dict(data, source)
 
 

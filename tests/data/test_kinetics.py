@@ -248,3 +248,8 @@ def test_fingerprint_follows_the_lists_side_files_and_video_sizes_not_the_folder
     gone = fingerprint(copy)
     (copy / "val.csv").write_text("videos/a.mp4 run\n")  # a relabelled video
     assert len({before, grouped, resized, gone, fingerprint(copy)}) == 5
+
+
+def test_a_csv_saved_with_a_byte_order_mark_reads_its_header(tmp_path: Path) -> None:
+    (tmp_path / "train.csv").write_text("\ufeffpath label\nx.mp4 jump\ny.mp4 run\n", encoding="utf-8")
+    assert read_split(tmp_path, "train").class_names == ["jump", "run"]

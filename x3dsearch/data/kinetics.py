@@ -86,11 +86,7 @@ def _split_fields(line: str) -> list[str]:
 def _csv_rows(csv: Path) -> list[tuple[int, str, str]]:
     """(line number, path, label) of every non-blank, non-comment line; a ``path,label`` header is skipped."""
     rows = []
-    try:
-        text = csv.read_text()
-    except (OSError, UnicodeDecodeError) as err:
-        raise DataError(f"{csv}: cannot be read ({err.__class__.__name__})") from None
-    for number, raw in enumerate(text.splitlines(), start=1):
+    for number, raw in enumerate(_text(csv).splitlines(), start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
@@ -103,10 +99,18 @@ def _csv_rows(csv: Path) -> list[tuple[int, str, str]]:
     return rows
 
 
+def _text(path: Path) -> str:
+    """A dataset's text file (a byte-order mark, as spreadsheets save CSV, dropped); unreadable is a DataError."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(f"{path}: cannot be read ({err.__class__.__name__})") from None
+
+
 def _class_file(root: Path) -> list[str] | None:
     txt, js = root / "classes.txt", root / "classes.json"
     if txt.is_file():
-        names = [line.strip() for line in txt.read_text().splitlines() if line.strip()]
+        names = [line.strip() for line in _text(txt).splitlines() if line.strip()]
         source = txt
     elif js.is_file():
         names, source = _json_file(js), js
@@ -156,11 +160,9 @@ def _flip_allowed(root: Path) -> bool:
 def _json_file(path: Path) -> object:
     """A dataset's JSON side file, parsed; a file that cannot be read or parsed is one DataError naming it."""
     try:
-        return json.loads(path.read_text())
+        return json.loads(_text(path))
     except json.JSONDecodeError as err:
         raise DataError(f"{path}: not valid JSON (line {err.lineno})") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise DataError(f"{path}: cannot be read ({err.__class__.__name__})") from None
 
 
 def _infer_classes(csvs: Sequence[Path]) -> list[str]:
