@@ -189,6 +189,9 @@ def test_dry_run_says_the_data_is_mirrored_without_augment_json(capsys, tmp_path
     ("--space", ".", "search space file . is a folder, not a file"),
     ("--ceiling-gflops", "3", "--ceiling-gflops (3) must be at least the target (6)"),
     ("--ceiling-gflops", "nan", "--ceiling-gflops (nan) must be at least the target"),
+    ("--max-failures", "-1", "--max-failures must be zero or more, got -1"),
+    ("--gpus-per-worker", "nan", "--gpus-per-worker must be zero or more, got nan"),
+    ("--cpus-per-worker", "0", "--cpus-per-worker must be positive, got 0"),
 ])
 def test_dry_run_reads_space_and_schedules(capsys, tmp_path, tiny_data, option, value, needle):
     code, _, err = _dry_run(capsys, "expand", "--target-gflops", "6", "--data", str(tiny_data),
@@ -392,3 +395,11 @@ def test_train_refuses_an_output_it_cannot_use_before_training(capsys, tmp_path,
     (tmp_path / "afile").write_text("not a folder")
     code = main(["train", "--preset", "XS", "--data", str(tiny_data), "-o", str(tmp_path / "afile")])
     assert _one_line_error(code, capsys.readouterr().err, "cannot use --output", "afile")
+
+
+def test_train_names_a_damaged_checkpoint_instead_of_a_traceback(capsys, tmp_path, tiny_data):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    code = main(["train", "--preset", "XS", "--data", str(tiny_data), "-o", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and "checkpoint.pt is damaged (UnpicklingError); delete it" in err and "Traceback" not in err

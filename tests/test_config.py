@@ -34,6 +34,10 @@ def test_yaml_and_json_round_trip(tmp_path):
     ({"crop": "big"}, "crop must be a positive integer"),
     ({"colour": 1}, "unknown config key(s) colour"),
     ({"stage_blocks": [1, 0]}, "stage_blocks"),
+    ({"frames": float("nan")}, "frames must be a positive integer, got nan"),
+    ({"crop": float("inf")}, "crop must be a positive integer, got inf"),
+    ({"se_ratio": "small"}, "se_ratio must be a number in [0, 1), got 'small'"),
+    ({"dropout": None}, "dropout must be a number in [0, 1), got None"),
 ])
 def test_bad_configs_are_one_line_errors(bad, message):
     with pytest.raises(ConfigError) as err:

@@ -169,11 +169,15 @@ def test_evaluate_refuses_a_run_without_final_model_or_a_split_the_data_lacks(
     assert "\n" not in err and "has no test.csv" in err
 
 
-def test_an_empty_or_garbage_weights_file_is_not_a_model_file(capsys: pytest.CaptureFixture[str], tmp_path: Path,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    preset("XS").to_yaml(tmp_path / "c.yaml")
+def test_an_empty_or_garbage_weights_file_or_another_class_list_is_one_line(
+        run: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    data = RunDir(run).settings()["data"]
+    CONFIG.to_yaml(tmp_path / "c.yaml")
+    args = ["evaluate", "--weights", str(tmp_path / "model.pt"), "--config", str(tmp_path / "c.yaml"), "--data", data]
     for content in (b"", b"garbage, not a pickle"):
         (tmp_path / "model.pt").write_bytes(content)
-        assert main(["evaluate", "--weights", "model.pt", "--config", "c.yaml"]) == 2
+        assert main(args) == 2
         assert "model.pt: not a model file" in capsys.readouterr().err
+    CONFIG.replace(num_classes=12).to_yaml(tmp_path / "c.yaml")
+    assert main(args) == 2
+    assert f"the config has 12 classes and {data} has {len(CLASSES)}" in capsys.readouterr().err

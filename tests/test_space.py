@@ -66,6 +66,8 @@ def test_unknown_axis_and_bad_fraction():
     ("name: a\nstart: Q\naxes: {w: {width: 2}}\n", "unknown preset"),
     ("name: a\nstart: X2D\naxes: {w: {width: 2}}\nstep_cost: 1\n", "step_cost must be a number > 1"),
     ("name: a\nstart: X2D\naxes: {w: {width: 2}}\nstep_cost: two\n", "step_cost must be a number > 1"),
+    ("name: a\nstart: X2D\naxes: {w: {width: .inf}}\n", "multiplier of width must be a finite number > 0, got inf"),
+    ("name: a\nstart: X2D\naxes: {w: {width: 2}}\nbound: {crop: [112, 320]}\n", "unknown key(s) bound"),
 ])
 def test_bad_space_files(tmp_path, text, message):
     path = tmp_path / "space.yaml"

@@ -9,6 +9,7 @@ touches files itself, so a Ray Train worker can plug in a store that goes throug
 from __future__ import annotations
 
 import os
+import pickle
 import random
 from pathlib import Path
 from typing import Any, Mapping, Protocol
@@ -16,7 +17,7 @@ from typing import Any, Mapping, Protocol
 import numpy as np
 import torch
 
-from .errors import ConfigError
+from .errors import ConfigError, UserError
 
 __all__ = ["CheckpointStore", "FileCheckpoints", "capture_rng", "restore_rng", "check_identity",
            "atomic_torch_save", "CHECKPOINT"]
@@ -43,7 +44,11 @@ class FileCheckpoints:
     def load(self) -> dict[str, Any] | None:
         if not self.path.is_file():
             return None
-        return torch.load(self.path, map_location="cpu", weights_only=False)
+        try:
+            return torch.load(self.path, map_location="cpu", weights_only=False)
+        except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as err:
+            raise UserError(f"{self.path} is damaged ({type(err).__name__}); delete it to start that training "
+                            f"over") from None
 
     def save(self, payload: Mapping[str, Any]) -> None:
         atomic_torch_save(dict(payload), self.path)

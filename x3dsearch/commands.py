@@ -53,10 +53,11 @@ def _data_root(data: str | None) -> "Path":
 
 def _dispatch_fields(args: argparse.Namespace) -> dict[str, Any]:
     """The Ray dispatch settings of ``expand``, ``search`` and ``step``, validated."""
-    for flag in ("cpus_per_worker", "max_concurrent", "max_failures"):
+    for flag, low, kind in (("cpus_per_worker", 1e-9, "positive"), ("max_concurrent", 1, "positive"),
+                            ("max_failures", 0, "zero or more"), ("gpus_per_worker", 0, "zero or more")):
         value = getattr(args, flag)
-        if value is not None and value < (0 if flag == "max_failures" else 1e-9):
-            raise UserError(f"--{flag.replace('_', '-')} must be positive")
+        if value is not None and not low <= value < math.inf:  # NaN fails too
+            raise UserError(f"--{flag.replace('_', '-')} must be {kind}, got {value:g}")
     return {"address": args.address, "storage": args.storage, "cpus_per_trial": args.cpus_per_worker,
             "gpus_per_trial": args.gpus_per_worker, "max_concurrent": args.max_concurrent,
             "max_failures": args.max_failures}
@@ -305,7 +306,8 @@ def _sized_for_data(config: X3DConfig, data: "Path", from_preset: bool) -> X3DCo
         return config.replace(num_classes=classes)
     if config.num_classes != classes:
         raise UserError(f"the config has {config.num_classes} classes and {data} has {classes}: set num_classes: "
-                        f"{classes} in the config file, or train a preset (its classifier is sized to the data)")
+                        f"{classes} in the config file, or train a preset (its classifier is sized to the data); "
+                        f"a trained model scores only on data with its own classes")
     return config
 
 
@@ -345,6 +347,7 @@ def evaluate(args: argparse.Namespace) -> int:
 
     config, weights, schedule, data, seed = _evaluated_model(args)
     root = _data_root(data)
+    config = _sized_for_data(config, root, from_preset=False)  # another class list would score nonsense
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)
     except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as err:

@@ -49,16 +49,13 @@ class X3DConfig:
     def __post_init__(self) -> None:
         for name in ("stride", "frames", "crop", "num_classes", "stem_width", "head_width"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-            if value != int(value) or value < 1:
+            if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+                    or value != int(value) or value < 1):
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
             object.__setattr__(self, name, int(value))
         for name in ("width", "bottleneck", "depth"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ConfigError(f"{name} must be a positive number, got {value!r}")
-            if value <= 0:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
                 raise ConfigError(f"{name} must be a positive number, got {value!r}")
             object.__setattr__(self, name, round(float(value), _FACTOR_DIGITS))
         blocks = self.stage_blocks
@@ -68,10 +65,10 @@ class X3DConfig:
         if not blocks or any(isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in blocks):
             raise ConfigError(f"stage_blocks must be a list of positive integers, got {list(blocks)!r}")
         object.__setattr__(self, "stage_blocks", blocks)
-        if not 0.0 <= self.se_ratio < 1.0:
-            raise ConfigError(f"se_ratio must be in [0, 1), got {self.se_ratio!r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        for name in ("se_ratio", "dropout"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+                raise ConfigError(f"{name} must be a number in [0, 1), got {value!r}")
 
     # -- serialisation -------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

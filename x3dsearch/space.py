@@ -29,6 +29,7 @@ __all__ = ["SearchSpace", "AXES", "DISCRETE_FIELDS", "load_space", "expand", "ca
            "crossed_bound", "bounded_step", "box_top", "describe_box", "window_limit_text"]
 
 AXES = ("fast", "temporal", "spatial", "depth", "width", "bottleneck")
+_SPACE_KEYS = ("name", "start", "axes", "crop_multiple", "bounds", "max_window", "step_cost")
 _SCALABLE = ("stride", "frames", "crop", "width", "bottleneck", "depth")
 DISCRETE_FIELDS = ("stride", "frames", "crop")  # integers: a partial step rounds them
 _DEFAULT_SPACE = "x3d_kinetics"
@@ -67,6 +68,9 @@ class SearchSpace:
         missing = [k for k in ("name", "start", "axes") if k not in data]
         if missing:
             raise ConfigError(f"{source}: missing field(s) {', '.join(missing)}")
+        unknown = sorted(str(k) for k in data if k not in _SPACE_KEYS)
+        if unknown:
+            raise ConfigError(f"{source}: unknown key(s) {', '.join(unknown)}; a space has {', '.join(_SPACE_KEYS)}")
         start = data["start"]
         try:
             start_config = preset(start) if isinstance(start, str) else X3DConfig.from_dict(start)
@@ -83,8 +87,9 @@ class SearchSpace:
                 if name not in _SCALABLE:
                     raise ConfigError(f"{source}: axis {axis!r} scales unknown field {name!r}; "
                                       f"scalable fields: {', '.join(_SCALABLE)}")
-                if isinstance(mult, bool) or not isinstance(mult, (int, float)) or mult <= 0:
-                    raise ConfigError(f"{source}: axis {axis!r}: multiplier of {name} must be > 0")
+                if not (_is_number(mult) and 0 < mult < math.inf):
+                    raise ConfigError(f"{source}: axis {axis!r}: multiplier of {name} must be a finite number > 0, "
+                                      f"got {mult!r}")
             if not any(m > 1 for n, m in fields.items() if n != "stride"):
                 raise ConfigError(f"{source}: axis {axis!r} does not increase the cost")
             clean[str(axis)] = {str(n): float(m) for n, m in fields.items()}

@@ -170,6 +170,9 @@ def test_cli_make_data(tmp_path: Path, capsys: pytest.CaptureFixture[str], monke
         == [6, 9, 3]
     assert main(["make-data", str(tmp_path / "d")]) == 2
     assert "not an empty folder" in capsys.readouterr().err
+    (tmp_path / "afile").write_text("not a folder")
+    assert main(["make-data", str(tmp_path / "afile" / "d")]) == 2
+    assert "cannot write the benchmark to" in capsys.readouterr().err
 
 
 def test_forbid_mirroring_declares_once_and_leaves_a_declared_choice_alone(tmp_path: Path) -> None:

@@ -258,6 +258,10 @@ def make_synthetic(out_dir: str | os.PathLike, seed: int = 0, videos_per_class: 
     out = Path(out_dir).expanduser()
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise DataError(f"{out} exists and is not an empty folder")
+    try:
+        (out / "videos").mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise DataError(f"cannot write the benchmark to {out}: {err.strerror or err}") from None
     jobs = [_Job(out / "videos" / split / f"{label}_{i:03d}.mp4", seed, split, label, i, side, frames, fps)
             for split, count in counts.items() for label in chosen for i in range(count)]
     bar = progress(total=len(jobs), desc=f"rendering {out.name}", unit="video")
