@@ -21,7 +21,7 @@ from typing import Callable
 
 import torch
 
-from x3dsearch import fastnorm
+from x3dsearch import fastconv, fastnorm
 from x3dsearch.heap import keep_freed_memory
 from x3dsearch.latency import device_name
 
@@ -72,7 +72,7 @@ def main() -> None:
     args = parser.parse_args()
     keep_freed_memory()
     torch.set_num_threads(1)
-    if fastnorm._ops() is None:
+    if fastconv._kernels() is None:
         raise SystemExit("the fused kernels did not build on this machine")
     print(f"{device_name()}, torch {torch.__version__}, one thread, median of "
           f"{args.repeats}\n")

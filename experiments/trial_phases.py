@@ -23,8 +23,8 @@ from x3dsearch import load_run
 from x3dsearch.config import X3DConfig
 from x3dsearch.data import default_dataset
 from x3dsearch.proxy import initial_state
+from x3dsearch.proxy_policy import ProxyPolicy
 from x3dsearch.rundir import RunDir
-from x3dsearch.schedule import load_schedule
 
 # phase name -> (owner, attribute) of the function that runs it
 PHASES = {"open data": (train_module, "_open_datasets"), "build model": (train_module._Parts, "build"),
@@ -59,13 +59,14 @@ def main() -> None:
     config = X3DConfig.from_dict(row["config"])
     parent = X3DConfig.from_dict(json.loads(row["parent_key"])) if isinstance(row["parent_key"], str) else None
     seed = int(row["metrics"]["seed"])
-    recipe = load_schedule(RunDir(args.run).settings()["proxy_schedule"]).recipe.stretched(int(row["rung"]))
+    recipe = ProxyPolicy.from_dict(RunDir(args.run).settings()["proxy"]).recipe.stretched(int(row["rung"]))
+    inherited = row["init"] == "inherit"  # a from-scratch trial (or a fallback) starts without its parent's weights
 
     seconds: dict[str, float] = {}
     for name, (owner, attribute) in PHASES.items():
         setattr(owner, attribute, _timed(getattr(owner, attribute), name, seconds))
     start = time.monotonic()
-    state, _ = initial_state(config, parent, args.run / "weights", seed)
+    state, _ = initial_state(config, parent if inherited else None, args.run / "weights", seed)
     seconds["inherit"] = time.monotonic() - start
     result = train_module.train(config, args.data or default_dataset(), recipe, seed, init_state=state,
                                 threads=args.threads)

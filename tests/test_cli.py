@@ -187,8 +187,8 @@ def test_dry_run_says_the_data_is_mirrored_without_augment_json(capsys, tmp_path
     ("--proxy-schedule", "no_such_schedule", "unknown schedule 'no_such_schedule'"),
     ("--full-schedule", "missing.yaml", "schedule file not found: missing.yaml"),
     ("--space", ".", "search space file . is a folder, not a file"),
-    ("--ceiling-gflops", "3", "--ceiling-gflops (3) must be at least the target (6)"),
-    ("--ceiling-gflops", "nan", "--ceiling-gflops (nan) must be at least the target"),
+    ("--ceiling-gflops", "3", "the ceiling (--ceiling-gflops 3) must be at least the target (6 GFLOPs)"),
+    ("--ceiling-gflops", "nan", "the ceiling (--ceiling-gflops nan) must be at least the target"),
     ("--max-failures", "-1", "--max-failures must be zero or more, got -1"),
     ("--gpus-per-worker", "nan", "--gpus-per-worker must be zero or more, got nan"),
     ("--cpus-per-worker", "0", "--cpus-per-worker must be positive, got 0"),
@@ -403,3 +403,9 @@ def test_train_names_a_damaged_checkpoint_instead_of_a_traceback(capsys, tmp_pat
     code = main(["train", "--preset", "XS", "--data", str(tiny_data), "-o", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert code == 2 and "checkpoint.pt is damaged (UnpicklingError); delete it" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("args", [["--sample", "0"], ["--sample", "5", "--max-gflops", "nan"]])
+def test_latency_sampling_checks_its_numbers_before_timing(capsys, args):
+    code = main(["latency", *args])
+    assert _one_line_error(code, capsys.readouterr().err, "--sample must be positive and --max-gflops a positive")

@@ -211,3 +211,5 @@ def test_an_export_path_under_a_file_is_one_user_error(tmp_path):
     (tmp_path / "afile").write_text("not a folder")
     with pytest.raises(UserError, match="cannot write .*afile"):
         export_config(preset("XS"), "x3dsearch", tmp_path / "afile" / "found.yaml")
+    with pytest.raises(UserError, match="cannot copy the weights: .*missing.pt is not a file"):
+        export_config(preset("XS"), "x3dsearch", tmp_path / "found.yaml", weights=tmp_path / "missing.pt")

@@ -4,7 +4,7 @@ import pytest
 import yaml
 
 from x3dsearch.errors import UserError
-from x3dsearch.rundir import RunDir
+from x3dsearch.rundir import RunDir, read_json_object
 from x3dsearch.schedule import load_schedule
 
 
@@ -173,3 +173,16 @@ def test_journal_lines_that_are_not_records_are_skipped_and_a_damaged_path_json_
     (run.path / "path.json").write_text("[1, 2]")
     with pytest.raises(UserError, match=r"path\.json is damaged"):
         run.read_path()
+
+
+def test_run_yaml_keeps_a_string_that_looks_like_an_exponent(tmp_path: Path) -> None:
+    run = RunDir(tmp_path / "run")
+    run.create({"target_gflops": 6, "data_fingerprint": "12e4"}, resume=False)  # safe_dump leaves it unquoted
+    assert run.settings()["data_fingerprint"] == "12e4"
+    run.create({"target_gflops": 6, "data_fingerprint": "12e4"}, resume=True)  # the same data: it resumes
+
+
+def test_a_damaged_json_record_names_its_file(tmp_path: Path) -> None:
+    (tmp_path / "metrics.json").write_text('["not", "an", "object"]')
+    with pytest.raises(UserError, match=r"metrics\.json is damaged \(not a readable JSON object\)$"):
+        read_json_object(tmp_path / "metrics.json")

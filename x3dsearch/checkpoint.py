@@ -46,7 +46,11 @@ class FileCheckpoints:
             return None
         try:
             return torch.load(self.path, map_location="cpu", weights_only=False)
-        except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as err:
+        except OSError as err:
+            raise UserError(f"cannot read {self.path}: {err.strerror or err}") from None
+        except (EOFError, pickle.UnpicklingError, RuntimeError) as err:
+            if isinstance(err, RuntimeError) and "PytorchStreamReader" not in str(err):
+                raise  # not the file's fault (e.g. out of memory)
             raise UserError(f"{self.path} is damaged ({type(err).__name__}); delete it to start that training "
                             f"over") from None
 

@@ -53,7 +53,7 @@ def _add_json(target: _Target, help: str = "print machine-readable JSON") -> Non
 
 
 def _seed(text: str) -> int:
-    """A seed as numpy and torch take it: an integer from 0 to 2**32 - 1."""
+    """A seed from 0 to 2**32 - 1 (numpy's legacy seeding range; the trainings reduce seeds to it anyway)."""
     try:
         value = int(text)
     except ValueError:

@@ -143,6 +143,9 @@ def compare_runs(run_dirs: Sequence[str | Path], out: str | Path = "compare.png"
                  tolerance: float = 0.01, target_ms: float | None = None) -> tuple[pd.DataFrame, Path]:
     """Load run directories, check they share a target, and return the table and the plot path; under an ms
     budget (``target_ms``, or runs all searched under latency) each trial is costed by its run's latency table."""
+    from .plot import check_plot_path
+
+    check_plot_path(out)  # before any run is read
     views = {}
     for run_dir in run_dirs:
         views[_unique(Path(run_dir).resolve().name, views)] = RunView(run_dir)

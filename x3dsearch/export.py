@@ -121,6 +121,8 @@ def _write(config: X3DConfig, out: Path, fmt: str, schedule: Mapping[str, Any] |
         data, warnings = to_pytorchvideo(config, force)
         out.write_text(json.dumps(dict(data, **({"search": dict(search)} if search else {})), indent=2) + "\n")
     if fmt == "x3dsearch" and weights is not None:
+        if not Path(weights).is_file():
+            raise UserError(f"cannot copy the weights: {weights} is not a file")
         shutil.copyfile(weights, out.with_suffix(".pt"))
     return warnings
 

@@ -19,8 +19,8 @@ class _Loader(yaml.SafeLoader):
     """The safe loader, reading ``1e-3`` as a float as YAML 1.2 does (YAML 1.1 wants ``1.0e-3``; people write both)."""
 
 
-_Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+$"),
-                              list("-+0123456789."))
+_EXPONENT = re.compile(r"^[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+$")
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", _EXPONENT, list("-+0123456789."))
 
 
 def load_yaml(text: str) -> Any:
@@ -28,11 +28,13 @@ def load_yaml(text: str) -> Any:
     return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
 
 
-def read_yaml(path: str | Path, what: str) -> Any:
-    """The data of a YAML (or JSON) file; missing, a folder, unreadable, not text or not YAML is a ConfigError."""
+def read_yaml(path: str | Path, what: str, *, exponent_floats: bool = True) -> Any:
+    """The data of a YAML (or JSON) file; missing, a folder, unreadable, not text or not YAML is a ConfigError.
+    ``exponent_floats=False`` reads as ``yaml.safe_dump`` wrote (``12e4`` stays a string), for files we write."""
     path = Path(path)
     try:
-        return load_yaml(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        return load_yaml(text) if exponent_floats else yaml.safe_load(text)
     except FileNotFoundError:
         raise ConfigError(f"{what} not found: {path}") from None
     except IsADirectoryError:

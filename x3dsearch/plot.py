@@ -31,7 +31,8 @@ from .rundir import RunDir, read_json_object
 from .runview import RunView, frontier
 from .scores import Scores, headline, split_scores
 
-__all__ = ["AXIS_COLORS", "plot_runs", "save_plot", "save_figure", "confusion_figure", "run_scores", "save_confusion"]
+__all__ = ["AXIS_COLORS", "plot_runs", "save_plot", "save_figure", "check_plot_path", "confusion_figure",
+           "run_scores", "save_confusion"]
 
 AXIS_COLORS = {"fast": "#1f77b4", "temporal": "#ff7f0e", "spatial": "#2ca02c", "depth": "#d62728",
                "width": "#9467bd", "bottleneck": "#8c564b"}
@@ -220,7 +221,7 @@ def _draw_runs(ax: Any, runs: Sequence[_Run], metric: str) -> None:
 
 def save_figure(fig: Figure, out: str | Path, dpi: float | None = None) -> Path:
     """Save ``fig`` in the format of ``out``'s extension (.png, .svg, .pdf); a bad path is a UserError."""
-    _check_suffix(out)
+    check_plot_path(out)
     out = Path(out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -230,14 +231,15 @@ def save_figure(fig: Figure, out: str | Path, dpi: float | None = None) -> Path:
     return out
 
 
-def _check_suffix(out: str | Path) -> None:
+def check_plot_path(out: str | Path) -> None:
+    """A plot file's name must say its format (.png, .svg, .pdf)."""
     if Path(out).suffix.lower() not in _SUFFIXES:
         raise UserError(f"plot file must end in {', '.join(_SUFFIXES)}, got {Path(out).name}")
 
 
 def save_plot(run_dirs: Sequence[str | Path], out: str | Path, metric: str | None = None) -> Path:
     """Draw :func:`plot_runs` and save it in the format of ``out``'s extension (.png, .svg, .pdf)."""
-    _check_suffix(out)
+    check_plot_path(out)
     return save_figure(plot_runs(run_dirs, metric), out)
 
 
@@ -312,5 +314,5 @@ def run_scores(run_dir: str | Path, split: str | None = None) -> tuple[Scores, s
 
 def save_confusion(run_dir: str | Path, out: str | Path, split: str | None = None) -> Path:
     """Draw the final model's :func:`confusion_figure` on ``split`` into ``out`` (.png, .svg, .pdf)."""
-    _check_suffix(out)
+    check_plot_path(out)
     return save_figure(confusion_figure(*run_scores(run_dir, split)), out)

@@ -10,6 +10,7 @@ import yaml
 
 from .config import X3DConfig, round_width
 from .errors import ConfigError
+from .fields import load_yaml, read_yaml
 from .generators import FIXED_BLOCKS, common_differences, refuse, stage_bases
 
 __all__ = ["pyslowfast_differences", "to_pyslowfast", "from_pyslowfast"]
@@ -105,15 +106,12 @@ def _load_mapping(source: str | Path) -> tuple[dict[str, Any], str]:
     """Parse a YAML file path or YAML text; return the mapping and a name for messages."""
     text, name = str(source), "PySlowFast config"
     if isinstance(source, Path) or ("\n" not in text and text.endswith((".yaml", ".yml"))):
-        path = Path(source)
+        data, name = read_yaml(source, name), str(source)
+    else:
         try:
-            text, name = path.read_text(), str(path)
-        except FileNotFoundError:
-            raise ConfigError(f"PySlowFast config not found: {path}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{name}: not valid YAML ({err.__class__.__name__})") from None
+            data = load_yaml(text)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{name}: not valid YAML ({err.__class__.__name__})") from None
     if not isinstance(data, Mapping):
         raise ConfigError(f"{name}: expected a mapping of sections (MODEL, X3D, DATA, ...)")
     return dict(data), name

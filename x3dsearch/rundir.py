@@ -110,7 +110,7 @@ class RunDir:
     def settings(self) -> dict[str, Any]:
         """The recorded settings (run.yaml); a damaged file is a UserError naming it."""
         try:
-            data = read_yaml(self.path / "run.yaml", "run settings") or {}
+            data = read_yaml(self.path / "run.yaml", "run settings", exponent_floats=False) or {}
         except ConfigError as err:
             raise UserError(f"{err}; the run in {self.path} cannot be read") from None
         if not isinstance(data, dict):
@@ -148,18 +148,18 @@ class RunDir:
 
     def read_path(self) -> dict[str, Any]:
         path = self.path / "path.json"
-        return read_json_object(path) if path.is_file() else {}
+        hint = "; delete it and resume the run (--resume) to write it again"
+        return read_json_object(path, hint) if path.is_file() else {}
 
 
-def read_json_object(path: Path) -> dict[str, Any]:
+def read_json_object(path: Path, hint: str = "") -> dict[str, Any]:
     """A run's JSON record (path.json, summary.json, metrics.json); a damaged one is a UserError naming it."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         data = None
     if not isinstance(data, dict):
-        raise UserError(f"{path} is damaged (not a readable JSON object); restore it, or delete it and resume the "
-                        f"run to write it again")
+        raise UserError(f"{path} is damaged (not a readable JSON object){hint}")
     return data
 
 

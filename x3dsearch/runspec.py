@@ -62,6 +62,9 @@ class ExpandSettings:
         if self.target_ms is not None and (self.target_gflops is not None or self.ceiling_gflops is not None):
             raise UserError("a latency target (target_ms) comes alone: no target_gflops, and no ceiling_gflops "
                             "(its ceiling is 2x the target in ms)")
+        if None not in (self.ceiling_gflops, self.target_gflops) and not self.ceiling_gflops >= self.target_gflops:
+            raise UserError(f"the ceiling (--ceiling-gflops {self.ceiling_gflops:g}) must be at least the target "
+                            f"({self.target_gflops:g} GFLOPs)")
 
     @property
     def budget(self) -> "Budget":

@@ -171,10 +171,8 @@ def check_reachable(space: SearchSpace, target: float, cost: Cost = FLOPS) -> No
 
 @dataclass(frozen=True)
 class Ties:
-    """How :func:`choose` breaks near-ties (a proxy policy's ``fewer_params_within`` and ``longer_window_ties``).
-
-    ``within``: candidates ranked within it of the best are tied and the fewest parameters win (0: exact ties only,
-    which go to the cheaper config); ``longer_window``: among those, :func:`longer_window_over` rules first."""
+    """How :func:`choose` breaks near-ties: ``within`` (a proxy policy's ``fewer_params_within``) and
+    ``longer_window`` (its ``longer_window_ties``); :func:`choose` says what each does."""
 
     within: float = 0.0
     longer_window: bool = False
@@ -380,7 +378,8 @@ def check_land_within(land_within: float) -> None:
 def run_search(space: SearchSpace, target: float, score: ScoreFn, *, cost: Cost = FLOPS,
                ceiling: float | None = None, evaluate_contractions: bool = False,
                max_steps: int = 30, train_start: bool = False, land_within: float = 1.0,
-               ties: Ties = Ties(), lookahead: bool = False, on_step: Callable[[Step], None] | None = None) -> SearchResult:
+               ties: Ties = Ties(), lookahead: bool = False,
+               on_step: Callable[[Step], None] | None = None) -> SearchResult:
     """Forward expansion from the space's start until C(X) >= target, then contraction.
 
     C is ``cost`` (exact FLOPs by default, or e.g. measured latency); ``target`` and ``ceiling`` are in

@@ -253,3 +253,5 @@ def test_fingerprint_follows_the_lists_side_files_and_video_sizes_not_the_folder
 def test_a_csv_saved_with_a_byte_order_mark_reads_its_header(tmp_path: Path) -> None:
     (tmp_path / "train.csv").write_text("\ufeffpath label\nx.mp4 jump\ny.mp4 run\n", encoding="utf-8")
     assert read_split(tmp_path, "train").class_names == ["jump", "run"]
+    (tmp_path / "classes.txt").write_text("\ufeffrun\njump\n", encoding="utf-8")  # the class file too
+    assert read_split(tmp_path, "train").class_names == ["run", "jump"]
