@@ -213,3 +213,4 @@ def test_an_export_path_under_a_file_is_one_user_error(tmp_path):
         export_config(preset("XS"), "x3dsearch", tmp_path / "afile" / "found.yaml")
     with pytest.raises(UserError, match="cannot copy the weights: .*missing.pt is not a file"):
         export_config(preset("XS"), "x3dsearch", tmp_path / "found.yaml", weights=tmp_path / "missing.pt")
+    assert not (tmp_path / "found.yaml").exists()  # refused before anything is written

@@ -35,6 +35,9 @@ class CheckpointStore(Protocol):
         """Persist ``payload`` so that a kill at any moment leaves the previous or the new one."""
 
 
+_DAMAGED = ("PytorchStreamReader", "corrupt", "Invalid magic number", "Invalid protocol")  # torch.load on a bad file
+
+
 class FileCheckpoints:
     """A checkpoint file in a folder (``checkpoint.pt``), replaced atomically after every epoch."""
 
@@ -48,8 +51,8 @@ class FileCheckpoints:
             return torch.load(self.path, map_location="cpu", weights_only=False)
         except OSError as err:
             raise UserError(f"cannot read {self.path}: {err.strerror or err}") from None
-        except (EOFError, pickle.UnpicklingError, RuntimeError) as err:
-            if isinstance(err, RuntimeError) and "PytorchStreamReader" not in str(err):
+        except (EOFError, ValueError, pickle.UnpicklingError, RuntimeError) as err:
+            if isinstance(err, RuntimeError) and not any(s in str(err) for s in _DAMAGED):
                 raise  # not the file's fault (e.g. out of memory)
             raise UserError(f"{self.path} is damaged ({type(err).__name__}); delete it to start that training "
                             f"over") from None

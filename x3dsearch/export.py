@@ -98,6 +98,8 @@ def export_config(config: X3DConfig, fmt: str, out: str | Path, *, schedule: Map
     if fmt not in FORMATS:
         raise UserError(f"unknown export format {fmt!r}; choose from {', '.join(FORMATS)}")
     out = Path(out)
+    if fmt == "x3dsearch" and weights is not None and not Path(weights).is_file():
+        raise UserError(f"cannot copy the weights: {weights} is not a file")
     try:
         return _write(config, out, fmt, schedule, weights, search, force)
     except OSError as err:
@@ -121,9 +123,12 @@ def _write(config: X3DConfig, out: Path, fmt: str, schedule: Mapping[str, Any] |
         data, warnings = to_pytorchvideo(config, force)
         out.write_text(json.dumps(dict(data, **({"search": dict(search)} if search else {})), indent=2) + "\n")
     if fmt == "x3dsearch" and weights is not None:
-        if not Path(weights).is_file():
-            raise UserError(f"cannot copy the weights: {weights} is not a file")
-        shutil.copyfile(weights, out.with_suffix(".pt"))
+        try:
+            source = open(weights, "rb")
+        except OSError as err:
+            raise UserError(f"cannot read the weights {weights}: {err.strerror or err}") from None
+        with source, open(out.with_suffix(".pt"), "wb") as target:
+            shutil.copyfileobj(source, target)
     return warnings
 
 

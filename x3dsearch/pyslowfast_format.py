@@ -104,12 +104,12 @@ def to_pyslowfast(config: X3DConfig, schedule: Mapping[str, Any] | None = None,
 
 def _load_mapping(source: str | Path) -> tuple[dict[str, Any], str]:
     """Parse a YAML file path or YAML text; return the mapping and a name for messages."""
-    text, name = str(source), "PySlowFast config"
-    if isinstance(source, Path) or ("\n" not in text and text.endswith((".yaml", ".yml"))):
+    name = "PySlowFast config"
+    if isinstance(source, Path) or ("\n" not in source and source.endswith((".yaml", ".yml"))):
         data, name = read_yaml(source, name), str(source)
     else:
         try:
-            data = load_yaml(text)
+            data = load_yaml(source)
         except yaml.YAMLError as err:
             raise ConfigError(f"{name}: not valid YAML ({err.__class__.__name__})") from None
     if not isinstance(data, Mapping):

@@ -63,8 +63,8 @@ class ExpandSettings:
             raise UserError("a latency target (target_ms) comes alone: no target_gflops, and no ceiling_gflops "
                             "(its ceiling is 2x the target in ms)")
         if None not in (self.ceiling_gflops, self.target_gflops) and not self.ceiling_gflops >= self.target_gflops:
-            raise UserError(f"the ceiling (--ceiling-gflops {self.ceiling_gflops:g}) must be at least the target "
-                            f"({self.target_gflops:g} GFLOPs)")
+            raise UserError(f"the ceiling (ceiling_gflops, --ceiling-gflops) {self.ceiling_gflops:g} must be at least "
+                            f"the target ({self.target_gflops:g} GFLOPs)")
 
     @property
     def budget(self) -> "Budget":
