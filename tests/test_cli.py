@@ -409,3 +409,15 @@ def test_train_names_a_damaged_checkpoint_instead_of_a_traceback(capsys, tmp_pat
 def test_latency_sampling_checks_its_numbers_before_timing(capsys, args):
     code = main(["latency", *args])
     assert _one_line_error(code, capsys.readouterr().err, "--sample must be positive and --max-gflops a positive")
+
+
+def test_resume_of_a_folder_without_a_run_says_it_starts_a_new_one(capsys, tmp_path, tiny_data, monkeypatch):
+    import x3dsearch.runner
+
+    def stop(*args, **kwargs):
+        raise SystemExit(0)  # before anything trains
+
+    monkeypatch.setattr(x3dsearch.runner, "run_expand", stop)
+    with pytest.raises(SystemExit):
+        main(["expand", "--target-gflops", "6", "--data", str(tiny_data), "-o", str(tmp_path / "typo"), "--resume"])
+    assert f"nothing to resume in {tmp_path / 'typo'} (no run.yaml): starting a new run" in capsys.readouterr().err

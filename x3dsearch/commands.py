@@ -98,11 +98,15 @@ def _settings_from_args(args: argparse.Namespace, strategy: str) -> "ExpandSetti
 
 def _resolved(args: argparse.Namespace, settings: "ExpandSettings", expansion: bool = True) -> "RunSpec":
     """The run resolved once; with --dry-run, without rendering the default data and with what was found printed."""
+    from .rundir import RunDir
     from .runspec import resolve
 
     spec = resolve(settings, dry_run=args.dry_run)
     if args.dry_run:
         print("\n".join(spec.describe(resume=args.resume, expansion=expansion)))
+    elif args.resume and not RunDir(settings.out).exists():  # a mistyped folder would otherwise start afresh quietly
+        print(f"x3dsearch: nothing to resume in {settings.out} (no run.yaml): starting a new run there",
+              file=sys.stderr)
     return spec
 
 
