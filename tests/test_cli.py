@@ -421,3 +421,7 @@ def test_resume_of_a_folder_without_a_run_says_it_starts_a_new_one(capsys, tmp_p
     with pytest.raises(SystemExit):
         main(["expand", "--target-gflops", "6", "--data", str(tiny_data), "-o", str(tmp_path / "typo"), "--resume"])
     assert f"nothing to resume in {tmp_path / 'typo'} (no run.yaml): starting a new run" in capsys.readouterr().err
+
+
+def test_an_empty_config_path_is_a_mistake_not_the_default_model(capsys):
+    assert _one_line_error(main(["flops", "--config", ""]), capsys.readouterr().err, "--config needs the path")

@@ -57,6 +57,9 @@ def test_table_and_plot_at_common_budget(runs, tmp_path):
     assert plot.is_file() and plot.stat().st_size > 10_000
     with pytest.raises(UserError, match="plot file must end in"):  # a name without a format is refused, as by plot
         compare_runs(runs, out=tmp_path / "c")
+    for bad in ({"tolerance": -1}, {"tolerance": float("nan")}, {"target_gflops": 0}, {"target_gflops": float("nan")}):
+        with pytest.raises(UserError, match="--tolerance must be a finite number >= 0 and a target a positive"):
+            compare_runs(runs, out=tmp_path / "c.png", **bad)
     rows = table.set_index("strategy")
     assert (rows["common_budget_s"] == 60).all()  # optuna spent 60 CPU-seconds, expand 100
     assert rows.loc["expand", "best_top1_at_common"] == 0.50

@@ -120,7 +120,9 @@ def _print_summary(args: argparse.Namespace, summary: dict) -> None:
 
 def model_from_args(args: argparse.Namespace, default: str | None = None) -> X3DConfig | None:
     """The model of ``--preset`` or ``--config`` (or step's old ``--from NAME|FILE``), else preset ``default``."""
-    if args.config:
+    if args.config is not None:
+        if not args.config:  # an empty --config "" is a mistake, not "no config"
+            raise UserError("--config needs the path of a config file")
         return X3DConfig.from_yaml(args.config)
     name, base = args.preset or default, getattr(args, "base", None)
     if base:

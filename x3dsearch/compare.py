@@ -146,6 +146,8 @@ def compare_runs(run_dirs: Sequence[str | Path], out: str | Path = "compare.png"
     from .plot import check_plot_path
 
     check_plot_path(out)  # before any run is read
+    if not 0 <= tolerance < math.inf or any(t is not None and not 0 < t < math.inf for t in (target_gflops, target_ms)):
+        raise UserError("--tolerance must be a finite number >= 0 and a target a positive number")
     views = {}
     for run_dir in run_dirs:
         views[_unique(Path(run_dir).resolve().name, views)] = RunView(run_dir)
