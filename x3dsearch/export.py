@@ -124,11 +124,10 @@ def _write(config: X3DConfig, out: Path, fmt: str, schedule: Mapping[str, Any] |
         out.write_text(json.dumps(dict(data, **({"search": dict(search)} if search else {})), indent=2) + "\n")
     if fmt == "x3dsearch" and weights is not None:
         try:
-            source = open(weights, "rb")
+            shutil.copyfile(weights, out.with_suffix(".pt"))
         except OSError as err:
-            raise UserError(f"cannot read the weights {weights}: {err.strerror or err}") from None
-        with source, open(out.with_suffix(".pt"), "wb") as target:
-            shutil.copyfileobj(source, target)
+            raise UserError(f"cannot copy the weights {weights} to {out.with_suffix('.pt')}: "
+                            f"{err.strerror or err}") from None
     return warnings
 
 

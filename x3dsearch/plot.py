@@ -220,8 +220,8 @@ def _draw_runs(ax: Any, runs: Sequence[_Run], metric: str) -> None:
 
 
 def save_figure(fig: Figure, out: str | Path, dpi: float | None = None) -> Path:
-    """Save ``fig`` in the format of ``out``'s extension (.png, .svg, .pdf); a bad path is a UserError."""
-    check_plot_path(out)
+    """Save ``fig`` in the format of ``out``'s extension (.png, .svg, .pdf; callers check it first with
+    :func:`check_plot_path`, before drawing); a path that cannot be written is a UserError."""
     out = Path(out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
