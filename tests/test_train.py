@@ -19,6 +19,7 @@ from torch.utils.data import Dataset
 from x3dsearch.config import preset
 from x3dsearch.errors import ConfigError
 from x3dsearch.faults import nan_loss_at
+from x3dsearch.model import X3D
 from x3dsearch.proxy_policy import ProxyPolicy
 from x3dsearch.recipe import Recipe
 from x3dsearch.schedule import load_schedule, schedule_names
@@ -167,6 +168,9 @@ def _reference_training(schedule: Recipe, data: tuple[Dataset, Dataset], seed: i
                                             generator=torch.Generator().manual_seed(seed * SEED_STRIDE + epoch))
         batch_losses = []
         for clips, labels in order:
+            if epoch < schedule.coarse_epochs:
+                clips = torch.nn.functional.avg_pool2d(clips.flatten(0, 2), schedule.coarse_factor).unflatten(
+                    0, clips.shape[:3])
             loss = torch.nn.functional.cross_entropy(model(clips.contiguous(memory_format=torch.channels_last_3d)),
                                                      labels, label_smoothing=schedule.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
@@ -182,14 +186,15 @@ def _reference_training(schedule: Recipe, data: tuple[Dataset, Dataset], seed: i
     return top1, losses
 
 
-@pytest.mark.parametrize("name", ["sgd", "adamw_pbn"])
+@pytest.mark.parametrize("name", ["sgd", "adamw_pbn", "coarse"])
 def test_train_is_the_stated_recipe(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Same process, same seed: ``train`` gives the numbers of the recipe written out plainly (no float trace
     pinned across CPUs). The fused BatchNorm kernel is bypassed: tests/test_fastnorm.py checks it on its own."""
     monkeypatch.setattr("x3dsearch.fastnorm._applies", lambda *args: False)
     data = (ColourClips(96, seed=0), ColourClips(48, seed=1))
-    schedule = SCHEDULE if name == "sgd" else SCHEDULE.replace(
-        optimizer="adamw", base_lr=0.003, precise_bn_clips=96, label_smoothing=0.1)
+    schedule = {"sgd": SCHEDULE, "coarse": SCHEDULE.replace(coarse_epochs=2),
+                "adamw_pbn": SCHEDULE.replace(optimizer="adamw", base_lr=0.003, precise_bn_clips=96,
+                                              label_smoothing=0.1)}[name]
     result = train(CONFIG, data, schedule, seed=3, threads=1)
     with train_module._torch_settings(1, torch.device("cpu")):
         top1, losses = _reference_training(schedule, data, seed=3)
@@ -274,6 +279,29 @@ def test_spatial_scale_trains_at_a_smaller_crop() -> None:
     assert load_schedule("cpu_proxy").recipe.train_crop(preset("X2D", crop=48)) == 16  # never below 16
 
 
+def test_coarse_epochs_train_on_pooled_clips_then_the_full_side() -> None:
+    sides: list[tuple[bool, int]] = []  # (training?, input side) of every forward pass of the network
+
+    def record(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+        if isinstance(module, X3D):
+            sides.append((module.training, inputs[0].shape[-1]))
+
+    schedule = SCHEDULE.replace(epochs=3, coarse_epochs=2, batch_size=8)
+    with torch.nn.modules.module.register_module_forward_pre_hook(record):
+        result = train(CONFIG, (ColourClips(16, 0), ColourClips(8, 1)), schedule, seed=0, threads=1)
+    assert result.status == "ok" and result.train_crop == 32 and schedule.coarse_crop(CONFIG) == 16
+    assert sides == [(True, 16)] * 4 + [(True, 32)] * 2 + [(False, 32)]  # two batches an epoch, then the test
+    with pytest.raises(ConfigError, match="pools the 32-px training side to 10 px, under 16"):
+        train(CONFIG, (ColourClips(16, 0), ColourClips(8, 1)), schedule.replace(coarse_factor=3), seed=0)
+    stretched = load_schedule("cpu_coarse_full").recipe.stretched(32)
+    assert (stretched.coarse_epochs, stretched.epochs) == (16, 32)
+    assert SCHEDULE.replace(epochs=2, coarse_epochs=1).stretched(1).coarse_epochs == 0
+    coarse = load_schedule("cpu_coarse_full").recipe
+    assert coarse.replace(coarse_epochs=0, coarse_factor=2, name="cpu_long_full",
+                          description=load_schedule("cpu_long_full").recipe.description) == \
+        load_schedule("cpu_long_full").recipe
+
+
 def test_threads_follow_argument_then_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert resolve_threads(3) == 3
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
@@ -307,6 +335,8 @@ def test_shipped_schedules_load_and_scale_the_learning_rate() -> None:
     ("cache", "yes", "cache must be true or false"),
     ("optimizer", "lion", "optimizer must be one of sgd, adamw"),
     ("precise_bn_clips", -1, "precise_bn_clips must be a non-negative integer"),
+    ("coarse_epochs", 2, "coarse_epochs (2) must leave at least one of the 2 epochs at the full side"),
+    ("coarse_factor", 0, "coarse_factor must be a positive integer"),
 ])
 def test_schedule_validation_errors(field: str, value: object, message: str) -> None:
     with pytest.raises(ConfigError, match=None) as info:

@@ -33,7 +33,8 @@ class Recipe:
     """How one training runs; ``docs/schedules.md`` describes each field.
 
     ``base_lr`` is the learning rate at ``ref_batch_size`` (scaled linearly to ``batch_size``);
-    ``spatial_scale`` trains and evaluates at ``round(crop * spatial_scale)`` px (at least 16).
+    ``spatial_scale`` trains and evaluates at ``round(crop * spatial_scale)`` px (at least 16);
+    the first ``coarse_epochs`` train on clips average-pooled ``coarse_factor``× per side, a cheaper start.
     """
 
     name: str = "custom"
@@ -51,6 +52,8 @@ class Recipe:
     val_videos: int | None = None
     eval_views: tuple[int, int] = (1, 1)
     spatial_scale: float = 1.0
+    coarse_epochs: int = 0
+    coarse_factor: int = 2
     time_budget_s: float | None = None
     channels_last: bool = True
     precision: str = "auto"
@@ -66,6 +69,11 @@ class Recipe:
             check_int(where, field_name, getattr(self, field_name), low=1)
         check_int(where, "num_workers", self.num_workers, low=0)
         check_int(where, "precise_bn_clips", self.precise_bn_clips, low=0)
+        check_int(where, "coarse_factor", self.coarse_factor, low=1)
+        check_int(where, "coarse_epochs", self.coarse_epochs, low=0)
+        if self.coarse_epochs >= self.epochs:
+            raise ConfigError(f"{where}: coarse_epochs ({self.coarse_epochs}) must leave at least one of the "
+                              f"{self.epochs} epochs at the full side")
         for field_name in ("train_videos", "val_videos"):
             if getattr(self, field_name) is not None:
                 check_int(where, field_name, getattr(self, field_name), low=1, hint=" or null for all")
@@ -99,6 +107,15 @@ class Recipe:
         """The side the network trains and evaluates at: its crop times ``spatial_scale``, at least 16."""
         return max(MIN_TRAIN_CROP, int(round(config.crop * self.spatial_scale)))
 
+    def coarse_crop(self, config: X3DConfig) -> int:
+        """The side of the first ``coarse_epochs``: the training side pooled ``coarse_factor``× (a ConfigError
+        under 16 px, where the network's strides run out of pixels)."""
+        side = self.train_crop(config) // self.coarse_factor
+        if self.coarse_epochs and side < MIN_TRAIN_CROP:
+            raise ConfigError(f"schedule {self.name!r}: coarse_factor {self.coarse_factor} pools the "
+                              f"{self.train_crop(config)}-px training side to {side} px, under {MIN_TRAIN_CROP}")
+        return side
+
     def scored_views(self) -> tuple[int, int]:
         """The (windows, crops) a test scores: with the clip cache's square frames the three crops are one."""
         return (self.eval_views[0], 1) if self.cache else self.eval_views
@@ -108,8 +125,10 @@ class Recipe:
         return self.base_lr * self.batch_size / self.ref_batch_size
 
     def stretched(self, epochs: int) -> "Recipe":
-        """This recipe ``epochs`` long, its warm-up stretched in proportion."""
-        return self.replace(epochs=epochs, warmup_epochs=self.warmup_epochs * epochs / self.epochs)
+        """This recipe ``epochs`` long, its warm-up and coarse start stretched in proportion."""
+        coarse = min(epochs - 1, round(self.coarse_epochs * epochs / self.epochs))
+        return self.replace(epochs=epochs, warmup_epochs=self.warmup_epochs * epochs / self.epochs,
+                            coarse_epochs=coarse)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-Python form (lists, numbers) suitable for YAML/JSON and Ray trial parameters."""

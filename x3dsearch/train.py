@@ -385,6 +385,7 @@ class _Run:
         self.progress, self.on_epoch, self.init_state = progress and parallel.chief, on_epoch, init_state
         self.checkpoints = _Checkpoints(parallel.store(out_dir), checkpoint_identity(config, recipe, seed), device)
         self.train_crop = recipe.train_crop(config)
+        recipe.coarse_crop(config)  # refuses a coarse start too small for the network before any work
         self.feed = _feed(recipe, seed, device, parallel.loader_start)
         self.state = _State()
         self.skipped: tuple[tuple[str, str], ...] = ()
@@ -551,7 +552,8 @@ class _Epochs:
         state, recipe = self.state, self.recipe
         self.parts.net.train()
         if bar is not None:
-            bar.set_description(f"epoch {state.epoch + 1}/{recipe.epochs}")
+            coarse = " (coarse)" if state.epoch < recipe.coarse_epochs else ""
+            bar.set_description(f"epoch {state.epoch + 1}/{recipe.epochs}{coarse}")
         total_loss, batches = 0.0, 0
         tick = time.monotonic()
         for clips, labels in self.feed.loader(train_set, recipe.batch_size, True, state.epoch):
@@ -578,6 +580,8 @@ class _Epochs:
     def _step(self, clips: torch.Tensor, labels: torch.Tensor) -> float:
         """One optimisation step; returns the batch loss, raises :class:`_Diverged` on NaN or explosion."""
         state, recipe, parts = self.state, self.recipe, self.parts
+        if state.epoch < recipe.coarse_epochs:  # a box filter (pooled, not subsampled), before the layout change
+            clips = F.avg_pool3d(clips, (1, recipe.coarse_factor, recipe.coarse_factor))
         clips, labels = self.feed.to_device(clips), labels.to(self.feed.device, non_blocking=True)
         with self.feed.autocast:
             logits = parts.net(clips)
