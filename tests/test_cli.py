@@ -76,7 +76,7 @@ def test_expand_and_search_share_the_search_options():
     search = vars(parser.parse_args(["search", "--target-gflops", "1"]))
     assert {k: search[k] for k in expand if k not in ("command", "handler")} == \
         {k: v for k, v in expand.items() if k not in ("command", "handler")}
-    assert (search["strategy"], search["trials"], search["sampler"]) == ("optuna", None, "tpe")
+    assert (search["strategy"], search["trials"], search["sampler"]) == ("optuna", None, None)  # None: tpe
     assert expand == dict(expand, target_gflops=1.0, output=None, resume=False, data=None, space="x3d_kinetics",
                           proxy_schedule="cpu_proxy_fast", full_schedule="cpu_long_full", final_training=True, seed=0,
                           ceiling_gflops=None, evaluate_contractions=False, address=None, storage=None,
@@ -317,6 +317,21 @@ def test_search_lists_expansion_options_only_in_expand():
     assert not expansion & _visible_flags(commands["search"][0])
     args = build_parser().parse_args(["search", "--strategy", "expand", "--target-gflops", "1", "--land-within", "1"])
     assert args.land_within == 1.0
+
+
+@pytest.mark.parametrize("args, refused", [
+    (["--strategy", "random", "--trials", "3", "--sampler", "nsga2"], "--strategy random does not use --sampler"),
+    (["--strategy", "expand", "--trials", "5"], "--strategy expand does not use --trials"),
+    (["--strategy", "expand", "--sampler", "tpe"], "does not use --sampler"),
+    (["--trials", "3", "--proxy-init", "scratch", "--land-within", "1"],
+     "--strategy optuna does not use --proxy-init, --land-within"),
+    (["--strategy", "random", "--trials", "3", "--evaluate-contractions", "--ceiling-gflops", "4",
+      "--final-init", "inherit"], "does not use --final-init, --ceiling-gflops, --evaluate-contractions"),
+])
+def test_search_refuses_options_its_strategy_ignores(capsys, args, refused):
+    assert main(["search", "--target-gflops", "1", *args, "--dry-run"]) != 0
+    err = capsys.readouterr().err
+    assert refused in err and "Traceback" not in err
 
 
 def test_schedule_options_offer_schedules_of_their_role():

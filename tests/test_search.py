@@ -7,8 +7,8 @@ import pytest
 
 from x3dsearch import ConfigError, X3DConfig, count_flops, count_params, expand, preset
 from x3dsearch.errors import SearchError
-from x3dsearch.search import (Outcome, Ties, choose, contract, land, longer_window_over, offer, run_search,
-                              step_candidates)
+from x3dsearch.search import (Outcome, Ties, check_reachable, choose, contract, land, longer_window_over, offer,
+                              run_search, step_candidates)
 from x3dsearch.space import load_space, window
 
 SPACE = load_space()
@@ -322,6 +322,16 @@ def test_a_target_the_box_cannot_reach_is_one_line_before_any_training():
     with pytest.raises(SearchError, match=r"target 6 GFLOPs is out of reach: .* tops out at 0\.1") as err:
         run_search(small, 6.0, scorer)
     assert "\n" not in str(err.value) and scorer.calls == []
+
+
+def test_a_start_longer_than_the_window_limit_is_one_line_before_any_training():
+    short = replace(BOX, max_window=window(BOX.start) - 1)
+    scorer = StubScorer(lambda c: Outcome("ok", top1=1.0))
+    with pytest.raises(SearchError, match=rf"spans {window(BOX.start)} source frames .* limit of "
+                                          rf"{window(BOX.start) - 1}: raise --max-window") as err:
+        run_search(short, 6.0, scorer)
+    assert "\n" not in str(err.value) and scorer.calls == []
+    check_reachable(replace(BOX, max_window=window(BOX.start) * 8), 1.0)  # a start at or under the limit is fine
 
 
 def _deep_pays_later(space, epochs_after_width=None):

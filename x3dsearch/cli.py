@@ -400,9 +400,9 @@ def _add_search(sub: Any) -> None:
     p.add_argument("--trials", type=int, metavar="N",
                    help="optuna: number of proxy trainings (rejected over-budget proposals not counted); "
                         "with --resume, the total to reach")
-    p.add_argument("--sampler", choices=("tpe", "nsga2"), default="tpe",
+    p.add_argument("--sampler", choices=("tpe", "nsga2"),
                    help="optuna: tpe maximises top-1 under the target; nsga2 searches the top-1/GFLOPs "
-                        "front under it (default: %(default)s)")
+                        "front under it (default: tpe)")
     _add_search_options(p, expansion_shown=False)
 
 

@@ -225,6 +225,7 @@ def step(args: argparse.Namespace) -> int:
 
 def search(args: argparse.Namespace) -> int:
     """Run (or plan) a search with the chosen strategy."""
+    _refuse_unused_options(args)
     if args.strategy == "expand":
         return expand(args)
     from .optuna_search import optuna_plan, run_optuna
@@ -233,7 +234,7 @@ def search(args: argparse.Namespace) -> int:
         raise UserError(f"--trials is required with --strategy {args.strategy}")
     if args.trials < 1:
         raise UserError("--trials must be at least 1")
-    sampler = "random" if args.strategy == "random" else args.sampler
+    sampler = "random" if args.strategy == "random" else args.sampler or "tpe"
     spec = _resolved(args, _settings_from_args(args, "random" if sampler == "random" else f"optuna-{sampler}"),
                      expansion=False)
     if args.dry_run:
@@ -242,6 +243,27 @@ def search(args: argparse.Namespace) -> int:
     _print_summary(args, run_optuna(spec, args.trials, sampler=sampler, resume=args.resume,
                                     quiet=args.quiet))
     return 0
+
+
+def _refuse_unused_options(args: argparse.Namespace) -> None:
+    """A ``search`` option the chosen strategy would ignore is a mistake to say, not to drop silently."""
+    from .search import LAND_WITHIN
+    from .trial import Init
+
+    unused = []
+    if args.sampler is not None and args.strategy != "optuna":
+        unused.append("--sampler")
+    if args.trials is not None and args.strategy == "expand":
+        unused.append("--trials (expand trains as many candidates as its steps need; --dry-run lists them)")
+    if args.strategy != "expand":
+        given = {"--proxy-init": args.proxy_init != Init.INHERIT.value,
+                 "--final-init": args.final_init != Init.SCRATCH.value,
+                 "--ceiling-gflops": args.ceiling_gflops is not None,
+                 "--evaluate-contractions": args.evaluate_contractions,
+                 "--land-within": args.land_within != LAND_WITHIN}
+        unused += [flag for flag, on in given.items() if on]
+    if unused:
+        raise UserError(f"--strategy {args.strategy} does not use {', '.join(unused)}")
 
 
 def compare(args: argparse.Namespace) -> int:

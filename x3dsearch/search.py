@@ -161,7 +161,11 @@ def step_candidates(base: X3DConfig, space: SearchSpace, step: int) -> list[Cand
 
 def check_reachable(space: SearchSpace, target: float, cost: Cost = FLOPS) -> None:
     """A one-line SearchError when stepping every axis up to the box's bounds stays under the target
-    (in ``cost``'s unit, judged by its estimate)."""
+    (in ``cost``'s unit, judged by its estimate), or when the start's own window is over the box's limit."""
+    if space.max_window is not None and window(space.start) > space.max_window:
+        raise SearchError(f"the start {space.start.short} spans {window(space.start)} source frames (frames x "
+                          f"stride), over the window limit of {space.max_window:g}: raise --max-window (or the "
+                          f"space's max_window), or start from a shorter window")
     top = box_top(space, target * cost.per_unit, cost.estimate)
     if cost.estimate(top) < target * cost.per_unit:
         raise SearchError(f"target {target:g} {cost.unit} is out of reach: expansion inside the box of "
