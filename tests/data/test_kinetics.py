@@ -55,6 +55,10 @@ def test_classes_inferred_from_every_split_or_read_from_json(tmp_path: Path) -> 
     (tmp_path / "train.csv").write_text("x.mp4 3\n")
     (tmp_path / "val.csv").write_text("z.mp4 5\n")
     assert len(read_split(tmp_path, "train").class_names) == 6
+    (tmp_path / "val.csv").write_text("z.mp4 123456789012\n")  # a video id in the label column
+    with pytest.raises(DataError, match="label 123456789012 would make 123,456,789,013 classes"):
+        read_split(tmp_path, "train")
+    (tmp_path / "val.csv").write_text("z.mp4 5\n")
     (tmp_path / "classes.json").write_text(json.dumps(["a", "b", "c", "d", "e", "f", "g"]))
     assert read_split(tmp_path, "val").class_names[-1] == "g"
 

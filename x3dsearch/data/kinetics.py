@@ -165,11 +165,18 @@ def _json_file(path: Path) -> object:
         raise DataError(f"{path}: not valid JSON (line {err.lineno})") from None
 
 
+_MAX_INFERRED_CLASSES = 100_000  # integer labels past this are a typo (a video id?), not a class list to build
+
+
 def _infer_classes(csvs: Sequence[Path]) -> list[str]:
     """Class list from the labels of every split CSV when no classes.txt/json exists."""
     labels = {label for csv in csvs for _, _, label in _csv_rows(csv)}
     if labels and all(re.fullmatch(r"\d+", label) for label in labels):
-        return [str(i) for i in range(1 + max(int(label) for label in labels))]
+        top = max(int(label) for label in labels)
+        if top >= _MAX_INFERRED_CLASSES:
+            raise DataError(f"label {top} would make {top + 1:,} classes (integer labels count 0..max); number "
+                            f"the classes from 0, or list them in classes.txt")
+        return [str(i) for i in range(1 + top)]
     return sorted(labels)
 
 
