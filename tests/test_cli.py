@@ -14,6 +14,7 @@ from x3dsearch.config import preset
 from x3dsearch.data import make_synthetic
 from x3dsearch.data.synthetic import CLASSES
 from x3dsearch.rundir import RunDir
+from x3dsearch.runspec import ExpandSettings, resolve
 from x3dsearch.search import step_candidates
 from x3dsearch.space import load_space
 
@@ -209,12 +210,15 @@ def test_a_seed_numpy_and_torch_cannot_take_is_a_usage_error(capsys, seed, needl
 
 def test_dry_run_checks_the_run_directory(capsys, tmp_path, tiny_data):
     run = RunDir(tmp_path / "run")
-    run.create({"target_gflops": 6}, resume=False)
+    recorded = resolve(ExpandSettings(6.0, str(run.path), data=str(tiny_data)), dry_run=True).to_dict()
+    run.create({**recorded, "data_fingerprint": "recorded"}, resume=False)  # as a run records its settings
     args = ["expand", "--target-gflops", "6", "--data", str(tiny_data), "--out", str(run.path)]
     code, _, err = _dry_run(capsys, *args)
     assert _one_line_error(code, err, str(run.path), "--resume")
-    code, out, _ = _dry_run(capsys, *args, "--resume")
-    assert code == 0 and f"run directory: {run.path} (resuming its 0 journal records)" in out
+    code, out, err = _dry_run(capsys, *args, "--resume")  # the fingerprint is left to the run, which reads the videos
+    assert code == 0 and f"run directory: {run.path} (resuming its 0 journal records)" in out, err
+    code, _, err = _dry_run(capsys, *args, "--resume", "--seed", "1")  # refused as the run itself would refuse it
+    assert _one_line_error(code, err, "--resume with different seed than the run in", "recorded seed 0")
 
 
 def test_dry_run_checks_trials(capsys):

@@ -325,13 +325,15 @@ def test_a_target_the_box_cannot_reach_is_one_line_before_any_training():
 
 
 def test_a_start_longer_than_the_window_limit_is_one_line_before_any_training():
-    short = replace(BOX, max_window=window(BOX.start) - 1)
+    start = BOX.start.replace(frames=4, stride=8)
+    short = replace(BOX, start=start, max_window=31.0)
     scorer = StubScorer(lambda c: Outcome("ok", top1=1.0))
-    with pytest.raises(SearchError, match=rf"spans {window(BOX.start)} source frames .* limit of "
-                                          rf"{window(BOX.start) - 1}: raise --max-window") as err:
+    with pytest.raises(SearchError, match=r"start 4x8 .* spans 32 source frames .* limit of 31: raise --max-window"
+                       ) as err:
         run_search(short, 6.0, scorer)
     assert "\n" not in str(err.value) and scorer.calls == []
-    check_reachable(replace(BOX, max_window=window(BOX.start) * 8), 1.0)  # a start at or under the limit is fine
+    check_reachable(replace(short, max_window=32.0), 1.0)  # a start at the limit is fine
+    check_reachable(replace(BOX, max_window=window(BOX.start) - 1), 1.0)  # so is a one-frame start (X2D)
 
 
 def _deep_pays_later(space, epochs_after_width=None):

@@ -64,39 +64,46 @@ class RunDir:
     def exists(self) -> bool:
         return (self.path / "run.yaml").is_file()
 
+    def check_resume(self, settings: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Refuse (one-line UserError) resuming this run with ``settings`` it cannot continue under; compares only
+        the keys ``settings`` has (a dry run has no data fingerprint). Returns run.yaml rewritten where a resume
+        may update it (the final training's options before it began; a fingerprint it lacked), else None."""
+        recorded = self.settings()
+        old = {**_BEFORE_RECORDED, **recorded}  # as settings_as_run(), reading run.yaml once
+        for key, reason in _NOT_RESUMABLE_WITHOUT.items():
+            if key in settings and key not in recorded:
+                raise UserError(f"{self.path} was recorded {reason}, so this version would search another "
+                                f"space; it cannot be resumed: start a new -o/--output")
+        named = {name for name, resolved in _RESOLVED_AS.items() if resolved in old and resolved in settings}
+        changed = sorted(k for k in settings if k in old and _comparable(old[k]) != _comparable(settings[k])
+                         and k not in _RESUMABLE_CHANGES and k not in named)
+        if "data_fingerprint" in changed and not {"data", "horizontal_flip"} & set(changed):
+            where = settings.get("data") or "the default benchmark"
+            raise UserError(f"the data of the run in {self.path} ({where}) has changed since the run began: its "
+                            f"split lists, side files or video sizes differ, so a resume would mix two datasets' "
+                            f"trainings; restore that data, or start a new -o/--output")
+        changed = [k for k in changed if k != "data_fingerprint"]  # another folder or flip is named as such
+        final_only = bool(changed) and set(changed) <= _FINAL_ONLY
+        if changed and not (final_only and not self.final_dir.exists()):
+            raise UserError(f"--resume with different {', '.join(_OPTION_OF.get(k, k) for k in changed)} "
+                            f"than the run in {self.path} (it "
+                            f"recorded {'; '.join(_recorded(k, old, settings) for k in changed)}); "
+                            + (f"its final training has begun in {self.final_dir}: delete that folder to change "
+                               f"it" if final_only else "use the original options or another -o/--output"))
+        update = {k: settings[k] for k in _FINAL_ONLY if k in settings} if final_only else {}
+        if "data_fingerprint" in settings and "data_fingerprint" not in recorded:
+            update["data_fingerprint"] = settings["data_fingerprint"]  # a run from before fingerprints
+        return {**recorded, **update} if update else None
+
     def create(self, settings: Mapping[str, Any], resume: bool) -> None:
         """Prepare the folder; refuse to mix a new search into an old run unless resuming."""
         if self.exists() and not resume:
             raise UserError(f"{self.path} already holds a run; pass --resume to continue it "
                             f"or choose another -o/--output")
         if resume and self.exists():
-            recorded = self.settings()
-            old = {**_BEFORE_RECORDED, **recorded}  # as settings_as_run(), reading run.yaml once
-            for key, reason in _NOT_RESUMABLE_WITHOUT.items():
-                if key in settings and key not in recorded:
-                    raise UserError(f"{self.path} was recorded {reason}, so this version would search another "
-                                    f"space; it cannot be resumed: start a new -o/--output")
-            named = {name for name, resolved in _RESOLVED_AS.items() if resolved in old and resolved in settings}
-            changed = sorted(k for k in settings if k in old and _comparable(old[k]) != _comparable(settings[k])
-                             and k not in _RESUMABLE_CHANGES and k not in named)
-            if "data_fingerprint" in changed and not {"data", "horizontal_flip"} & set(changed):
-                where = settings.get("data") or "the default benchmark"
-                raise UserError(f"the data of the run in {self.path} ({where}) has changed since the run began: its "
-                                f"split lists, side files or video sizes differ, so a resume would mix two datasets' "
-                                f"trainings; restore that data, or start a new -o/--output")
-            changed = [k for k in changed if k != "data_fingerprint"]  # another folder or flip is named as such
-            final_only = bool(changed) and set(changed) <= _FINAL_ONLY
-            if changed and not (final_only and not self.final_dir.exists()):
-                raise UserError(f"--resume with different {', '.join(_OPTION_OF.get(k, k) for k in changed)} "
-                                f"than the run in {self.path} (it "
-                                f"recorded {'; '.join(_recorded(k, old, settings) for k in changed)}); "
-                                + (f"its final training has begun in {self.final_dir}: delete that folder to change "
-                                   f"it" if final_only else "use the original options or another -o/--output"))
-            update = {k: settings[k] for k in _FINAL_ONLY if k in settings} if final_only else {}
-            if "data_fingerprint" in settings and "data_fingerprint" not in recorded:
-                update["data_fingerprint"] = settings["data_fingerprint"]  # a run from before fingerprints
-            if update:
-                atomic_write(self.path / "run.yaml", yaml.safe_dump({**recorded, **update}, sort_keys=False))
+            rewritten = self.check_resume(settings)
+            if rewritten is not None:
+                atomic_write(self.path / "run.yaml", yaml.safe_dump(rewritten, sort_keys=False))
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as err:

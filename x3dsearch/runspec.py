@@ -217,6 +217,8 @@ class RunSpec:
         if run.exists() and not resume:
             raise UserError(f"{run.path} already holds a run; pass --resume to continue it or choose another "
                             f"-o/--output")
+        if run.exists() and resume:  # what a run would refuse, but the data's fingerprint (a dry run reads no video)
+            run.check_resume(self.to_dict(cost=self.budget.cost(None).name))
         state = f"resuming its {sum(1 for _ in run.records())} journal records" if run.exists() else "new"
         return [self.data.text, self.data.window_text,
                 f"schedules: proxy {_describe_schedule(s.proxy_schedule, self.proxy)}, "

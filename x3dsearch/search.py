@@ -161,8 +161,9 @@ def step_candidates(base: X3DConfig, space: SearchSpace, step: int) -> list[Cand
 
 def check_reachable(space: SearchSpace, target: float, cost: Cost = FLOPS) -> None:
     """A one-line SearchError when stepping every axis up to the box's bounds stays under the target
-    (in ``cost``'s unit, judged by its estimate), or when the start's own window is over the box's limit."""
-    if space.max_window is not None and window(space.start) > space.max_window:
+    (in ``cost``'s unit, judged by its estimate), or when a multi-frame start's own window is over the box's limit
+    (a one-frame start spans one frame whatever its stride)."""
+    if space.max_window is not None and space.start.frames > 1 and window(space.start) > space.max_window:
         raise SearchError(f"the start {space.start.short} spans {window(space.start)} source frames (frames x "
                           f"stride), over the window limit of {space.max_window:g}: raise --max-window (or the "
                           f"space's max_window), or start from a shorter window")
