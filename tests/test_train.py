@@ -297,6 +297,9 @@ def test_coarse_epochs_train_on_pooled_clips_then_the_full_side() -> None:
     assert (stretched.coarse_epochs, stretched.epochs) == (16, 32)
     assert SCHEDULE.replace(epochs=2, coarse_epochs=1).stretched(1).coarse_epochs == 0
     coarse = load_schedule("cpu_coarse_full").recipe
+    assert Recipe.from_dict(coarse.to_dict()) == coarse and coarse.to_dict()["coarse_epochs"] == 8
+    # off, the fields stay unwritten: checkpoints, run.yaml files and trial digests recorded before them match
+    assert not {"coarse_epochs", "coarse_factor"} & set(load_schedule("cpu_long_full").to_dict())
     assert coarse.replace(coarse_epochs=0, coarse_factor=2, name="cpu_long_full",
                           description=load_schedule("cpu_long_full").recipe.description) == \
         load_schedule("cpu_long_full").recipe

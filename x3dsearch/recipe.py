@@ -131,8 +131,13 @@ class Recipe:
                             coarse_epochs=coarse)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain-Python form (lists, numbers) suitable for YAML/JSON and Ray trial parameters."""
-        return dict(dataclasses.asdict(self), eval_views=list(self.eval_views))
+        """Plain-Python form (lists, numbers) suitable for YAML/JSON and Ray trial parameters; the coarse start's
+        fields only when not their defaults, so checkpoints, run.yaml files and digests from before them match."""
+        out = dict(dataclasses.asdict(self), eval_views=list(self.eval_views))
+        for name, default in _UNWRITTEN_DEFAULTS.items():
+            if out[name] == default:
+                del out[name]
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Recipe":
@@ -151,3 +156,4 @@ class Recipe:
 
 
 RECIPE_FIELDS = tuple(f.name for f in dataclasses.fields(Recipe))
+_UNWRITTEN_DEFAULTS = {"coarse_epochs": 0, "coarse_factor": 2}
