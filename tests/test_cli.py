@@ -338,6 +338,13 @@ def test_search_refuses_options_its_strategy_ignores(capsys, args, refused):
     assert refused in err and "Traceback" not in err
 
 
+def test_a_sampling_run_recorded_with_an_expansion_option_still_resumes(capsys, tmp_path):
+    args = ["search", "--strategy", "random", "--trials", "3", "--target-gflops", "1", "--proxy-init", "scratch",
+            "-o", str(tmp_path / "run"), "--dry-run"]
+    assert main([*args, "--resume"]) == 0  # run.yaml, not this check, decides whether it matches the run
+    assert main(args) != 0 and "does not use --proxy-init" in capsys.readouterr().err
+
+
 def test_schedule_options_offer_schedules_of_their_role():
     commands = _subcommands(build_parser())
     helps = {a.option_strings[0]: a.help for a in commands["expand"][0]._actions if a.option_strings}

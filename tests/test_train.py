@@ -247,6 +247,18 @@ def test_keyboard_interrupt_propagates_and_resume_matches(data: tuple[Dataset, D
     assert {"model.pt", "config.yaml"} <= {p.name for p in (tmp_path / "cut").iterdir()}
 
 
+def test_a_checkpoint_identity_compares_fields_left_out_at_their_defaults() -> None:
+    coarse = SCHEDULE.replace(coarse_epochs=2)
+    before = {"config": CONFIG.to_dict(), "schedule": SCHEDULE.to_dict(), "seed": 0}  # written before the fields
+    train_module.check_identity(before, train_module.checkpoint_identity(CONFIG, SCHEDULE, 0), "ckpt",
+                                train_module.IDENTITY_OMITTED)
+    written = train_module.checkpoint_identity(CONFIG, coarse, 0)
+    for other in (SCHEDULE, coarse.replace(coarse_factor=3)):  # the coarse start switched off, or pooled otherwise
+        with pytest.raises(ConfigError, match="ckpt was written for a different schedule"):
+            train_module.check_identity(written, train_module.checkpoint_identity(CONFIG, other, 0), "ckpt",
+                                        train_module.IDENTITY_OMITTED)
+
+
 def test_resume_refuses_another_config(data: tuple[Dataset, Dataset], tmp_path: Path) -> None:
     train(CONFIG, data, SCHEDULE.replace(epochs=1), seed=0, threads=1, out_dir=tmp_path)
     with pytest.raises(ConfigError, match="different config"):
@@ -289,10 +301,17 @@ def test_coarse_epochs_train_on_pooled_clips_then_the_full_side() -> None:
     schedule = SCHEDULE.replace(epochs=3, coarse_epochs=2, batch_size=8)
     with torch.nn.modules.module.register_module_forward_pre_hook(record):
         result = train(CONFIG, (ColourClips(16, 0), ColourClips(8, 1)), schedule, seed=0, threads=1)
-    assert result.status == "ok" and result.train_crop == 32 and schedule.coarse_crop(CONFIG) == 16
+    assert result.status == "ok" and result.train_crop == 32
     assert sides == [(True, 16)] * 4 + [(True, 32)] * 2 + [(False, 32)]  # two batches an epoch, then the test
-    with pytest.raises(ConfigError, match="pools the 32-px training side to 10 px, under 16"):
-        train(CONFIG, (ColourClips(16, 0), ColourClips(8, 1)), schedule.replace(coarse_factor=3), seed=0)
+    # never under 16 px: a 3x pool of 32 px becomes 2x, and a side under 32 px is not pooled at all
+    assert schedule.replace(coarse_factor=3).coarse_pool(CONFIG) == 2
+    assert schedule.coarse_pool(CONFIG.replace(crop=24)) == 1
+    sides.clear()
+    with torch.nn.modules.module.register_module_forward_pre_hook(record):
+        small = train(CONFIG.replace(crop=24), (ColourClips(16, 0, crop=24), ColourClips(8, 1, crop=24)), schedule,
+                      seed=0, threads=1)
+    assert small.status == "ok" and {side for _, side in sides} == {24}
+    assert SCHEDULE.replace(epochs=16, coarse_epochs=8).with_epochs(4).coarse_epochs == 2  # train --epochs
     stretched = load_schedule("cpu_coarse_full").recipe.stretched(32)
     assert (stretched.coarse_epochs, stretched.epochs) == (16, 32)
     assert SCHEDULE.replace(epochs=2, coarse_epochs=1).stretched(1).coarse_epochs == 0

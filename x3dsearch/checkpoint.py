@@ -61,15 +61,19 @@ class FileCheckpoints:
         atomic_torch_save(dict(payload), self.path)
 
 
-def check_identity(checkpoint: Mapping[str, Any], identity: Mapping[str, Any], where: str) -> None:
+def check_identity(checkpoint: Mapping[str, Any], identity: Mapping[str, Any], where: str,
+                   omitted: Mapping[str, Mapping[str, Any]] | None = None) -> None:
     """Refuse a checkpoint written for another config, schedule or seed (one-line error).
 
-    A mapping recorded with more keys (fields that have since left it) is compared on this version's keys.
+    A mapping recorded with more keys (fields that have since left it) is compared on this version's keys;
+    ``omitted[key]`` gives the values of fields a mapping leaves out at their defaults, compared on both sides.
     """
     for key, value in identity.items():
         recorded = checkpoint.get(key)
         if isinstance(value, Mapping) and isinstance(recorded, Mapping):
-            recorded = {k: recorded.get(k) for k in value}
+            defaults = (omitted or {}).get(key, {})
+            value = {**defaults, **value}
+            recorded = {k: recorded.get(k, defaults.get(k)) for k in value}
         if recorded != value:
             raise ConfigError(f"{where} was written for a different {key}; use a new output folder "
                               f"or delete the checkpoint to start over")

@@ -385,8 +385,8 @@ def _add_search(sub: Any) -> None:
         "training and do not count toward --trials. Feasible proposals run as Ray Tune trials, --max-concurrent "
         "(default: as many as fit) at a time, and are journaled like expand's, so report/plot/export/compare "
         "read the run directory. --strategy expand runs 'x3dsearch expand' and takes its expansion options "
-        "(--proxy-init, --ceiling-gflops, --evaluate-contractions, --land-within; see 'x3dsearch expand --help'), "
-        "which the sampling strategies do not use.",
+        "(--proxy-init, --final-init, --ceiling-gflops, --evaluate-contractions, --land-within; see 'x3dsearch "
+        "expand --help'), which the sampling strategies refuse.",
         "examples:\n"
         "  x3dsearch search --strategy optuna --target-gflops 0.3 --trials 30\n"
         "  x3dsearch search --strategy optuna --target-gflops 0.3 --trials 30 --sampler nsga2 -o runs/n\n"
@@ -447,7 +447,7 @@ def _add_train(sub: Any) -> None:
     _add_model(p, "the model to train", required=True)
     _add_data(p)
     _add_schedule(p, "--schedule", "cpu_full", "the training")
-    p.add_argument("--epochs", type=int, metavar="N", help="override the schedule's epochs")
+    p.add_argument("--epochs", type=int, metavar="N", help="override the schedule's epochs (a coarse start scales with them)")
     _add_seed(p, "seed of the training")
     _add_output(p, "output folder (checkpoint and results)", metavar="RUN_DIR", required=True)
     _add_resume(p, "continue from the last checkpoint (the default when there is one; this only silences "

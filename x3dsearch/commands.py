@@ -255,7 +255,7 @@ def _refuse_unused_options(args: argparse.Namespace) -> None:
         unused.append("--sampler")
     if args.trials is not None and args.strategy == "expand":
         unused.append("--trials (expand trains as many candidates as its steps need; --dry-run lists them)")
-    if args.strategy != "expand":
+    if args.strategy != "expand" and not args.resume:  # a run recorded before this check resumes as it was
         given = {"--proxy-init": args.proxy_init != Init.INHERIT.value,
                  "--final-init": args.final_init != Init.SCRATCH.value,
                  "--ceiling-gflops": args.ceiling_gflops is not None,
@@ -292,7 +292,7 @@ def train(args: argparse.Namespace) -> int:
     assert config is not None  # the parser requires a model
     schedule = load_schedule(args.schedule).recipe
     if args.epochs is not None:
-        schedule = schedule.replace(epochs=args.epochs)
+        schedule = schedule.with_epochs(args.epochs)
     data = _data_root(args.data)
     config = _sized_for_data(config, data, from_preset=not args.config)
     if args.workers < 1:

@@ -42,7 +42,7 @@ from .rundir import atomic_write
 from .faults import kill_rank_once, rank_kill_marker
 from .workers import WorkerOptions
 from .recipe import Recipe
-from .train import CONFIG, METRICS, MODEL, Parallel, TrainResult, checkpoint_identity, train
+from .train import CONFIG, IDENTITY_OMITTED, METRICS, MODEL, Parallel, TrainResult, checkpoint_identity, train
 
 __all__ = ["RayCheckpoints", "train_distributed", "run_location", "last_checkpoint"]
 
@@ -292,7 +292,7 @@ def _check_resumable(checkpoint: Checkpoint | None, identity: Mapping[str, Any],
     with checkpoint.as_directory() as folder:
         payload = FileCheckpoints(folder).load()
     if payload is not None:
-        check_identity(payload, identity, where)
+        check_identity(payload, identity, where, IDENTITY_OMITTED)
 
 
 def _copy_outputs(checkpoint: Checkpoint | None, out: Path) -> None:

@@ -12,7 +12,7 @@ from .config import X3DConfig
 from .errors import ConfigError
 from .fields import check_int, number
 
-__all__ = ["Recipe", "MIN_TRAIN_CROP", "OPTIMIZERS"]
+__all__ = ["Recipe", "MIN_TRAIN_CROP", "OPTIMIZERS", "UNWRITTEN_DEFAULTS"]
 
 MIN_TRAIN_CROP = 16
 _PRECISIONS = ("fp32", "bf16", "auto")
@@ -34,7 +34,7 @@ class Recipe:
 
     ``base_lr`` is the learning rate at ``ref_batch_size`` (scaled linearly to ``batch_size``);
     ``spatial_scale`` trains and evaluates at ``round(crop * spatial_scale)`` px (at least 16);
-    the first ``coarse_epochs`` train on clips average-pooled ``coarse_factor``× per side, a cheaper start.
+    the first ``coarse_epochs`` train on clips average-pooled up to ``coarse_factor``× per side, a cheaper start.
     """
 
     name: str = "custom"
@@ -107,14 +107,16 @@ class Recipe:
         """The side the network trains and evaluates at: its crop times ``spatial_scale``, at least 16."""
         return max(MIN_TRAIN_CROP, int(round(config.crop * self.spatial_scale)))
 
-    def coarse_crop(self, config: X3DConfig) -> int:
-        """The side of the first ``coarse_epochs``: the training side pooled ``coarse_factor``× (a ConfigError
-        under 16 px, where the network's strides run out of pixels)."""
-        side = self.train_crop(config) // self.coarse_factor
-        if self.coarse_epochs and side < MIN_TRAIN_CROP:
-            raise ConfigError(f"schedule {self.name!r}: coarse_factor {self.coarse_factor} pools the "
-                              f"{self.train_crop(config)}-px training side to {side} px, under {MIN_TRAIN_CROP}")
-        return side
+    def coarse_pool(self, config: X3DConfig) -> int:
+        """How many times per side the first ``coarse_epochs`` pool ``config``'s clips: ``coarse_factor``, less
+        where that would go under 16 px (1, no pooling, for a training side under 32 px)."""
+        side = self.train_crop(config)
+        return max(1, min(self.coarse_factor, side // MIN_TRAIN_CROP))
+
+    def with_epochs(self, epochs: int) -> "Recipe":
+        """This recipe ``epochs`` long, its coarse start scaled in proportion (the rest as given)."""
+        coarse = min(epochs - 1, round(self.coarse_epochs * epochs / self.epochs))
+        return self.replace(epochs=epochs, coarse_epochs=coarse)
 
     def scored_views(self) -> tuple[int, int]:
         """The (windows, crops) a test scores: with the clip cache's square frames the three crops are one."""
@@ -126,16 +128,14 @@ class Recipe:
 
     def stretched(self, epochs: int) -> "Recipe":
         """This recipe ``epochs`` long, its warm-up and coarse start stretched in proportion."""
-        coarse = min(epochs - 1, round(self.coarse_epochs * epochs / self.epochs))
-        return self.replace(epochs=epochs, warmup_epochs=self.warmup_epochs * epochs / self.epochs,
-                            coarse_epochs=coarse)
+        return self.with_epochs(epochs).replace(warmup_epochs=self.warmup_epochs * epochs / self.epochs)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-Python form (lists, numbers) suitable for YAML/JSON and Ray trial parameters; the coarse start's
-        fields only when not their defaults, so checkpoints, run.yaml files and digests from before them match."""
+        fields only when it is on, so checkpoints, run.yaml files and digests from before them match."""
         out = dict(dataclasses.asdict(self), eval_views=list(self.eval_views))
-        for name, default in _UNWRITTEN_DEFAULTS.items():
-            if out[name] == default:
+        if not self.coarse_epochs:
+            for name in UNWRITTEN_DEFAULTS:
                 del out[name]
         return out
 
@@ -156,4 +156,4 @@ class Recipe:
 
 
 RECIPE_FIELDS = tuple(f.name for f in dataclasses.fields(Recipe))
-_UNWRITTEN_DEFAULTS = {"coarse_epochs": 0, "coarse_factor": 2}
+UNWRITTEN_DEFAULTS = {"coarse_epochs": 0, "coarse_factor": 2}  # what a recipe mapping without them means

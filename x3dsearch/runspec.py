@@ -366,4 +366,6 @@ def _describe_schedule(arg: str, schedule: ProxyPolicy) -> str:
             + (", then the longer window" if schedule.longer_window_ties else "")
             if schedule.fewer_params_within else "")
     ahead = ", the best two of each step looked one step ahead" if schedule.lookahead else ""
-    return f"{arg} ({epochs} over {videos} train videos, {recipe.optimizer}{ties}{ahead})"
+    coarse = (f", the first {recipe.coarse_epochs} pooled up to {recipe.coarse_factor}x per side"
+              if recipe.coarse_epochs else "")
+    return f"{arg} ({epochs}{coarse} over {videos} train videos, {recipe.optimizer}{ties}{ahead})"

@@ -39,11 +39,11 @@ from .model import build_model
 from .progress import Progress, progress
 from .rundir import atomic_write
 from .faults import nan_loss_now
-from .recipe import Recipe
+from .recipe import UNWRITTEN_DEFAULTS, Recipe
 from .scores import Scores
 
 __all__ = ["TrainResult", "Parallel", "train", "evaluate_weights", "resolve_threads", "checkpoint_identity",
-           "cpu_time", "CHECKPOINT", "METRICS", "MODEL", "CONFIG"]
+           "IDENTITY_OMITTED", "cpu_time", "CHECKPOINT", "METRICS", "MODEL", "CONFIG"]
 
 METRICS, MODEL, CONFIG = "metrics.json", "model.pt", "config.yaml"
 _EXPLODE_FACTOR = 20.0  # a loss this many times the first step's loss counts as divergence
@@ -163,6 +163,9 @@ class Parallel:
 def checkpoint_identity(config: X3DConfig, recipe: Recipe, seed: int) -> dict[str, Any]:
     """What a checkpoint must have been written for to be resumed by a run."""
     return {"config": config.to_dict(), "schedule": recipe.to_dict(), "seed": seed}
+
+
+IDENTITY_OMITTED = {"schedule": UNWRITTEN_DEFAULTS}  # check_identity's ``omitted`` for these identities
 
 
 def resolve_threads(threads: int | None = None) -> int:
@@ -385,7 +388,6 @@ class _Run:
         self.progress, self.on_epoch, self.init_state = progress and parallel.chief, on_epoch, init_state
         self.checkpoints = _Checkpoints(parallel.store(out_dir), checkpoint_identity(config, recipe, seed), device)
         self.train_crop = recipe.train_crop(config)
-        recipe.coarse_crop(config)  # refuses a coarse start too small for the network before any work
         self.feed = _feed(recipe, seed, device, parallel.loader_start)
         self.state = _State()
         self.skipped: tuple[tuple[str, str], ...] = ()
@@ -444,7 +446,8 @@ class _Run:
             self.state = self.checkpoints.restore(parts, checkpoint)
             self.wall_before, self.cpu_before = self.state.wall_seconds, self.state.cpu_seconds
         feed = dataclasses.replace(self.feed, sampler=self.parallel.sampler)
-        epochs = _Epochs(self.state, recipe, feed, parts, self._seconds, self.parallel)
+        epochs = _Epochs(self.state, recipe, feed, parts, self._seconds, self.parallel,
+                         coarse_pool=recipe.coarse_pool(self.config))
         bar = progress(total=parts.total_steps, initial=self.state.step, unit="step", enabled=self.progress)
         try:
             while not self.state.done and self.state.epoch < self.stop:
@@ -482,7 +485,8 @@ class _Checkpoints:
     def load(self) -> dict[str, Any] | None:
         checkpoint = self.store.load() if self.store is not None else None
         if checkpoint is not None:
-            check_identity(checkpoint, self.identity, str(getattr(self.store, "path", "the checkpoint")))
+            check_identity(checkpoint, self.identity, str(getattr(self.store, "path", "the checkpoint")),
+                           IDENTITY_OMITTED)
         return checkpoint
 
     def save(self, parts: "_Parts", state: _State) -> None:
@@ -543,16 +547,16 @@ class _Epochs:
     """The epoch loop: optimisation steps, divergence checks, the time budget and progress."""
 
     def __init__(self, state: _State, recipe: Recipe, feed: Feed, parts: _Parts,
-                 seconds: Callable[[], float], parallel: Parallel) -> None:
+                 seconds: Callable[[], float], parallel: Parallel, coarse_pool: int = 1) -> None:
         self.state, self.recipe, self.feed, self.parts, self.seconds = state, recipe, feed, parts, seconds
-        self.parallel = parallel
+        self.parallel, self.coarse_pool = parallel, coarse_pool
 
     def run(self, train_set: Dataset, bar: Progress | None) -> None:
         """One epoch (or its rest, up to the time budget); updates the shared state."""
         state, recipe = self.state, self.recipe
         self.parts.net.train()
         if bar is not None:
-            coarse = " (coarse)" if state.epoch < recipe.coarse_epochs else ""
+            coarse = f" (pooled {self.coarse_pool}x)" if self._coarse() else ""
             bar.set_description(f"epoch {state.epoch + 1}/{recipe.epochs}{coarse}")
         total_loss, batches = 0.0, 0
         tick = time.monotonic()
@@ -577,11 +581,16 @@ class _Epochs:
         state.done = state.stopped_early or state.epoch >= recipe.epochs
         state.wall_seconds = self.seconds()
 
+    def _coarse(self) -> bool:
+        """Whether this epoch trains on pooled clips (the recipe's coarse start, where the side allows it)."""
+        return self.state.epoch < self.recipe.coarse_epochs and self.coarse_pool > 1
+
     def _step(self, clips: torch.Tensor, labels: torch.Tensor) -> float:
         """One optimisation step; returns the batch loss, raises :class:`_Diverged` on NaN or explosion."""
         state, recipe, parts = self.state, self.recipe, self.parts
-        if state.epoch < recipe.coarse_epochs:  # a box filter (pooled, not subsampled), before the layout change
-            clips = F.avg_pool3d(clips, (1, recipe.coarse_factor, recipe.coarse_factor))
+        if self._coarse():  # a box filter (pooled, not subsampled), on the device, before the layout change
+            pool = self.coarse_pool
+            clips = F.avg_pool3d(clips.to(self.feed.device, non_blocking=True), (1, pool, pool))
         clips, labels = self.feed.to_device(clips), labels.to(self.feed.device, non_blocking=True)
         with self.feed.autocast:
             logits = parts.net(clips)
