@@ -451,3 +451,12 @@ def test_resume_of_a_folder_without_a_run_says_it_starts_a_new_one(capsys, tmp_p
 
 def test_an_empty_config_path_is_a_mistake_not_the_default_model(capsys):
     assert _one_line_error(main(["flops", "--config", ""]), capsys.readouterr().err, "--config needs the path")
+
+
+def test_train_says_where_a_coarse_start_trained(capsys, tmp_path, tiny_data):
+    schedule = tmp_path / "coarse.yaml"
+    schedule.write_text("epochs: 2\ncoarse_epochs: 1\nbatch_size: 4\nspatial_scale: 0.3\n")  # 112 px -> 34, pooled 17
+    code = main(["train", "--preset", "X2D", "--data", str(tiny_data), "--schedule", str(schedule),
+                 "-o", str(tmp_path / "run")])
+    out = capsys.readouterr().out
+    assert code == 0 and "trained at 34px (the first epoch at 17px)" in out, out
