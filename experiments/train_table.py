@@ -22,7 +22,7 @@ def table(root: Path) -> pd.DataFrame:
                      "test_top1": 100 * test["top1"] if test else None,
                      **{g: 100 * v for g, v in (test.get("per_group") or {}).items()},
                      "val_top1": 100 * result["top1"] if result.get("top1") is not None else None,
-                     "seconds": result["seconds"], "cpu_seconds": result["cpu_seconds"]})
+                     "seconds": result.get("seconds"), "cpu_seconds": result.get("cpu_seconds")})
     return pd.DataFrame(rows)
 
 

@@ -341,6 +341,10 @@ def test_search_refuses_options_its_strategy_ignores(capsys, args, refused):
 def test_a_sampling_run_recorded_with_an_expansion_option_still_resumes(capsys, tmp_path):
     args = ["search", "--strategy", "random", "--trials", "3", "--target-gflops", "1", "--proxy-init", "scratch",
             "-o", str(tmp_path / "run"), "--dry-run"]
+    assert main([*args, "--resume"]) != 0 and "does not use --proxy-init" in capsys.readouterr().err  # no run yet
+    recorded = resolve(ExpandSettings(1.0, str(tmp_path / "run"), proxy_init="scratch", land_within=1.0),
+                       dry_run=True).to_dict()
+    RunDir(tmp_path / "run").create(recorded, resume=False)  # a run recorded before the check, with the option
     assert main([*args, "--resume"]) == 0  # run.yaml, not this check, decides whether it matches the run
     assert main(args) != 0 and "does not use --proxy-init" in capsys.readouterr().err
 

@@ -315,6 +315,8 @@ def test_coarse_epochs_train_on_pooled_clips_then_the_full_side() -> None:
     stretched = load_schedule("cpu_coarse_full").recipe.stretched(32)
     assert (stretched.coarse_epochs, stretched.epochs) == (16, 32)
     assert SCHEDULE.replace(epochs=2, coarse_epochs=1).stretched(1).coarse_epochs == 0
+    short = load_schedule("kinetics_full").recipe.stretched(20)  # shorter than its 30-epoch warm-up: scaled with it
+    assert (short.epochs, short.warmup_epochs) == (20, pytest.approx(30 * 20 / 256))
     coarse = load_schedule("cpu_coarse_full").recipe
     assert Recipe.from_dict(coarse.to_dict()) == coarse and coarse.to_dict()["coarse_epochs"] == 8
     # off, the fields stay unwritten: checkpoints, run.yaml files and trial digests recorded before them match

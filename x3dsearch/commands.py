@@ -225,18 +225,20 @@ def step(args: argparse.Namespace) -> int:
 
 def search(args: argparse.Namespace) -> int:
     """Run (or plan) a search with the chosen strategy."""
-    _refuse_unused_options(args)
     if args.strategy == "expand":
+        _refuse_unused_options(args, recorded=False)
         return expand(args)
     from .optuna_search import optuna_plan, run_optuna
+    from .rundir import RunDir
 
     if args.trials is None:
         raise UserError(f"--trials is required with --strategy {args.strategy}")
     if args.trials < 1:
         raise UserError("--trials must be at least 1")
     sampler = "random" if args.strategy == "random" else args.sampler or "tpe"
-    spec = _resolved(args, _settings_from_args(args, "random" if sampler == "random" else f"optuna-{sampler}"),
-                     expansion=False)
+    settings = _settings_from_args(args, "random" if sampler == "random" else f"optuna-{sampler}")
+    _refuse_unused_options(args, recorded=args.resume and RunDir(settings.out).exists())
+    spec = _resolved(args, settings, expansion=False)
     if args.dry_run:
         print(optuna_plan(spec, args.trials, sampler))
         return 0
@@ -245,8 +247,9 @@ def search(args: argparse.Namespace) -> int:
     return 0
 
 
-def _refuse_unused_options(args: argparse.Namespace) -> None:
-    """A ``search`` option the chosen strategy would ignore is a mistake to say, not to drop silently."""
+def _refuse_unused_options(args: argparse.Namespace, recorded: bool) -> None:
+    """A ``search`` option the chosen strategy would ignore is a mistake to say, not to drop silently; resuming a
+    ``recorded`` run, its run.yaml decides on the expansion options (runs from before this check recorded them)."""
     from .search import LAND_WITHIN
     from .trial import Init
 
@@ -255,7 +258,7 @@ def _refuse_unused_options(args: argparse.Namespace) -> None:
         unused.append("--sampler")
     if args.trials is not None and args.strategy == "expand":
         unused.append("--trials (expand trains as many candidates as its steps need; --dry-run lists them)")
-    if args.strategy != "expand" and not args.resume:  # a run recorded before this check resumes as it was
+    if args.strategy != "expand" and not recorded:
         given = {"--proxy-init": args.proxy_init != Init.INHERIT.value,
                  "--final-init": args.final_init != Init.SCRATCH.value,
                  "--ceiling-gflops": args.ceiling_gflops is not None,

@@ -113,10 +113,10 @@ class Recipe:
         side = self.train_crop(config)
         return max(1, min(self.coarse_factor, side // MIN_TRAIN_CROP))
 
-    def with_epochs(self, epochs: int) -> "Recipe":
-        """This recipe ``epochs`` long, its coarse start scaled in proportion (the rest as given)."""
+    def with_epochs(self, epochs: int, **changes: Any) -> "Recipe":
+        """This recipe ``epochs`` long, its coarse start scaled in proportion, with ``changes`` (the rest as given)."""
         coarse = min(epochs - 1, round(self.coarse_epochs * epochs / self.epochs))
-        return self.replace(epochs=epochs, coarse_epochs=coarse)
+        return self.replace(epochs=epochs, coarse_epochs=coarse, **changes)
 
     def scored_views(self) -> tuple[int, int]:
         """The (windows, crops) a test scores: with the clip cache's square frames the three crops are one."""
@@ -128,7 +128,7 @@ class Recipe:
 
     def stretched(self, epochs: int) -> "Recipe":
         """This recipe ``epochs`` long, its warm-up and coarse start stretched in proportion."""
-        return self.with_epochs(epochs).replace(warmup_epochs=self.warmup_epochs * epochs / self.epochs)
+        return self.with_epochs(epochs, warmup_epochs=self.warmup_epochs * epochs / self.epochs)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-Python form (lists, numbers) suitable for YAML/JSON and Ray trial parameters; the coarse start's
