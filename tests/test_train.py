@@ -305,7 +305,7 @@ def test_coarse_epochs_train_on_pooled_clips_then_the_full_side() -> None:
     assert sides == [(True, 16)] * 4 + [(True, 32)] * 2 + [(False, 32)]  # two batches an epoch, then the test
     # never under 16 px: a 3x pool of 32 px becomes 2x, and a side under 32 px is not pooled at all
     assert schedule.replace(coarse_factor=3).coarse_pool(CONFIG) == 2
-    assert schedule.coarse_pool(CONFIG.replace(crop=24)) == 1
+    assert schedule.coarse_pool(CONFIG.replace(crop=24)) == 1 and SCHEDULE.coarse_pool(CONFIG) == 1  # or off
     sides.clear()
     with torch.nn.modules.module.register_module_forward_pre_hook(record):
         small = train(CONFIG.replace(crop=24), (ColourClips(16, 0, crop=24), ColourClips(8, 1, crop=24)), schedule,

@@ -447,7 +447,8 @@ def _add_train(sub: Any) -> None:
     _add_model(p, "the model to train", required=True)
     _add_data(p)
     _add_schedule(p, "--schedule", "cpu_full", "the training")
-    p.add_argument("--epochs", type=int, metavar="N", help="override the schedule's epochs (a coarse start scales with them)")
+    p.add_argument("--epochs", type=int, metavar="N",
+                   help="override the schedule's epochs (a coarse start scales with them)")
     _add_seed(p, "seed of the training")
     _add_output(p, "output folder (checkpoint and results)", metavar="RUN_DIR", required=True)
     _add_resume(p, "continue from the last checkpoint (the default when there is one; this only silences "

@@ -319,7 +319,7 @@ def train(args: argparse.Namespace) -> int:
     workers = f", {result.world_size} workers x batch {schedule.batch_size}" if result.world_size > 1 else ""
     test = f", test top1 {result.test.top1:.1%}" if result.test else ", no test split"
     windows, crops = schedule.scored_views()
-    pool = schedule.coarse_pool(config) if schedule.coarse_epochs else 1
+    pool = schedule.coarse_pool(config)
     first = "epoch" if schedule.coarse_epochs == 1 else f"{schedule.coarse_epochs} epochs"
     coarse = f" (the first {first} at {result.train_crop // pool}px)" if pool > 1 else ""
     print(f"{config.short}: val top1 {result.top1:.1%} top5 {result.top5:.1%}{test} ({windows}x{crops} views, "

@@ -109,9 +109,10 @@ class Recipe:
 
     def coarse_pool(self, config: X3DConfig) -> int:
         """How many times per side the first ``coarse_epochs`` pool ``config``'s clips: ``coarse_factor``, less
-        where that would go under 16 px (1, no pooling, for a training side under 32 px)."""
-        side = self.train_crop(config)
-        return max(1, min(self.coarse_factor, side // MIN_TRAIN_CROP))
+        where that would go under 16 px; 1 (no pooling) without a coarse start or for a side under 32 px."""
+        if not self.coarse_epochs:
+            return 1
+        return max(1, min(self.coarse_factor, self.train_crop(config) // MIN_TRAIN_CROP))
 
     def with_epochs(self, epochs: int, **changes: Any) -> "Recipe":
         """This recipe ``epochs`` long, its coarse start scaled in proportion, with ``changes`` (the rest as given)."""

@@ -583,7 +583,7 @@ class _Epochs:
 
     def _coarse(self) -> bool:
         """Whether this epoch trains on pooled clips (the recipe's coarse start, where the side allows it)."""
-        return self.state.epoch < self.recipe.coarse_epochs and self.coarse_pool > 1
+        return self.coarse_pool > 1 and self.state.epoch < self.recipe.coarse_epochs
 
     def _step(self, clips: torch.Tensor, labels: torch.Tensor) -> float:
         """One optimisation step; returns the batch loss, raises :class:`_Diverged` on NaN or explosion."""
